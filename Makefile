@@ -1,0 +1,42 @@
+# kata-ts: a containerd shim v2 that runs each pod in its own VM.
+#   make demo   build everything, start a private containerd, run a container in a VM
+#   make test   unit tests, then end-to-end tests with real containerd + QEMU (TCG)
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib/kata-ts
+GUEST_DIR ?= /usr/share/kata-ts/guest
+# Production hosts use KVM; this only seeds /etc/kata-ts/config.json on install.
+ACCEL ?= kvm
+
+.PHONY: all deps build guest test test-unit test-e2e demo install uninstall clean
+
+all: build guest
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	npx tsc -p tsconfig.json
+
+guest: build
+	./guest/build.sh
+
+test-unit: build
+	npx jest --selectProjects unit
+
+test-e2e: guest
+	npx jest --selectProjects e2e --runInBand
+
+test: test-unit test-e2e
+
+demo: guest
+	node dist/scripts/demo.js
+
+install: guest
+	./scripts/install.sh "$(PREFIX)" "$(LIBDIR)" "$(GUEST_DIR)" "$(ACCEL)"
+
+uninstall:
+	rm -rf "$(LIBDIR)" "$(GUEST_DIR)" "$(PREFIX)/bin/containerd-shim-kata-v2"
+
+clean:
+	rm -rf dist guest/out

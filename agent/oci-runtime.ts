@@ -1,0 +1,71 @@
+// Thin wrapper over the guest's OCI runtime (crun). Containers run in the foreground
+// (`crun run`) as children of the agent, so the agent sees every exit status itself:
+// a detached `crun create` would reparent the container to PID 1, which cannot tell
+// us how it ended.
+import { ChildProcess, execFile, spawn } from 'child_process';
+import * as fs from 'fs';
+import { promisify } from 'util';
+
+const execFileAsync = promisify(execFile);
+
+export interface RunOptions {
+  bundleDir: string;
+  pidFile: string;
+  logFile: string;
+  stdin: boolean;
+}
+
+export class OciRuntime {
+  constructor(readonly binary: string, private readonly stateRoot: string) {}
+
+  run(id: string, opts: RunOptions): ChildProcess {
+    const args = ['--root', this.stateRoot, `--log=file:${opts.logFile}`, 'run', '--bundle', opts.bundleDir, '--pid-file', opts.pidFile, id];
+    return spawn(this.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  }
+
+  async kill(id: string, signal: number, all: boolean): Promise<void> {
+    await this.exec(['kill', ...(all ? ['--all'] : []), id, String(signal)]);
+  }
+
+  /** Removes the runtime's state for `id`; a container it no longer knows is fine. */
+  async delete(id: string): Promise<void> {
+    try {
+      await this.exec(['delete', '--force', id]);
+    } catch (err) {
+      if (!/does not exist|not found|No such file/i.test((err as Error).message)) throw err;
+    }
+  }
+
+  async version(): Promise<string> {
+    const { stdout } = await execFileAsync(this.binary, ['--version']);
+    return stdout.split('\n')[0] ?? '';
+  }
+
+  /** The runtime's own error message from its log file, for failures before exec. */
+  static lastError(logFile: string): string | undefined {
+    let text: string;
+    try {
+      text = fs.readFileSync(logFile, 'utf8');
+    } catch {
+      return undefined;
+    }
+    const lines = text.trim().split('\n').filter(Boolean);
+    const last = lines[lines.length - 1];
+    if (!last) return undefined;
+    try {
+      const parsed = JSON.parse(last) as { msg?: string };
+      return parsed.msg ?? last;
+    } catch {
+      return last;
+    }
+  }
+
+  private async exec(args: string[]): Promise<void> {
+    try {
+      await execFileAsync(this.binary, ['--root', this.stateRoot, ...args]);
+    } catch (err) {
+      const e = err as { stderr?: string; message: string };
+      throw new Error(`${this.binary} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`);
+    }
+  }
+}

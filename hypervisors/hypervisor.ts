@@ -1,0 +1,57 @@
+// The seam between a sandbox and the VMM that runs it. A sandbox only ever talks to
+// this interface; every driver (hypervisors/<name>/) implements it.
+
+export type Accelerator = 'kvm' | 'tcg';
+
+/** How the host reaches the guest agent. */
+export type AgentChannel =
+  /** virtio-serial port; the VMM listens on a Unix socket on the host side. */
+  | { kind: 'virtio-serial'; socketPath: string; portName: string }
+  /** AF_VSOCK (vhost-vsock on the host). */
+  | { kind: 'vsock'; guestCid: number; port: number }
+  /** Firecracker/Cloud Hypervisor: a Unix socket speaking `CONNECT <port>\n`. */
+  | { kind: 'hybrid-vsock'; socketPath: string; port: number };
+
+export interface SharedDirectory {
+  /** 9p mount tag the guest mounts. */
+  tag: string;
+  hostPath: string;
+}
+
+export interface VmConfig {
+  /** Sandbox id; names the VM. */
+  id: string;
+  /** Private directory for the VMM's sockets, pid file and console log. */
+  workDir: string;
+  binaryPath: string;
+  accelerator: Accelerator;
+  kernelPath: string;
+  initrdPath: string;
+  kernelParams: string[];
+  memoryMiB: number;
+  vcpus: number;
+  agentChannel: AgentChannel;
+  sharedDirectories: SharedDirectory[];
+}
+
+export interface VmExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface Hypervisor {
+  readonly name: string;
+  /** Launches the VM and returns once the VMM is controllable (the guest may still boot). */
+  start(config: VmConfig): Promise<void>;
+  /**
+   * Stops the VM: waits up to `graceMs` for the guest to power off by itself (the agent
+   * ends it after DestroySandbox), then asks the VMM to quit, then kills it.
+   */
+  stop(graceMs: number): Promise<void>;
+  /** The VMM process id while it runs. */
+  pid(): number | undefined;
+  /** Settles when the VMM process has exited, for whatever reason. */
+  readonly exited: Promise<VmExit>;
+  /** Recent console output of the guest, for error messages when boot fails. */
+  consoleTail(maxBytes?: number): string;
+}

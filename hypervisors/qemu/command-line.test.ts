@@ -1,0 +1,55 @@
+import { VmConfig } from '../hypervisor';
+import { buildQemuArgs } from './command-line';
+
+const base: VmConfig = {
+  id: 'sb1',
+  workDir: '/run/kata-ts/sb1',
+  binaryPath: 'qemu-system-x86_64',
+  accelerator: 'tcg',
+  kernelPath: '/k',
+  initrdPath: '/i',
+  kernelParams: ['console=ttyS0', 'quiet'],
+  memoryMiB: 512,
+  vcpus: 2,
+  agentChannel: { kind: 'virtio-serial', socketPath: '/run/kata-ts/sb1/agent.sock', portName: 'agent.channel.0' },
+  sharedDirectories: [{ tag: 'kataShared', hostPath: '/run/kata-ts/sb1/shared' }],
+};
+
+function valueAfter(args: string[], flag: string): string[] {
+  return args.flatMap((a, i) => (a === flag ? [args[i + 1]] : []));
+}
+
+describe('QEMU command line', () => {
+  it('uses the configured accelerator and a matching CPU model', () => {
+    expect(valueAfter(buildQemuArgs(base), '-machine')).toEqual(['q35,accel=tcg']);
+    expect(valueAfter(buildQemuArgs(base), '-cpu')).toEqual(['max']);
+    const kvm = buildQemuArgs({ ...base, accelerator: 'kvm' });
+    expect(valueAfter(kvm, '-machine')).toEqual(['q35,accel=kvm']);
+    expect(valueAfter(kvm, '-cpu')).toEqual(['host']);
+  });
+
+  it('sizes the VM and passes the kernel command line as one argument', () => {
+    const args = buildQemuArgs(base);
+    expect(valueAfter(args, '-m')).toEqual(['512M']);
+    expect(valueAfter(args, '-smp')).toEqual(['2']);
+    expect(valueAfter(args, '-append')).toEqual(['console=ttyS0 quiet']);
+  });
+
+  it('wires the agent over a named virtio-serial port on a host socket', () => {
+    const args = buildQemuArgs(base);
+    expect(valueAfter(args, '-chardev')).toContain('socket,id=agent,path=/run/kata-ts/sb1/agent.sock,server=on,wait=off');
+    expect(valueAfter(args, '-device')).toContain('virtserialport,chardev=agent,name=agent.channel.0');
+  });
+
+  it('uses vhost-vsock when the channel is vsock', () => {
+    const args = buildQemuArgs({ ...base, agentChannel: { kind: 'vsock', guestCid: 3, port: 1024 } });
+    expect(valueAfter(args, '-device')).toContain('vhost-vsock-pci,id=vsock0,guest-cid=3');
+    expect(args.join(' ')).not.toContain('virtserialport');
+  });
+
+  it('shares directories over virtio-9p and escapes commas in paths', () => {
+    const args = buildQemuArgs({ ...base, sharedDirectories: [{ tag: 'kataShared', hostPath: '/a,b' }] });
+    expect(valueAfter(args, '-fsdev')).toEqual(['local,id=fs0,path=/a,,b,security_model=none,multidevs=remap']);
+    expect(valueAfter(args, '-device')).toContain('virtio-9p-pci,fsdev=fs0,mount_tag=kataShared');
+  });
+});

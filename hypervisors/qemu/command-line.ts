@@ -1,0 +1,71 @@
+// Builds QEMU's argument list from a VmConfig. Pure, so it is unit-tested without QEMU.
+import * as path from 'path';
+import { VmConfig } from '../hypervisor';
+
+export interface QemuPaths {
+  qmpSocket: string;
+  pidFile: string;
+  consoleLog: string;
+}
+
+export function qemuPaths(workDir: string): QemuPaths {
+  return {
+    qmpSocket: path.join(workDir, 'qmp.sock'),
+    pidFile: path.join(workDir, 'qemu.pid'),
+    consoleLog: path.join(workDir, 'console.log'),
+  };
+}
+
+/** Characters QEMU's option parser treats specially inside a value. */
+function escapeOptionValue(value: string): string {
+  return value.replace(/,/g, ',,');
+}
+
+export function buildQemuArgs(config: VmConfig): string[] {
+  const paths = qemuPaths(config.workDir);
+  const args: string[] = [
+    '-name', `sandbox-${config.id},debug-threads=on`,
+    // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
+    '-machine', `q35,accel=${config.accelerator}`,
+    '-cpu', config.accelerator === 'kvm' ? 'host' : 'max',
+    '-m', `${config.memoryMiB}M`,
+    '-smp', String(config.vcpus),
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-qmp', `unix:${escapeOptionValue(paths.qmpSocket)},server=on,wait=off`,
+    '-pidfile', paths.pidFile,
+    // The guest console goes to a file the shim reads when boot fails.
+    '-chardev', `file,id=console,path=${escapeOptionValue(paths.consoleLog)}`,
+    '-serial', 'chardev:console',
+    '-kernel', config.kernelPath,
+    '-initrd', config.initrdPath,
+    '-append', config.kernelParams.join(' '),
+    '-device', 'virtio-rng-pci',
+  ];
+
+  const channel = config.agentChannel;
+  switch (channel.kind) {
+    case 'virtio-serial':
+      args.push(
+        '-device', 'virtio-serial-pci,id=serial0',
+        '-chardev', `socket,id=agent,path=${escapeOptionValue(channel.socketPath)},server=on,wait=off`,
+        '-device', `virtserialport,chardev=agent,name=${channel.portName}`,
+      );
+      break;
+    case 'vsock':
+      args.push('-device', `vhost-vsock-pci,id=vsock0,guest-cid=${channel.guestCid}`);
+      break;
+    case 'hybrid-vsock':
+      throw new Error('QEMU has no hybrid vsock; use virtio-serial or vsock');
+  }
+
+  config.sharedDirectories.forEach((dir, index) => {
+    const id = `fs${index}`;
+    args.push(
+      // multidevs=remap keeps inode numbers unique when the share spans several host
+      // filesystems (each container rootfs is its own overlay mount).
+      '-fsdev', `local,id=${id},path=${escapeOptionValue(dir.hostPath)},security_model=none,multidevs=remap`,
+      '-device', `virtio-9p-pci,fsdev=${id},mount_tag=${dir.tag}`,
+    );
+  });
+  return args;
+}

@@ -1,0 +1,2 @@
+export { QemuHypervisor } from './qemu';
+export { buildQemuArgs, qemuPaths } from './command-line';

@@ -1,0 +1,125 @@
+// The QEMU driver: launches qemu-system as a child, drives it over QMP, stops it
+// gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import { HypervisorError } from '../../lib/errors';
+import { Logger } from '../../lib/logger';
+import { Hypervisor, VmConfig, VmExit } from '../hypervisor';
+import { buildQemuArgs, qemuPaths } from './command-line';
+import { QmpClient } from './qmp';
+
+const QMP_CONNECT_TIMEOUT_MS = 10_000;
+
+export class QemuHypervisor implements Hypervisor {
+  readonly name = 'qemu';
+  private child: ChildProcess | undefined;
+  private qmp: QmpClient | undefined;
+  private consoleLog: string | undefined;
+  private resolveExited!: (exit: VmExit) => void;
+  readonly exited: Promise<VmExit>;
+  private hasExited = false;
+
+  constructor(private readonly logger: Logger) {
+    this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+  }
+
+  async start(config: VmConfig): Promise<void> {
+    if (this.child) throw new HypervisorError(`VM ${config.id} already started`);
+    await assertExecutable(config.binaryPath);
+    for (const file of [config.kernelPath, config.initrdPath]) {
+      if (!fs.existsSync(file)) throw new HypervisorError(`guest image file ${file} does not exist; build the guest with 'make guest'`);
+    }
+    const paths = qemuPaths(config.workDir);
+    this.consoleLog = paths.consoleLog;
+    const args = buildQemuArgs(config);
+    this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
+    const stderr: Buffer[] = [];
+    const child = spawn(config.binaryPath, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    this.child = child;
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr.push(chunk);
+      this.logger.warn({ qemu: chunk.toString().trim() }, 'qemu stderr');
+    });
+    const spawnFailure = new Promise<never>((_, reject) => {
+      child.once('error', (err) => reject(new HypervisorError(`cannot run ${config.binaryPath}: ${err.message}`, { cause: err })));
+    });
+    child.once('exit', (code, signal) => {
+      this.hasExited = true;
+      this.qmp?.close();
+      this.logger.info({ code, signal }, 'qemu exited');
+      this.resolveExited({ code, signal });
+    });
+    const earlyExit = this.exited.then((exit) => {
+      const reason = Buffer.concat(stderr).toString().trim() || `exit code ${exit.code} signal ${exit.signal}`;
+      throw new HypervisorError(`qemu exited during start-up: ${reason}`);
+    });
+    try {
+      this.qmp = await Promise.race([QmpClient.connect(paths.qmpSocket, QMP_CONNECT_TIMEOUT_MS), spawnFailure, earlyExit]);
+    } catch (err) {
+      this.killNow();
+      await Promise.race([this.exited, delay(2000)]);
+      throw err;
+    }
+    earlyExit.catch(() => undefined); // later exits are reported through `exited`
+  }
+
+  async stop(graceMs: number): Promise<void> {
+    if (!this.child || this.hasExited) return;
+    if (await settlesWithin(this.exited, graceMs)) return;
+    this.logger.warn('guest did not power off in time; sending QMP quit');
+    await this.qmp?.execute('quit').catch(() => undefined);
+    if (await settlesWithin(this.exited, 3000)) return;
+    this.logger.warn('qemu ignored quit; killing it');
+    this.killNow();
+    await this.exited;
+  }
+
+  pid(): number | undefined {
+    return this.hasExited ? undefined : this.child?.pid;
+  }
+
+  consoleTail(maxBytes = 4096): string {
+    if (!this.consoleLog) return '';
+    try {
+      const text = fs.readFileSync(this.consoleLog);
+      return text.subarray(Math.max(0, text.length - maxBytes)).toString();
+    } catch {
+      return '';
+    }
+  }
+
+  private killNow(): void {
+    if (this.child && !this.hasExited) this.child.kill('SIGKILL');
+  }
+}
+
+async function assertExecutable(binary: string): Promise<void> {
+  const { execFileSync } = await import('child_process');
+  const resolved = binary.includes('/')
+    ? binary
+    : (() => {
+        try {
+          return execFileSync('sh', ['-c', 'command -v "$1"', 'sh', binary], { encoding: 'utf8' }).trim();
+        } catch {
+          return '';
+        }
+      })();
+  try {
+    if (!resolved) throw new Error('not found on PATH');
+    fs.accessSync(resolved, fs.constants.X_OK);
+  } catch (err) {
+    throw new HypervisorError(`QEMU binary '${binary}' is not usable (${(err as Error).message}); install qemu-system-x86 or set hypervisor.path in the configuration`);
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  const result = await Promise.race([promise.then(() => true as const), timeout]);
+  clearTimeout(timer);
+  return result;
+}

@@ -1,0 +1,93 @@
+// A minimal QMP client: one JSON object per line, a greeting, capability negotiation,
+// then commands answered in order ("return" or "error"), events interleaved.
+import * as net from 'net';
+import { HypervisorError } from '../../lib/errors';
+
+interface Pending {
+  command: string;
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+}
+
+export class QmpClient {
+  private buffer = '';
+  private readonly pending: Pending[] = [];
+  private closedError: Error | undefined;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => this.onData(chunk));
+    socket.on('close', () => this.failAll(new HypervisorError('QMP connection closed')));
+    socket.on('error', (err) => this.failAll(new HypervisorError(`QMP socket error: ${err.message}`, { cause: err })));
+  }
+
+  /** Connects, reads the greeting and enters command mode. */
+  static async connect(path: string, timeoutMs: number): Promise<QmpClient> {
+    const socket = await connectWithRetry(path, timeoutMs);
+    const client = new QmpClient(socket);
+    await client.execute('qmp_capabilities');
+    return client;
+  }
+
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ command, resolve: resolve as (v: unknown) => void, reject });
+      this.socket.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + '\n');
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private onData(chunk: string): void {
+    this.buffer += chunk;
+    let newline: number;
+    while ((newline = this.buffer.indexOf('\n')) >= 0) {
+      const line = this.buffer.slice(0, newline).trim();
+      this.buffer = this.buffer.slice(newline + 1);
+      if (line) this.onMessage(line);
+    }
+  }
+
+  private onMessage(line: string): void {
+    let msg: { QMP?: unknown; event?: string; return?: unknown; error?: { class: string; desc: string } };
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      return; // QEMU never sends partial JSON on a line; ignore noise rather than crash
+    }
+    if (msg.QMP !== undefined || msg.event !== undefined) return; // greeting / async event
+    const waiter = this.pending.shift();
+    if (!waiter) return;
+    if (msg.error) waiter.reject(new HypervisorError(`QMP ${waiter.command} failed: ${msg.error.class}: ${msg.error.desc}`));
+    else waiter.resolve(msg.return);
+  }
+
+  private failAll(err: Error): void {
+    this.closedError ??= err;
+    for (const waiter of this.pending.splice(0)) waiter.reject(err);
+  }
+}
+
+async function connectWithRetry(path: string, timeoutMs: number): Promise<net.Socket> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: Error | undefined;
+  while (Date.now() < deadline) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const socket = net.createConnection(path);
+        socket.once('connect', () => {
+          socket.removeAllListeners('error');
+          resolve(socket);
+        });
+        socket.once('error', reject);
+      });
+    } catch (err) {
+      lastError = err as Error;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new HypervisorError(`QMP socket ${path} did not accept connections within ${timeoutMs} ms: ${lastError?.message ?? 'timeout'}`);
+}

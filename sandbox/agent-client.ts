@@ -1,0 +1,124 @@
+// The shim's view of the guest agent: typed calls over ttrpc, with per-call deadlines
+// for control calls and none for waits and stdio reads (they block by design).
+import * as net from 'net';
+import { DeadlineExceededError, UnavailableError } from '../lib/errors';
+import { Logger } from '../lib/logger';
+import { AGENT_SERVICE, lookupService } from '../lib/protos';
+import { TtrpcClient } from '../ttrpc';
+import { AgentChannel } from '../hypervisors/hypervisor';
+
+export interface GuestDetails {
+  agent_version: string;
+  kernel_release: string;
+  boot_id: string;
+  oci_runtime: string;
+}
+
+export interface AgentClient {
+  guestDetails(timeoutMs?: number): Promise<GuestDetails>;
+  createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string }): Promise<void>;
+  destroySandbox(): Promise<void>;
+  createContainer(req: { container_id: string; oci_spec_json: Buffer; stdin: boolean; terminal: boolean }): Promise<void>;
+  startContainer(containerId: string): Promise<number>;
+  removeContainer(containerId: string): Promise<void>;
+  waitProcess(containerId: string, execId: string): Promise<number>;
+  signalProcess(containerId: string, execId: string, signal: number, all: boolean): Promise<void>;
+  listProcesses(containerId: string): Promise<number[]>;
+  readStdout(containerId: string, execId: string, maxLen: number): Promise<{ data: Buffer; eof: boolean }>;
+  readStderr(containerId: string, execId: string, maxLen: number): Promise<{ data: Buffer; eof: boolean }>;
+  writeStdin(containerId: string, execId: string, data: Buffer): Promise<number>;
+  closeStdin(containerId: string, execId: string): Promise<void>;
+  close(): void;
+  /** Settles when the connection to the agent is lost. */
+  readonly disconnected: Promise<void>;
+}
+
+export class TtrpcAgentClient implements AgentClient {
+  private readonly service = lookupService(AGENT_SERVICE);
+  readonly disconnected: Promise<void>;
+
+  constructor(private readonly client: TtrpcClient, private readonly callTimeoutMs: number) {
+    this.disconnected = new Promise((resolve) => client.on('close', () => resolve()));
+  }
+
+  /**
+   * Dials the agent and waits until it answers. The guest may still be booting: the
+   * first requests sit in the channel until the agent reads them, so we retry with
+   * short per-try deadlines until `bootTimeoutMs` or until `vmExited` settles.
+   */
+  static async connect(channel: AgentChannel, opts: { bootTimeoutMs: number; callTimeoutMs: number; vmExited: Promise<unknown>; logger: Logger }): Promise<{ agent: TtrpcAgentClient; details: GuestDetails }> {
+    if (channel.kind !== 'virtio-serial') throw new UnavailableError(`agent channel ${channel.kind} is not supported by this shim yet`);
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.createConnection(channel.socketPath);
+      s.once('connect', () => resolve(s));
+      s.once('error', (err) => reject(new UnavailableError(`cannot connect to the agent channel ${channel.socketPath}: ${err.message}`)));
+    });
+    const agent = new TtrpcAgentClient(new TtrpcClient(socket), opts.callTimeoutMs);
+    const deadline = Date.now() + opts.bootTimeoutMs;
+    let vmGone = false;
+    opts.vmExited.then(() => (vmGone = true));
+    let attempt = 0;
+    while (!vmGone && Date.now() < deadline) {
+      attempt++;
+      try {
+        const details = await agent.guestDetails(Math.min(3000, Math.max(1, deadline - Date.now())));
+        opts.logger.info({ attempt, ...details }, 'agent ready');
+        return { agent, details };
+      } catch (err) {
+        opts.logger.debug({ attempt, err: (err as Error).message }, 'agent not ready yet');
+        if (vmGone) break;
+      }
+    }
+    agent.close();
+    if (vmGone) throw new UnavailableError('the VM exited before its agent answered');
+    throw new DeadlineExceededError(`the guest agent did not answer within ${opts.bootTimeoutMs} ms`);
+  }
+
+  guestDetails(timeoutMs = this.callTimeoutMs): Promise<GuestDetails> {
+    return this.call('GetGuestDetails', {}, timeoutMs);
+  }
+  async createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string }): Promise<void> {
+    await this.call('CreateSandbox', req);
+  }
+  async destroySandbox(): Promise<void> {
+    await this.call('DestroySandbox', {});
+  }
+  async createContainer(req: { container_id: string; oci_spec_json: Buffer; stdin: boolean; terminal: boolean }): Promise<void> {
+    await this.call('CreateContainer', req);
+  }
+  async startContainer(containerId: string): Promise<number> {
+    return (await this.call<{ pid: number }>('StartContainer', { container_id: containerId })).pid;
+  }
+  async removeContainer(containerId: string): Promise<void> {
+    await this.call('RemoveContainer', { container_id: containerId });
+  }
+  async waitProcess(containerId: string, execId: string): Promise<number> {
+    return (await this.call<{ status: number }>('WaitProcess', { container_id: containerId, exec_id: execId }, 0)).status;
+  }
+  async signalProcess(containerId: string, execId: string, signal: number, all: boolean): Promise<void> {
+    await this.call('SignalProcess', { container_id: containerId, exec_id: execId, signal, all });
+  }
+  async listProcesses(containerId: string): Promise<number[]> {
+    return (await this.call<{ pids: number[] }>('ListProcesses', { container_id: containerId })).pids ?? [];
+  }
+  readStdout(containerId: string, execId: string, maxLen: number): Promise<{ data: Buffer; eof: boolean }> {
+    return this.call('ReadStdout', { container_id: containerId, exec_id: execId, max_len: maxLen }, 0);
+  }
+  readStderr(containerId: string, execId: string, maxLen: number): Promise<{ data: Buffer; eof: boolean }> {
+    return this.call('ReadStderr', { container_id: containerId, exec_id: execId, max_len: maxLen }, 0);
+  }
+  async writeStdin(containerId: string, execId: string, data: Buffer): Promise<number> {
+    return (await this.call<{ len: number }>('WriteStdin', { container_id: containerId, exec_id: execId, data })).len;
+  }
+  async closeStdin(containerId: string, execId: string): Promise<void> {
+    await this.call('CloseStdin', { container_id: containerId, exec_id: execId });
+  }
+  close(): void {
+    this.client.close();
+  }
+
+  /** timeoutMs 0 means no deadline (waits and reads). */
+  private call<T = unknown>(method: string, request: object, timeoutMs = this.callTimeoutMs): Promise<T> {
+    return this.client.call<T>(this.service, method, request, timeoutMs > 0 ? { timeoutMs } : {});
+  }
+}

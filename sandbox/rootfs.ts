@@ -1,0 +1,95 @@
+// Mounts containerd's rootfs description (overlay or bind) at the bundle's rootfs and
+// exposes it to the guest through the sandbox's shared directory.
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import { promisify } from 'util';
+import { InternalError, InvalidArgumentError } from '../lib/errors';
+
+const execFileAsync = promisify(execFile);
+
+export interface MountSpec {
+  type: string;
+  source: string;
+  target?: string;
+  options: string[];
+}
+
+export async function mountAll(mounts: MountSpec[], target: string): Promise<void> {
+  fs.mkdirSync(target, { recursive: true });
+  const done: string[] = [];
+  try {
+    for (const m of mounts) {
+      if (!m.type) throw new InvalidArgumentError(`rootfs mount of ${m.source} has no type`);
+      const options = m.options.join(',');
+      const args = m.type === 'bind' ? ['-o', options || 'bind', m.source, target] : ['-t', m.type, ...(options ? ['-o', options] : []), m.source, target];
+      await runMount(args);
+      done.push(target);
+    }
+  } catch (err) {
+    for (const t of done.reverse()) await unmount(t).catch(() => undefined);
+    throw err;
+  }
+}
+
+export async function bindMount(source: string, target: string): Promise<void> {
+  fs.mkdirSync(target, { recursive: true });
+  await runMount(['--bind', source, target]);
+}
+
+/** Unmounts `target` if it is a mount point; lazily when it stays busy. */
+export async function unmount(target: string): Promise<void> {
+  if (!isMountPoint(target)) return;
+  try {
+    await execFileAsync('umount', [target]);
+  } catch {
+    await execFileAsync('umount', ['-l', target]).catch((err) => {
+      throw new InternalError(`cannot unmount ${target}: ${(err as { stderr?: string }).stderr ?? err}`);
+    });
+  }
+}
+
+export function isMountPoint(target: string): boolean {
+  let mounts: string;
+  try {
+    mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return false;
+  }
+  const real = (() => {
+    try {
+      return fs.realpathSync(target);
+    } catch {
+      return target;
+    }
+  })();
+  return mounts.split('\n').some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === real);
+}
+
+/** Mount points at or below `dir`, deepest first (for cleanup). */
+export function mountsBelow(dir: string): string[] {
+  let mounts: string;
+  try {
+    mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  return mounts
+    .split('\n')
+    .map((line) => unescapeMountPath(line.split(' ')[4] ?? ''))
+    .filter((p) => p === dir || p.startsWith(prefix))
+    .sort((a, b) => b.length - a.length);
+}
+
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+async function runMount(args: string[]): Promise<void> {
+  try {
+    await execFileAsync('mount', args);
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new InternalError(`mount ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`);
+  }
+}

@@ -1,0 +1,185 @@
+// The pod's VM and the containers in it. One Sandbox per shim daemon: the first
+// container's Create boots the VM; later containers of the pod join it.
+import * as fs from 'fs';
+import * as path from 'path';
+import { RuntimeConfig } from '../config/runtime-config';
+import { AlreadyExistsError, FailedPreconditionError, KataError, NotFoundError, UnavailableError } from '../lib/errors';
+import { Logger } from '../lib/logger';
+import { Hypervisor, VmConfig } from '../hypervisors/hypervisor';
+import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
+import { Container, ContainerParams, ExitInfo } from './container';
+import { bindMount, mountAll, MountSpec, mountsBelow, unmount } from './rootfs';
+import { guestSpec, OciSpec } from './spec';
+
+export const SHARED_FS_TAG = 'kataShared';
+export const GUEST_SHARED_DIR = '/run/kata-containers/shared';
+const AGENT_PORT_NAME = 'agent.channel.0';
+
+export interface SandboxEvents {
+  /** A container's init exited (reported by the agent, or because the VM died). */
+  onContainerExit(container: Container, exit: ExitInfo): void;
+}
+
+export class Sandbox {
+  private readonly containers = new Map<string, Container>();
+  private agent: AgentClient | undefined;
+  private destroyed = false;
+  details: GuestDetails | undefined;
+
+  private constructor(
+    readonly id: string,
+    readonly workDir: string,
+    private readonly hypervisor: Hypervisor,
+    private readonly config: RuntimeConfig,
+    private readonly events: SandboxEvents,
+    private readonly logger: Logger,
+  ) {}
+
+  static workDirFor(config: RuntimeConfig, sandboxId: string): string {
+    return path.join(config.runtime.stateDir, sandboxId);
+  }
+
+  /** Boots the VM and waits for its agent. On failure nothing is left behind. */
+  static async start(params: { id: string; hostname: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger }): Promise<Sandbox> {
+    const { id, config } = params;
+    const workDir = Sandbox.workDirFor(config, id);
+    if (fs.existsSync(workDir)) throw new AlreadyExistsError(`sandbox ${id}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
+    fs.mkdirSync(path.join(workDir, 'shared'), { recursive: true, mode: 0o700 });
+    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger);
+    try {
+      await sandbox.boot(params.hostname);
+    } catch (err) {
+      const console = params.hypervisor.consoleTail(2048).trim();
+      await sandbox.destroy().catch((cleanupErr) => params.logger.error({ err: cleanupErr }, 'cleanup after failed start'));
+      if (console) params.logger.error({ console }, 'guest console before the failure');
+      if (err instanceof KataError) throw err;
+      throw new UnavailableError(`sandbox ${id}: VM start failed: ${(err as Error).message}`, { cause: err });
+    }
+    return sandbox;
+  }
+
+  hypervisorPid(): number {
+    return this.hypervisor.pid() ?? 0;
+  }
+
+  container(id: string): Container {
+    const container = this.containers.get(id);
+    if (!container) throw new NotFoundError(`container ${id} not found in sandbox ${this.id}`);
+    return container;
+  }
+
+  get containerCount(): number {
+    return this.containers.size;
+  }
+
+  /** Mounts the rootfs, shares it with the guest and creates the container there. */
+  async createContainer(params: Omit<ContainerParams, 'mounts'>, spec: OciSpec, rootfs: MountSpec[]): Promise<Container> {
+    const agent = this.requireAgent();
+    if (this.containers.has(params.id)) throw new AlreadyExistsError(`container ${params.id} already exists in sandbox ${this.id}`);
+    const logger = this.logger.child({ container: params.id });
+    const bundleRootfs = path.join(params.bundle, 'rootfs');
+    const sharedRootfs = path.join(this.workDir, 'shared', params.id, 'rootfs');
+    const mounts: string[] = [];
+    try {
+      if (rootfs.length > 0) {
+        await mountAll(rootfs, bundleRootfs);
+        mounts.push(bundleRootfs);
+      }
+      const hostRootfs = spec.root?.path ? path.resolve(params.bundle, spec.root.path) : bundleRootfs;
+      await bindMount(hostRootfs, sharedRootfs);
+      mounts.push(sharedRootfs);
+      const forGuest = guestSpec(spec, path.posix.join(GUEST_SHARED_DIR, params.id, 'rootfs'), logger);
+      await agent.createContainer({ container_id: params.id, oci_spec_json: Buffer.from(JSON.stringify(forGuest)), stdin: Boolean(params.stdio.stdin), terminal: params.terminal });
+    } catch (err) {
+      await unmountAll(mounts.reverse(), logger);
+      fs.rmSync(path.join(this.workDir, 'shared', params.id), { recursive: true, force: true });
+      throw err;
+    }
+    const container = new Container({ ...params, mounts: mounts.reverse() }, agent, logger);
+    this.containers.set(params.id, container);
+    return container;
+  }
+
+  async startContainer(id: string): Promise<number> {
+    const container = this.container(id);
+    return container.start((exit) => this.events.onContainerExit(container, exit));
+  }
+
+  /** Removes a stopped or never-started container from the guest and the host. */
+  async deleteContainer(id: string): Promise<Container> {
+    const container = this.container(id);
+    if (container.status === 'running') throw new FailedPreconditionError(`container ${id} is running; kill it before deleting`);
+    if (this.agent && !this.destroyed) {
+      await this.agent.removeContainer(id).catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest remove failed'));
+    }
+    await unmountAll(container.params.mounts, this.logger);
+    fs.rmSync(path.join(this.workDir, 'shared', id), { recursive: true, force: true });
+    this.containers.delete(id);
+    return container;
+  }
+
+  requireAgent(): AgentClient {
+    if (!this.agent || this.destroyed) throw new UnavailableError(`sandbox ${this.id} has no running VM`);
+    return this.agent;
+  }
+
+  /** Stops the VM and removes everything the sandbox made. Safe to call twice. */
+  async destroy(): Promise<void> {
+    const wasDestroyed = this.destroyed;
+    this.destroyed = true;
+    if (this.agent && !wasDestroyed) {
+      await this.agent.destroySandbox().catch((err) => this.logger.warn({ err: (err as Error).message }, 'agent DestroySandbox failed'));
+      this.agent.close();
+    }
+    await this.hypervisor.stop(5000);
+    for (const container of this.containers.values()) {
+      container.markExited(137);
+      await unmountAll(container.params.mounts, this.logger);
+    }
+    this.containers.clear();
+    await unmountAll(mountsBelow(this.workDir), this.logger);
+    fs.rmSync(this.workDir, { recursive: true, force: true });
+  }
+
+  private async boot(hostname: string): Promise<void> {
+    const h = this.config.hypervisor;
+    const vm: VmConfig = {
+      id: this.id,
+      workDir: this.workDir,
+      binaryPath: h.path,
+      accelerator: h.accelerator,
+      kernelPath: h.kernel,
+      initrdPath: h.initrd,
+      kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', ...h.kernelParams],
+      memoryMiB: h.memoryMiB,
+      vcpus: h.vcpus,
+      agentChannel: { kind: 'virtio-serial', socketPath: path.join(this.workDir, 'agent.sock'), portName: AGENT_PORT_NAME },
+      sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
+    };
+    await this.hypervisor.start(vm);
+    this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
+    const { agent, details } = await TtrpcAgentClient.connect(vm.agentChannel, {
+      bootTimeoutMs: this.config.agent.bootTimeoutMs,
+      callTimeoutMs: this.config.agent.callTimeoutMs,
+      vmExited: this.hypervisor.exited,
+      logger: this.logger,
+    });
+    this.agent = agent;
+    this.details = details;
+    await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR });
+  }
+
+  private onVmExit(code: number | null, signal: string | null): void {
+    if (this.destroyed) return;
+    this.logger.error({ code, signal, console: this.hypervisor.consoleTail(1024) }, 'the VM exited unexpectedly');
+    for (const container of this.containers.values()) {
+      if (container.status === 'running') this.events.onContainerExit(container, container.markExited(255));
+    }
+  }
+}
+
+async function unmountAll(targets: string[], logger: Logger): Promise<void> {
+  for (const target of targets) {
+    await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
+  }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and running kata-ts needs on Debian 12: host packages
+# (containerd, QEMU, the OCI runtimes, tools the guest builder uses) and npm packages.
+# Idempotent: skips apt when everything is present and npm when the lockfile is met.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(containerd runc crun qemu-system-x86 busybox-static cpio xz-utils kmod iproute2 util-linux e2fsprogs ca-certificates)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "deps: host packages present" >&2
+fi
+
+# npm ci only when node_modules does not match the lockfile we last installed from.
+stamp=node_modules/.kata-ts-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "deps: npm ci" >&2
+  npm ci --no-audit --no-fund
+  echo "$want" > "$stamp"
+else
+  echo "deps: node_modules up to date" >&2
+fi

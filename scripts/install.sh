@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the shim (compiled JS + protos + production node_modules) under LIBDIR, a
+# `containerd-shim-kata-v2` launcher in PREFIX/bin, the guest kernel and initrd in
+# GUEST_DIR, and — only if none exists — /etc/kata-ts/config.json.
+set -euo pipefail
+PREFIX=$1 LIBDIR=$2 GUEST_DIR=$3 ACCEL=$4
+cd "$(dirname "$0")/.."
+install -d "$LIBDIR" "$PREFIX/bin" "$GUEST_DIR" /etc/kata-ts
+rm -rf "$LIBDIR/dist" "$LIBDIR/protos"
+cp -r dist protos package.json package-lock.json "$LIBDIR/"
+(cd "$LIBDIR" && npm ci --omit=dev --no-audit --no-fund >/dev/null)
+install -m 0644 guest/out/current/vmlinuz "$GUEST_DIR/vmlinuz"
+install -m 0644 guest/out/current/initrd.img "$GUEST_DIR/initrd.img"
+cat > "$PREFIX/bin/containerd-shim-kata-v2" <<LAUNCHER
+#!/bin/sh
+exec $(command -v node) "$LIBDIR/dist/shim/main.js" "\$@"
+LAUNCHER
+chmod 0755 "$PREFIX/bin/containerd-shim-kata-v2"
+if [ ! -e /etc/kata-ts/config.json ]; then
+  cat > /etc/kata-ts/config.json <<CONFIG
+{
+  "hypervisor": { "accelerator": "$ACCEL", "kernel": "$GUEST_DIR/vmlinuz", "initrd": "$GUEST_DIR/initrd.img" }
+}
+CONFIG
+  echo "install: wrote /etc/kata-ts/config.json (accelerator $ACCEL)"
+fi
+echo "install: containerd-shim-kata-v2 -> $PREFIX/bin (runtime io.containerd.kata.v2)"

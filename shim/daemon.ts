@@ -1,0 +1,75 @@
+// The long-lived shim daemon of one pod: serves the Task API on the socket `start`
+// chose, owns the sandbox, and exits after Shutdown (or SIGTERM) once it cleaned up.
+import * as fs from 'fs';
+import * as path from 'path';
+import { loadConfig } from '../config/runtime-config';
+import { createLogger, Logger } from '../lib/logger';
+import { lookupService, TASK_SERVICE } from '../lib/protos';
+import { QemuHypervisor } from '../hypervisors/qemu';
+import { Pod } from '../sandbox/pod';
+import { TtrpcServer } from '../ttrpc';
+import { TtrpcEventPublisher } from './events';
+import { ShimFlags } from './flags';
+import { publishExit, TaskService } from './task-service';
+
+const READY_FD = 3;
+
+/** containerd reads the bundle's `log` FIFO; fall back to stderr when it is absent. */
+function openLog(bundle: string, debug: boolean): Logger {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(path.join(bundle, 'log'), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  } catch {
+    fd = undefined;
+  }
+  return createLogger(fd ?? process.stderr, debug ? 'debug' : process.env.KATATS_LOG_LEVEL ?? 'info');
+}
+
+function report(message: string): void {
+  try {
+    fs.writeSync(READY_FD, message);
+    fs.closeSync(READY_FD);
+  } catch {
+    /* started by hand, without a readiness pipe */
+  }
+}
+
+export async function runDaemon(flags: ShimFlags): Promise<void> {
+  const bundle = process.cwd();
+  const logger = openLog(bundle, flags.debug).child({ shim: flags.id, namespace: flags.namespace });
+  let server: TtrpcServer | undefined;
+  try {
+    const config = loadConfig();
+    const ttrpcAddress = process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`;
+    const events = new TtrpcEventPublisher(ttrpcAddress, flags.namespace, logger.child({ component: 'events' }));
+    let shuttingDown: Promise<void> | undefined;
+    const shutdown = (reason: string): Promise<void> =>
+      (shuttingDown ??= (async () => {
+        logger.info({ reason }, 'shim shutting down');
+        await pod.destroy().catch((err) => logger.error({ err }, 'sandbox cleanup failed'));
+        await events.close().catch(() => undefined);
+        await server?.close().catch(() => undefined);
+        process.exit(0);
+      })());
+    const pod = new Pod(config, (l) => new QemuHypervisor(l.child({ component: 'qemu' })), { onExit: (c, exit) => publishExit(events, c, exit) }, logger);
+    const service = new TaskService({
+      pod,
+      events,
+      logger,
+      // Let the Shutdown response go out before the connection closes.
+      shutdown: () => setTimeout(() => void shutdown('Shutdown request'), 50),
+    });
+
+    server = new TtrpcServer({ logger: logger.child({ component: 'ttrpc' }) });
+    server.addService(lookupService(TASK_SERVICE), service.handlers());
+    await server.listen(flags.socket, { mode: 0o600 });
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void shutdown(signal));
+    logger.info({ socket: flags.socket, pid: process.pid }, 'shim daemon ready');
+    report('ready\n');
+  } catch (err) {
+    logger.error({ err }, 'shim daemon failed to start');
+    report(`error: ${(err as Error).message}\n`);
+    await server?.close().catch(() => undefined);
+    process.exit(1);
+  }
+}

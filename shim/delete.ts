@@ -1,0 +1,72 @@
+// `containerd-shim-kata-v2 delete`: containerd runs this when a shim died. Clean up
+// what the dead daemon owned for this container (and the VM, for the sandbox's own
+// container) and report the exit as SIGKILL, as Kata does.
+import * as fs from 'fs';
+import * as path from 'path';
+import { loadConfig } from '../config/runtime-config';
+import { Logger } from '../lib/logger';
+import { CRI_SANDBOX_ID } from '../sandbox/pod';
+import { mountsBelow, unmount } from '../sandbox/rootfs';
+import { Sandbox } from '../sandbox/sandbox';
+import { readBundleSpec } from '../sandbox/spec';
+import { qemuPaths } from '../hypervisors/qemu';
+import { ShimFlags } from './flags';
+import { removeSocket } from './socket';
+
+export const KILLED_EXIT_STATUS = 137;
+
+export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<void> {
+  const bundle = flags.bundle || process.cwd();
+  let sandboxId = flags.id;
+  try {
+    sandboxId = readBundleSpec(bundle).annotations?.[CRI_SANDBOX_ID] || flags.id;
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'no readable spec; treating the container as its own sandbox');
+  }
+  const config = loadConfig();
+  const workDir = Sandbox.workDirFor(config, sandboxId);
+
+  // This container's own mounts: the shared-dir bind first, then the bundle rootfs.
+  for (const target of [...mountsBelow(path.join(workDir, 'shared', flags.id)), path.join(bundle, 'rootfs')]) {
+    await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
+  }
+  fs.rmSync(path.join(workDir, 'shared', flags.id), { recursive: true, force: true });
+
+  if (sandboxId === flags.id) {
+    killRecordedProcess(path.join(bundle, 'shim.pid'), 'dist/shim/main', logger);
+    killRecordedProcess(qemuPaths(workDir).pidFile, `sandbox-${sandboxId}`, logger);
+    for (const target of mountsBelow(workDir)) await unmount(target).catch(() => undefined);
+    fs.rmSync(workDir, { recursive: true, force: true });
+    const address = readFile(path.join(bundle, 'address'));
+    if (address) removeSocket(address.replace(/^unix:\/\//, ''));
+  }
+}
+
+/** SIGKILLs the pid in `pidFile` if its command line still contains `marker` (pid reuse guard). */
+function killRecordedProcess(pidFile: string, marker: string, logger: Logger): void {
+  const pid = Number(readFile(pidFile));
+  if (!(pid > 0)) return;
+  const cmdline = readFile(`/proc/${pid}/cmdline`).replace(/\0/g, ' ');
+  if (!cmdline.includes(marker)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+    logger.info({ pid, marker }, 'killed leftover process');
+  } catch {
+    /* already gone */
+  }
+  for (let i = 0; i < 100 && fs.existsSync(`/proc/${pid}`) && !isZombie(pid); i++) {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  }
+}
+
+function isZombie(pid: number): boolean {
+  return /\) Z /.test(readFile(`/proc/${pid}/stat`));
+}
+
+function readFile(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,49 @@
+// containerd invokes shims with Go-style flags: `-namespace ns -address sock -id x start`.
+export interface ShimFlags {
+  namespace: string;
+  address: string;
+  publishBinary: string;
+  id: string;
+  bundle: string;
+  debug: boolean;
+  /** Internal: the socket the daemon listens on (set by `start`). */
+  socket: string;
+  action: string;
+}
+
+const STRING_FLAGS: Record<string, keyof ShimFlags> = {
+  namespace: 'namespace',
+  address: 'address',
+  'publish-binary': 'publishBinary',
+  id: 'id',
+  bundle: 'bundle',
+  socket: 'socket',
+};
+
+export function parseFlags(argv: string[]): ShimFlags {
+  const flags: ShimFlags = { namespace: '', address: '', publishBinary: '', id: '', bundle: '', debug: false, socket: '', action: '' };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('-')) {
+      if (!flags.action) flags.action = arg;
+      continue;
+    }
+    const body = arg.replace(/^--?/, '');
+    const eq = body.indexOf('=');
+    const name = eq >= 0 ? body.slice(0, eq) : body;
+    if (name === 'debug' || name === 'v') {
+      if (name === 'debug') flags.debug = eq >= 0 ? body.slice(eq + 1) !== 'false' : true;
+      else flags.action = 'version';
+      continue;
+    }
+    const key = STRING_FLAGS[name];
+    if (!key) continue; // flags of newer containerd versions we do not need
+    const value = eq >= 0 ? body.slice(eq + 1) : argv[++i] ?? '';
+    (flags as unknown as Record<string, string>)[key] = value;
+  }
+  return flags;
+}
+
+export function daemonArgs(flags: ShimFlags, socket: string): string[] {
+  return ['-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-id', flags.id, '-socket', socket, ...(flags.debug ? ['-debug'] : []), 'daemon'];
+}

@@ -1,0 +1,76 @@
+// `containerd-shim-kata-v2 start`: find or launch the pod's shim daemon and print its
+// address. Containers of an existing pod (CRI sandbox-id annotation) reuse its daemon.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { FailedPreconditionError, InternalError } from '../lib/errors';
+import { CRI_SANDBOX_ID } from '../sandbox/pod';
+import { readBundleSpec } from '../sandbox/spec';
+import { daemonArgs, ShimFlags } from './flags';
+import { isListening, removeSocket, shimSocketPath } from './socket';
+
+const CRI_CONTAINER_TYPE = 'io.kubernetes.cri.container-type';
+const DAEMON_READY_TIMEOUT_MS = 30_000;
+
+export async function startAction(flags: ShimFlags): Promise<string> {
+  const bundle = process.cwd();
+  const spec = readBundleSpec(bundle);
+  const annotations = spec.annotations ?? {};
+  const groupId = annotations[CRI_SANDBOX_ID] || flags.id;
+  const socket = shimSocketPath(bundle, flags.address, flags.namespace, groupId);
+  const address = `unix://${socket}`;
+  const joinsPod = annotations[CRI_CONTAINER_TYPE] === 'container' && groupId !== flags.id;
+
+  if (await isListening(socket)) {
+    writeBundleFile(bundle, 'address', address);
+    return address;
+  }
+  if (joinsPod) throw new FailedPreconditionError(`container ${flags.id} belongs to sandbox ${groupId}, whose shim is not running (no listener on ${socket})`);
+
+  removeSocket(socket); // a stale file from a crashed daemon
+  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o711 });
+  const pid = await spawnDaemon(flags, socket, bundle);
+  writeBundleFile(bundle, 'address', address);
+  writeBundleFile(bundle, 'shim.pid', String(pid));
+  return address;
+}
+
+function writeBundleFile(bundle: string, name: string, content: string): void {
+  fs.writeFileSync(path.join(bundle, name), content, { mode: 0o600 });
+}
+
+/** Starts the daemon detached and waits for it to report "ready" on fd 3. */
+function spawnDaemon(flags: ShimFlags, socket: string, bundle: string): Promise<number> {
+  const main = path.join(__dirname, 'main.js');
+  const entry = fs.existsSync(main) ? [main] : ['-r', 'ts-node/register', path.join(__dirname, 'main.ts')];
+  const child = spawn(process.execPath, [...entry, ...daemonArgs(flags, socket)], {
+    cwd: bundle,
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    env: process.env,
+  });
+  return new Promise((resolve, reject) => {
+    let report = '';
+    const timer = setTimeout(() => fail(`the shim daemon did not become ready within ${DAEMON_READY_TIMEOUT_MS} ms`), DAEMON_READY_TIMEOUT_MS);
+    const pipe = child.stdio[3] as NodeJS.ReadableStream;
+    function fail(message: string): void {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      reject(new InternalError(message));
+    }
+    pipe.setEncoding('utf8');
+    pipe.on('data', (chunk: string) => {
+      report += chunk;
+      if (report.startsWith('ready')) {
+        clearTimeout(timer);
+        (pipe as unknown as { destroy(): void }).destroy();
+        child.unref();
+        resolve(child.pid!);
+      }
+    });
+    pipe.on('end', () => {
+      if (!report.startsWith('ready')) fail(report.replace(/^error: /, '').trim() || 'the shim daemon exited before it was ready');
+    });
+    child.once('error', (err) => fail(`cannot start the shim daemon: ${err.message}`));
+  });
+}
