@@ -34,7 +34,7 @@ export function defaultConfig(): RuntimeConfig {
     hypervisor: {
       path: 'qemu-system-x86_64',
       accelerator: 'kvm',
-      kernel: '/usr/share/kata-ts/guest/vmlinuz',
+      kernel: '/usr/share/kata-ts/guest/vmlinux',
       initrd: '/usr/share/kata-ts/guest/initrd.img',
       kernelParams: [],
       memoryMiB: 1024,

@@ -9,7 +9,7 @@ install -d "$LIBDIR" "$PREFIX/bin" "$GUEST_DIR" /etc/kata-ts
 rm -rf "$LIBDIR/dist" "$LIBDIR/protos"
 cp -r dist protos package.json package-lock.json "$LIBDIR/"
 (cd "$LIBDIR" && npm ci --omit=dev --no-audit --no-fund >/dev/null)
-install -m 0644 guest/out/current/vmlinuz "$GUEST_DIR/vmlinuz"
+install -m 0644 guest/out/current/vmlinux "$GUEST_DIR/vmlinux"
 install -m 0644 guest/out/current/initrd.img "$GUEST_DIR/initrd.img"
 cat > "$PREFIX/bin/containerd-shim-kata-v2" <<LAUNCHER
 #!/bin/sh
@@ -19,7 +19,7 @@ chmod 0755 "$PREFIX/bin/containerd-shim-kata-v2"
 if [ ! -e /etc/kata-ts/config.json ]; then
   cat > /etc/kata-ts/config.json <<CONFIG
 {
-  "hypervisor": { "accelerator": "$ACCEL", "kernel": "$GUEST_DIR/vmlinuz", "initrd": "$GUEST_DIR/initrd.img" }
+  "hypervisor": { "accelerator": "$ACCEL", "kernel": "$GUEST_DIR/vmlinux", "initrd": "$GUEST_DIR/initrd.img" }
 }
 CONFIG
   echo "install: wrote /etc/kata-ts/config.json (accelerator $ACCEL)"
