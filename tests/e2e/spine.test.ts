@@ -1,0 +1,83 @@
+// The spine: containerd → our shim → QEMU (TCG) → guest agent → crun, and back.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
+import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+
+jest.setTimeout(300_000);
+
+describe('ctr run --runtime io.containerd.kata.v2', () => {
+  let env: KataEnv;
+  let before: HostSnapshot;
+  /** With containerd up but no container run: what "nothing left" compares against. */
+  let baseline: HostSnapshot;
+
+  beforeAll(async () => {
+    before = await snapshotHost();
+    env = await startKataEnv();
+    baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
+  });
+
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  async function expectNothingLeft(): Promise<void> {
+    const leaks = await waitForNoLeaks(baseline, 20_000);
+    expect(leaks).toEqual([]);
+    const left = fs.existsSync(env.stateDir) ? fs.readdirSync(env.stateDir, { withFileTypes: true }) : [];
+    expect(left.filter((e) => e.isDirectory()).map((e) => e.name)).toEqual([]);
+  }
+
+  it('runs the command in a VM, prints its output and returns its exit code', async () => {
+    const events = spawn('ctr', ['-a', env.containerd.address, 'events'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let eventText = '';
+    events.stdout.on('data', (c: Buffer) => (eventText += c.toString()));
+    try {
+      const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spine-1', 'sh', '-c', 'echo hi; exit 3'], { timeoutMs: 240_000 });
+      expect({ stdout: result.stdout, code: result.code }).toEqual({ stdout: 'hi\n', code: 3 });
+      // Events published by the shim reached containerd, in lifecycle order.
+      await new Promise((r) => setTimeout(r, 500));
+      const topics = eventText.split('\n').filter((l) => l.includes('spine-1')).map((l) => l.match(/\/tasks\/[a-z-]+/)?.[0]).filter(Boolean);
+      expect(topics).toEqual(['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
+    } finally {
+      events.kill();
+    }
+    await expectNothingLeft();
+  });
+
+  it("reports the guest's kernel, not the host's", async () => {
+    const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spine-2', 'uname', '-r'], { timeoutMs: 240_000 });
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim()).toMatch(/^\d+\.\d+/);
+    expect(result.stdout.trim()).not.toBe(os.release());
+    await expectNothingLeft();
+  });
+
+  it('passes stdin through and delivers a large output intact', async () => {
+    const input = 'line one\nline two\n';
+    const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spine-3', 'sh', '-c', 'cat; seq 1 20000'], { timeoutMs: 240_000, input });
+    expect(result.code).toBe(0);
+    const expected = input + Array.from({ length: 20000 }, (_, i) => `${i + 1}\n`).join('');
+    expect(result.stdout.length).toBe(expected.length);
+    expect(result.stdout).toBe(expected);
+    await expectNothingLeft();
+  });
+
+  it('fails clearly when the entrypoint does not exist in the image, leaving nothing behind', async () => {
+    const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spine-4', '/bin/no-such-program'], { timeoutMs: 240_000 });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain("executable '/bin/no-such-program' not found in the image");
+    const tasks = await env.containerd.ctr(['containers', 'ls', '-q']);
+    if (tasks.stdout.includes('spine-4')) await env.containerd.ctr(['containers', 'rm', 'spine-4']);
+    await expectNothingLeft();
+  });
+
+  it('leaves no VM, shim, socket or mount once containerd is gone', async () => {
+    await env.stop();
+    const leaks = diffSnapshots(before, await snapshotHost());
+    expect(leaks).toEqual([]);
+    env = undefined as unknown as KataEnv;
+  });
+});
