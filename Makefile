@@ -7,6 +7,9 @@ LIBDIR ?= $(PREFIX)/lib/kata-ts
 GUEST_DIR ?= /usr/share/kata-ts/guest
 # Production hosts use KVM; this only seeds /etc/kata-ts/config.json on install.
 ACCEL ?= kvm
+# Downloaded and extracted Debian packages for the guest, shared by every clone
+# (CI works in a fresh clone each run; the kernel need not be fetched again).
+export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
 .PHONY: all deps build guest test test-unit test-e2e demo install uninstall clean
 

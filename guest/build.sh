@@ -16,13 +16,14 @@
 #   GUEST_NODE        node binary to embed (default /usr/bin/node)
 #   GUEST_NODE_DEPS   extra npm packages to embed (the agent's require()s are found by scan)
 #   GUEST_KEEP        how many built images to keep (default 3)
+#   GUEST_CACHE       downloaded/extracted packages (default out/cache); shared by clones
 # The last line on stdout is the image directory; progress goes to stderr.
 set -euo pipefail
 
 GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 AGENT_DIR=$(cd "${1:-${AGENT_DIR:-$GUEST_DIR/..}}" && pwd)
 OUT=${GUEST_OUT:-$GUEST_DIR/out}
-CACHE=$OUT/cache
+CACHE=${GUEST_CACHE:-$OUT/cache}
 NODE_BIN=${GUEST_NODE:-/usr/bin/node}
 ARCH=amd64
 FORMAT=1 # bump to invalidate every cached image
