@@ -47,7 +47,7 @@ for tool in apt-get apt-cache dpkg-deb depmod cpio sha256sum ldd flock find sort
 	command -v "$tool" >/dev/null || die "$tool not found on the host"
 done
 [ -x "$NODE_BIN" ] || die "node binary $NODE_BIN not found"
-mkdir -p "$CACHE/debs" "$CACHE/kernel" "$CACHE/pkg" "$CACHE/apt"
+mkdir -p "$OUT" "$CACHE/debs" "$CACHE/kernel" "$CACHE/pkg" "$CACHE/apt"
 
 exec 9>"$OUT/.lock"
 if ! flock -n 9; then
