@@ -17,6 +17,8 @@ const FILES = [
   'containerd/task/v2/shim.proto',
   'containerd/events/task.proto',
   'containerd/events/forward.proto',
+  'containerd/cgroups/v1/metrics.proto',
+  'containerd/cgroups/v2/metrics.proto',
   'agent/agent.proto',
 ];
 
