@@ -47,7 +47,8 @@ function spawnDaemon(flags: ShimFlags, socket: string, bundle: string): Promise<
     cwd: bundle,
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-    env: process.env,
+    // Headroom for the file operations that may wait (FIFO opens); I/O itself never blocks a thread.
+    env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
   });
   return new Promise((resolve, reject) => {
     let report = '';
