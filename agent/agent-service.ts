@@ -3,11 +3,15 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { execFile } from 'child_process';
 import { promisify } from 'util';
-import { AlreadyExistsError, NotFoundError, NotImplementedError } from '../lib/errors';
+import * as path from 'path';
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
+import { lookupType } from '../lib/protos';
+import { readCgroupMetrics } from './cgroup-stats';
 import { GuestContainer } from './container';
 import { GuestProcess } from './guest-process';
 import { OciRuntime } from './oci-runtime';
+import { OomWatcher } from './oom-watcher';
 
 const execFileAsync = promisify(execFile);
 const DEFAULT_READ_LEN = 64 * 1024;
@@ -26,8 +30,19 @@ type Req = Record<string, any>;
 export class AgentService {
   private readonly containers = new Map<string, GuestContainer>();
   private sharedMount: string | undefined;
+  private readonly oomWatcher = new OomWatcher();
+  /** OOM kills not yet handed to the shim, and shims waiting for one. */
+  private readonly oomQueue: string[] = [];
+  private readonly oomWaiters: Array<(containerId: string) => void> = [];
 
-  constructor(private readonly opts: AgentOptions) {}
+  constructor(private readonly opts: AgentOptions) {
+    this.oomWatcher.on('oom', (containerId: string) => {
+      this.opts.logger.warn({ container: containerId }, 'container OOM-killed');
+      const waiter = this.oomWaiters.shift();
+      if (waiter) waiter(containerId);
+      else this.oomQueue.push(containerId);
+    });
+  }
 
   handlers(): Record<string, (req: Req) => Promise<object>> {
     return {
@@ -41,15 +56,51 @@ export class AgentService {
         this.containers.set(id, GuestContainer.create(id, req.oci_spec_json, req.stdin, this.opts.bundlesRoot, this.opts.runtime, logger));
         return {};
       },
-      StartContainer: async (req) => ({ pid: await this.container(req.container_id).start() }),
+      StartContainer: async (req) => {
+        const container = this.container(req.container_id);
+        const pid = await container.start();
+        if (container.cgroupsPath) this.oomWatcher.watch(container.id, path.join('/sys/fs/cgroup', container.cgroupsPath, 'memory.events'));
+        return { pid };
+      },
       RemoveContainer: async (req) => {
+        this.oomWatcher.unwatch(req.container_id);
         await this.container(req.container_id).remove();
         this.containers.delete(req.container_id);
         return {};
       },
-      WaitProcess: async (req) => ({ status: await this.container(req.container_id).wait() }),
+      ExecProcess: async (req) => ({ pid: await this.container(req.container_id).exec(req.exec_id, req.process_json, req.stdin) }),
+      DeleteProcess: async (req) => {
+        this.container(req.container_id).removeExec(req.exec_id);
+        return {};
+      },
+      PauseContainer: async (req) => {
+        await this.container(req.container_id).pause();
+        return {};
+      },
+      ResumeContainer: async (req) => {
+        await this.container(req.container_id).resume();
+        return {};
+      },
+      UpdateContainer: async (req) => {
+        await this.container(req.container_id).update(req.resources_json);
+        return {};
+      },
+      StatsContainer: async (req) => {
+        const container = this.container(req.container_id);
+        if (!container.cgroupsPath) throw new FailedPreconditionError(`container ${container.id} has no cgroup`);
+        const { typeName, metrics } = readCgroupMetrics(container.cgroupsPath);
+        const type = lookupType(typeName);
+        return { type_url: typeName, value: Buffer.from(type.encode(type.fromObject(metrics)).finish()) };
+      },
+      GetOOMEvent: () =>
+        new Promise((resolve) => {
+          const queued = this.oomQueue.shift();
+          if (queued !== undefined) resolve({ container_id: queued });
+          else this.oomWaiters.push((containerId) => resolve({ container_id: containerId }));
+        }),
+      WaitProcess: async (req) => ({ status: await this.container(req.container_id).wait(req.exec_id) }),
       SignalProcess: async (req) => {
-        await this.container(req.container_id).signal(req.signal, req.all);
+        await this.container(req.container_id).signal(req.exec_id, req.signal, req.all);
         return {};
       },
       ListProcesses: async (req) => ({ pids: this.container(req.container_id).pids() }),
@@ -76,10 +127,7 @@ export class AgentService {
   }
 
   private process(req: Req): GuestProcess {
-    if (req.exec_id) throw new NotImplementedError(`exec processes are not supported yet (exec ${req.exec_id})`);
-    const init = this.container(req.container_id).init;
-    if (!init) throw new NotFoundError(`container ${req.container_id} has not been started`);
-    return init;
+    return this.container(req.container_id).process(req.exec_id);
   }
 
   private async guestDetails(): Promise<object> {
@@ -108,6 +156,7 @@ export class AgentService {
       await container.remove().catch((err) => this.opts.logger.warn({ err, container: id }, 'remove during destroy failed'));
     }
     this.containers.clear();
+    this.oomWatcher.close();
     if (this.sharedMount) await execFileAsync('umount', ['-l', this.sharedMount]).catch(() => undefined);
     // Answer first, then go: the guest powers off when the agent exits.
     setTimeout(() => this.opts.onDestroyed(), 100);

@@ -1,18 +1,26 @@
 // A container in the guest: its bundle (config.json written from the shim's spec),
-// its state machine and its init process.
+// its state machine, its init process and its exec processes.
 import * as fs from 'fs';
 import * as path from 'path';
-import { FailedPreconditionError, InternalError, InvalidArgumentError } from '../lib/errors';
+import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { GuestProcess } from './guest-process';
 import { OciRuntime } from './oci-runtime';
 import { findExecutable } from './rootfs-path';
 
-export type ContainerStatus = 'created' | 'running' | 'stopped';
+export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
+
+interface OciProcess {
+  args?: string[];
+  env?: string[];
+  cwd?: string;
+  terminal?: boolean;
+}
 
 export interface OciSpec {
   root?: { path?: string; readonly?: boolean };
-  process?: { args?: string[]; env?: string[]; cwd?: string; terminal?: boolean };
+  process?: OciProcess;
+  linux?: { cgroupsPath?: string };
   [key: string]: unknown;
 }
 
@@ -21,6 +29,7 @@ const PID_FILE_WAIT_MS = 20_000;
 export class GuestContainer {
   status: ContainerStatus = 'created';
   init: GuestProcess | undefined;
+  private readonly execs = new Map<string, GuestProcess>();
   /** Exit status for a container stopped before it ever started. */
   private stoppedBeforeStart: number | undefined;
 
@@ -35,100 +44,172 @@ export class GuestContainer {
 
   /** Validates the spec against the rootfs and writes the guest bundle. */
   static create(id: string, specJson: Buffer, stdin: boolean, bundlesRoot: string, runtime: OciRuntime, logger: Logger): GuestContainer {
-    let spec: OciSpec;
-    try {
-      spec = JSON.parse(specJson.toString('utf8')) as OciSpec;
-    } catch (err) {
-      throw new InvalidArgumentError(`container ${id}: OCI spec is not valid JSON: ${(err as Error).message}`);
-    }
+    const spec = parseJson<OciSpec>(specJson, `container ${id}: OCI spec`);
     const rootfs = spec.root?.path;
     if (!rootfs || !path.isAbsolute(rootfs)) throw new InvalidArgumentError(`container ${id}: spec root.path must be an absolute guest path, got '${rootfs ?? ''}'`);
     if (!fs.existsSync(rootfs)) throw new FailedPreconditionError(`container ${id}: rootfs ${rootfs} is not visible in the guest (shared filesystem not mounted?)`);
-    const args = spec.process?.args ?? [];
-    if (args.length === 0) throw new InvalidArgumentError(`container ${id}: the process has no command (process.args is empty and the image has no entrypoint)`);
     if (spec.process?.terminal) throw new InvalidArgumentError(`container ${id}: terminals are not supported yet`);
-    const env = spec.process?.env ?? [];
-    if (!findExecutable(rootfs, args[0], env, spec.process?.cwd ?? '/')) {
-      const pathVar = env.find((e) => e.startsWith('PATH='))?.slice(5) ?? '(default)';
-      throw new FailedPreconditionError(`container ${id}: executable '${args[0]}' not found in the image (PATH=${pathVar})`);
-    }
+    checkExecutable(`container ${id}`, rootfs, spec.process);
     const bundleDir = path.join(bundlesRoot, id);
     fs.mkdirSync(bundleDir, { recursive: true, mode: 0o700 });
     fs.writeFileSync(path.join(bundleDir, 'config.json'), JSON.stringify(spec));
     return new GuestContainer(id, bundleDir, spec, stdin, runtime, logger);
   }
 
+  get cgroupsPath(): string | undefined {
+    return this.spec.linux?.cgroupsPath;
+  }
+
   async start(): Promise<number> {
     if (this.status !== 'created') throw new FailedPreconditionError(`container ${this.id} is ${this.status}, cannot start it`);
-    const pidFile = path.join(this.bundleDir, 'init.pid');
-    const logFile = path.join(this.bundleDir, 'runtime.log');
-    const child = this.runtime.run(this.id, { bundleDir: this.bundleDir, pidFile, logFile, stdin: this.wantsStdin });
+    const files = this.processFiles('init');
+    const child = this.runtime.run(this.id, { bundleDir: this.bundleDir, pidFile: files.pidFile, logFile: files.logFile, stdin: this.wantsStdin });
     const init = new GuestProcess(child, this.logger.child({ exec: 'init' }));
     this.init = init;
     this.status = 'running';
     init.exitStatus.then(() => (this.status = 'stopped'));
-    const pid = await waitForPidFile(pidFile, init, PID_FILE_WAIT_MS);
-    if (pid === undefined) {
-      const status = await init.exitStatus;
-      const reason = OciRuntime.lastError(logFile) ?? `the OCI runtime exited with status ${status}`;
-      throw new InternalError(`container ${this.id} failed to start: ${reason}`);
-    }
+    const pid = await this.awaitPid(init, files, `container ${this.id} failed to start`);
     this.logger.info({ pid }, 'container started');
     return pid;
   }
 
+  /** Starts an exec process (OCI Process JSON) in the running container. */
+  async exec(execId: string, processJson: Buffer, stdin: boolean): Promise<number> {
+    if (this.status !== 'running') throw new FailedPreconditionError(`container ${this.id} is ${this.status}; exec needs a running container`);
+    if (this.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} already exists in container ${this.id}`);
+    const processSpec = parseJson<OciProcess>(processJson, `exec ${execId} of container ${this.id}: process spec`);
+    if (processSpec.terminal) throw new InvalidArgumentError(`exec ${execId}: terminals are not supported yet`);
+    checkExecutable(`exec ${execId} of container ${this.id}`, this.spec.root!.path!, processSpec);
+    const files = this.processFiles(`exec-${execId}`);
+    const processFile = path.join(this.bundleDir, `exec-${execId}.json`);
+    fs.writeFileSync(processFile, JSON.stringify(processSpec));
+    const child = this.runtime.exec(this.id, { processFile, pidFile: files.pidFile, logFile: files.logFile, stdin });
+    const proc = new GuestProcess(child, this.logger.child({ exec: execId }));
+    this.execs.set(execId, proc);
+    return this.awaitPid(proc, files, `exec ${execId} in container ${this.id} failed to start`);
+  }
+
+  process(execId: string): GuestProcess {
+    const proc = execId ? this.execs.get(execId) : this.init;
+    if (!proc) throw new NotFoundError(execId ? `exec ${execId} not found in container ${this.id}` : `container ${this.id} has not been started`);
+    return proc;
+  }
+
   /** Delivers a signal; a container that never started is simply marked stopped. */
-  async signal(signal: number, all: boolean): Promise<void> {
+  async signal(execId: string, signal: number, all: boolean): Promise<void> {
+    if (execId) {
+      const proc = this.process(execId);
+      if (proc.exited || !proc.pid) throw new NotFoundError(`exec ${execId} of container ${this.id} is not running`);
+      process.kill(proc.pid, signal);
+      return;
+    }
     if (this.status === 'created') {
       this.stoppedBeforeStart = 128 + signal;
       this.status = 'stopped';
       return;
     }
-    if (this.status === 'stopped') throw new FailedPreconditionError(`container ${this.id} is not running`);
+    if (this.status === 'stopped') throw new NotFoundError(`container ${this.id} is not running`);
     await this.runtime.kill(this.id, signal, all);
   }
 
-  async wait(): Promise<number> {
+  async wait(execId: string): Promise<number> {
+    if (execId) return this.process(execId).exitStatus;
     if (this.init) return this.init.exitStatus;
     if (this.stoppedBeforeStart !== undefined) return this.stoppedBeforeStart;
     throw new FailedPreconditionError(`container ${this.id} has not been started`);
   }
 
+  async pause(): Promise<void> {
+    if (this.status !== 'running') throw new FailedPreconditionError(`container ${this.id} is ${this.status}; only a running container can be paused`);
+    await this.runtime.pause(this.id);
+    this.status = 'paused';
+  }
+
+  async resume(): Promise<void> {
+    if (this.status !== 'paused') throw new FailedPreconditionError(`container ${this.id} is ${this.status}; only a paused container can be resumed`);
+    await this.runtime.resume(this.id);
+    this.status = 'running';
+  }
+
+  async update(resourcesJson: Buffer): Promise<void> {
+    if (this.status !== 'running' && this.status !== 'paused') throw new FailedPreconditionError(`container ${this.id} is ${this.status}; cannot update its resources`);
+    parseJson(resourcesJson, `container ${this.id}: resources`);
+    const file = path.join(this.bundleDir, 'resources.json');
+    fs.writeFileSync(file, resourcesJson);
+    await this.runtime.update(this.id, file);
+  }
+
   /** Kills whatever still runs, removes runtime state and the bundle. */
   async remove(): Promise<void> {
-    if (this.status === 'running') {
+    if (this.status === 'paused') await this.runtime.resume(this.id).catch(() => undefined);
+    if (this.status === 'running' || this.status === 'paused') {
       await this.runtime.kill(this.id, 9, true).catch((err) => this.logger.warn({ err }, 'kill during remove failed'));
       await this.init?.exitStatus;
     }
+    await Promise.all([...this.execs.values()].map((p) => p.exitStatus));
     await this.runtime.delete(this.id);
     fs.rmSync(this.bundleDir, { recursive: true, force: true });
     this.status = 'stopped';
   }
 
+  /** Forgets a finished exec. */
+  removeExec(execId: string): void {
+    const proc = this.process(execId);
+    if (!proc.exited) throw new FailedPreconditionError(`exec ${execId} of container ${this.id} is still running`);
+    this.execs.delete(execId);
+  }
+
   /** Pids in the container's cgroup (cgroup v2, cgroupfs layout). */
   pids(): number[] {
-    const cgroupsPath = (this.spec as { linux?: { cgroupsPath?: string } }).linux?.cgroupsPath;
-    if (!cgroupsPath || this.status !== 'running') return [];
+    if (!this.cgroupsPath || this.status === 'created' || this.status === 'stopped') return [];
     try {
-      const text = fs.readFileSync(path.join('/sys/fs/cgroup', cgroupsPath, 'cgroup.procs'), 'utf8');
+      const text = fs.readFileSync(path.join('/sys/fs/cgroup', this.cgroupsPath, 'cgroup.procs'), 'utf8');
       return text.split('\n').filter(Boolean).map(Number);
     } catch {
       return [];
     }
   }
+
+  private processFiles(name: string): { pidFile: string; logFile: string } {
+    return { pidFile: path.join(this.bundleDir, `${name}.pid`), logFile: path.join(this.bundleDir, `${name}.log`) };
+  }
+
+  /** Waits for the runtime's pid file; if the runtime exits first, fails with its own error. */
+  private async awaitPid(proc: GuestProcess, files: { pidFile: string; logFile: string }, failure: string): Promise<number> {
+    const deadline = Date.now() + PID_FILE_WAIT_MS;
+    while (Date.now() < deadline) {
+      try {
+        const pid = Number(fs.readFileSync(files.pidFile, 'utf8').trim());
+        if (pid > 0) {
+          proc.pid = pid;
+          return pid;
+        }
+      } catch {
+        /* not written yet */
+      }
+      if (proc.exited) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const status = await Promise.race([proc.exitStatus, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]);
+    const reason = OciRuntime.lastError(files.logFile) ?? (status === undefined ? 'no pid reported in time' : `the OCI runtime exited with status ${status}`);
+    throw new InternalError(`${failure}: ${reason}`);
+  }
 }
 
-async function waitForPidFile(pidFile: string, init: GuestProcess, timeoutMs: number): Promise<number | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
-      if (pid > 0) return pid;
-    } catch {
-      /* not written yet */
-    }
-    if (init.exited) return undefined;
-    await new Promise((r) => setTimeout(r, 10));
+function parseJson<T>(bytes: Buffer, what: string): T {
+  try {
+    return JSON.parse(bytes.toString('utf8')) as T;
+  } catch (err) {
+    throw new InvalidArgumentError(`${what} is not valid JSON: ${(err as Error).message}`);
   }
-  return undefined;
+}
+
+function checkExecutable(what: string, rootfs: string, proc: OciProcess | undefined): void {
+  const args = proc?.args ?? [];
+  if (args.length === 0) throw new InvalidArgumentError(`${what}: the process has no command (process.args is empty and the image has no entrypoint)`);
+  const env = proc?.env ?? [];
+  if (!findExecutable(rootfs, args[0], env, proc?.cwd ?? '/')) {
+    const pathVar = env.find((e) => e.startsWith('PATH='))?.slice(5) ?? '(default)';
+    throw new FailedPreconditionError(`${what}: executable '${args[0]}' not found in the image (PATH=${pathVar})`);
+  }
 }

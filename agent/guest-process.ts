@@ -15,6 +15,8 @@ export class GuestProcess {
   /** Exit status as a shell reports it: the code, or 128 + signal number. */
   readonly exitStatus: Promise<number>;
   private exitedWith: number | undefined;
+  /** Pid in the guest, once the runtime reported it. */
+  pid = 0;
 
   constructor(readonly child: ChildProcess, private readonly logger: Logger) {
     this.stdout = new OutputBuffer(child.stdout);

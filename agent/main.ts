@@ -1,5 +1,8 @@
 // Guest agent entry point: started by the guest's /init (PID 1), serves the
 // AgentService over ttrpc on the virtio-serial port until DestroySandbox.
+// The channel's blocking reads hold one libuv pool thread for good; give the pool
+// room (read lazily by libuv, so setting it before the first file operation works).
+process.env.UV_THREADPOOL_SIZE ??= '16';
 import * as fs from 'fs';
 import * as path from 'path';
 import { createLogger } from '../lib/logger';

@@ -23,14 +23,32 @@ export class OciRuntime {
     return spawn(this.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
   }
 
+  /** `crun exec` in the foreground: its exit status is the process's. */
+  exec(id: string, opts: { processFile: string; pidFile: string; logFile: string; stdin: boolean }): ChildProcess {
+    const args = ['--root', this.stateRoot, `--log=file:${opts.logFile}`, 'exec', '--process', opts.processFile, '--pid-file', opts.pidFile, id];
+    return spawn(this.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.command(['pause', id]);
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.command(['resume', id]);
+  }
+
+  async update(id: string, resourcesFile: string): Promise<void> {
+    await this.command(['update', '--resources', resourcesFile, id]);
+  }
+
   async kill(id: string, signal: number, all: boolean): Promise<void> {
-    await this.exec(['kill', ...(all ? ['--all'] : []), id, String(signal)]);
+    await this.command(['kill', ...(all ? ['--all'] : []), id, String(signal)]);
   }
 
   /** Removes the runtime's state for `id`; a container it no longer knows is fine. */
   async delete(id: string): Promise<void> {
     try {
-      await this.exec(['delete', '--force', id]);
+      await this.command(['delete', '--force', id]);
     } catch (err) {
       if (!/does not exist|not found|No such file/i.test((err as Error).message)) throw err;
     }
@@ -60,7 +78,8 @@ export class OciRuntime {
     }
   }
 
-  private async exec(args: string[]): Promise<void> {
+  /** Runs a short runtime command; its stderr becomes the error message. */
+  private async command(args: string[]): Promise<void> {
     try {
       await execFileAsync(this.binary, ['--root', this.stateRoot, ...args]);
     } catch (err) {

@@ -4,7 +4,7 @@ import * as net from 'net';
 import { DeadlineExceededError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
-import { TtrpcClient } from '../ttrpc';
+import { Code, TtrpcClient } from '../ttrpc';
 import { AgentChannel } from '../hypervisors/hypervisor';
 
 export interface GuestDetails {
@@ -28,6 +28,15 @@ export interface AgentClient {
   readStderr(containerId: string, execId: string, maxLen: number): Promise<{ data: Buffer; eof: boolean }>;
   writeStdin(containerId: string, execId: string, data: Buffer): Promise<number>;
   closeStdin(containerId: string, execId: string): Promise<void>;
+  execProcess(req: { container_id: string; exec_id: string; process_json: Buffer; stdin: boolean; terminal: boolean }): Promise<number>;
+  deleteProcess(containerId: string, execId: string): Promise<void>;
+  pauseContainer(containerId: string): Promise<void>;
+  resumeContainer(containerId: string): Promise<void>;
+  updateContainer(containerId: string, resourcesJson: Buffer): Promise<void>;
+  /** containerd metrics (cgroups v1 or v2 `Metrics`) packed as Any. */
+  statsContainer(containerId: string): Promise<{ type_url: string; value: Buffer }>;
+  /** Blocks until a container is OOM-killed; returns its id. */
+  getOomEvent(): Promise<string>;
   close(): void;
   /** Settles when the connection to the agent is lost. */
   readonly disconnected: Promise<void>;
@@ -36,6 +45,8 @@ export interface AgentClient {
 export class TtrpcAgentClient implements AgentClient {
   private readonly service = lookupService(AGENT_SERVICE);
   readonly disconnected: Promise<void>;
+  /** Set once we close the connection ourselves: losses after that are expected. */
+  private closing = false;
 
   constructor(private readonly client: TtrpcClient, private readonly callTimeoutMs: number) {
     this.disconnected = new Promise((resolve) => client.on('close', () => resolve()));
@@ -113,12 +124,41 @@ export class TtrpcAgentClient implements AgentClient {
   async closeStdin(containerId: string, execId: string): Promise<void> {
     await this.call('CloseStdin', { container_id: containerId, exec_id: execId });
   }
+  async execProcess(req: { container_id: string; exec_id: string; process_json: Buffer; stdin: boolean; terminal: boolean }): Promise<number> {
+    return (await this.call<{ pid: number }>('ExecProcess', req)).pid;
+  }
+  async deleteProcess(containerId: string, execId: string): Promise<void> {
+    await this.call('DeleteProcess', { container_id: containerId, exec_id: execId });
+  }
+  async pauseContainer(containerId: string): Promise<void> {
+    await this.call('PauseContainer', { container_id: containerId });
+  }
+  async resumeContainer(containerId: string): Promise<void> {
+    await this.call('ResumeContainer', { container_id: containerId });
+  }
+  async updateContainer(containerId: string, resourcesJson: Buffer): Promise<void> {
+    await this.call('UpdateContainer', { container_id: containerId, resources_json: resourcesJson });
+  }
+  statsContainer(containerId: string): Promise<{ type_url: string; value: Buffer }> {
+    return this.call('StatsContainer', { container_id: containerId });
+  }
+  async getOomEvent(): Promise<string> {
+    return (await this.call<{ container_id: string }>('GetOOMEvent', {}, 0)).container_id;
+  }
   close(): void {
+    this.closing = true;
     this.client.close();
   }
 
   /** timeoutMs 0 means no deadline (waits and reads). */
-  private call<T = unknown>(method: string, request: object, timeoutMs = this.callTimeoutMs): Promise<T> {
-    return this.client.call<T>(this.service, method, request, timeoutMs > 0 ? { timeoutMs } : {});
+  private async call<T = unknown>(method: string, request: object, timeoutMs = this.callTimeoutMs): Promise<T> {
+    try {
+      return await this.client.call<T>(this.service, method, request, timeoutMs > 0 ? { timeoutMs } : {});
+    } catch (err) {
+      if (!this.closing && (err as { code?: unknown }).code === Code.UNAVAILABLE) {
+        throw new UnavailableError(`guest agent ${method}: connection to the agent was lost (the VM may have stopped)`, { cause: err });
+      }
+      throw err;
+    }
   }
 }

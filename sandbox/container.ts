@@ -1,16 +1,12 @@
-// A container as the shim sees it: created → running → stopped, its init process's
-// exit, and its stdio. Every transition is checked here with a precise message.
-import { FailedPreconditionError } from '../lib/errors';
+// A container as the shim sees it: its init process, its exec processes, and
+// whether it is paused. The container's status is its init's, or paused.
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AgentClient } from './agent-client';
-import { ProcessIo, StdioPaths } from './process-io';
+import { StdioPaths } from './process-io';
+import { ProcessStatus, TaskProcess } from './task-process';
 
-export type ContainerStatus = 'created' | 'running' | 'stopped';
-
-export interface ExitInfo {
-  status: number;
-  exitedAt: Date;
-}
+export type ContainerStatus = ProcessStatus | 'paused';
 
 export interface ContainerParams {
   id: string;
@@ -22,63 +18,54 @@ export interface ContainerParams {
 }
 
 export class Container {
-  status: ContainerStatus = 'created';
-  /** The pid containerd is told (the VM's: guest pids mean nothing on the host). */
-  pid = 0;
-  /** The init's pid inside the guest. */
-  guestPid = 0;
-  exit: ExitInfo | undefined;
-  private io: ProcessIo | undefined;
-  private readonly exitWaiters: Array<(exit: ExitInfo) => void> = [];
+  readonly init: TaskProcess;
+  private readonly execs = new Map<string, TaskProcess>();
+  paused = false;
 
-  constructor(readonly params: ContainerParams, private readonly agent: AgentClient, private readonly logger: Logger) {}
+  constructor(readonly params: ContainerParams, private readonly agent: AgentClient, private readonly logger: Logger) {
+    this.init = new TaskProcess(params.id, '', params.stdio, params.terminal, agent, logger);
+  }
 
   get id(): string {
     return this.params.id;
   }
 
-  /**
-   * Starts the init process; `onExit` runs once it exited and its output is flushed.
-   * Output copying starts before the process so nothing it writes early is missed.
-   */
-  async start(onExit: (exit: ExitInfo) => void): Promise<number> {
-    if (this.status !== 'created') throw new FailedPreconditionError(`container ${this.id} is ${this.status}; only a created container can be started`);
-    this.io = new ProcessIo(this.agent, this.id, '', this.params.stdio, this.logger);
-    this.guestPid = await this.agent.startContainer(this.id);
-    this.io.startStdin();
-    this.status = 'running';
-    void this.monitor(onExit);
-    return this.guestPid;
+  get status(): ContainerStatus {
+    return this.paused && this.init.status === 'running' ? 'paused' : this.init.status;
   }
 
-  /** Records that the process is gone without the agent reporting it (VM or agent lost). */
-  markExited(status: number): ExitInfo {
-    if (this.exit) return this.exit;
-    this.exit = { status, exitedAt: new Date() };
-    this.status = 'stopped';
-    this.io?.close();
-    for (const resolve of this.exitWaiters.splice(0)) resolve(this.exit);
-    return this.exit;
+  /** The init for '' or the named exec. */
+  process(execId: string): TaskProcess {
+    if (!execId) return this.init;
+    const proc = this.execs.get(execId);
+    if (!proc) throw new NotFoundError(`exec ${execId} not found in container ${this.id}`);
+    return proc;
   }
 
-  wait(): Promise<ExitInfo> {
-    if (this.exit) return Promise.resolve(this.exit);
-    return new Promise((resolve) => this.exitWaiters.push(resolve));
+  runningExecs(): TaskProcess[] {
+    return [...this.execs.values()].filter((p) => p.status === 'running');
   }
 
-  private async monitor(onExit: (exit: ExitInfo) => void): Promise<void> {
-    let status: number;
-    try {
-      status = await this.agent.waitProcess(this.id, '');
-      await this.io?.done;
-    } catch (err) {
-      // The agent connection broke: the process is unreachable; report it as killed.
-      this.logger.error({ err: (err as Error).message }, 'lost the guest process');
-      status = 255;
-    }
-    if (this.exit) return;
-    const exit = this.markExited(status);
-    this.logger.info({ status }, 'container exited');
-    onExit(exit);
+  addExec(execId: string, stdio: StdioPaths, terminal: boolean): TaskProcess {
+    if (this.status !== 'running') throw new FailedPreconditionError(`container ${this.id} is ${this.status}; exec needs a running container`);
+    if (this.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} already exists in container ${this.id}`);
+    const proc = new TaskProcess(this.id, execId, stdio, terminal, this.agent, this.logger.child({ exec: execId }));
+    proc.pid = this.init.pid;
+    this.execs.set(execId, proc);
+    return proc;
+  }
+
+  removeExec(execId: string): TaskProcess {
+    const proc = this.process(execId);
+    if (proc.status === 'running') throw new FailedPreconditionError(`exec ${execId} of container ${this.id} is running; kill it before deleting`);
+    this.execs.delete(execId);
+    return proc;
+  }
+
+  /** Marks every process that still runs as ended (the VM or the agent is gone). */
+  markAllExited(status: number): TaskProcess[] {
+    const ended = [...this.runningExecs(), ...(this.init.status === 'running' ? [this.init] : [])];
+    for (const proc of ended) proc.markExited(status);
+    return ended;
   }
 }

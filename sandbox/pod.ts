@@ -1,13 +1,14 @@
 // The containers a shim daemon serves, all in one sandbox (VM). The first Create
 // boots the VM (for a CRI pod that is the pause container); later ones join it.
 import { RuntimeConfig } from '../config/runtime-config';
-import { FailedPreconditionError, NotFoundError } from '../lib/errors';
+import { FailedPreconditionError, NotFoundError, NotImplementedError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { Hypervisor } from '../hypervisors/hypervisor';
-import { Container, ExitInfo } from './container';
+import { Container } from './container';
 import { MountSpec } from './rootfs';
 import { Sandbox } from './sandbox';
 import { readBundleSpec } from './spec';
+import { ExitInfo, TaskProcess } from './task-process';
 
 export const CRI_SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
 
@@ -21,9 +22,23 @@ export interface CreateParams {
   stderr: string;
 }
 
-export interface PodEvents {
-  onExit(container: Container, exit: ExitInfo): void;
+export interface ExecParams {
+  containerId: string;
+  execId: string;
+  terminal: boolean;
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  /** OCI Process as JSON. */
+  processJson: Buffer;
 }
+
+export interface PodEvents {
+  onExit(container: Container, process: TaskProcess, exit: ExitInfo): void;
+  onOom(containerId: string): void;
+}
+
+const NO_TTY = 'terminals (-t) are not supported yet';
 
 export class Pod {
   private sandbox: Sandbox | undefined;
@@ -37,7 +52,7 @@ export class Pod {
   ) {}
 
   async create(params: CreateParams): Promise<Container> {
-    if (params.terminal) throw new FailedPreconditionError(`container ${params.id}: terminal (-t) is not supported yet`);
+    if (params.terminal) throw new NotImplementedError(`container ${params.id}: ${NO_TTY}`);
     const spec = readBundleSpec(params.bundle);
     const sandboxId = spec.annotations?.[CRI_SANDBOX_ID] || params.id;
     const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12));
@@ -53,35 +68,83 @@ export class Pod {
     return this.sandbox.container(id);
   }
 
-  start(id: string): Promise<number> {
-    this.container(id);
-    return this.sandbox!.startContainer(id);
+  process(id: string, execId: string): TaskProcess {
+    return this.container(id).process(execId);
   }
 
-  async kill(id: string, signal: number, all: boolean): Promise<ExitInfo | undefined> {
-    const container = this.container(id);
-    if (container.status === 'stopped') {
-      if (all) return undefined; // killing what is already gone is fine (runc shim does the same)
-      throw new NotFoundError(`container ${id}: process already finished`);
+  /** Starts the init ('' execId) or an exec; returns the started process. */
+  async start(id: string, execId: string): Promise<TaskProcess> {
+    const sandbox = this.requireSandbox(id);
+    if (execId) await sandbox.startExec(id, execId);
+    else await sandbox.startContainer(id);
+    return this.process(id, execId);
+  }
+
+  exec(params: ExecParams): TaskProcess {
+    if (params.terminal) throw new NotImplementedError(`exec ${params.execId} of container ${params.containerId}: ${NO_TTY}`);
+    return this.requireSandbox(params.containerId).addExec(params.containerId, params.execId, { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr }, params.terminal, params.processJson);
+  }
+
+  /** Returns the exit when the signal ended a process that never started. */
+  async kill(id: string, execId: string, signal: number, all: boolean): Promise<ExitInfo | undefined> {
+    const proc = this.process(id, execId);
+    const agent = this.sandbox!.requireAgent();
+    if (proc.status === 'stopped') {
+      if (all) return undefined; // killing what is already gone is fine (runc's shim agrees)
+      throw new NotFoundError(`${proc.name}: process already finished`);
     }
-    if (container.status === 'created') {
+    if (proc.status === 'created') {
+      if (execId) return proc.markExited(128 + signal);
       // Never started: nothing runs in the guest; it simply ends with the signal's status.
-      await this.sandbox!.requireAgent().signalProcess(id, '', signal, all);
-      return container.markExited(128 + signal);
+      await agent.signalProcess(id, '', signal, all);
+      return proc.markExited(128 + signal);
     }
-    await this.sandbox!.requireAgent().signalProcess(id, '', signal, all);
+    // A paused container's processes only see the signal once thawed; SIGKILL works regardless.
+    await agent.signalProcess(id, execId, signal, all);
     return undefined;
+  }
+
+  async pause(id: string): Promise<void> {
+    const container = this.container(id);
+    if (container.status !== 'running') throw new FailedPreconditionError(`container ${id} is ${container.status}; only a running container can be paused`);
+    await this.sandbox!.requireAgent().pauseContainer(id);
+    container.paused = true;
+  }
+
+  async resume(id: string): Promise<void> {
+    const container = this.container(id);
+    if (container.status !== 'paused') throw new FailedPreconditionError(`container ${id} is ${container.status}; only a paused container can be resumed`);
+    await this.sandbox!.requireAgent().resumeContainer(id);
+    container.paused = false;
+  }
+
+  async update(id: string, resourcesJson: Buffer): Promise<void> {
+    const container = this.container(id);
+    if (container.status !== 'running' && container.status !== 'paused') throw new FailedPreconditionError(`container ${id} is ${container.status}; cannot update its resources`);
+    await this.sandbox!.requireAgent().updateContainer(id, resourcesJson);
+  }
+
+  async stats(id: string): Promise<{ type_url: string; value: Buffer }> {
+    const container = this.container(id);
+    if (container.status === 'created' || container.status === 'stopped') throw new FailedPreconditionError(`container ${id} is ${container.status}; it has no live metrics`);
+    return this.sandbox!.requireAgent().statsContainer(id);
+  }
+
+  async closeStdin(id: string, execId: string): Promise<void> {
+    await this.process(id, execId).closeStdin();
   }
 
   async pids(id: string): Promise<number[]> {
     const container = this.container(id);
-    if (container.status !== 'running') return [];
+    if (container.status === 'created' || container.status === 'stopped') return [];
     return this.sandbox!.requireAgent().listProcesses(id);
   }
 
-  async delete(id: string): Promise<Container> {
-    this.container(id);
-    return this.sandbox!.deleteContainer(id);
+  /** Deletes the container (execId '') or one of its execs; returns the process. */
+  async delete(id: string, execId: string): Promise<TaskProcess> {
+    const sandbox = this.requireSandbox(id);
+    if (execId) return sandbox.deleteExec(id, execId);
+    return (await sandbox.deleteContainer(id)).init;
   }
 
   get isEmpty(): boolean {
@@ -98,6 +161,11 @@ export class Pod {
     await sandbox?.destroy();
   }
 
+  private requireSandbox(id: string): Sandbox {
+    this.container(id);
+    return this.sandbox!;
+  }
+
   private async sandboxFor(sandboxId: string, hostname: string): Promise<Sandbox> {
     if (this.sandbox) {
       if (this.sandbox.id !== sandboxId) throw new FailedPreconditionError(`this shim serves sandbox ${this.sandbox.id}, not ${sandboxId}`);
@@ -110,7 +178,7 @@ export class Pod {
         hostname,
         config: this.config,
         hypervisor: this.newHypervisor(logger),
-        events: { onContainerExit: (c, exit) => this.events.onExit(c, exit) },
+        events: { onProcessExit: (c, p, exit) => this.events.onExit(c, p, exit), onOom: (id) => this.events.onOom(id) },
         logger,
       });
       this.starting.then(

@@ -7,7 +7,9 @@ import { AlreadyExistsError, FailedPreconditionError, KataError, NotFoundError, 
 import { Logger } from '../lib/logger';
 import { Hypervisor, VmConfig } from '../hypervisors/hypervisor';
 import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
-import { Container, ContainerParams, ExitInfo } from './container';
+import { Container, ContainerParams } from './container';
+import { StdioPaths } from './process-io';
+import { ExitInfo, LOST_EXIT_STATUS, TaskProcess } from './task-process';
 import { bindMount, mountAll, MountSpec, mountsBelow, unmount } from './rootfs';
 import { guestSpec, OciSpec } from './spec';
 
@@ -16,12 +18,19 @@ export const GUEST_SHARED_DIR = '/run/kata-containers/shared';
 const AGENT_PORT_NAME = 'agent.channel.0';
 
 export interface SandboxEvents {
-  /** A container's init exited (reported by the agent, or because the VM died). */
-  onContainerExit(container: Container, exit: ExitInfo): void;
+  /** A process ended (reported by the agent, or because the VM died). */
+  onProcessExit(container: Container, process: TaskProcess, exit: ExitInfo): void;
+  /** The guest OOM-killed something in the container. */
+  onOom(containerId: string): void;
 }
+
+/** How long an init's exit event waits for its execs' exits to go out first. */
+const EXEC_EXITS_FIRST_MS = 2000;
 
 export class Sandbox {
   private readonly containers = new Map<string, Container>();
+  /** Process specs of execs that were added but may not have started yet. */
+  private readonly execSpecs = new WeakMap<TaskProcess, Buffer>();
   private agent: AgentClient | undefined;
   private destroyed = false;
   details: GuestDetails | undefined;
@@ -102,13 +111,42 @@ export class Sandbox {
 
   async startContainer(id: string): Promise<number> {
     const container = this.container(id);
-    return container.start((exit) => this.events.onContainerExit(container, exit));
+    const agent = this.requireAgent();
+    return container.init.start(
+      () => agent.startContainer(id),
+      (exit) => void this.reportInitExit(container, exit),
+    );
+  }
+
+  /** Registers an exec; it runs when started. */
+  addExec(containerId: string, execId: string, stdio: StdioPaths, terminal: boolean, processJson: Buffer): TaskProcess {
+    const proc = this.container(containerId).addExec(execId, stdio, terminal);
+    this.execSpecs.set(proc, processJson);
+    return proc;
+  }
+
+  async startExec(containerId: string, execId: string): Promise<number> {
+    const container = this.container(containerId);
+    const proc = container.process(execId);
+    const agent = this.requireAgent();
+    const processJson = this.execSpecs.get(proc) ?? Buffer.from('{}');
+    return proc.start(
+      () => agent.execProcess({ container_id: containerId, exec_id: execId, process_json: processJson, stdin: Boolean(proc.stdio.stdin), terminal: proc.terminal }),
+      (exit) => this.events.onProcessExit(container, proc, exit),
+    );
+  }
+
+  async deleteExec(containerId: string, execId: string): Promise<TaskProcess> {
+    const proc = this.container(containerId).removeExec(execId);
+    this.execSpecs.delete(proc);
+    if (proc.guestPid) await this.requireAgent().deleteProcess(containerId, execId).catch((err) => this.logger.warn({ err: (err as Error).message }, 'guest exec delete failed'));
+    return proc;
   }
 
   /** Removes a stopped or never-started container from the guest and the host. */
   async deleteContainer(id: string): Promise<Container> {
     const container = this.container(id);
-    if (container.status === 'running') throw new FailedPreconditionError(`container ${id} is running; kill it before deleting`);
+    if (container.status === 'running' || container.status === 'paused') throw new FailedPreconditionError(`container ${id} is ${container.status}; kill it before deleting`);
     if (this.agent && !this.destroyed) {
       await this.agent.removeContainer(id).catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest remove failed'));
     }
@@ -133,7 +171,7 @@ export class Sandbox {
     }
     await this.hypervisor.stop(5000);
     for (const container of this.containers.values()) {
-      container.markExited(137);
+      container.markAllExited(137);
       await unmountAll(container.params.mounts, this.logger);
     }
     this.containers.clear();
@@ -167,13 +205,33 @@ export class Sandbox {
     this.agent = agent;
     this.details = details;
     await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR });
+    void this.forwardOomEvents(agent);
+  }
+
+  /** The agent reports OOM kills through a blocking call; keep one outstanding. */
+  private async forwardOomEvents(agent: AgentClient): Promise<void> {
+    while (!this.destroyed) {
+      try {
+        this.events.onOom(await agent.getOomEvent());
+      } catch (err) {
+        if (!this.destroyed) this.logger.warn({ err: (err as Error).message }, 'OOM event stream ended');
+        return;
+      }
+    }
+  }
+
+  /** runc's shim publishes an init's exit after its execs' exits; so do we. */
+  private async reportInitExit(container: Container, exit: ExitInfo): Promise<void> {
+    const execs = container.runningExecs().map((p) => p.wait());
+    if (execs.length > 0) await Promise.race([Promise.all(execs), new Promise((r) => setTimeout(r, EXEC_EXITS_FIRST_MS))]);
+    this.events.onProcessExit(container, container.init, exit);
   }
 
   private onVmExit(code: number | null, signal: string | null): void {
     if (this.destroyed) return;
     this.logger.error({ code, signal, console: this.hypervisor.consoleTail(1024) }, 'the VM exited unexpectedly');
     for (const container of this.containers.values()) {
-      if (container.status === 'running') this.events.onContainerExit(container, container.markExited(255));
+      for (const proc of container.markAllExited(LOST_EXIT_STATUS)) this.events.onProcessExit(container, proc, proc.exit!);
     }
   }
 }

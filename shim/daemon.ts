@@ -51,7 +51,10 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
         await server?.close().catch(() => undefined);
         process.exit(0);
       })());
-    const pod = new Pod(config, (l) => new QemuHypervisor(l.child({ component: 'qemu' })), { onExit: (c, exit) => publishExit(events, c, exit) }, logger);
+    const pod = new Pod(config, (l) => new QemuHypervisor(l.child({ component: 'qemu' })), {
+      onExit: (c, p, exit) => publishExit(events, c, p, exit),
+      onOom: (id) => events.publish('/tasks/oom', 'containerd.events.TaskOOM', { container_id: id }),
+    }, logger);
     const service = new TaskService({
       pod,
       events,

@@ -1,16 +1,17 @@
 // containerd.task.v2.Task: translates ttrpc requests into Pod calls and publishes
 // the matching events. No lifecycle logic lives here.
-import { NotImplementedError } from '../lib/errors';
+import { InvalidArgumentError, NotImplementedError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { timestamp } from '../lib/protos';
-import { Container, ExitInfo } from '../sandbox/container';
+import { Container } from '../sandbox/container';
 import { Pod } from '../sandbox/pod';
+import { ExitInfo, TaskProcess } from '../sandbox/task-process';
 import { EventPublisher } from './events';
 
 export const SHIM_VERSION = '0.1.0';
 
 /** containerd.v1.types.Status */
-const TaskStatus = { created: 1, running: 2, stopped: 3 } as const;
+const TaskStatus = { created: 1, running: 2, stopped: 3, paused: 4 } as const;
 
 type Req = Record<string, any>;
 type Handler = (req: Req) => Promise<object>;
@@ -23,17 +24,23 @@ export interface TaskServiceDeps {
   shutdown: () => void;
 }
 
+/** The JSON inside an Any that containerd fills with an OCI type (Process, LinuxResources). */
+function anyJson(value: { value?: Buffer } | undefined, what: string): Buffer {
+  const bytes = value?.value;
+  if (!bytes || bytes.length === 0) throw new InvalidArgumentError(`${what} is missing`);
+  try {
+    JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    throw new InvalidArgumentError(`${what} is not valid JSON: ${(err as Error).message}`);
+  }
+  return bytes;
+}
+
 export class TaskService {
   constructor(private readonly deps: TaskServiceDeps) {}
 
   handlers(): Record<string, Handler> {
     const { pod, events } = this.deps;
-    const execNotSupported = (req: Req): void => {
-      if (req.exec_id) throw new NotImplementedError(`exec processes are not supported yet (exec ${req.exec_id} of ${req.id})`);
-    };
-    const unimplemented = (method: string, why = 'not implemented yet'): Handler => async (req) => {
-      throw new NotImplementedError(`${method} of ${req.id ?? 'task'}: ${why}`);
-    };
     return {
       Create: async (req) => {
         const container = await pod.create({
@@ -45,8 +52,9 @@ export class TaskService {
           stdout: req.stdout,
           stderr: req.stderr,
         });
+        // The task's pid, as containerd sees it, is the VM's: guest pids mean nothing on the host.
         const pid = pod.hypervisorPid();
-        container.pid = pid;
+        container.init.pid = pid;
         events.publish('/tasks/create', 'containerd.events.TaskCreate', {
           container_id: req.id,
           bundle: req.bundle,
@@ -57,76 +65,104 @@ export class TaskService {
         return { pid };
       },
       Start: async (req) => {
-        execNotSupported(req);
-        await pod.start(req.id);
-        // The task's pid, as containerd sees it, is the VM's: guest pids mean nothing on the host.
-        const pid = pod.container(req.id).pid;
-        events.publish('/tasks/start', 'containerd.events.TaskStart', { container_id: req.id, pid });
-        return { pid };
+        const proc = await pod.start(req.id, req.exec_id);
+        if (req.exec_id) events.publish('/tasks/exec-started', 'containerd.events.TaskExecStarted', { container_id: req.id, exec_id: req.exec_id, pid: proc.pid });
+        else events.publish('/tasks/start', 'containerd.events.TaskStart', { container_id: req.id, pid: proc.pid });
+        return { pid: proc.pid };
+      },
+      Exec: async (req) => {
+        pod.exec({
+          containerId: req.id,
+          execId: req.exec_id,
+          terminal: req.terminal,
+          stdin: req.stdin,
+          stdout: req.stdout,
+          stderr: req.stderr,
+          processJson: anyJson(req.spec, `exec ${req.exec_id}: process spec`),
+        });
+        events.publish('/tasks/exec-added', 'containerd.events.TaskExecAdded', { container_id: req.id, exec_id: req.exec_id });
+        return {};
       },
       Wait: async (req) => {
-        execNotSupported(req);
-        const exit = await pod.container(req.id).wait();
+        const exit = await pod.process(req.id, req.exec_id).wait();
         return { exit_status: exit.status, exited_at: timestamp(exit.exitedAt) };
       },
       State: async (req) => {
-        execNotSupported(req);
-        const c = pod.container(req.id);
+        const container = pod.container(req.id);
+        const proc = container.process(req.exec_id);
         return {
-          id: c.id,
-          bundle: c.params.bundle,
-          pid: c.pid,
-          status: TaskStatus[c.status],
-          stdin: c.params.stdio.stdin,
-          stdout: c.params.stdio.stdout,
-          stderr: c.params.stdio.stderr,
-          terminal: c.params.terminal,
-          exit_status: c.exit?.status ?? 0,
-          exited_at: c.exit ? timestamp(c.exit.exitedAt) : undefined,
+          id: req.id,
+          exec_id: req.exec_id,
+          bundle: container.params.bundle,
+          pid: proc.pid,
+          status: TaskStatus[req.exec_id ? proc.status : container.status],
+          stdin: proc.stdio.stdin,
+          stdout: proc.stdio.stdout,
+          stderr: proc.stdio.stderr,
+          terminal: proc.terminal,
+          exit_status: proc.exit?.status ?? 0,
+          exited_at: proc.exit ? timestamp(proc.exit.exitedAt) : undefined,
         };
       },
       Kill: async (req) => {
-        execNotSupported(req);
-        const exit = await pod.kill(req.id, req.signal, req.all);
-        if (exit) publishExit(events, pod.container(req.id), exit);
+        const exit = await pod.kill(req.id, req.exec_id, req.signal, req.all);
+        if (exit) publishExit(events, pod.container(req.id), pod.process(req.id, req.exec_id), exit);
         return {};
       },
       Delete: async (req) => {
-        execNotSupported(req);
-        const container = await pod.delete(req.id);
-        const exit = container.exit ?? { status: 0, exitedAt: new Date() };
-        events.publish('/tasks/delete', 'containerd.events.TaskDelete', {
-          container_id: req.id,
-          pid: container.pid,
-          exit_status: exit.status,
-          exited_at: timestamp(exit.exitedAt),
-        });
-        return { pid: container.pid, exit_status: exit.status, exited_at: timestamp(exit.exitedAt) };
+        const proc = await pod.delete(req.id, req.exec_id);
+        const exit = proc.exit ?? { status: 0, exitedAt: new Date() };
+        if (!req.exec_id) {
+          events.publish('/tasks/delete', 'containerd.events.TaskDelete', {
+            container_id: req.id,
+            pid: proc.pid,
+            exit_status: exit.status,
+            exited_at: timestamp(exit.exitedAt),
+          });
+        }
+        return { pid: proc.pid, exit_status: exit.status, exited_at: timestamp(exit.exitedAt) };
       },
       Pids: async (req) => ({ processes: (await pod.pids(req.id)).map((pid) => ({ pid })) }),
+      Pause: async (req) => {
+        await pod.pause(req.id);
+        events.publish('/tasks/paused', 'containerd.events.TaskPaused', { container_id: req.id });
+        return {};
+      },
+      Resume: async (req) => {
+        await pod.resume(req.id);
+        events.publish('/tasks/resumed', 'containerd.events.TaskResumed', { container_id: req.id });
+        return {};
+      },
+      Update: async (req) => {
+        await pod.update(req.id, anyJson(req.resources, `update of ${req.id}: resources`));
+        return {};
+      },
+      Stats: async (req) => ({ stats: await pod.stats(req.id) }),
+      CloseIO: async (req) => {
+        if (req.stdin) await pod.closeStdin(req.id, req.exec_id);
+        return {};
+      },
+      ResizePty: async (req) => {
+        throw new NotImplementedError(`ResizePty of ${req.id}: terminals (-t) are not supported yet`);
+      },
+      Checkpoint: async (req) => {
+        throw new NotImplementedError(`Checkpoint of ${req.id}: checkpointing a VM-isolated container is not supported (the process state lives in the guest kernel; CRIU cannot reach it from the host)`);
+      },
       Connect: async () => ({ shim_pid: process.pid, task_pid: pod.hypervisorPid(), version: SHIM_VERSION }),
       Shutdown: async () => {
         if (pod.isEmpty) this.deps.shutdown();
         return {};
       },
-      Pause: unimplemented('Pause'),
-      Resume: unimplemented('Resume'),
-      Checkpoint: unimplemented('Checkpoint', 'checkpointing a VM-isolated container is not supported'),
-      Exec: unimplemented('Exec'),
-      ResizePty: unimplemented('ResizePty'),
-      CloseIO: unimplemented('CloseIO'),
-      Update: unimplemented('Update'),
-      Stats: unimplemented('Stats'),
     };
   }
 }
 
-/** Publishes /tasks/exit for a container's init (also the pod's exit hook). */
-export function publishExit(events: EventPublisher, container: Container, exit: ExitInfo): void {
+/** Publishes /tasks/exit for a process (also the pod's exit hook). */
+export function publishExit(events: EventPublisher, container: Container, proc: TaskProcess, exit: ExitInfo): void {
   events.publish('/tasks/exit', 'containerd.events.TaskExit', {
     container_id: container.id,
-    id: container.id,
-    pid: container.pid,
+    id: proc.execId || container.id,
+    pid: proc.pid,
     exit_status: exit.status,
     exited_at: timestamp(exit.exitedAt),
   });

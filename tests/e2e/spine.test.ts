@@ -1,8 +1,8 @@
 // The spine: containerd → our shim → QEMU (TCG) → guest agent → crun, and back.
-import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
+import { EventLog } from './events';
 import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
 
 jest.setTimeout(300_000);
@@ -31,18 +31,15 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
   }
 
   it('runs the command in a VM, prints its output and returns its exit code', async () => {
-    const events = spawn('ctr', ['-a', env.containerd.address, 'events'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let eventText = '';
-    events.stdout.on('data', (c: Buffer) => (eventText += c.toString()));
+    const events = new EventLog(env.containerd);
     try {
       const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spine-1', 'sh', '-c', 'echo hi; exit 3'], { timeoutMs: 240_000 });
       expect({ stdout: result.stdout, code: result.code }).toEqual({ stdout: 'hi\n', code: 3 });
       // Events published by the shim reached containerd, in lifecycle order.
-      await new Promise((r) => setTimeout(r, 500));
-      const topics = eventText.split('\n').filter((l) => l.includes('spine-1')).map((l) => l.match(/\/tasks\/[a-z-]+/)?.[0]).filter(Boolean);
-      expect(topics).toEqual(['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
+      await events.waitFor('/tasks/delete', 'spine-1');
+      expect(events.topicsFor('spine-1')).toEqual(['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
     } finally {
-      events.kill();
+      events.close();
     }
     await expectNothingLeft();
   });
