@@ -113,6 +113,10 @@ export class AgentService {
         await new Promise<void>((resolve, reject) => stdin.write(data, (err) => (err ? reject(err) : resolve())));
         return { len: data.length };
       },
+      TtyWinResize: async (req) => {
+        this.process(req).resize(req.columns, req.rows);
+        return {};
+      },
       CloseStdin: async (req) => {
         this.process(req).stdin?.end();
         return {};

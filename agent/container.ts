@@ -26,6 +26,25 @@ export interface OciSpec {
 
 const PID_FILE_WAIT_MS = 20_000;
 
+/** The guest's terminal helper (guest/ctty.c) and where containers see it. */
+const CTTY_HELPER = '/usr/libexec/katats/ctty';
+const CTTY_IN_CONTAINER = '/dev/.katats-ctty';
+
+/** A process that wants a terminal starts through the helper, which claims it. */
+function onTerminal(proc: OciProcess | undefined): OciProcess {
+  return { ...proc, terminal: false, args: [CTTY_IN_CONTAINER, ...(proc?.args ?? [])] };
+}
+
+/**
+ * The spec the runtime gets: the helper bind-mounted read-only under /dev (a tmpfs
+ * the runtime creates, so read-only rootfs images work too) for the init and any
+ * later exec that asks for a terminal.
+ */
+function runtimeSpec(spec: OciSpec, terminal: boolean): OciSpec {
+  const mounts = [...((spec.mounts as unknown[]) ?? []), { destination: CTTY_IN_CONTAINER, type: 'bind', source: CTTY_HELPER, options: ['bind', 'ro'] }];
+  return { ...spec, mounts, process: terminal ? onTerminal(spec.process) : spec.process };
+}
+
 export class GuestContainer {
   status: ContainerStatus = 'created';
   init: GuestProcess | undefined;
@@ -38,6 +57,7 @@ export class GuestContainer {
     readonly bundleDir: string,
     readonly spec: OciSpec,
     private readonly wantsStdin: boolean,
+    private readonly terminal: boolean,
     private readonly runtime: OciRuntime,
     private readonly logger: Logger,
   ) {}
@@ -48,12 +68,12 @@ export class GuestContainer {
     const rootfs = spec.root?.path;
     if (!rootfs || !path.isAbsolute(rootfs)) throw new InvalidArgumentError(`container ${id}: spec root.path must be an absolute guest path, got '${rootfs ?? ''}'`);
     if (!fs.existsSync(rootfs)) throw new FailedPreconditionError(`container ${id}: rootfs ${rootfs} is not visible in the guest (shared filesystem not mounted?)`);
-    if (spec.process?.terminal) throw new InvalidArgumentError(`container ${id}: terminals are not supported yet`);
     checkExecutable(`container ${id}`, rootfs, spec.process);
     const bundleDir = path.join(bundlesRoot, id);
     fs.mkdirSync(bundleDir, { recursive: true, mode: 0o700 });
-    fs.writeFileSync(path.join(bundleDir, 'config.json'), JSON.stringify(spec));
-    return new GuestContainer(id, bundleDir, spec, stdin, runtime, logger);
+    const terminal = Boolean(spec.process?.terminal);
+    fs.writeFileSync(path.join(bundleDir, 'config.json'), JSON.stringify(runtimeSpec(spec, terminal)));
+    return new GuestContainer(id, bundleDir, spec, stdin, terminal, runtime, logger);
   }
 
   get cgroupsPath(): string | undefined {
@@ -63,7 +83,7 @@ export class GuestContainer {
   async start(): Promise<number> {
     if (this.status !== 'created') throw new FailedPreconditionError(`container ${this.id} is ${this.status}, cannot start it`);
     const files = this.processFiles('init');
-    const child = this.runtime.run(this.id, { bundleDir: this.bundleDir, pidFile: files.pidFile, logFile: files.logFile, stdin: this.wantsStdin });
+    const child = this.runtime.run(this.id, { bundleDir: this.bundleDir, pidFile: files.pidFile, logFile: files.logFile, stdin: this.wantsStdin, terminal: this.terminal });
     const init = new GuestProcess(child, this.logger.child({ exec: 'init' }));
     this.init = init;
     this.status = 'running';
@@ -78,12 +98,12 @@ export class GuestContainer {
     if (this.status !== 'running') throw new FailedPreconditionError(`container ${this.id} is ${this.status}; exec needs a running container`);
     if (this.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} already exists in container ${this.id}`);
     const processSpec = parseJson<OciProcess>(processJson, `exec ${execId} of container ${this.id}: process spec`);
-    if (processSpec.terminal) throw new InvalidArgumentError(`exec ${execId}: terminals are not supported yet`);
     checkExecutable(`exec ${execId} of container ${this.id}`, this.spec.root!.path!, processSpec);
     const files = this.processFiles(`exec-${execId}`);
     const processFile = path.join(this.bundleDir, `exec-${execId}.json`);
-    fs.writeFileSync(processFile, JSON.stringify(processSpec));
-    const child = this.runtime.exec(this.id, { processFile, pidFile: files.pidFile, logFile: files.logFile, stdin });
+    const terminal = Boolean(processSpec.terminal);
+    fs.writeFileSync(processFile, JSON.stringify(terminal ? onTerminal(processSpec) : processSpec));
+    const child = this.runtime.exec(this.id, { processFile, pidFile: files.pidFile, logFile: files.logFile, stdin, terminal });
     const proc = new GuestProcess(child, this.logger.child({ exec: execId }));
     this.execs.set(execId, proc);
     return this.awaitPid(proc, files, `exec ${execId} in container ${this.id} failed to start`);

@@ -1,9 +1,11 @@
-// One process running in the guest (a container's init for now): its stdio buffers
-// and its exit status, available once it exited *and* its output was fully captured.
-import { ChildProcess } from 'child_process';
+// One process running in the guest (a container's init or an exec): its stdio
+// buffers and its exit status, available once it exited *and* its output was fully
+// captured.
 import { Writable } from 'stream';
+import { FailedPreconditionError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { OutputBuffer } from './output-buffer';
+import { ProcessHandle } from './process-handle';
 
 /** After the process exits, how long a grandchild may keep its stdout open. */
 const OUTPUT_DRAIN_LIMIT_MS = 30_000;
@@ -18,24 +20,13 @@ export class GuestProcess {
   /** Pid in the guest, once the runtime reported it. */
   pid = 0;
 
-  constructor(readonly child: ChildProcess, private readonly logger: Logger) {
-    this.stdout = new OutputBuffer(child.stdout);
-    this.stderr = new OutputBuffer(child.stderr);
-    this.stdin = child.stdin;
+  constructor(private readonly handle: ProcessHandle, logger: Logger) {
+    this.stdout = new OutputBuffer(handle.stdout);
+    this.stderr = new OutputBuffer(handle.stderr);
+    this.stdin = handle.stdin;
     this.stdin?.on('error', (err) => logger.debug({ err }, 'stdin closed by the process'));
-    const exited = new Promise<number>((resolve) => {
-      child.once('exit', (code, signal) => {
-        const status = code ?? 128 + signalNumber(signal);
-        this.exitedWith = status;
-        resolve(status);
-      });
-      child.once('error', (err) => {
-        logger.error({ err }, 'process could not be spawned');
-        this.exitedWith = 127;
-        resolve(127);
-      });
-    });
-    this.exitStatus = exited.then(async (status) => {
+    this.exitStatus = handle.exited.then(async (status) => {
+      this.exitedWith = status;
       const drained = Promise.all([this.stdout.finished, this.stderr.finished]);
       let timer: NodeJS.Timeout | undefined;
       const limit = new Promise<'limit'>((resolve) => (timer = setTimeout(() => resolve('limit'), OUTPUT_DRAIN_LIMIT_MS)));
@@ -52,10 +43,9 @@ export class GuestProcess {
   get exited(): boolean {
     return this.exitedWith !== undefined;
   }
-}
 
-function signalNumber(signal: NodeJS.Signals | null): number {
-  if (!signal) return 0;
-  const os = require('os') as typeof import('os');
-  return (os.constants.signals as Record<string, number>)[signal] ?? 0;
+  resize(columns: number, rows: number): void {
+    if (!this.handle.resize) throw new FailedPreconditionError('the process has no terminal to resize');
+    if (columns > 0 && rows > 0) this.handle.resize(columns, rows);
+  }
 }

@@ -2,9 +2,11 @@
 // (`crun run`) as children of the agent, so the agent sees every exit status itself:
 // a detached `crun create` would reparent the container to PID 1, which cannot tell
 // us how it ended.
-import { ChildProcess, execFile, spawn } from 'child_process';
+import { execFile, spawn } from 'child_process';
 import * as fs from 'fs';
 import { promisify } from 'util';
+import { pipeHandle, ProcessHandle } from './process-handle';
+import { spawnOnTerminal } from './terminal';
 
 const execFileAsync = promisify(execFile);
 
@@ -13,20 +15,31 @@ export interface RunOptions {
   pidFile: string;
   logFile: string;
   stdin: boolean;
+  /**
+   * Run on a pseudo-terminal the agent owns. The runtime then needs no console socket
+   * (receiving its fd would need SCM_RIGHTS, which Node lacks): the spec says
+   * terminal=false, the process inherits the terminal as its stdio, and the
+   * container's command is prefixed with the ctty helper (see GuestContainer).
+   */
+  terminal: boolean;
 }
 
 export class OciRuntime {
   constructor(readonly binary: string, private readonly stateRoot: string) {}
 
-  run(id: string, opts: RunOptions): ChildProcess {
-    const args = ['--root', this.stateRoot, `--log=file:${opts.logFile}`, 'run', '--bundle', opts.bundleDir, '--pid-file', opts.pidFile, id];
-    return spawn(this.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  run(id: string, opts: RunOptions): ProcessHandle {
+    return this.spawnProcess(['run', '--bundle', opts.bundleDir, '--pid-file', opts.pidFile, id], opts);
   }
 
   /** `crun exec` in the foreground: its exit status is the process's. */
-  exec(id: string, opts: { processFile: string; pidFile: string; logFile: string; stdin: boolean }): ChildProcess {
-    const args = ['--root', this.stateRoot, `--log=file:${opts.logFile}`, 'exec', '--process', opts.processFile, '--pid-file', opts.pidFile, id];
-    return spawn(this.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  exec(id: string, opts: Omit<RunOptions, 'bundleDir'> & { processFile: string }): ProcessHandle {
+    return this.spawnProcess(['exec', '--process', opts.processFile, '--pid-file', opts.pidFile, id], opts);
+  }
+
+  private spawnProcess(command: string[], opts: { logFile: string; stdin: boolean; terminal: boolean }): ProcessHandle {
+    const args = ['--root', this.stateRoot, `--log=file:${opts.logFile}`, ...command];
+    if (opts.terminal) return spawnOnTerminal(this.binary, args);
+    return pipeHandle(spawn(this.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] }));
   }
 
   async pause(id: string): Promise<void> {

@@ -43,7 +43,7 @@ die() {
 START=$(date +%s.%N)
 elapsed() { awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1fs", e - s }'; }
 
-for tool in apt-get apt-cache dpkg-deb depmod cpio sha256sum ldd flock find sort awk; do
+for tool in apt-get apt-cache dpkg-deb depmod cpio sha256sum ldd flock find sort awk gcc; do
 	command -v "$tool" >/dev/null || die "$tool not found on the host"
 done
 [ -x "$NODE_BIN" ] || die "node binary $NODE_BIN not found"
@@ -209,7 +209,9 @@ agent_files() {
 			\( -path "$pkg/node_modules" -o -path "$pkg/test" -o -path "$pkg/tests" \
 			-o -path "$pkg/__tests__" -o -path "$pkg/docs" -o -path "$pkg/doc" \
 			-o -path "$pkg/benchmarks" -o -path "$pkg/bench" -o -path "$pkg/benchmark" \
-			-o -path "$pkg/examples" -o -path "$pkg/example" -o -path "$pkg/.github" \) -prune -o \
+			-o -path "$pkg/examples" -o -path "$pkg/example" -o -path "$pkg/.github" \
+			-o -path "$pkg/deps" -o -path "$pkg/build/Release/obj.target" -o -path "$pkg/build/Release/.deps" \
+			-o -path "$pkg/build/Release/obj" \) -prune -o \
 			-type f ! -name '*.d.ts' ! -name '*.d.mts' ! -name '*.d.cts' ! -name '*.map' \
 			! -name '*.md' ! -name '*.markdown' ! -name '*.png' ! -name '*.ico' \
 			-printf "$AGENT_DIR/%p\t%p\n")
@@ -310,6 +312,12 @@ ldd "$CRUN_DIR/usr/bin/crun" | grep -q 'not found' &&
 	die "crun's libraries are missing on the host: apt-get install crun (or its library deps)"
 install -m 0755 "$CRUN_DIR/usr/bin/crun" usr/bin/crun
 copy_libs "$CRUN_DIR/usr/bin/crun"
+
+# Static, because it runs inside containers whose images have no libc we could rely on.
+log "katats-ctty (terminal helper) ..."
+mkdir -p usr/libexec/katats
+gcc -static -Os -s -Wall -Werror -o usr/libexec/katats/ctty "$GUEST_DIR/ctty.c" ||
+	die "cannot build guest/ctty.c statically: apt-get install gcc libc6-dev"
 
 log "node $("$NODE_BIN" --version) from $NODE_BIN ..."
 if command -v strip >/dev/null; then

@@ -28,6 +28,7 @@ export interface AgentClient {
   readStderr(containerId: string, execId: string, maxLen: number): Promise<{ data: Buffer; eof: boolean }>;
   writeStdin(containerId: string, execId: string, data: Buffer): Promise<number>;
   closeStdin(containerId: string, execId: string): Promise<void>;
+  ttyWinResize(containerId: string, execId: string, columns: number, rows: number): Promise<void>;
   execProcess(req: { container_id: string; exec_id: string; process_json: Buffer; stdin: boolean; terminal: boolean }): Promise<number>;
   deleteProcess(containerId: string, execId: string): Promise<void>;
   pauseContainer(containerId: string): Promise<void>;
@@ -123,6 +124,9 @@ export class TtrpcAgentClient implements AgentClient {
   }
   async closeStdin(containerId: string, execId: string): Promise<void> {
     await this.call('CloseStdin', { container_id: containerId, exec_id: execId });
+  }
+  async ttyWinResize(containerId: string, execId: string, columns: number, rows: number): Promise<void> {
+    await this.call('TtyWinResize', { container_id: containerId, exec_id: execId, columns, rows });
   }
   async execProcess(req: { container_id: string; exec_id: string; process_json: Buffer; stdin: boolean; terminal: boolean }): Promise<number> {
     return (await this.call<{ pid: number }>('ExecProcess', req)).pid;

@@ -1,7 +1,7 @@
 // The containers a shim daemon serves, all in one sandbox (VM). The first Create
 // boots the VM (for a CRI pod that is the pause container); later ones join it.
 import { RuntimeConfig } from '../config/runtime-config';
-import { FailedPreconditionError, NotFoundError, NotImplementedError } from '../lib/errors';
+import { FailedPreconditionError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { Hypervisor } from '../hypervisors/hypervisor';
 import { Container } from './container';
@@ -38,8 +38,6 @@ export interface PodEvents {
   onOom(containerId: string): void;
 }
 
-const NO_TTY = 'terminals (-t) are not supported yet';
-
 export class Pod {
   private sandbox: Sandbox | undefined;
   private starting: Promise<Sandbox> | undefined;
@@ -52,7 +50,6 @@ export class Pod {
   ) {}
 
   async create(params: CreateParams): Promise<Container> {
-    if (params.terminal) throw new NotImplementedError(`container ${params.id}: ${NO_TTY}`);
     const spec = readBundleSpec(params.bundle);
     const sandboxId = spec.annotations?.[CRI_SANDBOX_ID] || params.id;
     const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12));
@@ -81,7 +78,6 @@ export class Pod {
   }
 
   exec(params: ExecParams): TaskProcess {
-    if (params.terminal) throw new NotImplementedError(`exec ${params.execId} of container ${params.containerId}: ${NO_TTY}`);
     return this.requireSandbox(params.containerId).addExec(params.containerId, params.execId, { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr }, params.terminal, params.processJson);
   }
 
@@ -128,6 +124,13 @@ export class Pod {
     const container = this.container(id);
     if (container.status === 'created' || container.status === 'stopped') throw new FailedPreconditionError(`container ${id} is ${container.status}; it has no live metrics`);
     return this.sandbox!.requireAgent().statsContainer(id);
+  }
+
+  async resizeTerminal(id: string, execId: string, columns: number, rows: number): Promise<void> {
+    const proc = this.process(id, execId);
+    if (!proc.terminal) throw new FailedPreconditionError(`${proc.name} has no terminal to resize`);
+    if (proc.status !== 'running') return; // containerd may resize before start or after exit
+    await this.sandbox!.requireAgent().ttyWinResize(id, execId, columns, rows);
   }
 
   async closeStdin(id: string, execId: string): Promise<void> {

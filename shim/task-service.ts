@@ -143,7 +143,8 @@ export class TaskService {
         return {};
       },
       ResizePty: async (req) => {
-        throw new NotImplementedError(`ResizePty of ${req.id}: terminals (-t) are not supported yet`);
+        await pod.resizeTerminal(req.id, req.exec_id, req.width, req.height);
+        return {};
       },
       Checkpoint: async (req) => {
         throw new NotImplementedError(`Checkpoint of ${req.id}: checkpointing a VM-isolated container is not supported (the process state lives in the guest kernel; CRIU cannot reach it from the host)`);

@@ -1,0 +1,70 @@
+// Pseudo-terminals for container processes that asked for one. The agent opens the
+// pair itself (node-pty's open(), no process) and gives the runtime the slave end,
+// opened O_NOCTTY so the runtime's own session never claims it; inside the container
+// guest/ctty.c makes it the process's controlling terminal. See OciRuntime.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import { Socket } from 'net';
+import { PassThrough, Writable } from 'stream';
+import { ProcessHandle, pipeExitStatus } from './process-handle';
+
+/** A terminal's size until the shim's first ResizePty. */
+export const DEFAULT_TERMINAL_SIZE = { cols: 80, rows: 24 };
+/** After the process exits, output still in the terminal arrives within this quiet time. */
+const TAIL_QUIET_MS = 50;
+const TAIL_LIMIT_MS = 1000;
+
+/**
+ * node-pty 1.0's open() is untyped and builds its object without running the
+ * constructor, so the usual onData/write/destroy are unusable on it. What works are
+ * resize() and the fields it sets: the slave's path (we open it O_NOCTTY) and both
+ * ends as sockets (we read and write the master and close both ourselves). The
+ * version is pinned in package.json.
+ */
+interface OpenedTerminal {
+  resize(columns: number, rows: number): void;
+  _pty: string;
+  _master: Socket;
+  _slave: Socket;
+}
+interface NodePtyOpen {
+  open(options: { cols: number; rows: number; encoding: null }): OpenedTerminal;
+}
+
+export function spawnOnTerminal(binary: string, args: string[]): ProcessHandle {
+  // Loaded only when a terminal is asked for: a native addon the rest can live without.
+  const term = (require('node-pty') as NodePtyOpen).open({ ...DEFAULT_TERMINAL_SIZE, encoding: null });
+  const master = term._master;
+  const stdout = new PassThrough();
+  let lastOutput = Date.now();
+  master.on('data', (data: Buffer) => {
+    lastOutput = Date.now();
+    stdout.write(data);
+  });
+  // EIO once no process holds the slave any more: the terminal is simply done.
+  master.on('error', () => undefined);
+
+  const slave = fs.openSync(term._pty, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+  const child = spawn(binary, args, { stdio: [slave, slave, slave] });
+  fs.closeSync(slave);
+
+  const stdin = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      master.write(chunk, () => callback());
+    },
+    final(callback) {
+      // End of input on a terminal is the EOF character (Ctrl-D), not a closed pipe.
+      master.write('\x04', () => callback());
+    },
+  });
+
+  const exited = pipeExitStatus(child).then(async (status) => {
+    const deadline = Date.now() + TAIL_LIMIT_MS;
+    while (Date.now() - lastOutput < TAIL_QUIET_MS && Date.now() < deadline) await new Promise((r) => setTimeout(r, TAIL_QUIET_MS));
+    stdout.end();
+    master.destroy();
+    term._slave.destroy();
+    return status;
+  });
+  return { stdout, stderr: null, stdin, exited, resize: (columns, rows) => term.resize(columns, rows) };
+}

@@ -1,0 +1,110 @@
+// Interactive terminals: the test is the user's terminal (a pseudo-terminal from
+// node-pty) running ctr -t; keystrokes, window size and Ctrl-C must reach the guest.
+import * as pty from 'node-pty';
+import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
+import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+
+jest.setTimeout(300_000);
+
+/** A ctr process on a terminal, with its screen output so far. */
+class TerminalSession {
+  private readonly term: pty.IPty;
+  output = '';
+  readonly exitCode: Promise<number>;
+
+  constructor(args: string[]) {
+    this.term = pty.spawn('ctr', args, { name: 'xterm', cols: 100, rows: 30, cwd: '/', env: process.env as Record<string, string> });
+    this.term.onData((data) => (this.output += data));
+    this.exitCode = new Promise((resolve) => this.term.onExit(({ exitCode }) => resolve(exitCode)));
+  }
+
+  type(text: string): void {
+    this.term.write(text);
+  }
+
+  resize(columns: number, rows: number): void {
+    this.term.resize(columns, rows);
+  }
+
+  /** Waits until the output since `from` matches; returns the match. */
+  async expect(pattern: RegExp, from = 0, timeoutMs = 60_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const match = this.output.slice(from).match(pattern);
+      if (match) return match;
+      if (Date.now() > deadline) throw new Error(`terminal never showed ${pattern}; screen so far:\n${this.output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  kill(): void {
+    this.term.kill('SIGKILL');
+  }
+}
+
+describe('terminals (ctr -t)', () => {
+  let env: KataEnv;
+  let baseline: HostSnapshot;
+
+  beforeAll(async () => {
+    env = await startKataEnv();
+    baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
+  });
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  const ctrArgs = (...args: string[]) => ['-a', env.containerd.address, '-n', env.containerd.namespace, ...args];
+
+  it('ctr run -t: interactive shell, window size, Ctrl-C, exit code', async () => {
+    const session = new TerminalSession(ctrArgs('run', '-t', '--rm', '--runtime', RUNTIME, env.image, 'tty-run', 'sh'));
+    try {
+      await session.expect(/\/ # /, 0, 240_000);
+      let mark = session.output.length;
+      session.type('stty size\r');
+      expect((await session.expect(/^(\d+) (\d+)\r?$/m, mark)).slice(1)).toEqual(['30', '100']);
+
+      mark = session.output.length;
+      session.resize(120, 40);
+      await new Promise((r) => setTimeout(r, 1000)); // SIGWINCH → ctr → ResizePty → guest
+      session.type('stty size\r');
+      expect((await session.expect(/^(\d+) (\d+)\r?$/m, mark)).slice(1)).toEqual(['40', '120']);
+
+      session.type('sleep 100\r');
+      await new Promise((r) => setTimeout(r, 1500));
+      mark = session.output.length;
+      session.type('\x03'); // Ctrl-C: SIGINT to the terminal's foreground job
+      await session.expect(/\^C/, mark, 20_000);
+      mark = session.output.length;
+      session.type('echo "sleep ended with $?"\r');
+      expect((await session.expect(/sleep ended with (\d+)/, mark, 20_000))[1]).toBe('130');
+
+      session.type('exit 3\r');
+      expect(await session.exitCode).toBe(3);
+    } finally {
+      session.kill();
+    }
+    expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
+  });
+
+  it('ctr task exec -t into a running container', async () => {
+    const id = 'tty-exec';
+    expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
+    const session = new TerminalSession(ctrArgs('task', 'exec', '-t', '--exec-id', 'shell', id, 'sh'));
+    try {
+      await session.expect(/\/ # /);
+      const mark = session.output.length;
+      session.type('echo "answer $((6 * 7)) on $(tty)"\r');
+      expect((await session.expect(/answer (\d+) on (\S+)/, mark)).slice(1, 2)).toEqual(['42']);
+      session.type('exit 4\r');
+      expect(await session.exitCode).toBe(4);
+    } finally {
+      session.kill();
+    }
+    await env.containerd.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await env.containerd.ctr(['task', 'delete', id])).code).toBe(0);
+    expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
+    expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
+  });
+});
