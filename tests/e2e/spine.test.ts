@@ -1,5 +1,6 @@
 // The spine: containerd → our shim → QEMU (TCG) → guest agent → crun, and back.
 import * as fs from 'fs';
+import * as path from 'path';
 import * as os from 'os';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { EventLog } from './events';
@@ -68,6 +69,25 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
     expect(result.stderr).toContain("executable '/bin/no-such-program' not found in the image");
     const tasks = await env.containerd.ctr(['containers', 'ls', '-q']);
     if (tasks.stdout.includes('spine-4')) await env.containerd.ctr(['containers', 'rm', 'spine-4']);
+    await expectNothingLeft();
+  });
+
+  it("after the shim is killed, containerd's `delete` call cleans up the VM and reports 137", async () => {
+    const id = 'spine-5';
+    const events = new EventLog(env.containerd);
+    try {
+      expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
+      const bundle = path.join(env.containerd.state, 'io.containerd.runtime.v2.task', env.containerd.namespace, id);
+      const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8'));
+      expect(fs.readFileSync(`/proc/${shimPid}/cmdline`, 'utf8')).toContain('dist/shim/main.js');
+      process.kill(shimPid, 'SIGKILL');
+      // containerd notices the lost connection and runs `containerd-shim-kata-v2 delete`.
+      expect(await events.waitForExit(id, '', 60_000)).toContain('"exit_status":137');
+      await env.containerd.ctr(['task', 'delete', id]);
+      expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
+    } finally {
+      events.close();
+    }
     await expectNothingLeft();
   });
 
