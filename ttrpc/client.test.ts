@@ -8,10 +8,9 @@ import {
   EchoResponse,
   EchoService,
   RawServer,
-  removeTmpDirs,
   sleep,
   tmpSocketPath,
-  trackUnhandledRejections,
+  failOnUnhandledRejections,
 } from './test-helpers';
 
 async function rejection(p: Promise<unknown>): Promise<TtrpcError> {
@@ -26,16 +25,7 @@ async function rejection(p: Promise<unknown>): Promise<TtrpcError> {
 
 const echoBytes = (text: string): Uint8Array => EchoResponse.encode(EchoResponse.fromObject({ text })).finish();
 
-let unhandled: ReturnType<typeof trackUnhandledRejections>;
-beforeEach(() => {
-  unhandled = trackUnhandledRejections();
-});
-afterEach(async () => {
-  await sleep(10);
-  unhandled.dispose();
-  removeTmpDirs();
-  expect(unhandled.list).toEqual([]);
-});
+failOnUnhandledRejections();
 
 describe('TtrpcClient against TtrpcServer', () => {
   let server: TtrpcServer;

@@ -16,6 +16,7 @@ import {
   FrameDecoder,
   FrameType,
   encodeFrame,
+  writeFrame,
   oversizedError,
 } from './frame';
 import {
@@ -125,12 +126,7 @@ export class TtrpcClient extends EventEmitter {
   /** Unary call. */
   call<Resp = any>(service: ServiceRef, method: string, request: object, opts: CallOptions = {}): Promise<Resp> {
     return new Promise<Resp>((resolve, reject) => {
-      let value: unknown;
-      const sink: Sink = {
-        message: (v) => (value = v),
-        end: () => resolve(value as Resp),
-        error: reject,
-      };
+      const sink = unarySink<Resp>(resolve, reject);
       try {
         const target = this.target(service, method, false, false);
         const payload = encodeMessage(target.info?.requestType, request, 'request');
@@ -158,12 +154,7 @@ export class TtrpcClient extends EventEmitter {
   /** Client-streaming call: requests from an (async) iterable, one response. */
   callClientStream<Resp = any>(service: ServiceRef, method: string, requests: RequestSource, opts: CallOptions = {}): Promise<Resp> {
     return new Promise<Resp>((resolve, reject) => {
-      let value: unknown;
-      const sink: Sink = {
-        message: (v) => (value = v),
-        end: () => resolve(value as Resp),
-        error: reject,
-      };
+      const sink = unarySink<Resp>(resolve, reject);
       try {
         const target = this.target(service, method, true, false);
         const call = this.open(target, method, undefined, FLAG_REMOTE_OPEN, opts, sink, false);
@@ -266,15 +257,7 @@ export class TtrpcClient extends EventEmitter {
   }
 
   private write(frame: Buffer): Promise<void> {
-    if (this.closing || this.stream.destroyed || this.stream.writableEnded) {
-      return Promise.reject(new TtrpcError(Code.UNAVAILABLE, 'connection closed'));
-    }
-    return new Promise((resolve, reject) => {
-      this.stream.write(frame, (err) => {
-        if (err) reject(new TtrpcError(Code.UNAVAILABLE, 'connection closed', { cause: err }));
-        else resolve();
-      });
-    });
+    return writeFrame(this.stream, frame, this.closing, 'connection closed');
   }
 
   private onChunk(chunk: Buffer): void {
@@ -424,4 +407,10 @@ function describe(requestStream: boolean, responseStream: boolean): string {
   if (requestStream) return 'client-streaming';
   if (responseStream) return 'server-streaming';
   return 'unary';
+}
+
+/** A sink for calls with one response: the last message, delivered at the end. */
+function unarySink<Resp>(resolve: (value: Resp) => void, reject: (err: unknown) => void): Sink {
+  let value: unknown;
+  return { message: (v) => (value = v), end: () => resolve(value as Resp), error: reject };
 }

@@ -1,3 +1,4 @@
+import type { Writable } from 'stream';
 import { Code } from './codes';
 import { TtrpcError } from './errors';
 
@@ -33,6 +34,22 @@ export interface Frame extends FrameHeader {
  * exceeded the limit has been read past (its data was discarded, not kept).
  */
 export type DecodedItem = { kind: 'frame'; frame: Frame } | { kind: 'oversized'; header: FrameHeader };
+
+/**
+ * Writes one encoded frame, resolving once the stream took it. A stream that is
+ * already closed, or fails the write, rejects with UNAVAILABLE `message`.
+ */
+export function writeFrame(stream: Writable, frame: Buffer, closed: boolean, message: string): Promise<void> {
+  if (closed || stream.destroyed || stream.writableEnded) {
+    return Promise.reject(new TtrpcError(Code.UNAVAILABLE, message));
+  }
+  return new Promise((resolve, reject) => {
+    stream.write(frame, (err) => {
+      if (err) reject(new TtrpcError(Code.UNAVAILABLE, message, { cause: err }));
+      else resolve();
+    });
+  });
+}
 
 export function oversizedError(length: number, max: number): TtrpcError {
   return new TtrpcError(Code.RESOURCE_EXHAUSTED, `message length ${length} exceeds maximum message size of ${max}`);

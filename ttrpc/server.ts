@@ -17,6 +17,7 @@ import {
   FrameDecoder,
   FrameType,
   encodeFrame,
+  writeFrame,
   oversizedError,
 } from './frame';
 import {
@@ -258,15 +259,7 @@ class ServerConnection {
   }
 
   write(frame: Buffer): Promise<void> {
-    if (this.finished || this.stream.destroyed || this.stream.writableEnded) {
-      return Promise.reject(new TtrpcError(Code.UNAVAILABLE, 'ttrpc: connection closed'));
-    }
-    return new Promise((resolve, reject) => {
-      this.stream.write(frame, (err) => {
-        if (err) reject(new TtrpcError(Code.UNAVAILABLE, 'ttrpc: connection closed', { cause: err }));
-        else resolve();
-      });
-    });
+    return writeFrame(this.stream, frame, this.finished, 'ttrpc: connection closed');
   }
 
   /** Send a Response frame; a response too large to send becomes RESOURCE_EXHAUSTED. */

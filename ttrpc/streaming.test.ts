@@ -4,7 +4,7 @@ import { FLAG_NO_DATA, FLAG_REMOTE_CLOSED, FLAG_REMOTE_OPEN, FrameType } from '.
 import { decodeRequest, encodeResponse } from './messages';
 import { TtrpcClient } from './client';
 import { CallContext, SendFn, TtrpcServer } from './server';
-import { EchoService, Num, RawServer, removeTmpDirs, sleep, tmpSocketPath, trackUnhandledRejections } from './test-helpers';
+import { EchoService, failOnUnhandledRejections, Num, RawServer, sleep, tmpSocketPath } from './test-helpers';
 
 const num = (value: number): Uint8Array => Num.encode(Num.fromObject({ value })).finish();
 
@@ -24,16 +24,7 @@ async function failure(p: Promise<unknown>): Promise<TtrpcError> {
   throw new Error('expected failure');
 }
 
-let unhandled: ReturnType<typeof trackUnhandledRejections>;
-beforeEach(() => {
-  unhandled = trackUnhandledRejections();
-});
-afterEach(async () => {
-  await sleep(10);
-  unhandled.dispose();
-  removeTmpDirs();
-  expect(unhandled.list).toEqual([]);
-});
+failOnUnhandledRejections();
 
 describe('streaming calls between TtrpcClient and TtrpcServer', () => {
   let server: TtrpcServer;

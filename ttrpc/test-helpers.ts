@@ -200,3 +200,17 @@ export class RawServer {
     await new Promise((r) => this.server.close(r));
   }
 }
+
+/** Fails each test of the file that leaves an unhandled promise rejection behind. */
+export function failOnUnhandledRejections(): void {
+  let unhandled: ReturnType<typeof trackUnhandledRejections>;
+  beforeEach(() => {
+    unhandled = trackUnhandledRejections();
+  });
+  afterEach(async () => {
+    await sleep(10);
+    unhandled.dispose();
+    removeTmpDirs();
+    expect(unhandled.list).toEqual([]);
+  });
+}
