@@ -384,6 +384,22 @@ describe('TtrpcServer lifecycle', () => {
     expect(fs.existsSync(b)).toBe(false);
   });
 
+  it('creates the socket with its final mode, never wider for a moment, and restores the umask', async () => {
+    // With chmod disabled, only the creation itself decides the permissions.
+    const chmod = jest.spyOn(fs.promises, 'chmod').mockResolvedValue(undefined);
+    const umaskBefore = process.umask();
+    const server = new TtrpcServer();
+    const path = tmpSocketPath('born.sock');
+    try {
+      await server.listen(path);
+      expect(fs.statSync(path).mode & 0o777).toBe(0o600);
+      expect(process.umask()).toBe(umaskBefore);
+    } finally {
+      chmod.mockRestore();
+      await server.close();
+    }
+  });
+
   it('replaces a stale socket file but refuses a live socket or a regular file', async () => {
     const stale = tmpSocketPath();
     // A process that dies without cleaning up leaves its socket file behind.

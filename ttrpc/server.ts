@@ -144,16 +144,24 @@ export class TtrpcServer {
     if (this.closing) throw new Error('ttrpc: server is closed');
     await removeStaleSocket(path);
     const server = net.createServer((sock) => this.serveConnection(sock));
+    const mode = opts.mode ?? 0o600;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(path, () => {
-        server.off('error', reject);
-        resolve();
-      });
+      // The socket file is created inside listen(), synchronously: a umask for just
+      // that call means it never exists with wider permissions than `mode`.
+      const previousUmask = process.umask(~mode & 0o777);
+      try {
+        server.listen(path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      } finally {
+        process.umask(previousUmask);
+      }
     });
     server.on('error', (err) => this.logger.error({ err, path }, 'ttrpc: listener error'));
     try {
-      await fs.promises.chmod(path, opts.mode ?? 0o600);
+      await fs.promises.chmod(path, mode); // in case the umask trick is not honoured
     } catch (err) {
       server.close();
       throw err;
