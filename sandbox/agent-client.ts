@@ -159,8 +159,12 @@ export class TtrpcAgentClient implements AgentClient {
     try {
       return await this.client.call<T>(this.service, method, request, timeoutMs > 0 ? { timeoutMs } : {});
     } catch (err) {
-      if (!this.closing && (err as { code?: unknown }).code === Code.UNAVAILABLE) {
+      const code = (err as { code?: unknown }).code;
+      if (!this.closing && code === Code.UNAVAILABLE) {
         throw new UnavailableError(`guest agent ${method}: connection to the agent was lost (the VM may have stopped)`, { cause: err });
+      }
+      if (code === Code.DEADLINE_EXCEEDED) {
+        throw new DeadlineExceededError(`guest agent ${method}: no answer within ${timeoutMs} ms (the guest may be hung or overloaded; agent.callTimeoutMs sets the limit)`, { cause: err });
       }
       throw err;
     }

@@ -38,7 +38,12 @@ export function writeShimLauncher(dir: string): string {
   return launcher;
 }
 
-export function writeConfig(file: string, stateDir: string, overrides: { hypervisor?: Record<string, unknown> } = {}): void {
+export interface ConfigOverrides {
+  hypervisor?: Record<string, unknown>;
+  agent?: Record<string, unknown>;
+}
+
+export function writeConfig(file: string, stateDir: string, overrides: ConfigOverrides = {}): void {
   // Resolve `current` once: a rebuild swaps it, and a VM must get a matching pair.
   const guest = fs.existsSync(GUEST_CURRENT) ? fs.realpathSync(GUEST_CURRENT) : GUEST_CURRENT;
   for (const name of ['vmlinux', 'initrd.img']) {
@@ -48,13 +53,13 @@ export function writeConfig(file: string, stateDir: string, overrides: { hypervi
     // Guests hang under nested KVM on these machines; production hosts use kvm.
     // The uncompressed vmlinux boots seconds faster than vmlinuz under TCG emulation.
     hypervisor: { accelerator: 'tcg', kernel: path.join(guest, 'vmlinux'), initrd: path.join(guest, 'initrd.img'), memoryMiB: 1024, ...overrides.hypervisor },
-    agent: { bootTimeoutMs: 180_000 },
+    agent: { bootTimeoutMs: 180_000, ...overrides.agent },
     runtime: { stateDir },
   };
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
 }
 
-export async function startKataEnv(opts: { hypervisor?: Record<string, unknown> } = {}): Promise<KataEnv> {
+export async function startKataEnv(opts: ConfigOverrides = {}): Promise<KataEnv> {
   const dir = fs.mkdtempSync('/tmp/kt-env-');
   const shimDir = path.join(dir, 'bin');
   const stateDir = path.join(dir, 'vm');

@@ -85,6 +85,11 @@ export interface PrivateContainerd {
   importImage(archive: string): Promise<string[]>;
   /** containerd's stdout+stderr so far. */
   logs(): string;
+  /**
+   * Stops containerd alone (SIGTERM, as an upgrade or a crash-restart would) and
+   * starts it again on the same root, state and sockets; shims keep running.
+   */
+  restart(): Promise<void>;
   /** Idempotent. Kills containerd and anything left behind, unmounts, removes `dir`. */
   stop(): Promise<StopReport>;
 }
@@ -101,11 +106,8 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
   await fs.promises.writeFile(paths.config, renderConfig(dir, paths, opts));
 
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, PATH: containerdPath(opts.runtimeShimDir) };
-  const child = spawn('containerd', ['--config', paths.config], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const instance = new ContainerdProcess(child, dir, paths, opts.namespace ?? DEFAULT_NAMESPACE);
+  const launch = (): ChildProcess => spawn('containerd', ['--config', paths.config], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const instance = new ContainerdProcess(launch, dir, paths, opts.namespace ?? DEFAULT_NAMESPACE);
   try {
     await instance.waitReady(STARTUP_TIMEOUT_MS);
   } catch (e) {
@@ -163,10 +165,10 @@ class ContainerdProcess implements PrivateContainerd {
   readonly ttrpcAddress: string;
   readonly root: string;
   readonly state: string;
-  readonly pid: number;
+  private child!: ChildProcess;
   private readonly logChunks: Buffer[] = [];
   private logBytes = 0;
-  private exited: Promise<void>;
+  private exited!: Promise<void>;
   private exitInfo: string | undefined;
   private stopping: Promise<StopReport> | undefined;
   private readonly killOnExit = (): void => {
@@ -180,7 +182,7 @@ class ContainerdProcess implements PrivateContainerd {
   };
 
   constructor(
-    private readonly child: ChildProcess,
+    private readonly launch: () => ChildProcess,
     readonly dir: string,
     p: { root: string; state: string; address: string; ttrpcAddress: string },
     readonly namespace: string,
@@ -189,7 +191,27 @@ class ContainerdProcess implements PrivateContainerd {
     this.ttrpcAddress = p.ttrpcAddress;
     this.root = p.root;
     this.state = p.state;
-    this.pid = child.pid ?? -1;
+    this.attach(launch());
+    process.on('exit', this.killOnExit);
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  async restart(): Promise<void> {
+    this.child.kill('SIGTERM');
+    if (!(await settlesWithin(this.exited, STOP_GRACE_MS))) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+    this.exitInfo = undefined;
+    this.attach(this.launch());
+    await this.waitReady(STARTUP_TIMEOUT_MS);
+  }
+
+  private attach(child: ChildProcess): void {
+    this.child = child;
     const collect = (b: Buffer): void => {
       this.logChunks.push(b);
       this.logBytes += b.length;
@@ -210,7 +232,6 @@ class ContainerdProcess implements PrivateContainerd {
         resolve();
       });
     });
-    process.on('exit', this.killOnExit);
   }
 
   logs(): string {

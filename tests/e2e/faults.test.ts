@@ -1,0 +1,94 @@
+// Faults and load: a hung guest, many runs in a row and at once. After each, the
+// host must hold nothing of ours (processes, mounts, sockets, cgroups, netns).
+import * as fs from 'fs';
+import * as path from 'path';
+import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
+import { EventLog } from './events';
+import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+
+jest.setTimeout(1_200_000);
+const CALL_TIMEOUT_MS = 5000;
+
+describe('faults and load', () => {
+  let env: KataEnv;
+  let baseline: HostSnapshot;
+
+  beforeAll(async () => {
+    env = await startKataEnv({ agent: { callTimeoutMs: CALL_TIMEOUT_MS } });
+    baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
+  });
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  it('a hung guest makes calls fail with a clear timeout, and the task can still be killed', async () => {
+    const id = 'fault-hang';
+    const events = new EventLog(env.containerd);
+    try {
+      expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
+      const qemu = Number(fs.readFileSync(`${env.stateDir}/${id}/qemu.pid`, 'utf8'));
+      process.kill(qemu, 'SIGSTOP'); // the whole VM freezes: the agent cannot answer
+      try {
+        const started = Date.now();
+        const ps = await env.containerd.ctr(['task', 'ps', id], { timeoutMs: 60_000 });
+        expect(ps.code).not.toBe(0);
+        expect(ps.stderr).toContain(`guest agent ListProcesses: no answer within ${CALL_TIMEOUT_MS} ms`);
+        expect(Date.now() - started).toBeLessThan(CALL_TIMEOUT_MS + 10_000); // bounded, not hung
+      } finally {
+        process.kill(qemu, 'SIGCONT');
+      }
+      expect((await env.containerd.ctr(['task', 'kill', '-s', 'SIGKILL', id])).code).toBe(0);
+      expect(await events.waitForExit(id)).toContain('"exit_status":137');
+      expect((await env.containerd.ctr(['task', 'delete', id])).code).toBe(0);
+      expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
+    } finally {
+      events.close();
+    }
+    expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
+  });
+
+  it('the shim keeps running across a containerd restart, and containerd reconnects to it', async () => {
+    const id = 'fault-restart';
+    expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
+    const bundle = path.join(env.containerd.state, 'io.containerd.runtime.v2.task', env.containerd.namespace, id);
+    const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8'));
+
+    await env.containerd.restart();
+
+    expect(fs.existsSync(`/proc/${shimPid}`)).toBe(true);
+    const tasks = await env.containerd.ctr(['task', 'ls']);
+    expect(tasks.stdout).toMatch(new RegExp(`^${id}\\s+\\d+\\s+RUNNING`, 'm'));
+    const exec = await env.containerd.ctr(['task', 'exec', '--exec-id', 'after-restart', id, 'echo', 'still here'], { timeoutMs: 60_000 });
+    expect(exec).toMatchObject({ code: 0, stdout: 'still here\n' });
+    // Events reach the new containerd too: the shim's publisher reconnected.
+    const events = new EventLog(env.containerd);
+    try {
+      expect((await env.containerd.ctr(['task', 'kill', '-s', 'SIGKILL', id])).code).toBe(0);
+      expect(await events.waitForExit(id)).toContain('"exit_status":137');
+    } finally {
+      events.close();
+    }
+    expect((await env.containerd.ctr(['task', 'delete', id])).code).toBe(0);
+    expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
+    // The restarted containerd is new to the snapshot; everything else must be gone.
+    const leaks = await waitForNoLeaks(baseline, 20_000);
+    expect(leaks.filter((line) => !(line.startsWith(`process ${env.containerd.pid} `) && line.includes('containerd')))).toEqual([]);
+    baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
+  });
+
+  it('50 runs in a row each print their output and exit code, and leave nothing', async () => {
+    for (let i = 0; i < 50; i++) {
+      const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, `seq-${i}`, 'sh', '-c', `echo run-${i}; exit ${i % 7}`], { timeoutMs: 240_000 });
+      expect({ i, stdout: result.stdout, code: result.code }).toEqual({ i, stdout: `run-${i}\n`, code: i % 7 });
+    }
+    expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
+  });
+
+  it('5 runs at once, each in its own VM, and nothing left', async () => {
+    const runs = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, `par-${i}`, 'sh', '-c', `echo par-${i}; exit ${i + 1}`], { timeoutMs: 400_000 })),
+    );
+    expect(runs.map((r) => ({ stdout: r.stdout, code: r.code }))).toEqual(Array.from({ length: 5 }, (_, i) => ({ stdout: `par-${i}\n`, code: i + 1 })));
+    expect(await waitForNoLeaks(baseline, 30_000)).toEqual([]);
+  });
+});
