@@ -1,0 +1,77 @@
+// Measurement helpers for bench/run.ts: process memory and CPU from /proc, timing a
+// ctr run to its first output byte and to its exit, and medians.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Resident set size of a process in KiB (0 if it is gone). */
+export function rssKiB(pid: number): number {
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU time (user + system) of a process, in clock ticks. */
+export function cpuTicks(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+}
+
+/** Children (recursively) of a pid, from /proc. */
+export function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      /* gone */
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number): void => {
+    for (const c of children.get(p) ?? []) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+export interface RunTiming {
+  firstOutputMs: number;
+  exitMs: number;
+  code: number | null;
+}
+
+/** Runs ctr with args and times the first stdout byte and the exit. */
+export function timeCtrRun(address: string, namespace: string, args: string[]): Promise<RunTiming> {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const ms = (): number => Number(process.hrtime.bigint() - started) / 1e6;
+    let firstOutputMs = -1;
+    const child = spawn('ctr', ['-a', address, '-n', namespace, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stdout.on('data', () => {
+      if (firstOutputMs < 0) firstOutputMs = ms();
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`ctr ${args.join(' ')} exited ${code}: ${stderr}`));
+      resolve({ firstOutputMs, exitMs: ms(), code });
+    });
+  });
+}
