@@ -7,6 +7,7 @@ import { Hypervisor } from '../hypervisors/hypervisor';
 import { Container } from './container';
 import { MountSpec } from './rootfs';
 import { Sandbox } from './sandbox';
+import { rootfsInsideBundle, validateId } from './identifiers';
 import { readBundleSpec } from './spec';
 import { ExitInfo, TaskProcess } from './task-process';
 
@@ -50,13 +51,17 @@ export class Pod {
   ) {}
 
   async create(params: CreateParams): Promise<Container> {
+    validateId('container', params.id);
     const spec = readBundleSpec(params.bundle);
-    const sandboxId = spec.annotations?.[CRI_SANDBOX_ID] || params.id;
+    const sandboxId = validateId('sandbox', spec.annotations?.[CRI_SANDBOX_ID] || params.id);
+    // Before any VM boots for it: the rootfs must be a directory inside the bundle.
+    const hostRootfs = rootfsInsideBundle(params.bundle, spec.root?.path);
     const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12));
     return sandbox.createContainer(
       { id: params.id, bundle: params.bundle, terminal: params.terminal, stdio: { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr } },
       spec,
       params.rootfs,
+      hostRootfs,
     );
   }
 
@@ -78,6 +83,7 @@ export class Pod {
   }
 
   exec(params: ExecParams): TaskProcess {
+    validateId('exec', params.execId);
     return this.requireSandbox(params.containerId).addExec(params.containerId, params.execId, { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr }, params.terminal, params.processJson);
   }
 

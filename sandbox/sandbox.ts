@@ -81,20 +81,21 @@ export class Sandbox {
     return this.containers.size;
   }
 
-  /** Mounts the rootfs, shares it with the guest and creates the container there. */
-  async createContainer(params: Omit<ContainerParams, 'mounts'>, spec: OciSpec, rootfs: MountSpec[]): Promise<Container> {
+  /**
+   * Mounts containerd's rootfs at `hostRootfs` (a directory inside the bundle, checked
+   * by the caller), shares it with the guest and creates the container there.
+   */
+  async createContainer(params: Omit<ContainerParams, 'mounts'>, spec: OciSpec, rootfs: MountSpec[], hostRootfs: string): Promise<Container> {
     const agent = this.requireAgent();
     if (this.containers.has(params.id)) throw new AlreadyExistsError(`container ${params.id} already exists in sandbox ${this.id}`);
     const logger = this.logger.child({ container: params.id });
-    const bundleRootfs = path.join(params.bundle, 'rootfs');
     const sharedRootfs = path.join(this.workDir, 'shared', params.id, 'rootfs');
     const mounts: string[] = [];
     try {
       if (rootfs.length > 0) {
-        await mountAll(rootfs, bundleRootfs);
-        mounts.push(bundleRootfs);
+        await mountAll(rootfs, hostRootfs);
+        mounts.push(hostRootfs);
       }
-      const hostRootfs = spec.root?.path ? path.resolve(params.bundle, spec.root.path) : bundleRootfs;
       await bindMount(hostRootfs, sharedRootfs);
       mounts.push(sharedRootfs);
       const forGuest = guestSpec(spec, path.posix.join(GUEST_SHARED_DIR, params.id, 'rootfs'), logger);

@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadConfig } from '../config/runtime-config';
 import { Logger } from '../lib/logger';
+import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
 import { mountsBelow, unmount } from '../sandbox/rootfs';
 import { Sandbox } from '../sandbox/sandbox';
@@ -17,12 +18,14 @@ export const KILLED_EXIT_STATUS = 137;
 
 export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<void> {
   const bundle = flags.bundle || process.cwd();
-  let sandboxId = flags.id;
+  // Both ids become paths that are unmounted and removed recursively below.
+  let sandboxId = validateId('container', flags.id);
   try {
     sandboxId = readBundleSpec(bundle).annotations?.[CRI_SANDBOX_ID] || flags.id;
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'no readable spec; treating the container as its own sandbox');
   }
+  validateId('sandbox', sandboxId);
   const config = loadConfig();
   const workDir = Sandbox.workDirFor(config, sandboxId);
 

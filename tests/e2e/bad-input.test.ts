@@ -94,6 +94,14 @@ describe('bad input', () => {
         expect(failure).toBeInstanceOf(TtrpcError);
         expect((failure as TtrpcError).code).toBe(Code.INVALID_ARGUMENT);
         expect((failure as TtrpcError).message).toContain(`OCI spec ${broken}/config.json is not valid JSON`);
+        // A spec whose rootfs climbs out of the bundle would share a host directory with the VM.
+        const escaping = state.bundle('escape', JSON.stringify({ ociVersion: '1.0.2', process: { args: ['true'] }, root: { path: '../../../..' } }));
+        const refused = await client.call(task, 'Create', { id: 'escape', bundle: escaping, rootfs: [] }, { timeoutMs: 30_000 }).catch((e: unknown) => e);
+        expect((refused as TtrpcError).code).toBe(Code.INVALID_ARGUMENT);
+        expect((refused as TtrpcError).message).toMatch(/spec root.path "..\/..\/..\/.." resolves to .*, outside the bundle/);
+        const badId = await client.call(task, 'Create', { id: '../evil', bundle: good, rootfs: [] }, { timeoutMs: 30_000 }).catch((e: unknown) => e);
+        expect((badId as TtrpcError).code).toBe(Code.INVALID_ARGUMENT);
+        expect((badId as TtrpcError).message).toContain('container id "../evil" is not valid');
         // The daemon is unharmed and, holding no container, exits on Shutdown.
         const connect = await client.call(task, 'Connect', { id: 'good' }, { timeoutMs: 5_000 });
         expect(connect.shim_pid).toBeGreaterThan(0);
