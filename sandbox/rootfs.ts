@@ -81,6 +81,17 @@ export function mountsBelow(dir: string): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
+/**
+ * Removes a directory tree the shim made, but never through a mount: if an unmount
+ * failed earlier, a recursive delete would reach into the container's rootfs on the
+ * host (its snapshot). Returns the mount points that kept it from being removed.
+ */
+export function removeUnlessMounted(dir: string): string[] {
+  const mounted = mountsBelow(dir);
+  if (mounted.length === 0) fs.rmSync(dir, { recursive: true, force: true });
+  return mounted;
+}
+
 function unescapeMountPath(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }

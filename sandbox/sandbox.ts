@@ -10,7 +10,7 @@ import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
 import { ExitInfo, LOST_EXIT_STATUS, TaskProcess } from './task-process';
-import { bindMount, mountAll, MountSpec, mountsBelow, unmount } from './rootfs';
+import { bindMount, mountAll, MountSpec, mountsBelow, removeUnlessMounted, unmount } from './rootfs';
 import { guestSpec, OciSpec } from './spec';
 
 export const SHARED_FS_TAG = 'kataShared';
@@ -102,7 +102,7 @@ export class Sandbox {
       await agent.createContainer({ container_id: params.id, oci_spec_json: Buffer.from(JSON.stringify(forGuest)), stdin: Boolean(params.stdio.stdin), terminal: params.terminal });
     } catch (err) {
       await unmountAll(mounts.reverse(), logger);
-      fs.rmSync(path.join(this.workDir, 'shared', params.id), { recursive: true, force: true });
+      this.removeDir(path.join(this.workDir, 'shared', params.id));
       throw err;
     }
     const container = new Container({ ...params, mounts: mounts.reverse() }, agent, logger);
@@ -152,7 +152,7 @@ export class Sandbox {
       await this.agent.removeContainer(id).catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest remove failed'));
     }
     await unmountAll(container.params.mounts, this.logger);
-    fs.rmSync(path.join(this.workDir, 'shared', id), { recursive: true, force: true });
+    this.removeDir(path.join(this.workDir, 'shared', id));
     this.containers.delete(id);
     return container;
   }
@@ -177,7 +177,12 @@ export class Sandbox {
     }
     this.containers.clear();
     await unmountAll(mountsBelow(this.workDir), this.logger);
-    fs.rmSync(this.workDir, { recursive: true, force: true });
+    this.removeDir(this.workDir);
+  }
+
+  private removeDir(dir: string): void {
+    const stillMounted = removeUnlessMounted(dir);
+    if (stillMounted.length > 0) this.logger.error({ dir, stillMounted }, 'not removing a directory that still has mounts below it');
   }
 
   private async boot(hostname: string): Promise<void> {

@@ -7,7 +7,7 @@ import { loadConfig } from '../config/runtime-config';
 import { Logger } from '../lib/logger';
 import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
-import { mountsBelow, unmount } from '../sandbox/rootfs';
+import { mountsBelow, removeUnlessMounted, unmount } from '../sandbox/rootfs';
 import { Sandbox } from '../sandbox/sandbox';
 import { readBundleSpec } from '../sandbox/spec';
 import { qemuPaths } from '../hypervisors/qemu';
@@ -33,16 +33,20 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
   for (const target of [...mountsBelow(path.join(workDir, 'shared', flags.id)), path.join(bundle, 'rootfs')]) {
     await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
   }
-  fs.rmSync(path.join(workDir, 'shared', flags.id), { recursive: true, force: true });
+  warnIfKept(removeUnlessMounted(path.join(workDir, 'shared', flags.id)), logger);
 
   if (sandboxId === flags.id) {
     killRecordedProcess(path.join(bundle, 'shim.pid'), 'dist/shim/main', logger);
     killRecordedProcess(qemuPaths(workDir).pidFile, `sandbox-${sandboxId}`, logger);
     for (const target of mountsBelow(workDir)) await unmount(target).catch(() => undefined);
-    fs.rmSync(workDir, { recursive: true, force: true });
+    warnIfKept(removeUnlessMounted(workDir), logger);
     const address = readFile(path.join(bundle, 'address'));
     if (address) removeSocket(address.replace(/^unix:\/\//, ''));
   }
+}
+
+function warnIfKept(stillMounted: string[], logger: Logger): void {
+  if (stillMounted.length > 0) logger.error({ stillMounted }, 'left a directory in place: mounts below it could not be removed');
 }
 
 /** SIGKILLs the pid in `pidFile` if its command line still contains `marker` (pid reuse guard). */
