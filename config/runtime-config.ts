@@ -1,5 +1,5 @@
 // The shim's configuration, parsed once into a typed, validated object.
-// Source: a JSON file (KATATS_CONFIG, else /etc/kata-ts/config.json, else defaults).
+// Sources: see loadConfig (TOML with drop-ins in toml-config.ts, or JSON).
 // Every bad value is rejected with the file, the key and the reason.
 import * as fs from 'fs';
 import { InvalidArgumentError } from '../lib/errors';
@@ -29,6 +29,13 @@ export interface RuntimeConfig {
 
 export const DEFAULT_CONFIG_PATH = '/etc/kata-ts/config.json';
 
+/** A bad configuration value; `key` and `reason` let other formats word it their way. */
+export class ConfigValueError extends InvalidArgumentError {
+  constructor(readonly source: string, readonly key: string, readonly reason: string) {
+    super(`${source}: ${key}: ${reason}`);
+  }
+}
+
 export function defaultConfig(): RuntimeConfig {
   return {
     hypervisor: {
@@ -51,7 +58,7 @@ type Section = Record<string, unknown>;
 export function parseConfig(raw: unknown, source: string): RuntimeConfig {
   const config = defaultConfig();
   const fail = (key: string, reason: string): never => {
-    throw new InvalidArgumentError(`${source}: ${key}: ${reason}`);
+    throw new ConfigValueError(source, key, reason);
   };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('(top level)', 'must be a JSON object');
   const sections = config as unknown as Record<string, Section>;
@@ -81,7 +88,18 @@ export function parseConfig(raw: unknown, source: string): RuntimeConfig {
   return config;
 }
 
-export function loadConfig(path = process.env.KATATS_CONFIG ?? DEFAULT_CONFIG_PATH): RuntimeConfig {
+/** Kata-style TOML (with config.d/ drop-ins), looked for before the JSON file. */
+export const DEFAULT_TOML_CONFIG_PATH = '/etc/kata-ts/configuration.toml';
+
+/**
+ * The configuration: $KATATS_CONFIG (TOML if it ends in .toml, else JSON), else
+ * /etc/kata-ts/configuration.toml, else /etc/kata-ts/config.json, else defaults.
+ */
+export function loadConfig(path = process.env.KATATS_CONFIG ?? (fs.existsSync(DEFAULT_TOML_CONFIG_PATH) ? DEFAULT_TOML_CONFIG_PATH : DEFAULT_CONFIG_PATH)): RuntimeConfig {
+  if (path.endsWith('.toml')) {
+    // Loaded lazily: the TOML loader imports this module.
+    return (require('./toml-config') as typeof import('./toml-config')).loadTomlConfig(path);
+  }
   let text: string;
   try {
     text = fs.readFileSync(path, 'utf8');

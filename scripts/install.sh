@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the shim (compiled JS + protos + production node_modules) under LIBDIR, a
 # `containerd-shim-kata-v2` launcher in PREFIX/bin, the guest kernel and initrd in
-# GUEST_DIR, and — only if none exists — /etc/kata-ts/config.json.
+# GUEST_DIR, and — only if none exists — /etc/kata-ts/configuration.toml.
 set -euo pipefail
 PREFIX=$1 LIBDIR=$2 GUEST_DIR=$3 ACCEL=$4
 cd "$(dirname "$0")/.."
@@ -16,12 +16,14 @@ cat > "$PREFIX/bin/containerd-shim-kata-v2" <<LAUNCHER
 exec $(command -v node) "$LIBDIR/dist/shim/main.js" "\$@"
 LAUNCHER
 chmod 0755 "$PREFIX/bin/containerd-shim-kata-v2"
-if [ ! -e /etc/kata-ts/config.json ]; then
-  cat > /etc/kata-ts/config.json <<CONFIG
-{
-  "hypervisor": { "accelerator": "$ACCEL", "kernel": "$GUEST_DIR/vmlinux", "initrd": "$GUEST_DIR/initrd.img" }
-}
+if [ ! -e /etc/kata-ts/configuration.toml ] && [ ! -e /etc/kata-ts/config.json ]; then
+  cat > /etc/kata-ts/configuration.toml <<CONFIG
+# kata-ts configuration; files in /etc/kata-ts/config.d/*.toml override keys of this one.
+[hypervisor.qemu]
+accelerator = "$ACCEL"
+kernel = "$GUEST_DIR/vmlinux"
+initrd = "$GUEST_DIR/initrd.img"
 CONFIG
-  echo "install: wrote /etc/kata-ts/config.json (accelerator $ACCEL)"
+  echo "install: wrote /etc/kata-ts/configuration.toml (accelerator $ACCEL)"
 fi
 echo "install: containerd-shim-kata-v2 -> $PREFIX/bin (runtime io.containerd.kata.v2)"
