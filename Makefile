@@ -43,7 +43,7 @@ install: guest
 	./scripts/install.sh "$(PREFIX)" "$(LIBDIR)" "$(GUEST_DIR)" "$(ACCEL)"
 
 uninstall:
-	rm -rf "$(LIBDIR)" "$(GUEST_DIR)" "$(PREFIX)/bin/containerd-shim-kata-v2"
+	rm -rf "$(LIBDIR)" "$(GUEST_DIR)" "$(PREFIX)/bin/containerd-shim-kata-v2" "$(PREFIX)/bin/kata-ts-runtime"
 
 clean:
 	rm -rf dist guest/out

@@ -16,6 +16,11 @@ cat > "$PREFIX/bin/containerd-shim-kata-v2" <<LAUNCHER
 exec $(command -v node) "$LIBDIR/dist/shim/main.js" "\$@"
 LAUNCHER
 chmod 0755 "$PREFIX/bin/containerd-shim-kata-v2"
+cat > "$PREFIX/bin/kata-ts-runtime" <<LAUNCHER
+#!/bin/sh
+exec $(command -v node) "$LIBDIR/dist/cli/main.js" "\$@"
+LAUNCHER
+chmod 0755 "$PREFIX/bin/kata-ts-runtime"
 if [ ! -e /etc/kata-ts/configuration.toml ] && [ ! -e /etc/kata-ts/config.json ]; then
   cat > /etc/kata-ts/configuration.toml <<CONFIG
 # kata-ts configuration; files in /etc/kata-ts/config.d/*.toml override keys of this one.

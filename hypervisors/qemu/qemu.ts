@@ -56,6 +56,9 @@ export class QemuHypervisor implements Hypervisor {
     try {
       this.qmp = await Promise.race([QmpClient.connect(paths.qmpSocket, QMP_CONNECT_TIMEOUT_MS), spawnFailure, earlyExit]);
     } catch (err) {
+      // A QEMU that aborts mid-handshake resets the QMP socket first; its stderr
+      // (e.g. KVM refusing an MSR) is the reason a person can act on.
+      if (await settlesWithin(this.exited, 1000)) await earlyExit;
       this.killNow();
       await Promise.race([this.exited, delay(2000)]);
       throw err;
