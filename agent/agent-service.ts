@@ -10,6 +10,9 @@ import { lookupType } from '../lib/protos';
 import { readCgroupMetrics } from './cgroup-stats';
 import { GuestContainer } from './container';
 import { GuestProcess } from './guest-process';
+import { GuestNetwork } from './network';
+import { joinSandboxNamespaces } from './sandbox-namespaces';
+import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
 import { OciRuntime } from './oci-runtime';
 import { OomWatcher } from './oom-watcher';
 
@@ -31,6 +34,7 @@ export class AgentService {
   private readonly containers = new Map<string, GuestContainer>();
   private sharedMount: string | undefined;
   private readonly oomWatcher = new OomWatcher();
+  private readonly network = new GuestNetwork();
   /** OOM kills not yet handed to the shim, and shims waiting for one. */
   private readonly oomQueue: string[] = [];
   private readonly oomWaiters: Array<(containerId: string) => void> = [];
@@ -53,7 +57,11 @@ export class AgentService {
         const id = req.container_id as string;
         if (this.containers.has(id)) throw new AlreadyExistsError(`container ${id} already exists in the guest`);
         const logger = this.opts.logger.child({ container: id });
-        this.containers.set(id, GuestContainer.create(id, req.oci_spec_json, req.stdin, this.opts.bundlesRoot, this.opts.runtime, logger));
+        const sandboxPid = (sandboxId: string) => {
+          const sandbox = this.containers.get(sandboxId);
+          return sandbox?.status === 'running' || sandbox?.status === 'paused' ? sandbox.init?.pid : undefined;
+        };
+        this.containers.set(id, GuestContainer.create(id, req.oci_spec_json, req.stdin, this.opts.bundlesRoot, this.opts.runtime, logger, (spec) => joinSandboxNamespaces(id, spec, sandboxPid)));
         return {};
       },
       StartContainer: async (req) => {
@@ -121,6 +129,8 @@ export class AgentService {
         this.process(req).stdin?.end();
         return {};
       },
+      UpdateInterface: (req) => this.network.updateInterface(req.interface ?? {}),
+      UpdateRoutes: async (req) => ({ routes: await this.network.updateRoutes(req.routes?.routes ?? []) }),
     };
   }
 
@@ -151,6 +161,9 @@ export class AgentService {
       await execFileAsync('mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=262144,cache=none', req.shared_fs_tag, target]);
       this.sharedMount = target;
     }
+    // The pod's /dev/shm: containers bind it, so they share System V/POSIX shm as on a node.
+    fs.mkdirSync(SANDBOX_SHM_DIR, { recursive: true });
+    await execFileAsync('mount', ['-t', 'tmpfs', '-o', `nosuid,nodev,noexec,mode=1777,size=${SANDBOX_SHM_SIZE}`, 'shm', SANDBOX_SHM_DIR]);
     this.opts.logger.info({ sandbox: req.sandbox_id }, 'sandbox created');
     return {};
   }

@@ -20,7 +20,8 @@ interface OciProcess {
 export interface OciSpec {
   root?: { path?: string; readonly?: boolean };
   process?: OciProcess;
-  linux?: { cgroupsPath?: string };
+  linux?: { cgroupsPath?: string; namespaces?: Array<{ type: string; path?: string }> };
+  annotations?: Record<string, string>;
   [key: string]: unknown;
 }
 
@@ -63,8 +64,9 @@ export class GuestContainer {
   ) {}
 
   /** Validates the spec against the rootfs and writes the guest bundle. */
-  static create(id: string, specJson: Buffer, stdin: boolean, bundlesRoot: string, runtime: OciRuntime, logger: Logger): GuestContainer {
+  static create(id: string, specJson: Buffer, stdin: boolean, bundlesRoot: string, runtime: OciRuntime, logger: Logger, adjust: (spec: OciSpec) => void = () => undefined): GuestContainer {
     const spec = parseJson<OciSpec>(specJson, `container ${id}: OCI spec`);
+    adjust(spec);
     const rootfs = spec.root?.path;
     if (!rootfs || !path.isAbsolute(rootfs)) throw new InvalidArgumentError(`container ${id}: spec root.path must be an absolute guest path, got '${rootfs ?? ''}'`);
     if (!fs.existsSync(rootfs)) throw new FailedPreconditionError(`container ${id}: rootfs ${rootfs} is not visible in the guest (shared filesystem not mounted?)`);

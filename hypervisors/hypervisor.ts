@@ -32,6 +32,22 @@ export interface VmConfig {
   vcpus: number;
   agentChannel: AgentChannel;
   sharedDirectories: SharedDirectory[];
+  /** The pod network: the VMM runs inside `netnsPath` and gets one virtio NIC per tap there. */
+  network?: { netnsPath: string; nics: Array<{ tapName: string; mac: string }> };
+}
+
+/**
+ * A device for the VM. Added before start() it is part of the boot configuration;
+ * added after, it is hot-plugged, where the VMM can do that.
+ */
+export type VmDevice =
+  | { kind: 'block'; id: string; hostPath: string; readOnly: boolean }
+  | { kind: 'network'; id: string; tapName: string; macAddress?: string };
+
+/** New vCPU count and/or memory size for a running VM. */
+export interface VmResize {
+  vcpus?: number;
+  memoryMiB?: number;
 }
 
 export interface VmExit {
@@ -54,4 +70,12 @@ export interface Hypervisor {
   readonly exited: Promise<VmExit>;
   /** Recent console output of the guest, for error messages when boot fails. */
   consoleTail(maxBytes?: number): string;
+
+  // Optional capabilities: a driver whose VMM cannot do one leaves it out.
+  /** Freezes the guest's vCPUs. */
+  pause?(): Promise<void>;
+  resume?(): Promise<void>;
+  addDevice?(device: VmDevice): Promise<void>;
+  /** Hot-plugs vCPUs/memory up to the limits the driver was configured with. */
+  resize?(target: VmResize): Promise<void>;
 }

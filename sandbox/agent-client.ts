@@ -6,6 +6,9 @@ import { Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
 import { Code, TtrpcClient } from '../ttrpc';
 import { AgentChannel } from '../hypervisors/hypervisor';
+import { IpAddress, Route } from './network';
+
+export type NetInterface = { name: string; hw_addr: string; mtu: number; addresses: IpAddress[] };
 
 export interface GuestDetails {
   agent_version: string;
@@ -38,6 +41,9 @@ export interface AgentClient {
   statsContainer(containerId: string): Promise<{ type_url: string; value: Buffer }>;
   /** Blocks until a container is OOM-killed; returns its id. */
   getOomEvent(): Promise<string>;
+  /** Gives the guest NIC with `iface.hw_addr` the pod interface's name, MTU and addresses. */
+  updateInterface(iface: NetInterface): Promise<void>;
+  updateRoutes(routes: Route[]): Promise<void>;
   close(): void;
   /** Settles when the connection to the agent is lost. */
   readonly disconnected: Promise<void>;
@@ -145,6 +151,12 @@ export class TtrpcAgentClient implements AgentClient {
   }
   statsContainer(containerId: string): Promise<{ type_url: string; value: Buffer }> {
     return this.call('StatsContainer', { container_id: containerId });
+  }
+  async updateInterface(iface: NetInterface): Promise<void> {
+    await this.call('UpdateInterface', { interface: iface });
+  }
+  async updateRoutes(routes: Route[]): Promise<void> {
+    await this.call('UpdateRoutes', { routes: { routes } });
   }
   async getOomEvent(): Promise<string> {
     return (await this.call<{ container_id: string }>('GetOOMEvent', {}, 0)).container_id;

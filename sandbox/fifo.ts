@@ -33,3 +33,16 @@ export async function openFifoReader(path: string): Promise<net.Socket> {
   const fd = await open(path, fs.constants.O_RDONLY);
   return new net.Socket({ fd, readable: true, writable: false });
 }
+
+/**
+ * Ends an openFifoReader() that is still waiting for a writer (the client went away
+ * before opening its end). That open holds a libuv pool thread, and a process cannot
+ * exit while one is busy; briefly becoming the writer completes the rendezvous.
+ */
+export async function releasePendingReader(path: string): Promise<void> {
+  try {
+    fs.closeSync(await open(path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+  } catch {
+    // ENXIO: nobody waits to read; ENOENT: the FIFO is gone. Nothing to release.
+  }
+}

@@ -56,7 +56,8 @@ export class Pod {
     const sandboxId = validateId('sandbox', spec.annotations?.[CRI_SANDBOX_ID] || params.id);
     // Before any VM boots for it: the rootfs must be a directory inside the bundle.
     const hostRootfs = rootfsInsideBundle(params.bundle, spec.root?.path);
-    const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12));
+    const netnsPath = spec.linux?.namespaces?.find((ns) => ns.type === 'network')?.path;
+    const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12), netnsPath);
     return sandbox.createContainer(
       { id: params.id, bundle: params.bundle, terminal: params.terminal, stdio: { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr } },
       spec,
@@ -175,7 +176,8 @@ export class Pod {
     return this.sandbox!;
   }
 
-  private async sandboxFor(sandboxId: string, hostname: string): Promise<Sandbox> {
+  /** The first container (for a CRI pod: the pause container) decides hostname and network. */
+  private async sandboxFor(sandboxId: string, hostname: string, netnsPath: string | undefined): Promise<Sandbox> {
     if (this.sandbox) {
       if (this.sandbox.id !== sandboxId) throw new FailedPreconditionError(`this shim serves sandbox ${this.sandbox.id}, not ${sandboxId}`);
       return this.sandbox;
@@ -185,6 +187,7 @@ export class Pod {
       this.starting = Sandbox.start({
         id: sandboxId,
         hostname,
+        netnsPath,
         config: this.config,
         hypervisor: this.newHypervisor(logger),
         events: { onProcessExit: (c, p, exit) => this.events.onExit(c, p, exit), onOom: (id) => this.events.onOom(id) },

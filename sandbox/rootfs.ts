@@ -96,7 +96,7 @@ function unescapeMountPath(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
-async function runMount(args: string[]): Promise<void> {
+export async function runMount(args: string[]): Promise<void> {
   try {
     await execFileAsync('mount', args);
   } catch (err) {

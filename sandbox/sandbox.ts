@@ -12,9 +12,11 @@ import { StdioPaths } from './process-io';
 import { ExitInfo, LOST_EXIT_STATUS, TaskProcess } from './task-process';
 import { bindMount, mountAll, MountSpec, mountsBelow, removeUnlessMounted, unmount } from './rootfs';
 import { guestSpec, OciSpec } from './spec';
+import { PodNetwork } from './network';
+import { mountShares, planVolumes } from './volumes';
+import { GUEST_SHARED_DIR } from '../lib/guest-paths';
 
 export const SHARED_FS_TAG = 'kataShared';
-export const GUEST_SHARED_DIR = '/run/kata-containers/shared';
 const AGENT_PORT_NAME = 'agent.channel.0';
 
 export interface SandboxEvents {
@@ -32,6 +34,7 @@ export class Sandbox {
   /** Process specs of execs that were added but may not have started yet. */
   private readonly execSpecs = new WeakMap<TaskProcess, Buffer>();
   private agent: AgentClient | undefined;
+  private network: PodNetwork | undefined;
   private destroyed = false;
   details: GuestDetails | undefined;
 
@@ -49,14 +52,15 @@ export class Sandbox {
   }
 
   /** Boots the VM and waits for its agent. On failure nothing is left behind. */
-  static async start(params: { id: string; hostname: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger }): Promise<Sandbox> {
+  /** `netnsPath`: the pod's network namespace (CRI made it and ran CNI in it), if any. */
+  static async start(params: { id: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger }): Promise<Sandbox> {
     const { id, config } = params;
     const workDir = Sandbox.workDirFor(config, id);
     if (fs.existsSync(workDir)) throw new AlreadyExistsError(`sandbox ${id}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
     fs.mkdirSync(path.join(workDir, 'shared'), { recursive: true, mode: 0o700 });
     const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger);
     try {
-      await sandbox.boot(params.hostname);
+      await sandbox.boot(params.hostname, params.netnsPath);
     } catch (err) {
       const console = params.hypervisor.consoleTail(2048).trim();
       await sandbox.destroy().catch((cleanupErr) => params.logger.error({ err: cleanupErr }, 'cleanup after failed start'));
@@ -89,7 +93,10 @@ export class Sandbox {
     const agent = this.requireAgent();
     if (this.containers.has(params.id)) throw new AlreadyExistsError(`container ${params.id} already exists in sandbox ${this.id}`);
     const logger = this.logger.child({ container: params.id });
-    const sharedRootfs = path.join(this.workDir, 'shared', params.id, 'rootfs');
+    const sharedDir = path.join(this.workDir, 'shared');
+    const sharedRootfs = path.join(sharedDir, params.id, 'rootfs');
+    // Checked before anything is mounted: a source that cannot be shared fails the Create.
+    const volumes = planVolumes(params.id, spec.mounts ?? [], sharedDir);
     const mounts: string[] = [];
     try {
       if (rootfs.length > 0) {
@@ -98,7 +105,8 @@ export class Sandbox {
       }
       await bindMount(hostRootfs, sharedRootfs);
       mounts.push(sharedRootfs);
-      const forGuest = guestSpec(spec, path.posix.join(GUEST_SHARED_DIR, params.id, 'rootfs'), logger);
+      mounts.push(...(await mountShares(volumes.shares)));
+      const forGuest = guestSpec(spec, { containerId: params.id, rootfs: path.posix.join(GUEST_SHARED_DIR, params.id, 'rootfs'), mounts: volumes.mounts }, logger);
       await agent.createContainer({ container_id: params.id, oci_spec_json: Buffer.from(JSON.stringify(forGuest)), stdin: Boolean(params.stdio.stdin), terminal: params.terminal });
     } catch (err) {
       await unmountAll(mounts.reverse(), logger);
@@ -171,6 +179,7 @@ export class Sandbox {
       this.agent.close();
     }
     await this.hypervisor.stop(5000);
+    await this.network?.detach().catch((err) => this.logger.error({ err: (err as Error).message }, 'pod network detach failed'));
     for (const container of this.containers.values()) {
       container.markAllExited(137);
       await unmountAll(container.params.mounts, this.logger);
@@ -185,8 +194,9 @@ export class Sandbox {
     if (stillMounted.length > 0) this.logger.error({ dir, stillMounted }, 'not removing a directory that still has mounts below it');
   }
 
-  private async boot(hostname: string): Promise<void> {
+  private async boot(hostname: string, netnsPath: string | undefined): Promise<void> {
     const h = this.config.hypervisor;
+    if (netnsPath) this.network = await PodNetwork.attach(netnsPath, this.logger);
     const vm: VmConfig = {
       id: this.id,
       workDir: this.workDir,
@@ -199,6 +209,7 @@ export class Sandbox {
       vcpus: h.vcpus,
       agentChannel: { kind: 'virtio-serial', socketPath: path.join(this.workDir, 'agent.sock'), portName: AGENT_PORT_NAME },
       sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
+      network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };
     await this.hypervisor.start(vm);
     this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
@@ -211,6 +222,10 @@ export class Sandbox {
     this.agent = agent;
     this.details = details;
     await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR });
+    if (this.network) {
+      for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });
+      if (this.network.routes.length > 0) await agent.updateRoutes(this.network.routes);
+    }
     void this.forwardOomEvents(agent);
   }
 

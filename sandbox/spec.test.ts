@@ -11,21 +11,28 @@ describe('bundle spec', () => {
     expect(() => readBundleSpec(bundle)).toThrow(`OCI spec ${bundle}/config.json is not valid JSON`);
   });
 
-  it('rewrites the rootfs to the guest path and drops host-only parts', () => {
+  it('rewrites the rootfs and mounts to guest paths and drops host-only parts', () => {
     const spec = {
       root: { path: 'rootfs', readonly: true },
       hooks: { prestart: [{ path: '/usr/bin/host-hook' }] },
-      mounts: [
-        { destination: '/proc', type: 'proc', source: 'proc' },
-        { destination: '/data', type: 'bind', source: '/host/data', options: ['rbind'] },
-      ],
-      linux: { namespaces: [{ type: 'pid' }, { type: 'network', path: '/var/run/netns/cni-1' }] },
+      process: { args: ['sh'], apparmorProfile: 'cri-containerd.apparmor.d' },
+      mounts: [{ destination: '/data', type: 'bind', source: '/host/data', options: ['rbind'] }],
+      linux: { namespaces: [{ type: 'pid' }, { type: 'network', path: '/var/run/netns/cni-1' }, { type: 'ipc', path: '/proc/77/ns/ipc' }], cgroupsPath: 'kubepods-besteffort-pod1.slice:cri-containerd:c1' },
     };
-    const out = guestSpec(spec, '/run/kata-containers/shared/c1/rootfs', silentLogger());
+    const guestMounts = [{ destination: '/data', type: 'bind', source: '/run/kata-containers/shared/c1/mounts/0', options: ['rbind'] }];
+    const out = guestSpec(spec, { containerId: 'c1', rootfs: '/run/kata-containers/shared/c1/rootfs', mounts: guestMounts }, silentLogger());
     expect(out.root).toEqual({ path: '/run/kata-containers/shared/c1/rootfs', readonly: true });
     expect(out.hooks).toBeUndefined();
-    expect(out.mounts).toEqual([{ destination: '/proc', type: 'proc', source: 'proc' }]);
-    expect(out.linux?.namespaces).toEqual([{ type: 'pid' }, { type: 'network' }]);
+    expect(out.process).toEqual({ args: ['sh'] });
+    expect(out.mounts).toEqual(guestMounts);
+    // The pod netns is the guest's own; other host namespace paths mean "the pause container's".
+    expect(out.linux?.namespaces).toEqual([{ type: 'pid' }, { type: 'ipc', path: '/run/kata-containers/sandbox/ns/ipc' }]);
+    expect(out.linux?.cgroupsPath).toBe('/kubepods-besteffort-pod1.slice/cri-containerd-c1');
     expect(spec.root.path).toBe('rootfs'); // the input is not modified
+  });
+
+  it('gives a container without a cgroup one, so stats and OOM events work', () => {
+    const out = guestSpec({ linux: {} }, { containerId: 'c2', rootfs: '/r' }, silentLogger());
+    expect(out.linux?.cgroupsPath).toBe('/katats/c2');
   });
 });

@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
+import { SANDBOX_NS_DIR } from '../lib/guest-paths';
 import { Logger } from '../lib/logger';
 
 export interface OciSpec {
@@ -12,7 +13,7 @@ export interface OciSpec {
   mounts?: Array<{ destination: string; type?: string; source?: string; options?: string[] }>;
   hooks?: unknown;
   annotations?: Record<string, string>;
-  linux?: { namespaces?: Array<{ type: string; path?: string }>; [key: string]: unknown };
+  linux?: { namespaces?: Array<{ type: string; path?: string }>; cgroupsPath?: string; mountLabel?: string; [key: string]: unknown };
   [key: string]: unknown;
 }
 
@@ -34,25 +35,51 @@ export function readBundleSpec(bundle: string): OciSpec {
   return spec as OciSpec;
 }
 
-/** A copy of `spec` ready for the guest, with its rootfs at `guestRootfs`. */
-export function guestSpec(spec: OciSpec, guestRootfs: string, logger: Logger): OciSpec {
+/**
+ * A copy of `spec` ready for the guest: its rootfs at `guest.rootfs`, its mounts
+ * replaced by `guest.mounts` (host binds already turned into guest paths, see
+ * volumes.ts), and what only means something on the host dropped or translated.
+ */
+export function guestSpec(spec: OciSpec, guest: { containerId: string; rootfs: string; mounts?: OciSpec['mounts'] }, logger: Logger): OciSpec {
   const out: OciSpec = JSON.parse(JSON.stringify(spec));
-  out.root = { ...(out.root ?? {}), path: guestRootfs };
+  out.root = { ...(out.root ?? {}), path: guest.rootfs };
+  if (guest.mounts) out.mounts = guest.mounts;
   if (out.hooks) {
     // Hooks name host binaries; they cannot run inside the guest.
     logger.warn('OCI hooks are not run inside the VM; dropping them');
     delete out.hooks;
   }
-  if (out.mounts) {
-    out.mounts = out.mounts.filter((m) => {
-      const isHostBind = m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
-      if (isHostBind) logger.warn({ destination: m.destination, source: m.source }, 'host bind mounts are not shared with the VM yet; skipping');
-      return !isHostBind;
-    });
-  }
-  if (out.linux?.namespaces) {
-    // Namespace paths refer to the host (e.g. the pod netns); the guest makes its own.
-    out.linux.namespaces = out.linux.namespaces.map(({ type }) => ({ type }));
+  // The guest kernel has no AppArmor or SELinux; the VM is the isolation boundary.
+  const proc = out.process as Record<string, unknown> | undefined;
+  if (proc?.apparmorProfile || proc?.selinuxLabel || out.linux?.mountLabel) logger.debug('dropping AppArmor/SELinux labels: the guest has no LSM');
+  delete proc?.apparmorProfile;
+  delete proc?.selinuxLabel;
+  if (out.linux) {
+    delete out.linux.mountLabel;
+    out.linux.namespaces = guestNamespaces(out.linux.namespaces ?? []);
+    out.linux.cgroupsPath = guestCgroupsPath(out.linux.cgroupsPath, guest.containerId);
   }
   return out;
+}
+
+/**
+ * Namespace paths name the host (CRI's pod netns, the pause container's /proc). The
+ * pod network is the guest's own network namespace, so a network entry with a path
+ * is dropped (the container joins it); other entries with a path join the pod
+ * sandbox container's namespace in the guest. Entries without a path stay: the
+ * runtime makes a new namespace, as on the host.
+ */
+function guestNamespaces(namespaces: Array<{ type: string; path?: string }>): Array<{ type: string; path?: string }> {
+  return namespaces.filter((ns) => !(ns.type === 'network' && ns.path)).map(({ type, path: nsPath }) => (nsPath ? { type, path: `${SANDBOX_NS_DIR}/${type}` } : { type }));
+}
+
+/**
+ * The guest has no systemd, so a systemd-style "slice:prefix:name" becomes a plain
+ * cgroupfs path; a container without one gets one, so stats and OOM events work.
+ */
+function guestCgroupsPath(cgroupsPath: string | undefined, containerId: string): string {
+  if (!cgroupsPath) return `/katats/${containerId}`;
+  const systemd = /^([^/:]+):([^:]*):([^:]+)$/.exec(cgroupsPath);
+  if (systemd) return `/${systemd[1]}/${systemd[2] ? `${systemd[2]}-` : ''}${systemd[3]}`;
+  return cgroupsPath;
 }

@@ -59,8 +59,11 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       pod,
       events,
       logger,
-      // Let the Shutdown response go out before the connection closes.
-      shutdown: () => setTimeout(() => void shutdown('Shutdown request'), 50),
+      shutdown: async () => {
+        await pod.destroy().catch((err) => logger.error({ err }, 'sandbox cleanup failed'));
+        // Let the Shutdown response go out before the connection closes.
+        setTimeout(() => void shutdown('Shutdown request'), 50);
+      },
     });
 
     server = new TtrpcServer({ logger: logger.child({ component: 'ttrpc' }) });

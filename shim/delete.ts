@@ -9,19 +9,25 @@ import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
 import { mountsBelow, removeUnlessMounted, unmount } from '../sandbox/rootfs';
 import { Sandbox } from '../sandbox/sandbox';
+import { PodNetwork } from '../sandbox/network';
 import { readBundleSpec } from '../sandbox/spec';
 import { qemuPaths } from '../hypervisors/qemu';
 import { ShimFlags } from './flags';
 import { removeSocket } from './socket';
 
 export const KILLED_EXIT_STATUS = 137;
+/** How long a live daemon may take to finish its own teardown before we kill it. */
+const DAEMON_GRACE_MS = 10_000;
 
 export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<void> {
   const bundle = flags.bundle || process.cwd();
   // Both ids become paths that are unmounted and removed recursively below.
   let sandboxId = validateId('container', flags.id);
+  let netnsPath: string | undefined;
   try {
-    sandboxId = readBundleSpec(bundle).annotations?.[CRI_SANDBOX_ID] || flags.id;
+    const spec = readBundleSpec(bundle);
+    sandboxId = spec.annotations?.[CRI_SANDBOX_ID] || flags.id;
+    netnsPath = spec.linux?.namespaces?.find((ns) => ns.type === 'network')?.path;
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'no readable spec; treating the container as its own sandbox');
   }
@@ -36,13 +42,32 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
   warnIfKept(removeUnlessMounted(path.join(workDir, 'shared', flags.id)), logger);
 
   if (sandboxId === flags.id) {
+    // containerd runs `delete` whenever the connection drops, also while a daemon that
+    // answered Shutdown is still finishing; give it the chance to end cleanly.
+    await exitedWithin(path.join(bundle, 'shim.pid'), 'dist/shim/main', DAEMON_GRACE_MS);
     killRecordedProcess(path.join(bundle, 'shim.pid'), 'dist/shim/main', logger);
     killRecordedProcess(qemuPaths(workDir).pidFile, `sandbox-${sandboxId}`, logger);
+    if (netnsPath) await PodNetwork.cleanup(netnsPath, logger).catch((err) => logger.error({ err: (err as Error).message }, 'pod network cleanup failed'));
     for (const target of mountsBelow(workDir)) await unmount(target).catch(() => undefined);
     warnIfKept(removeUnlessMounted(workDir), logger);
     const address = readFile(path.join(bundle, 'address'));
     if (address) removeSocket(address.replace(/^unix:\/\//, ''));
   }
+}
+
+/** Waits while the process in `pidFile` (if it is still ours) runs; true when it is gone. */
+async function exitedWithin(pidFile: string, marker: string, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (isRunning(pidFile, marker)) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}
+
+function isRunning(pidFile: string, marker: string): boolean {
+  const pid = Number(readFile(pidFile));
+  return pid > 0 && readFile(`/proc/${pid}/cmdline`).replace(/\0/g, ' ').includes(marker) && !isZombie(pid);
 }
 
 function warnIfKept(stillMounted: string[], logger: Logger): void {

@@ -67,7 +67,7 @@ describe('Task service under random input', () => {
     const pod = new Pod(config, () => {
       throw new Error('fuzz input must not reach the hypervisor');
     }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
-    const service = new TaskService({ pod, events, logger: silentLogger(), shutdown: () => shutdowns.push('shutdown') });
+    const service = new TaskService({ pod, events, logger: silentLogger(), shutdown: async () => void shutdowns.push('shutdown') });
     server = new TtrpcServer({ logger: silentLogger() });
     server.addService(lookupService(TASK_SERVICE), service.handlers());
     await server.listen(socketPath);

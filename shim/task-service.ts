@@ -20,8 +20,12 @@ export interface TaskServiceDeps {
   pod: Pod;
   events: EventPublisher;
   logger: Logger;
-  /** Called by Shutdown once no container remains: stop serving and exit. */
-  shutdown: () => void;
+  /**
+   * Called by Shutdown once no container remains: tears the sandbox down before the
+   * answer (containerd runs our `delete` as soon as the connection drops, as Kata's
+   * shim also expects), then stops serving and exits.
+   */
+  shutdown: () => Promise<void>;
 }
 
 /** The JSON inside an Any that containerd fills with an OCI type (Process, LinuxResources). */
@@ -151,7 +155,7 @@ export class TaskService {
       },
       Connect: async () => ({ shim_pid: process.pid, task_pid: pod.hypervisorPid(), version: SHIM_VERSION }),
       Shutdown: async () => {
-        if (pod.isEmpty) this.deps.shutdown();
+        if (pod.isEmpty) await this.deps.shutdown();
         return {};
       },
     };

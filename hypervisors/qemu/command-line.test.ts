@@ -41,6 +41,13 @@ describe('QEMU command line', () => {
     expect(valueAfter(args, '-device')).toContain('virtserialport,chardev=agent,name=agent.channel.0');
   });
 
+  it('attaches one virtio NIC per pod tap, with the pod interface MAC', () => {
+    expect(valueAfter(buildQemuArgs(base), '-netdev')).toEqual([]);
+    const args = buildQemuArgs({ ...base, network: { netnsPath: '/var/run/netns/cni-1', nics: [{ tapName: 'tap0_kata', mac: '5a:1b:2c:3d:4e:5f' }] } });
+    expect(valueAfter(args, '-netdev')).toEqual(['tap,id=net0,ifname=tap0_kata,script=no,downscript=no,vhost=off']);
+    expect(valueAfter(args, '-device')).toContain('virtio-net-pci,netdev=net0,mac=5a:1b:2c:3d:4e:5f');
+  });
+
   it('uses vhost-vsock when the channel is vsock', () => {
     const args = buildQemuArgs({ ...base, agentChannel: { kind: 'vsock', guestCid: 3, port: 1024 } });
     expect(valueAfter(args, '-device')).toContain('vhost-vsock-pci,id=vsock0,guest-cid=3');

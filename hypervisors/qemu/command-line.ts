@@ -67,5 +67,14 @@ export function buildQemuArgs(config: VmConfig): string[] {
       '-device', `virtio-9p-pci,fsdev=${id},mount_tag=${dir.tag}`,
     );
   });
+
+  config.network?.nics.forEach((nic, index) => {
+    // QEMU runs inside the pod netns (see qemu.ts) and opens the tap there by name.
+    // vhost-net is off: it needs /dev/vhost-net and gains nothing under TCG.
+    args.push(
+      '-netdev', `tap,id=net${index},ifname=${nic.tapName},script=no,downscript=no,vhost=off`,
+      '-device', `virtio-net-pci,netdev=net${index},mac=${nic.mac}`,
+    );
+  });
   return args;
 }

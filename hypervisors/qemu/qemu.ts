@@ -34,7 +34,9 @@ export class QemuHypervisor implements Hypervisor {
     const args = buildQemuArgs(config);
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const stderr: Buffer[] = [];
-    const child = spawn(config.binaryPath, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    // In a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
+    const [command, commandArgs] = config.network ? ['nsenter', [`--net=${config.network.netnsPath}`, '--', config.binaryPath, ...args]] : [config.binaryPath, args];
+    const child = spawn(command, commandArgs, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {
       stderr.push(chunk);

@@ -1,0 +1,71 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { silentLogger } from '../lib/logger';
+import { PodNetwork } from './network';
+
+// What `ip -j` printed in a CNI bridge pod's netns on this machine (trimmed).
+const ADDR = JSON.stringify([
+  { ifname: 'lo', link_type: 'loopback', address: '00:00:00:00:00:00', mtu: 65536, addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8, scope: 'host' }] },
+  {
+    ifname: 'eth0',
+    link_type: 'ether',
+    address: '5A:1B:2C:3D:4E:5F',
+    mtu: 1500,
+    addr_info: [
+      { family: 'inet', local: '10.88.7.5', prefixlen: 24, scope: 'global' },
+      { family: 'inet6', local: 'fe80::581b:2cff:fe3d:4e5f', prefixlen: 64, scope: 'link' },
+    ],
+  },
+]);
+const ROUTES4 = JSON.stringify([
+  { dst: 'default', gateway: '10.88.7.1', dev: 'eth0' },
+  { dst: '10.88.7.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link', prefsrc: '10.88.7.5' },
+]);
+const ROUTES6 = JSON.stringify([{ dst: 'fe80::/64', dev: 'eth0', protocol: 'kernel' }]);
+
+describe('PodNetwork', () => {
+  let netns: string;
+  let calls: string[];
+  beforeEach(() => {
+    netns = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kt-netns-')), 'ns');
+    fs.writeFileSync(netns, '');
+    calls = [];
+  });
+
+  function fakeRun(failOn?: string) {
+    return async (nsPath: string, command: string, args: string[]) => {
+      const line = `${command} ${args.join(' ')}`;
+      calls.push(line);
+      expect(nsPath).toBe(netns);
+      if (failOn && line.startsWith(failOn)) throw new Error(`refused: ${line}`);
+      if (line === 'ip -j addr show') return ADDR;
+      if (line === 'ip -j -4 route show') return ROUTES4;
+      if (line === 'ip -j -6 route show') return ROUTES6;
+      return '';
+    };
+  }
+
+  it('reads the pod interface and routes and mirrors it to a tap both ways', async () => {
+    const network = await PodNetwork.attach(netns, silentLogger(), fakeRun());
+    expect(network.endpoints).toEqual([{ name: 'eth0', mac: '5a:1b:2c:3d:4e:5f', mtu: 1500, addresses: [{ address: '10.88.7.5', prefix_length: 24 }], tapName: 'tap0_kata' }]);
+    expect(network.routes).toEqual([{ destination: '', gateway: '10.88.7.1', device: 'eth0', source: '', scope: '' }]);
+    expect(calls.slice(3)).toEqual([
+      'ip tuntap add dev tap0_kata mode tap',
+      'ip link set dev tap0_kata mtu 1500 up',
+      'tc qdisc add dev eth0 ingress',
+      'tc filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev tap0_kata',
+      'tc qdisc add dev tap0_kata ingress',
+      'tc filter add dev tap0_kata parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev eth0',
+    ]);
+  });
+
+  it('undoes what it made when a step fails', async () => {
+    await expect(PodNetwork.attach(netns, silentLogger(), fakeRun('tc filter add dev tap0_kata'))).rejects.toThrow('refused');
+    expect(calls.slice(-2)).toEqual(['tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+  });
+
+  it('says which netns is missing', async () => {
+    await expect(PodNetwork.attach('/nonexistent/netns', silentLogger(), fakeRun())).rejects.toThrow('pod network namespace /nonexistent/netns does not exist');
+  });
+});

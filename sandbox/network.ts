@@ -1,0 +1,162 @@
+// The pod network, carried into the VM the way Kata's `tcfilter` model does it.
+// CNI has put an interface (a veth end, usually eth0) with addresses and routes into
+// the pod's network namespace before the sandbox container is created. For each such
+// interface we add a tap device in that namespace and mirror every frame between the
+// two with tc (ingress qdisc + mirred redirect, both directions). QEMU, started
+// inside the namespace, attaches a virtio NIC to the tap with the pod interface's
+// MAC, and the agent gives the guest NIC the interface's name, addresses and routes.
+// The pod interface keeps its addresses on the host side; with its ingress
+// redirected, the host stack never sees its frames.
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import { promisify } from 'util';
+import { FailedPreconditionError } from '../lib/errors';
+import { Logger } from '../lib/logger';
+
+const execFileAsync = promisify(execFile);
+
+export interface IpAddress {
+  address: string;
+  prefix_length: number;
+}
+
+/** One pod interface moved into the VM. */
+export interface Endpoint {
+  /** Name in the pod netns, and the name the guest NIC gets. */
+  name: string;
+  mac: string;
+  mtu: number;
+  addresses: IpAddress[];
+  /** Our tap device in the pod netns. */
+  tapName: string;
+}
+
+export interface Route {
+  destination: string;
+  gateway: string;
+  device: string;
+  source: string;
+  scope: string;
+}
+
+/** `ip -j addr` and `ip -j route` output, the fields we read. */
+interface IpLink {
+  ifname: string;
+  link_type?: string;
+  address?: string;
+  mtu?: number;
+  addr_info?: Array<{ family: string; local: string; prefixlen: number; scope?: string }>;
+}
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  protocol?: string;
+  scope?: string;
+  prefsrc?: string;
+}
+
+/** Runs a command inside a network namespace; replaced in tests. */
+export type NetnsCommand = (netnsPath: string, command: string, args: string[]) => Promise<string>;
+
+const runInNetns: NetnsCommand = async (netnsPath, command, args) => {
+  try {
+    const { stdout } = await execFileAsync('nsenter', [`--net=${netnsPath}`, '--', command, ...args]);
+    return stdout;
+  } catch (err) {
+    const stderr = ((err as { stderr?: string }).stderr ?? '').trim();
+    throw new FailedPreconditionError(`in pod netns ${netnsPath}: '${command} ${args.join(' ')}' failed: ${stderr || (err as Error).message}`);
+  }
+};
+
+const TAP_SUFFIX = '_kata';
+
+/** Interfaces a pod network can have that we carry into the VM: ethernet ones with addresses. */
+export function endpointsFrom(links: IpLink[]): Endpoint[] {
+  return links
+    .filter((l) => l.link_type === 'ether' && !l.ifname.endsWith(TAP_SUFFIX))
+    .map((l, i) => ({
+      name: l.ifname,
+      mac: (l.address ?? '').toLowerCase(),
+      mtu: l.mtu ?? 1500,
+      // Link-local IPv6 addresses are derived from the MAC; the guest makes its own.
+      addresses: (l.addr_info ?? []).filter((a) => a.scope !== 'link' && (a.family === 'inet' || a.family === 'inet6')).map((a) => ({ address: a.local, prefix_length: a.prefixlen })),
+      tapName: `tap${i}${TAP_SUFFIX}`,
+    }))
+    .filter((e) => e.addresses.length > 0);
+}
+
+/** Routes the guest needs; the kernel makes the prefix routes itself when addresses are added. */
+export function routesFrom(routes: IpRoute[], endpoints: Endpoint[]): Route[] {
+  const devices = new Set(endpoints.map((e) => e.name));
+  return routes
+    .filter((r) => r.protocol !== 'kernel' && r.dev !== undefined && devices.has(r.dev) && !r.dst.startsWith('fe80:') && !r.dst.startsWith('multicast'))
+    .map((r) => ({ destination: r.dst === 'default' ? '' : r.dst, gateway: r.gateway ?? '', device: r.dev ?? '', source: r.prefsrc ?? '', scope: r.scope === 'link' ? 'link' : '' }));
+}
+
+export class PodNetwork {
+  private constructor(
+    readonly netnsPath: string,
+    readonly endpoints: Endpoint[],
+    readonly routes: Route[],
+    private readonly run: NetnsCommand,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Reads the pod netns and wires a tap to each pod interface. Undone on failure. */
+  static async attach(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<PodNetwork> {
+    if (!fs.existsSync(netnsPath)) throw new FailedPreconditionError(`pod network namespace ${netnsPath} does not exist (was the pod's network torn down?)`);
+    const links = JSON.parse(await run(netnsPath, 'ip', ['-j', 'addr', 'show'])) as IpLink[];
+    const endpoints = endpointsFrom(links);
+    const routes = [
+      ...(JSON.parse(await run(netnsPath, 'ip', ['-j', '-4', 'route', 'show'])) as IpRoute[]),
+      ...(JSON.parse(await run(netnsPath, 'ip', ['-j', '-6', 'route', 'show'])) as IpRoute[]),
+    ];
+    const network = new PodNetwork(netnsPath, endpoints, routesFrom(routes, endpoints), run, logger);
+    try {
+      for (const endpoint of endpoints) await network.wire(endpoint);
+    } catch (err) {
+      await network.detach();
+      throw err;
+    }
+    logger.info({ netns: netnsPath, endpoints: endpoints.map((e) => ({ name: e.name, mac: e.mac, addresses: e.addresses })) }, 'pod network attached');
+    return network;
+  }
+
+  /**
+   * For `delete` after a daemon died: finds our taps in the netns by name and undoes
+   * the mirroring on the other interfaces, without knowing what attach() made.
+   */
+  static async cleanup(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<void> {
+    if (!fs.existsSync(netnsPath)) return;
+    const links = JSON.parse(await run(netnsPath, 'ip', ['-j', 'link', 'show'])) as IpLink[];
+    if (!links.some((l) => l.ifname.endsWith(TAP_SUFFIX))) return;
+    for (const l of links) {
+      const undo = l.ifname.endsWith(TAP_SUFFIX) ? ['ip', 'link', 'del', l.ifname] : l.link_type === 'ether' ? ['tc', 'qdisc', 'del', 'dev', l.ifname, 'ingress'] : undefined;
+      if (undo) await run(netnsPath, undo[0], undo.slice(1)).catch((err) => logger.debug({ err: (err as Error).message }, 'nothing to undo'));
+    }
+    logger.info({ netns: netnsPath }, 'removed a dead sandbox\'s taps');
+  }
+
+  /** Removes the taps and the mirroring; the netns may already be gone, which is fine. */
+  async detach(): Promise<void> {
+    if (!fs.existsSync(this.netnsPath)) return;
+    for (const e of this.endpoints) {
+      await this.run(this.netnsPath, 'tc', ['qdisc', 'del', 'dev', e.name, 'ingress']).catch((err) => this.logger.debug({ err: (err as Error).message }, 'no ingress qdisc to remove'));
+      await this.run(this.netnsPath, 'ip', ['link', 'del', e.tapName]).catch((err) => this.logger.debug({ err: (err as Error).message }, 'no tap to remove'));
+    }
+  }
+
+  private async wire(e: Endpoint): Promise<void> {
+    const run = (command: string, ...args: string[]) => this.run(this.netnsPath, command, args);
+    await run('ip', 'tuntap', 'add', 'dev', e.tapName, 'mode', 'tap');
+    await run('ip', 'link', 'set', 'dev', e.tapName, 'mtu', String(e.mtu), 'up');
+    for (const [from, to] of [
+      [e.name, e.tapName],
+      [e.tapName, e.name],
+    ]) {
+      await run('tc', 'qdisc', 'add', 'dev', from, 'ingress');
+      await run('tc', 'filter', 'add', 'dev', from, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', to);
+    }
+  }
+}

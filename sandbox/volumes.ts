@@ -1,0 +1,84 @@
+// Host bind mounts of a container (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname,
+// volumes, emptyDirs, `ctr run --mount`) reach the guest through the sandbox's shared
+// directory: each source is bind-mounted under <shared>/<container>/mounts/<n> on the
+// host, which the guest sees over virtio-9p, and the spec's source becomes that
+// guest path. The pod's /dev/shm becomes the guest's pod-wide tmpfs instead.
+import * as fs from 'fs';
+import * as path from 'path';
+import { FailedPreconditionError } from '../lib/errors';
+import { GUEST_SHARED_DIR, SANDBOX_SHM_DIR } from '../lib/guest-paths';
+import { isMountPoint, runMount, unmount } from './rootfs';
+
+export interface OciMount {
+  destination: string;
+  type?: string;
+  source?: string;
+  options?: string[];
+}
+
+/** One host path made visible in the guest. */
+export interface VolumeShare {
+  hostSource: string;
+  /** Bind target inside the sandbox's shared directory (on the host). */
+  sharedPath: string;
+  isDirectory: boolean;
+  readonly: boolean;
+}
+
+export function isHostBind(m: OciMount): boolean {
+  return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
+}
+
+function kindOf(stat: fs.Stats): string | undefined {
+  if (stat.isSocket()) return 'Unix socket';
+  if (stat.isCharacterDevice()) return 'character device';
+  if (stat.isBlockDevice()) return 'block device';
+  if (stat.isFIFO()) return 'FIFO';
+  return undefined;
+}
+
+/**
+ * Plans the shares for `mounts` and returns the mounts the guest spec gets. Refuses,
+ * before anything is mounted, sources that cannot cross into a VM over 9p.
+ */
+export function planVolumes(containerId: string, mounts: OciMount[], hostSharedDir: string): { mounts: OciMount[]; shares: VolumeShare[] } {
+  const shares: VolumeShare[] = [];
+  const out = mounts.map((m) => {
+    if (!isHostBind(m)) return m;
+    if (m.destination === '/dev/shm') return { ...m, source: SANDBOX_SHM_DIR };
+    const source = m.source ?? '';
+    if (!path.isAbsolute(source)) throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: bind source '${source}' is not an absolute host path`);
+    let stat: fs.Stats;
+    try {
+      stat = fs.statSync(source);
+    } catch (err) {
+      throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: host source ${source} cannot be used (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    const kind = kindOf(stat);
+    if (kind) throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: host source ${source} is a ${kind}, which cannot be shared into the VM (only files and directories can)`);
+    const name = String(shares.length);
+    shares.push({ hostSource: source, sharedPath: path.join(hostSharedDir, containerId, 'mounts', name), isDirectory: stat.isDirectory(), readonly: (m.options ?? []).includes('ro') });
+    return { ...m, source: path.posix.join(GUEST_SHARED_DIR, containerId, 'mounts', name) };
+  });
+  return { mounts: out, shares };
+}
+
+/** Bind-mounts each share; on failure unmounts what it did. Returns the mount points. */
+export async function mountShares(shares: VolumeShare[]): Promise<string[]> {
+  const done: string[] = [];
+  try {
+    for (const s of shares) {
+      fs.mkdirSync(path.dirname(s.sharedPath), { recursive: true });
+      if (s.isDirectory) fs.mkdirSync(s.sharedPath, { recursive: true });
+      else fs.writeFileSync(s.sharedPath, '');
+      await runMount(['--bind', s.hostSource, s.sharedPath]);
+      done.push(s.sharedPath);
+      // Read-only on the host side too: the guest must not be able to write through 9p.
+      if (s.readonly) await runMount(['-o', 'remount,bind,ro', s.sharedPath]);
+    }
+  } catch (err) {
+    for (const target of done.reverse()) if (isMountPoint(target)) await unmount(target).catch(() => undefined);
+    throw err;
+  }
+  return done;
+}
