@@ -9,8 +9,13 @@ import { ChildProcess, spawn } from 'child_process';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import {
+  cleanupCriHost, CriEndpoint, CriOptions, CriTeardown, PreparedCri, prepareCri, removeCriPods, waitCriReady,
+} from './containerd-cri';
 import { run, RunResult } from './exec';
 import { readMountPoints } from './mounts';
+
+export { CRI_NAMESPACE, CriEndpoint, CriNetwork, CriOptions, KATA_HANDLER, RUNC_HANDLER } from './containerd-cri';
 
 export const DEFAULT_NAMESPACE = 'katats-test';
 /** Prefix of every private containerd dir; leaks.ts uses it to spot stray containerds. */
@@ -35,6 +40,12 @@ export interface StartContainerdOptions {
   extraConfig?: string;
   /** Extra environment for containerd, and therefore for the shims it starts. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Enables containerd's CRI plugin (disabled otherwise): runtimes `runc` (default) and
+   * `kata`, a private CNI bridge network, the sandbox image. See containerd-cri.ts.
+   * `extraConfig` must not repeat the CRI tables this generates.
+   */
+  cri?: CriOptions;
 }
 
 export interface CtrOptions {
@@ -56,11 +67,18 @@ export interface CtrResult {
 
 /** What stop() had to clean up: anything non-empty means the test left something behind. */
 export interface StopReport {
-  /** Tasks/containers ("task <ns>/<id>", "container <ns>/<id>") force-deleted through containerd. */
+  /**
+   * Pod sandboxes ("pod sandbox <id> (<ns>/<name>, <state>)", with their "pod container"s)
+   * stopped and removed through CRI, then tasks/containers ("task <ns>/<id>",
+   * "container <ns>/<id>") force-deleted through containerd.
+   */
   leftovers: string[];
   /** Processes still tied to this containerd (shims and their descendants) that were SIGKILLed. */
   killedProcesses: string[];
-  /** What killed shims left outside `dir` (shim socket, runc state, cgroups) and stop() removed. */
+  /**
+   * What killed shims left outside `dir` (shim socket, runc state, cgroups), and what CRI
+   * or CNI left outside it (netns, IPAM leases, libcni caches), that stop() removed.
+   */
   removedPaths: string[];
   /** Mount points under the private dir that were still mounted and got lazily unmounted. */
   unmounted: string[];
@@ -76,13 +94,16 @@ export interface PrivateContainerd {
   readonly dir: string;
   readonly namespace: string;
   readonly pid: number;
+  /** With the `cri` option: the CRI socket, network and dirs; undefined otherwise. */
+  readonly cri: CriEndpoint | undefined;
   /** Runs `ctr -a <address> -n <namespace> ...args`; never throws on a non-zero exit. */
   ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
   /**
-   * `ctr images import` (which also unpacks into the default overlayfs snapshotter).
+   * `ctr images import` (which also unpacks into the default overlayfs snapshotter), into
+   * `namespace` (default: this instance's; CRI_NAMESPACE for CRI's images).
    * Resolves with the image names created; throws if ctr fails or creates none.
    */
-  importImage(archive: string): Promise<string[]>;
+  importImage(archive: string, opts?: { namespace?: string }): Promise<string[]>;
   /** containerd's stdout+stderr so far. */
   logs(): string;
   /**
@@ -94,6 +115,11 @@ export interface PrivateContainerd {
   stop(): Promise<StopReport>;
 }
 
+/** A private containerd with the CRI plugin enabled: `cri` is always set. */
+export type CriContainerd = PrivateContainerd & { readonly cri: CriEndpoint };
+
+export function startContainerd(opts: StartContainerdOptions & { cri: CriOptions }): Promise<CriContainerd>;
+export function startContainerd(opts?: StartContainerdOptions): Promise<PrivateContainerd>;
 export async function startContainerd(opts: StartContainerdOptions = {}): Promise<PrivateContainerd> {
   const dir = await fs.promises.mkdtemp(CONTAINERD_DIR_PREFIX);
   const paths = {
@@ -103,13 +129,22 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
     ttrpcAddress: path.join(dir, 'c.sock.ttrpc'),
     config: path.join(dir, 'config.toml'),
   };
-  await fs.promises.writeFile(paths.config, renderConfig(dir, paths, opts));
+  let cri: PreparedCri | undefined;
+  try {
+    if (opts.cri) cri = await prepareCri({ dir, ...paths }, opts.cri);
+    await fs.promises.writeFile(paths.config, renderConfig(dir, paths, opts, cri?.toml));
+  } catch (e) {
+    if (cri) await cleanupCriHost(cri, NO_CRI_TEARDOWN, { otherHarnessAlive: true });
+    await fs.promises.rm(dir, { recursive: true, force: true });
+    throw e;
+  }
 
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, PATH: containerdPath(opts.runtimeShimDir) };
   const launch = (): ChildProcess => spawn('containerd', ['--config', paths.config], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const instance = new ContainerdProcess(launch, dir, paths, opts.namespace ?? DEFAULT_NAMESPACE);
+  const instance = new ContainerdProcess(launch, dir, paths, opts.namespace ?? DEFAULT_NAMESPACE, cri);
   try {
     await instance.waitReady(STARTUP_TIMEOUT_MS);
+    if (cri) await waitCriReady(cri.endpoint, instance.logs.bind(instance));
   } catch (e) {
     await instance.stop();
     throw e;
@@ -117,21 +152,28 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
   return instance;
 }
 
+const NO_CRI_TEARDOWN: CriTeardown = { leftovers: [], netnsPaths: [], sandboxIds: [] };
+
 function renderConfig(
   dir: string,
   p: { root: string; state: string; address: string; ttrpcAddress: string },
   opts: StartContainerdOptions,
+  criToml: string | undefined,
 ): string {
   const q = (s: string): string => JSON.stringify(s); // TOML basic strings accept JSON escapes
+  // Without the `cri` option the harness drives containerd with ctr only, and CRI would
+  // just want CNI, sandbox images, etc. The other snapshotters are never used here and
+  // only add startup noise.
+  const disabled = [
+    ...(criToml ? [] : ['io.containerd.grpc.v1.cri']),
+    'io.containerd.snapshotter.v1.aufs', 'io.containerd.snapshotter.v1.btrfs',
+    'io.containerd.snapshotter.v1.zfs', 'io.containerd.snapshotter.v1.devmapper',
+  ];
   return [
     'version = 2',
     `root = ${q(p.root)}`,
     `state = ${q(p.state)}`,
-    // CRI would want CNI, sandbox images, etc. This harness drives containerd with ctr only.
-    // The other snapshotters are never used here and only add startup noise.
-    'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",',
-    '  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",',
-    '  "io.containerd.snapshotter.v1.devmapper"]',
+    `disabled_plugins = [${disabled.map(q).join(', ')}]`,
     '',
     '[grpc]',
     `  address = ${q(p.address)}`,
@@ -144,6 +186,7 @@ function renderConfig(
     '[plugins."io.containerd.internal.v1.opt"]',
     `  path = ${q(path.join(dir, 'opt'))}`,
     '',
+    criToml ?? '',
     opts.extraConfig ?? '',
     '',
   ].join('\n');
@@ -186,6 +229,7 @@ class ContainerdProcess implements PrivateContainerd {
     readonly dir: string,
     p: { root: string; state: string; address: string; ttrpcAddress: string },
     readonly namespace: string,
+    private readonly preparedCri: PreparedCri | undefined,
   ) {
     this.address = p.address;
     this.ttrpcAddress = p.ttrpcAddress;
@@ -197,6 +241,10 @@ class ContainerdProcess implements PrivateContainerd {
 
   get pid(): number {
     return this.child.pid ?? -1;
+  }
+
+  get cri(): CriEndpoint | undefined {
+    return this.preparedCri?.endpoint;
   }
 
   async restart(): Promise<void> {
@@ -239,7 +287,11 @@ class ContainerdProcess implements PrivateContainerd {
   }
 
   async ctr(args: string[], opts: CtrOptions = {}): Promise<CtrResult> {
-    const r: RunResult = await run('ctr', ['-a', this.address, '-n', this.namespace, ...args], {
+    return this.ctrIn(this.namespace, args, opts);
+  }
+
+  private async ctrIn(namespace: string, args: string[], opts: CtrOptions = {}): Promise<CtrResult> {
+    const r: RunResult = await run('ctr', ['-a', this.address, '-n', namespace, ...args], {
       timeoutMs: opts.timeoutMs ?? DEFAULT_CTR_TIMEOUT_MS,
       input: opts.input,
     });
@@ -247,8 +299,8 @@ class ContainerdProcess implements PrivateContainerd {
     return { code: r.code, stdout: r.stdout, stderr };
   }
 
-  async importImage(archive: string): Promise<string[]> {
-    const r = await this.ctr(['images', 'import', archive], { timeoutMs: 120_000 });
+  async importImage(archive: string, opts: { namespace?: string } = {}): Promise<string[]> {
+    const r = await this.ctrIn(opts.namespace ?? this.namespace, ['images', 'import', archive], { timeoutMs: 120_000 });
     if (r.code !== 0) {
       throw new Error(`ctr images import ${archive} failed (code ${r.code}):\n${r.stdout}\n${r.stderr}`);
     }
@@ -291,10 +343,13 @@ class ContainerdProcess implements PrivateContainerd {
 
   private async doStop(): Promise<StopReport> {
     let leftovers: string[] = [];
+    let criTeardown = NO_CRI_TEARDOWN;
     if (this.exitInfo === undefined) {
       // Let containerd and the shims tear down what the test left running: that is the
       // only path that also cleans shim sockets, runtime state, cgroups and mounts.
-      leftovers = await this.removeLeftovers();
+      // Pods first, through CRI as kubelet would: that also releases their network.
+      if (this.preparedCri) criTeardown = await removeCriPods(this.preparedCri.endpoint);
+      leftovers = [...criTeardown.leftovers, ...(await this.removeLeftovers())];
       this.child.kill('SIGTERM');
       if (!(await settlesWithin(this.exited, STOP_GRACE_MS))) {
         this.child.kill('SIGKILL');
@@ -306,6 +361,10 @@ class ContainerdProcess implements PrivateContainerd {
     // Shims are daemonised and outlive containerd. Anything still tied to our dir
     // (a hung shim, or everything when containerd itself was unresponsive) goes now.
     const { killed, removedPaths } = await reapStragglers(this.dir, this.address);
+    if (this.preparedCri) {
+      const otherHarnessAlive = otherHarnessContainerds(this.dir).length > 0;
+      removedPaths.push(...(await cleanupCriHost(this.preparedCri, criTeardown, { otherHarnessAlive })));
+    }
     const unmounted = await unmountUnder(this.dir);
     const still = (await readMountPoints()).filter((m) => isUnder(m, this.dir));
     if (still.length > 0) {
@@ -406,6 +465,18 @@ async function reapStragglers(dir: string, address: string): Promise<{ killed: s
     }
   }
   return { killed, removedPaths };
+}
+
+/** Pids of live containerds started by this harness (any process) for a dir other than `dir`. */
+function otherHarnessContainerds(dir: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirOr('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const argv = readOr(`/proc/${name}/cmdline`).split('\0');
+    if (path.basename(argv[0] ?? '') !== 'containerd') continue;
+    if (argv.some((a) => a.startsWith(CONTAINERD_DIR_PREFIX) && !isUnder(a, dir))) pids.push(Number(name));
+  }
+  return pids;
 }
 
 /** containerd 1.6 and the runc shim keep some per-task state outside containerd's dirs. */

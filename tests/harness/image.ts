@@ -1,11 +1,12 @@
-// Builds a minimal busybox container image as an OCI image-layout tar archive that
-// `ctr images import` accepts, without a registry, umoci or skopeo.
+// Builds small container images as OCI image-layout tar archives that `ctr images
+// import` accepts, without a registry, umoci or skopeo: buildOciImage() does the layout
+// for any one-layer rootfs; buildBusyboxImage() is the busybox test image (a static
+// busybox plus applet symlinks). pause-image.ts builds the pod sandbox image with it.
 //
-// The image is a single gzip layer holding a static busybox plus applet symlinks.
 // Everything is deterministic (fixed mtimes, numeric root ownership, sorted tar entries,
-// no gzip timestamp), so the same inputs give byte-identical blobs and digests. The
-// archive is cached under a name derived from the inputs, so repeated calls only hash
-// the host busybox and stat one file.
+// no gzip timestamp), so the same inputs give byte-identical blobs and digests. Each
+// archive is cached under a name derived from its inputs, so repeated calls only hash
+// the inputs and stat one file.
 
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -35,6 +36,7 @@ const OPTIONAL_APPLETS = [
   'nproc', 'free', 'cp', 'mv', 'ln', 'chmod', 'readlink', 'timeout', 'xargs', 'sort',
   'uniq', 'tee', 'find', 'dmesg', 'ip', 'ifconfig', 'ping', 'nc', 'which', 'pwd',
   'basename', 'dirname', 'mkfifo', 'rmdir', 'stty', 'tty', 'uptime', 'whoami', 'du',
+  'httpd', 'wget',
 ];
 
 const IMAGE_PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -72,15 +74,45 @@ interface Blob {
 }
 
 export async function buildBusyboxImage(outDir: string, opts: BuildImageOptions = {}): Promise<BuiltImage> {
-  const ref = normalizeRef(opts.name ?? DEFAULT_IMAGE_NAME);
-  const arch = ociArch(process.arch);
   const busybox = await fs.promises.readFile(HOST_BUSYBOX);
-  const key = sha256Hex(
-    JSON.stringify({ v: BUILDER_VERSION, busybox: sha256Hex(busybox), ref, arch }),
-  ).slice(0, 20);
+  return buildOciImage(outDir, {
+    cacheName: 'busybox',
+    ref: opts.name ?? DEFAULT_IMAGE_NAME,
+    inputs: { busybox: sha256Hex(busybox), applets: [...REQUIRED_APPLETS, ...OPTIONAL_APPLETS].join(',') },
+    config: { Env: [IMAGE_PATH_ENV], Cmd: ['sh'], WorkingDir: '/' },
+    createdBy: 'kata-ts tests/harness/image.ts (busybox rootfs)',
+    populate: (rootfs) => makeRootfs(rootfs, busybox),
+  });
+}
+
+/** What differs between the images the harness builds; the layout around it is shared. */
+export interface OciImageRecipe {
+  /** Prefix of the cached archive's file name ("busybox" gives busybox-<key>.oci.tar). */
+  cacheName: string;
+  /** Image name stored in containerd; a missing tag becomes ':latest'. */
+  ref: string;
+  /**
+   * Hashes (or other small values) of everything that goes into the rootfs. With the
+   * builder version, ref and architecture they name the cached archive, so whatever
+   * changes the layer must change them.
+   */
+  inputs: Record<string, string>;
+  /** The image config's `config` object. */
+  config: { Env?: string[]; Entrypoint?: string[]; Cmd?: string[]; WorkingDir?: string };
+  /** Recorded in the image history. */
+  createdBy: string;
+  /** Fills the (existing, empty) rootfs dir. Set modes explicitly: the umask must not leak in. */
+  populate(rootfs: string): Promise<void>;
+}
+
+/** Builds, or finds in `outDir`, the one-layer OCI image-layout tar for `recipe`. */
+export async function buildOciImage(outDir: string, recipe: OciImageRecipe): Promise<BuiltImage> {
+  const ref = normalizeRef(recipe.ref);
+  const arch = ociArch(process.arch);
+  const key = sha256Hex(JSON.stringify({ v: BUILDER_VERSION, ...recipe.inputs, ref, arch })).slice(0, 20);
 
   await fs.promises.mkdir(outDir, { recursive: true });
-  const archive = path.join(outDir, `busybox-${key}.oci.tar`);
+  const archive = path.join(outDir, `${recipe.cacheName}-${key}.oci.tar`);
   if (fs.existsSync(archive)) return { archive, ref };
 
   // Build in a private dir and rename into place: concurrent callers (parallel jest
@@ -89,10 +121,11 @@ export async function buildBusyboxImage(outDir: string, opts: BuildImageOptions 
   const work = await fs.promises.mkdtemp(path.join(outDir, '.build-'));
   try {
     const rootfs = path.join(work, 'rootfs');
-    await makeRootfs(rootfs, busybox);
+    await fs.promises.mkdir(rootfs);
+    await recipe.populate(rootfs);
     const layerTar = await tarDir(rootfs, path.join(work, 'layer.tar'));
     const layer = blob(zlib.gzipSync(layerTar, { level: 9 }));
-    const config = blob(jsonBytes(imageConfig(arch, sha256Digest(layerTar))));
+    const config = blob(jsonBytes(imageConfig(arch, sha256Digest(layerTar), recipe)));
     const manifest = blob(
       jsonBytes({
         schemaVersion: 2,
@@ -189,15 +222,15 @@ async function tarDir(dir: string, out: string): Promise<Buffer> {
   return fs.promises.readFile(out);
 }
 
-function imageConfig(arch: string, diffId: string): object {
+function imageConfig(arch: string, diffId: string, recipe: OciImageRecipe): object {
   const created = '1970-01-01T00:00:00Z';
   return {
     created,
     architecture: arch,
     os: 'linux',
-    config: { Env: [IMAGE_PATH_ENV], Cmd: ['sh'], WorkingDir: '/' },
+    config: recipe.config,
     rootfs: { type: 'layers', diff_ids: [diffId] },
-    history: [{ created, created_by: 'kata-ts tests/harness/image.ts (busybox rootfs)' }],
+    history: [{ created, created_by: recipe.createdBy }],
   };
 }
 

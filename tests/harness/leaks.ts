@@ -6,6 +6,7 @@ import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CONTAINERD_DIR_PREFIX, DEFAULT_NAMESPACE } from './containerd';
+import { CRI_BRIDGE_PREFIX, CRI_CGROUP_PREFIX } from './containerd-cri';
 import { readMounts } from './mounts';
 
 /** Dirs always scanned for unix sockets: the shim's runtime dir and containerd 1.6's shim socket dir. */
@@ -48,6 +49,16 @@ export interface HostSnapshot {
   sockets: string[];
   /** Names from `ip netns list`. */
   netns: string[];
+  /**
+   * Host network interfaces (`ip -o link`), by name: a pod's veth, a VM's tap or a
+   * harness bridge left behind shows up here.
+   */
+  links: string[];
+  /**
+   * Links of other live harness containerds (their CRI bridge "ktbr-<suffix>" and what
+   * is enslaved to it); not reported by default, like foreignDirs.
+   */
+  foreignLinks: string[];
   /** cgroup dirs as "<hierarchy>:<path>" (systemd's slices excluded; see listCgroups). */
   cgroups: string[];
   /** Dirs that were scanned, so a later snapshot for comparison scans the same ones. */
@@ -55,7 +66,7 @@ export interface HostSnapshot {
   /**
    * Private containerd dirs (CONTAINERD_DIR_PREFIX...) of live containerds that are not
    * ours, e.g. another test run using this harness at the same time. Mounts and sockets
-   * inside them are not reported by default.
+   * inside them, and their CRI pods' cgroups, are not reported by default.
    */
   foreignDirs: string[];
 }
@@ -78,19 +89,24 @@ export function isRelevantProcess(p: Pick<ProcessInfo, 'argv' | 'comm'>): boolea
 
 export async function snapshotHost(opts: SnapshotOptions = {}): Promise<HostSnapshot> {
   const socketDirs = [...new Set([...DEFAULT_SOCKET_DIRS, ...(opts.dirs ?? []).map((d) => path.resolve(d))])];
-  const [{ processes, foreignDirs }, mounts, sockets, netns, cgroups] = await Promise.all([
+  const [{ processes, foreignDirs }, mounts, sockets, netns, cgroups, links] = await Promise.all([
     listProcesses(),
     readMounts(),
     Promise.all(socketDirs.map((d) => findSockets(d, SOCKET_SCAN_DEPTH))),
     listNetns(),
     listCgroups(),
+    listLinks(),
   ]);
+  const foreignBridges = new Set(foreignDirs.map((d) => `${CRI_BRIDGE_PREFIX}${d.slice(CONTAINERD_DIR_PREFIX.length)}`));
+  const foreignLinks = links.filter((l) => foreignBridges.has(l.name) || (l.master !== undefined && foreignBridges.has(l.master)));
   return {
     takenAt: new Date(),
     processes,
     mounts: mounts.map((m) => `${m.source} on ${m.target} type ${m.fstype}`),
     sockets: [...new Set(sockets.flat())].sort(),
     netns,
+    links: links.map((l) => l.name).sort(),
+    foreignLinks: foreignLinks.map((l) => l.name).sort(),
     cgroups,
     socketDirs,
     foreignDirs,
@@ -129,9 +145,16 @@ export function diffSnapshots(before: HostSnapshot, after: HostSnapshot, opts: D
     if (!inForeignDir(s)) leaks.push(`socket: ${s}`);
   }
   for (const n of multisetMinus(after.netns, before.netns)) leaks.push(`netns: ${n}`);
+  const foreignLinks = new Set(opts.includeForeign ? [] : after.foreignLinks);
+  for (const l of multisetMinus(after.links, before.links)) {
+    if (!foreignLinks.has(l)) leaks.push(`link: ${l}`);
+  }
   const ignored = new Set(opts.ignoreCgroups ?? [`/${DEFAULT_NAMESPACE}`]);
+  const foreignCgroups = foreign.map((d) => `${CRI_CGROUP_PREFIX}${d.slice(CONTAINERD_DIR_PREFIX.length)}`);
   for (const c of multisetMinus(after.cgroups, before.cgroups)) {
-    if (!ignored.has(c.slice(c.indexOf(':') + 1))) leaks.push(`cgroup: ${c}`);
+    const rel = c.slice(c.indexOf(':') + 1);
+    if (ignored.has(rel) || foreignCgroups.some((f) => rel === f || rel.startsWith(`${f}/`))) continue;
+    leaks.push(`cgroup: ${c}`);
   }
   return leaks;
 }
@@ -248,6 +271,29 @@ async function findSockets(dir: string, depth: number): Promise<string[]> {
     else if (e.isDirectory() && depth > 0) out.push(...(await findSockets(p, depth - 1)));
   }
   return out;
+}
+
+/**
+ * `ip -o link` lines look like "18: veth8851e8bc@if2: <...> mtu 1500 ... master ktbr-x ...":
+ * the name (without the "@peer" part) and the bridge it is enslaved to, if any.
+ */
+function listLinks(): Promise<Array<{ name: string; master?: string }>> {
+  return new Promise((resolve) => {
+    execFile('ip', ['-o', 'link', 'show'], { timeout: 10_000 }, (err, stdout) => {
+      if (err) {
+        resolve([]); // no iproute2: no links to compare (netns has the same fallback limits)
+        return;
+      }
+      const out: Array<{ name: string; master?: string }> = [];
+      for (const line of stdout.split('\n')) {
+        const m = /^\d+:\s+([^:@\s]+)(@\S+)?:/.exec(line);
+        if (!m) continue;
+        const master = / master (\S+)/.exec(line)?.[1];
+        out.push(master ? { name: m[1], master } : { name: m[1] });
+      }
+      resolve(out);
+    });
+  });
 }
 
 function listNetns(): Promise<string[]> {

@@ -1,0 +1,221 @@
+// Kubernetes pods in VMs, driven as kubelet drives them: real containerd's CRI plugin
+// with the RuntimeClass handler `kata` (runtime_type io.containerd.kata.v2), our shim,
+// QEMU (TCG) and the CNI bridge. One pod's containers share one VM and its network;
+// two pods reach each other over the bridge; nothing is left once the pods are gone.
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as path from 'path';
+import { removeCgroupTree } from '../harness/cgroups';
+import { CriContainerd, KATA_HANDLER, startContainerd } from '../harness/containerd';
+import { ContainerConfig, CriClient, CriError, PodSandboxConfig } from '../harness/cri';
+import { CriImages, importCriImages } from '../harness/cri-images';
+import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
+import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
+import { writeConfig, writeShimLauncher } from './kata-env';
+
+jest.setTimeout(600_000);
+
+describe('CRI pods with the kata handler', () => {
+  let dir: string;
+  let before: HostSnapshot;
+  let baseline: HostSnapshot;
+  let cd: CriContainerd;
+  let cri: CriClient;
+  let images: CriImages;
+
+  beforeAll(async () => {
+    expect(process.getuid?.()).toBe(0);
+    before = await snapshotHost();
+    dir = fs.mkdtempSync('/tmp/kt-cri-');
+    const shimDir = path.join(dir, 'bin');
+    fs.mkdirSync(shimDir);
+    writeShimLauncher(shimDir);
+    const config = path.join(dir, 'config.json');
+    writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 } });
+    cd = await startContainerd({ cri: {}, runtimeShimDir: shimDir, env: { KATATS_CONFIG: config } });
+    cri = new CriClient(cd.cri.socket, { timeoutMs: 300_000 });
+    images = await importCriImages(cd);
+    baseline = await snapshotHost({ dirs: [cd.dir] });
+  });
+
+  afterAll(async () => {
+    cri?.close();
+    const report = await cd?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(report?.leftovers ?? []).toEqual([]);
+    expect(await waitForNoLeaks(before, 30_000)).toEqual([]);
+  });
+
+  async function exec(containerId: string, cmd: string[]): Promise<{ stdout: string; stderr: string; exit_code: number }> {
+    const r = await cri.execSync({ container_id: containerId, cmd, timeout: 60 });
+    return { stdout: r.stdout.toString(), stderr: r.stderr.toString(), exit_code: r.exit_code };
+  }
+
+  async function started(podId: string, sandboxConfig: PodSandboxConfig, config: ContainerConfig): Promise<string> {
+    const { container_id } = await cri.createContainer({ pod_sandbox_id: podId, config, sandbox_config: sandboxConfig });
+    await cri.startContainer({ container_id });
+    expect((await cri.containerStatus({ container_id })).status?.state).toBe('CONTAINER_RUNNING');
+    return container_id;
+  }
+
+  async function podIp(podId: string): Promise<string> {
+    return (await cri.podSandboxStatus({ pod_sandbox_id: podId })).status?.network?.ip ?? '';
+  }
+
+  /** QEMU processes of one sandbox (its -name carries the sandbox id). */
+  function qemusOf(podId: string): string[] {
+    return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes('qemu-system') && l.includes(`sandbox-${podId}`));
+  }
+
+  async function removePod(podId: string, config: PodSandboxConfig): Promise<void> {
+    await cri.stopPodSandbox({ pod_sandbox_id: podId });
+    await cri.removePodSandbox({ pod_sandbox_id: podId });
+    // kubelet removes the pod cgroup; the runtime only removes what it made.
+    expect(removeCgroupTree(config.linux?.cgroup_parent ?? '').failed).toEqual([]);
+  }
+
+  it('runs a two-container pod in one VM, a second pod beside it, and leaves nothing', async () => {
+    const volume = fs.mkdtempSync(path.join(dir, 'www-'));
+    fs.writeFileSync(path.join(volume, 'index.html'), 'served from a host volume\n');
+    const scratch = fs.mkdtempSync(path.join(dir, 'scratch-'));
+    fs.chmodSync(scratch, 0o777); // as kubelet makes emptyDirs: writable by any pod user
+    const podA = podSandboxConfig(cd.cri, 'pod-a', {}, { dns_config: { servers: ['192.0.2.53'], searches: ['pods.example.test'], options: [] } });
+    const idA = (await cri.runPodSandbox({ config: podA, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
+    expect(qemusOf(idA)).toHaveLength(1);
+
+    // "web": root, caps dropped to NET_BIND_SERVICE + NET_RAW, RuntimeDefault seccomp,
+    // serving a read-only host volume on :80 with busybox httpd.
+    const web = await started(idA, podA, containerConfig('web', images.busybox, ['httpd', '-f', '-p', '80', '-h', '/www'], {
+      mounts: [{ container_path: '/www', host_path: volume, readonly: true }, { container_path: '/scratch', host_path: scratch }],
+      linux: {
+        security_context: {
+          namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' },
+          capabilities: { drop_capabilities: ['ALL'], add_capabilities: ['NET_BIND_SERVICE', 'NET_RAW'] },
+          seccomp: { profile_type: 'RuntimeDefault' },
+        },
+      },
+    }));
+    // "app": uid/gid 1000, read-only rootfs, env and working dir from the spec.
+    const app = await started(idA, podA, containerConfig('app', images.busybox, ['sleep', '3600'], {
+      working_dir: '/scratch',
+      envs: [{ key: 'GREETING', value: 'hello from the spec' }],
+      mounts: [{ container_path: '/scratch', host_path: scratch }],
+      linux: {
+        security_context: {
+          namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' },
+          run_as_user: { value: 1000 },
+          run_as_group: { value: 1000 },
+          readonly_rootfs: true,
+        },
+      },
+    }));
+
+    // One VM: same guest boot id in both containers (and not the host's), one QEMU.
+    const hostBootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const bootIds = await Promise.all([web, app].map(async (c) => (await exec(c, ['cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim()));
+    expect(bootIds[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(bootIds[1]).toBe(bootIds[0]);
+    expect(bootIds[0]).not.toBe(hostBootId);
+    expect(qemusOf(idA)).toHaveLength(1);
+
+    // ExecSync: output and exit codes.
+    expect(await exec(app, ['echo', 'hi'])).toEqual({ stdout: 'hi\n', stderr: '', exit_code: 0 });
+    expect((await exec(app, ['sh', '-c', 'exit 3'])).exit_code).toBe(3);
+
+    // The OCI spec is honoured in the guest.
+    expect((await exec(app, ['sh', '-c', 'echo "$(id -u):$(id -g) $(pwd) $GREETING"'])).stdout).toBe('1000:1000 /scratch hello from the spec\n');
+    expect((await exec(app, ['touch', '/rootfs-is-read-only'])).exit_code).not.toBe(0);
+    const webStatus = (await exec(web, ['cat', '/proc/self/status'])).stdout;
+    // NET_BIND_SERVICE (10) and NET_RAW (13) only; Seccomp 2 = filter mode.
+    expect(webStatus).toMatch(/^CapEff:\s+0000000000002400$/m);
+    expect(webStatus).toMatch(/^Seccomp:\s+2$/m);
+    expect((await exec(app, ['grep', '^Seccomp:', '/proc/self/status'])).stdout).toMatch(/Seccomp:\s+0/);
+    expect((await exec(app, ['hostname'])).stdout).toBe('pod-a\n');
+    const resolv = (await exec(app, ['cat', '/etc/resolv.conf'])).stdout;
+    expect(resolv).toContain('nameserver 192.0.2.53');
+    expect(resolv).toContain('search pods.example.test');
+    // /etc/hosts is the file CRI wrote for the pod on the host, shared into the VM.
+    const hostsOnHost = fs.readFileSync(path.join(cd.root, 'io.containerd.grpc.v1.cri', 'sandboxes', idA, 'hosts'), 'utf8');
+    expect(hostsOnHost).toContain('localhost');
+    expect((await exec(app, ['cat', '/etc/hosts'])).stdout).toBe(hostsOnHost);
+
+    // Shared pod network: the app reaches web's server on localhost; both see the pod IP.
+    const ipA = await podIp(idA);
+    expect((await exec(app, ['wget', '-q', '-O', '-', 'http://127.0.0.1:80/index.html'])).stdout).toBe('served from a host volume\n');
+    for (const c of [web, app]) expect((await exec(c, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout).toContain(`inet ${ipA}/24`);
+    // The read-only volume is read-only in the guest; the shared one carries files both ways.
+    expect((await exec(web, ['touch', '/www/x'])).exit_code).not.toBe(0);
+    expect((await exec(app, ['sh', '-c', 'echo written-by-app > /scratch/note'])).exit_code).toBe(0);
+    expect((await exec(web, ['cat', '/scratch/note'])).stdout).toBe('written-by-app\n');
+    expect(fs.readFileSync(path.join(scratch, 'note'), 'utf8')).toBe('written-by-app\n');
+    // Both containers share the pod's IPC namespace and /dev/shm.
+    expect((await exec(web, ['sh', '-c', 'echo shm-note > /dev/shm/n'])).exit_code).toBe(0);
+    expect((await exec(app, ['cat', '/dev/shm/n'])).stdout).toBe('shm-note\n');
+    const ipcNs = await Promise.all([web, app].map(async (c) => (await exec(c, ['readlink', '/proc/self/ns/ipc'])).stdout));
+    expect(ipcNs[1]).toBe(ipcNs[0]);
+
+    // The pod reaches its host-side gateway (the CNI bridge).
+    const pingGw = await exec(web, ['ping', '-c1', '-W5', cd.cri.network.gateway]);
+    expect(pingGw.exit_code).toBe(0);
+
+    // ContainerStats: real numbers from the guest's cgroups.
+    const { stats } = await cri.containerStats({ container_id: web });
+    expect(stats?.attributes?.id).toBe(web);
+    expect(stats?.memory?.working_set_bytes?.value).toBeGreaterThan(0);
+    expect(stats?.cpu?.usage_core_nano_seconds?.value).toBeGreaterThan(0);
+    const listed = (await cri.listContainers({ filter: { pod_sandbox_id: idA } })).containers;
+    expect(listed.map((c) => [c.metadata?.name, c.state]).sort()).toEqual([['app', 'CONTAINER_RUNNING'], ['web', 'CONTAINER_RUNNING']]);
+
+    // A second pod, its own VM, pings pod A and fetches from it over the bridge.
+    const podB = podSandboxConfig(cd.cri, 'pod-b');
+    const idB = (await cri.runPodSandbox({ config: podB, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
+    const client = await started(idB, podB, containerConfig('client', images.busybox, ['sleep', '3600']));
+    const ipB = await podIp(idB);
+    expect(ipB).not.toBe(ipA);
+    expect((await exec(client, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout).toContain(`inet ${ipB}/24`);
+    const ping = await exec(client, ['ping', '-c1', '-W5', ipA]);
+    expect(ping).toMatchObject({ exit_code: 0 });
+    expect(ping.stdout).toContain(`from ${ipA}`);
+    expect((await exec(client, ['wget', '-q', '-O', '-', `http://${ipA}/index.html`])).stdout).toBe('served from a host volume\n');
+    const bootB = (await exec(client, ['cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim();
+    expect(bootB).not.toBe(bootIds[0]);
+
+    // A mount source that cannot cross into a VM fails clearly (containerd creates the
+    // task, and so calls us, at StartContainer); the pod runs on, nothing of it is left.
+    const socketPath = path.join(dir, 'host.sock');
+    const server = net.createServer().listen(socketPath);
+    try {
+      const config = containerConfig('bad-mount', images.busybox, ['sleep', '1'], { mounts: [{ container_path: '/run/host.sock', host_path: socketPath }] });
+      const { container_id } = await cri.createContainer({ pod_sandbox_id: idB, config, sandbox_config: podB });
+      const err = await cri.startContainer({ container_id }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(CriError);
+      expect((err as CriError).details).toContain(`mount /run/host.sock: host source ${socketPath} is a Unix socket, which cannot be shared into the VM`);
+      await cri.removeContainer({ container_id });
+    } finally {
+      server.close();
+    }
+    expect((await exec(client, ['echo', 'still-here'])).stdout).toBe('still-here\n');
+
+    await removePod(idB, podB);
+    await removePod(idA, podA);
+    expect((await cri.listPodSandbox()).items).toEqual([]);
+    expect(qemusOf(idA)).toEqual([]);
+    const leaks = await waitForNoLeaks(baseline, 30_000, { ignoreCgroups: ['/katats-test', cd.cri.cgroupRoot] });
+    expect(leaks).toEqual([]);
+    expect(fs.readdirSync(cd.cri.netnsDir)).toEqual([]);
+  });
+
+  it('refuses an unknown runtime handler with a clear CRI error and leaves nothing', async () => {
+    const config = podSandboxConfig(cd.cri, 'pod-bad');
+    const err = await cri.runPodSandbox({ config, runtime_handler: 'no-such-handler' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ rpc: 'RunPodSandbox', details: expect.stringContaining('no runtime for "no-such-handler" is configured') });
+    expect((await cri.listPodSandbox()).items).toEqual([]);
+    expect(await waitForNoLeaks(baseline, 20_000, { ignoreCgroups: ['/katats-test', cd.cri.cgroupRoot] })).toEqual([]);
+  });
+});
