@@ -1,0 +1,2 @@
+export { CloudHypervisor } from './cloud-hypervisor';
+export { clhPaths, type CloudHypervisorOptions } from './vm-config';

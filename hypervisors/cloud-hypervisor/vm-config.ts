@@ -1,0 +1,108 @@
+// Builds Cloud Hypervisor's command line and request bodies from our VmConfig. Pure,
+// so the mapping and the refusals are unit-tested without a VMM.
+import * as path from 'path';
+import { InvalidArgumentError } from '../../lib/errors';
+import { VmConfig, VmDevice, VmResize } from '../hypervisor';
+import { hybridVsock, podNetworkDevices, requireKvm } from '../vm-requirements';
+import { ClhDiskConfig, ClhNetConfig, ClhResize, ClhVmConfig } from './api';
+
+export const VMM_NAME = 'cloud-hypervisor';
+
+export interface CloudHypervisorOptions {
+  /**
+   * virtiofsd binary. Cloud Hypervisor shares host directories only over virtio-fs,
+   * served by one virtiofsd per directory; without it sharedDirectories are refused.
+   */
+  virtiofsdPath?: string;
+  /** vCPUs resize() may grow the guest to (default: the boot count, no CPU hot-plug). */
+  maxVcpus?: number;
+  /** MiB of memory resize() may add above VmConfig.memoryMiB (default: none). */
+  memoryHotplugMiB?: number;
+}
+
+export interface ClhPaths {
+  apiSocket: string;
+  consoleLog: string;
+}
+
+export function clhPaths(workDir: string): ClhPaths {
+  return { apiSocket: path.join(workDir, 'clh-api.sock'), consoleLog: path.join(workDir, 'console.log') };
+}
+
+/** The vhost-user socket of the virtiofsd serving sharedDirectories[index]. */
+export function virtiofsSocket(workDir: string, index: number): string {
+  return path.join(workDir, `virtiofsd-${index}.sock`);
+}
+
+/** The VM itself is described over the API (vm.create), not on the command line. */
+export function clhArgs(paths: ClhPaths): string[] {
+  return ['--api-socket', `path=${paths.apiSocket}`];
+}
+
+const MiB = 1024 * 1024;
+/** Upstream FsConfig defaults (one request queue of 1024 descriptors). */
+const FS_QUEUES = { num_queues: 1, queue_size: 1024 };
+
+/** The vm.create body; `coldDevices` were added before start. Throws for options CLH cannot honour. */
+export function buildClhVmConfig(config: VmConfig, options: CloudHypervisorOptions, coldDevices: readonly VmDevice[]): ClhVmConfig {
+  requireKvm(config, VMM_NAME);
+  const vsock = hybridVsock(config, VMM_NAME);
+  const shares = config.sharedDirectories;
+  if (shares.length > 0 && !options.virtiofsdPath) {
+    throw new InvalidArgumentError(
+      `${VMM_NAME} shares directories over virtio-fs only, which needs virtiofsd: set the driver's virtiofsdPath option, or pass no sharedDirectories (got ${shares.map((d) => d.tag).join(', ')})`,
+    );
+  }
+  const maxVcpus = options.maxVcpus ?? config.vcpus;
+  if (maxVcpus < config.vcpus) throw new InvalidArgumentError(`${VMM_NAME}: maxVcpus ${maxVcpus} is below the boot vcpus ${config.vcpus}`);
+  const hotplugMiB = options.memoryHotplugMiB ?? 0;
+  const devices = [...podNetworkDevices(config), ...coldDevices];
+  const disks = devices.flatMap((d) => (d.kind === 'block' ? [clhDisk(d)] : []));
+  const nets = devices.flatMap((d) => (d.kind === 'network' ? [clhNet(d)] : []));
+  return {
+    payload: { kernel: config.kernelPath, initramfs: config.initrdPath, cmdline: config.kernelParams.join(' ') },
+    cpus: { boot_vcpus: config.vcpus, max_vcpus: maxVcpus },
+    memory: {
+      size: config.memoryMiB * MiB,
+      ...(hotplugMiB > 0 ? { hotplug_size: hotplugMiB * MiB } : {}),
+      // vhost-user backends (virtiofsd) map guest memory, so it must be shared.
+      ...(shares.length > 0 ? { shared: true } : {}),
+    },
+    // ttyS0 (the kernel's console=ttyS0) to a file for consoleTail; no virtio-console.
+    serial: { mode: 'File', file: clhPaths(config.workDir).consoleLog },
+    console: { mode: 'Off' },
+    rng: { src: '/dev/urandom' },
+    vsock: { cid: vsock.guestCid, socket: vsock.socketPath },
+    ...(disks.length > 0 ? { disks } : {}),
+    ...(nets.length > 0 ? { net: nets } : {}),
+    ...(shares.length > 0 ? { fs: shares.map((dir, index) => ({ tag: dir.tag, socket: virtiofsSocket(config.workDir, index), ...FS_QUEUES })) } : {}),
+  };
+}
+
+export function clhDisk(device: Extract<VmDevice, { kind: 'block' }>): ClhDiskConfig {
+  return { path: device.hostPath, readonly: device.readOnly, id: device.id };
+}
+
+export function clhNet(device: Extract<VmDevice, { kind: 'network' }>): ClhNetConfig {
+  return { tap: device.tapName, ...(device.macAddress ? { mac: device.macAddress } : {}), id: device.id };
+}
+
+/** The vm.resize body, refused beyond the limits the VM was booted with (CLH cannot raise them later). */
+export function clhResize(booted: ClhVmConfig, target: VmResize): ClhResize {
+  const body: ClhResize = {};
+  if (target.vcpus !== undefined) {
+    if (target.vcpus > booted.cpus.max_vcpus) {
+      throw new InvalidArgumentError(`${VMM_NAME}: cannot resize to ${target.vcpus} vCPUs: the VM booted with max_vcpus ${booted.cpus.max_vcpus} (the driver's maxVcpus option)`);
+    }
+    body.desired_vcpus = target.vcpus;
+  }
+  if (target.memoryMiB !== undefined) {
+    const limitMiB = (booted.memory.size + (booted.memory.hotplug_size ?? 0)) / MiB;
+    if (target.memoryMiB > limitMiB) {
+      throw new InvalidArgumentError(`${VMM_NAME}: cannot resize to ${target.memoryMiB} MiB: the VM booted with room for ${limitMiB} MiB (the driver's memoryHotplugMiB option)`);
+    }
+    body.desired_ram = target.memoryMiB * MiB;
+  }
+  if (Object.keys(body).length === 0) throw new InvalidArgumentError(`${VMM_NAME}: resize needs vcpus or memoryMiB`);
+  return body;
+}

@@ -1,0 +1,2 @@
+export { Firecracker } from './firecracker';
+export { firecrackerPaths } from './vm-config';

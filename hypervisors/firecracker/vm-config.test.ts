@@ -1,0 +1,17 @@
+import { vmConfigIn } from '../testing/vm-fixture';
+import { buildFirecrackerPlan } from './vm-config';
+
+describe('Firecracker boot plan', () => {
+  it("configures the pod's NICs first, then interfaces and drives added before start", () => {
+    const vm = vmConfigIn('/w', 'firecracker', { network: { netnsPath: '/var/run/netns/cni-1', nics: [{ tapName: 'tap0_kata', mac: '5a:1b:2c:3d:4e:5f' }] } });
+    const plan = buildFirecrackerPlan(vm, [
+      { kind: 'network', id: 'extra', tapName: 'tap9' },
+      { kind: 'block', id: 'disk0', hostPath: '/d', readOnly: false },
+    ]);
+    expect(plan.networkInterfaces).toEqual([
+      { iface_id: 'pod_net0', host_dev_name: 'tap0_kata', guest_mac: '5a:1b:2c:3d:4e:5f' },
+      { iface_id: 'extra', host_dev_name: 'tap9' },
+    ]);
+    expect(plan.drives).toEqual([{ drive_id: 'disk0', path_on_host: '/d', is_root_device: false, is_read_only: false }]);
+  });
+});

@@ -1,0 +1,84 @@
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { DeadlineExceededError } from '../lib/errors';
+import { connectHybridVsock } from './hybrid-vsock';
+import { serveHybridVsock } from './testing/fake-hybrid-vsock';
+
+function readExactly(socket: net.Socket, length: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const onData = (chunk: Buffer): void => {
+      text += chunk.toString();
+      if (text.length >= length) {
+        socket.off('data', onData);
+        resolve(text);
+      }
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+  });
+}
+
+describe('connectHybridVsock', () => {
+  let dir: string;
+  let socketPath: string;
+  const servers: net.Server[] = [];
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hvsock-'));
+    socketPath = path.join(dir, 'vsock.sock');
+  });
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const serve = async (guest: Parameters<typeof serveHybridVsock>[1]): Promise<void> => {
+    servers.push(await serveHybridVsock(socketPath, guest));
+  };
+
+  it('hands over the stream after the OK, keeping bytes the guest sent with it', async () => {
+    await serve({ isListening: (port) => port === 1024, greeting: 'hello' });
+    const socket = await connectHybridVsock(socketPath, 1024, 2000);
+    try {
+      expect(await readExactly(socket, 5)).toBe('hello');
+      socket.write('ping');
+      expect(await readExactly(socket, 4)).toBe('ping');
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it('retries while the guest is not listening yet', async () => {
+    let attempts = 0;
+    await serve({ isListening: () => ++attempts >= 3 });
+    const socket = await connectHybridVsock(socketPath, 1024, 5000);
+    socket.destroy();
+    expect(attempts).toBe(3);
+  });
+
+  it('retries while the VMM has not created its socket yet', async () => {
+    const connecting = connectHybridVsock(socketPath, 1024, 5000);
+    await new Promise((r) => setTimeout(r, 150));
+    await serve({ isListening: () => true });
+    (await connecting).destroy();
+  });
+
+  it('gives up at the deadline, naming the socket, the port and the last reason', async () => {
+    await serve({ isListening: () => false });
+    const err = await connectHybridVsock(socketPath, 2049, 300).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    expect((err as Error).message).toMatch(new RegExp(`${socketPath}: guest port 2049 did not accept a connection within 300 ms \\(last attempt: the VMM closed the connection`));
+  });
+
+  it('treats an answer other than OK as a refusal', async () => {
+    const server = net.createServer((s) => s.resume().end('NOPE\n'));
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(socketPath, r));
+    await expect(connectHybridVsock(socketPath, 1024, 200)).rejects.toThrow(/last attempt: unexpected answer "NOPE"/);
+  });
+
+  it('rejects a port that is not a vsock port', async () => {
+    await expect(connectHybridVsock(socketPath, -1, 100)).rejects.toThrow(RangeError);
+  });
+});

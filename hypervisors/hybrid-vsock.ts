@@ -1,0 +1,67 @@
+// Hybrid vsock, the host side of Cloud Hypervisor's and Firecracker's virtio-vsock:
+// the VMM listens on a Unix socket; the host connects, writes `CONNECT <port>\n`, and
+// the VMM answers `OK <host port>\n` once the guest accepted the connection on that
+// vsock port. From then on the stream is the guest's. If nothing in the guest listens
+// on the port (yet: the guest may still boot), the VMM closes the connection instead,
+// so connecting means retrying until a deadline.
+import * as net from 'net';
+import { DeadlineExceededError } from '../lib/errors';
+
+/** Longest acknowledgement we accept ("OK " and a 32-bit port fit in 14 bytes). */
+const MAX_ACK_BYTES = 32;
+const RETRY_DELAY_MS = 50;
+
+/** One refused attempt, retried until the deadline. */
+class AttemptFailed extends Error {}
+
+export async function connectHybridVsock(socketPath: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) throw new RangeError(`vsock port must be a 32-bit unsigned integer, got ${port}`);
+  const deadline = Date.now() + timeoutMs;
+  let lastFailure = 'no attempt finished';
+  for (;;) {
+    try {
+      return await attempt(socketPath, port, Math.max(1, deadline - Date.now()));
+    } catch (err) {
+      if (!(err instanceof AttemptFailed)) throw err;
+      lastFailure = err.message;
+    }
+    if (Date.now() + RETRY_DELAY_MS >= deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS));
+  }
+  throw new DeadlineExceededError(`hybrid vsock ${socketPath}: guest port ${port} did not accept a connection within ${timeoutMs} ms (last attempt: ${lastFailure})`);
+}
+
+function attempt(socketPath: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    const socket = net.createConnection(socketPath);
+    let received = Buffer.alloc(0);
+    const fail = (reason: string): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new AttemptFailed(reason));
+    };
+    const timer = setTimeout(() => fail(`no acknowledgement within ${timeoutMs} ms`), timeoutMs);
+    const onError = (err: Error): void => fail(err.message); // ENOENT/ECONNREFUSED: the VMM is not up yet
+    const onClose = (): void => fail('the VMM closed the connection (nothing listens on that port in the guest yet)');
+    // 'readable' + read() rather than 'data': the socket stays paused, so whatever
+    // the guest sends right after the acknowledgement waits for the caller.
+    const onReadable = (): void => {
+      let chunk: Buffer | null;
+      while ((chunk = socket.read() as Buffer | null) !== null) received = Buffer.concat([received, chunk]);
+      const newline = received.indexOf(0x0a);
+      if (newline < 0) {
+        if (received.length > MAX_ACK_BYTES) fail(`unexpected answer ${JSON.stringify(received.toString('latin1'))}`);
+        return;
+      }
+      const line = received.subarray(0, newline).toString('latin1');
+      if (!/^OK \d+$/.test(line)) return fail(`unexpected answer ${JSON.stringify(line)}`);
+      clearTimeout(timer);
+      socket.off('error', onError).off('close', onClose).off('readable', onReadable);
+      const rest = received.subarray(newline + 1);
+      if (rest.length > 0) socket.unshift(rest);
+      resolve(socket);
+    };
+    socket.once('connect', () => socket.write(`CONNECT ${port}\n`));
+    socket.on('error', onError).on('close', onClose).on('readable', onReadable);
+  });
+}

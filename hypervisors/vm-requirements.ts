@@ -1,0 +1,41 @@
+// What Cloud Hypervisor and Firecracker both demand of a VmConfig, checked before
+// anything is spawned so the error names the option to change, and what both derive
+// from it the same way.
+import * as fs from 'fs';
+import { HypervisorError, InvalidArgumentError } from '../lib/errors';
+import { VmConfig, VmDevice } from './hypervisor';
+
+/** Both VMMs use KVM directly; only QEMU can emulate a CPU. */
+export function requireKvm(config: VmConfig, vmm: string): void {
+  if (config.accelerator !== 'kvm') {
+    throw new InvalidArgumentError(`${vmm} runs guests under KVM only: accelerator "${config.accelerator}" is QEMU's; use accelerator "kvm" or the QEMU driver`);
+  }
+}
+
+/** A hybrid vsock needs a CID, but no other VM sees its socket: any valid one will do. */
+const HYBRID_VSOCK_GUEST_CID = 3;
+
+/** Their only host↔guest channel is virtio-vsock behind a Unix socket (hybrid vsock). */
+export function hybridVsock(config: VmConfig, vmm: string): { socketPath: string; guestCid: number } {
+  const channel = config.agentChannel;
+  if (channel.kind !== 'hybrid-vsock') {
+    const why = channel.kind === 'virtio-serial' ? 'it has no virtio-serial ports' : 'its vsock device is not vhost-vsock';
+    throw new InvalidArgumentError(`${vmm} cannot use agentChannel kind "${channel.kind}" (${why}); use agentChannel kind "hybrid-vsock"`);
+  }
+  return { socketPath: channel.socketPath, guestCid: HYBRID_VSOCK_GUEST_CID };
+}
+
+export function requireGuestImage(config: VmConfig): void {
+  for (const file of [config.kernelPath, config.initrdPath]) {
+    if (!fs.existsSync(file)) throw new HypervisorError(`guest image file ${file} does not exist; build the guest with 'make guest'`);
+  }
+}
+
+/**
+ * The pod's NICs (VmConfig.network) as network devices of the boot configuration; the
+ * VMM runs in the pod's netns, where it opens the taps by name. The ids use only
+ * characters Firecracker accepts in an interface id.
+ */
+export function podNetworkDevices(config: VmConfig): VmDevice[] {
+  return (config.network?.nics ?? []).map((nic, index) => ({ kind: 'network', id: `pod_net${index}`, tapName: nic.tapName, macAddress: nic.mac }));
+}

@@ -1,0 +1,202 @@
+// One child process of a REST-driven VMM (or its helper daemons): spawned with its
+// stderr kept for error messages, its exit observed once, start-up steps that fail
+// with the process's own words when it dies, and the stop sequence the Hypervisor
+// interface promises (guest power-off, then a polite request, then SIGKILL).
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { HypervisorError, UnavailableError } from '../lib/errors';
+import { Logger } from '../lib/logger';
+import { VmExit } from './hypervisor';
+
+/** How long a VMM may take to quit once asked, before SIGKILL. */
+const QUIT_GRACE_MS = 3000;
+/** A VMM dying mid-request resets the connection a moment before its exit is reaped. */
+const EXIT_REAP_MS = 1000;
+const POLL_MS = 20;
+/** The stderr kept for messages; a chatty VMM must not grow the shim's memory. */
+const MAX_STDERR_BYTES = 16 * 1024;
+
+export interface VmmProcessOptions {
+  /** Names the process in messages, e.g. 'cloud-hypervisor'. */
+  name: string;
+  binaryPath: string;
+  args: string[];
+  logger: Logger;
+  /** File that receives stdout (Firecracker prints the guest's serial console there). */
+  stdoutFile?: string;
+  /** Run inside this network namespace (the pod's), where the VMM opens its taps. */
+  netnsPath?: string;
+}
+
+export class VmmProcess {
+  readonly exited: Promise<VmExit>;
+  private exit: VmExit | undefined;
+  private stderr = Buffer.alloc(0);
+
+  private constructor(private readonly child: ChildProcess, private readonly options: VmmProcessOptions) {
+    this.exited = new Promise((resolve) => {
+      const settle = (exit: VmExit): void => {
+        this.exit ??= exit;
+        options.logger.info(exit, `${options.name} exited`);
+        resolve(this.exit);
+      };
+      child.once('exit', (code, signal) => settle({ code, signal }));
+      child.on('error', (err) => {
+        options.logger.warn({ err: err.message }, `${options.name} process error`);
+        // Without a pid it never started (e.g. the binary vanished after the check):
+        // no 'exit' will follow, so this is its end.
+        if (child.pid !== undefined) return;
+        this.stderr = Buffer.from(`cannot run ${options.binaryPath}: ${err.message}`);
+        settle({ code: null, signal: null });
+      });
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      this.stderr = Buffer.concat([this.stderr, chunk]).subarray(-MAX_STDERR_BYTES);
+      options.logger.warn({ stderr: chunk.toString().trim() }, `${options.name} stderr`);
+    });
+  }
+
+  static spawn(options: VmmProcessOptions): VmmProcess {
+    const binary = resolveExecutable(options.binaryPath);
+    if (!binary) throw new HypervisorError(`${options.name} binary '${options.binaryPath}' is not an executable file${options.binaryPath.includes('/') ? '' : ' on PATH'}; install it or configure its path`);
+    options.logger.info({ binary, args: options.args, netns: options.netnsPath }, `starting ${options.name}`);
+    const stdout = options.stdoutFile ? fs.openSync(options.stdoutFile, 'a') : 'ignore';
+    try {
+      // nsenter joins the netns and execs the VMM: same pid, and the VMM sees the taps.
+      const [command, args] = options.netnsPath ? ['nsenter', [`--net=${options.netnsPath}`, '--', binary, ...options.args]] : [binary, options.args];
+      // Own process group: a signal meant for the shim's group does not stop the VM.
+      const child = spawn(command, args, { stdio: ['ignore', stdout, 'pipe'], detached: true });
+      return new VmmProcess(child, options);
+    } finally {
+      if (typeof stdout === 'number') fs.closeSync(stdout);
+    }
+  }
+
+  get pid(): number | undefined {
+    return this.exit ? undefined : this.child.pid;
+  }
+
+  get hasExited(): boolean {
+    return this.exit !== undefined;
+  }
+
+  /** Settles like `work`, unless the process exits first: then fails with its stderr. */
+  async guard<T>(work: Promise<T>, step: string): Promise<T> {
+    const death = this.exited.then((exit): never => {
+      throw this.deathError(step, exit);
+    });
+    try {
+      return await Promise.race([work, death]);
+    } catch (err) {
+      if (err instanceof UnavailableError && (await this.exitsWithin(EXIT_REAP_MS))) throw this.deathError(step, await this.exited);
+      throw err;
+    }
+  }
+
+  /** Calls `probe` until the API answers at all (any answer but "cannot connect"). */
+  waitForApi<T>(probe: () => Promise<T>, timeoutMs: number): Promise<T> {
+    return this.poll(timeoutMs, 'its API to answer', async () => {
+      try {
+        return { value: await probe() };
+      } catch (err) {
+        if (err instanceof UnavailableError) return undefined;
+        throw err;
+      }
+    });
+  }
+
+  /** Waits for a daemon's listening socket to appear (connecting could take its only client slot). */
+  async waitForSocketFile(socketPath: string, timeoutMs: number): Promise<void> {
+    await this.poll(timeoutMs, `${socketPath} to appear`, async () => (isSocket(socketPath) ? { value: true } : undefined));
+  }
+
+  /** Retries `attempt` until it yields a value, the deadline passes or the process exits. */
+  private poll<T>(timeoutMs: number, what: string, attempt: () => Promise<{ value: T } | undefined>): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    const polling = (async () => {
+      while (!this.exit) {
+        const result = await attempt();
+        if (result) return result.value;
+        if (Date.now() > deadline) throw new HypervisorError(`${this.options.name} start-up: gave up waiting for ${what} after ${timeoutMs} ms`);
+        await delay(POLL_MS);
+      }
+      throw this.deathError('start-up', await this.exited);
+    })();
+    return this.guard(polling, 'start-up');
+  }
+
+  /**
+   * Gives the guest `graceMs` to power off (the VMM then exits by itself), then calls
+   * `askToQuit`, then kills the process if it is still there after QUIT_GRACE_MS.
+   */
+  async stop(graceMs: number, askToQuit: () => Promise<unknown>): Promise<void> {
+    if (await this.exitsWithin(graceMs)) return;
+    this.options.logger.info(`${this.options.name} still runs after ${graceMs} ms; asking it to quit`);
+    await askToQuit().catch((err: Error) => this.options.logger.warn({ err: err.message }, `asking ${this.options.name} to quit failed`));
+    if (await this.exitsWithin(QUIT_GRACE_MS)) return;
+    this.options.logger.warn(`${this.options.name} did not quit; killing it`);
+    this.signal('SIGKILL');
+    await this.exited;
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    if (!this.exit) this.child.kill(signal);
+  }
+
+  async exitsWithin(ms: number): Promise<boolean> {
+    if (this.exit || ms <= 0) return this.hasExited;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+    const exited = await Promise.race([this.exited.then(() => true), timeout]);
+    clearTimeout(timer);
+    return exited;
+  }
+
+  private deathError(step: string, exit: VmExit): HypervisorError {
+    const status = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+    const words = this.stderr.toString().trim() || (this.options.stdoutFile ? tailOfFile(this.options.stdoutFile, 1000).trim() : '');
+    return new HypervisorError(`${this.options.name} exited during ${step} (${status})${words ? `: ${words}` : ' without a message'}`);
+  }
+}
+
+/** The last `maxBytes` of a file, or '' if it cannot be read (not written yet). */
+export function tailOfFile(file: string, maxBytes: number): string {
+  try {
+    const text = fs.readFileSync(file);
+    return text.subarray(Math.max(0, text.length - maxBytes)).toString();
+  } catch {
+    return '';
+  }
+}
+
+/** `binary` if it names an executable file, else its first match on PATH. */
+export function resolveExecutable(binary: string): string | undefined {
+  const candidates = binary.includes('/') ? [binary] : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, binary));
+  return candidates.find((file) => {
+    try {
+      fs.accessSync(file, fs.constants.X_OK);
+      return fs.statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Creates `workDir` and removes sockets a previous run left: the VMMs refuse to bind over them. */
+export function prepareWorkDir(workDir: string, sockets: string[]): void {
+  fs.mkdirSync(workDir, { recursive: true });
+  for (const socket of sockets) fs.rmSync(socket, { force: true });
+}
+
+function isSocket(file: string): boolean {
+  try {
+    return fs.statSync(file).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
