@@ -65,6 +65,23 @@ describe('PodNetwork', () => {
     expect(calls.slice(-2)).toEqual(['tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
   });
 
+  it('after a crash, finds our taps by name and undoes the mirroring', async () => {
+    const links = JSON.stringify([
+      { ifname: 'lo', link_type: 'loopback' },
+      { ifname: 'eth0', link_type: 'ether' },
+      { ifname: 'tap0_kata', link_type: 'ether' },
+    ]);
+    const run = async (_ns: string, command: string, args: string[]) => {
+      calls.push(`${command} ${args.join(' ')}`);
+      return command === 'ip' && args[1] === 'link' ? links : '';
+    };
+    await PodNetwork.cleanup(netns, silentLogger(), run);
+    expect(calls).toEqual(['ip -j link show', 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+    calls = [];
+    await PodNetwork.cleanup(netns, silentLogger(), async (_ns, command, args) => (calls.push(`${command} ${args.join(' ')}`), JSON.stringify([{ ifname: 'eth0', link_type: 'ether' }])));
+    expect(calls).toEqual(['ip -j link show']); // not ours: nothing touched
+  });
+
   it('says which netns is missing', async () => {
     await expect(PodNetwork.attach('/nonexistent/netns', silentLogger(), fakeRun())).rejects.toThrow('pod network namespace /nonexistent/netns does not exist');
   });
