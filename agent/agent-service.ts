@@ -8,7 +8,8 @@ import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from '../l
 import { Logger } from '../lib/logger';
 import { lookupType } from '../lib/protos';
 import { readCgroupMetrics } from './cgroup-stats';
-import { GuestContainer } from './container';
+import { GuestContainer, OciSpec } from './container';
+import { applyDisks, findDisks } from './devices';
 import { GuestProcess } from './guest-process';
 import { GuestNetwork } from './network';
 import { joinSandboxNamespaces } from './sandbox-namespaces';
@@ -55,13 +56,20 @@ export class AgentService {
       DestroySandbox: () => this.destroySandbox(),
       CreateContainer: async (req) => {
         const id = req.container_id as string;
+        // Hot-plugged disks may still be probing; wait before the duplicate check, so
+        // no await separates that check from the insert.
+        const disks = await findDisks(id, req.devices ?? []);
         if (this.containers.has(id)) throw new AlreadyExistsError(`container ${id} already exists in the guest`);
         const logger = this.opts.logger.child({ container: id });
         const sandboxPid = (sandboxId: string) => {
           const sandbox = this.containers.get(sandboxId);
           return sandbox?.status === 'running' || sandbox?.status === 'paused' ? sandbox.init?.pid : undefined;
         };
-        this.containers.set(id, GuestContainer.create(id, req.oci_spec_json, req.stdin, this.opts.bundlesRoot, this.opts.runtime, logger, (spec) => joinSandboxNamespaces(id, spec, sandboxPid)));
+        const adjust = (spec: OciSpec) => {
+          joinSandboxNamespaces(id, spec, sandboxPid);
+          applyDisks(id, spec, disks);
+        };
+        this.containers.set(id, GuestContainer.create(id, req.oci_spec_json, req.stdin, this.opts.bundlesRoot, this.opts.runtime, logger, adjust));
         return {};
       },
       StartContainer: async (req) => {

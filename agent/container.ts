@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
+import type { SpecWithDevices } from './devices';
 import { GuestProcess } from './guest-process';
 import { OciRuntime } from './oci-runtime';
 import { findExecutable } from './rootfs-path';
@@ -20,7 +21,7 @@ interface OciProcess {
 export interface OciSpec {
   root?: { path?: string; readonly?: boolean };
   process?: OciProcess;
-  linux?: { cgroupsPath?: string; namespaces?: Array<{ type: string; path?: string }> };
+  linux?: { cgroupsPath?: string; namespaces?: Array<{ type: string; path?: string }> } & SpecWithDevices['linux'];
   annotations?: Record<string, string>;
   [key: string]: unknown;
 }

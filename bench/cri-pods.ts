@@ -1,14 +1,10 @@
 // Pod start through CRI, as kubelet does it: RunPodSandbox (netns, CNI, pause
 // container), then CreateContainer + StartContainer of one app container. Measured
 // for the runc and kata handlers against one private CRI containerd.
-import * as fs from 'fs';
-import * as path from 'path';
 import { removeCgroupTree } from '../tests/harness/cgroups';
-import { KATA_HANDLER, RUNC_HANDLER, startContainerd } from '../tests/harness/containerd';
-import { CriClient } from '../tests/harness/cri';
-import { importCriImages } from '../tests/harness/cri-images';
+import { KATA_HANDLER, RUNC_HANDLER } from '../tests/harness/containerd';
 import { containerConfig, podSandboxConfig } from '../tests/harness/cri-pod';
-import { writeConfig, writeShimLauncher } from '../tests/e2e/kata-env';
+import { startCriKataEnv } from '../tests/e2e/kata-env';
 import { median } from './measure';
 
 export interface PodStartTimes {
@@ -19,16 +15,9 @@ export interface PodStartTimes {
 }
 
 export async function measureCriPodStart(samples: number, say: (line: string) => void): Promise<Record<'runc' | 'kata-ts', PodStartTimes>> {
-  const dir = fs.mkdtempSync('/tmp/kt-bench-cri-');
-  const shimDir = path.join(dir, 'bin');
-  fs.mkdirSync(shimDir);
-  writeShimLauncher(shimDir);
-  const configPath = path.join(dir, 'config.json');
-  writeConfig(configPath, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 } });
-  const cd = await startContainerd({ cri: {}, runtimeShimDir: shimDir, env: { KATATS_CONFIG: configPath } });
-  const cri = new CriClient(cd.cri.socket, { timeoutMs: 300_000 });
+  const env = await startCriKataEnv('/tmp/kt-bench-cri-');
+  const { cd, cri, images } = env;
   try {
-    const images = await importCriImages(cd);
     const result = {} as Record<'runc' | 'kata-ts', PodStartTimes>;
     for (const [name, handler] of [['runc', RUNC_HANDLER], ['kata-ts', KATA_HANDLER]] as const) {
       say(`${name}: ${samples} × CRI RunPodSandbox + CreateContainer + StartContainer`);
@@ -52,8 +41,6 @@ export async function measureCriPodStart(samples: number, say: (line: string) =>
     }
     return result;
   } finally {
-    cri.close();
-    await cd.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    await env.stop();
   }
 }

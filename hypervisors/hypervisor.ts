@@ -76,6 +76,8 @@ export interface Hypervisor {
   pause?(): Promise<void>;
   resume?(): Promise<void>;
   addDevice?(device: VmDevice): Promise<void>;
+  /** Hot-unplugs a device added after start(); settles once the guest let go of it. */
+  removeDevice?(id: string): Promise<void>;
   /** Hot-plugs vCPUs/memory up to the limits the driver was configured with. */
   resize?(target: VmResize): Promise<void>;
 }

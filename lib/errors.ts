@@ -43,6 +43,10 @@ export class FailedPreconditionError extends KataError {
   readonly grpcCode = GrpcCode.FAILED_PRECONDITION;
   readonly code = 'ERR_FAILED_PRECONDITION';
 }
+export class ResourceExhaustedError extends KataError {
+  readonly grpcCode = GrpcCode.RESOURCE_EXHAUSTED;
+  readonly code = 'ERR_RESOURCE_EXHAUSTED';
+}
 export class NotImplementedError extends KataError {
   readonly grpcCode = GrpcCode.UNIMPLEMENTED;
   readonly code = 'ERR_NOT_IMPLEMENTED';

@@ -6,6 +6,7 @@ import { Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
 import { Code, TtrpcClient } from '../ttrpc';
 import { AgentChannel } from '../hypervisors/hypervisor';
+import { GuestDeviceRequest } from './devices';
 import { IpAddress, Route } from './network';
 
 export type NetInterface = { name: string; hw_addr: string; mtu: number; addresses: IpAddress[] };
@@ -21,7 +22,7 @@ export interface AgentClient {
   guestDetails(timeoutMs?: number): Promise<GuestDetails>;
   createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string }): Promise<void>;
   destroySandbox(): Promise<void>;
-  createContainer(req: { container_id: string; oci_spec_json: Buffer; stdin: boolean; terminal: boolean }): Promise<void>;
+  createContainer(req: { container_id: string; oci_spec_json: Buffer; stdin: boolean; terminal: boolean; devices?: GuestDeviceRequest[] }): Promise<void>;
   startContainer(containerId: string): Promise<number>;
   removeContainer(containerId: string): Promise<void>;
   waitProcess(containerId: string, execId: string): Promise<number>;
@@ -101,7 +102,7 @@ export class TtrpcAgentClient implements AgentClient {
   async destroySandbox(): Promise<void> {
     await this.call('DestroySandbox', {});
   }
-  async createContainer(req: { container_id: string; oci_spec_json: Buffer; stdin: boolean; terminal: boolean }): Promise<void> {
+  async createContainer(req: { container_id: string; oci_spec_json: Buffer; stdin: boolean; terminal: boolean; devices?: GuestDeviceRequest[] }): Promise<void> {
     await this.call('CreateContainer', req);
   }
   async startContainer(containerId: string): Promise<number> {

@@ -14,6 +14,7 @@ import { bindMount, mountAll, MountSpec, mountsBelow, removeUnlessMounted, unmou
 import { guestSpec, OciSpec } from './spec';
 import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
+import { ContainerDevices } from './devices';
 import { GUEST_SHARED_DIR } from '../lib/guest-paths';
 
 export const SHARED_FS_TAG = 'kataShared';
@@ -35,6 +36,8 @@ export class Sandbox {
   private readonly execSpecs = new WeakMap<TaskProcess, Buffer>();
   private agent: AgentClient | undefined;
   private network: PodNetwork | undefined;
+  /** Block devices hot-plugged per container; the VM's end releases any left. */
+  private readonly devices: ContainerDevices;
   private destroyed = false;
   details: GuestDetails | undefined;
 
@@ -45,7 +48,9 @@ export class Sandbox {
     private readonly config: RuntimeConfig,
     private readonly events: SandboxEvents,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.devices = new ContainerDevices(hypervisor, logger);
+  }
 
   static workDirFor(config: RuntimeConfig, sandboxId: string): string {
     return path.join(config.runtime.stateDir, sandboxId);
@@ -97,6 +102,7 @@ export class Sandbox {
     const sharedRootfs = path.join(sharedDir, params.id, 'rootfs');
     // Checked before anything is mounted: a source that cannot be shared fails the Create.
     const volumes = planVolumes(params.id, spec.mounts ?? [], sharedDir);
+    const devices = this.devices.plan(params.id, spec);
     const mounts: string[] = [];
     try {
       if (rootfs.length > 0) {
@@ -106,9 +112,17 @@ export class Sandbox {
       await bindMount(hostRootfs, sharedRootfs);
       mounts.push(sharedRootfs);
       mounts.push(...(await mountShares(volumes.shares)));
+      await this.devices.plug(params.id, devices);
       const forGuest = guestSpec(spec, { containerId: params.id, rootfs: path.posix.join(GUEST_SHARED_DIR, params.id, 'rootfs'), mounts: volumes.mounts }, logger);
-      await agent.createContainer({ container_id: params.id, oci_spec_json: Buffer.from(JSON.stringify(forGuest)), stdin: Boolean(params.stdio.stdin), terminal: params.terminal });
+      await agent.createContainer({
+        container_id: params.id,
+        oci_spec_json: Buffer.from(JSON.stringify(forGuest)),
+        stdin: Boolean(params.stdio.stdin),
+        terminal: params.terminal,
+        devices: devices.map((d) => d.guest),
+      });
     } catch (err) {
+      await this.devices.unplug(params.id);
       await unmountAll(mounts.reverse(), logger);
       this.removeDir(path.join(this.workDir, 'shared', params.id));
       throw err;
@@ -158,6 +172,7 @@ export class Sandbox {
     if (container.status === 'running' || container.status === 'paused') throw new FailedPreconditionError(`container ${id} is ${container.status}; kill it before deleting`);
     if (this.agent && !this.destroyed) {
       await this.agent.removeContainer(id).catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest remove failed'));
+      await this.devices.unplug(id);
     }
     await unmountAll(container.params.mounts, this.logger);
     this.removeDir(path.join(this.workDir, 'shared', id));

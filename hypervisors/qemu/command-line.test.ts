@@ -59,4 +59,14 @@ describe('QEMU command line', () => {
     expect(valueAfter(args, '-fsdev')).toEqual(['local,id=fs0,path=/a,,b,security_model=none,multidevs=remap']);
     expect(valueAfter(args, '-device')).toContain('virtio-9p-pci,fsdev=fs0,mount_tag=kataShared');
   });
+
+  it('reserves PCIe root ports for hot-plug, each with its own chassis/slot pair', () => {
+    const ports = (args: string[]) => valueAfter(args, '-device').filter((d) => d.startsWith('pcie-root-port'));
+    expect(ports(buildQemuArgs(base))).toHaveLength(4);
+    expect(ports(buildQemuArgs(base, { hotplugPorts: 2 }))).toEqual([
+      'pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1',
+      'pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=2',
+    ]);
+    expect(ports(buildQemuArgs(base, { hotplugPorts: 0 }))).toEqual([]);
+  });
 });

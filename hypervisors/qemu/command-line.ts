@@ -16,12 +16,25 @@ export function qemuPaths(workDir: string): QemuPaths {
   };
 }
 
+/** Driver options that are not part of the VM's description. */
+export interface QemuOptions {
+  /** PCIe root ports reserved at boot for hot-plugged devices; default DEFAULT_HOTPLUG_PORTS. */
+  hotplugPorts?: number;
+}
+
+export const DEFAULT_HOTPLUG_PORTS = 4;
+
+/** Ids of the root ports `buildQemuArgs` reserves, in the order hot-plug uses them. */
+export function hotplugPortIds(options: QemuOptions): string[] {
+  return Array.from({ length: options.hotplugPorts ?? DEFAULT_HOTPLUG_PORTS }, (_, i) => `rp${i}`);
+}
+
 /** Characters QEMU's option parser treats specially inside a value. */
 function escapeOptionValue(value: string): string {
   return value.replace(/,/g, ',,');
 }
 
-export function buildQemuArgs(config: VmConfig): string[] {
+export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}): string[] {
   const paths = qemuPaths(config.workDir);
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
@@ -75,6 +88,11 @@ export function buildQemuArgs(config: VmConfig): string[] {
       '-netdev', `tap,id=net${index},ifname=${nic.tapName},script=no,downscript=no,vhost=off`,
       '-device', `virtio-net-pci,netdev=net${index},mac=${nic.mac}`,
     );
+  });
+  // q35 hot-plugs PCIe devices only into root ports that exist at boot, one device per
+  // port; QEMU wants a unique (chassis, slot) pair on each.
+  hotplugPortIds(options).forEach((id, index) => {
+    args.push('-device', `pcie-root-port,id=${id},bus=pcie.0,chassis=1,slot=${index + 1}`);
   });
   return args;
 }

@@ -1,11 +1,13 @@
-// The QEMU driver: launches qemu-system as a child, drives it over QMP, stops it
-// gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
+// The QEMU driver: launches qemu-system as a child, drives it over QMP (block device
+// hot-plug, block-hotplug.ts), stops it gracefully (guest poweroff), then by QMP quit,
+// then by SIGKILL.
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
-import { HypervisorError } from '../../lib/errors';
+import { FailedPreconditionError, HypervisorError, NotImplementedError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
-import { Hypervisor, VmConfig, VmExit } from '../hypervisor';
-import { buildQemuArgs, qemuPaths } from './command-line';
+import { Hypervisor, VmConfig, VmDevice, VmExit } from '../hypervisor';
+import { BlockHotplug } from './block-hotplug';
+import { buildQemuArgs, hotplugPortIds, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
@@ -14,12 +16,16 @@ export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu';
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
+  private hotplug: BlockHotplug | undefined;
   private consoleLog: string | undefined;
   private resolveExited!: (exit: VmExit) => void;
   readonly exited: Promise<VmExit>;
   private hasExited = false;
 
-  constructor(private readonly logger: Logger) {
+  constructor(
+    private readonly logger: Logger,
+    private readonly options: QemuOptions = {},
+  ) {
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
   }
 
@@ -31,7 +37,7 @@ export class QemuHypervisor implements Hypervisor {
     }
     const paths = qemuPaths(config.workDir);
     this.consoleLog = paths.consoleLog;
-    const args = buildQemuArgs(config);
+    const args = buildQemuArgs(config, this.options);
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const stderr: Buffer[] = [];
     // In a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
@@ -66,6 +72,7 @@ export class QemuHypervisor implements Hypervisor {
       throw err;
     }
     earlyExit.catch(() => undefined); // later exits are reported through `exited`
+    this.hotplug = new BlockHotplug(this.qmp, hotplugPortIds(this.options));
   }
 
   async stop(graceMs: number): Promise<void> {
@@ -77,6 +84,18 @@ export class QemuHypervisor implements Hypervisor {
     this.logger.warn('qemu ignored quit; killing it');
     this.killNow();
     await this.exited;
+  }
+
+  /** Hot-plugs a block device into the running VM (no cold-plug: the sandbox adds devices per container). */
+  async addDevice(device: VmDevice): Promise<void> {
+    if (device.kind !== 'block') throw new NotImplementedError(`qemu: hot-plugging ${device.kind} device ${device.id} is not implemented (block devices only)`);
+    await this.requireHotplug(device.id).add(device);
+    this.logger.info({ device: device.id, hostPath: device.hostPath, readOnly: device.readOnly }, 'block device hot-plugged');
+  }
+
+  async removeDevice(id: string): Promise<void> {
+    await this.requireHotplug(id).remove(id);
+    this.logger.info({ device: id }, 'block device unplugged');
   }
 
   pid(): number | undefined {
@@ -91,6 +110,11 @@ export class QemuHypervisor implements Hypervisor {
     } catch {
       return '';
     }
+  }
+
+  private requireHotplug(deviceId: string): BlockHotplug {
+    if (!this.hotplug || this.hasExited) throw new FailedPreconditionError(`qemu: device ${deviceId} needs a running VM to be plugged or unplugged`);
+    return this.hotplug;
   }
 
   private killNow(): void {

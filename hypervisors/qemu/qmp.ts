@@ -1,5 +1,6 @@
 // A minimal QMP client: one JSON object per line, a greeting, capability negotiation,
-// then commands answered in order ("return" or "error"), events interleaved.
+// then commands answered in order ("return" or "error"), events interleaved. Callers
+// that need an event (device_del completes with DEVICE_DELETED) wait for it here.
 import * as net from 'net';
 import { HypervisorError } from '../../lib/errors';
 
@@ -9,9 +10,19 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+export type QmpEventData = Record<string, unknown>;
+
+interface EventWaiter {
+  event: string;
+  matches: (data: QmpEventData) => boolean;
+  resolve: (data: QmpEventData) => void;
+  reject: (err: Error) => void;
+}
+
 export class QmpClient {
   private buffer = '';
   private readonly pending: Pending[] = [];
+  private readonly eventWaiters = new Set<EventWaiter>();
   private closedError: Error | undefined;
 
   private constructor(private readonly socket: net.Socket) {
@@ -37,6 +48,31 @@ export class QmpClient {
     });
   }
 
+  /**
+   * Settles with the data of the first `event` that `matches`, or fails after
+   * `timeoutMs`. Call it before the command that causes the event: QEMU may send the
+   * event before that command's return.
+   */
+  waitForEvent(event: string, matches: (data: QmpEventData) => boolean, timeoutMs: number): Promise<QmpEventData> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => settle(() => reject(new HypervisorError(`QMP event ${event} did not arrive within ${timeoutMs} ms`))), timeoutMs);
+      timer.unref();
+      const settle = (finish: () => void) => {
+        clearTimeout(timer);
+        this.eventWaiters.delete(waiter);
+        finish();
+      };
+      const waiter: EventWaiter = {
+        event,
+        matches,
+        resolve: (data) => settle(() => resolve(data)),
+        reject: (err) => settle(() => reject(err)),
+      };
+      this.eventWaiters.add(waiter);
+    });
+  }
+
   close(): void {
     this.socket.destroy();
   }
@@ -52,22 +88,31 @@ export class QmpClient {
   }
 
   private onMessage(line: string): void {
-    let msg: { QMP?: unknown; event?: string; return?: unknown; error?: { class: string; desc: string } };
+    let msg: { QMP?: unknown; event?: string; data?: QmpEventData; return?: unknown; error?: { class: string; desc: string } };
     try {
       msg = JSON.parse(line);
     } catch {
       return; // QEMU never sends partial JSON on a line; ignore noise rather than crash
     }
-    if (msg.QMP !== undefined || msg.event !== undefined) return; // greeting / async event
+    if (msg.QMP !== undefined) return; // greeting
+    if (msg.event !== undefined) {
+      this.onEvent(msg.event, msg.data ?? {});
+      return;
+    }
     const waiter = this.pending.shift();
     if (!waiter) return;
     if (msg.error) waiter.reject(new HypervisorError(`QMP ${waiter.command} failed: ${msg.error.class}: ${msg.error.desc}`));
     else waiter.resolve(msg.return);
   }
 
+  private onEvent(event: string, data: QmpEventData): void {
+    for (const waiter of this.eventWaiters) if (waiter.event === event && waiter.matches(data)) waiter.resolve(data);
+  }
+
   private failAll(err: Error): void {
     this.closedError ??= err;
     for (const waiter of this.pending.splice(0)) waiter.reject(err);
+    for (const waiter of this.eventWaiters) waiter.reject(err);
   }
 }
 

@@ -7,18 +7,18 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { removeCgroupTree } from '../harness/cgroups';
-import { CriContainerd, KATA_HANDLER, startContainerd } from '../harness/containerd';
+import { CriContainerd, KATA_HANDLER } from '../harness/containerd';
 import { ContainerConfig, CriClient, CriError, PodSandboxConfig } from '../harness/cri';
-import { CriImages, importCriImages } from '../harness/cri-images';
+import { CriImages } from '../harness/cri-images';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
-import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
-import { writeConfig, writeShimLauncher } from './kata-env';
+import { HostSnapshot, waitForNoLeaks } from '../harness/leaks';
+import { CriKataEnv, startCriKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
 
 describe('CRI pods with the kata handler', () => {
+  let env: CriKataEnv;
   let dir: string;
-  let before: HostSnapshot;
   let baseline: HostSnapshot;
   let cd: CriContainerd;
   let cri: CriClient;
@@ -26,25 +26,13 @@ describe('CRI pods with the kata handler', () => {
 
   beforeAll(async () => {
     expect(process.getuid?.()).toBe(0);
-    before = await snapshotHost();
-    dir = fs.mkdtempSync('/tmp/kt-cri-');
-    const shimDir = path.join(dir, 'bin');
-    fs.mkdirSync(shimDir);
-    writeShimLauncher(shimDir);
-    const config = path.join(dir, 'config.json');
-    writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 } });
-    cd = await startContainerd({ cri: {}, runtimeShimDir: shimDir, env: { KATATS_CONFIG: config } });
-    cri = new CriClient(cd.cri.socket, { timeoutMs: 300_000 });
-    images = await importCriImages(cd);
-    baseline = await snapshotHost({ dirs: [cd.dir] });
+    env = await startCriKataEnv('/tmp/kt-cri-');
+    ({ dir, cd, cri, images, baseline } = env);
   });
 
   afterAll(async () => {
-    cri?.close();
-    const report = await cd?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-    expect(report?.leftovers ?? []).toEqual([]);
-    expect(await waitForNoLeaks(before, 30_000)).toEqual([]);
+    expect((await env?.stop()) ?? []).toEqual([]);
+    expect(await waitForNoLeaks(env.before, 30_000)).toEqual([]);
   });
 
   async function exec(containerId: string, cmd: string[]): Promise<{ stdout: string; stderr: string; exit_code: number }> {

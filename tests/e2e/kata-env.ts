@@ -4,7 +4,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildBusyboxImage } from '../harness/image';
-import { PrivateContainerd, startContainerd } from '../harness/containerd';
+import { CriContainerd, PrivateContainerd, startContainerd } from '../harness/containerd';
+import { CriClient } from '../harness/cri';
+import { CriImages, importCriImages } from '../harness/cri-images';
+import { HostSnapshot, snapshotHost } from '../harness/leaks';
 
 /** The repository root, whether this runs from the sources (ts-jest) or from dist/. */
 function findRepoRoot(start: string): string {
@@ -84,6 +87,48 @@ export async function startKataEnv(opts: ConfigOverrides = {}): Promise<KataEnv>
     async stop() {
       await containerd.stop();
       fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface CriKataEnv {
+  dir: string;
+  cd: CriContainerd;
+  cri: CriClient;
+  images: CriImages;
+  /** The host before containerd started: after stop(), nothing may be left beyond it. */
+  before: HostSnapshot;
+  /** The host with containerd up and no pod: once the pods are removed, nothing beyond it. */
+  baseline: HostSnapshot;
+  /** Stops containerd and removes the temp dir; returns what containerd left over. */
+  stop(): Promise<string[]>;
+}
+
+/** A private containerd with the CRI plugin whose `kata` handler runs our shim (512 MiB TCG guests). */
+export async function startCriKataEnv(tmpPrefix: string): Promise<CriKataEnv> {
+  const before = await snapshotHost();
+  const dir = fs.mkdtempSync(tmpPrefix);
+  const shimDir = path.join(dir, 'bin');
+  fs.mkdirSync(shimDir);
+  writeShimLauncher(shimDir);
+  const config = path.join(dir, 'config.json');
+  writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 } });
+  const cd = await startContainerd({ cri: {}, runtimeShimDir: shimDir, env: { KATATS_CONFIG: config } });
+  const cri = new CriClient(cd.cri.socket, { timeoutMs: 300_000 });
+  const images = await importCriImages(cd);
+  const baseline = await snapshotHost({ dirs: [cd.dir] });
+  return {
+    dir,
+    cd,
+    cri,
+    images,
+    before,
+    baseline,
+    async stop() {
+      cri.close();
+      const report = await cd.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+      return report.leftovers;
     },
   };
 }

@@ -1,0 +1,84 @@
+// Block devices hot-plugged into a running QEMU over QMP. Adding: the host file or
+// block device becomes a block node (blockdev-add), then a virtio-blk-pci device on a
+// free PCIe root port (device_add) whose serial is the device id, so the guest finds
+// the disk as /sys/block/<vdX>/serial. Removing: device_del only asks the guest to let
+// go; the device is gone when QEMU emits DEVICE_DELETED, and only then may its block
+// node be dropped (blockdev-del) and its port reused.
+import * as fs from 'fs';
+import { AlreadyExistsError, FailedPreconditionError, HypervisorError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../../lib/errors';
+import { VmDevice } from '../hypervisor';
+import { QmpClient } from './qmp';
+
+export type BlockDevice = Extract<VmDevice, { kind: 'block' }>;
+
+/** The id is also the virtio-blk serial (20 bytes at most) and a QEMU id (starts with a letter). */
+const DEVICE_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,19}$/;
+
+/** device_del needs the guest's cooperation; under TCG that can take seconds. */
+export const DEFAULT_UNPLUG_TIMEOUT_MS = 30_000;
+
+/** QEMU's block driver for a host path: a block device, or an image file. */
+export function blockDriver(stat: Pick<fs.Stats, 'isBlockDevice'>): 'host_device' | 'file' {
+  return stat.isBlockDevice() ? 'host_device' : 'file';
+}
+
+function nodeName(id: string): string {
+  return `drive-${id}`;
+}
+
+export class BlockHotplug {
+  /** Device id → the root port it occupies; held from the first QMP command on. */
+  private readonly portOf = new Map<string, string>();
+
+  constructor(
+    private readonly qmp: QmpClient,
+    /** Root ports reserved on the command line (command-line.ts hotplugPortIds). */
+    private readonly ports: string[],
+    private readonly unplugTimeoutMs = DEFAULT_UNPLUG_TIMEOUT_MS,
+  ) {}
+
+  async add(device: BlockDevice): Promise<void> {
+    if (!DEVICE_ID.test(device.id)) throw new InvalidArgumentError(`block device id '${device.id}' must be a letter then up to 19 letters, digits, '.', '_' or '-' (it is the virtio-blk serial)`);
+    if (this.portOf.has(device.id)) throw new AlreadyExistsError(`block device ${device.id} is already plugged`);
+    const used = new Set(this.portOf.values());
+    const port = this.ports.find((p) => !used.has(p));
+    if (!port) throw new ResourceExhaustedError(`block device ${device.id}: all ${this.ports.length} hot-plug ports of the VM are in use`);
+    const driver = blockDriver(statSource(device));
+    this.portOf.set(device.id, port);
+    const node = nodeName(device.id);
+    try {
+      await this.qmp.execute('blockdev-add', { driver, 'node-name': node, filename: device.hostPath, 'read-only': device.readOnly });
+      try {
+        await this.qmp.execute('device_add', { driver: 'virtio-blk-pci', id: device.id, drive: node, bus: port, serial: device.id });
+      } catch (err) {
+        await this.qmp.execute('blockdev-del', { 'node-name': node }).catch(() => undefined);
+        throw err;
+      }
+    } catch (err) {
+      this.portOf.delete(device.id);
+      throw err;
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    if (!this.portOf.has(id)) throw new NotFoundError(`block device ${id} is not plugged`);
+    // Registered before device_del: the event may come before the command's return.
+    const deleted = this.qmp.waitForEvent('DEVICE_DELETED', (data) => data.path === `/machine/peripheral/${id}`, this.unplugTimeoutMs);
+    try {
+      await Promise.all([this.qmp.execute('device_del', { id }), deleted]);
+    } catch (err) {
+      throw new HypervisorError(`block device ${id}: unplug failed: ${(err as Error).message}`, { cause: err });
+    }
+    // The port is free once the device is gone, even if dropping the node fails.
+    this.portOf.delete(id);
+    await this.qmp.execute('blockdev-del', { 'node-name': nodeName(id) });
+  }
+}
+
+function statSource(device: BlockDevice): fs.Stats {
+  try {
+    return fs.statSync(device.hostPath);
+  } catch (err) {
+    throw new FailedPreconditionError(`block device ${device.id}: host source ${device.hostPath} cannot be used (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
