@@ -30,9 +30,17 @@ export async function openFifoWriter(path: string, timeoutMs = 5000): Promise<ne
  * theirs as soon as a reader exists); reading then never blocks a thread.
  */
 export async function openFifoReader(path: string): Promise<net.Socket> {
-  const fd = await open(path, fs.constants.O_RDONLY);
-  return new net.Socket({ fd, readable: true, writable: false });
+  pendingReaders.add(path);
+  try {
+    const fd = await open(path, fs.constants.O_RDONLY);
+    return new net.Socket({ fd, readable: true, writable: false });
+  } finally {
+    pendingReaders.delete(path);
+  }
 }
+
+/** Reader opens still waiting for their writer; each holds a libuv pool thread. */
+const pendingReaders = new Set<string>();
 
 /**
  * Ends an openFifoReader() that is still waiting for a writer (the client went away
@@ -45,4 +53,15 @@ export async function releasePendingReader(path: string): Promise<void> {
   } catch {
     // ENXIO: nobody waits to read; ENOENT: the FIFO is gone. Nothing to release.
   }
+}
+
+/**
+ * Before the process exits: releases every reader open still waiting and returns
+ * the FIFOs whose open could not be released (their path is gone), which would
+ * keep `process.exit` waiting for the pool thread forever.
+ */
+export async function releaseAllPendingReaders(): Promise<string[]> {
+  for (const path of [...pendingReaders]) await releasePendingReader(path);
+  for (let i = 0; i < 10 && pendingReaders.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  return [...pendingReaders];
 }

@@ -6,6 +6,7 @@ import { loadConfig } from '../config/runtime-config';
 import { createLogger, Logger } from '../lib/logger';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { QemuHypervisor } from '../hypervisors/qemu';
+import { releaseAllPendingReaders } from '../sandbox/fifo';
 import { Pod } from '../sandbox/pod';
 import { TtrpcServer } from '../ttrpc';
 import { TtrpcEventPublisher } from './events';
@@ -23,6 +24,14 @@ function openLog(bundle: string, debug: boolean): Logger {
     fd = undefined;
   }
   return createLogger(fd ?? process.stderr, debug ? 'debug' : process.env.KATATS_LOG_LEVEL ?? 'info');
+}
+
+/** How long the exit path waits for the last events and connections. */
+const EXIT_FLUSH_MS = 3000;
+
+function settleWithin(promise: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([promise, new Promise((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
 }
 
 function report(message: string): void {
@@ -47,8 +56,14 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       (shuttingDown ??= (async () => {
         logger.info({ reason }, 'shim shutting down');
         await pod.destroy().catch((err) => logger.error({ err }, 'sandbox cleanup failed'));
-        await events.close().catch(() => undefined);
-        await server?.close().catch(() => undefined);
+        // Bounded: a containerd that stopped answering must not keep the daemon alive.
+        await settleWithin(Promise.all([events.close().catch(() => undefined), server?.close().catch(() => undefined)]), EXIT_FLUSH_MS);
+        const stuck = await releaseAllPendingReaders();
+        if (stuck.length > 0) {
+          // exit() would wait forever for the pool threads blocked in these opens.
+          logger.error({ stuck }, 'FIFO opens cannot be released; ending the daemon with SIGKILL');
+          process.kill(process.pid, 'SIGKILL');
+        }
         process.exit(0);
       })());
     const pod = new Pod(config, (l) => new QemuHypervisor(l.child({ component: 'qemu' })), {
