@@ -71,7 +71,8 @@ describe('terminals (ctr -t)', () => {
       expect((await session.expect(/^(\d+) (\d+)\r?$/m, mark)).slice(1)).toEqual(['40', '120']);
 
       session.type('sleep 100\r');
-      await new Promise((r) => setTimeout(r, 1500));
+      // Ctrl-C must reach sleep, not the shell's line editor: wait until sleep runs.
+      await waitForProcessCount(env, 'tty-run', 2);
       mark = session.output.length;
       session.type('\x03'); // Ctrl-C: SIGINT to the terminal's foreground job
       await session.expect(/\^C/, mark, 20_000);
@@ -83,6 +84,8 @@ describe('terminals (ctr -t)', () => {
       expect(await session.exitCode).toBe(3);
     } finally {
       session.kill();
+      // After a failure, remove what `--rm` would have, so the next test starts clean.
+      await forceRemove(env, 'tty-run');
     }
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   });
@@ -108,3 +111,25 @@ describe('terminals (ctr -t)', () => {
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   });
 });
+
+/** Polls `ctr task ps` until the task has at least `count` processes. */
+async function waitForProcessCount(env: KataEnv, id: string, count: number, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ps = await env.containerd.ctr(['task', 'ps', id]);
+    const pids = ps.stdout.split('\n').slice(1).filter((l) => /^\s*\d+/.test(l));
+    if (pids.length >= count) return;
+    if (Date.now() > deadline) throw new Error(`task ${id} never had ${count} processes; ctr task ps said:\n${ps.stdout}${ps.stderr}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Kills and deletes a task and its container if they still exist; errors mean "already gone". */
+async function forceRemove(env: KataEnv, id: string): Promise<void> {
+  await env.containerd.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+  for (let i = 0; i < 50 && (await env.containerd.ctr(['task', 'ls'])).stdout.includes(id); i++) {
+    await env.containerd.ctr(['task', 'delete', id]);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await env.containerd.ctr(['containers', 'rm', id]);
+}

@@ -315,8 +315,12 @@ function listNetns(): Promise<string[]> {
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 const CGROUP_SCAN_DEPTH = 4;
-/** systemd churns these on its own (sessions, timers); runtimes do not create cgroups there. */
-const CGROUP_IGNORED = new Set(['system.slice', 'user.slice', 'init.scope']);
+/**
+ * systemd churns these on its own (sessions, timers), and a development machine's
+ * command runner puts each command it runs in its own `process_api/<id>`; runtimes
+ * create no cgroups there.
+ */
+const CGROUP_IGNORED = new Set(['system.slice', 'user.slice', 'init.scope', 'process_api']);
 
 /**
  * Cgroup dirs, as "<hierarchy>:<path>" on cgroup v1 (one tree per controller) or
