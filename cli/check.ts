@@ -6,7 +6,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { RuntimeConfig } from '../config/runtime-config';
+import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
 import { Accelerator } from '../hypervisors/hypervisor';
 import { QemuHypervisor } from '../hypervisors/qemu';
 import { silentLogger } from '../lib/logger';
@@ -33,7 +33,7 @@ export async function bootProbe(config: RuntimeConfig, accelerator: Accelerator,
       binaryPath: config.hypervisor.path,
       accelerator,
       kernelPath: config.hypervisor.kernel,
-      initrdPath: config.hypervisor.initrd,
+      rootfs: guestRootfs(config),
       kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', 'katats.smoke=1'],
       memoryMiB: 512,
       vcpus: 1,
@@ -76,8 +76,9 @@ function deviceOpens(device: string): string | undefined {
 
 export async function runChecks(config: RuntimeConfig, opts: { kvmTimeoutMs: number; tcgTimeoutMs: number }): Promise<CheckLine[]> {
   const lines: CheckLine[] = [qemuVersion(config.hypervisor.path)];
-  const guestFiles = [config.hypervisor.kernel, config.hypervisor.initrd].filter((f) => !fs.existsSync(f));
-  lines.push(guestFiles.length === 0 ? { verdict: 'PASS', name: 'guest image', detail: `${config.hypervisor.kernel}, ${config.hypervisor.initrd}` } : { verdict: 'FAIL', name: 'guest image', detail: `missing ${guestFiles.join(', ')}; build it with 'make guest' or set hypervisor.qemu.kernel/initrd` });
+  const rootfs = guestRootfs(config);
+  const guestFiles = [config.hypervisor.kernel, rootfs.path].filter((f) => !fs.existsSync(f));
+  lines.push(guestFiles.length === 0 ? { verdict: 'PASS', name: 'guest image', detail: `${config.hypervisor.kernel}, ${rootfs.path} (${rootfs.kind})` } : { verdict: 'FAIL', name: 'guest image', detail: `missing ${guestFiles.join(', ')}; build it with 'make guest' or set hypervisor.qemu.kernel and image (or initrd)` });
 
   const works: Partial<Record<Accelerator, boolean>> = {};
   const kvmError = deviceOpens('/dev/kvm');

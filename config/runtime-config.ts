@@ -3,13 +3,15 @@
 // Every bad value is rejected with the file, the key and the reason.
 import * as fs from 'fs';
 import { InvalidArgumentError } from '../lib/errors';
-import { Accelerator } from '../hypervisors/hypervisor';
+import { Accelerator, GuestRootfs } from '../hypervisors/hypervisor';
 
 export interface RuntimeConfig {
   hypervisor: {
     path: string;
     accelerator: Accelerator;
     kernel: string;
+    /** The rootfs: a DAX image (shared through the host page cache) or an initrd; exactly one is set. */
+    image: string;
     initrd: string;
     kernelParams: string[];
     memoryMiB: number;
@@ -42,7 +44,8 @@ export function defaultConfig(): RuntimeConfig {
       path: 'qemu-system-x86_64',
       accelerator: 'kvm',
       kernel: '/usr/share/kata-ts/guest/vmlinux',
-      initrd: '/usr/share/kata-ts/guest/initrd.img',
+      image: '/usr/share/kata-ts/guest/rootfs.img',
+      initrd: '',
       kernelParams: [],
       memoryMiB: 1024,
       vcpus: 1,
@@ -62,6 +65,12 @@ export function parseConfig(raw: unknown, source: string): RuntimeConfig {
   };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('(top level)', 'must be a JSON object');
   const sections = config as unknown as Record<string, Section>;
+  // Setting one rootfs kind replaces the default of the other (Kata's image/initrd).
+  const rawHypervisor = (raw as Section).hypervisor as Section | undefined;
+  if (rawHypervisor && typeof rawHypervisor === 'object') {
+    if ('initrd' in rawHypervisor && !('image' in rawHypervisor)) config.hypervisor.image = '';
+    if ('image' in rawHypervisor && !('initrd' in rawHypervisor)) config.hypervisor.initrd = '';
+  }
   for (const [sectionName, sectionValue] of Object.entries(raw as Section)) {
     const target = sections[sectionName];
     if (!target) fail(sectionName, `unknown section (known: ${Object.keys(sections).join(', ')})`);
@@ -80,12 +89,21 @@ export function parseConfig(raw: unknown, source: string): RuntimeConfig {
   }
   const h = config.hypervisor;
   if (h.accelerator !== 'kvm' && h.accelerator !== 'tcg') fail('hypervisor.accelerator', `must be "kvm" or "tcg", got ${JSON.stringify(h.accelerator)}`);
+  if (Boolean(h.image) === Boolean(h.initrd)) {
+    fail('hypervisor.image', h.image ? `set together with hypervisor.initrd (${JSON.stringify(h.initrd)}); set exactly one of them` : 'neither an image nor an initrd is set; set exactly one of them');
+  }
   if (!Number.isInteger(h.memoryMiB) || h.memoryMiB < 128) fail('hypervisor.memoryMiB', 'must be an integer of at least 128');
   if (!Number.isInteger(h.vcpus) || h.vcpus < 1) fail('hypervisor.vcpus', 'must be a positive integer');
   for (const key of ['bootTimeoutMs', 'callTimeoutMs'] as const) {
     if (!(config.agent[key] > 0)) fail(`agent.${key}`, 'must be a positive number of milliseconds');
   }
   return config;
+}
+
+/** The guest rootfs the configuration names (validation made sure exactly one is set). */
+export function guestRootfs(config: RuntimeConfig): GuestRootfs {
+  const h = config.hypervisor;
+  return h.image ? { kind: 'image', path: h.image } : { kind: 'initrd', path: h.initrd };
 }
 
 /** Kata-style TOML (with config.d/ drop-ins), looked for before the JSON file. */

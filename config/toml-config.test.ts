@@ -38,7 +38,7 @@ call_timeout = 10
 state_dir = "/run/kt"
 `);
     const config = loadTomlConfig(main);
-    expect(config.hypervisor).toEqual({ path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2 });
+    expect(config.hypervisor).toEqual({ path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2 });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000 });
     expect(config.runtime.stateDir).toBe('/run/kt');
   });
@@ -54,6 +54,20 @@ state_dir = "/run/kt"
     expect(config.hypervisor.vcpus).toBe(4); // set only by 10-memory.toml
     expect(config.hypervisor.accelerator).toBe('kvm'); // untouched by drop-ins
     expect(config.runtime.stateDir).toBe(defaultConfig().runtime.stateDir);
+  });
+
+  it('takes the rootfs kind from the last file that names one (Kata: image or initrd)', () => {
+    write(main, '[hypervisor.qemu]\nimage = "/guest/rootfs.img"\n');
+    expect(loadTomlConfig(main).hypervisor).toMatchObject({ image: '/guest/rootfs.img', initrd: '' });
+    write(path.join(dir, 'config.d', '10-initrd.toml'), '[hypervisor.qemu]\ninitrd = "/guest/initrd.img"\n');
+    expect(loadTomlConfig(main).hypervisor).toMatchObject({ image: '', initrd: '/guest/initrd.img' });
+  });
+
+  it('refuses an image and an initrd together, and neither', () => {
+    write(main, '[hypervisor.qemu]\nimage = "/r.img"\ninitrd = "/i.img"\n');
+    expect(() => loadTomlConfig(main)).toThrow('hypervisor.image: set together with hypervisor.initrd ("/i.img"); set exactly one of them');
+    write(main, '[hypervisor.qemu]\nimage = ""\n');
+    expect(() => loadTomlConfig(main)).toThrow('hypervisor.image: neither an image nor an initrd is set; set exactly one of them');
   });
 
   it.each([

@@ -15,6 +15,7 @@ const KEYS: Record<string, { section: keyof RuntimeConfig; key: string; convert?
   'hypervisor.qemu.path': { section: 'hypervisor', key: 'path' },
   'hypervisor.qemu.accelerator': { section: 'hypervisor', key: 'accelerator' },
   'hypervisor.qemu.kernel': { section: 'hypervisor', key: 'kernel' },
+  'hypervisor.qemu.image': { section: 'hypervisor', key: 'image' },
   'hypervisor.qemu.initrd': { section: 'hypervisor', key: 'initrd' },
   'hypervisor.qemu.kernel_params': { section: 'hypervisor', key: 'kernelParams', convert: (v, where) => splitParams(v, where) },
   'hypervisor.qemu.default_memory': { section: 'hypervisor', key: 'memoryMiB' },
@@ -96,12 +97,18 @@ export function loadTomlConfig(mainFile: string): RuntimeConfig {
   const files = [mainFile, ...dropInFiles(mainFile)];
   const raw: Record<string, Table> = {};
   for (const file of files) {
-    for (const [key, value] of flatten(readToml(file), file)) {
+    const values = flatten(readToml(file), file);
+    // A file that names one rootfs kind replaces what earlier files said of the other.
+    for (const [kind, other] of [['image', 'initrd'], ['initrd', 'image']] as const) {
+      if (values.has(`hypervisor.qemu.${kind}`) && !values.has(`hypervisor.qemu.${other}`)) (raw.hypervisor ??= {})[other] = '';
+    }
+    for (const [key, value] of values) {
       const target = KEYS[key];
       const converted = target.convert ? target.convert(value, `${file}: ${key}`) : value;
       // Check this one value in isolation, so the error names this file and key.
       try {
-        parseConfig({ [target.section]: { [target.key]: converted } }, file);
+        // An empty image/initrd only says "not this kind"; the merged result is checked below.
+        if (!(converted === '' && (target.key === 'image' || target.key === 'initrd'))) parseConfig({ [target.section]: { [target.key]: converted } }, file);
       } catch (err) {
         if (err instanceof ConfigValueError) throw new InvalidArgumentError(`${file}: ${key}: ${err.reason}`);
         throw err;

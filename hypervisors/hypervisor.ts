@@ -12,6 +12,13 @@ export type AgentChannel =
   /** Firecracker/Cloud Hypervisor: a Unix socket speaking `CONNECT <port>\n`. */
   | { kind: 'hybrid-vsock'; socketPath: string; port: number };
 
+/**
+ * The guest's root filesystem. An initrd is copied into guest RAM; an image (ext4 with
+ * a DAX header, built by guest/build.sh) stays in the host page cache: QEMU maps it as
+ * an NVDIMM that the guest mounts with -o dax, so every VM shares one copy.
+ */
+export type GuestRootfs = { kind: 'initrd'; path: string } | { kind: 'image'; path: string };
+
 export interface SharedDirectory {
   /** 9p mount tag the guest mounts. */
   tag: string;
@@ -26,10 +33,13 @@ export interface VmConfig {
   binaryPath: string;
   accelerator: Accelerator;
   kernelPath: string;
-  initrdPath: string;
+  rootfs: GuestRootfs;
   kernelParams: string[];
   memoryMiB: number;
   vcpus: number;
+  /** Hot-plug limits: resize() may grow the VM up to these (default: no growth). */
+  maxMemoryMiB?: number;
+  maxVcpus?: number;
   agentChannel: AgentChannel;
   sharedDirectories: SharedDirectory[];
   /** The pod network: the VMM runs inside `netnsPath` and gets one virtio NIC per tap there. */

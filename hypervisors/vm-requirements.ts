@@ -26,7 +26,7 @@ export function hybridVsock(config: VmConfig, vmm: string): { socketPath: string
 }
 
 export function requireGuestImage(config: VmConfig): void {
-  for (const file of [config.kernelPath, config.initrdPath]) {
+  for (const file of [config.kernelPath, config.rootfs.path]) {
     if (!fs.existsSync(file)) throw new HypervisorError(`guest image file ${file} does not exist; build the guest with 'make guest'`);
   }
 }

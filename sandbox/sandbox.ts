@@ -2,7 +2,7 @@
 // container's Create boots the VM; later containers of the pod join it.
 import * as fs from 'fs';
 import * as path from 'path';
-import { RuntimeConfig } from '../config/runtime-config';
+import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
 import { AlreadyExistsError, FailedPreconditionError, KataError, NotFoundError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { Hypervisor, VmConfig } from '../hypervisors/hypervisor';
@@ -218,7 +218,7 @@ export class Sandbox {
       binaryPath: h.path,
       accelerator: h.accelerator,
       kernelPath: h.kernel,
-      initrdPath: h.initrd,
+      rootfs: guestRootfs(this.config),
       kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', ...h.kernelParams],
       memoryMiB: h.memoryMiB,
       vcpus: h.vcpus,

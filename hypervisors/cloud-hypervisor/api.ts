@@ -25,7 +25,7 @@ export interface ClhFsConfig {
 }
 
 export interface ClhVmConfig {
-  payload: { kernel: string; initramfs: string; cmdline: string };
+  payload: { kernel: string; initramfs?: string; cmdline: string };
   cpus: { boot_vcpus: number; max_vcpus: number };
   /** Sizes in bytes. `shared` maps guest memory shared, which vhost-user (virtio-fs) needs. */
   memory: { size: number; hotplug_size?: number; shared?: boolean };
@@ -36,6 +36,8 @@ export interface ClhVmConfig {
   disks?: ClhDiskConfig[];
   net?: ClhNetConfig[];
   fs?: ClhFsConfig[];
+  /** virtio-pmem devices; `discard_writes` keeps the guest from changing the file. */
+  pmem?: Array<{ file: string; discard_writes: boolean }>;
 }
 
 export interface ClhResize {

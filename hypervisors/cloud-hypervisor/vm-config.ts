@@ -5,6 +5,7 @@ import { InvalidArgumentError } from '../../lib/errors';
 import { VmConfig, VmDevice, VmResize } from '../hypervisor';
 import { hybridVsock, podNetworkDevices, requireKvm } from '../vm-requirements';
 import { ClhDiskConfig, ClhNetConfig, ClhResize, ClhVmConfig } from './api';
+import { rootfsKernelParams } from '../rootfs-params';
 
 export const VMM_NAME = 'cloud-hypervisor';
 
@@ -60,7 +61,11 @@ export function buildClhVmConfig(config: VmConfig, options: CloudHypervisorOptio
   const disks = devices.flatMap((d) => (d.kind === 'block' ? [clhDisk(d)] : []));
   const nets = devices.flatMap((d) => (d.kind === 'network' ? [clhNet(d)] : []));
   return {
-    payload: { kernel: config.kernelPath, initramfs: config.initrdPath, cmdline: config.kernelParams.join(' ') },
+    payload: {
+      kernel: config.kernelPath,
+      ...(config.rootfs.kind === 'initrd' ? { initramfs: config.rootfs.path } : {}),
+      cmdline: [...rootfsKernelParams(config.rootfs), ...config.kernelParams].join(' '),
+    },
     cpus: { boot_vcpus: config.vcpus, max_vcpus: maxVcpus },
     memory: {
       size: config.memoryMiB * MiB,
@@ -75,6 +80,8 @@ export function buildClhVmConfig(config: VmConfig, options: CloudHypervisorOptio
     vsock: { cid: vsock.guestCid, socket: vsock.socketPath },
     ...(disks.length > 0 ? { disks } : {}),
     ...(nets.length > 0 ? { net: nets } : {}),
+    // virtio-pmem: the guest sees /dev/pmem0 as with QEMU's NVDIMM (same kernel parameters).
+    ...(config.rootfs.kind === 'image' ? { pmem: [{ file: config.rootfs.path, discard_writes: true }] } : {}),
     ...(shares.length > 0 ? { fs: shares.map((dir, index) => ({ tag: dir.tag, socket: virtiofsSocket(config.workDir, index), ...FS_QUEUES })) } : {}),
   };
 }

@@ -1,7 +1,7 @@
 // Builds Firecracker's command line and pre-boot requests from our VmConfig. Pure, so
 // the mapping and the refusals are unit-tested without a VMM.
 import * as path from 'path';
-import { NotImplementedError } from '../../lib/errors';
+import { InvalidArgumentError, NotImplementedError } from '../../lib/errors';
 import { VmConfig, VmDevice } from '../hypervisor';
 import { hybridVsock, podNetworkDevices, requireKvm } from '../vm-requirements';
 import { FcBootSource, FcDrive, FcMachineConfig, FcNetworkInterface, FcVsock } from './api';
@@ -42,9 +42,12 @@ export function buildFirecrackerPlan(config: VmConfig, coldDevices: readonly VmD
         'containers under Firecracker need their rootfs as block devices, which kata-ts does not support yet',
     );
   }
+  if (config.rootfs.kind !== 'initrd') {
+    throw new InvalidArgumentError(`${VMM_NAME} has no NVDIMM or virtio-pmem device for the DAX rootfs image ${config.rootfs.path}; configure an initrd (hypervisor.firecracker.initrd) instead`);
+  }
   const devices = [...podNetworkDevices(config), ...coldDevices];
   return {
-    bootSource: { kernel_image_path: config.kernelPath, initrd_path: config.initrdPath, boot_args: config.kernelParams.join(' ') },
+    bootSource: { kernel_image_path: config.kernelPath, initrd_path: config.rootfs.path, boot_args: config.kernelParams.join(' ') },
     machineConfig: { vcpu_count: config.vcpus, mem_size_mib: config.memoryMiB },
     drives: devices.flatMap((d) => (d.kind === 'block' ? [{ drive_id: d.id, path_on_host: d.hostPath, is_root_device: false, is_read_only: d.readOnly }] : [])),
     networkInterfaces: devices.flatMap((d) => (d.kind === 'network' ? [{ iface_id: d.id, host_dev_name: d.tapName, ...(d.macAddress ? { guest_mac: d.macAddress } : {}) }] : [])),

@@ -7,7 +7,7 @@ const base: VmConfig = {
   binaryPath: 'qemu-system-x86_64',
   accelerator: 'tcg',
   kernelPath: '/k',
-  initrdPath: '/i',
+  rootfs: { kind: 'initrd', path: '/i' },
   kernelParams: ['console=ttyS0', 'quiet'],
   memoryMiB: 512,
   vcpus: 2,
@@ -33,6 +33,30 @@ describe('QEMU command line', () => {
     expect(valueAfter(args, '-m')).toEqual(['512M']);
     expect(valueAfter(args, '-smp')).toEqual(['2']);
     expect(valueAfter(args, '-append')).toEqual(['console=ttyS0 quiet']);
+  });
+
+  it('boots an initrd with no root parameters', () => {
+    const args = buildQemuArgs(base);
+    expect(valueAfter(args, '-initrd')).toEqual(['/i']);
+    expect(valueAfter(args, '-object')).toEqual([]);
+  });
+
+  it('maps a rootfs image read-only as an unarmed NVDIMM and mounts it with DAX', () => {
+    const args = buildQemuArgs({ ...base, rootfs: { kind: 'image', path: '/guest/rootfs,1.img' } }, {}, { rootfsImageBytes: 211 * 1024 * 1024 });
+    expect(valueAfter(args, '-machine')).toEqual(['q35,accel=tcg,nvdimm=on']);
+    expect(valueAfter(args, '-object')).toEqual(['memory-backend-file,id=rootfs,mem-path=/guest/rootfs,,1.img,size=221249536,share=on,readonly=on,align=2097152']);
+    expect(valueAfter(args, '-device')).toContain('nvdimm,id=nv0,memdev=rootfs,unarmed=on');
+    expect(valueAfter(args, '-initrd')).toEqual([]);
+    // One slot for the NVDIMM; the device memory area holds it, rounded up to 2 MiB.
+    expect(valueAfter(args, '-m')).toEqual(['512M,slots=1,maxmem=724M']);
+    expect(valueAfter(args, '-append')).toEqual(['root=/dev/pmem0 rootfstype=ext4 rootflags=dax ro rootwait console=ttyS0 quiet']);
+    expect(() => buildQemuArgs({ ...base, rootfs: { kind: 'image', path: '/r.img' } })).toThrow('rootfs image size is required');
+  });
+
+  it('leaves room for hot-plugged vCPUs and memory up to the limits', () => {
+    const args = buildQemuArgs({ ...base, maxVcpus: 4, maxMemoryMiB: 2048 });
+    expect(valueAfter(args, '-smp')).toEqual(['2,maxcpus=4']);
+    expect(valueAfter(args, '-m')).toEqual(['512M,slots=8,maxmem=2048M']);
   });
 
   it('wires the agent over a named virtio-serial port on a host socket', () => {

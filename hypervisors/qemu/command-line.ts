@@ -1,6 +1,7 @@
 // Builds QEMU's argument list from a VmConfig. Pure, so it is unit-tested without QEMU.
 import * as path from 'path';
 import { VmConfig } from '../hypervisor';
+import { rootfsKernelParams } from '../rootfs-params';
 
 export interface QemuPaths {
   qmpSocket: string;
@@ -24,6 +25,19 @@ export interface QemuOptions {
 
 export const DEFAULT_HOTPLUG_PORTS = 4;
 
+/** DIMM slots kept free for memory hot-plug when the VM may grow. */
+export const MEMORY_HOTPLUG_SLOTS = 8;
+
+/** What the command line needs to know about the host files it names. */
+export interface QemuHostFacts {
+  /** Size of the rootfs image in bytes (rootfs kind "image"). */
+  rootfsImageBytes?: number;
+}
+
+const MiB = 1024 * 1024;
+/** DAX maps the image in 2 MiB pages; its NVDIMM must sit on that alignment. */
+const NVDIMM_ALIGN = 2 * MiB;
+
 /** Ids of the root ports `buildQemuArgs` reserves, in the order hot-plug uses them. */
 export function hotplugPortIds(options: QemuOptions): string[] {
   return Array.from({ length: options.hotplugPorts ?? DEFAULT_HOTPLUG_PORTS }, (_, i) => `rp${i}`);
@@ -34,15 +48,17 @@ function escapeOptionValue(value: string): string {
   return value.replace(/,/g, ',,');
 }
 
-export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}): string[] {
+export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host: QemuHostFacts = {}): string[] {
   const paths = qemuPaths(config.workDir);
+  const image = config.rootfs.kind === 'image' ? config.rootfs : undefined;
+  if (image && !host.rootfsImageBytes) throw new Error('buildQemuArgs: the rootfs image size is required');
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
-    '-machine', `q35,accel=${config.accelerator}`,
+    '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}`,
     '-cpu', config.accelerator === 'kvm' ? 'host' : 'max',
-    '-m', `${config.memoryMiB}M`,
-    '-smp', String(config.vcpus),
+    '-m', memoryOption(config, image ? host.rootfsImageBytes! : 0),
+    '-smp', config.maxVcpus && config.maxVcpus > config.vcpus ? `${config.vcpus},maxcpus=${config.maxVcpus}` : String(config.vcpus),
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-qmp', `unix:${escapeOptionValue(paths.qmpSocket)},server=on,wait=off`,
     '-pidfile', paths.pidFile,
@@ -50,10 +66,19 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}): stri
     '-chardev', `file,id=console,path=${escapeOptionValue(paths.consoleLog)}`,
     '-serial', 'chardev:console',
     '-kernel', config.kernelPath,
-    '-initrd', config.initrdPath,
-    '-append', config.kernelParams.join(' '),
+    '-append', [...rootfsKernelParams(config.rootfs), ...config.kernelParams].join(' '),
     '-device', 'virtio-rng-pci',
   ];
+  if (image) {
+    // The host maps the image read-only and shared: guests read its pages straight from
+    // the host page cache; unarmed tells the guest the NVDIMM cannot be written.
+    args.push(
+      '-object', `memory-backend-file,id=rootfs,mem-path=${escapeOptionValue(image.path)},size=${host.rootfsImageBytes},share=on,readonly=on,align=${NVDIMM_ALIGN}`,
+      '-device', 'nvdimm,id=nv0,memdev=rootfs,unarmed=on',
+    );
+  } else {
+    args.push('-initrd', config.rootfs.path);
+  }
 
   const channel = config.agentChannel;
   switch (channel.kind) {
@@ -95,4 +120,16 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}): stri
     args.push('-device', `pcie-root-port,id=${id},bus=pcie.0,chassis=1,slot=${index + 1}`);
   });
   return args;
+}
+
+/**
+ * `-m`: boot memory, plus (when the VM may grow, or has an NVDIMM) the slots and the
+ * ceiling of the device memory area that hot-plugged DIMMs and the NVDIMM live in.
+ */
+function memoryOption(config: VmConfig, nvdimmBytes: number): string {
+  const hotplugMiB = Math.max(0, (config.maxMemoryMiB ?? config.memoryMiB) - config.memoryMiB);
+  const nvdimmMiB = Math.ceil(nvdimmBytes / NVDIMM_ALIGN) * (NVDIMM_ALIGN / MiB);
+  const slots = (hotplugMiB > 0 ? MEMORY_HOTPLUG_SLOTS : 0) + (nvdimmBytes > 0 ? 1 : 0);
+  if (slots === 0) return `${config.memoryMiB}M`;
+  return `${config.memoryMiB}M,slots=${slots},maxmem=${config.memoryMiB + hotplugMiB + nvdimmMiB}M`;
 }

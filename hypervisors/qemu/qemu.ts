@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import { FailedPreconditionError, HypervisorError, NotImplementedError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
 import { Hypervisor, VmConfig, VmDevice, VmExit } from '../hypervisor';
+import { requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
@@ -32,12 +33,11 @@ export class QemuHypervisor implements Hypervisor {
   async start(config: VmConfig): Promise<void> {
     if (this.child) throw new HypervisorError(`VM ${config.id} already started`);
     await assertExecutable(config.binaryPath);
-    for (const file of [config.kernelPath, config.initrdPath]) {
-      if (!fs.existsSync(file)) throw new HypervisorError(`guest image file ${file} does not exist; build the guest with 'make guest'`);
-    }
+    requireGuestImage(config);
     const paths = qemuPaths(config.workDir);
     this.consoleLog = paths.consoleLog;
-    const args = buildQemuArgs(config, this.options);
+    const rootfsImageBytes = config.rootfs.kind === 'image' ? fs.statSync(config.rootfs.path).size : undefined;
+    const args = buildQemuArgs(config, this.options, { rootfsImageBytes });
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const stderr: Buffer[] = [];
     // In a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.

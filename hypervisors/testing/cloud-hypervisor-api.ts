@@ -39,6 +39,10 @@ export const vmConfig: ObjectSchema = {
   additionalProperties: false,
   properties: {
     payload: { type: 'object', properties: { kernel: string, initramfs: string, cmdline: string }, additionalProperties: false },
+    pmem: {
+      type: 'array',
+      items: { type: 'object', properties: { file: string, discard_writes: boolean }, required: ['file'], additionalProperties: false },
+    },
     cpus: {
       type: 'object',
       properties: { boot_vcpus: { type: 'integer', minimum: 1 }, max_vcpus: { type: 'integer', minimum: 1 } },

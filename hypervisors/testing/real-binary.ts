@@ -46,7 +46,7 @@ export function describeWithRealBinary(binary: string, create: () => PausableVmm
           binaryPath: binary,
           accelerator: 'kvm',
           kernelPath: path.join(GUEST_DIR, 'vmlinux'),
-          initrdPath: path.join(GUEST_DIR, 'initrd.img'),
+          rootfs: { kind: 'initrd', path: path.join(GUEST_DIR, 'initrd.img') },
           kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'katats.smoke=1'],
           memoryMiB: 512,
           vcpus: 1,

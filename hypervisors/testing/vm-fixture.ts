@@ -13,7 +13,7 @@ export function vmConfigIn(workDir: string, binaryPath: string, overrides: Parti
     binaryPath,
     accelerator: 'kvm',
     kernelPath: path.join(workDir, 'vmlinux'),
-    initrdPath: path.join(workDir, 'initrd.img'),
+    rootfs: { kind: 'initrd', path: path.join(workDir, 'initrd.img') },
     kernelParams: ['console=ttyS0', 'quiet'],
     memoryMiB: 512,
     vcpus: 2,
@@ -27,6 +27,6 @@ export function vmConfigIn(workDir: string, binaryPath: string, overrides: Parti
 export function testVmConfig(dir: string, binaryPath: string, overrides: Partial<VmConfig> = {}): VmConfig {
   const config = vmConfigIn(fs.mkdtempSync(path.join(dir, 'vm-')), binaryPath, overrides);
   fs.writeFileSync(config.kernelPath, '');
-  fs.writeFileSync(config.initrdPath, '');
+  fs.writeFileSync(config.rootfs.path, '');
   return config;
 }
