@@ -9,15 +9,19 @@ import { Hypervisor, VmConfig, VmDevice, VmExit } from '../hypervisor';
 import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
+import { TailBuffer } from '../tail-buffer';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
+/** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
+const CONSOLE_TAIL_BYTES = 128 * 1024;
 
 export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu';
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
   private hotplug: BlockHotplug | undefined;
-  private consoleLog: string | undefined;
+  /** The guest console (QEMU's stdout), its end only: the guest decides how much it prints. */
+  private console: TailBuffer | undefined;
   private resolveExited!: (exit: VmExit) => void;
   readonly exited: Promise<VmExit>;
   private hasExited = false;
@@ -36,14 +40,16 @@ export class QemuHypervisor implements Hypervisor {
       if (!fs.existsSync(file)) throw new HypervisorError(`guest image file ${file} does not exist; build the guest with 'make guest'`);
     }
     const paths = qemuPaths(config.workDir);
-    this.consoleLog = paths.consoleLog;
     const args = buildQemuArgs(config, this.options);
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
+    const console = new TailBuffer(CONSOLE_TAIL_BYTES);
+    this.console = console;
     const stderr: Buffer[] = [];
     // In a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
     const [command, commandArgs] = config.network ? ['nsenter', [`--net=${config.network.netnsPath}`, '--', config.binaryPath, ...args]] : [config.binaryPath, args];
-    const child = spawn(command, commandArgs, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
+    child.stdout?.on('data', (chunk: Buffer) => console.push(chunk));
     child.stderr?.on('data', (chunk: Buffer) => {
       stderr.push(chunk);
       this.logger.warn({ qemu: chunk.toString().trim() }, 'qemu stderr');
@@ -103,13 +109,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   consoleTail(maxBytes = 4096): string {
-    if (!this.consoleLog) return '';
-    try {
-      const text = fs.readFileSync(this.consoleLog);
-      return text.subarray(Math.max(0, text.length - maxBytes)).toString();
-    } catch {
-      return '';
-    }
+    return this.console?.tail(maxBytes).toString() ?? '';
   }
 
   private requireHotplug(deviceId: string): BlockHotplug {
