@@ -4,6 +4,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { HypervisorError } from '../../lib/errors';
 import { silentLogger } from '../../lib/logger';
 import { VmConfig } from '../hypervisor';
 import { QemuHypervisor } from './qemu';
@@ -104,6 +105,21 @@ describe('QemuHypervisor output handling (fake qemu binary)', () => {
     } finally {
       await qemu.stop(0);
     }
+    expect(qemu.pid()).toBeUndefined();
+  });
+
+  it('reports a start-up abort with the end of QEMU\'s stderr, bounded however much it printed', async () => {
+    const reason = 'qemu-system-x86_64: -device foo: the reason a person can act on';
+    const qemu = new QemuHypervisor(silentLogger());
+    const err = await qemu.start(vmConfig({ consoleBytes: 0, consoleEnd: '', stderrBytes: 4 << 20, stderrEnd: `${reason}\n`, exitCode: 1 })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(HypervisorError);
+    const message = (err as Error).message;
+    expect(message.startsWith('qemu exited during start-up: ')).toBe(true);
+    expect(message.endsWith(reason)).toBe(true);
+    expect(message.length).toBeLessThanOrEqual('qemu exited during start-up: '.length + 16 * 1024);
     expect(qemu.pid()).toBeUndefined();
   });
 });

@@ -9,7 +9,7 @@ import { Hypervisor, VmConfig, VmDevice, VmExit } from '../hypervisor';
 import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
-import { TailBuffer } from '../tail-buffer';
+import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
@@ -44,7 +44,8 @@ export class QemuHypervisor implements Hypervisor {
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const console = new TailBuffer(CONSOLE_TAIL_BYTES);
     this.console = console;
-    const stderr: Buffer[] = [];
+    // Only its end matters (why start-up failed), and a QEMU that keeps complaining must not grow the shim.
+    const stderr = new TailBuffer(VMM_STDERR_TAIL_BYTES);
     // In a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
     const [command, commandArgs] = config.network ? ['nsenter', [`--net=${config.network.netnsPath}`, '--', config.binaryPath, ...args]] : [config.binaryPath, args];
     const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -64,7 +65,7 @@ export class QemuHypervisor implements Hypervisor {
       this.resolveExited({ code, signal });
     });
     const earlyExit = this.exited.then((exit) => {
-      const reason = Buffer.concat(stderr).toString().trim() || `exit code ${exit.code} signal ${exit.signal}`;
+      const reason = stderr.tail().toString().trim() || `exit code ${exit.code} signal ${exit.signal}`;
       throw new HypervisorError(`qemu exited during start-up: ${reason}`);
     });
     try {
