@@ -58,6 +58,11 @@ describe('CRI pods with the kata handler', () => {
       .filter((l) => l.includes('qemu-system') && l.includes(`sandbox-${podId}`));
   }
 
+  /** Options of the mount the container sees at `/` (the last one stacked there). */
+  async function rootMountOptions(containerId: string): Promise<string> {
+    return (await exec(containerId, ['awk', '$2 == "/" { options = $4 } END { print options }', '/proc/self/mounts'])).stdout.trim();
+  }
+
   async function removePod(podId: string, config: PodSandboxConfig): Promise<void> {
     await cri.stopPodSandbox({ pod_sandbox_id: podId });
     await cri.removePodSandbox({ pod_sandbox_id: podId });
@@ -115,7 +120,13 @@ describe('CRI pods with the kata handler', () => {
 
     // The OCI spec is honoured in the guest.
     expect((await exec(app, ['sh', '-c', 'echo "$(id -u):$(id -g) $(pwd) $GREETING"'])).stdout).toBe('1000:1000 /scratch hello from the spec\n');
-    expect((await exec(app, ['touch', '/rootfs-is-read-only'])).exit_code).not.toBe(0);
+    // Read-only rootfs: /tmp is 1777 in the image, so only the read-only mount stops uid
+    // 1000 there; web (root, rootfs writable) writes to / itself. Pod B's client shows root
+    // stopped by a read-only rootfs too.
+    expect(await exec(app, ['touch', '/tmp/probe'])).toMatchObject({ exit_code: 1, stderr: expect.stringContaining('Read-only file system') });
+    expect(await rootMountOptions(app)).toMatch(/^ro,/);
+    expect(await exec(web, ['sh', '-c', 'touch /probe && rm /probe'])).toEqual({ stdout: '', stderr: '', exit_code: 0 });
+    expect(await rootMountOptions(web)).toMatch(/^rw,/);
     const webStatus = (await exec(web, ['cat', '/proc/self/status'])).stdout;
     // NET_BIND_SERVICE (10) and NET_RAW (13) only; Seccomp 2 = filter mode.
     expect(webStatus).toMatch(/^CapEff:\s+0000000000002400$/m);
@@ -160,7 +171,12 @@ describe('CRI pods with the kata handler', () => {
     // A second pod, its own VM, pings pod A and fetches from it over the bridge.
     const podB = podSandboxConfig(cd.cri, 'pod-b');
     const idB = (await cri.runPodSandbox({ config: podB, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
-    const client = await started(idB, podB, containerConfig('client', images.busybox, ['sleep', '3600']));
+    const client = await started(idB, podB, containerConfig('client', images.busybox, ['sleep', '3600'], {
+      linux: { security_context: { namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' }, readonly_rootfs: true } },
+    }));
+    expect(await exec(client, ['id', '-u'])).toMatchObject({ stdout: '0\n' });
+    expect(await exec(client, ['touch', '/probe'])).toMatchObject({ exit_code: 1, stderr: expect.stringContaining('Read-only file system') });
+    expect(await rootMountOptions(client)).toMatch(/^ro,/);
     const ipB = await podIp(idB);
     expect(ipB).not.toBe(ipA);
     expect((await exec(client, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout).toContain(`inet ${ipB}/24`);
