@@ -58,6 +58,12 @@ describe('CRI pods with the kata handler', () => {
       .filter((l) => l.includes('qemu-system') && l.includes(`sandbox-${podId}`));
   }
 
+  /** The host's address on its default route's interface, if it has one: off every pod subnet. */
+  function hostUplinkAddress(): string | undefined {
+    const dev = /\bdev (\S+)/.exec(execFileSync('ip', ['-4', '-o', 'route', 'show', 'default'], { encoding: 'utf8' }))?.[1];
+    return dev && /\binet (\d+\.\d+\.\d+\.\d+)\//.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'dev', dev], { encoding: 'utf8' }))?.[1];
+  }
+
   /** Options of the mount the container sees at `/` (the last one stacked there). */
   async function rootMountOptions(containerId: string): Promise<string> {
     return (await exec(containerId, ['awk', '$2 == "/" { options = $4 } END { print options }', '/proc/self/mounts'])).stdout.trim();
@@ -159,6 +165,14 @@ describe('CRI pods with the kata handler', () => {
     // The pod reaches its host-side gateway (the CNI bridge).
     const pingGw = await exec(web, ['ping', '-c1', '-W5', cd.cri.network.gateway]);
     expect(pingGw.exit_code).toBe(0);
+    // The agent applied CNI's routes in the guest: the default route goes via the bridge,
+    // so an address off the pod subnet (the host's own uplink address) answers too.
+    expect((await exec(web, ['ip', '-4', 'route', 'show', 'default'])).stdout.trim()).toBe(`default via ${cd.cri.network.gateway} dev eth0`);
+    const offSubnet = hostUplinkAddress();
+    if (offSubnet) {
+      expect(offSubnet.startsWith(cd.cri.network.subnet.replace(/0\/24$/, ''))).toBe(false);
+      expect(await exec(web, ['ping', '-c1', '-W5', offSubnet])).toMatchObject({ exit_code: 0, stdout: expect.stringContaining(`from ${offSubnet}`) });
+    }
 
     // ContainerStats: real numbers from the guest's cgroups.
     const { stats } = await cri.containerStats({ container_id: web });
