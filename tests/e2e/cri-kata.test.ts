@@ -12,6 +12,7 @@ import { ContainerConfig, CriClient, CriError, PodSandboxConfig } from '../harne
 import { CriImages } from '../harness/cri-images';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { HostSnapshot, waitForNoLeaks } from '../harness/leaks';
+import { readMountPoints } from '../harness/mounts';
 import { CriKataEnv, startCriKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
@@ -67,6 +68,11 @@ describe('CRI pods with the kata handler', () => {
   /** Options of the mount the container sees at `/` (the last one stacked there). */
   async function rootMountOptions(containerId: string): Promise<string> {
     return (await exec(containerId, ['awk', '$2 == "/" { options = $4 } END { print options }', '/proc/self/mounts'])).stdout.trim();
+  }
+
+  /** Host mount points at or below any of `dirs`, sorted. */
+  async function mountsUnder(...dirs: string[]): Promise<string[]> {
+    return (await readMountPoints()).filter((m) => dirs.some((d) => m === d || m.startsWith(`${d}/`))).sort();
   }
 
   async function removePod(podId: string, config: PodSandboxConfig): Promise<void> {
@@ -203,18 +209,38 @@ describe('CRI pods with the kata handler', () => {
 
     // A mount source that cannot cross into a VM fails clearly (containerd creates the
     // task, and so calls us, at StartContainer); the pod runs on, nothing of it is left.
+    const podBDir = path.join(dir, 'vm', idB);
+    const startFails = async (name: string, mount: { container_path: string; host_path: string }, beforeStart: () => void = () => undefined): Promise<string> => {
+      // Our state dir (the pod's shared dir) and containerd's (the task bundles' rootfs).
+      const mountsBefore = await mountsUnder(dir, cd.dir);
+      const { container_id } = await cri.createContainer({ pod_sandbox_id: idB, config: containerConfig(name, images.busybox, ['sleep', '1'], { mounts: [mount] }), sandbox_config: podB });
+      beforeStart();
+      const err = await cri.startContainer({ container_id }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(CriError);
+      // What a failed Create could leave: its rootfs or a share mounted, its directory in
+      // the pod's shared dir.
+      expect(await mountsUnder(dir, cd.dir)).toEqual(mountsBefore);
+      expect(fs.existsSync(path.join(podBDir, 'shared', container_id))).toBe(false);
+      await cri.removeContainer({ container_id });
+      return (err as CriError).details;
+    };
     const socketPath = path.join(dir, 'host.sock');
     const server = net.createServer().listen(socketPath);
     try {
-      const config = containerConfig('bad-mount', images.busybox, ['sleep', '1'], { mounts: [{ container_path: '/run/host.sock', host_path: socketPath }] });
-      const { container_id } = await cri.createContainer({ pod_sandbox_id: idB, config, sandbox_config: podB });
-      const err = await cri.startContainer({ container_id }).then(() => undefined, (e: unknown) => e);
-      expect(err).toBeInstanceOf(CriError);
-      expect((err as CriError).details).toContain(`mount /run/host.sock: host source ${socketPath} is a Unix socket, which cannot be shared into the VM`);
-      await cri.removeContainer({ container_id });
+      expect(await startFails('bad-mount', { container_path: '/run/host.sock', host_path: socketPath })).toContain(
+        `mount /run/host.sock: host source ${socketPath} is a Unix socket, which cannot be shared into the VM`,
+      );
     } finally {
       server.close();
     }
+    // A missing host path never reaches us: containerd's CreateContainer makes it a
+    // directory. One that vanishes before StartContainer fails naming the mount.
+    const vanishing = path.join(dir, 'vanishing');
+    const details = await startFails('gone-mount', { container_path: '/data', host_path: vanishing }, () => {
+      expect(fs.statSync(vanishing).isDirectory()).toBe(true);
+      fs.rmdirSync(vanishing);
+    });
+    expect(details).toContain(`mount /data: host source ${vanishing} cannot be used (ENOENT)`);
     expect((await exec(client, ['echo', 'still-here'])).stdout).toBe('still-here\n');
 
     await removePod(idB, podB);
