@@ -59,6 +59,23 @@ describe('CRI pods with the kata handler', () => {
       .filter((l) => l.includes('qemu-system') && l.includes(`sandbox-${podId}`));
   }
 
+  /** Our shim daemons serving this containerd, with the pod (-id) and socket each serves. */
+  function shimDaemons(): Array<{ pid: number; id: string; socket: string }> {
+    const daemons: Array<{ pid: number; id: string; socket: string }> = [];
+    for (const pid of fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+      let argv: string[];
+      try {
+        argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      } catch {
+        continue; // exited meanwhile
+      }
+      const flag = (name: string): string | undefined => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
+      if (!argv[1]?.endsWith('/dist/shim/main.js') || !argv.includes('daemon') || flag('-address') !== cd.address) continue;
+      daemons.push({ pid: Number(pid), id: flag('-id') ?? '', socket: flag('-socket') ?? '' });
+    }
+    return daemons;
+  }
+
   /** The host's address on its default route's interface, if it has one: off every pod subnet. */
   function hostUplinkAddress(): string | undefined {
     const dev = /\bdev (\S+)/.exec(execFileSync('ip', ['-4', '-o', 'route', 'show', 'default'], { encoding: 'utf8' }))?.[1];
@@ -125,6 +142,15 @@ describe('CRI pods with the kata handler', () => {
     expect(bootIds[1]).toBe(bootIds[0]);
     expect(bootIds[0]).not.toBe(hostBootId);
     expect(qemusOf(idA)).toHaveLength(1);
+    // One shim daemon serves the pod, on a socket only root may use, and containerd
+    // talks to it for all three of the pod's tasks.
+    const daemonsA = shimDaemons();
+    expect(daemonsA.map((d) => d.id)).toEqual([idA]);
+    const socketA = fs.statSync(daemonsA[0].socket);
+    expect({ socket: socketA.isSocket(), mode: socketA.mode & 0o777, uid: socketA.uid }).toEqual({ socket: true, mode: 0o600, uid: 0 });
+    for (const task of [idA, web, app]) {
+      expect(fs.readFileSync(path.join(cd.state, 'io.containerd.runtime.v2.task', 'k8s.io', task, 'address'), 'utf8')).toBe(`unix://${daemonsA[0].socket}`);
+    }
 
     // ExecSync: output and exit codes.
     expect(await exec(app, ['echo', 'hi'])).toEqual({ stdout: 'hi\n', stderr: '', exit_code: 0 });
@@ -218,9 +244,10 @@ describe('CRI pods with the kata handler', () => {
       const err = await cri.startContainer({ container_id }).then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(CriError);
       // What a failed Create could leave: its rootfs or a share mounted, its directory in
-      // the pod's shared dir.
+      // the pod's shared dir, a daemon of its own.
       expect(await mountsUnder(dir, cd.dir)).toEqual(mountsBefore);
       expect(fs.existsSync(path.join(podBDir, 'shared', container_id))).toBe(false);
+      expect(shimDaemons().map((d) => d.id).sort()).toEqual([idA, idB].sort());
       await cri.removeContainer({ container_id });
       return (err as CriError).details;
     };
