@@ -8,14 +8,13 @@ import * as path from 'path';
 import { HypervisorError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { VmExit } from './hypervisor';
+import { TailBuffer, VMM_STDERR_TAIL_BYTES } from './tail-buffer';
 
 /** How long a VMM may take to quit once asked, before SIGKILL. */
 const QUIT_GRACE_MS = 3000;
 /** A VMM dying mid-request resets the connection a moment before its exit is reaped. */
 const EXIT_REAP_MS = 1000;
 const POLL_MS = 20;
-/** The stderr kept for messages; a chatty VMM must not grow the shim's memory. */
-const MAX_STDERR_BYTES = 16 * 1024;
 
 export interface VmmProcessOptions {
   /** Names the process in messages, e.g. 'cloud-hypervisor'. */
@@ -32,7 +31,8 @@ export interface VmmProcessOptions {
 export class VmmProcess {
   readonly exited: Promise<VmExit>;
   private exit: VmExit | undefined;
-  private stderr = Buffer.alloc(0);
+  /** The stderr kept for messages; a chatty VMM must not grow the shim's memory. */
+  private readonly stderr = new TailBuffer(VMM_STDERR_TAIL_BYTES);
 
   private constructor(private readonly child: ChildProcess, private readonly options: VmmProcessOptions) {
     this.exited = new Promise((resolve) => {
@@ -47,12 +47,12 @@ export class VmmProcess {
         // Without a pid it never started (e.g. the binary vanished after the check):
         // no 'exit' will follow, so this is its end.
         if (child.pid !== undefined) return;
-        this.stderr = Buffer.from(`cannot run ${options.binaryPath}: ${err.message}`);
+        this.stderr.push(Buffer.from(`cannot run ${options.binaryPath}: ${err.message}`));
         settle({ code: null, signal: null });
       });
     });
     child.stderr?.on('data', (chunk: Buffer) => {
-      this.stderr = Buffer.concat([this.stderr, chunk]).subarray(-MAX_STDERR_BYTES);
+      this.stderr.push(chunk);
       options.logger.warn({ stderr: chunk.toString().trim() }, `${options.name} stderr`);
     });
   }
@@ -155,7 +155,7 @@ export class VmmProcess {
 
   private deathError(step: string, exit: VmExit): HypervisorError {
     const status = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
-    const words = this.stderr.toString().trim() || (this.options.stdoutFile ? tailOfFile(this.options.stdoutFile, 1000).trim() : '');
+    const words = this.stderr.tail().toString().trim() || (this.options.stdoutFile ? tailOfFile(this.options.stdoutFile, 1000).trim() : '');
     return new HypervisorError(`${this.options.name} exited during ${step} (${status})${words ? `: ${words}` : ' without a message'}`);
   }
 }

@@ -1,7 +1,7 @@
 // The shim's view of the guest agent: typed calls over ttrpc, with per-call deadlines
 // for control calls and none for waits and stdio reads (they block by design).
 import * as net from 'net';
-import { DeadlineExceededError, UnavailableError } from '../lib/errors';
+import { DeadlineExceededError, ResourceExhaustedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
 import { Code, TtrpcClient } from '../ttrpc';
@@ -178,6 +178,11 @@ export class TtrpcAgentClient implements AgentClient {
       }
       if (code === Code.DEADLINE_EXCEEDED) {
         throw new DeadlineExceededError(`guest agent ${method}: no answer within ${timeoutMs} ms (the guest may be hung or overloaded; agent.callTimeoutMs sets the limit)`, { cause: err });
+      }
+      if (code === Code.RESOURCE_EXHAUSTED) {
+        // Usually a reply over the ttrpc message limit, which the client skipped unread;
+        // only this call fails, so say which one it was.
+        throw new ResourceExhaustedError(`guest agent ${method}: ${(err as Error).message}`, { cause: err });
       }
       throw err;
     }

@@ -12,21 +12,11 @@ import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { decodeResponse } from '../ttrpc/messages';
 import { Pod } from '../sandbox/pod';
 import { FrameDecoder, FrameType, encodeFrame, TtrpcClient, TtrpcServer } from '../ttrpc';
+import { seededRandom } from '../ttrpc/test-helpers';
 import { EventPublisher } from './events';
 import { TaskService } from './task-service';
 
 const ITERATIONS = 1500;
-
-/** xorshift32: small, deterministic. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x100000000;
-  };
-}
 
 function encodeTtrpcRequest(service: string, method: string, payload: Uint8Array): Buffer {
   // ttrpc Request{service=1, method=2, payload=3, timeout_nano=4}
@@ -79,16 +69,16 @@ describe('Task service under random input', () => {
   });
 
   it(`answers ${ITERATIONS} random requests with a status each and stays up`, async () => {
-    const random = rng(0x5eed);
+    const random = seededRandom(0x5eed);
     const methods = Object.keys(lookupService(TASK_SERVICE).methods);
     const socket = net.createConnection(socketPath);
     await new Promise((resolve) => socket.once('connect', resolve));
     const decoder = new FrameDecoder();
-    const answered = new Map<number, number>(); // stream id → status code
+    const answered = new Map<number, { code: number; message: string }>(); // stream id → status
     socket.on('data', (chunk: Buffer) => {
       for (const item of decoder.push(chunk)) {
         if ('frame' in item && item.frame.type === FrameType.Response) {
-          answered.set(item.frame.streamId, responseCode(item.frame.data));
+          answered.set(item.frame.streamId, responseStatus(item.frame.data));
         }
       }
     });
@@ -117,7 +107,10 @@ describe('Task service under random input', () => {
     while (answered.size < expected.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const unanswered = expected.filter((id) => !answered.has(id));
     expect(unanswered).toEqual([]);
-    expect([...answered.values()].every((code) => Number.isInteger(code) && code >= 0 && code <= 16)).toBe(true);
+    // A known code each, and an error always says what went wrong.
+    const bad = [...answered].filter(([, { code, message }]) => !(Number.isInteger(code) && code >= 0 && code <= 16) || (code !== 0 && message.trim() === ''));
+    expect(bad).toEqual([]);
+    expect([...answered.values()].filter(({ code }) => code !== 0).length).toBeGreaterThan(0);
     socket.destroy();
 
     // Still serving: a valid Connect on a new connection.
@@ -128,7 +121,8 @@ describe('Task service under random input', () => {
   });
 });
 
-/** The status code of an encoded ttrpc Response; 0 (OK) when absent. */
-function responseCode(data: Buffer): number {
-  return decodeResponse(data).status?.code ?? 0;
+/** The status of an encoded ttrpc Response; OK when absent. */
+function responseStatus(data: Buffer): { code: number; message: string } {
+  const status = decodeResponse(data).status;
+  return { code: status?.code ?? 0, message: status?.message ?? '' };
 }

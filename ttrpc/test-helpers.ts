@@ -69,6 +69,17 @@ export function removeTmpDirs(): void {
   for (const d of tmpDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
 
+/** A seeded generator of numbers in [0, 1) (xorshift32): the same seed, the same run. */
+export function seededRandom(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 0x100000000;
+  };
+}
+
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A hand-driven ttrpc peer speaking raw frames over a socket. */

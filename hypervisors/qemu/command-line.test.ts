@@ -65,6 +65,13 @@ describe('QEMU command line', () => {
     expect(valueAfter(args, '-device')).toContain('virtserialport,chardev=agent,name=agent.channel.0');
   });
 
+  it('sends the guest console to QEMU\'s stdout (a pipe the driver reads), never to a file', () => {
+    const args = buildQemuArgs(base);
+    expect(valueAfter(args, '-chardev')).toContain('stdio,id=console,signal=off');
+    expect(valueAfter(args, '-chardev').filter((c) => c.startsWith('file,'))).toEqual([]);
+    expect(valueAfter(args, '-serial')).toEqual(['chardev:console']);
+  });
+
   it('attaches one virtio NIC per pod tap, with the pod interface MAC', () => {
     expect(valueAfter(buildQemuArgs(base), '-netdev')).toEqual([]);
     const args = buildQemuArgs({ ...base, network: { netnsPath: '/var/run/netns/cni-1', nics: [{ tapName: 'tap0_kata', mac: '5a:1b:2c:3d:4e:5f' }] } });

@@ -6,14 +6,12 @@ import { rootfsKernelParams } from '../rootfs-params';
 export interface QemuPaths {
   qmpSocket: string;
   pidFile: string;
-  consoleLog: string;
 }
 
 export function qemuPaths(workDir: string): QemuPaths {
   return {
     qmpSocket: path.join(workDir, 'qmp.sock'),
     pidFile: path.join(workDir, 'qemu.pid'),
-    consoleLog: path.join(workDir, 'console.log'),
   };
 }
 
@@ -62,8 +60,10 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-qmp', `unix:${escapeOptionValue(paths.qmpSocket)},server=on,wait=off`,
     '-pidfile', paths.pidFile,
-    // The guest console goes to a file the shim reads when boot fails.
-    '-chardev', `file,id=console,path=${escapeOptionValue(paths.consoleLog)}`,
+    // The guest console goes to QEMU's stdout, a pipe the driver reads into a bounded
+    // buffer (qemu.ts): a file would let the guest fill the host's tmpfs. signal=off:
+    // console bytes are never Ctrl-C for QEMU.
+    '-chardev', 'stdio,id=console,signal=off',
     '-serial', 'chardev:console',
     '-kernel', config.kernelPath,
     '-append', [...rootfsKernelParams(config.rootfs), ...config.kernelParams].join(' '),

@@ -10,15 +10,19 @@ import { requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
+import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
+/** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
+const CONSOLE_TAIL_BYTES = 128 * 1024;
 
 export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu';
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
   private hotplug: BlockHotplug | undefined;
-  private consoleLog: string | undefined;
+  /** The guest console (QEMU's stdout), its end only: the guest decides how much it prints. */
+  private console: TailBuffer | undefined;
   private resolveExited!: (exit: VmExit) => void;
   readonly exited: Promise<VmExit>;
   private hasExited = false;
@@ -35,15 +39,18 @@ export class QemuHypervisor implements Hypervisor {
     await assertExecutable(config.binaryPath);
     requireGuestImage(config);
     const paths = qemuPaths(config.workDir);
-    this.consoleLog = paths.consoleLog;
     const rootfsImageBytes = config.rootfs.kind === 'image' ? fs.statSync(config.rootfs.path).size : undefined;
     const args = buildQemuArgs(config, this.options, { rootfsImageBytes });
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
-    const stderr: Buffer[] = [];
+    const console = new TailBuffer(CONSOLE_TAIL_BYTES);
+    this.console = console;
+    // Only its end matters (why start-up failed), and a QEMU that keeps complaining must not grow the shim.
+    const stderr = new TailBuffer(VMM_STDERR_TAIL_BYTES);
     // In a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
     const [command, commandArgs] = config.network ? ['nsenter', [`--net=${config.network.netnsPath}`, '--', config.binaryPath, ...args]] : [config.binaryPath, args];
-    const child = spawn(command, commandArgs, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
+    child.stdout?.on('data', (chunk: Buffer) => console.push(chunk));
     child.stderr?.on('data', (chunk: Buffer) => {
       stderr.push(chunk);
       this.logger.warn({ qemu: chunk.toString().trim() }, 'qemu stderr');
@@ -58,7 +65,7 @@ export class QemuHypervisor implements Hypervisor {
       this.resolveExited({ code, signal });
     });
     const earlyExit = this.exited.then((exit) => {
-      const reason = Buffer.concat(stderr).toString().trim() || `exit code ${exit.code} signal ${exit.signal}`;
+      const reason = stderr.tail().toString().trim() || `exit code ${exit.code} signal ${exit.signal}`;
       throw new HypervisorError(`qemu exited during start-up: ${reason}`);
     });
     try {
@@ -103,13 +110,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   consoleTail(maxBytes = 4096): string {
-    if (!this.consoleLog) return '';
-    try {
-      const text = fs.readFileSync(this.consoleLog);
-      return text.subarray(Math.max(0, text.length - maxBytes)).toString();
-    } catch {
-      return '';
-    }
+    return this.console?.tail(maxBytes).toString() ?? '';
   }
 
   private requireHotplug(deviceId: string): BlockHotplug {

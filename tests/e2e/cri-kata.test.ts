@@ -12,6 +12,7 @@ import { ContainerConfig, CriClient, CriError, PodSandboxConfig } from '../harne
 import { CriImages } from '../harness/cri-images';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { HostSnapshot, waitForNoLeaks } from '../harness/leaks';
+import { readMountPoints } from '../harness/mounts';
 import { CriKataEnv, startCriKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
@@ -56,6 +57,39 @@ describe('CRI pods with the kata handler', () => {
     return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
       .split('\n')
       .filter((l) => l.includes('qemu-system') && l.includes(`sandbox-${podId}`));
+  }
+
+  /** Our shim daemons serving this containerd, with the pod (-id) and socket each serves. */
+  function shimDaemons(): Array<{ pid: number; id: string; socket: string }> {
+    const daemons: Array<{ pid: number; id: string; socket: string }> = [];
+    for (const pid of fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+      let argv: string[];
+      try {
+        argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      } catch {
+        continue; // exited meanwhile
+      }
+      const flag = (name: string): string | undefined => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
+      if (!argv[1]?.endsWith('/dist/shim/main.js') || !argv.includes('daemon') || flag('-address') !== cd.address) continue;
+      daemons.push({ pid: Number(pid), id: flag('-id') ?? '', socket: flag('-socket') ?? '' });
+    }
+    return daemons;
+  }
+
+  /** The host's address on its default route's interface, if it has one: off every pod subnet. */
+  function hostUplinkAddress(): string | undefined {
+    const dev = /\bdev (\S+)/.exec(execFileSync('ip', ['-4', '-o', 'route', 'show', 'default'], { encoding: 'utf8' }))?.[1];
+    return dev && /\binet (\d+\.\d+\.\d+\.\d+)\//.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'dev', dev], { encoding: 'utf8' }))?.[1];
+  }
+
+  /** Options of the mount the container sees at `/` (the last one stacked there). */
+  async function rootMountOptions(containerId: string): Promise<string> {
+    return (await exec(containerId, ['awk', '$2 == "/" { options = $4 } END { print options }', '/proc/self/mounts'])).stdout.trim();
+  }
+
+  /** Host mount points at or below any of `dirs`, sorted. */
+  async function mountsUnder(...dirs: string[]): Promise<string[]> {
+    return (await readMountPoints()).filter((m) => dirs.some((d) => m === d || m.startsWith(`${d}/`))).sort();
   }
 
   async function removePod(podId: string, config: PodSandboxConfig): Promise<void> {
@@ -108,6 +142,15 @@ describe('CRI pods with the kata handler', () => {
     expect(bootIds[1]).toBe(bootIds[0]);
     expect(bootIds[0]).not.toBe(hostBootId);
     expect(qemusOf(idA)).toHaveLength(1);
+    // One shim daemon serves the pod, on a socket only root may use, and containerd
+    // talks to it for all three of the pod's tasks.
+    const daemonsA = shimDaemons();
+    expect(daemonsA.map((d) => d.id)).toEqual([idA]);
+    const socketA = fs.statSync(daemonsA[0].socket);
+    expect({ socket: socketA.isSocket(), mode: socketA.mode & 0o777, uid: socketA.uid }).toEqual({ socket: true, mode: 0o600, uid: 0 });
+    for (const task of [idA, web, app]) {
+      expect(fs.readFileSync(path.join(cd.state, 'io.containerd.runtime.v2.task', 'k8s.io', task, 'address'), 'utf8')).toBe(`unix://${daemonsA[0].socket}`);
+    }
 
     // ExecSync: output and exit codes.
     expect(await exec(app, ['echo', 'hi'])).toEqual({ stdout: 'hi\n', stderr: '', exit_code: 0 });
@@ -115,7 +158,13 @@ describe('CRI pods with the kata handler', () => {
 
     // The OCI spec is honoured in the guest.
     expect((await exec(app, ['sh', '-c', 'echo "$(id -u):$(id -g) $(pwd) $GREETING"'])).stdout).toBe('1000:1000 /scratch hello from the spec\n');
-    expect((await exec(app, ['touch', '/rootfs-is-read-only'])).exit_code).not.toBe(0);
+    // Read-only rootfs: /tmp is 1777 in the image, so only the read-only mount stops uid
+    // 1000 there; web (root, rootfs writable) writes to / itself. Pod B's client shows root
+    // stopped by a read-only rootfs too.
+    expect(await exec(app, ['touch', '/tmp/probe'])).toMatchObject({ exit_code: 1, stderr: expect.stringContaining('Read-only file system') });
+    expect(await rootMountOptions(app)).toMatch(/^ro,/);
+    expect(await exec(web, ['sh', '-c', 'touch /probe && rm /probe'])).toEqual({ stdout: '', stderr: '', exit_code: 0 });
+    expect(await rootMountOptions(web)).toMatch(/^rw,/);
     const webStatus = (await exec(web, ['cat', '/proc/self/status'])).stdout;
     // NET_BIND_SERVICE (10) and NET_RAW (13) only; Seccomp 2 = filter mode.
     expect(webStatus).toMatch(/^CapEff:\s+0000000000002400$/m);
@@ -148,6 +197,14 @@ describe('CRI pods with the kata handler', () => {
     // The pod reaches its host-side gateway (the CNI bridge).
     const pingGw = await exec(web, ['ping', '-c1', '-W5', cd.cri.network.gateway]);
     expect(pingGw.exit_code).toBe(0);
+    // The agent applied CNI's routes in the guest: the default route goes via the bridge,
+    // so an address off the pod subnet (the host's own uplink address) answers too.
+    expect((await exec(web, ['ip', '-4', 'route', 'show', 'default'])).stdout.trim()).toBe(`default via ${cd.cri.network.gateway} dev eth0`);
+    const offSubnet = hostUplinkAddress();
+    if (offSubnet) {
+      expect(offSubnet.startsWith(cd.cri.network.subnet.replace(/0\/24$/, ''))).toBe(false);
+      expect(await exec(web, ['ping', '-c1', '-W5', offSubnet])).toMatchObject({ exit_code: 0, stdout: expect.stringContaining(`from ${offSubnet}`) });
+    }
 
     // ContainerStats: real numbers from the guest's cgroups.
     const { stats } = await cri.containerStats({ container_id: web });
@@ -160,7 +217,12 @@ describe('CRI pods with the kata handler', () => {
     // A second pod, its own VM, pings pod A and fetches from it over the bridge.
     const podB = podSandboxConfig(cd.cri, 'pod-b');
     const idB = (await cri.runPodSandbox({ config: podB, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
-    const client = await started(idB, podB, containerConfig('client', images.busybox, ['sleep', '3600']));
+    const client = await started(idB, podB, containerConfig('client', images.busybox, ['sleep', '3600'], {
+      linux: { security_context: { namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' }, readonly_rootfs: true } },
+    }));
+    expect(await exec(client, ['id', '-u'])).toMatchObject({ stdout: '0\n' });
+    expect(await exec(client, ['touch', '/probe'])).toMatchObject({ exit_code: 1, stderr: expect.stringContaining('Read-only file system') });
+    expect(await rootMountOptions(client)).toMatch(/^ro,/);
     const ipB = await podIp(idB);
     expect(ipB).not.toBe(ipA);
     expect((await exec(client, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout).toContain(`inet ${ipB}/24`);
@@ -173,18 +235,39 @@ describe('CRI pods with the kata handler', () => {
 
     // A mount source that cannot cross into a VM fails clearly (containerd creates the
     // task, and so calls us, at StartContainer); the pod runs on, nothing of it is left.
+    const podBDir = path.join(dir, 'vm', idB);
+    const startFails = async (name: string, mount: { container_path: string; host_path: string }, beforeStart: () => void = () => undefined): Promise<string> => {
+      // Our state dir (the pod's shared dir) and containerd's (the task bundles' rootfs).
+      const mountsBefore = await mountsUnder(dir, cd.dir);
+      const { container_id } = await cri.createContainer({ pod_sandbox_id: idB, config: containerConfig(name, images.busybox, ['sleep', '1'], { mounts: [mount] }), sandbox_config: podB });
+      beforeStart();
+      const err = await cri.startContainer({ container_id }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(CriError);
+      // What a failed Create could leave: its rootfs or a share mounted, its directory in
+      // the pod's shared dir, a daemon of its own.
+      expect(await mountsUnder(dir, cd.dir)).toEqual(mountsBefore);
+      expect(fs.existsSync(path.join(podBDir, 'shared', container_id))).toBe(false);
+      expect(shimDaemons().map((d) => d.id).sort()).toEqual([idA, idB].sort());
+      await cri.removeContainer({ container_id });
+      return (err as CriError).details;
+    };
     const socketPath = path.join(dir, 'host.sock');
     const server = net.createServer().listen(socketPath);
     try {
-      const config = containerConfig('bad-mount', images.busybox, ['sleep', '1'], { mounts: [{ container_path: '/run/host.sock', host_path: socketPath }] });
-      const { container_id } = await cri.createContainer({ pod_sandbox_id: idB, config, sandbox_config: podB });
-      const err = await cri.startContainer({ container_id }).then(() => undefined, (e: unknown) => e);
-      expect(err).toBeInstanceOf(CriError);
-      expect((err as CriError).details).toContain(`mount /run/host.sock: host source ${socketPath} is a Unix socket, which cannot be shared into the VM`);
-      await cri.removeContainer({ container_id });
+      expect(await startFails('bad-mount', { container_path: '/run/host.sock', host_path: socketPath })).toContain(
+        `mount /run/host.sock: host source ${socketPath} is a Unix socket, which cannot be shared into the VM`,
+      );
     } finally {
       server.close();
     }
+    // A missing host path never reaches us: containerd's CreateContainer makes it a
+    // directory. One that vanishes before StartContainer fails naming the mount.
+    const vanishing = path.join(dir, 'vanishing');
+    const details = await startFails('gone-mount', { container_path: '/data', host_path: vanishing }, () => {
+      expect(fs.statSync(vanishing).isDirectory()).toBe(true);
+      fs.rmdirSync(vanishing);
+    });
+    expect(details).toContain(`mount /data: host source ${vanishing} cannot be used (ENOENT)`);
     expect((await exec(client, ['echo', 'still-here'])).stdout).toBe('still-here\n');
 
     await removePod(idB, podB);

@@ -153,4 +153,36 @@ describe('Task API through containerd', () => {
     expect((await ctr(['containers', 'rm', id])).code).toBe(0);
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   });
+
+  it('a VM death with two containers and an exec in the pod ends each with its own non-zero exit, and leaves nothing', async () => {
+    // Grouped as CRI groups a pod: the sandbox container, then one that joins it.
+    const pod = 'api-death-pod';
+    const app = 'api-death-app';
+    const inPod = (type: string) => ['--annotation', `io.kubernetes.cri.sandbox-id=${pod}`, '--annotation', `io.kubernetes.cri.container-type=${type}`];
+    expect((await ctr(['run', '-d', '--runtime', RUNTIME, ...inPod('sandbox'), env.image, pod, 'sleep', '600'])).code).toBe(0);
+    expect((await ctr(['run', '-d', '--runtime', RUNTIME, ...inPod('container'), env.image, app, 'sleep', '600'])).code).toBe(0);
+    const exec = env.containerd.ctr(['task', 'exec', '--exec-id', 'death-exec', app, 'sleep', '600'], { timeoutMs: VM_MS });
+    await events.waitFor('/tasks/exec-started', '"death-exec"');
+
+    // One VM holds all three: both tasks report its QEMU's pid, and only the pod has a state dir.
+    const qemuPid = Number(fs.readFileSync(`${env.stateDir}/${pod}/qemu.pid`, 'utf8'));
+    const { stdout: listed } = await ctr(['task', 'ls']);
+    for (const id of [pod, app]) expect(listed).toMatch(new RegExp(`^${id}\\s+${qemuPid}\\s+RUNNING`, 'm'));
+    expect(fs.existsSync(`${env.stateDir}/${app}`)).toBe(false);
+
+    process.kill(qemuPid, 'SIGKILL');
+    const exits = await Promise.all([events.waitForExit(pod), events.waitForExit(app), events.waitForExit(app, 'death-exec')]);
+    for (const exit of exits) expect(exit).toMatch(/"exit_status":[1-9]/); // zero would be omitted from the JSON
+    // As runc's shim does it: an exec's exit goes out before its container's.
+    const order = events.events.map((e) => e.line);
+    expect(order.indexOf(exits[2])).toBeLessThan(order.indexOf(exits[1]));
+    expect((await exec).code).not.toBe(0);
+    for (const id of [pod, app]) expect(await taskStatus(id)).toBe('STOPPED');
+
+    for (const id of [app, pod]) {
+      expect((await ctr(['task', 'delete', id])).code).toBe(0);
+      expect((await ctr(['containers', 'rm', id])).code).toBe(0);
+    }
+    expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
+  });
 });
