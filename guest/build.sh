@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Builds the kata-ts guest: a Debian kernel + an initramfs with busybox, crun, node and
-# the agent, from Debian packages (apt-get download, never installed on the host).
+# Builds the kata-ts guest from Debian packages (apt-get download, never installed on
+# the host): our own kernel (guest/kernel/build.sh: Debian's linux-source with our
+# config fragments, everything built in) and one root filesystem with busybox, crun,
+# node and the agent, packed twice: as a DAX-ready ext4 image (rootfs.img, mapped by
+# every VM from the host page cache) and as an initramfs (initrd.img). Debian's own
+# kernel is kept beside ours for comparison (its modules are in the rootfs).
 #
 #   guest/build.sh [AGENT_DIR]
 #
 # Output (cached by a hash of every input, so an unchanged second build is instant):
-#   guest/out/<hash>/vmlinuz  guest/out/<hash>/initrd.img  guest/out/<hash>/manifest.json
+#   guest/out/<hash>/{vmlinux,vmlinuz}                 our kernel (ELF for PVH, bzImage)
+#   guest/out/<hash>/{vmlinux,vmlinuz}-debian          Debian's kernel
+#   guest/out/<hash>/{rootfs.img,initrd.img,manifest.json}
 #   guest/out/current -> <hash>
 # Environment:
 #   AGENT_DIR         where dist/, protos/, package.json, node_modules/ come from (default:
@@ -26,7 +32,7 @@ OUT=${GUEST_OUT:-$GUEST_DIR/out}
 CACHE=${GUEST_CACHE:-$OUT/cache}
 NODE_BIN=${GUEST_NODE:-/usr/bin/node}
 ARCH=amd64
-FORMAT=1 # bump to invalidate every cached image
+FORMAT=2 # bump to invalidate every cached image
 
 # Kernel modules the image loads at boot, dependencies resolved from modules.dep.
 REQUIRED_MODULES="virtio_pci virtio_console virtio_blk virtio_net 9p 9pnet_virtio overlay"
@@ -43,7 +49,7 @@ die() {
 START=$(date +%s.%N)
 elapsed() { awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1fs", e - s }'; }
 
-for tool in apt-get apt-cache dpkg-deb depmod cpio sha256sum ldd flock find sort awk gcc; do
+for tool in apt-get apt-cache dpkg-deb depmod cpio sha256sum ldd flock find sort awk gcc mkfs.ext4 e2fsck; do
 	command -v "$tool" >/dev/null || die "$tool not found on the host"
 done
 [ -x "$NODE_BIN" ] || die "node binary $NODE_BIN not found"
@@ -173,6 +179,11 @@ if ! resolve_packages; then
 	resolve_packages || die "cannot resolve ${GUEST_KERNEL_PKG:-linux-image-$ARCH} / busybox-static / crun with apt"
 fi
 
+# --- our kernel (cached by its own hash; a cold build compiles for a while) --------------
+OWN_KERNEL_DIR=$(GUEST_CACHE=$CACHE "$GUEST_DIR/kernel/build.sh" | tail -n1) || die "guest kernel build failed"
+[ -f "$OWN_KERNEL_DIR/vmlinux" ] || die "guest kernel build printed no kernel directory"
+OWN_KVER=$(cat "$OWN_KERNEL_DIR/version")
+
 # --- agent files ------------------------------------------------------------------------
 PLACEHOLDER=
 if [ ! -f "$AGENT_DIR/dist/agent/main.js" ]; then
@@ -229,6 +240,7 @@ libs_of() {
 hash_inputs() {
 	echo "format $FORMAT"
 	echo "$DEB_LINES" | sed 's/^/deb /'
+	echo "own-kernel ${OWN_KERNEL_DIR##*/} $OWN_KVER"
 	echo "modules $REQUIRED_MODULES | $OPTIONAL_MODULES"
 	echo "strip $(command -v strip >/dev/null && echo yes || echo no)"
 	echo "placeholder-agent ${PLACEHOLDER:-0}"
@@ -254,7 +266,7 @@ set_current() {
 	touch "$IMG"
 }
 cache_hit() {
-	[ -f "$IMG/manifest.json" ] && [ -f "$IMG/vmlinuz" ] && [ -f "$IMG/initrd.img" ] || return 1
+	[ -f "$IMG/manifest.json" ] && [ -f "$IMG/vmlinux" ] && [ -f "$IMG/rootfs.img" ] && [ -f "$IMG/initrd.img" ] || return 1
 	set_current
 	log "cache hit $HASH ($(elapsed))"
 	echo "$IMG"
@@ -389,15 +401,40 @@ echo "$HASH" >etc/katats/image
 log "writing initrd.img (uncompressed newc cpio) ..."
 mkdir -p "$WORK/img"
 find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet >"$WORK/img/initrd.img"
-cp "$KERNEL_DIR/boot/vmlinuz-$KVER" "$WORK/img/vmlinuz"
+
+# rootfs.img: [2 MiB DAX header][ext4]. The header's PFN info block (at 4 KiB) makes the
+# guest's pmem namespace fsdax with its data at 2 MiB, so /dev/pmem0 is the ext4 itself.
+# ext4 for DAX: 4 KiB blocks, no journal (the image is read-only), sized to its content.
+log "writing rootfs.img (ext4 behind a DAX header) ..."
+DAX_ALIGN=$((2 << 20))
+files=$(find . | wc -l)
+kib=$(du -s --apparent-size -k . | cut -f1)
+# Slack: every file takes at least one 4 KiB block, plus inode tables and directories.
+fs_bytes=$(((kib + files * 4 + 16384) * 1024 * 11 / 10))
+fs_bytes=$(((fs_bytes + DAX_ALIGN - 1) / DAX_ALIGN * DAX_ALIGN))
+mkfs.ext4 -q -F -b 4096 -m 0 -N $((files * 3 / 2 + 1024)) -O ^has_journal,^resize_inode \
+	-L katats-root -E root_owner=0:0 -d . "$WORK/rootfs.ext4" "$((fs_bytes / 1024))k" >&2 ||
+	die "mkfs.ext4 of the rootfs failed"
+e2fsck -fn "$WORK/rootfs.ext4" >/dev/null 2>&1 || die "the rootfs image does not pass e2fsck"
+truncate -s "$DAX_ALIGN" "$WORK/img/rootfs.img"
+node "$GUEST_DIR/tools.js" daxheader "$WORK/img/rootfs.img" "$DAX_ALIGN" "$DAX_ALIGN" "$(echo "$HASH" | sha256sum | cut -c1-32)"
+cat "$WORK/rootfs.ext4" >>"$WORK/img/rootfs.img"
+rm -f "$WORK/rootfs.ext4"
+
+cp "$OWN_KERNEL_DIR/vmlinux" "$WORK/img/vmlinux"
+cp "$OWN_KERNEL_DIR/bzImage" "$WORK/img/vmlinuz"
+cp "$KERNEL_DIR/boot/vmlinuz-$KVER" "$WORK/img/vmlinuz-debian"
 if [ -f "$KERNEL_DIR/boot/vmlinux-$KVER" ]; then
-	ln "$KERNEL_DIR/boot/vmlinux-$KVER" "$WORK/img/vmlinux" 2>/dev/null ||
-		cp "$KERNEL_DIR/boot/vmlinux-$KVER" "$WORK/img/vmlinux"
+	ln "$KERNEL_DIR/boot/vmlinux-$KVER" "$WORK/img/vmlinux-debian" 2>/dev/null ||
+		cp "$KERNEL_DIR/boot/vmlinux-$KVER" "$WORK/img/vmlinux-debian"
 fi
 echo "$INPUTS" >"$WORK/inputs"
 ver_of() { dpkg-deb -f "$CACHE/debs/$1" Version; }
 node "$GUEST_DIR/tools.js" manifest "$WORK/img/manifest.json" "$WORK/inputs" \
-	"hash=$HASH" "kernelVersion=$KVER" "kernelPackage=$KERNEL_PKG" \
+	"hash=$HASH" "kernelVersion=$OWN_KVER" "kernelBuild=${OWN_KERNEL_DIR##*/}" \
+	"kernelBytes=$(stat -c %s "$WORK/img/vmlinux")" "rootfsImageBytes=$(stat -c %s "$WORK/img/rootfs.img")" \
+	"debianKernelVersion=$KVER" "kernelPackage=$KERNEL_PKG" \
+	"debianModulesBytes=$(du -sb "lib/modules/$KVER" | cut -f1)" \
 	"kernelPackageVersion=$(ver_of "$KERNEL_DEB")" "kernelDeb=$KERNEL_DEB" \
 	"busyboxVersion=$(ver_of "$BUSYBOX_DEB")" "busyboxDeb=$BUSYBOX_DEB" \
 	"crunVersion=$(ver_of "$CRUN_DEB")" "crunDeb=$CRUN_DEB" \
@@ -409,7 +446,7 @@ cd "$OUT"
 rm -rf "$IMG"
 mv "$WORK/img" "$IMG"
 set_current
-log "built $HASH: initrd.img $(du -m "$IMG/initrd.img" | cut -f1) MiB in $(elapsed)"
+log "built $HASH: kernel $OWN_KVER, rootfs.img $(du -m --apparent-size "$IMG/rootfs.img" | cut -f1) MiB, initrd.img $(du -m "$IMG/initrd.img" | cut -f1) MiB in $(elapsed)"
 
 # --- garbage collection: keep the newest images, drop caches nothing current uses -------
 keep=${GUEST_KEEP:-3}

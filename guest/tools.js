@@ -12,6 +12,10 @@
 //       production dependency closure, resolved the way node resolves them at run time.
 //   node tools.js manifest <out.json> <inputs.txt> key=value...
 //       Writes manifest.json.
+//   node tools.js daxheader <image> <data-offset> <align> <uuid-hex>
+//       Writes the 4 KiB NVDIMM "PFN info" block at offset 4 KiB of <image>, which puts
+//       the guest's label-less pmem namespace in fsdax mode: /dev/pmem0 then starts at
+//       <data-offset> and ext4 on it can be mounted with -o dax.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -133,8 +137,60 @@ function manifest(outFile, inputsFile, kvs) {
   fs.writeFileSync(outFile, JSON.stringify(m, null, 2) + '\n');
 }
 
-const [cmd, ...args] = process.argv.slice(2);
-if (cmd === 'modules') modules(args[0], list(args[1]), list(args[2]));
-else if (cmd === 'npmdeps') npmdeps(args[0], list(args[1]), args.slice(2));
-else if (cmd === 'manifest') manifest(args[0], args[1], args.slice(2));
-else die(`tools.js: unknown command ${cmd}`);
+// --- DAX header --------------------------------------------------------------------------
+// The layout of the kernel's struct nd_pfn_sb (drivers/nvdimm/pfn.h), all little-endian:
+// signature[16] uuid[16] parent_uuid[16] flags:u32 version_major:u16 version_minor:u16
+// dataoff:u64 npfns:u64 mode:u32 start_pad:u32 end_trunc:u32 align:u32, zero padding,
+// and a Fletcher-64 checksum in the last 8 of its 4096 bytes.
+const PFN_INFO_OFFSET = 4096;
+const PFN_INFO_SIZE = 4096;
+/** The page map (struct pages) lives in guest RAM, so the guest never writes to the image. */
+const PFN_MODE_RAM = 1;
+
+/** The kernel's nd_fletcher64 over little-endian 32-bit words. */
+function fletcher64(buf) {
+  let lo = 0;
+  let hi = 0n;
+  for (let i = 0; i < buf.length; i += 4) {
+    lo = (lo + buf.readUInt32LE(i)) >>> 0;
+    hi = (hi + BigInt(lo)) & 0xffffffffffffffffn;
+  }
+  return ((hi << 32n) | BigInt(lo)) & 0xffffffffffffffffn;
+}
+
+function pfnInfoBlock(dataOffset, align, uuidHex) {
+  const uuid = Buffer.from(uuidHex, 'hex');
+  if (uuid.length !== 16) die(`daxheader: uuid must be 32 hex digits, got ${uuidHex}`);
+  if (dataOffset % align !== 0 || dataOffset < PFN_INFO_OFFSET + PFN_INFO_SIZE) die(`daxheader: data offset ${dataOffset} must be a multiple of ${align} past the info block`);
+  const sb = Buffer.alloc(PFN_INFO_SIZE);
+  sb.write('NVDIMM_PFN_INFO\0', 0, 'latin1');
+  uuid.copy(sb, 16);
+  // parent_uuid stays zero: a label-less namespace (QEMU's NVDIMM without labels) has none.
+  sb.writeUInt16LE(1, 52); // version 1.2: the align field is valid, later fields default
+  sb.writeUInt16LE(2, 54);
+  sb.writeBigUInt64LE(BigInt(dataOffset), 56);
+  sb.writeUInt32LE(PFN_MODE_RAM, 72);
+  sb.writeUInt32LE(align, 84);
+  sb.writeBigUInt64LE(fletcher64(sb), PFN_INFO_SIZE - 8);
+  return sb;
+}
+
+function daxheader(image, dataOffset, align, uuidHex) {
+  const fd = fs.openSync(image, 'r+');
+  try {
+    fs.writeSync(fd, pfnInfoBlock(Number(dataOffset), Number(align), uuidHex), 0, PFN_INFO_SIZE, PFN_INFO_OFFSET);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+module.exports = { fletcher64, pfnInfoBlock, PFN_INFO_OFFSET };
+
+if (require.main === module) {
+  const [cmd, ...args] = process.argv.slice(2);
+  if (cmd === 'modules') modules(args[0], list(args[1]), list(args[2]));
+  else if (cmd === 'npmdeps') npmdeps(args[0], list(args[1]), args.slice(2));
+  else if (cmd === 'manifest') manifest(args[0], args[1], args.slice(2));
+  else if (cmd === 'daxheader') daxheader(args[0], args[1], args[2], args[3]);
+  else die(`tools.js: unknown command ${cmd}`);
+}

@@ -8,5 +8,5 @@ import { GuestRootfs } from './hypervisor';
  * initrd needs no parameters: the kernel unpacks it as the root.
  */
 export function rootfsKernelParams(rootfs: GuestRootfs): string[] {
-  return rootfs.kind === 'image' ? ['root=/dev/pmem0', 'rootfstype=ext4', 'rootflags=dax', 'ro', 'rootwait'] : [];
+  return rootfs.kind === 'image' ? ['root=/dev/pmem0', 'rootfstype=ext4', 'rootflags=dax', 'ro', 'rootwait', 'init=/init'] : [];
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the shim (compiled JS + protos + production node_modules) under LIBDIR, a
-# `containerd-shim-kata-v2` launcher in PREFIX/bin, the guest kernel and initrd in
-# GUEST_DIR, and — only if none exists — /etc/kata-ts/configuration.toml.
+# `containerd-shim-kata-v2` launcher in PREFIX/bin, the guest kernel, rootfs image and
+# initrd in GUEST_DIR, and — only if none exists — /etc/kata-ts/configuration.toml.
 set -euo pipefail
 PREFIX=$1 LIBDIR=$2 GUEST_DIR=$3 ACCEL=$4
 cd "$(dirname "$0")/.."
@@ -9,8 +9,7 @@ install -d "$LIBDIR" "$PREFIX/bin" "$GUEST_DIR" /etc/kata-ts
 rm -rf "$LIBDIR/dist" "$LIBDIR/protos"
 cp -r dist protos package.json package-lock.json "$LIBDIR/"
 (cd "$LIBDIR" && npm ci --omit=dev --no-audit --no-fund >/dev/null)
-install -m 0644 guest/out/current/vmlinux "$GUEST_DIR/vmlinux"
-install -m 0644 guest/out/current/initrd.img "$GUEST_DIR/initrd.img"
+for f in vmlinux rootfs.img initrd.img; do install -m 0644 "guest/out/current/$f" "$GUEST_DIR/$f"; done
 cat > "$PREFIX/bin/containerd-shim-kata-v2" <<LAUNCHER
 #!/bin/sh
 exec $(command -v node) "$LIBDIR/dist/shim/main.js" "\$@"
@@ -27,7 +26,8 @@ if [ ! -e /etc/kata-ts/configuration.toml ] && [ ! -e /etc/kata-ts/config.json ]
 [hypervisor.qemu]
 accelerator = "$ACCEL"
 kernel = "$GUEST_DIR/vmlinux"
-initrd = "$GUEST_DIR/initrd.img"
+# Shared by every VM through the host page cache (DAX); or: initrd = "$GUEST_DIR/initrd.img"
+image = "$GUEST_DIR/rootfs.img"
 CONFIG
   echo "install: wrote /etc/kata-ts/configuration.toml (accelerator $ACCEL)"
 fi

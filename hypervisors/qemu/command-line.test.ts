@@ -49,7 +49,7 @@ describe('QEMU command line', () => {
     expect(valueAfter(args, '-initrd')).toEqual([]);
     // One slot for the NVDIMM; the device memory area holds it, rounded up to 2 MiB.
     expect(valueAfter(args, '-m')).toEqual(['512M,slots=1,maxmem=724M']);
-    expect(valueAfter(args, '-append')).toEqual(['root=/dev/pmem0 rootfstype=ext4 rootflags=dax ro rootwait console=ttyS0 quiet']);
+    expect(valueAfter(args, '-append')).toEqual(['root=/dev/pmem0 rootfstype=ext4 rootflags=dax ro rootwait init=/init console=ttyS0 quiet']);
     expect(() => buildQemuArgs({ ...base, rootfs: { kind: 'image', path: '/r.img' } })).toThrow('rootfs image size is required');
   });
 
