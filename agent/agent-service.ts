@@ -12,6 +12,7 @@ import { GuestContainer, OciSpec } from './container';
 import { applyDisks, findDisks } from './devices';
 import { GuestProcess } from './guest-process';
 import { GuestNetwork } from './network';
+import { onlineCpuMem } from './online-cpu-mem';
 import { joinSandboxNamespaces } from './sandbox-namespaces';
 import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
 import { OciRuntime } from './oci-runtime';
@@ -139,6 +140,11 @@ export class AgentService {
       },
       UpdateInterface: (req) => this.network.updateInterface(req.interface ?? {}),
       UpdateRoutes: async (req) => ({ routes: await this.network.updateRoutes(req.routes?.routes ?? []) }),
+      OnlineCpuMem: async (req) => {
+        const online = await onlineCpuMem({ cpus: req.cpus ?? 0, memoryMiB: req.memory_mib ?? 0 });
+        this.opts.logger.info({ want: { cpus: req.cpus, memoryMiB: req.memory_mib }, online }, 'hot-plugged CPUs and memory online');
+        return { online_cpus: online.cpus, online_memory_mib: online.memoryMiB };
+      },
     };
   }
 

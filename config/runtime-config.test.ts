@@ -12,6 +12,11 @@ describe('runtime configuration', () => {
     expect(config.hypervisor.vcpus).toBe(defaultConfig().hypervisor.vcpus);
   });
 
+  it("lets VMs grow to the host's CPUs and memory unless limits are set (Kata's 0)", () => {
+    expect(defaultConfig().hypervisor).toMatchObject({ maxVcpus: 0, maxMemoryMiB: 0 });
+    expect(parseConfig({ hypervisor: { vcpus: 2, maxVcpus: 2, memoryMiB: 512, maxMemoryMiB: 4096 } }, 'x.json').hypervisor).toMatchObject({ maxVcpus: 2, maxMemoryMiB: 4096 });
+  });
+
   it.each([
     [{ hypervisor: { accelerator: 'hvf' } }, 'hypervisor.accelerator: must be "kvm" or "tcg"'],
     [{ hypervisor: { memoryMiB: '1G' } }, 'hypervisor.memoryMiB: must be a number'],
@@ -20,6 +25,13 @@ describe('runtime configuration', () => {
     [{ hypervisor: { colour: 'red' } }, 'hypervisor.colour: unknown key'],
     [{ network: {} }, 'network: unknown section'],
     [{ agent: { bootTimeoutMs: -1 } }, 'agent.bootTimeoutMs: must be a positive number'],
+    [{ hypervisor: { maxVcpus: 2.5 } }, "hypervisor.maxVcpus: must be a non-negative integer (0: the host's CPU count)"],
+    [{ hypervisor: { maxVcpus: -4 } }, "hypervisor.maxVcpus: must be a non-negative integer (0: the host's CPU count)"],
+    [{ hypervisor: { maxVcpus: '8' } }, 'hypervisor.maxVcpus: must be a number, got "8"'],
+    [{ hypervisor: { vcpus: 2, maxVcpus: 1 } }, "hypervisor.maxVcpus: must be 0 (the host's CPU count) or at least the boot vCPUs (2)"],
+    [{ hypervisor: { maxMemoryMiB: 1536.5 } }, "hypervisor.maxMemoryMiB: must be a non-negative integer of MiB (0: the host's memory)"],
+    [{ hypervisor: { maxMemoryMiB: -1 } }, "hypervisor.maxMemoryMiB: must be a non-negative integer of MiB (0: the host's memory)"],
+    [{ hypervisor: { memoryMiB: 2048, maxMemoryMiB: 1024 } }, "hypervisor.maxMemoryMiB: must be 0 (the host's memory) or at least the boot memory (2048 MiB)"],
     [[], '(top level): must be a JSON object'],
   ])('rejects %j naming the key and reason', (raw, message) => {
     expect(() => parseConfig(raw, '/etc/x.json')).toThrow(InvalidArgumentError);

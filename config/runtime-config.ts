@@ -16,6 +16,13 @@ export interface RuntimeConfig {
     kernelParams: string[];
     memoryMiB: number;
     vcpus: number;
+    /**
+     * How far Update and new containers may grow the VM (vCPU/memory hot-plug), as
+     * Kata's default_maxvcpus/default_maxmemory: 0 means the host's CPU count / memory.
+     * sandbox/resources.ts resolves them.
+     */
+    maxVcpus: number;
+    maxMemoryMiB: number;
   };
   agent: {
     /** How long the guest may take from VMM start to the agent answering. */
@@ -49,6 +56,8 @@ export function defaultConfig(): RuntimeConfig {
       kernelParams: [],
       memoryMiB: 1024,
       vcpus: 1,
+      maxVcpus: 0,
+      maxMemoryMiB: 0,
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000 },
     runtime: { stateDir: '/run/kata-ts' },
@@ -57,12 +66,29 @@ export function defaultConfig(): RuntimeConfig {
 
 type Section = Record<string, unknown>;
 
-/** Overlays `raw` (parsed JSON) on the defaults, checking every key. */
-export function parseConfig(raw: unknown, source: string): RuntimeConfig {
-  const config = defaultConfig();
-  const fail = (key: string, reason: string): never => {
+function failer(source: string): (key: string, reason: string) => never {
+  return (key, reason) => {
     throw new ConfigValueError(source, key, reason);
   };
+}
+
+/** Overlays `raw` (parsed JSON) on the defaults, checking every key and then how they relate. */
+export function parseConfig(raw: unknown, source: string): RuntimeConfig {
+  const config = parseConfigValues(raw, source);
+  const fail = failer(source);
+  const h = config.hypervisor;
+  if (Boolean(h.image) === Boolean(h.initrd)) {
+    fail('hypervisor.image', h.image ? `set together with an initrd (${JSON.stringify(h.initrd)}); set exactly one of them` : 'neither an image nor an initrd is set; set exactly one of them');
+  }
+  if (h.maxVcpus !== 0 && h.maxVcpus < h.vcpus) fail('hypervisor.maxVcpus', `must be 0 (the host's CPU count) or at least the boot vCPUs (${h.vcpus})`);
+  if (h.maxMemoryMiB !== 0 && h.maxMemoryMiB < h.memoryMiB) fail('hypervisor.maxMemoryMiB', `must be 0 (the host's memory) or at least the boot memory (${h.memoryMiB} MiB)`);
+  return config;
+}
+
+/** The same without the checks between keys, for one value of a file that may not set the others. */
+export function parseConfigValues(raw: unknown, source: string): RuntimeConfig {
+  const config = defaultConfig();
+  const fail = failer(source);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('(top level)', 'must be a JSON object');
   const sections = config as unknown as Record<string, Section>;
   // Setting one rootfs kind replaces the default of the other (Kata's image/initrd).
@@ -89,11 +115,10 @@ export function parseConfig(raw: unknown, source: string): RuntimeConfig {
   }
   const h = config.hypervisor;
   if (h.accelerator !== 'kvm' && h.accelerator !== 'tcg') fail('hypervisor.accelerator', `must be "kvm" or "tcg", got ${JSON.stringify(h.accelerator)}`);
-  if (Boolean(h.image) === Boolean(h.initrd)) {
-    fail('hypervisor.image', h.image ? `set together with hypervisor.initrd (${JSON.stringify(h.initrd)}); set exactly one of them` : 'neither an image nor an initrd is set; set exactly one of them');
-  }
   if (!Number.isInteger(h.memoryMiB) || h.memoryMiB < 128) fail('hypervisor.memoryMiB', 'must be an integer of at least 128');
   if (!Number.isInteger(h.vcpus) || h.vcpus < 1) fail('hypervisor.vcpus', 'must be a positive integer');
+  if (!Number.isInteger(h.maxVcpus) || h.maxVcpus < 0) fail('hypervisor.maxVcpus', "must be a non-negative integer (0: the host's CPU count)");
+  if (!Number.isInteger(h.maxMemoryMiB) || h.maxMemoryMiB < 0) fail('hypervisor.maxMemoryMiB', "must be a non-negative integer of MiB (0: the host's memory)");
   for (const key of ['bootTimeoutMs', 'callTimeoutMs'] as const) {
     if (!(config.agent[key] > 0)) fail(`agent.${key}`, 'must be a positive number of milliseconds');
   }

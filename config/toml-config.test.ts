@@ -29,6 +29,8 @@ initrd = "/i"
 kernel_params = "quiet  systemd.show_status=0"
 default_memory = 2048
 default_vcpus = 2
+default_maxvcpus = 4
+default_maxmemory = 8192
 
 [agent.kata]
 dial_timeout = 90
@@ -38,7 +40,7 @@ call_timeout = 10
 state_dir = "/run/kt"
 `);
     const config = loadTomlConfig(main);
-    expect(config.hypervisor).toEqual({ path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2 });
+    expect(config.hypervisor).toEqual({ path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192 });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000 });
     expect(config.runtime.stateDir).toBe('/run/kt');
   });
@@ -65,9 +67,9 @@ state_dir = "/run/kt"
 
   it('refuses an image and an initrd together, and neither', () => {
     write(main, '[hypervisor.qemu]\nimage = "/r.img"\ninitrd = "/i.img"\n');
-    expect(() => loadTomlConfig(main)).toThrow('hypervisor.image: set together with hypervisor.initrd ("/i.img"); set exactly one of them');
+    expect(() => loadTomlConfig(main)).toThrow(`${main}: hypervisor.qemu.image: set together with an initrd ("/i.img"); set exactly one of them`);
     write(main, '[hypervisor.qemu]\nimage = ""\n');
-    expect(() => loadTomlConfig(main)).toThrow('hypervisor.image: neither an image nor an initrd is set; set exactly one of them');
+    expect(() => loadTomlConfig(main)).toThrow(`${main}: hypervisor.qemu.image: neither an image nor an initrd is set; set exactly one of them`);
   });
 
   it.each([
@@ -79,6 +81,13 @@ state_dir = "/run/kt"
     ['[hypervisor.qemu]\ndefault_memory = 64\n', 'hypervisor.qemu.default_memory: must be an integer of at least 128'],
     ['[hypervisor.qemu]\nkernel_params = ["a"]\n', 'hypervisor.qemu.kernel_params: must be a string of space-separated kernel parameters'],
     ['[agent.kata]\ndial_timeout = 0\n', 'agent.kata.dial_timeout: must be a positive number of seconds'],
+    ['[hypervisor.qemu]\ndefault_maxvcpus = 1.5\n', "hypervisor.qemu.default_maxvcpus: must be a non-negative integer (0: the host's CPU count)"],
+    ['[hypervisor.qemu]\ndefault_maxvcpus = -1\n', "hypervisor.qemu.default_maxvcpus: must be a non-negative integer (0: the host's CPU count)"],
+    ['[hypervisor.qemu]\ndefault_maxvcpus = "4"\n', 'hypervisor.qemu.default_maxvcpus: must be a number, got "4"'],
+    ['[hypervisor.qemu]\ndefault_vcpus = 4\ndefault_maxvcpus = 2\n', "hypervisor.qemu.default_maxvcpus: must be 0 (the host's CPU count) or at least the boot vCPUs (4)"],
+    ['[hypervisor.qemu]\ndefault_maxmemory = 2048.5\n', "hypervisor.qemu.default_maxmemory: must be a non-negative integer of MiB (0: the host's memory)"],
+    ['[hypervisor.qemu]\ndefault_maxmemory = -2048\n', "hypervisor.qemu.default_maxmemory: must be a non-negative integer of MiB (0: the host's memory)"],
+    ['[hypervisor.qemu]\ndefault_maxmemory = 512\n', "hypervisor.qemu.default_maxmemory: must be 0 (the host's memory) or at least the boot memory (1024 MiB)"],
     ['[hypervisor.qemu\n', 'not valid TOML'],
   ])('rejects %j naming the file, key and reason', (text, message) => {
     write(main, text);
@@ -90,6 +99,18 @@ state_dir = "/run/kt"
     write(main, '[hypervisor.qemu]\ndefault_memory = 1024\n');
     const dropIn = write(path.join(dir, 'config.d', '50-bad.toml'), '[hypervisor.qemu]\ndefault_vcpus = 0\n');
     expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: hypervisor.qemu.default_vcpus: must be a positive integer`);
+  });
+
+  it('checks the limits against the boot size of the merged files, naming the file that set the limit', () => {
+    // A limit below the default boot size is fine when the same file lowers the boot size.
+    write(main, '[hypervisor.qemu]\ndefault_memory = 256\ndefault_maxmemory = 512\ndefault_maxvcpus = 2\n');
+    expect(loadTomlConfig(main).hypervisor).toMatchObject({ memoryMiB: 256, maxMemoryMiB: 512, vcpus: 1, maxVcpus: 2 });
+    // A drop-in that raises the boot size past the main file's limit.
+    write(path.join(dir, 'config.d', '10-big.toml'), '[hypervisor.qemu]\ndefault_vcpus = 3\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${main}: hypervisor.qemu.default_maxvcpus: must be 0 (the host's CPU count) or at least the boot vCPUs (3)`);
+    // 0, the default, means the host's size and fits any boot size.
+    write(main, '[hypervisor.qemu]\ndefault_maxvcpus = 0\ndefault_maxmemory = 0\n');
+    expect(loadTomlConfig(main).hypervisor).toMatchObject({ vcpus: 3, maxVcpus: 0, maxMemoryMiB: 0 });
   });
 
   it('is chosen by loadConfig for a .toml path', () => {

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { parse } from 'smol-toml';
 import { InvalidArgumentError } from '../lib/errors';
-import { ConfigValueError, parseConfig, RuntimeConfig } from './runtime-config';
+import { ConfigValueError, parseConfig, parseConfigValues, RuntimeConfig } from './runtime-config';
 
 type Table = Record<string, unknown>;
 
@@ -20,6 +20,8 @@ const KEYS: Record<string, { section: keyof RuntimeConfig; key: string; convert?
   'hypervisor.qemu.kernel_params': { section: 'hypervisor', key: 'kernelParams', convert: (v, where) => splitParams(v, where) },
   'hypervisor.qemu.default_memory': { section: 'hypervisor', key: 'memoryMiB' },
   'hypervisor.qemu.default_vcpus': { section: 'hypervisor', key: 'vcpus' },
+  'hypervisor.qemu.default_maxvcpus': { section: 'hypervisor', key: 'maxVcpus' },
+  'hypervisor.qemu.default_maxmemory': { section: 'hypervisor', key: 'maxMemoryMiB' },
   'agent.kata.dial_timeout': { section: 'agent', key: 'bootTimeoutMs', convert: (v, where) => seconds(v, where) },
   'agent.kata.call_timeout': { section: 'agent', key: 'callTimeoutMs', convert: (v, where) => seconds(v, where) },
   'runtime.state_dir': { section: 'runtime', key: 'stateDir' },
@@ -91,11 +93,14 @@ export function dropInFiles(mainFile: string): string[] {
 /**
  * Loads `mainFile` and its drop-ins. Each value is converted and validated on its
  * own first, so a bad value is reported with the file that set it; the merged
- * result then goes through the same checks as every configuration.
+ * result then goes through the checks between keys, whose errors name the file that
+ * set the key last.
  */
 export function loadTomlConfig(mainFile: string): RuntimeConfig {
   const files = [mainFile, ...dropInFiles(mainFile)];
   const raw: Record<string, Table> = {};
+  /** `section.key` of RuntimeConfig → the file and TOML key that set it last. */
+  const setBy = new Map<string, string>();
   for (const file of files) {
     const values = flatten(readToml(file), file);
     // A file that names one rootfs kind replaces what earlier files said of the other.
@@ -107,14 +112,20 @@ export function loadTomlConfig(mainFile: string): RuntimeConfig {
       const converted = target.convert ? target.convert(value, `${file}: ${key}`) : value;
       // Check this one value in isolation, so the error names this file and key.
       try {
-        // An empty image/initrd only says "not this kind"; the merged result is checked below.
-        if (!(converted === '' && (target.key === 'image' || target.key === 'initrd'))) parseConfig({ [target.section]: { [target.key]: converted } }, file);
+        parseConfigValues({ [target.section]: { [target.key]: converted } }, file);
       } catch (err) {
         if (err instanceof ConfigValueError) throw new InvalidArgumentError(`${file}: ${key}: ${err.reason}`);
         throw err;
       }
       (raw[target.section] ??= {})[target.key] = converted;
+      setBy.set(`${target.section}.${target.key}`, `${file}: ${key}`);
     }
   }
-  return parseConfig(raw, files.join(' + '));
+  try {
+    return parseConfig(raw, files.join(' + '));
+  } catch (err) {
+    const where = err instanceof ConfigValueError ? setBy.get(err.key) : undefined;
+    if (where) throw new InvalidArgumentError(`${where}: ${(err as ConfigValueError).reason}`);
+    throw err;
+  }
 }

@@ -37,7 +37,10 @@ export interface VmConfig {
   kernelParams: string[];
   memoryMiB: number;
   vcpus: number;
-  /** Hot-plug limits: resize() may grow the VM up to these (default: no growth). */
+  /**
+   * Hot-plug limits: resize() may grow the VM up to these (default: the boot size, no
+   * growth). Every driver reserves the room at boot; none can raise them later.
+   */
   maxMemoryMiB?: number;
   maxVcpus?: number;
   agentChannel: AgentChannel;
@@ -54,11 +57,14 @@ export type VmDevice =
   | { kind: 'block'; id: string; hostPath: string; readOnly: boolean }
   | { kind: 'network'; id: string; tapName: string; macAddress?: string };
 
-/** New vCPU count and/or memory size for a running VM. */
-export interface VmResize {
-  vcpus?: number;
-  memoryMiB?: number;
+/** A VM's vCPU count and memory size. */
+export interface VmSize {
+  vcpus: number;
+  memoryMiB: number;
 }
+
+/** New vCPU count and/or memory size for a running VM. */
+export type VmResize = Partial<VmSize>;
 
 export interface VmExit {
   code: number | null;
@@ -88,6 +94,10 @@ export interface Hypervisor {
   addDevice?(device: VmDevice): Promise<void>;
   /** Hot-unplugs a device added after start(); settles once the guest let go of it. */
   removeDevice?(id: string): Promise<void>;
-  /** Hot-plugs vCPUs/memory up to the limits the driver was configured with. */
-  resize?(target: VmResize): Promise<void>;
+  /**
+   * Hot-plugs vCPUs/memory up to VmConfig.maxVcpus/maxMemoryMiB and returns the size
+   * the VM has then: memory grows in steps of the VMM's or guest's granularity, so it
+   * may differ a little from the target.
+   */
+  resize?(target: VmResize): Promise<VmSize>;
 }

@@ -1,9 +1,8 @@
-// What Cloud Hypervisor and Firecracker both demand of a VmConfig, checked before
-// anything is spawned so the error names the option to change, and what both derive
-// from it the same way.
+// What the drivers demand of a VmConfig, checked before anything is spawned so the
+// error names the option to change, and what they derive from it the same way.
 import * as fs from 'fs';
 import { HypervisorError, InvalidArgumentError } from '../lib/errors';
-import { VmConfig, VmDevice } from './hypervisor';
+import { VmConfig, VmDevice, VmResize, VmSize } from './hypervisor';
 
 /** Both VMMs use KVM directly; only QEMU can emulate a CPU. */
 export function requireKvm(config: VmConfig, vmm: string): void {
@@ -38,4 +37,22 @@ export function requireGuestImage(config: VmConfig): void {
  */
 export function podNetworkDevices(config: VmConfig): VmDevice[] {
   return (config.network?.nics ?? []).map((nic, index) => ({ kind: 'network', id: `pod_net${index}`, tapName: nic.tapName, macAddress: nic.mac }));
+}
+
+/** The size resize() may grow the VM to (VmConfig.maxVcpus/maxMemoryMiB, default the boot size). */
+export function hotplugLimits(config: VmConfig, vmm: string): VmSize {
+  const limits = { vcpus: config.maxVcpus ?? config.vcpus, memoryMiB: config.maxMemoryMiB ?? config.memoryMiB };
+  if (limits.vcpus < config.vcpus) throw new InvalidArgumentError(`${vmm}: maxVcpus ${limits.vcpus} is below the boot vcpus ${config.vcpus}`);
+  if (limits.memoryMiB < config.memoryMiB) throw new InvalidArgumentError(`${vmm}: maxMemoryMiB ${limits.memoryMiB} is below the boot memoryMiB ${config.memoryMiB}`);
+  return limits;
+}
+
+/** Refuses a resize() target beyond the room reserved at boot; no VMM can add room later. */
+export function refuseBeyondLimits(vmm: string, target: VmResize, limits: VmSize): void {
+  if (target.vcpus !== undefined && target.vcpus > limits.vcpus) {
+    throw new InvalidArgumentError(`${vmm}: cannot resize to ${target.vcpus} vCPUs: the VM was booted with room for ${limits.vcpus} (maxVcpus)`);
+  }
+  if (target.memoryMiB !== undefined && target.memoryMiB > limits.memoryMiB) {
+    throw new InvalidArgumentError(`${vmm}: cannot resize to ${target.memoryMiB} MiB: the VM was booted with room for ${limits.memoryMiB} MiB (maxMemoryMiB)`);
+  }
 }

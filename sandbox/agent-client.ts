@@ -45,6 +45,8 @@ export interface AgentClient {
   /** Gives the guest NIC with `iface.hw_addr` the pod interface's name, MTU and addresses. */
   updateInterface(iface: NetInterface): Promise<void>;
   updateRoutes(routes: Route[]): Promise<void>;
+  /** Onlines hot-plugged CPUs and memory, waiting until `want` is online; returns what is. */
+  onlineCpuMem(want: { cpus: number; memoryMiB: number }): Promise<{ cpus: number; memoryMiB: number }>;
   close(): void;
   /** Settles when the connection to the agent is lost. */
   readonly disconnected: Promise<void>;
@@ -158,6 +160,10 @@ export class TtrpcAgentClient implements AgentClient {
   }
   async updateRoutes(routes: Route[]): Promise<void> {
     await this.call('UpdateRoutes', { routes: { routes } });
+  }
+  async onlineCpuMem(want: { cpus: number; memoryMiB: number }): Promise<{ cpus: number; memoryMiB: number }> {
+    const online = await this.call<{ online_cpus?: number; online_memory_mib?: number }>('OnlineCpuMem', { cpus: want.cpus, memory_mib: want.memoryMiB });
+    return { cpus: online.online_cpus ?? 0, memoryMiB: online.online_memory_mib ?? 0 };
   }
   async getOomEvent(): Promise<string> {
     return (await this.call<{ container_id: string }>('GetOOMEvent', {}, 0)).container_id;

@@ -124,7 +124,7 @@ export class Pod {
   async update(id: string, resourcesJson: Buffer): Promise<void> {
     const container = this.container(id);
     if (container.status !== 'running' && container.status !== 'paused') throw new FailedPreconditionError(`container ${id} is ${container.status}; cannot update its resources`);
-    await this.sandbox!.requireAgent().updateContainer(id, resourcesJson);
+    await this.sandbox!.updateContainer(id, resourcesJson);
   }
 
   async stats(id: string): Promise<{ type_url: string; value: Buffer }> {

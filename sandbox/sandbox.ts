@@ -16,6 +16,8 @@ import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
 import { ContainerDevices } from './devices';
 import { GUEST_SHARED_DIR } from '../lib/guest-paths';
+import { containerResources, LinuxResources, vmSizing } from './resources';
+import { VmSizer } from './vm-sizer';
 
 export const SHARED_FS_TAG = 'kataShared';
 const AGENT_PORT_NAME = 'agent.channel.0';
@@ -38,6 +40,8 @@ export class Sandbox {
   private network: PodNetwork | undefined;
   /** Block devices hot-plugged per container; the VM's end releases any left. */
   private readonly devices: ContainerDevices;
+  /** Grows the VM for its containers' resources; set once the agent answers. */
+  private sizer: VmSizer | undefined;
   private destroyed = false;
   details: GuestDetails | undefined;
 
@@ -105,6 +109,8 @@ export class Sandbox {
     const devices = this.devices.plan(params.id, spec);
     const mounts: string[] = [];
     try {
+      // The VM grows before the container exists, so its limits never exceed the guest.
+      await this.requireSizer().fit(params.id, containerResources((spec.linux as { resources?: LinuxResources } | undefined)?.resources));
       if (rootfs.length > 0) {
         await mountAll(rootfs, hostRootfs);
         mounts.push(hostRootfs);
@@ -122,6 +128,7 @@ export class Sandbox {
         devices: devices.map((d) => d.guest),
       });
     } catch (err) {
+      this.sizer?.forget(params.id);
       await this.devices.unplug(params.id);
       await unmountAll(mounts.reverse(), logger);
       this.removeDir(path.join(this.workDir, 'shared', params.id));
@@ -130,6 +137,15 @@ export class Sandbox {
     const container = new Container({ ...params, mounts: mounts.reverse() }, agent, logger);
     this.containers.set(params.id, container);
     return container;
+  }
+
+  /** Task Update: grows the VM for the new resources first, then the guest applies them (crun update). */
+  async updateContainer(id: string, resourcesJson: Buffer): Promise<void> {
+    this.container(id);
+    const agent = this.requireAgent();
+    const sizer = this.requireSizer();
+    await sizer.fit(id, containerResources(JSON.parse(resourcesJson.toString('utf8')) as LinuxResources, sizer.resourcesOf(id)));
+    await agent.updateContainer(id, resourcesJson);
   }
 
   async startContainer(id: string): Promise<number> {
@@ -177,7 +193,13 @@ export class Sandbox {
     await unmountAll(container.params.mounts, this.logger);
     this.removeDir(path.join(this.workDir, 'shared', id));
     this.containers.delete(id);
+    this.sizer?.forget(id);
     return container;
+  }
+
+  private requireSizer(): VmSizer {
+    this.requireAgent();
+    return this.sizer!;
   }
 
   requireAgent(): AgentClient {
@@ -211,6 +233,7 @@ export class Sandbox {
 
   private async boot(hostname: string, netnsPath: string | undefined): Promise<void> {
     const h = this.config.hypervisor;
+    const sizing = vmSizing(h);
     if (netnsPath) this.network = await PodNetwork.attach(netnsPath, this.logger);
     const vm: VmConfig = {
       id: this.id,
@@ -220,8 +243,10 @@ export class Sandbox {
       kernelPath: h.kernel,
       rootfs: guestRootfs(this.config),
       kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', ...h.kernelParams],
-      memoryMiB: h.memoryMiB,
-      vcpus: h.vcpus,
+      memoryMiB: sizing.boot.memoryMiB,
+      vcpus: sizing.boot.vcpus,
+      maxMemoryMiB: sizing.max.memoryMiB,
+      maxVcpus: sizing.max.vcpus,
       agentChannel: { kind: 'virtio-serial', socketPath: path.join(this.workDir, 'agent.sock'), portName: AGENT_PORT_NAME },
       sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
@@ -236,6 +261,7 @@ export class Sandbox {
     });
     this.agent = agent;
     this.details = details;
+    this.sizer = new VmSizer(sizing, this.hypervisor, agent, this.logger);
     await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR });
     if (this.network) {
       for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });

@@ -18,8 +18,8 @@ describe('CloudHypervisor driver (recorded-request fake)', () => {
 
   it('starts, pauses, resumes, hot-plugs, resizes and stops with exactly these requests', async () => {
     const fake = fakes.kit.binary({ flavour: 'cloud-hypervisor', guestPorts: [AGENT_VSOCK_PORT], consoleText: 'Linux version 6.1 (fake)\n' });
-    const vm = testVmConfig(fakes.dir, fake.path);
-    const clh = new CloudHypervisor(silentLogger(), { maxVcpus: 4, memoryHotplugMiB: 512 });
+    const vm = testVmConfig(fakes.dir, fake.path, { maxVcpus: 4, maxMemoryMiB: 1024 });
+    const clh = new CloudHypervisor(silentLogger());
     await clh.addDevice({ kind: 'block', id: 'image0', hostPath: '/img/base.raw', readOnly: true });
     await clh.start(vm);
     expect(clh.pid()).toEqual(expect.any(Number));
@@ -31,7 +31,9 @@ describe('CloudHypervisor driver (recorded-request fake)', () => {
     await clh.resume();
     await clh.addDevice({ kind: 'block', id: 'disk1', hostPath: '/img/data.raw', readOnly: false });
     await clh.addDevice({ kind: 'network', id: 'eth0', tapName: 'tap0', macAddress: '02:00:00:00:00:01' });
-    await clh.resize({ vcpus: 3, memoryMiB: 768 });
+    expect(await clh.resize({ vcpus: 3, memoryMiB: 768 })).toEqual({ vcpus: 3, memoryMiB: 768 });
+    expect(await clh.resize({ vcpus: 4 })).toEqual({ vcpus: 4, memoryMiB: 768 });
+    await expect(clh.resize({ memoryMiB: 1025 })).rejects.toThrow('cloud-hypervisor: cannot resize to 1025 MiB: the VM was booted with room for 1024 MiB (maxMemoryMiB)');
     expect(clh.consoleTail()).toBe('Linux version 6.1 (fake)\n');
     await clh.stop(0);
     expect(await clh.exited).toEqual({ code: 0, signal: null });
@@ -64,6 +66,7 @@ describe('CloudHypervisor driver (recorded-request fake)', () => {
       { method: 'PUT', path: `${v1}/vm.add-disk`, status: 200, body: { path: '/img/data.raw', readonly: false, id: 'disk1' } },
       { method: 'PUT', path: `${v1}/vm.add-net`, status: 200, body: { tap: 'tap0', mac: '02:00:00:00:00:01', id: 'eth0' } },
       { method: 'PUT', path: `${v1}/vm.resize`, status: 204, body: { desired_vcpus: 3, desired_ram: 768 * MiB } },
+      { method: 'PUT', path: `${v1}/vm.resize`, status: 204, body: { desired_vcpus: 4 } },
       { method: 'PUT', path: `${v1}/vm.shutdown`, status: 204 },
       { method: 'PUT', path: `${v1}/vmm.shutdown`, status: 204 },
     ]);

@@ -3,7 +3,7 @@
 // resume, device hot-plug, resize, shutdown. The guest's serial console goes to a
 // file in workDir; the agent is reached over hybrid vsock (hypervisors/hybrid-vsock.ts).
 import { Logger } from '../../lib/logger';
-import { VmConfig, VmDevice, VmResize } from '../hypervisor';
+import { VmConfig, VmDevice, VmResize, VmSize } from '../hypervisor';
 import { RestVmmDriver } from '../rest-vmm-driver';
 import { requireGuestImage } from '../vm-requirements';
 import { prepareWorkDir, VmmProcess } from '../vmm-process';
@@ -20,6 +20,8 @@ export class CloudHypervisor extends RestVmmDriver<CloudHypervisorApi> {
    * the session exists, so it is set whenever requireRunning() passes.
    */
   private booted!: ClhVmConfig;
+  /** What the last vm.resize asked for (the boot size before any). */
+  private size!: VmSize;
   private virtiofsDaemons: VmmProcess[] = [];
 
   constructor(logger: Logger, private readonly options: CloudHypervisorOptions = {}) {
@@ -35,6 +37,7 @@ export class CloudHypervisor extends RestVmmDriver<CloudHypervisorApi> {
     if (this.options.virtiofsdPath) this.virtiofsDaemons = await startVirtiofsDaemons(this.options.virtiofsdPath, config.workDir, config.sharedDirectories, this.logger);
     const api = new CloudHypervisorApi(paths.apiSocket);
     this.booted = vmConfig;
+    this.size = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };
     const vmmOptions = { name: VMM_NAME, binaryPath: config.binaryPath, args: clhArgs(paths), logger: this.logger, netnsPath: config.network?.netnsPath };
     try {
       await this.launch(vmmOptions, api, paths.consoleLog, async (vmm) => {
@@ -78,9 +81,12 @@ export class CloudHypervisor extends RestVmmDriver<CloudHypervisorApi> {
     this.logger.info({ device: device.id, pci }, 'device hot-plugged');
   }
 
-  async resize(target: VmResize): Promise<void> {
+  /** vm.resize answers with no body, so the size is what was asked. */
+  async resize(target: VmResize): Promise<VmSize> {
     const { api } = this.requireRunning();
     await api.resize(clhResize(this.booted, target));
+    this.size = { vcpus: target.vcpus ?? this.size.vcpus, memoryMiB: target.memoryMiB ?? this.size.memoryMiB };
+    return this.size;
   }
 
   /** The VM's state as Cloud Hypervisor reports it (vm.info). */

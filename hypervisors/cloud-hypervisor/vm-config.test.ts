@@ -10,7 +10,7 @@ describe('Cloud Hypervisor VM configuration', () => {
     const plain = buildClhVmConfig(vm, {}, []);
     expect(plain.cpus).toEqual({ boot_vcpus: 2, max_vcpus: 2 });
     expect(plain.memory).toEqual({ size: 512 * MiB });
-    const roomy = buildClhVmConfig(vm, { maxVcpus: 8, memoryHotplugMiB: 1024 }, []);
+    const roomy = buildClhVmConfig({ ...vm, maxVcpus: 8, maxMemoryMiB: 1536 }, {}, []);
     expect(roomy.cpus).toEqual({ boot_vcpus: 2, max_vcpus: 8 });
     expect(roomy.memory).toEqual({ size: 512 * MiB, hotplug_size: 1024 * MiB });
   });
@@ -32,16 +32,17 @@ describe('Cloud Hypervisor VM configuration', () => {
     );
   });
 
-  it('refuses a vCPU limit below the boot count', () => {
-    expect(() => buildClhVmConfig(vm, { maxVcpus: 1 }, [])).toThrow('cloud-hypervisor: maxVcpus 1 is below the boot vcpus 2');
+  it('refuses limits below the boot size', () => {
+    expect(() => buildClhVmConfig({ ...vm, maxVcpus: 1 }, {}, [])).toThrow(new InvalidArgumentError('cloud-hypervisor: maxVcpus 1 is below the boot vcpus 2'));
+    expect(() => buildClhVmConfig({ ...vm, maxMemoryMiB: 256 }, {}, [])).toThrow(new InvalidArgumentError('cloud-hypervisor: maxMemoryMiB 256 is below the boot memoryMiB 512'));
   });
 
   it('resizes only within the room the VM booted with', () => {
-    const booted = buildClhVmConfig(vm, { maxVcpus: 4, memoryHotplugMiB: 512 }, []);
+    const booted = buildClhVmConfig({ ...vm, maxVcpus: 4, maxMemoryMiB: 1024 }, {}, []);
     expect(clhResize(booted, { vcpus: 4, memoryMiB: 1024 })).toEqual({ desired_vcpus: 4, desired_ram: 1024 * MiB });
     expect(clhResize(booted, { memoryMiB: 256 })).toEqual({ desired_ram: 256 * MiB });
-    expect(() => clhResize(booted, { vcpus: 5 })).toThrow("cloud-hypervisor: cannot resize to 5 vCPUs: the VM booted with max_vcpus 4 (the driver's maxVcpus option)");
-    expect(() => clhResize(booted, { memoryMiB: 1025 })).toThrow("cloud-hypervisor: cannot resize to 1025 MiB: the VM booted with room for 1024 MiB (the driver's memoryHotplugMiB option)");
+    expect(() => clhResize(booted, { vcpus: 5 })).toThrow(new InvalidArgumentError('cloud-hypervisor: cannot resize to 5 vCPUs: the VM was booted with room for 4 (maxVcpus)'));
+    expect(() => clhResize(booted, { memoryMiB: 1025 })).toThrow(new InvalidArgumentError('cloud-hypervisor: cannot resize to 1025 MiB: the VM was booted with room for 1024 MiB (maxMemoryMiB)'));
     expect(() => clhResize(booted, {})).toThrow('cloud-hypervisor: resize needs vcpus or memoryMiB');
   });
 });

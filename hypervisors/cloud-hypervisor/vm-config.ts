@@ -2,8 +2,8 @@
 // so the mapping and the refusals are unit-tested without a VMM.
 import * as path from 'path';
 import { InvalidArgumentError } from '../../lib/errors';
-import { VmConfig, VmDevice, VmResize } from '../hypervisor';
-import { hybridVsock, podNetworkDevices, requireKvm } from '../vm-requirements';
+import { VmConfig, VmDevice, VmResize, VmSize } from '../hypervisor';
+import { hotplugLimits, hybridVsock, podNetworkDevices, refuseBeyondLimits, requireKvm } from '../vm-requirements';
 import { ClhDiskConfig, ClhNetConfig, ClhResize, ClhVmConfig } from './api';
 import { rootfsKernelParams } from '../rootfs-params';
 
@@ -15,10 +15,6 @@ export interface CloudHypervisorOptions {
    * served by one virtiofsd per directory; without it sharedDirectories are refused.
    */
   virtiofsdPath?: string;
-  /** vCPUs resize() may grow the guest to (default: the boot count, no CPU hot-plug). */
-  maxVcpus?: number;
-  /** MiB of memory resize() may add above VmConfig.memoryMiB (default: none). */
-  memoryHotplugMiB?: number;
 }
 
 export interface ClhPaths {
@@ -54,9 +50,8 @@ export function buildClhVmConfig(config: VmConfig, options: CloudHypervisorOptio
       `${VMM_NAME} shares directories over virtio-fs only, which needs virtiofsd: set the driver's virtiofsdPath option, or pass no sharedDirectories (got ${shares.map((d) => d.tag).join(', ')})`,
     );
   }
-  const maxVcpus = options.maxVcpus ?? config.vcpus;
-  if (maxVcpus < config.vcpus) throw new InvalidArgumentError(`${VMM_NAME}: maxVcpus ${maxVcpus} is below the boot vcpus ${config.vcpus}`);
-  const hotplugMiB = options.memoryHotplugMiB ?? 0;
+  const limits = hotplugLimits(config, VMM_NAME);
+  const hotplugMiB = limits.memoryMiB - config.memoryMiB;
   const devices = [...podNetworkDevices(config), ...coldDevices];
   const disks = devices.flatMap((d) => (d.kind === 'block' ? [clhDisk(d)] : []));
   const nets = devices.flatMap((d) => (d.kind === 'network' ? [clhNet(d)] : []));
@@ -66,7 +61,7 @@ export function buildClhVmConfig(config: VmConfig, options: CloudHypervisorOptio
       ...(config.rootfs.kind === 'initrd' ? { initramfs: config.rootfs.path } : {}),
       cmdline: [...rootfsKernelParams(config.rootfs), ...config.kernelParams].join(' '),
     },
-    cpus: { boot_vcpus: config.vcpus, max_vcpus: maxVcpus },
+    cpus: { boot_vcpus: config.vcpus, max_vcpus: limits.vcpus },
     memory: {
       size: config.memoryMiB * MiB,
       ...(hotplugMiB > 0 ? { hotplug_size: hotplugMiB * MiB } : {}),
@@ -94,22 +89,17 @@ export function clhNet(device: Extract<VmDevice, { kind: 'network' }>): ClhNetCo
   return { tap: device.tapName, ...(device.macAddress ? { mac: device.macAddress } : {}), id: device.id };
 }
 
+/** The limits the vm.create body reserved room for (max_vcpus, size + hotplug_size). */
+function clhLimits(booted: ClhVmConfig): VmSize {
+  return { vcpus: booted.cpus.max_vcpus, memoryMiB: (booted.memory.size + (booted.memory.hotplug_size ?? 0)) / MiB };
+}
+
 /** The vm.resize body, refused beyond the limits the VM was booted with (CLH cannot raise them later). */
 export function clhResize(booted: ClhVmConfig, target: VmResize): ClhResize {
+  refuseBeyondLimits(VMM_NAME, target, clhLimits(booted));
   const body: ClhResize = {};
-  if (target.vcpus !== undefined) {
-    if (target.vcpus > booted.cpus.max_vcpus) {
-      throw new InvalidArgumentError(`${VMM_NAME}: cannot resize to ${target.vcpus} vCPUs: the VM booted with max_vcpus ${booted.cpus.max_vcpus} (the driver's maxVcpus option)`);
-    }
-    body.desired_vcpus = target.vcpus;
-  }
-  if (target.memoryMiB !== undefined) {
-    const limitMiB = (booted.memory.size + (booted.memory.hotplug_size ?? 0)) / MiB;
-    if (target.memoryMiB > limitMiB) {
-      throw new InvalidArgumentError(`${VMM_NAME}: cannot resize to ${target.memoryMiB} MiB: the VM booted with room for ${limitMiB} MiB (the driver's memoryHotplugMiB option)`);
-    }
-    body.desired_ram = target.memoryMiB * MiB;
-  }
+  if (target.vcpus !== undefined) body.desired_vcpus = target.vcpus;
+  if (target.memoryMiB !== undefined) body.desired_ram = target.memoryMiB * MiB;
   if (Object.keys(body).length === 0) throw new InvalidArgumentError(`${VMM_NAME}: resize needs vcpus or memoryMiB`);
   return body;
 }

@@ -1,3 +1,4 @@
+import { InvalidArgumentError } from '../../lib/errors';
 import { VmConfig } from '../hypervisor';
 import { buildQemuArgs } from './command-line';
 
@@ -57,6 +58,14 @@ describe('QEMU command line', () => {
     const args = buildQemuArgs({ ...base, maxVcpus: 4, maxMemoryMiB: 2048 });
     expect(valueAfter(args, '-smp')).toEqual(['2,maxcpus=4']);
     expect(valueAfter(args, '-m')).toEqual(['512M,slots=8,maxmem=2048M']);
+    // The NVDIMM takes a slot and room of its own beside the hot-plug room.
+    const withImage = buildQemuArgs({ ...base, maxMemoryMiB: 2048, rootfs: { kind: 'image', path: '/r.img' } }, {}, { rootfsImageBytes: 211 * 1024 * 1024 });
+    expect(valueAfter(withImage, '-m')).toEqual(['512M,slots=9,maxmem=2260M']);
+  });
+
+  it('refuses limits below the boot size', () => {
+    expect(() => buildQemuArgs({ ...base, maxVcpus: 1 })).toThrow(new InvalidArgumentError('qemu: maxVcpus 1 is below the boot vcpus 2'));
+    expect(() => buildQemuArgs({ ...base, maxMemoryMiB: 256 })).toThrow(new InvalidArgumentError('qemu: maxMemoryMiB 256 is below the boot memoryMiB 512'));
   });
 
   it('wires the agent over a named virtio-serial port on a host socket', () => {

@@ -1,7 +1,8 @@
 // Builds QEMU's argument list from a VmConfig. Pure, so it is unit-tested without QEMU.
 import * as path from 'path';
-import { VmConfig } from '../hypervisor';
+import { VmConfig, VmSize } from '../hypervisor';
 import { rootfsKernelParams } from '../rootfs-params';
+import { hotplugLimits } from '../vm-requirements';
 
 export interface QemuPaths {
   qmpSocket: string;
@@ -50,13 +51,14 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   const paths = qemuPaths(config.workDir);
   const image = config.rootfs.kind === 'image' ? config.rootfs : undefined;
   if (image && !host.rootfsImageBytes) throw new Error('buildQemuArgs: the rootfs image size is required');
+  const limits = hotplugLimits(config, 'qemu');
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
     '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}`,
     '-cpu', config.accelerator === 'kvm' ? 'host' : 'max',
-    '-m', memoryOption(config, image ? host.rootfsImageBytes! : 0),
-    '-smp', config.maxVcpus && config.maxVcpus > config.vcpus ? `${config.vcpus},maxcpus=${config.maxVcpus}` : String(config.vcpus),
+    '-m', memoryOption(config.memoryMiB, limits, image ? host.rootfsImageBytes! : 0),
+    '-smp', limits.vcpus > config.vcpus ? `${config.vcpus},maxcpus=${limits.vcpus}` : String(config.vcpus),
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-qmp', `unix:${escapeOptionValue(paths.qmpSocket)},server=on,wait=off`,
     '-pidfile', paths.pidFile,
@@ -126,10 +128,10 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
  * `-m`: boot memory, plus (when the VM may grow, or has an NVDIMM) the slots and the
  * ceiling of the device memory area that hot-plugged DIMMs and the NVDIMM live in.
  */
-function memoryOption(config: VmConfig, nvdimmBytes: number): string {
-  const hotplugMiB = Math.max(0, (config.maxMemoryMiB ?? config.memoryMiB) - config.memoryMiB);
+function memoryOption(bootMiB: number, limits: VmSize, nvdimmBytes: number): string {
+  const hotplugMiB = limits.memoryMiB - bootMiB;
   const nvdimmMiB = Math.ceil(nvdimmBytes / NVDIMM_ALIGN) * (NVDIMM_ALIGN / MiB);
   const slots = (hotplugMiB > 0 ? MEMORY_HOTPLUG_SLOTS : 0) + (nvdimmBytes > 0 ? 1 : 0);
-  if (slots === 0) return `${config.memoryMiB}M`;
-  return `${config.memoryMiB}M,slots=${slots},maxmem=${config.memoryMiB + hotplugMiB + nvdimmMiB}M`;
+  if (slots === 0) return `${bootMiB}M`;
+  return `${bootMiB}M,slots=${slots},maxmem=${bootMiB + hotplugMiB + nvdimmMiB}M`;
 }

@@ -1,16 +1,17 @@
-// The QEMU driver: launches qemu-system as a child, drives it over QMP (block device
-// hot-plug, block-hotplug.ts), stops it gracefully (guest poweroff), then by QMP quit,
-// then by SIGKILL.
+// The QEMU driver: launches qemu-system as a child, drives it over QMP (pause/resume,
+// block device hot-plug in block-hotplug.ts, vCPU/memory hot-plug in vm-resize.ts),
+// stops it gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import { FailedPreconditionError, HypervisorError, NotImplementedError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
-import { Hypervisor, VmConfig, VmDevice, VmExit } from '../hypervisor';
-import { requireGuestImage } from '../vm-requirements';
+import { Hypervisor, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
+import { hotplugLimits, requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
-import { buildQemuArgs, hotplugPortIds, QemuOptions, qemuPaths } from './command-line';
+import { buildQemuArgs, hotplugPortIds, MEMORY_HOTPLUG_SLOTS, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
+import { QemuResize } from './vm-resize';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
@@ -21,6 +22,7 @@ export class QemuHypervisor implements Hypervisor {
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
   private hotplug: BlockHotplug | undefined;
+  private resizer: QemuResize | undefined;
   /** The guest console (QEMU's stdout), its end only: the guest decides how much it prints. */
   private console: TailBuffer | undefined;
   private resolveExited!: (exit: VmExit) => void;
@@ -80,6 +82,8 @@ export class QemuHypervisor implements Hypervisor {
     }
     earlyExit.catch(() => undefined); // later exits are reported through `exited`
     this.hotplug = new BlockHotplug(this.qmp, hotplugPortIds(this.options));
+    const limits = hotplugLimits(config, this.name);
+    this.resizer = new QemuResize(this.qmp, config.memoryMiB, limits, limits.memoryMiB > config.memoryMiB ? MEMORY_HOTPLUG_SLOTS : 0);
   }
 
   async stop(graceMs: number): Promise<void> {
@@ -91,6 +95,30 @@ export class QemuHypervisor implements Hypervisor {
     this.logger.warn('qemu ignored quit; killing it');
     this.killNow();
     await this.exited;
+  }
+
+  /** Stops the vCPUs (QMP stop); the guest notices nothing but lost time. */
+  async pause(): Promise<void> {
+    await this.requireQmp('pause').execute('stop');
+    this.logger.info('vCPUs stopped');
+  }
+
+  async resume(): Promise<void> {
+    await this.requireQmp('resume').execute('cont');
+    this.logger.info('vCPUs running again');
+  }
+
+  /** QEMU's run state (query-status): "running", "paused", … */
+  async vmState(): Promise<string> {
+    return (await this.requireQmp('query-status').execute<{ status: string }>('query-status')).status;
+  }
+
+  /** Hot-plugs vCPUs and memory (vm-resize.ts); the guest must online them. */
+  async resize(target: VmResize): Promise<VmSize> {
+    this.requireQmp('resize');
+    const size = await this.resizer!.resize(target);
+    this.logger.info({ target, size }, 'VM resized');
+    return size;
   }
 
   /** Hot-plugs a block device into the running VM (no cold-plug: the sandbox adds devices per container). */
@@ -111,6 +139,11 @@ export class QemuHypervisor implements Hypervisor {
 
   consoleTail(maxBytes = 4096): string {
     return this.console?.tail(maxBytes).toString() ?? '';
+  }
+
+  private requireQmp(what: string): QmpClient {
+    if (!this.qmp || this.hasExited) throw new FailedPreconditionError(`qemu: ${what} needs a running VM`);
+    return this.qmp;
   }
 
   private requireHotplug(deviceId: string): BlockHotplug {

@@ -69,7 +69,7 @@ describe('our request builders against the upstream-derived descriptions', () =>
   ] as const;
 
   it('Cloud Hypervisor vm.create with every feature we map, and vm.resize', () => {
-    const full = buildClhVmConfig({ ...vm, sharedDirectories: [{ tag: 't', hostPath: '/s' }] }, { virtiofsdPath: 'virtiofsd', maxVcpus: 4, memoryHotplugMiB: 256 }, devices);
+    const full = buildClhVmConfig({ ...vm, sharedDirectories: [{ tag: 't', hostPath: '/s' }], maxVcpus: 4, maxMemoryMiB: 768 }, { virtiofsdPath: 'virtiofsd' }, devices);
     expect(checkRequest(CLOUD_HYPERVISOR_API, 'PUT', '/api/v1/vm.create', full)).toMatchObject({ ok: true });
     expect(checkRequest(CLOUD_HYPERVISOR_API, 'PUT', '/api/v1/vm.resize', clhResize(full, { vcpus: 3, memoryMiB: 600 }))).toMatchObject({ ok: true });
   });

@@ -22,6 +22,8 @@ export interface QmpAnswer {
   eventsBefore?: QmpEvent[];
   /** An error answer instead of `{"return": {}}`. */
   error?: { class: string; desc: string };
+  /** What a query returns, instead of `{}`. */
+  return?: unknown;
   eventsAfter?: QmpEvent[];
 }
 
@@ -78,7 +80,7 @@ export class FakeQmp {
         this.commands.push(command);
         const answer = this.answer(command);
         for (const event of answer.eventsBefore ?? []) this.emit(event);
-        this.send(socket, answer.error ? { error: answer.error } : { return: {} });
+        this.send(socket, answer.error ? { error: answer.error } : { return: answer.return ?? {} });
         for (const event of answer.eventsAfter ?? []) this.emit(event);
       }
     });
