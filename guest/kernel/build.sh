@@ -134,8 +134,9 @@ fi
 kill $TICKER 2>/dev/null || true
 
 mkdir -p "$OUT.tmp"
-# The ELF keeps its PVH note (QEMU boots it directly); symbols are not needed to boot.
-strip --strip-debug -o "$OUT.tmp/vmlinux" "$OBJ/vmlinux"
+# The ELF keeps its PVH note (QEMU boots it directly); its symbol table is not needed
+# (oopses use the kernel's own kallsyms).
+strip --strip-all -o "$OUT.tmp/vmlinux" "$OBJ/vmlinux"
 cp "$OBJ/arch/x86/boot/bzImage" "$OUT.tmp/bzImage"
 cp "$OBJ/.config" "$OUT.tmp/config"
 echo "$VERSION" >"$OUT.tmp/version"
