@@ -8,18 +8,10 @@ import { CriContainerd, PrivateContainerd, startContainerd } from '../harness/co
 import { CriClient } from '../harness/cri';
 import { CriImages, importCriImages } from '../harness/cri-images';
 import { HostSnapshot, snapshotHost } from '../harness/leaks';
+import { GUEST_CURRENT, REPO } from '../harness/repo';
 
-/** The repository root, whether this runs from the sources (ts-jest) or from dist/. */
-function findRepoRoot(start: string): string {
-  for (let dir = start; dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'guest', 'build.sh'))) return dir;
-  }
-  throw new Error(`no kata-ts repository above ${start}`);
-}
-
-export const REPO = findRepoRoot(__dirname);
+export { REPO } from '../harness/repo';
 export const RUNTIME = 'io.containerd.kata.v2';
-const GUEST_CURRENT = path.join(REPO, 'guest', 'out', 'current');
 
 export interface KataEnv {
   containerd: PrivateContainerd;
@@ -49,13 +41,15 @@ export interface ConfigOverrides {
 export function writeConfig(file: string, stateDir: string, overrides: ConfigOverrides = {}): void {
   // Resolve `current` once: a rebuild swaps it, and a VM must get a matching pair.
   const guest = fs.existsSync(GUEST_CURRENT) ? fs.realpathSync(GUEST_CURRENT) : GUEST_CURRENT;
-  for (const name of ['vmlinux', 'initrd.img']) {
+  for (const name of ['vmlinux', 'rootfs.img', 'initrd.img']) {
     if (!fs.existsSync(path.join(guest, name))) throw new Error(`${guest}/${name} missing: run 'make guest' first`);
   }
+  // The rootfs image (DAX), as installed; a test that wants the initrd says so.
+  const rootfs = overrides.hypervisor && 'initrd' in overrides.hypervisor ? {} : { image: path.join(guest, 'rootfs.img') };
   const config = {
     // Guests hang under nested KVM on these machines; production hosts use kvm.
     // The uncompressed vmlinux boots seconds faster than vmlinuz under TCG emulation.
-    hypervisor: { accelerator: 'tcg', kernel: path.join(guest, 'vmlinux'), initrd: path.join(guest, 'initrd.img'), memoryMiB: 1024, ...overrides.hypervisor },
+    hypervisor: { accelerator: 'tcg', kernel: path.join(guest, 'vmlinux'), ...rootfs, memoryMiB: 1024, ...overrides.hypervisor },
     agent: { bootTimeoutMs: 180_000, ...overrides.agent },
     runtime: { stateDir },
   };

@@ -56,7 +56,7 @@ describe('VM sizing from container resources', () => {
 
   it('a container without limits leaves the VM at its boot size', () => {
     expect(bootSize.onlineCpus).toBe(1);
-    // The kernel keeps some of the 1024 MiB for itself (about 130 MiB with the initrd).
+    // The kernel keeps some of the 1024 MiB for itself.
     expect(bootSize.memTotalMiB).toBeGreaterThan(768);
     expect(bootSize.memTotalMiB).toBeLessThan(1024);
   });

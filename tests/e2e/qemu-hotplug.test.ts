@@ -24,7 +24,8 @@ describe('QEMU vCPU and memory hot-plug, onlined by the agent', () => {
       id: 'hotplug',
       accelerator: 'tcg',
       kernelPath: path.join(guest, 'vmlinux'),
-      rootfs: { kind: 'initrd', path: path.join(guest, 'initrd.img') },
+      // The rootfs image, as installed: its NVDIMM shares the device memory area with the DIMMs.
+      rootfs: { kind: 'image', path: path.join(guest, 'rootfs.img') },
       kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet'],
       memoryMiB: 1024,
       vcpus: 1,
