@@ -12,7 +12,17 @@ describe('runtime configuration', () => {
     expect(config.hypervisor.vcpus).toBe(defaultConfig().hypervisor.vcpus);
   });
 
+  it('selects the driver by hypervisor.kind, each with its own defaults', () => {
+    expect(parseConfig({}, 'x.json').hypervisor).toMatchObject({ kind: 'qemu', path: 'qemu-system-x86_64', virtioFsDaemon: '' });
+    expect(parseConfig({ hypervisor: { kind: 'clh' } }, 'x.json').hypervisor).toMatchObject({ kind: 'clh', path: 'cloud-hypervisor', virtioFsDaemon: '/usr/libexec/virtiofsd' });
+    expect(parseConfig({ hypervisor: { kind: 'firecracker', initrd: '/i' } }, 'x.json').hypervisor).toMatchObject({ kind: 'firecracker', path: 'firecracker', image: '', initrd: '/i' });
+  });
+
   it.each([
+    [{ hypervisor: { kind: 'xen' } }, 'hypervisor.kind: must be one of "qemu", "clh", "firecracker", got "xen"'],
+    [{ hypervisor: { kind: 'clh', accelerator: 'kvm' } }, 'hypervisor.accelerator: not a Cloud Hypervisor setting'],
+    [{ hypervisor: { kind: 'firecracker', image: '/r.img' } }, 'hypervisor.image: not a Firecracker setting'],
+    [{ hypervisor: { virtioFsDaemon: '/v' } }, 'hypervisor.virtioFsDaemon: not a QEMU setting'],
     [{ hypervisor: { accelerator: 'hvf' } }, 'hypervisor.accelerator: must be "kvm" or "tcg"'],
     [{ hypervisor: { memoryMiB: '1G' } }, 'hypervisor.memoryMiB: must be a number'],
     [{ hypervisor: { memoryMiB: 64 } }, 'hypervisor.memoryMiB: must be an integer of at least 128'],

@@ -3,20 +3,26 @@
 // Every bad value is rejected with the file, the key and the reason.
 import * as fs from 'fs';
 import { InvalidArgumentError } from '../lib/errors';
-import { Accelerator, GuestRootfs } from '../hypervisors/hypervisor';
+import { Accelerator, GuestRootfs, HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
+
+export interface HypervisorConfig {
+  /** Which driver runs the VM: the one `[hypervisor.<kind>]` section of the TOML form. */
+  kind: HypervisorKind;
+  path: string;
+  accelerator: Accelerator;
+  kernel: string;
+  /** The rootfs: a DAX image (shared through the host page cache) or an initrd; exactly one is set. */
+  image: string;
+  initrd: string;
+  kernelParams: string[];
+  memoryMiB: number;
+  vcpus: number;
+  /** Cloud Hypervisor only: the virtiofsd that serves the sandbox's shared directory over virtio-fs. */
+  virtioFsDaemon: string;
+}
 
 export interface RuntimeConfig {
-  hypervisor: {
-    path: string;
-    accelerator: Accelerator;
-    kernel: string;
-    /** The rootfs: a DAX image (shared through the host page cache) or an initrd; exactly one is set. */
-    image: string;
-    initrd: string;
-    kernelParams: string[];
-    memoryMiB: number;
-    vcpus: number;
-  };
+  hypervisor: HypervisorConfig;
   agent: {
     /** How long the guest may take from VMM start to the agent answering. */
     bootTimeoutMs: number;
@@ -38,64 +44,110 @@ export class ConfigValueError extends InvalidArgumentError {
   }
 }
 
-export function defaultConfig(): RuntimeConfig {
+const GUEST_DIR = '/usr/share/kata-ts/guest';
+
+export const VMM_NAMES: Record<HypervisorKind, string> = { qemu: 'QEMU', clh: 'Cloud Hypervisor', firecracker: 'Firecracker' };
+
+/** Bare names are looked up on PATH when the VMM starts. */
+const DEFAULT_BINARIES: Record<HypervisorKind, string> = { qemu: 'qemu-system-x86_64', clh: 'cloud-hypervisor', firecracker: 'firecracker' };
+
+export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
+  // Firecracker cannot map the DAX image (no NVDIMM, no virtio-pmem): it boots the initrd.
+  const rootfs = kind === 'firecracker' ? { image: '', initrd: `${GUEST_DIR}/initrd.img` } : { image: `${GUEST_DIR}/rootfs.img`, initrd: '' };
   return {
     hypervisor: {
-      path: 'qemu-system-x86_64',
+      kind,
+      path: DEFAULT_BINARIES[kind],
       accelerator: 'kvm',
-      kernel: '/usr/share/kata-ts/guest/vmlinux',
-      image: '/usr/share/kata-ts/guest/rootfs.img',
-      initrd: '',
+      kernel: `${GUEST_DIR}/vmlinux`,
+      ...rootfs,
       kernelParams: [],
       memoryMiB: 1024,
       vcpus: 1,
+      // Where Debian's virtiofsd package (and Kata's default) puts it.
+      virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : '',
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000 },
     runtime: { stateDir: '/run/kata-ts' },
   };
 }
 
+/**
+ * Hypervisor settings that only some VMMs take. Setting one for another VMM is an
+ * error that says why, rather than a value silently ignored.
+ */
+const ONLY_FOR: Partial<Record<keyof HypervisorConfig, { kinds: readonly HypervisorKind[]; reason: string }>> = {
+  accelerator: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker run guests under KVM only; the accelerator is a QEMU choice' },
+  virtioFsDaemon: { kinds: ['clh'], reason: 'only Cloud Hypervisor shares the sandbox directory over virtio-fs (QEMU shares it over 9p, Firecracker has no shared filesystem)' },
+  image: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead' },
+};
+
+/** Whether a `[hypervisor.<kind>]` block may set `field`. */
+export function hypervisorSettingApplies(kind: HypervisorKind, field: string): boolean {
+  const rule = ONLY_FOR[field as keyof HypervisorConfig];
+  return !rule || rule.kinds.includes(kind);
+}
+
+/**
+ * How error messages name a key and the file it came from. The JSON form names
+ * RuntimeConfig's own paths in one file; the TOML form its own key names, in the file
+ * (main or drop-in) that set the value last.
+ */
+export interface ConfigNaming {
+  keyName(section: string, key: string): string;
+  fileOf(section: string, key: string): string;
+}
+
+function singleFile(file: string): ConfigNaming {
+  return { keyName: (section, key) => `${section}.${key}`, fileOf: () => file };
+}
+
 type Section = Record<string, unknown>;
 
-/** Overlays `raw` (parsed JSON) on the defaults, checking every key. */
-export function parseConfig(raw: unknown, source: string): RuntimeConfig {
-  const config = defaultConfig();
-  const fail = (key: string, reason: string): never => {
-    throw new ConfigValueError(source, key, reason);
+const isTable = (value: unknown): value is Section => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Overlays `raw` (parsed JSON, or what the TOML loader made of its files) on the defaults, checking every key. */
+export function parseConfig(raw: unknown, source: string | ConfigNaming): RuntimeConfig {
+  const naming = typeof source === 'string' ? singleFile(source) : source;
+  const fail = (section: string, key: string, reason: string): never => {
+    throw new ConfigValueError(naming.fileOf(section, key), key ? naming.keyName(section, key) : section, reason);
   };
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('(top level)', 'must be a JSON object');
+  if (!isTable(raw)) return fail('(top level)', '', 'must be a JSON object');
+  const rawHypervisor = isTable(raw.hypervisor) ? raw.hypervisor : {};
+  const kind = rawHypervisor.kind ?? 'qemu';
+  if (!HYPERVISOR_KINDS.includes(kind as HypervisorKind)) fail('hypervisor', 'kind', `must be one of ${HYPERVISOR_KINDS.map((k) => JSON.stringify(k)).join(', ')}, got ${JSON.stringify(kind)}`);
+  const config = defaultConfig(kind as HypervisorKind);
   const sections = config as unknown as Record<string, Section>;
   // Setting one rootfs kind replaces the default of the other (Kata's image/initrd).
-  const rawHypervisor = (raw as Section).hypervisor as Section | undefined;
-  if (rawHypervisor && typeof rawHypervisor === 'object') {
-    if ('initrd' in rawHypervisor && !('image' in rawHypervisor)) config.hypervisor.image = '';
-    if ('image' in rawHypervisor && !('initrd' in rawHypervisor)) config.hypervisor.initrd = '';
-  }
-  for (const [sectionName, sectionValue] of Object.entries(raw as Section)) {
+  if ('initrd' in rawHypervisor && !('image' in rawHypervisor)) config.hypervisor.image = '';
+  if ('image' in rawHypervisor && !('initrd' in rawHypervisor)) config.hypervisor.initrd = '';
+  for (const [sectionName, sectionValue] of Object.entries(raw)) {
     const target = sections[sectionName];
-    if (!target) fail(sectionName, `unknown section (known: ${Object.keys(sections).join(', ')})`);
-    if (typeof sectionValue !== 'object' || sectionValue === null || Array.isArray(sectionValue)) fail(sectionName, 'must be an object');
-    for (const [key, value] of Object.entries(sectionValue as Section)) {
-      const name = `${sectionName}.${key}`;
-      if (!(key in target)) fail(name, `unknown key (known: ${Object.keys(target).join(', ')})`);
+    if (!target) fail(sectionName, '', `unknown section (known: ${Object.keys(sections).join(', ')})`);
+    if (!isTable(sectionValue)) return fail(sectionName, '', 'must be an object');
+    for (const [key, value] of Object.entries(sectionValue)) {
+      if (!(key in target)) fail(sectionName, key, `unknown key (known: ${Object.keys(target).join(', ')})`);
+      const rule = sectionName === 'hypervisor' ? ONLY_FOR[key as keyof HypervisorConfig] : undefined;
+      if (rule && !rule.kinds.includes(config.hypervisor.kind)) fail(sectionName, key, `not a ${VMM_NAMES[config.hypervisor.kind]} setting: ${rule.reason}`);
       const expected = target[key];
       if (Array.isArray(expected)) {
-        if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) fail(name, 'must be a list of strings');
+        if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) fail(sectionName, key, 'must be a list of strings');
       } else if (typeof value !== typeof expected) {
-        fail(name, `must be a ${typeof expected}, got ${JSON.stringify(value)}`);
+        fail(sectionName, key, `must be a ${typeof expected}, got ${JSON.stringify(value)}`);
       }
       target[key] = value;
     }
   }
   const h = config.hypervisor;
-  if (h.accelerator !== 'kvm' && h.accelerator !== 'tcg') fail('hypervisor.accelerator', `must be "kvm" or "tcg", got ${JSON.stringify(h.accelerator)}`);
+  if (h.accelerator !== 'kvm' && h.accelerator !== 'tcg') fail('hypervisor', 'accelerator', `must be "kvm" or "tcg", got ${JSON.stringify(h.accelerator)}`);
   if (Boolean(h.image) === Boolean(h.initrd)) {
-    fail('hypervisor.image', h.image ? `set together with hypervisor.initrd (${JSON.stringify(h.initrd)}); set exactly one of them` : 'neither an image nor an initrd is set; set exactly one of them');
+    fail('hypervisor', 'image', h.image ? `set together with ${naming.keyName('hypervisor', 'initrd')} (${JSON.stringify(h.initrd)}); set exactly one of them` : 'neither an image nor an initrd is set; set exactly one of them');
   }
-  if (!Number.isInteger(h.memoryMiB) || h.memoryMiB < 128) fail('hypervisor.memoryMiB', 'must be an integer of at least 128');
-  if (!Number.isInteger(h.vcpus) || h.vcpus < 1) fail('hypervisor.vcpus', 'must be a positive integer');
+  if (!Number.isInteger(h.memoryMiB) || h.memoryMiB < 128) fail('hypervisor', 'memoryMiB', 'must be an integer of at least 128');
+  if (!Number.isInteger(h.vcpus) || h.vcpus < 1) fail('hypervisor', 'vcpus', 'must be a positive integer');
+  if (h.kind === 'clh' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', 'must name the virtiofsd binary: Cloud Hypervisor shares the sandbox directory only over virtio-fs');
   for (const key of ['bootTimeoutMs', 'callTimeoutMs'] as const) {
-    if (!(config.agent[key] > 0)) fail(`agent.${key}`, 'must be a positive number of milliseconds');
+    if (!(config.agent[key] > 0)) fail('agent', key, 'must be a positive number of milliseconds');
   }
   return config;
 }

@@ -3,6 +3,10 @@
 
 export type Accelerator = 'kvm' | 'tcg';
 
+/** The VMMs there is a driver for, by Kata's configuration names (`[hypervisor.<kind>]`). */
+export const HYPERVISOR_KINDS = ['qemu', 'clh', 'firecracker'] as const;
+export type HypervisorKind = (typeof HYPERVISOR_KINDS)[number];
+
 /** How the host reaches the guest agent. */
 export type AgentChannel =
   /** virtio-serial port; the VMM listens on a Unix socket on the host side. */
