@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
-import { defaultConfig, loadConfig, parseConfig } from './runtime-config';
+import { defaultConfig, loadConfigFile, parseConfig } from './runtime-config';
 
 describe('runtime configuration', () => {
   it('overlays given keys on the defaults', () => {
@@ -39,10 +39,10 @@ describe('runtime configuration', () => {
   it('names the file when it is not JSON', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cfg-')), 'config.json');
     fs.writeFileSync(file, '{ nope');
-    expect(() => loadConfig(file)).toThrow(new RegExp(`^${file}: not valid JSON`));
+    expect(() => loadConfigFile(file)).toThrow(new RegExp(`^${file}: not valid JSON`));
   });
 
   it('fails clearly for an explicitly named file that is missing', () => {
-    expect(() => loadConfig('/nonexistent/kata.json')).toThrow('cannot read configuration /nonexistent/kata.json');
+    expect(() => loadConfigFile('/nonexistent/kata.json')).toThrow('cannot read configuration /nonexistent/kata.json');
   });
 });

@@ -1,5 +1,5 @@
 // The shim's configuration, parsed once into a typed, validated object.
-// Sources: see loadConfig (TOML with drop-ins in toml-config.ts, or JSON).
+// Which file: config-location.ts; TOML with drop-ins: toml-config.ts; JSON: here.
 // Every bad value is rejected with the file, the key and the reason.
 import * as fs from 'fs';
 import { InvalidArgumentError } from '../lib/errors';
@@ -34,8 +34,6 @@ export interface RuntimeConfig {
     stateDir: string;
   };
 }
-
-export const DEFAULT_CONFIG_PATH = '/etc/kata-ts/config.json';
 
 /** A bad configuration value; `key` and `reason` let other formats word it their way. */
 export class ConfigValueError extends InvalidArgumentError {
@@ -158,30 +156,23 @@ export function guestRootfs(config: RuntimeConfig): GuestRootfs {
   return h.image ? { kind: 'image', path: h.image } : { kind: 'initrd', path: h.initrd };
 }
 
-/** Kata-style TOML (with config.d/ drop-ins), looked for before the JSON file. */
-export const DEFAULT_TOML_CONFIG_PATH = '/etc/kata-ts/configuration.toml';
-
-/**
- * The configuration: $KATATS_CONFIG (TOML if it ends in .toml, else JSON), else
- * /etc/kata-ts/configuration.toml, else /etc/kata-ts/config.json, else defaults.
- */
-export function loadConfig(path = process.env.KATATS_CONFIG ?? (fs.existsSync(DEFAULT_TOML_CONFIG_PATH) ? DEFAULT_TOML_CONFIG_PATH : DEFAULT_CONFIG_PATH)): RuntimeConfig {
-  if (path.endsWith('.toml')) {
+/** Reads one configuration file: Kata-style TOML (with its config.d/ drop-ins) if it ends in .toml, else JSON. */
+export function loadConfigFile(file: string): { config: RuntimeConfig; files: string[] } {
+  if (file.endsWith('.toml')) {
     // Loaded lazily: the TOML loader imports this module.
-    return (require('./toml-config') as typeof import('./toml-config')).loadTomlConfig(path);
+    return (require('./toml-config') as typeof import('./toml-config')).loadTomlConfig(file);
   }
   let text: string;
   try {
-    text = fs.readFileSync(path, 'utf8');
+    text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && path === DEFAULT_CONFIG_PATH) return defaultConfig();
-    throw new InvalidArgumentError(`cannot read configuration ${path}: ${(err as Error).message}`);
+    throw new InvalidArgumentError(`cannot read configuration ${file}: ${(err as Error).message}`);
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new InvalidArgumentError(`${path}: not valid JSON: ${(err as Error).message}`);
+    throw new InvalidArgumentError(`${file}: not valid JSON: ${(err as Error).message}`);
   }
-  return parseConfig(raw, path);
+  return { config: parseConfig(raw, file), files: [file] };
 }

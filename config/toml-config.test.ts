@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
-import { defaultConfig, loadConfig } from './runtime-config';
+import { defaultConfig, loadConfigFile } from './runtime-config';
 import { dropInFiles, loadTomlConfig } from './toml-config';
 
 describe('Kata-style TOML configuration', () => {
@@ -37,7 +37,7 @@ call_timeout = 10
 [runtime]
 state_dir = "/run/kt"
 `);
-    const config = loadTomlConfig(main);
+    const { config } = loadTomlConfig(main);
     expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, virtioFsDaemon: '' });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000 });
     expect(config.runtime.stateDir).toBe('/run/kt');
@@ -49,7 +49,8 @@ state_dir = "/run/kt"
     write(path.join(dir, 'config.d', '10-memory.toml'), '[hypervisor.qemu]\ndefault_memory = 512\ndefault_vcpus = 4\n');
     write(path.join(dir, 'config.d', 'notes.txt'), 'not configuration');
     expect(dropInFiles(main).map((f) => path.basename(f))).toEqual(['10-memory.toml', '20-memory.toml']);
-    const config = loadTomlConfig(main);
+    const { config, files } = loadTomlConfig(main);
+    expect(files).toEqual([main, path.join(dir, 'config.d', '10-memory.toml'), path.join(dir, 'config.d', '20-memory.toml')]);
     expect(config.hypervisor.memoryMiB).toBe(3072); // the last file wins
     expect(config.hypervisor.vcpus).toBe(4); // set only by 10-memory.toml
     expect(config.hypervisor.accelerator).toBe('kvm'); // untouched by drop-ins
@@ -58,9 +59,9 @@ state_dir = "/run/kt"
 
   it('takes the rootfs kind from the last file that names one (Kata: image or initrd)', () => {
     write(main, '[hypervisor.qemu]\nimage = "/guest/rootfs.img"\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ image: '/guest/rootfs.img', initrd: '' });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ image: '/guest/rootfs.img', initrd: '' });
     write(path.join(dir, 'config.d', '10-initrd.toml'), '[hypervisor.qemu]\ninitrd = "/guest/initrd.img"\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ image: '', initrd: '/guest/initrd.img' });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ image: '', initrd: '/guest/initrd.img' });
   });
 
   it('refuses an image and an initrd together, and neither', () => {
@@ -72,25 +73,25 @@ state_dir = "/run/kt"
 
   it('selects the driver by the one [hypervisor.<kind>] section, with that VMM\'s defaults', () => {
     write(main, '[runtime]\nstate_dir = "/run/kt"\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ kind: 'qemu', path: 'qemu-system-x86_64' });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ kind: 'qemu', path: 'qemu-system-x86_64' });
     write(main, '[hypervisor.clh]\nkernel = "/k"\nimage = "/r.img"\nvirtio_fs_daemon = "/opt/virtiofsd"\ndefault_memory = 2048\n');
-    expect(loadTomlConfig(main).hypervisor).toEqual({ ...defaultConfig('clh').hypervisor, kind: 'clh', path: 'cloud-hypervisor', kernel: '/k', image: '/r.img', virtioFsDaemon: '/opt/virtiofsd', memoryMiB: 2048 });
+    expect(loadTomlConfig(main).config.hypervisor).toEqual({ ...defaultConfig('clh').hypervisor, kind: 'clh', path: 'cloud-hypervisor', kernel: '/k', image: '/r.img', virtioFsDaemon: '/opt/virtiofsd', memoryMiB: 2048 });
     // Firecracker cannot map the DAX image, so its default rootfs is the initrd.
     write(main, '[hypervisor.firecracker]\npath = "/usr/local/bin/firecracker"\ndefault_vcpus = 2\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ kind: 'firecracker', path: '/usr/local/bin/firecracker', image: '', initrd: '/usr/share/kata-ts/guest/initrd.img', vcpus: 2, virtioFsDaemon: '' });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ kind: 'firecracker', path: '/usr/local/bin/firecracker', image: '', initrd: '/usr/share/kata-ts/guest/initrd.img', vcpus: 2, virtioFsDaemon: '' });
   });
 
   it('lets a drop-in override one key of the main file\'s hypervisor block, later files winning', () => {
     write(main, '[hypervisor.clh]\ndefault_memory = 1024\ndefault_vcpus = 2\npath = "/opt/clh"\n');
     write(path.join(dir, 'config.d', '10-memory.toml'), '[hypervisor.clh]\ndefault_memory = 2048\n');
     write(path.join(dir, 'config.d', '20-memory.toml'), '[hypervisor.clh]\ndefault_memory = 4096\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ kind: 'clh', memoryMiB: 4096, vcpus: 2, path: '/opt/clh' });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ kind: 'clh', memoryMiB: 4096, vcpus: 2, path: '/opt/clh' });
   });
 
   it('takes the hypervisor from a drop-in when the main file names none', () => {
     write(main, '[runtime]\nstate_dir = "/run/kt"\n');
     write(path.join(dir, 'config.d', '10-fc.toml'), '[hypervisor.firecracker]\n');
-    expect(loadTomlConfig(main).hypervisor.kind).toBe('firecracker');
+    expect(loadTomlConfig(main).config.hypervisor.kind).toBe('firecracker');
   });
 
   it('refuses two different hypervisor sections, naming both files', () => {
@@ -147,8 +148,8 @@ state_dir = "/run/kt"
     expect(() => loadTomlConfig(main)).toThrow(`${fix}: hypervisor.qemu.default_memory: must be a number, got "big"`);
   });
 
-  it('is chosen by loadConfig for a .toml path', () => {
+  it('is chosen by loadConfigFile for a .toml path', () => {
     write(main, '[hypervisor.qemu]\naccelerator = "tcg"\n');
-    expect(loadConfig(main).hypervisor.accelerator).toBe('tcg');
+    expect(loadConfigFile(main).config.hypervisor.accelerator).toBe('tcg');
   });
 });

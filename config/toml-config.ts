@@ -142,7 +142,7 @@ export function dropInFiles(mainFile: string): string[] {
  * key, then the merged result goes through the same checks as every configuration,
  * its errors naming the TOML key and the file that set it last.
  */
-export function loadTomlConfig(mainFile: string): RuntimeConfig {
+export function loadTomlConfig(mainFile: string): { config: RuntimeConfig; files: string[] } {
   const files = [mainFile, ...dropInFiles(mainFile)];
   const raw: Record<string, Table> = {};
   /** `section.field` → the file that set it last. */
@@ -187,5 +187,5 @@ export function loadTomlConfig(mainFile: string): RuntimeConfig {
     },
     fileOf: (section, field) => origins.get(`${section}.${field}`) ?? mainFile,
   };
-  return parseConfig(raw, naming);
+  return { config: parseConfig(raw, naming), files };
 }
