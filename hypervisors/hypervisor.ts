@@ -71,6 +71,8 @@ export interface VmExit {
 
 export interface Hypervisor {
   readonly name: string;
+  /** The kind of VmConfig.agentChannel start() takes: the one host↔guest channel this VMM offers the agent. */
+  readonly agentChannelKind: AgentChannel['kind'];
   /** Launches the VM and returns once the VMM is controllable (the guest may still boot). */
   start(config: VmConfig): Promise<void>;
   /**

@@ -3,9 +3,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
-import { AlreadyExistsError, FailedPreconditionError, KataError, NotFoundError, UnavailableError } from '../lib/errors';
+import { AlreadyExistsError, FailedPreconditionError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
-import { Hypervisor, VmConfig } from '../hypervisors/hypervisor';
+import { AgentChannel, Hypervisor, VmConfig } from '../hypervisors/hypervisor';
 import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
@@ -19,6 +19,20 @@ import { GUEST_SHARED_DIR } from '../lib/guest-paths';
 
 export const SHARED_FS_TAG = 'kataShared';
 const AGENT_PORT_NAME = 'agent.channel.0';
+/** The guest vsock port the agent listens on, as Kata's agent does. */
+export const AGENT_VSOCK_PORT = 1024;
+
+/** The host end of the agent channel kind the driver takes, inside the sandbox's work dir. */
+export function agentChannelFor(kind: AgentChannel['kind'], workDir: string): AgentChannel {
+  switch (kind) {
+    case 'virtio-serial':
+      return { kind, socketPath: path.join(workDir, 'agent.sock'), portName: AGENT_PORT_NAME };
+    case 'hybrid-vsock':
+      return { kind, socketPath: path.join(workDir, 'vsock.sock'), port: AGENT_VSOCK_PORT };
+    case 'vsock':
+      throw new NotImplementedError('a driver that offers the agent only AF_VSOCK cannot be used: Node has no AF_VSOCK sockets to dial it');
+  }
+}
 
 export interface SandboxEvents {
   /** A process ended (reported by the agent, or because the VM died). */
@@ -222,7 +236,7 @@ export class Sandbox {
       kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', ...h.kernelParams],
       memoryMiB: h.memoryMiB,
       vcpus: h.vcpus,
-      agentChannel: { kind: 'virtio-serial', socketPath: path.join(this.workDir, 'agent.sock'), portName: AGENT_PORT_NAME },
+      agentChannel: agentChannelFor(this.hypervisor.agentChannelKind, this.workDir),
       sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };

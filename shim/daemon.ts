@@ -5,7 +5,7 @@ import * as path from 'path';
 import { resolveConfig } from '../config/config-location';
 import { createLogger, Logger } from '../lib/logger';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
-import { QemuHypervisor } from '../hypervisors/qemu';
+import { createHypervisor } from '../hypervisors/factory';
 import { releaseAllPendingReaders } from '../sandbox/fifo';
 import { Pod } from '../sandbox/pod';
 import { TtrpcServer } from '../ttrpc';
@@ -66,7 +66,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
         process.exit(0);
       })());
     // The configuration is read at the first Create: only then are the runtime options and the sandbox's spec known.
-    const pod = new Pod({ resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (_config, l) => new QemuHypervisor(l.child({ component: 'qemu' })) }, {
+    const pod = new Pod({ resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (config, l) => createHypervisor(config.hypervisor, l) }, {
       onExit: (c, p, exit) => publishExit(events, c, p, exit),
       onOom: (id) => events.publish('/tasks/oom', 'containerd.events.TaskOOM', { container_id: id }),
     }, logger);

@@ -90,6 +90,7 @@ describe('runtime options from containerd', () => {
 function failingHypervisor(): Hypervisor {
   return {
     name: 'none',
+    agentChannelKind: 'virtio-serial',
     exited: new Promise(() => undefined),
     start: async () => {
       throw new HypervisorError('no VM in this test');

@@ -15,6 +15,8 @@ const QMP_CONNECT_TIMEOUT_MS = 10_000;
 
 export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu';
+  /** vhost-vsock would do too, but neither this host nor Node has AF_VSOCK to dial it. */
+  readonly agentChannelKind = 'virtio-serial';
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
   private hotplug: BlockHotplug | undefined;
