@@ -21,6 +21,14 @@ export interface HypervisorConfig {
   virtioFsDaemon: string;
 }
 
+/**
+ * The host's KSM (kernel same-page merging) at sandbox start: "on" starts ksmd and lets
+ * the VMM mark guest memory mergeable, "off" stops ksmd and keeps guest memory
+ * unmergeable, "unchanged" leaves the host switch and the VMM's default alone.
+ */
+export const KSM_MODES = ['on', 'off', 'unchanged'] as const;
+export type KsmMode = (typeof KSM_MODES)[number];
+
 export interface RuntimeConfig {
   hypervisor: HypervisorConfig;
   agent: {
@@ -32,6 +40,7 @@ export interface RuntimeConfig {
   runtime: {
     /** Where each sandbox keeps its VMM sockets, shared directory and console log. */
     stateDir: string;
+    ksm: KsmMode;
   };
 }
 
@@ -66,7 +75,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : '',
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000 },
-    runtime: { stateDir: '/run/kata-ts' },
+    runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged' },
   };
 }
 
@@ -147,6 +156,10 @@ export function parseConfig(raw: unknown, source: string | ConfigNaming): Runtim
   for (const key of ['bootTimeoutMs', 'callTimeoutMs'] as const) {
     if (!(config.agent[key] > 0)) fail('agent', key, 'must be a positive number of milliseconds');
   }
+  const ksm = config.runtime.ksm;
+  if (!KSM_MODES.includes(ksm)) fail('runtime', 'ksm', `must be one of ${KSM_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(ksm)}`);
+  // Its seccomp filter allows no madvise(MADV_MERGEABLE), and its API has no switch for it.
+  if (ksm === 'on' && h.kind === 'firecracker') fail('runtime', 'ksm', '"on" cannot work with Firecracker: it never marks guest memory mergeable, so KSM would not merge it');
   return config;
 }
 

@@ -36,11 +36,13 @@ call_timeout = 10
 
 [runtime]
 state_dir = "/run/kt"
+ksm = "off"
 `);
     const { config } = loadTomlConfig(main);
     expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, virtioFsDaemon: '' });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000 });
-    expect(config.runtime.stateDir).toBe('/run/kt');
+    expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off' });
+    expect(defaultConfig().runtime.ksm).toBe('unchanged');
   });
 
   it('applies config.d drop-ins in name order, each overriding only the keys it sets', () => {
@@ -131,6 +133,9 @@ state_dir = "/run/kt"
     ['[hypervisor.clh]\ndefault_vcpus = 1.5\n', 'hypervisor.clh.default_vcpus: must be a positive integer'],
     ['[hypervisor.clh]\nvirtio_fs_daemon = ""\n', 'hypervisor.clh.virtio_fs_daemon: must name the virtiofsd binary'],
     ['[agent.kata]\ndial_timeout = 0\n', 'agent.kata.dial_timeout: must be a positive number of seconds'],
+    ['[runtime]\nksm = "sometimes"\n', 'runtime.ksm: must be one of "on", "off", "unchanged", got "sometimes"'],
+    ['[runtime]\nksm = true\n', 'runtime.ksm: must be a string, got true'],
+    ['[hypervisor.firecracker]\n[runtime]\nksm = "on"\n', 'runtime.ksm: "on" cannot work with Firecracker: it never marks guest memory mergeable'],
     // not TOML at all
     ['[hypervisor.qemu\n', 'not valid TOML'],
   ])('rejects %j naming the file, key and reason', (text, message) => {
@@ -146,6 +151,12 @@ state_dir = "/run/kt"
     // A later file that sets the key again takes the blame away from the earlier one.
     const fix = write(path.join(dir, 'config.d', '60-fix.toml'), '[hypervisor.qemu]\ndefault_vcpus = 2\ndefault_memory = "big"\n');
     expect(() => loadTomlConfig(main)).toThrow(`${fix}: hypervisor.qemu.default_memory: must be a number, got "big"`);
+  });
+
+  it('names the file that asked for KSM when the hypervisor chosen elsewhere cannot merge', () => {
+    write(main, '[hypervisor.firecracker]\n');
+    const dropIn = write(path.join(dir, 'config.d', '10-ksm.toml'), '[runtime]\nksm = "on"\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: runtime.ksm: "on" cannot work with Firecracker`);
   });
 
   it('is chosen by loadConfigFile for a .toml path', () => {

@@ -39,6 +39,7 @@ const AGENT_KEYS: Record<string, KeyMapping> = {
 
 const RUNTIME_KEYS: Record<string, KeyMapping> = {
   state_dir: { field: 'stateDir' },
+  ksm: { field: 'ksm' },
 };
 
 interface Block {

@@ -41,6 +41,11 @@ export interface VmConfig {
   kernelParams: string[];
   memoryMiB: number;
   vcpus: number;
+  /**
+   * Whether guest memory may be merged by the host's KSM (madvise MADV_MERGEABLE);
+   * unset keeps the VMM's default (QEMU merges, Cloud Hypervisor does not).
+   */
+  memoryMerge?: boolean;
   /** Hot-plug limits: resize() may grow the VM up to these (default: no growth). */
   maxMemoryMiB?: number;
   maxVcpus?: number;

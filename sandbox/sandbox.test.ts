@@ -6,10 +6,12 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { defaultConfig } from '../config/runtime-config';
+import { FailedPreconditionError } from '../lib/errors';
 import { silentLogger } from '../lib/logger';
 import { AgentChannel, Hypervisor, VmConfig, VmExit } from '../hypervisors/hypervisor';
 import { serveHybridVsock } from '../hypervisors/testing/fake-hybrid-vsock';
 import { CallContext } from '../ttrpc';
+import { HostKsm } from './ksm';
 import { Sandbox } from './sandbox';
 import { fakeAgent, FakeAgent } from './testing/fake-agent';
 
@@ -41,6 +43,17 @@ function fakeDriver(agentChannelKind: AgentChannel['kind'], agent: FakeAgent): H
   return driver;
 }
 
+function agentForSandbox(): FakeAgent {
+  return fakeAgent({
+    CreateSandbox: () => ({}),
+    DestroySandbox: () => ({}),
+    // Blocks like the real one until the call is abandoned.
+    GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+  });
+}
+
+const events = { onProcessExit: () => undefined, onOom: () => undefined };
+
 describe('Sandbox and the agent channel', () => {
   let dir: string;
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sandbox-'))));
@@ -52,14 +65,9 @@ describe('Sandbox and the agent channel', () => {
   ] as const)('boots a driver that takes %s and reaches the agent over it', async (kind, expected) => {
     const config = defaultConfig('clh');
     config.runtime.stateDir = dir;
-    const agent = fakeAgent({
-      CreateSandbox: () => ({}),
-      DestroySandbox: () => ({}),
-      // Blocks like the real one until the call is abandoned.
-      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
-    });
+    const agent = agentForSandbox();
     const driver = fakeDriver(kind, agent);
-    const sandbox = await Sandbox.start({ id: 'pod1', hostname: 'pod1-host', config, hypervisor: driver, events: { onProcessExit: () => undefined, onOom: () => undefined }, logger: silentLogger() });
+    const sandbox = await Sandbox.start({ id: 'pod1', hostname: 'pod1-host', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')) });
     try {
       expect(driver.booted?.agentChannel).toEqual({ ...expected, socketPath: path.join(dir, 'pod1', expected.socketPath) });
       expect(sandbox.details?.agent_version).toBe('fake-1');
@@ -70,5 +78,46 @@ describe('Sandbox and the agent channel', () => {
     }
     expect(agent.calls).toContain('DestroySandbox');
     expect(fs.existsSync(path.join(dir, 'pod1'))).toBe(false);
+  });
+
+  describe('with KSM configured', () => {
+    let ksmDir: string;
+    beforeEach(() => {
+      ksmDir = path.join(dir, 'ksm');
+      fs.mkdirSync(ksmDir);
+      fs.writeFileSync(path.join(ksmDir, 'run'), '0\n');
+    });
+    const start = async (ksm: 'on' | 'off' | 'unchanged', hostKsmDir: string) => {
+      const config = defaultConfig();
+      config.runtime.stateDir = path.join(dir, 'state');
+      config.runtime.ksm = ksm;
+      const agent = agentForSandbox();
+      const driver = fakeDriver('virtio-serial', agent);
+      const sandbox = await Sandbox.start({ id: 'pod1', hostname: 'h', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(hostKsmDir) }).finally(() => agent.server.close());
+      await sandbox.destroy();
+      return driver.booted;
+    };
+
+    it('switches the host on and gives the VM mergeable memory under "on"', async () => {
+      expect((await start('on', ksmDir))?.memoryMerge).toBe(true);
+      expect(fs.readFileSync(path.join(ksmDir, 'run'), 'utf8').trim()).toBe('1');
+    });
+
+    it('leaves both the host switch and the VMM default alone under "unchanged"', async () => {
+      const booted = await start('unchanged', ksmDir);
+      expect(booted).toBeDefined();
+      expect(booted?.memoryMerge).toBeUndefined();
+      expect(fs.readFileSync(path.join(ksmDir, 'run'), 'utf8').trim()).toBe('0');
+    });
+
+    it('fails before the VM starts when the host has no KSM to switch on', async () => {
+      const config = defaultConfig();
+      config.runtime.stateDir = path.join(dir, 'state');
+      config.runtime.ksm = 'on';
+      const driver = fakeDriver('virtio-serial', agentForSandbox());
+      await expect(Sandbox.start({ id: 'pod1', hostname: 'h', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'absent')) })).rejects.toThrow(FailedPreconditionError);
+      expect(driver.booted).toBeUndefined();
+      expect(fs.existsSync(path.join(dir, 'state', 'pod1'))).toBe(false);
+    });
   });
 });

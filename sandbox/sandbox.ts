@@ -15,6 +15,7 @@ import { guestSpec, OciSpec } from './spec';
 import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
 import { ContainerDevices } from './devices';
+import { HostKsm, memoryMergeFor } from './ksm';
 import { GUEST_SHARED_DIR } from '../lib/guest-paths';
 
 export const SHARED_FS_TAG = 'kataShared';
@@ -62,6 +63,7 @@ export class Sandbox {
     private readonly config: RuntimeConfig,
     private readonly events: SandboxEvents,
     private readonly logger: Logger,
+    private readonly hostKsm: HostKsm,
   ) {
     this.devices = new ContainerDevices(hypervisor, logger);
   }
@@ -72,12 +74,13 @@ export class Sandbox {
 
   /** Boots the VM and waits for its agent. On failure nothing is left behind. */
   /** `netnsPath`: the pod's network namespace (CRI made it and ran CNI in it), if any. */
-  static async start(params: { id: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger }): Promise<Sandbox> {
+  /** `hostKsm`: the host's KSM switch (tests pass one in a temporary directory). */
+  static async start(params: { id: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger; hostKsm?: HostKsm }): Promise<Sandbox> {
     const { id, config } = params;
     const workDir = Sandbox.workDirFor(config, id);
     if (fs.existsSync(workDir)) throw new AlreadyExistsError(`sandbox ${id}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
     fs.mkdirSync(path.join(workDir, 'shared'), { recursive: true, mode: 0o700 });
-    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger);
+    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger, params.hostKsm ?? new HostKsm());
     try {
       await sandbox.boot(params.hostname, params.netnsPath);
     } catch (err) {
@@ -225,6 +228,9 @@ export class Sandbox {
 
   private async boot(hostname: string, netnsPath: string | undefined): Promise<void> {
     const h = this.config.hypervisor;
+    // First: a host that cannot do what the configuration asks fails before anything is set up.
+    const ksm = this.config.runtime.ksm;
+    this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
     if (netnsPath) this.network = await PodNetwork.attach(netnsPath, this.logger);
     const vm: VmConfig = {
       id: this.id,
@@ -236,6 +242,7 @@ export class Sandbox {
       kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', ...h.kernelParams],
       memoryMiB: h.memoryMiB,
       vcpus: h.vcpus,
+      memoryMerge: memoryMergeFor(ksm),
       agentChannel: agentChannelFor(this.hypervisor.agentChannelKind, this.workDir),
       sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
