@@ -4,7 +4,7 @@
 //   env                                         the effective configuration and the files it came from, as JSON
 import { resolveConfig } from '../config/config-location';
 import { errorMessage } from '../lib/errors';
-import { formatChecks, runChecks } from './check';
+import { formatChecks, hasFatalFailure, runChecks } from './check';
 
 function option(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(name);
@@ -19,7 +19,7 @@ async function main(argv: string[]): Promise<number> {
     case 'check': {
       const lines = await runChecks(resolveConfig({}).config, { kvmTimeoutMs: option(args, '--kvm-timeout', 30) * 1000, tcgTimeoutMs: option(args, '--tcg-timeout', 120) * 1000 });
       process.stdout.write(formatChecks(lines));
-      return lines.some((l) => l.verdict === 'FAIL' && (l.name === 'configuration' || l.name === 'qemu' || l.name === 'guest image')) ? 1 : 0;
+      return hasFatalFailure(lines) ? 1 : 0;
     }
     case 'env': {
       // A pod may still name another file (runtime options, annotation); this is what the others get.
