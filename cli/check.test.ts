@@ -52,7 +52,7 @@ describe('kata-ts-runtime check', () => {
     config.hypervisor.path = path.join(dir, 'no-such-cloud-hypervisor');
     const lines = await runChecks(config, { kvmTimeoutMs: 1000, tcgTimeoutMs: 1000, ksm: hostKsm('0') });
     const byName = new Map<string, CheckLine>(lines.map((l) => [l.name, l]));
-    expect(byName.get('cloud-hypervisor')).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('set hypervisor.clh.path') });
+    expect(byName.get('clh')).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('set hypervisor.clh.path') });
     expect(byName.has('qemu')).toBe(false);
     expect(byName.has('tcg boot')).toBe(false); // only QEMU emulates
     expect(byName.get('vhost-vsock')).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining('not needed') });

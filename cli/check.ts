@@ -23,8 +23,8 @@ export interface CheckLine {
 /** Printed by the guest's /init once it runs (guest/init). */
 const INIT_MARKER = /katats-init: (smoke check|agent-start) at/;
 
-/** The check line that names the VMM binary. */
-const VMM_LINE: Record<HypervisorKind, string> = { qemu: 'qemu', clh: 'cloud-hypervisor', firecracker: 'firecracker' };
+/** The check line that names the VMM binary: Kata's names, which fit formatChecks' 14-character column. */
+const VMM_LINE: Record<HypervisorKind, string> = { qemu: 'qemu', clh: 'clh', firecracker: 'firecracker' };
 
 /** FAILs of these lines mean sandboxes cannot start with this configuration (exit status 1). */
 export function hasFatalFailure(lines: CheckLine[]): boolean {
