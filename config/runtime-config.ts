@@ -116,7 +116,7 @@ const isTable = (value: unknown): value is Section => typeof value === 'object' 
 /** Overlays `raw` (parsed JSON, or what the TOML loader made of its files) on the defaults, checking every key. */
 export function parseConfig(raw: unknown, source: string | ConfigNaming): RuntimeConfig {
   const naming = typeof source === 'string' ? singleFile(source) : source;
-  const fail = (section: string, key: string, reason: string): never => {
+  const fail: Fail = (section, key, reason) => {
     throw new ConfigValueError(naming.fileOf(section, key), key ? naming.keyName(section, key) : section, reason);
   };
   if (!isTable(raw)) return fail('(top level)', '', 'must be a JSON object');
@@ -145,7 +145,17 @@ export function parseConfig(raw: unknown, source: string | ConfigNaming): Runtim
       target[key] = value;
     }
   }
-  const h = config.hypervisor;
+  checkHypervisor(config.hypervisor, fail, naming);
+  checkAgent(config.agent, fail);
+  checkRuntime(config, fail);
+  return config;
+}
+
+type Fail = (section: string, key: string, reason: string) => never;
+
+// Value checks, one function per section: a new key's rule goes beside its section's others.
+
+function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming): void {
   if (h.accelerator !== 'kvm' && h.accelerator !== 'tcg') fail('hypervisor', 'accelerator', `must be "kvm" or "tcg", got ${JSON.stringify(h.accelerator)}`);
   if (Boolean(h.image) === Boolean(h.initrd)) {
     fail('hypervisor', 'image', h.image ? `set together with ${naming.keyName('hypervisor', 'initrd')} (${JSON.stringify(h.initrd)}); set exactly one of them` : 'neither an image nor an initrd is set; set exactly one of them');
@@ -153,14 +163,19 @@ export function parseConfig(raw: unknown, source: string | ConfigNaming): Runtim
   if (!Number.isInteger(h.memoryMiB) || h.memoryMiB < 128) fail('hypervisor', 'memoryMiB', 'must be an integer of at least 128');
   if (!Number.isInteger(h.vcpus) || h.vcpus < 1) fail('hypervisor', 'vcpus', 'must be a positive integer');
   if (h.kind === 'clh' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', 'must name the virtiofsd binary: Cloud Hypervisor shares the sandbox directory only over virtio-fs');
+}
+
+function checkAgent(agent: RuntimeConfig['agent'], fail: Fail): void {
   for (const key of ['bootTimeoutMs', 'callTimeoutMs'] as const) {
-    if (!(config.agent[key] > 0)) fail('agent', key, 'must be a positive number of milliseconds');
+    if (!(agent[key] > 0)) fail('agent', key, 'must be a positive number of milliseconds');
   }
+}
+
+function checkRuntime(config: RuntimeConfig, fail: Fail): void {
   const ksm = config.runtime.ksm;
   if (!KSM_MODES.includes(ksm)) fail('runtime', 'ksm', `must be one of ${KSM_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(ksm)}`);
   // Its seccomp filter allows no madvise(MADV_MERGEABLE), and its API has no switch for it.
-  if (ksm === 'on' && h.kind === 'firecracker') fail('runtime', 'ksm', '"on" cannot work with Firecracker: it never marks guest memory mergeable, so KSM would not merge it');
-  return config;
+  if (ksm === 'on' && config.hypervisor.kind === 'firecracker') fail('runtime', 'ksm', '"on" cannot work with Firecracker: it never marks guest memory mergeable, so KSM would not merge it');
 }
 
 /** The guest rootfs the configuration names (validation made sure exactly one is set). */
