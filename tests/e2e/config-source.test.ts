@@ -2,6 +2,8 @@
 // runtime's `options.ConfigPath` reaches the shim in Create and wins over
 // $KATATS_CONFIG (which here names a file no sandbox could start with); the file's
 // config.d/ drop-in applies; the daemon notes the file in the bundle for `delete`.
+// `ctr run --runtime-config-path` travels the same way; an annotation naming a file
+// outside the installed configuration directories is refused.
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -9,7 +11,7 @@ import { removeCgroupTree } from '../harness/cgroups';
 import { KATA_HANDLER } from '../harness/containerd';
 import { podSandboxConfig } from '../harness/cri-pod';
 import { waitForNoLeaks } from '../harness/leaks';
-import { builtGuest, CriKataEnv, startCriKataEnv } from './kata-env';
+import { builtGuest, CriKataEnv, KataEnv, RUNTIME, startCriKataEnv, startKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
 
@@ -60,5 +62,34 @@ describe('configuration chosen by the CRI runtime options', () => {
       expect(removeCgroupTree(pod.linux?.cgroup_parent ?? '').failed).toEqual([]);
     }
     expect(fs.existsSync(path.join(dropInStateDir, podId))).toBe(false);
+  });
+});
+
+describe('configuration chosen by ctr', () => {
+  let env: KataEnv;
+  beforeAll(async () => (env = await startKataEnv()));
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  it('takes --runtime-config-path over $KATATS_CONFIG', async () => {
+    const { kernel, initrd } = builtGuest();
+    const file = path.join(path.dirname(env.configPath), 'from-ctr.toml');
+    const q = JSON.stringify;
+    fs.writeFileSync(file, [
+      '[hypervisor.qemu]', 'accelerator = "tcg"', `kernel = ${q(kernel)}`, `initrd = ${q(initrd)}`, 'kernel_params = "katats.from=runtime-config-path"',
+      '[agent.kata]', 'dial_timeout = 180',
+      '[runtime]', `state_dir = ${q(env.stateDir)}`, '',
+    ].join('\n'));
+    const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, '--runtime-config-path', file, env.image, 'cfg-1', 'cat', '/proc/cmdline'], { timeoutMs: 240_000 });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('katats.from=runtime-config-path');
+  });
+
+  it('refuses an annotation that names a file outside the configuration directories', async () => {
+    const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, '--annotation', `io.katacontainers.config_path=${env.configPath}`, env.image, 'cfg-2', 'true'], { timeoutMs: 240_000 });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain(`annotation io.katacontainers.config_path names ${env.configPath}, which is outside /etc/kata-containers and /etc/kata-ts`);
+    expect(fs.existsSync(env.stateDir) ? fs.readdirSync(env.stateDir) : []).toEqual([]);
   });
 });
