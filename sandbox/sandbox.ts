@@ -72,9 +72,11 @@ export class Sandbox {
     return path.join(config.runtime.stateDir, sandboxId);
   }
 
-  /** Boots the VM and waits for its agent. On failure nothing is left behind. */
-  /** `netnsPath`: the pod's network namespace (CRI made it and ran CNI in it), if any. */
-  /** `hostKsm`: the host's KSM switch (tests pass one in a temporary directory). */
+  /**
+   * Boots the VM and waits for its agent. On failure nothing is left behind.
+   * `netnsPath`: the pod's network namespace (CRI made it and ran CNI in it), if any.
+   * `hostKsm`: the host's KSM switch (tests pass one in a temporary directory).
+   */
   static async start(params: { id: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger; hostKsm?: HostKsm }): Promise<Sandbox> {
     const { id, config } = params;
     const workDir = Sandbox.workDirFor(config, id);
