@@ -1,15 +1,17 @@
 // `kata-ts-runtime check`: what this host can do, found by trying it. The decisive
-// test boots the configured guest under each accelerator through the real QEMU
-// driver and waits for the guest's init to speak: on some hosts /dev/kvm opens but
-// guests hang (nested virtualization), which no capability flag reveals.
+// test boots the configured guest through the configured driver (under each
+// accelerator, for QEMU) and waits for the guest's init to speak: on some hosts
+// /dev/kvm opens but guests hang (nested virtualization), which no flag reveals.
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
-import { Accelerator } from '../hypervisors/hypervisor';
-import { QemuHypervisor } from '../hypervisors/qemu';
+import { guestRootfs, RuntimeConfig, VMM_NAMES } from '../config/runtime-config';
+import { createHypervisor } from '../hypervisors/factory';
+import { Accelerator, HypervisorKind } from '../hypervisors/hypervisor';
 import { silentLogger } from '../lib/logger';
+import { describeKsm, HostKsm } from '../sandbox/ksm';
+import { agentChannelFor, SHARED_FS_TAG } from '../sandbox/sandbox';
 
 export type Verdict = 'PASS' | 'WARN' | 'FAIL';
 export interface CheckLine {
@@ -21,10 +23,19 @@ export interface CheckLine {
 /** Printed by the guest's /init once it runs (guest/init). */
 const INIT_MARKER = /katats-init: (smoke check|agent-start) at/;
 
+/** The check line that names the VMM binary: Kata's names, which fit formatChecks' 14-character column. */
+const VMM_LINE: Record<HypervisorKind, string> = { qemu: 'qemu', clh: 'clh', firecracker: 'firecracker' };
+
+/** FAILs of these lines mean sandboxes cannot start with this configuration (exit status 1). */
+export function hasFatalFailure(lines: CheckLine[]): boolean {
+  const fatal = new Set(['configuration', 'guest image', 'ksm', ...Object.values(VMM_LINE)]);
+  return lines.some((l) => l.verdict === 'FAIL' && fatal.has(l.name));
+}
+
 export async function bootProbe(config: RuntimeConfig, accelerator: Accelerator, timeoutMs: number): Promise<{ booted: boolean; seconds: number; detail: string }> {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-check-'));
   fs.mkdirSync(path.join(workDir, 'shared'));
-  const hypervisor = new QemuHypervisor(silentLogger());
+  const hypervisor = createHypervisor(config.hypervisor, silentLogger());
   const started = Date.now();
   try {
     await hypervisor.start({
@@ -37,8 +48,9 @@ export async function bootProbe(config: RuntimeConfig, accelerator: Accelerator,
       kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', 'katats.smoke=1'],
       memoryMiB: 512,
       vcpus: 1,
-      agentChannel: { kind: 'virtio-serial', socketPath: path.join(workDir, 'agent.sock'), portName: 'agent.channel.0' },
-      sharedDirectories: [{ tag: 'kataShared', hostPath: path.join(workDir, 'shared') }],
+      agentChannel: agentChannelFor(hypervisor.agentChannelKind, workDir),
+      // What sandboxes get (Firecracker has no shared filesystem at all).
+      sharedDirectories: config.hypervisor.kind === 'firecracker' ? [] : [{ tag: SHARED_FS_TAG, hostPath: path.join(workDir, 'shared') }],
     });
     let exited = false;
     void hypervisor.exited.then(() => (exited = true));
@@ -47,7 +59,7 @@ export async function bootProbe(config: RuntimeConfig, accelerator: Accelerator,
       await new Promise((r) => setTimeout(r, 200));
     }
     const tail = hypervisor.consoleTail(300).trim().split('\n').pop() ?? '';
-    return { booted: false, seconds: (Date.now() - started) / 1000, detail: exited ? `QEMU exited early${tail ? ` (console: ${tail})` : ''}` : `no sign of the guest's init within ${timeoutMs / 1000} s${tail ? ` (last console line: ${tail})` : ' (the console stayed empty)'}` };
+    return { booted: false, seconds: (Date.now() - started) / 1000, detail: exited ? `${VMM_NAMES[config.hypervisor.kind]} exited early${tail ? ` (console: ${tail})` : ''}` : `no sign of the guest's init within ${timeoutMs / 1000} s${tail ? ` (last console line: ${tail})` : ' (the console stayed empty)'}` };
   } catch (err) {
     return { booted: false, seconds: (Date.now() - started) / 1000, detail: (err as Error).message };
   } finally {
@@ -56,13 +68,31 @@ export async function bootProbe(config: RuntimeConfig, accelerator: Accelerator,
   }
 }
 
-function qemuVersion(binary: string): CheckLine {
+const PACKAGES: Record<HypervisorKind, string> = { qemu: 'qemu-system-x86', clh: 'cloud-hypervisor', firecracker: 'firecracker' };
+
+function vmmVersion(kind: HypervisorKind, binary: string): CheckLine {
+  const name = VMM_LINE[kind];
   try {
     const version = execFileSync(binary, ['--version'], { encoding: 'utf8' }).split('\n')[0];
-    return { verdict: 'PASS', name: 'qemu', detail: `${binary}: ${version}` };
+    return { verdict: 'PASS', name, detail: `${binary}: ${version}` };
   } catch (err) {
-    return { verdict: 'FAIL', name: 'qemu', detail: `${binary} does not run (${(err as Error).message.split('\n')[0]}); install qemu-system-x86 or set hypervisor.qemu.path` };
+    return { verdict: 'FAIL', name, detail: `${binary} does not run (${(err as Error).message.split('\n')[0]}); install ${PACKAGES[kind]} or set hypervisor.${kind}.path` };
   }
+}
+
+/** The host's KSM as it is, and what the configuration will make of it. */
+export function ksmCheck(config: RuntimeConfig, ksm: HostKsm): CheckLine {
+  const mode = config.runtime.ksm;
+  const state = ksm.state();
+  const now = describeKsm(state);
+  if (mode === 'unchanged') return { verdict: 'PASS', name: 'ksm', detail: `${now}; ksm = "unchanged" leaves it so` };
+  if (!state.available) {
+    return mode === 'on' ? { verdict: 'FAIL', name: 'ksm', detail: `${now}, but ksm = "on": sandboxes will not start` } : { verdict: 'PASS', name: 'ksm', detail: `${now}; nothing is merged, as ksm = "off" asks` };
+  }
+  const wanted = mode === 'on' ? 1 : 0;
+  if (state.run === wanted) return { verdict: 'PASS', name: 'ksm', detail: `${now}; as ksm = "${mode}" wants` };
+  if (!state.writable) return { verdict: 'FAIL', name: 'ksm', detail: `${now}; ksm = "${mode}" needs run = ${wanted}, but ${ksm.dir}/run is not writable here: sandboxes will not start` };
+  return { verdict: 'PASS', name: 'ksm', detail: `${now}; each sandbox start sets run = ${wanted} (ksm = "${mode}")` };
 }
 
 function deviceOpens(device: string): string | undefined {
@@ -74,8 +104,9 @@ function deviceOpens(device: string): string | undefined {
   }
 }
 
-export async function runChecks(config: RuntimeConfig, opts: { kvmTimeoutMs: number; tcgTimeoutMs: number }): Promise<CheckLine[]> {
-  const lines: CheckLine[] = [qemuVersion(config.hypervisor.path)];
+export async function runChecks(config: RuntimeConfig, opts: { kvmTimeoutMs: number; tcgTimeoutMs: number; ksm?: HostKsm }): Promise<CheckLine[]> {
+  const kind = config.hypervisor.kind;
+  const lines: CheckLine[] = [vmmVersion(kind, config.hypervisor.path)];
   const rootfs = guestRootfs(config);
   const guestFiles = [config.hypervisor.kernel, rootfs.path].filter((f) => !fs.existsSync(f));
   lines.push(guestFiles.length === 0 ? { verdict: 'PASS', name: 'guest image', detail: `${config.hypervisor.kernel}, ${rootfs.path} (${rootfs.kind})` } : { verdict: 'FAIL', name: 'guest image', detail: `missing ${guestFiles.join(', ')}; build it with 'make guest' or set hypervisor.qemu.kernel and image (or initrd)` });
@@ -87,20 +118,38 @@ export async function runChecks(config: RuntimeConfig, opts: { kvmTimeoutMs: num
   if (!kvmError && canBoot) {
     const probe = await bootProbe(config, 'kvm', opts.kvmTimeoutMs);
     works.kvm = probe.booted;
-    lines.push(probe.booted ? { verdict: 'PASS', name: 'kvm boot', detail: `a test guest reached its init in ${probe.seconds.toFixed(1)} s` } : { verdict: 'FAIL', name: 'kvm boot', detail: `/dev/kvm opens but a test guest did not boot: ${probe.detail.replace(/\.$/, '')}. Nested virtualization often looks like this; use accelerator = "tcg" here` });
+    const advice = kind === 'qemu' ? 'use accelerator = "tcg" here' : `${VMM_NAMES[kind]} needs KVM; only QEMU can emulate a CPU (accelerator = "tcg")`;
+    lines.push(probe.booted ? { verdict: 'PASS', name: 'kvm boot', detail: `a test guest reached its init in ${probe.seconds.toFixed(1)} s` } : { verdict: 'FAIL', name: 'kvm boot', detail: `/dev/kvm opens but a test guest did not boot: ${probe.detail.replace(/\.$/, '')}. Nested virtualization often looks like this; ${advice}` });
   }
-  if (canBoot) {
+  if (canBoot && kind === 'qemu') {
     const probe = await bootProbe(config, 'tcg', opts.tcgTimeoutMs);
     works.tcg = probe.booted;
     lines.push(probe.booted ? { verdict: 'PASS', name: 'tcg boot', detail: `a test guest reached its init in ${probe.seconds.toFixed(1)} s (software emulation)` } : { verdict: 'FAIL', name: 'tcg boot', detail: `a test guest did not boot: ${probe.detail}` });
   }
-  const vsockError = deviceOpens('/dev/vhost-vsock');
-  lines.push(vsockError ? { verdict: 'WARN', name: 'vhost-vsock', detail: `/dev/vhost-vsock is not usable (${vsockError}); the agent channel is virtio-serial` } : { verdict: 'PASS', name: 'vhost-vsock', detail: '/dev/vhost-vsock opens' });
+  if (kind === 'qemu') {
+    const vsockError = deviceOpens('/dev/vhost-vsock');
+    lines.push(vsockError ? { verdict: 'WARN', name: 'vhost-vsock', detail: `/dev/vhost-vsock is not usable (${vsockError}); the agent channel is virtio-serial` } : { verdict: 'PASS', name: 'vhost-vsock', detail: '/dev/vhost-vsock opens' });
+  } else {
+    lines.push({ verdict: 'PASS', name: 'vhost-vsock', detail: `not needed: ${VMM_NAMES[kind]} reaches the agent over hybrid vsock, a device of its own` });
+  }
+  lines.push(ksmCheck(config, opts.ksm ?? new HostKsm()));
+  lines.push(configurationLine(config, works));
+  return lines;
+}
 
+/** Why sandboxes cannot start under a VMM yet, whatever this host can do: the driver boots VMs, the guest side is missing. */
+const NOT_YET: Partial<Record<HypervisorKind, string>> = {
+  clh: 'the guest agent listens only on virtio-serial, which Cloud Hypervisor lacks (no vsock listener in the guest yet), and mounts the shared directory over 9p, not virtio-fs',
+  firecracker: 'Firecracker has no shared filesystem for container rootfs, and rootfs as block devices is not implemented',
+};
+
+function configurationLine(config: RuntimeConfig, works: Partial<Record<Accelerator, boolean>>): CheckLine {
+  const kind = config.hypervisor.kind;
+  const missing = NOT_YET[kind];
+  if (missing) return { verdict: 'FAIL', name: 'configuration', detail: `[hypervisor.${kind}]: sandboxes cannot start yet: ${missing}${works.kvm ? ' (a test guest did boot)' : ''}` };
   const configured = config.hypervisor.accelerator;
   const ok = works[configured];
-  lines.push(ok ? { verdict: 'PASS', name: 'configuration', detail: `accelerator = "${configured}" boots guests` } : { verdict: 'FAIL', name: 'configuration', detail: `accelerator = "${configured}" ${ok === false ? 'does not boot guests here' : 'could not be tried'}${works.tcg && configured !== 'tcg' ? '; "tcg" works' : ''}` });
-  return lines;
+  return ok ? { verdict: 'PASS', name: 'configuration', detail: `accelerator = "${configured}" boots guests` } : { verdict: 'FAIL', name: 'configuration', detail: `accelerator = "${configured}" ${ok === false ? 'does not boot guests here' : 'could not be tried'}${works.tcg && configured !== 'tcg' ? '; "tcg" works' : ''}` };
 }
 
 export function formatChecks(lines: CheckLine[]): string {

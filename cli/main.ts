@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // kata-ts-runtime: host and configuration checks, in the spirit of kata-runtime.
 //   check [--kvm-timeout S] [--tcg-timeout S]   what this host can run, found by trying
-//   env                                         the effective configuration, as JSON
-import { loadConfig } from '../config/runtime-config';
+//   env                                         the effective configuration and the files it came from, as JSON
+import { resolveConfig } from '../config/config-location';
 import { errorMessage } from '../lib/errors';
-import { formatChecks, runChecks } from './check';
+import { formatChecks, hasFatalFailure, runChecks } from './check';
 
 function option(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(name);
@@ -17,13 +17,16 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   switch (command) {
     case 'check': {
-      const lines = await runChecks(loadConfig(), { kvmTimeoutMs: option(args, '--kvm-timeout', 30) * 1000, tcgTimeoutMs: option(args, '--tcg-timeout', 120) * 1000 });
+      const lines = await runChecks(resolveConfig({}).config, { kvmTimeoutMs: option(args, '--kvm-timeout', 30) * 1000, tcgTimeoutMs: option(args, '--tcg-timeout', 120) * 1000 });
       process.stdout.write(formatChecks(lines));
-      return lines.some((l) => l.verdict === 'FAIL' && (l.name === 'configuration' || l.name === 'qemu' || l.name === 'guest image')) ? 1 : 0;
+      return hasFatalFailure(lines) ? 1 : 0;
     }
-    case 'env':
-      process.stdout.write(JSON.stringify({ source: process.env.KATATS_CONFIG ?? 'default search (/etc/kata-ts/configuration.toml, /etc/kata-ts/config.json)', config: loadConfig() }, null, 2) + '\n');
+    case 'env': {
+      // A pod may still name another file (runtime options, annotation); this is what the others get.
+      const { via, files, config } = resolveConfig({});
+      process.stdout.write(JSON.stringify({ source: { via, files }, config }, null, 2) + '\n');
       return 0;
+    }
     default:
       process.stderr.write('usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env\n');
       return 2;

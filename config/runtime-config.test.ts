@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
-import { defaultConfig, loadConfig, parseConfig } from './runtime-config';
+import { defaultConfig, loadConfigFile, parseConfig } from './runtime-config';
 
 describe('runtime configuration', () => {
   it('overlays given keys on the defaults', () => {
@@ -12,19 +12,18 @@ describe('runtime configuration', () => {
     expect(config.hypervisor.vcpus).toBe(defaultConfig().hypervisor.vcpus);
   });
 
+  it('selects the driver by hypervisor.kind, each with its own defaults', () => {
+    expect(parseConfig({}, 'x.json').hypervisor).toMatchObject({ kind: 'qemu', path: 'qemu-system-x86_64', virtioFsDaemon: '' });
+    expect(parseConfig({ hypervisor: { kind: 'clh' } }, 'x.json').hypervisor).toMatchObject({ kind: 'clh', path: 'cloud-hypervisor', virtioFsDaemon: '/usr/libexec/virtiofsd' });
+    expect(parseConfig({ hypervisor: { kind: 'firecracker', initrd: '/i' } }, 'x.json').hypervisor).toMatchObject({ kind: 'firecracker', path: 'firecracker', image: '', initrd: '/i' });
+  });
+
   it("lets VMs grow to the host's CPUs and memory unless limits are set (Kata's 0)", () => {
     expect(defaultConfig().hypervisor).toMatchObject({ maxVcpus: 0, maxMemoryMiB: 0 });
     expect(parseConfig({ hypervisor: { vcpus: 2, maxVcpus: 2, memoryMiB: 512, maxMemoryMiB: 4096 } }, 'x.json').hypervisor).toMatchObject({ maxVcpus: 2, maxMemoryMiB: 4096 });
   });
 
   it.each([
-    [{ hypervisor: { accelerator: 'hvf' } }, 'hypervisor.accelerator: must be "kvm" or "tcg"'],
-    [{ hypervisor: { memoryMiB: '1G' } }, 'hypervisor.memoryMiB: must be a number'],
-    [{ hypervisor: { memoryMiB: 64 } }, 'hypervisor.memoryMiB: must be an integer of at least 128'],
-    [{ hypervisor: { kernelParams: [1] } }, 'hypervisor.kernelParams: must be a list of strings'],
-    [{ hypervisor: { colour: 'red' } }, 'hypervisor.colour: unknown key'],
-    [{ network: {} }, 'network: unknown section'],
-    [{ agent: { bootTimeoutMs: -1 } }, 'agent.bootTimeoutMs: must be a positive number'],
     [{ hypervisor: { maxVcpus: 2.5 } }, "hypervisor.maxVcpus: must be a non-negative integer (0: the host's CPU count)"],
     [{ hypervisor: { maxVcpus: -4 } }, "hypervisor.maxVcpus: must be a non-negative integer (0: the host's CPU count)"],
     [{ hypervisor: { maxVcpus: '8' } }, 'hypervisor.maxVcpus: must be a number, got "8"'],
@@ -32,6 +31,17 @@ describe('runtime configuration', () => {
     [{ hypervisor: { maxMemoryMiB: 1536.5 } }, "hypervisor.maxMemoryMiB: must be a non-negative integer of MiB (0: the host's memory)"],
     [{ hypervisor: { maxMemoryMiB: -1 } }, "hypervisor.maxMemoryMiB: must be a non-negative integer of MiB (0: the host's memory)"],
     [{ hypervisor: { memoryMiB: 2048, maxMemoryMiB: 1024 } }, "hypervisor.maxMemoryMiB: must be 0 (the host's memory) or at least the boot memory (2048 MiB)"],
+    [{ hypervisor: { kind: 'xen' } }, 'hypervisor.kind: must be one of "qemu", "clh", "firecracker", got "xen"'],
+    [{ hypervisor: { kind: 'clh', accelerator: 'kvm' } }, 'hypervisor.accelerator: not a Cloud Hypervisor setting'],
+    [{ hypervisor: { kind: 'firecracker', image: '/r.img' } }, 'hypervisor.image: not a Firecracker setting'],
+    [{ hypervisor: { virtioFsDaemon: '/v' } }, 'hypervisor.virtioFsDaemon: not a QEMU setting'],
+    [{ hypervisor: { accelerator: 'hvf' } }, 'hypervisor.accelerator: must be "kvm" or "tcg"'],
+    [{ hypervisor: { memoryMiB: '1G' } }, 'hypervisor.memoryMiB: must be a number'],
+    [{ hypervisor: { memoryMiB: 64 } }, 'hypervisor.memoryMiB: must be an integer of at least 128'],
+    [{ hypervisor: { kernelParams: [1] } }, 'hypervisor.kernelParams: must be a list of strings'],
+    [{ hypervisor: { colour: 'red' } }, 'hypervisor.colour: unknown key'],
+    [{ network: {} }, 'network: unknown section'],
+    [{ agent: { bootTimeoutMs: -1 } }, 'agent.bootTimeoutMs: must be a positive number'],
     [[], '(top level): must be a JSON object'],
   ])('rejects %j naming the key and reason', (raw, message) => {
     expect(() => parseConfig(raw, '/etc/x.json')).toThrow(InvalidArgumentError);
@@ -41,10 +51,10 @@ describe('runtime configuration', () => {
   it('names the file when it is not JSON', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cfg-')), 'config.json');
     fs.writeFileSync(file, '{ nope');
-    expect(() => loadConfig(file)).toThrow(new RegExp(`^${file}: not valid JSON`));
+    expect(() => loadConfigFile(file)).toThrow(new RegExp(`^${file}: not valid JSON`));
   });
 
   it('fails clearly for an explicitly named file that is missing', () => {
-    expect(() => loadConfig('/nonexistent/kata.json')).toThrow('cannot read configuration /nonexistent/kata.json');
+    expect(() => loadConfigFile('/nonexistent/kata.json')).toThrow('cannot read configuration /nonexistent/kata.json');
   });
 });

@@ -1,29 +1,43 @@
 // The shim's configuration, parsed once into a typed, validated object.
-// Sources: see loadConfig (TOML with drop-ins in toml-config.ts, or JSON).
+// Which file: config-location.ts; TOML with drop-ins: toml-config.ts; JSON: here.
 // Every bad value is rejected with the file, the key and the reason.
 import * as fs from 'fs';
 import { InvalidArgumentError } from '../lib/errors';
-import { Accelerator, GuestRootfs } from '../hypervisors/hypervisor';
+import { Accelerator, GuestRootfs, HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
+
+export interface HypervisorConfig {
+  /** Which driver runs the VM: the one `[hypervisor.<kind>]` section of the TOML form. */
+  kind: HypervisorKind;
+  path: string;
+  accelerator: Accelerator;
+  kernel: string;
+  /** The rootfs: a DAX image (shared through the host page cache) or an initrd; exactly one is set. */
+  image: string;
+  initrd: string;
+  kernelParams: string[];
+  memoryMiB: number;
+  vcpus: number;
+  /**
+   * How far Update and new containers may grow the VM (vCPU/memory hot-plug), as
+   * Kata's default_maxvcpus/default_maxmemory: 0 means the host's CPU count / memory.
+   * sandbox/resources.ts resolves them.
+   */
+  maxVcpus: number;
+  maxMemoryMiB: number;
+  /** Cloud Hypervisor only: the virtiofsd that serves the sandbox's shared directory over virtio-fs. */
+  virtioFsDaemon: string;
+}
+
+/**
+ * The host's KSM (kernel same-page merging) at sandbox start: "on" starts ksmd and lets
+ * the VMM mark guest memory mergeable, "off" stops ksmd and keeps guest memory
+ * unmergeable, "unchanged" leaves the host switch and the VMM's default alone.
+ */
+export const KSM_MODES = ['on', 'off', 'unchanged'] as const;
+export type KsmMode = (typeof KSM_MODES)[number];
 
 export interface RuntimeConfig {
-  hypervisor: {
-    path: string;
-    accelerator: Accelerator;
-    kernel: string;
-    /** The rootfs: a DAX image (shared through the host page cache) or an initrd; exactly one is set. */
-    image: string;
-    initrd: string;
-    kernelParams: string[];
-    memoryMiB: number;
-    vcpus: number;
-    /**
-     * How far Update and new containers may grow the VM (vCPU/memory hot-plug), as
-     * Kata's default_maxvcpus/default_maxmemory: 0 means the host's CPU count / memory.
-     * sandbox/resources.ts resolves them.
-     */
-    maxVcpus: number;
-    maxMemoryMiB: number;
-  };
+  hypervisor: HypervisorConfig;
   agent: {
     /** How long the guest may take from VMM start to the agent answering. */
     bootTimeoutMs: number;
@@ -33,10 +47,9 @@ export interface RuntimeConfig {
   runtime: {
     /** Where each sandbox keeps its VMM sockets, shared directory and console log. */
     stateDir: string;
+    ksm: KsmMode;
   };
 }
-
-export const DEFAULT_CONFIG_PATH = '/etc/kata-ts/config.json';
 
 /** A bad configuration value; `key` and `reason` let other formats word it their way. */
 export class ConfigValueError extends InvalidArgumentError {
@@ -45,84 +58,137 @@ export class ConfigValueError extends InvalidArgumentError {
   }
 }
 
-export function defaultConfig(): RuntimeConfig {
+const GUEST_DIR = '/usr/share/kata-ts/guest';
+
+export const VMM_NAMES: Record<HypervisorKind, string> = { qemu: 'QEMU', clh: 'Cloud Hypervisor', firecracker: 'Firecracker' };
+
+/** Bare names are looked up on PATH when the VMM starts. */
+const DEFAULT_BINARIES: Record<HypervisorKind, string> = { qemu: 'qemu-system-x86_64', clh: 'cloud-hypervisor', firecracker: 'firecracker' };
+
+export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
+  // Firecracker cannot map the DAX image (no NVDIMM, no virtio-pmem): it boots the initrd.
+  const rootfs = kind === 'firecracker' ? { image: '', initrd: `${GUEST_DIR}/initrd.img` } : { image: `${GUEST_DIR}/rootfs.img`, initrd: '' };
   return {
     hypervisor: {
-      path: 'qemu-system-x86_64',
+      kind,
+      path: DEFAULT_BINARIES[kind],
       accelerator: 'kvm',
-      kernel: '/usr/share/kata-ts/guest/vmlinux',
-      image: '/usr/share/kata-ts/guest/rootfs.img',
-      initrd: '',
+      kernel: `${GUEST_DIR}/vmlinux`,
+      ...rootfs,
       kernelParams: [],
       memoryMiB: 1024,
       vcpus: 1,
       maxVcpus: 0,
       maxMemoryMiB: 0,
+      // Where Debian's virtiofsd package (and Kata's default) puts it.
+      virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : '',
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000 },
-    runtime: { stateDir: '/run/kata-ts' },
+    runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged' },
   };
+}
+
+/**
+ * Hypervisor settings that only some VMMs take. Setting one for another VMM is an
+ * error that says why, rather than a value silently ignored.
+ */
+const ONLY_FOR: Partial<Record<keyof HypervisorConfig, { kinds: readonly HypervisorKind[]; reason: string }>> = {
+  accelerator: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker run guests under KVM only; the accelerator is a QEMU choice' },
+  virtioFsDaemon: { kinds: ['clh'], reason: 'only Cloud Hypervisor shares the sandbox directory over virtio-fs (QEMU shares it over 9p, Firecracker has no shared filesystem)' },
+  image: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead' },
+};
+
+/** Whether a `[hypervisor.<kind>]` block may set `field`. */
+export function hypervisorSettingApplies(kind: HypervisorKind, field: string): boolean {
+  const rule = ONLY_FOR[field as keyof HypervisorConfig];
+  return !rule || rule.kinds.includes(kind);
+}
+
+/**
+ * How error messages name a key and the file it came from. The JSON form names
+ * RuntimeConfig's own paths in one file; the TOML form its own key names, in the file
+ * (main or drop-in) that set the value last.
+ */
+export interface ConfigNaming {
+  keyName(section: string, key: string): string;
+  fileOf(section: string, key: string): string;
+}
+
+function singleFile(file: string): ConfigNaming {
+  return { keyName: (section, key) => `${section}.${key}`, fileOf: () => file };
 }
 
 type Section = Record<string, unknown>;
 
-function failer(source: string): (key: string, reason: string) => never {
-  return (key, reason) => {
-    throw new ConfigValueError(source, key, reason);
+const isTable = (value: unknown): value is Section => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Overlays `raw` (parsed JSON, or what the TOML loader made of its files) on the defaults, checking every key. */
+export function parseConfig(raw: unknown, source: string | ConfigNaming): RuntimeConfig {
+  const naming = typeof source === 'string' ? singleFile(source) : source;
+  const fail: Fail = (section, key, reason) => {
+    throw new ConfigValueError(naming.fileOf(section, key), key ? naming.keyName(section, key) : section, reason);
   };
-}
-
-/** Overlays `raw` (parsed JSON) on the defaults, checking every key and then how they relate. */
-export function parseConfig(raw: unknown, source: string): RuntimeConfig {
-  const config = parseConfigValues(raw, source);
-  const fail = failer(source);
-  const h = config.hypervisor;
-  if (Boolean(h.image) === Boolean(h.initrd)) {
-    fail('hypervisor.image', h.image ? `set together with an initrd (${JSON.stringify(h.initrd)}); set exactly one of them` : 'neither an image nor an initrd is set; set exactly one of them');
-  }
-  if (h.maxVcpus !== 0 && h.maxVcpus < h.vcpus) fail('hypervisor.maxVcpus', `must be 0 (the host's CPU count) or at least the boot vCPUs (${h.vcpus})`);
-  if (h.maxMemoryMiB !== 0 && h.maxMemoryMiB < h.memoryMiB) fail('hypervisor.maxMemoryMiB', `must be 0 (the host's memory) or at least the boot memory (${h.memoryMiB} MiB)`);
-  return config;
-}
-
-/** The same without the checks between keys, for one value of a file that may not set the others. */
-export function parseConfigValues(raw: unknown, source: string): RuntimeConfig {
-  const config = defaultConfig();
-  const fail = failer(source);
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('(top level)', 'must be a JSON object');
+  if (!isTable(raw)) return fail('(top level)', '', 'must be a JSON object');
+  const rawHypervisor = isTable(raw.hypervisor) ? raw.hypervisor : {};
+  const kind = rawHypervisor.kind ?? 'qemu';
+  if (!HYPERVISOR_KINDS.includes(kind as HypervisorKind)) fail('hypervisor', 'kind', `must be one of ${HYPERVISOR_KINDS.map((k) => JSON.stringify(k)).join(', ')}, got ${JSON.stringify(kind)}`);
+  const config = defaultConfig(kind as HypervisorKind);
   const sections = config as unknown as Record<string, Section>;
   // Setting one rootfs kind replaces the default of the other (Kata's image/initrd).
-  const rawHypervisor = (raw as Section).hypervisor as Section | undefined;
-  if (rawHypervisor && typeof rawHypervisor === 'object') {
-    if ('initrd' in rawHypervisor && !('image' in rawHypervisor)) config.hypervisor.image = '';
-    if ('image' in rawHypervisor && !('initrd' in rawHypervisor)) config.hypervisor.initrd = '';
-  }
-  for (const [sectionName, sectionValue] of Object.entries(raw as Section)) {
+  if ('initrd' in rawHypervisor && !('image' in rawHypervisor)) config.hypervisor.image = '';
+  if ('image' in rawHypervisor && !('initrd' in rawHypervisor)) config.hypervisor.initrd = '';
+  for (const [sectionName, sectionValue] of Object.entries(raw)) {
     const target = sections[sectionName];
-    if (!target) fail(sectionName, `unknown section (known: ${Object.keys(sections).join(', ')})`);
-    if (typeof sectionValue !== 'object' || sectionValue === null || Array.isArray(sectionValue)) fail(sectionName, 'must be an object');
-    for (const [key, value] of Object.entries(sectionValue as Section)) {
-      const name = `${sectionName}.${key}`;
-      if (!(key in target)) fail(name, `unknown key (known: ${Object.keys(target).join(', ')})`);
+    if (!target) fail(sectionName, '', `unknown section (known: ${Object.keys(sections).join(', ')})`);
+    if (!isTable(sectionValue)) return fail(sectionName, '', 'must be an object');
+    for (const [key, value] of Object.entries(sectionValue)) {
+      if (!(key in target)) fail(sectionName, key, `unknown key (known: ${Object.keys(target).join(', ')})`);
+      const rule = sectionName === 'hypervisor' ? ONLY_FOR[key as keyof HypervisorConfig] : undefined;
+      if (rule && !rule.kinds.includes(config.hypervisor.kind)) fail(sectionName, key, `not a ${VMM_NAMES[config.hypervisor.kind]} setting: ${rule.reason}`);
       const expected = target[key];
       if (Array.isArray(expected)) {
-        if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) fail(name, 'must be a list of strings');
+        if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) fail(sectionName, key, 'must be a list of strings');
       } else if (typeof value !== typeof expected) {
-        fail(name, `must be a ${typeof expected}, got ${JSON.stringify(value)}`);
+        fail(sectionName, key, `must be a ${typeof expected}, got ${JSON.stringify(value)}`);
       }
       target[key] = value;
     }
   }
-  const h = config.hypervisor;
-  if (h.accelerator !== 'kvm' && h.accelerator !== 'tcg') fail('hypervisor.accelerator', `must be "kvm" or "tcg", got ${JSON.stringify(h.accelerator)}`);
-  if (!Number.isInteger(h.memoryMiB) || h.memoryMiB < 128) fail('hypervisor.memoryMiB', 'must be an integer of at least 128');
-  if (!Number.isInteger(h.vcpus) || h.vcpus < 1) fail('hypervisor.vcpus', 'must be a positive integer');
-  if (!Number.isInteger(h.maxVcpus) || h.maxVcpus < 0) fail('hypervisor.maxVcpus', "must be a non-negative integer (0: the host's CPU count)");
-  if (!Number.isInteger(h.maxMemoryMiB) || h.maxMemoryMiB < 0) fail('hypervisor.maxMemoryMiB', "must be a non-negative integer of MiB (0: the host's memory)");
-  for (const key of ['bootTimeoutMs', 'callTimeoutMs'] as const) {
-    if (!(config.agent[key] > 0)) fail(`agent.${key}`, 'must be a positive number of milliseconds');
-  }
+  checkHypervisor(config.hypervisor, fail, naming);
+  checkAgent(config.agent, fail);
+  checkRuntime(config, fail);
   return config;
+}
+
+type Fail = (section: string, key: string, reason: string) => never;
+
+// Value checks, one function per section: a new key's rule goes beside its section's others.
+
+function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming): void {
+  if (h.accelerator !== 'kvm' && h.accelerator !== 'tcg') fail('hypervisor', 'accelerator', `must be "kvm" or "tcg", got ${JSON.stringify(h.accelerator)}`);
+  if (Boolean(h.image) === Boolean(h.initrd)) {
+    fail('hypervisor', 'image', h.image ? `set together with ${naming.keyName('hypervisor', 'initrd')} (${JSON.stringify(h.initrd)}); set exactly one of them` : 'neither an image nor an initrd is set; set exactly one of them');
+  }
+  if (!Number.isInteger(h.memoryMiB) || h.memoryMiB < 128) fail('hypervisor', 'memoryMiB', 'must be an integer of at least 128');
+  if (!Number.isInteger(h.vcpus) || h.vcpus < 1) fail('hypervisor', 'vcpus', 'must be a positive integer');
+  if (!Number.isInteger(h.maxVcpus) || h.maxVcpus < 0) fail('hypervisor', 'maxVcpus', "must be a non-negative integer (0: the host's CPU count)");
+  if (!Number.isInteger(h.maxMemoryMiB) || h.maxMemoryMiB < 0) fail('hypervisor', 'maxMemoryMiB', "must be a non-negative integer of MiB (0: the host's memory)");
+  if (h.maxVcpus !== 0 && h.maxVcpus < h.vcpus) fail('hypervisor', 'maxVcpus', `must be 0 (the host's CPU count) or at least the boot vCPUs (${h.vcpus})`);
+  if (h.maxMemoryMiB !== 0 && h.maxMemoryMiB < h.memoryMiB) fail('hypervisor', 'maxMemoryMiB', `must be 0 (the host's memory) or at least the boot memory (${h.memoryMiB} MiB)`);
+  if (h.kind === 'clh' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', 'must name the virtiofsd binary: Cloud Hypervisor shares the sandbox directory only over virtio-fs');
+}
+
+function checkAgent(agent: RuntimeConfig['agent'], fail: Fail): void {
+  for (const key of ['bootTimeoutMs', 'callTimeoutMs'] as const) {
+    if (!(agent[key] > 0)) fail('agent', key, 'must be a positive number of milliseconds');
+  }
+}
+
+function checkRuntime(config: RuntimeConfig, fail: Fail): void {
+  const ksm = config.runtime.ksm;
+  if (!KSM_MODES.includes(ksm)) fail('runtime', 'ksm', `must be one of ${KSM_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(ksm)}`);
+  // Its seccomp filter allows no madvise(MADV_MERGEABLE), and its API has no switch for it.
+  if (ksm === 'on' && config.hypervisor.kind === 'firecracker') fail('runtime', 'ksm', '"on" cannot work with Firecracker: it never marks guest memory mergeable, so KSM would not merge it');
 }
 
 /** The guest rootfs the configuration names (validation made sure exactly one is set). */
@@ -131,30 +197,23 @@ export function guestRootfs(config: RuntimeConfig): GuestRootfs {
   return h.image ? { kind: 'image', path: h.image } : { kind: 'initrd', path: h.initrd };
 }
 
-/** Kata-style TOML (with config.d/ drop-ins), looked for before the JSON file. */
-export const DEFAULT_TOML_CONFIG_PATH = '/etc/kata-ts/configuration.toml';
-
-/**
- * The configuration: $KATATS_CONFIG (TOML if it ends in .toml, else JSON), else
- * /etc/kata-ts/configuration.toml, else /etc/kata-ts/config.json, else defaults.
- */
-export function loadConfig(path = process.env.KATATS_CONFIG ?? (fs.existsSync(DEFAULT_TOML_CONFIG_PATH) ? DEFAULT_TOML_CONFIG_PATH : DEFAULT_CONFIG_PATH)): RuntimeConfig {
-  if (path.endsWith('.toml')) {
+/** Reads one configuration file: Kata-style TOML (with its config.d/ drop-ins) if it ends in .toml, else JSON. */
+export function loadConfigFile(file: string): { config: RuntimeConfig; files: string[] } {
+  if (file.endsWith('.toml')) {
     // Loaded lazily: the TOML loader imports this module.
-    return (require('./toml-config') as typeof import('./toml-config')).loadTomlConfig(path);
+    return (require('./toml-config') as typeof import('./toml-config')).loadTomlConfig(file);
   }
   let text: string;
   try {
-    text = fs.readFileSync(path, 'utf8');
+    text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && path === DEFAULT_CONFIG_PATH) return defaultConfig();
-    throw new InvalidArgumentError(`cannot read configuration ${path}: ${(err as Error).message}`);
+    throw new InvalidArgumentError(`cannot read configuration ${file}: ${(err as Error).message}`);
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new InvalidArgumentError(`${path}: not valid JSON: ${(err as Error).message}`);
+    throw new InvalidArgumentError(`${file}: not valid JSON: ${(err as Error).message}`);
   }
-  return parseConfig(raw, path);
+  return { config: parseConfig(raw, file), files: [file] };
 }

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
-import { defaultConfig, loadConfig } from './runtime-config';
+import { defaultConfig, loadConfigFile } from './runtime-config';
 import { dropInFiles, loadTomlConfig } from './toml-config';
 
 describe('Kata-style TOML configuration', () => {
@@ -38,11 +38,13 @@ call_timeout = 10
 
 [runtime]
 state_dir = "/run/kt"
+ksm = "off"
 `);
-    const config = loadTomlConfig(main);
-    expect(config.hypervisor).toEqual({ path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192 });
+    const { config } = loadTomlConfig(main);
+    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, virtioFsDaemon: '' });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000 });
-    expect(config.runtime.stateDir).toBe('/run/kt');
+    expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off' });
+    expect(defaultConfig().runtime.ksm).toBe('unchanged');
   });
 
   it('applies config.d drop-ins in name order, each overriding only the keys it sets', () => {
@@ -51,7 +53,8 @@ state_dir = "/run/kt"
     write(path.join(dir, 'config.d', '10-memory.toml'), '[hypervisor.qemu]\ndefault_memory = 512\ndefault_vcpus = 4\n');
     write(path.join(dir, 'config.d', 'notes.txt'), 'not configuration');
     expect(dropInFiles(main).map((f) => path.basename(f))).toEqual(['10-memory.toml', '20-memory.toml']);
-    const config = loadTomlConfig(main);
+    const { config, files } = loadTomlConfig(main);
+    expect(files).toEqual([main, path.join(dir, 'config.d', '10-memory.toml'), path.join(dir, 'config.d', '20-memory.toml')]);
     expect(config.hypervisor.memoryMiB).toBe(3072); // the last file wins
     expect(config.hypervisor.vcpus).toBe(4); // set only by 10-memory.toml
     expect(config.hypervisor.accelerator).toBe('kvm'); // untouched by drop-ins
@@ -60,34 +63,88 @@ state_dir = "/run/kt"
 
   it('takes the rootfs kind from the last file that names one (Kata: image or initrd)', () => {
     write(main, '[hypervisor.qemu]\nimage = "/guest/rootfs.img"\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ image: '/guest/rootfs.img', initrd: '' });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ image: '/guest/rootfs.img', initrd: '' });
     write(path.join(dir, 'config.d', '10-initrd.toml'), '[hypervisor.qemu]\ninitrd = "/guest/initrd.img"\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ image: '', initrd: '/guest/initrd.img' });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ image: '', initrd: '/guest/initrd.img' });
   });
 
   it('refuses an image and an initrd together, and neither', () => {
     write(main, '[hypervisor.qemu]\nimage = "/r.img"\ninitrd = "/i.img"\n');
-    expect(() => loadTomlConfig(main)).toThrow(`${main}: hypervisor.qemu.image: set together with an initrd ("/i.img"); set exactly one of them`);
+    expect(() => loadTomlConfig(main)).toThrow(`${main}: hypervisor.qemu.image: set together with hypervisor.qemu.initrd ("/i.img"); set exactly one of them`);
     write(main, '[hypervisor.qemu]\nimage = ""\n');
     expect(() => loadTomlConfig(main)).toThrow(`${main}: hypervisor.qemu.image: neither an image nor an initrd is set; set exactly one of them`);
   });
 
+  it('selects the driver by the one [hypervisor.<kind>] section, with that VMM\'s defaults', () => {
+    write(main, '[runtime]\nstate_dir = "/run/kt"\n');
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ kind: 'qemu', path: 'qemu-system-x86_64' });
+    write(main, '[hypervisor.clh]\nkernel = "/k"\nimage = "/r.img"\nvirtio_fs_daemon = "/opt/virtiofsd"\ndefault_memory = 2048\n');
+    expect(loadTomlConfig(main).config.hypervisor).toEqual({ ...defaultConfig('clh').hypervisor, kind: 'clh', path: 'cloud-hypervisor', kernel: '/k', image: '/r.img', virtioFsDaemon: '/opt/virtiofsd', memoryMiB: 2048 });
+    // Firecracker cannot map the DAX image, so its default rootfs is the initrd.
+    write(main, '[hypervisor.firecracker]\npath = "/usr/local/bin/firecracker"\ndefault_vcpus = 2\n');
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ kind: 'firecracker', path: '/usr/local/bin/firecracker', image: '', initrd: '/usr/share/kata-ts/guest/initrd.img', vcpus: 2, virtioFsDaemon: '' });
+  });
+
+  it('lets a drop-in override one key of the main file\'s hypervisor block, later files winning', () => {
+    write(main, '[hypervisor.clh]\ndefault_memory = 1024\ndefault_vcpus = 2\npath = "/opt/clh"\n');
+    write(path.join(dir, 'config.d', '10-memory.toml'), '[hypervisor.clh]\ndefault_memory = 2048\n');
+    write(path.join(dir, 'config.d', '20-memory.toml'), '[hypervisor.clh]\ndefault_memory = 4096\n');
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ kind: 'clh', memoryMiB: 4096, vcpus: 2, path: '/opt/clh' });
+  });
+
+  it('takes the hypervisor from a drop-in when the main file names none', () => {
+    write(main, '[runtime]\nstate_dir = "/run/kt"\n');
+    write(path.join(dir, 'config.d', '10-fc.toml'), '[hypervisor.firecracker]\n');
+    expect(loadTomlConfig(main).config.hypervisor.kind).toBe('firecracker');
+  });
+
+  it('refuses two different hypervisor sections, naming both files', () => {
+    write(main, '[hypervisor.qemu]\naccelerator = "tcg"\n');
+    const dropIn = write(path.join(dir, 'config.d', '50-clh.toml'), '[hypervisor.clh]\ndefault_memory = 2048\n');
+    expect(() => loadTomlConfig(main)).toThrow(InvalidArgumentError);
+    expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: [hypervisor.clh]: ${main} already configures [hypervisor.qemu]: the configuration names exactly one of [hypervisor.qemu], [hypervisor.clh], [hypervisor.firecracker]`);
+    fs.rmSync(dropIn);
+    write(main, '[hypervisor.qemu]\n[hypervisor.firecracker]\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${main}: [hypervisor.qemu] and [hypervisor.firecracker]: the configuration names exactly one of`);
+  });
+
   it.each([
-    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu]'],
+    // unknown sections and keys
     ['[network]\nx = 1\n', '[network]: unknown section'],
-    ['[hypervisor.clh]\npath = "/x"\n', '[hypervisor.clh]: this runtime drives only QEMU for now'],
-    ['[hypervisor.qemu]\naccelerator = "hvf"\n', 'hypervisor.qemu.accelerator: must be "kvm" or "tcg"'],
-    ['[hypervisor.qemu]\ndefault_memory = "2G"\n', 'hypervisor.qemu.default_memory: must be a number'],
-    ['[hypervisor.qemu]\ndefault_memory = 64\n', 'hypervisor.qemu.default_memory: must be an integer of at least 128'],
+    ['[hypervisor.xen]\npath = "/x"\n', '[hypervisor.xen]: unknown section'],
+    ['[hypervisor.dragonball]\npath = "/x"\n', '[hypervisor.dragonball]: kata-ts has no driver for this VMM (it drives [hypervisor.qemu], [hypervisor.clh], [hypervisor.firecracker])'],
+    ['[hypervisor.qemu.extra]\nx = 1\n', '[hypervisor.qemu.extra]: unknown section'],
+    ['colour = "red"\n', 'colour: unknown key at the top level'],
+    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu] (known: path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory)'],
+    ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker] (known: path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory)'],
+    ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata] (known: dial_timeout, call_timeout)'],
+    // keys of one VMM set for another
+    ['[hypervisor.clh]\naccelerator = "kvm"\n', 'hypervisor.clh.accelerator: not a Cloud Hypervisor setting: Cloud Hypervisor and Firecracker run guests under KVM only'],
+    ['[hypervisor.firecracker]\naccelerator = "tcg"\n', 'hypervisor.firecracker.accelerator: not a Firecracker setting: Cloud Hypervisor and Firecracker run guests under KVM only'],
+    ['[hypervisor.qemu]\nvirtio_fs_daemon = "/usr/libexec/virtiofsd"\n', 'hypervisor.qemu.virtio_fs_daemon: not a QEMU setting: only Cloud Hypervisor shares the sandbox directory over virtio-fs'],
+    ['[hypervisor.firecracker]\nimage = "/r.img"\n', 'hypervisor.firecracker.image: not a Firecracker setting: Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead'],
+    // wrong types
+    ['[hypervisor.qemu]\ndefault_memory = "2G"\n', 'hypervisor.qemu.default_memory: must be a number, got "2G"'],
+    ['[hypervisor.clh]\npath = 7\n', 'hypervisor.clh.path: must be a string, got 7'],
     ['[hypervisor.qemu]\nkernel_params = ["a"]\n', 'hypervisor.qemu.kernel_params: must be a string of space-separated kernel parameters'],
+    ['[agent.kata]\ncall_timeout = "10s"\n', 'agent.kata.call_timeout: must be a positive number of seconds'],
+    // values out of range
+    ['[hypervisor.qemu]\naccelerator = "hvf"\n', 'hypervisor.qemu.accelerator: must be "kvm" or "tcg"'],
+    ['[hypervisor.qemu]\ndefault_memory = 64\n', 'hypervisor.qemu.default_memory: must be an integer of at least 128'],
+    ['[hypervisor.firecracker]\ndefault_vcpus = 0\n', 'hypervisor.firecracker.default_vcpus: must be a positive integer'],
+    ['[hypervisor.clh]\ndefault_vcpus = 1.5\n', 'hypervisor.clh.default_vcpus: must be a positive integer'],
+    ['[hypervisor.clh]\nvirtio_fs_daemon = ""\n', 'hypervisor.clh.virtio_fs_daemon: must name the virtiofsd binary'],
     ['[agent.kata]\ndial_timeout = 0\n', 'agent.kata.dial_timeout: must be a positive number of seconds'],
     ['[hypervisor.qemu]\ndefault_maxvcpus = 1.5\n', "hypervisor.qemu.default_maxvcpus: must be a non-negative integer (0: the host's CPU count)"],
     ['[hypervisor.qemu]\ndefault_maxvcpus = -1\n', "hypervisor.qemu.default_maxvcpus: must be a non-negative integer (0: the host's CPU count)"],
     ['[hypervisor.qemu]\ndefault_maxvcpus = "4"\n', 'hypervisor.qemu.default_maxvcpus: must be a number, got "4"'],
     ['[hypervisor.qemu]\ndefault_vcpus = 4\ndefault_maxvcpus = 2\n', "hypervisor.qemu.default_maxvcpus: must be 0 (the host's CPU count) or at least the boot vCPUs (4)"],
     ['[hypervisor.qemu]\ndefault_maxmemory = 2048.5\n', "hypervisor.qemu.default_maxmemory: must be a non-negative integer of MiB (0: the host's memory)"],
-    ['[hypervisor.qemu]\ndefault_maxmemory = -2048\n', "hypervisor.qemu.default_maxmemory: must be a non-negative integer of MiB (0: the host's memory)"],
     ['[hypervisor.qemu]\ndefault_maxmemory = 512\n', "hypervisor.qemu.default_maxmemory: must be 0 (the host's memory) or at least the boot memory (1024 MiB)"],
+    ['[runtime]\nksm = "sometimes"\n', 'runtime.ksm: must be one of "on", "off", "unchanged", got "sometimes"'],
+    ['[runtime]\nksm = true\n', 'runtime.ksm: must be a string, got true'],
+    ['[hypervisor.firecracker]\n[runtime]\nksm = "on"\n', 'runtime.ksm: "on" cannot work with Firecracker: it never marks guest memory mergeable'],
+    // not TOML at all
     ['[hypervisor.qemu\n', 'not valid TOML'],
   ])('rejects %j naming the file, key and reason', (text, message) => {
     write(main, text);
@@ -95,26 +152,35 @@ state_dir = "/run/kt"
     expect(() => loadTomlConfig(main)).toThrow(`${main}: ${message}`);
   });
 
-  it('names the drop-in that set a bad value, not the main file', () => {
-    write(main, '[hypervisor.qemu]\ndefault_memory = 1024\n');
-    const dropIn = write(path.join(dir, 'config.d', '50-bad.toml'), '[hypervisor.qemu]\ndefault_vcpus = 0\n');
-    expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: hypervisor.qemu.default_vcpus: must be a positive integer`);
-  });
-
   it('checks the limits against the boot size of the merged files, naming the file that set the limit', () => {
     // A limit below the default boot size is fine when the same file lowers the boot size.
     write(main, '[hypervisor.qemu]\ndefault_memory = 256\ndefault_maxmemory = 512\ndefault_maxvcpus = 2\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ memoryMiB: 256, maxMemoryMiB: 512, vcpus: 1, maxVcpus: 2 });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ memoryMiB: 256, maxMemoryMiB: 512, vcpus: 1, maxVcpus: 2 });
     // A drop-in that raises the boot size past the main file's limit.
     write(path.join(dir, 'config.d', '10-big.toml'), '[hypervisor.qemu]\ndefault_vcpus = 3\n');
     expect(() => loadTomlConfig(main)).toThrow(`${main}: hypervisor.qemu.default_maxvcpus: must be 0 (the host's CPU count) or at least the boot vCPUs (3)`);
     // 0, the default, means the host's size and fits any boot size.
     write(main, '[hypervisor.qemu]\ndefault_maxvcpus = 0\ndefault_maxmemory = 0\n');
-    expect(loadTomlConfig(main).hypervisor).toMatchObject({ vcpus: 3, maxVcpus: 0, maxMemoryMiB: 0 });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ vcpus: 3, maxVcpus: 0, maxMemoryMiB: 0 });
   });
 
-  it('is chosen by loadConfig for a .toml path', () => {
+  it('names the drop-in that set a bad value, not the main file', () => {
+    write(main, '[hypervisor.qemu]\ndefault_memory = 1024\n');
+    const dropIn = write(path.join(dir, 'config.d', '50-bad.toml'), '[hypervisor.qemu]\ndefault_vcpus = 0\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: hypervisor.qemu.default_vcpus: must be a positive integer`);
+    // A later file that sets the key again takes the blame away from the earlier one.
+    const fix = write(path.join(dir, 'config.d', '60-fix.toml'), '[hypervisor.qemu]\ndefault_vcpus = 2\ndefault_memory = "big"\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${fix}: hypervisor.qemu.default_memory: must be a number, got "big"`);
+  });
+
+  it('names the file that asked for KSM when the hypervisor chosen elsewhere cannot merge', () => {
+    write(main, '[hypervisor.firecracker]\n');
+    const dropIn = write(path.join(dir, 'config.d', '10-ksm.toml'), '[runtime]\nksm = "on"\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: runtime.ksm: "on" cannot work with Firecracker`);
+  });
+
+  it('is chosen by loadConfigFile for a .toml path', () => {
     write(main, '[hypervisor.qemu]\naccelerator = "tcg"\n');
-    expect(loadConfig(main).hypervisor.accelerator).toBe('tcg');
+    expect(loadConfigFile(main).config.hypervisor.accelerator).toBe('tcg');
   });
 });

@@ -6,29 +6,62 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { parse } from 'smol-toml';
 import { InvalidArgumentError } from '../lib/errors';
-import { ConfigValueError, parseConfig, parseConfigValues, RuntimeConfig } from './runtime-config';
+import { HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
+import { ConfigNaming, hypervisorSettingApplies, parseConfig, RuntimeConfig } from './runtime-config';
 
 type Table = Record<string, unknown>;
 
-/** TOML key (section.key) → where it lands in RuntimeConfig, and how to convert it. */
-const KEYS: Record<string, { section: keyof RuntimeConfig; key: string; convert?: (value: unknown, where: string) => unknown }> = {
-  'hypervisor.qemu.path': { section: 'hypervisor', key: 'path' },
-  'hypervisor.qemu.accelerator': { section: 'hypervisor', key: 'accelerator' },
-  'hypervisor.qemu.kernel': { section: 'hypervisor', key: 'kernel' },
-  'hypervisor.qemu.image': { section: 'hypervisor', key: 'image' },
-  'hypervisor.qemu.initrd': { section: 'hypervisor', key: 'initrd' },
-  'hypervisor.qemu.kernel_params': { section: 'hypervisor', key: 'kernelParams', convert: (v, where) => splitParams(v, where) },
-  'hypervisor.qemu.default_memory': { section: 'hypervisor', key: 'memoryMiB' },
-  'hypervisor.qemu.default_vcpus': { section: 'hypervisor', key: 'vcpus' },
-  'hypervisor.qemu.default_maxvcpus': { section: 'hypervisor', key: 'maxVcpus' },
-  'hypervisor.qemu.default_maxmemory': { section: 'hypervisor', key: 'maxMemoryMiB' },
-  'agent.kata.dial_timeout': { section: 'agent', key: 'bootTimeoutMs', convert: (v, where) => seconds(v, where) },
-  'agent.kata.call_timeout': { section: 'agent', key: 'callTimeoutMs', convert: (v, where) => seconds(v, where) },
-  'runtime.state_dir': { section: 'runtime', key: 'stateDir' },
+/** Where a TOML key lands in its RuntimeConfig section, and how its value converts. */
+interface KeyMapping {
+  field: string;
+  convert?: (value: unknown, where: string) => unknown;
+}
+
+// One table per TOML block, so a new key is one line in the block it belongs to.
+
+/** Keys of every `[hypervisor.<kind>]` block; parseConfig refuses, with the reason, those a VMM does not take. */
+const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
+  path: { field: 'path' },
+  accelerator: { field: 'accelerator' },
+  kernel: { field: 'kernel' },
+  image: { field: 'image' },
+  initrd: { field: 'initrd' },
+  kernel_params: { field: 'kernelParams', convert: splitParams },
+  default_memory: { field: 'memoryMiB' },
+  default_vcpus: { field: 'vcpus' },
+  default_maxvcpus: { field: 'maxVcpus' },
+  default_maxmemory: { field: 'maxMemoryMiB' },
+  virtio_fs_daemon: { field: 'virtioFsDaemon' },
 };
 
-/** VMMs Kata configures that this runtime does not drive yet. */
-const OTHER_HYPERVISORS = ['clh', 'firecracker', 'dragonball', 'stratovirt', 'acrn'];
+const AGENT_KEYS: Record<string, KeyMapping> = {
+  dial_timeout: { field: 'bootTimeoutMs', convert: seconds },
+  call_timeout: { field: 'callTimeoutMs', convert: seconds },
+};
+
+const RUNTIME_KEYS: Record<string, KeyMapping> = {
+  state_dir: { field: 'stateDir' },
+  ksm: { field: 'ksm' },
+};
+
+interface Block {
+  section: keyof RuntimeConfig;
+  keys: Record<string, KeyMapping>;
+  /** Set for the `[hypervisor.<kind>]` blocks. */
+  kind?: HypervisorKind;
+}
+
+/** TOML block name → the RuntimeConfig section it fills. */
+const BLOCKS: Record<string, Block> = {
+  ...Object.fromEntries(HYPERVISOR_KINDS.map((kind) => [`hypervisor.${kind}`, { section: 'hypervisor', keys: HYPERVISOR_KEYS, kind }])),
+  'agent.kata': { section: 'agent', keys: AGENT_KEYS },
+  runtime: { section: 'runtime', keys: RUNTIME_KEYS },
+};
+
+/** VMMs Kata configures that this runtime has no driver for. */
+const OTHER_HYPERVISORS = ['dragonball', 'stratovirt', 'acrn', 'remote'];
+
+const HYPERVISOR_SECTIONS = HYPERVISOR_KINDS.map((k) => `[hypervisor.${k}]`).join(', ');
 
 function splitParams(value: unknown, where: string): unknown {
   if (typeof value !== 'string') throw new InvalidArgumentError(`${where}: must be a string of space-separated kernel parameters`);
@@ -40,25 +73,42 @@ function seconds(value: unknown, where: string): unknown {
   return value * 1000;
 }
 
-/** Flattens a parsed TOML file to `a.b.c` → value, rejecting unknown keys. */
-function flatten(table: Table, file: string, prefix = ''): Map<string, unknown> {
-  const out = new Map<string, unknown>();
+const isTable = (value: unknown): value is Table => value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
+
+/** One key a file sets. */
+interface Setting {
+  block: string;
+  key: string;
+  value: unknown;
+}
+
+/** What one file says: its settings, and the blocks it names (an empty block still names its VMM). */
+interface FileContent {
+  blocks: string[];
+  settings: Setting[];
+}
+
+/** Walks a parsed file down to its blocks, rejecting unknown sections and keys. */
+function readBlocks(table: Table, file: string, prefix = '', out: FileContent = { blocks: [], settings: [] }): FileContent {
+  const block = BLOCKS[prefix];
+  if (block) out.blocks.push(prefix);
   for (const [name, value] of Object.entries(table)) {
     const key = prefix ? `${prefix}.${name}` : name;
-    if (prefix === 'hypervisor' && OTHER_HYPERVISORS.includes(name)) {
-      throw new InvalidArgumentError(`${file}: [hypervisor.${name}]: this runtime drives only QEMU for now ([hypervisor.qemu])`);
-    }
-    if (value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date)) {
-      const isKnownSection = Object.keys(KEYS).some((k) => k.startsWith(`${key}.`));
-      if (!isKnownSection) throw new InvalidArgumentError(`${file}: [${key}]: unknown section`);
-      for (const [k, v] of flatten(value as Table, file, key)) out.set(k, v);
-    } else {
-      if (!KEYS[key]) {
-        const section = prefix || '(top level)';
-        const known = Object.keys(KEYS).filter((k) => k.startsWith(`${prefix}.`)).map((k) => k.slice(prefix.length + 1));
-        throw new InvalidArgumentError(`${file}: ${key}: unknown key in [${section}]${known.length ? ` (known: ${known.join(', ')})` : ''}`);
+    if (block && !isTable(value)) {
+      if (!block.keys[name]) {
+        const known = Object.entries(block.keys).filter(([, m]) => !block.kind || hypervisorSettingApplies(block.kind, m.field)).map(([k]) => k);
+        throw new InvalidArgumentError(`${file}: ${key}: unknown key in [${prefix}] (known: ${known.join(', ')})`);
       }
-      out.set(key, value);
+      out.settings.push({ block: prefix, key: name, value });
+    } else if (isTable(value)) {
+      if (prefix === 'hypervisor' && OTHER_HYPERVISORS.includes(name)) {
+        throw new InvalidArgumentError(`${file}: [${key}]: kata-ts has no driver for this VMM (it drives ${HYPERVISOR_SECTIONS})`);
+      }
+      const leadsToBlock = Object.keys(BLOCKS).some((b) => b === key || b.startsWith(`${key}.`));
+      if (!leadsToBlock) throw new InvalidArgumentError(`${file}: [${key}]: unknown section`);
+      readBlocks(value, file, key, out);
+    } else {
+      throw new InvalidArgumentError(`${file}: ${key}: unknown key ${prefix ? `in [${prefix}]` : 'at the top level'} (keys belong in a section such as ${HYPERVISOR_SECTIONS}, [agent.kata] or [runtime])`);
     }
   }
   return out;
@@ -91,41 +141,54 @@ export function dropInFiles(mainFile: string): string[] {
 }
 
 /**
- * Loads `mainFile` and its drop-ins. Each value is converted and validated on its
- * own first, so a bad value is reported with the file that set it; the merged
- * result then goes through the checks between keys, whose errors name the file that
- * set the key last.
+ * Loads `mainFile` and its drop-ins: each file's values override earlier files' key by
+ * key, then the merged result goes through the same checks as every configuration,
+ * its errors naming the TOML key and the file that set it last.
  */
-export function loadTomlConfig(mainFile: string): RuntimeConfig {
+export function loadTomlConfig(mainFile: string): { config: RuntimeConfig; files: string[] } {
   const files = [mainFile, ...dropInFiles(mainFile)];
   const raw: Record<string, Table> = {};
-  /** `section.key` of RuntimeConfig → the file and TOML key that set it last. */
-  const setBy = new Map<string, string>();
+  /** `section.field` → the file that set it last. */
+  const origins = new Map<string, string>();
+  let hypervisor: { kind: HypervisorKind; file: string; block: string } | undefined;
   for (const file of files) {
-    const values = flatten(readToml(file), file);
+    const content = readBlocks(readToml(file), file);
+    for (const block of content.blocks) {
+      const kind = BLOCKS[block].kind;
+      if (!kind) continue;
+      if (hypervisor && hypervisor.kind !== kind) {
+        const where = hypervisor.file === file ? `${file}: [${hypervisor.block}] and [${block}]` : `${file}: [${block}]: ${hypervisor.file} already configures [${hypervisor.block}]`;
+        throw new InvalidArgumentError(`${where}: the configuration names exactly one of ${HYPERVISOR_SECTIONS} (drop-ins override keys of that one)`);
+      }
+      hypervisor ??= { kind, file, block };
+    }
+    const sets = (field: string): boolean => content.settings.some((s) => BLOCKS[s.block].section === 'hypervisor' && BLOCKS[s.block].keys[s.key].field === field);
     // A file that names one rootfs kind replaces what earlier files said of the other.
     for (const [kind, other] of [['image', 'initrd'], ['initrd', 'image']] as const) {
-      if (values.has(`hypervisor.qemu.${kind}`) && !values.has(`hypervisor.qemu.${other}`)) (raw.hypervisor ??= {})[other] = '';
-    }
-    for (const [key, value] of values) {
-      const target = KEYS[key];
-      const converted = target.convert ? target.convert(value, `${file}: ${key}`) : value;
-      // Check this one value in isolation, so the error names this file and key.
-      try {
-        parseConfigValues({ [target.section]: { [target.key]: converted } }, file);
-      } catch (err) {
-        if (err instanceof ConfigValueError) throw new InvalidArgumentError(`${file}: ${key}: ${err.reason}`);
-        throw err;
+      if (sets(kind) && !sets(other) && raw.hypervisor) {
+        delete raw.hypervisor[other];
+        origins.delete(`hypervisor.${other}`);
       }
-      (raw[target.section] ??= {})[target.key] = converted;
-      setBy.set(`${target.section}.${target.key}`, `${file}: ${key}`);
+    }
+    for (const { block, key, value } of content.settings) {
+      const { section, keys } = BLOCKS[block];
+      const { field, convert } = keys[key];
+      (raw[section] ??= {})[field] = convert ? convert(value, `${file}: ${block}.${key}`) : value;
+      origins.set(`${section}.${field}`, file);
     }
   }
-  try {
-    return parseConfig(raw, files.join(' + '));
-  } catch (err) {
-    const where = err instanceof ConfigValueError ? setBy.get(err.key) : undefined;
-    if (where) throw new InvalidArgumentError(`${where}: ${(err as ConfigValueError).reason}`);
-    throw err;
+  if (hypervisor) {
+    (raw.hypervisor ??= {}).kind = hypervisor.kind;
+    origins.set('hypervisor.kind', hypervisor.file);
   }
+  const kindBlock = hypervisor?.block ?? 'hypervisor.qemu';
+  const naming: ConfigNaming = {
+    keyName(section, field) {
+      const blockName = section === 'hypervisor' ? kindBlock : Object.keys(BLOCKS).find((b) => BLOCKS[b].section === section);
+      const key = blockName && Object.entries(BLOCKS[blockName].keys).find(([, m]) => m.field === field)?.[0];
+      return key ? `${blockName}.${key}` : `[${blockName ?? section}]`;
+    },
+    fileOf: (section, field) => origins.get(`${section}.${field}`) ?? mainFile,
+  };
+  return { config: parseConfig(raw, naming), files };
 }

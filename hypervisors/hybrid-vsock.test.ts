@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { DeadlineExceededError } from '../lib/errors';
+import { DeadlineExceededError, UnavailableError } from '../lib/errors';
 import { connectHybridVsock } from './hybrid-vsock';
 import { serveHybridVsock } from './testing/fake-hybrid-vsock';
 
@@ -76,6 +76,18 @@ describe('connectHybridVsock', () => {
     servers.push(server);
     await new Promise<void>((r) => server.listen(socketPath, r));
     await expect(connectHybridVsock(socketPath, 1024, 200)).rejects.toThrow(/last attempt: unexpected answer "NOPE"/);
+  });
+
+  it('stops retrying when told to, well before the deadline', async () => {
+    await serve({ isListening: () => false });
+    const abort = new AbortController();
+    const started = Date.now();
+    const connecting = connectHybridVsock(socketPath, 1024, 10_000, abort.signal);
+    setTimeout(() => abort.abort(), 200);
+    const err = await connecting.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect((err as Error).message).toMatch(/guest port 1024 was abandoned \(last attempt: the VMM closed the connection/);
+    expect(Date.now() - started).toBeLessThan(2000);
   });
 
   it('rejects a port that is not a vsock port', async () => {

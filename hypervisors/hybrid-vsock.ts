@@ -5,7 +5,7 @@
 // on the port (yet: the guest may still boot), the VMM closes the connection instead,
 // so connecting means retrying until a deadline.
 import * as net from 'net';
-import { DeadlineExceededError } from '../lib/errors';
+import { DeadlineExceededError, UnavailableError } from '../lib/errors';
 
 /** Longest acknowledgement we accept ("OK " and a 32-bit port fit in 14 bytes). */
 const MAX_ACK_BYTES = 32;
@@ -14,33 +14,52 @@ const RETRY_DELAY_MS = 50;
 /** One refused attempt, retried until the deadline. */
 class AttemptFailed extends Error {}
 
-export async function connectHybridVsock(socketPath: string, port: number, timeoutMs: number): Promise<net.Socket> {
+/** `signal` stops the retrying early (e.g. once the VM is gone): the promise then rejects with UnavailableError. */
+export async function connectHybridVsock(socketPath: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
   if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) throw new RangeError(`vsock port must be a 32-bit unsigned integer, got ${port}`);
   const deadline = Date.now() + timeoutMs;
   let lastFailure = 'no attempt finished';
+  const aborted = (): UnavailableError => new UnavailableError(`hybrid vsock ${socketPath}: connecting to guest port ${port} was abandoned (last attempt: ${lastFailure})`);
   for (;;) {
+    if (signal?.aborted) throw aborted();
     try {
-      return await attempt(socketPath, port, Math.max(1, deadline - Date.now()));
+      return await attempt(socketPath, port, Math.max(1, deadline - Date.now()), signal);
     } catch (err) {
       if (!(err instanceof AttemptFailed)) throw err;
-      lastFailure = err.message;
+      if (!signal?.aborted) lastFailure = err.message;
     }
     if (Date.now() + RETRY_DELAY_MS >= deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS));
+    await pause(RETRY_DELAY_MS, signal);
   }
+  if (signal?.aborted) throw aborted();
   throw new DeadlineExceededError(`hybrid vsock ${socketPath}: guest port ${port} did not accept a connection within ${timeoutMs} ms (last attempt: ${lastFailure})`);
 }
 
-function attempt(socketPath: string, port: number, timeoutMs: number): Promise<net.Socket> {
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done);
+  });
+}
+
+function attempt(socketPath: string, port: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<net.Socket> {
   return new Promise<net.Socket>((resolve, reject) => {
     const socket = net.createConnection(socketPath);
     let received = Buffer.alloc(0);
+    const onAbort = (): void => fail('abandoned');
     const fail = (reason: string): void => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       reject(new AttemptFailed(reason));
     };
     const timer = setTimeout(() => fail(`no acknowledgement within ${timeoutMs} ms`), timeoutMs);
+    signal?.addEventListener('abort', onAbort);
     const onError = (err: Error): void => fail(err.message); // ENOENT/ECONNREFUSED: the VMM is not up yet
     const onClose = (): void => fail('the VMM closed the connection (nothing listens on that port in the guest yet)');
     // 'readable' + read() rather than 'data': the socket stays paused, so whatever
@@ -56,6 +75,7 @@ function attempt(socketPath: string, port: number, timeoutMs: number): Promise<n
       const line = received.subarray(0, newline).toString('latin1');
       if (!/^OK \d+$/.test(line)) return fail(`unexpected answer ${JSON.stringify(line)}`);
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       socket.off('error', onError).off('close', onClose).off('readable', onReadable);
       const rest = received.subarray(newline + 1);
       if (rest.length > 0) socket.unshift(rest);

@@ -3,6 +3,10 @@
 
 export type Accelerator = 'kvm' | 'tcg';
 
+/** The VMMs there is a driver for, by Kata's configuration names (`[hypervisor.<kind>]`). */
+export const HYPERVISOR_KINDS = ['qemu', 'clh', 'firecracker'] as const;
+export type HypervisorKind = (typeof HYPERVISOR_KINDS)[number];
+
 /** How the host reaches the guest agent. */
 export type AgentChannel =
   /** virtio-serial port; the VMM listens on a Unix socket on the host side. */
@@ -37,6 +41,11 @@ export interface VmConfig {
   kernelParams: string[];
   memoryMiB: number;
   vcpus: number;
+  /**
+   * Whether guest memory may be merged by the host's KSM (madvise MADV_MERGEABLE);
+   * unset keeps the VMM's default (QEMU merges, Cloud Hypervisor does not).
+   */
+  memoryMerge?: boolean;
   /**
    * Hot-plug limits: resize() may grow the VM up to these (default: the boot size, no
    * growth). Every driver reserves the room at boot; none can raise them later.
@@ -73,6 +82,8 @@ export interface VmExit {
 
 export interface Hypervisor {
   readonly name: string;
+  /** The kind of VmConfig.agentChannel start() takes: the one host↔guest channel this VMM offers the agent. */
+  readonly agentChannelKind: AgentChannel['kind'];
   /** Launches the VM and returns once the VMM is controllable (the guest may still boot). */
   start(config: VmConfig): Promise<void>;
   /**

@@ -15,6 +15,8 @@ export interface VmmSession<Api> {
 
 export abstract class RestVmmDriver<Api> implements Hypervisor {
   abstract readonly name: string;
+  /** Their only host↔guest channel: virtio-vsock behind a Unix socket. */
+  readonly agentChannelKind = 'hybrid-vsock';
   readonly exited: Promise<VmExit>;
   private resolveExited!: (exit: VmExit) => void;
   /** Set by launch(); stays after the VMM exits, so stop() and errors can use it. */

@@ -19,6 +19,7 @@ const FILES = [
   'containerd/events/forward.proto',
   'containerd/cgroups/v1/metrics.proto',
   'containerd/cgroups/v2/metrics.proto',
+  'containerd/runtimeoptions/v1/api.proto',
   'agent/agent.proto',
 ];
 

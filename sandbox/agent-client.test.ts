@@ -1,61 +1,109 @@
-// The shim's agent client against a fake agent: the project's own ttrpc server, in
-// this process, serving the agent API. The guest is not trusted, so the fake may
-// answer with more than the client accepts.
 import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { ResourceExhaustedError } from '../lib/errors';
-import { AGENT_SERVICE, lookupService } from '../lib/protos';
-import { Code, DEFAULT_MAX_MESSAGE_SIZE, TtrpcClient, TtrpcServer } from '../ttrpc';
+import { DeadlineExceededError, NotImplementedError, UnavailableError } from '../lib/errors';
+import { silentLogger } from '../lib/logger';
+import { serveHybridVsock } from '../hypervisors/testing/fake-hybrid-vsock';
 import { TtrpcAgentClient } from './agent-client';
+import { FAKE_GUEST, fakeAgent } from './testing/fake-agent';
 
-describe('TtrpcAgentClient against a fake agent', () => {
+const never = new Promise<void>(() => undefined);
+const options = (bootTimeoutMs: number, vmExited: Promise<unknown> = never) => ({ bootTimeoutMs, callTimeoutMs: 2000, vmExited, logger: silentLogger() });
+
+describe('TtrpcAgentClient.connect', () => {
   let dir: string;
-  let server: TtrpcServer;
-  let agent: TtrpcAgentClient;
-  let releaseWait: (status: number) => void;
-  let disconnected: boolean;
-
-  beforeEach(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-client-'));
-    // The fake sends what the shim's client must refuse: its own limit is far higher.
-    server = new TtrpcServer({ maxMessageSize: 64 << 20 });
-    const waited = new Promise<number>((resolve) => (releaseWait = resolve));
-    server.addService(lookupService(AGENT_SERVICE), {
-      GetGuestDetails: () => ({ agent_version: 'fake', kernel_release: '6.1.0-fake', boot_id: 'b', oci_runtime: 'crun' }),
-      WaitProcess: async () => ({ status: await waited }),
-      // A guest that ignores max_len for one container.
-      ReadStdout: (req: { container_id: string; max_len: number }) =>
-        req.container_id === 'flood' ? { data: Buffer.alloc(DEFAULT_MAX_MESSAGE_SIZE + 1024, 0x61), eof: false } : { data: Buffer.from('ok'), eof: true },
-    });
-    const socketPath = path.join(dir, 'agent.sock');
-    await server.listen(socketPath);
-    agent = new TtrpcAgentClient(await TtrpcClient.connect(socketPath), 10_000);
-    disconnected = false;
-    void agent.disconnected.then(() => (disconnected = true));
-  });
-
+  const cleanups: Array<() => unknown> = [];
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentc-'))));
   afterEach(async () => {
-    agent.close();
-    await server.close({ graceMs: 0 });
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('fails only the call whose reply is over the message limit, naming it, and keeps serving the others', async () => {
-    const wait = agent.waitProcess('c1', ''); // in flight on the same connection throughout
-    const err = await agent.readStdout('flood', '', 65536).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(ResourceExhaustedError);
-    expect((err as ResourceExhaustedError).grpcCode).toBe(Code.RESOURCE_EXHAUSTED);
-    expect((err as Error).message).toMatch(/^guest agent ReadStdout: message length \d+ exceeds maximum message size of 4194304$/);
+  /** A fake VMM's vsock socket with our ttrpc agent behind guest port 1024, once `listening()` says so. */
+  async function hybridVsockVm(socketPath: string, listening: () => boolean = () => true) {
+    const agent = fakeAgent({ ListProcesses: () => ({ pids: [1, 7] }) });
+    const ports: number[] = [];
+    const vmm = await serveHybridVsock(socketPath, {
+      isListening: (port) => {
+        ports.push(port);
+        return port === 1024 && listening();
+      },
+      accept: (_port, stream) => agent.server.serveConnection(stream),
+    });
+    cleanups.push(() => new Promise((r) => vmm.close(r)), () => agent.server.close());
+    return { agent, ports, vmm };
+  }
 
-    // The connection is fine: other calls, new and pending, are answered.
-    expect(await agent.readStdout('c1', '', 65536)).toEqual({ data: Buffer.from('ok'), eof: true });
-    expect((await agent.guestDetails()).kernel_release).toBe('6.1.0-fake');
-    releaseWait(7);
-    expect(await wait).toBe(7);
-    expect(disconnected).toBe(false);
+  describe('over hybrid vsock', () => {
+    it('sends CONNECT 1024, waits for the agent to listen, then speaks ttrpc through the VMM', async () => {
+      const socketPath = path.join(dir, 'vsock.sock');
+      let attempts = 0;
+      const { agent, ports } = await hybridVsockVm(socketPath, () => ++attempts > 3);
+      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(5000));
+      cleanups.push(() => client.close());
+      expect(details).toEqual(FAKE_GUEST);
+      expect(ports).toEqual([1024, 1024, 1024, 1024]); // three refusals while the guest boots, then the agent
+      expect(await client.listProcesses('c1')).toEqual([1, 7]);
+      expect(agent.calls).toEqual(['GetGuestDetails', 'ListProcesses']);
+      expect(agent.requests.get('ListProcesses')).toEqual({ container_id: 'c1' });
+    });
+
+    it('waits for the VMM to create its socket', async () => {
+      const socketPath = path.join(dir, 'vsock.sock');
+      const connecting = TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(5000));
+      await new Promise((r) => setTimeout(r, 200));
+      await hybridVsockVm(socketPath);
+      const { agent: client } = await connecting;
+      client.close();
+    });
+
+    it('gives up at the boot deadline, saying which socket and port never answered', async () => {
+      const socketPath = path.join(dir, 'vsock.sock');
+      await hybridVsockVm(socketPath, () => false);
+      const err = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(400)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DeadlineExceededError);
+      expect((err as Error).message).toMatch(new RegExp(`^the guest agent did not answer within 400 ms: hybrid vsock ${socketPath}: guest port 1024 did not accept a connection`));
+    });
+
+    it('stops waiting as soon as the VM exits', async () => {
+      const socketPath = path.join(dir, 'vsock.sock');
+      await hybridVsockVm(socketPath, () => false);
+      const vmExited = new Promise<void>((r) => setTimeout(r, 200));
+      const started = Date.now();
+      const err = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(30_000, vmExited)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(UnavailableError);
+      expect((err as Error).message).toBe('the VM exited before its agent answered');
+      expect(Date.now() - started).toBeLessThan(3000);
+    });
+  });
+
+  describe('over virtio-serial', () => {
+    it('retries on the open connection until the agent reads it', async () => {
+      // QEMU accepts the chardev connection at once; the agent starts reading later.
+      const socketPath = path.join(dir, 'agent.sock');
+      const agent = fakeAgent();
+      const vmm = net.createServer((stream) => {
+        stream.pause();
+        setTimeout(() => {
+          agent.server.serveConnection(stream);
+          stream.resume();
+        }, 300);
+      });
+      await new Promise<void>((r) => vmm.listen(socketPath, r));
+      cleanups.push(() => new Promise((r) => vmm.close(r)), () => agent.server.close());
+      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'virtio-serial', socketPath, portName: 'agent.channel.0' }, options(5000));
+      client.close();
+      expect(details).toEqual(FAKE_GUEST);
+    });
+
+    it('fails at once when nothing listens on the socket', async () => {
+      const socketPath = path.join(dir, 'agent.sock');
+      await expect(TtrpcAgentClient.connect({ kind: 'virtio-serial', socketPath, portName: 'p' }, options(5000))).rejects.toThrow(new UnavailableError(`cannot connect to the agent channel ${socketPath}: connect ENOENT ${socketPath}`));
+    });
+  });
+
+  it('refuses AF_VSOCK, which it cannot dial', async () => {
+    await expect(TtrpcAgentClient.connect({ kind: 'vsock', guestCid: 3, port: 1024 }, options(1000))).rejects.toThrow(NotImplementedError);
   });
 });

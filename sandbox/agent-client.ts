@@ -1,11 +1,12 @@
 // The shim's view of the guest agent: typed calls over ttrpc, with per-call deadlines
 // for control calls and none for waits and stdio reads (they block by design).
 import * as net from 'net';
-import { DeadlineExceededError, ResourceExhaustedError, UnavailableError } from '../lib/errors';
+import { DeadlineExceededError, NotImplementedError, ResourceExhaustedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
 import { Code, TtrpcClient } from '../ttrpc';
 import { AgentChannel } from '../hypervisors/hypervisor';
+import { connectHybridVsock } from '../hypervisors/hybrid-vsock';
 import { GuestDeviceRequest } from './devices';
 import { IpAddress, Route } from './network';
 
@@ -52,6 +53,31 @@ export interface AgentClient {
   readonly disconnected: Promise<void>;
 }
 
+const VM_EXITED = 'the VM exited before its agent answered';
+
+/** The host end of the agent channel, connected; `vmGone` aborts the wait. */
+async function openChannel(channel: AgentChannel, timeoutMs: number, vmGone: AbortSignal): Promise<net.Socket> {
+  switch (channel.kind) {
+    case 'virtio-serial':
+      return new Promise<net.Socket>((resolve, reject) => {
+        const s = net.createConnection(channel.socketPath);
+        s.once('connect', () => resolve(s));
+        s.once('error', (err) => reject(new UnavailableError(`cannot connect to the agent channel ${channel.socketPath}: ${err.message}`)));
+      });
+    case 'hybrid-vsock':
+      try {
+        return await connectHybridVsock(channel.socketPath, channel.port, timeoutMs, vmGone);
+      } catch (err) {
+        if (vmGone.aborted) throw new UnavailableError(VM_EXITED, { cause: err });
+        if (err instanceof DeadlineExceededError) throw new DeadlineExceededError(`the guest agent did not answer within ${timeoutMs} ms: ${err.message}`, { cause: err });
+        throw err;
+      }
+    case 'vsock':
+      // Node has no AF_VSOCK sockets; QEMU's agent channel is virtio-serial.
+      throw new NotImplementedError(`agent channel vsock (guest CID ${channel.guestCid}) is not supported by this shim: use virtio-serial (QEMU) or hybrid vsock (Cloud Hypervisor, Firecracker)`);
+  }
+}
+
 export class TtrpcAgentClient implements AgentClient {
   private readonly service = lookupService(AGENT_SERVICE);
   readonly disconnected: Promise<void>;
@@ -63,27 +89,28 @@ export class TtrpcAgentClient implements AgentClient {
   }
 
   /**
-   * Dials the agent and waits until it answers. The guest may still be booting: the
-   * first requests sit in the channel until the agent reads them, so we retry with
-   * short per-try deadlines until `bootTimeoutMs` or until `vmExited` settles.
+   * Dials the agent and waits until it answers, within `bootTimeoutMs` of the call or
+   * until `vmExited` settles. The guest may still be booting. On virtio-serial the VMM
+   * accepts the connection at once and the first requests sit in the channel until the
+   * agent reads them, so we retry with short per-try deadlines; on hybrid vsock the VMM
+   * refuses the connection until the agent listens, so the dialling itself retries.
    */
   static async connect(channel: AgentChannel, opts: { bootTimeoutMs: number; callTimeoutMs: number; vmExited: Promise<unknown>; logger: Logger }): Promise<{ agent: TtrpcAgentClient; details: GuestDetails }> {
-    if (channel.kind !== 'virtio-serial') throw new UnavailableError(`agent channel ${channel.kind} is not supported by this shim yet`);
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.createConnection(channel.socketPath);
-      s.once('connect', () => resolve(s));
-      s.once('error', (err) => reject(new UnavailableError(`cannot connect to the agent channel ${channel.socketPath}: ${err.message}`)));
-    });
-    const agent = new TtrpcAgentClient(new TtrpcClient(socket), opts.callTimeoutMs);
     const deadline = Date.now() + opts.bootTimeoutMs;
     let vmGone = false;
-    opts.vmExited.then(() => (vmGone = true));
+    const vmGoneSignal = new AbortController();
+    void opts.vmExited.then(() => {
+      vmGone = true;
+      vmGoneSignal.abort();
+    });
+    const socket = await openChannel(channel, opts.bootTimeoutMs, vmGoneSignal.signal);
+    const agent = new TtrpcAgentClient(new TtrpcClient(socket), opts.callTimeoutMs);
     let attempt = 0;
     while (!vmGone && Date.now() < deadline) {
       attempt++;
       try {
         const details = await agent.guestDetails(Math.min(3000, Math.max(1, deadline - Date.now())));
-        opts.logger.info({ attempt, ...details }, 'agent ready');
+        opts.logger.info({ attempt, channel: channel.kind, ...details }, 'agent ready');
         return { agent, details };
       } catch (err) {
         opts.logger.debug({ attempt, err: (err as Error).message }, 'agent not ready yet');
@@ -91,7 +118,7 @@ export class TtrpcAgentClient implements AgentClient {
       }
     }
     agent.close();
-    if (vmGone) throw new UnavailableError('the VM exited before its agent answered');
+    if (vmGone) throw new UnavailableError(VM_EXITED);
     throw new DeadlineExceededError(`the guest agent did not answer within ${opts.bootTimeoutMs} ms`);
   }
 

@@ -82,6 +82,7 @@ describe('ContainerDevices', () => {
     return {
       calls,
       name: 'fake',
+      agentChannelKind: 'virtio-serial',
       exited: new Promise(() => undefined),
       start: async () => undefined,
       stop: async () => undefined,

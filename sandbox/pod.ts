@@ -1,5 +1,6 @@
 // The containers a shim daemon serves, all in one sandbox (VM). The first Create
 // boots the VM (for a CRI pod that is the pause container); later ones join it.
+import { ConfigHints, LoadedConfig, recordConfigSource } from '../config/config-location';
 import { RuntimeConfig } from '../config/runtime-config';
 import { FailedPreconditionError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
@@ -21,6 +22,8 @@ export interface CreateParams {
   stdin: string;
   stdout: string;
   stderr: string;
+  /** ConfigPath from containerd's runtime options, if any (only the first Create's counts). */
+  runtimeOptionsConfigPath?: string;
 }
 
 export interface ExecParams {
@@ -39,13 +42,21 @@ export interface PodEvents {
   onOom(containerId: string): void;
 }
 
+export interface PodDeps {
+  /** Finds and reads the sandbox's configuration; called at the first Create, which knows the spec and options. */
+  resolveConfig(hints: ConfigHints): LoadedConfig;
+  /** The driver for the configured VMM. */
+  newHypervisor(config: RuntimeConfig, logger: Logger): Hypervisor;
+}
+
 export class Pod {
   private sandbox: Sandbox | undefined;
   private starting: Promise<Sandbox> | undefined;
+  /** The sandbox's one configuration, from its first Create; cleared if that sandbox fails to start. */
+  private loaded: LoadedConfig | undefined;
 
   constructor(
-    private readonly config: RuntimeConfig,
-    private readonly newHypervisor: (logger: Logger) => Hypervisor,
+    private readonly deps: PodDeps,
     private readonly events: PodEvents,
     private readonly logger: Logger,
   ) {}
@@ -57,7 +68,9 @@ export class Pod {
     // Before any VM boots for it: the rootfs must be a directory inside the bundle.
     const hostRootfs = rootfsInsideBundle(params.bundle, spec.root?.path);
     const netnsPath = spec.linux?.namespaces?.find((ns) => ns.type === 'network')?.path;
-    const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12), netnsPath);
+    const loaded = this.configFor({ runtimeOptionsPath: params.runtimeOptionsConfigPath, annotations: spec.annotations }, sandboxId);
+    this.record(params.bundle, loaded);
+    const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12), netnsPath, loaded.config);
     return sandbox.createContainer(
       { id: params.id, bundle: params.bundle, terminal: params.terminal, stdio: { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr } },
       spec,
@@ -176,8 +189,26 @@ export class Pod {
     return this.sandbox!;
   }
 
+  /** The first container (for a CRI pod: the pause container) decides the configuration, as in Kata. */
+  private configFor(hints: ConfigHints, sandboxId: string): LoadedConfig {
+    if (!this.loaded) {
+      this.loaded = this.deps.resolveConfig(hints);
+      this.logger.info({ sandbox: sandboxId, via: this.loaded.via, files: this.loaded.files }, 'configuration loaded');
+    }
+    return this.loaded;
+  }
+
+  /** Lets `delete` find the same configuration after a crash (it gets no runtime options). */
+  private record(bundle: string, loaded: LoadedConfig): void {
+    try {
+      recordConfigSource(bundle, loaded);
+    } catch (err) {
+      this.logger.warn({ bundle, err: (err as Error).message }, 'cannot note the configuration in the bundle; a delete after a crash will search for it again');
+    }
+  }
+
   /** The first container (for a CRI pod: the pause container) decides hostname and network. */
-  private async sandboxFor(sandboxId: string, hostname: string, netnsPath: string | undefined): Promise<Sandbox> {
+  private async sandboxFor(sandboxId: string, hostname: string, netnsPath: string | undefined, config: RuntimeConfig): Promise<Sandbox> {
     if (this.sandbox) {
       if (this.sandbox.id !== sandboxId) throw new FailedPreconditionError(`this shim serves sandbox ${this.sandbox.id}, not ${sandboxId}`);
       return this.sandbox;
@@ -188,14 +219,18 @@ export class Pod {
         id: sandboxId,
         hostname,
         netnsPath,
-        config: this.config,
-        hypervisor: this.newHypervisor(logger),
+        config,
+        hypervisor: this.deps.newHypervisor(config, logger),
         events: { onProcessExit: (c, p, exit) => this.events.onExit(c, p, exit), onOom: (id) => this.events.onOom(id) },
         logger,
       });
       this.starting.then(
         (sandbox) => (this.sandbox = sandbox),
-        () => (this.starting = undefined),
+        () => {
+          // A later Create starts over, reading the (perhaps corrected) configuration again.
+          this.starting = undefined;
+          this.loaded = undefined;
+        },
       );
     }
     return this.starting;

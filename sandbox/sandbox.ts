@@ -3,9 +3,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
-import { AlreadyExistsError, FailedPreconditionError, KataError, NotFoundError, UnavailableError } from '../lib/errors';
+import { AlreadyExistsError, FailedPreconditionError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
-import { Hypervisor, VmConfig } from '../hypervisors/hypervisor';
+import { AgentChannel, Hypervisor, VmConfig } from '../hypervisors/hypervisor';
 import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
@@ -15,12 +15,27 @@ import { guestSpec, OciSpec } from './spec';
 import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
 import { ContainerDevices } from './devices';
+import { HostKsm, memoryMergeFor } from './ksm';
 import { GUEST_SHARED_DIR } from '../lib/guest-paths';
 import { containerResources, LinuxResources, vmSizing } from './resources';
 import { VmSizer } from './vm-sizer';
 
 export const SHARED_FS_TAG = 'kataShared';
 const AGENT_PORT_NAME = 'agent.channel.0';
+/** The guest vsock port the agent listens on, as Kata's agent does. */
+export const AGENT_VSOCK_PORT = 1024;
+
+/** The host end of the agent channel kind the driver takes, inside the sandbox's work dir. */
+export function agentChannelFor(kind: AgentChannel['kind'], workDir: string): AgentChannel {
+  switch (kind) {
+    case 'virtio-serial':
+      return { kind, socketPath: path.join(workDir, 'agent.sock'), portName: AGENT_PORT_NAME };
+    case 'hybrid-vsock':
+      return { kind, socketPath: path.join(workDir, 'vsock.sock'), port: AGENT_VSOCK_PORT };
+    case 'vsock':
+      throw new NotImplementedError('a driver that offers the agent only AF_VSOCK cannot be used: Node has no AF_VSOCK sockets to dial it');
+  }
+}
 
 export interface SandboxEvents {
   /** A process ended (reported by the agent, or because the VM died). */
@@ -52,6 +67,7 @@ export class Sandbox {
     private readonly config: RuntimeConfig,
     private readonly events: SandboxEvents,
     private readonly logger: Logger,
+    private readonly hostKsm: HostKsm,
   ) {
     this.devices = new ContainerDevices(hypervisor, logger);
   }
@@ -60,14 +76,17 @@ export class Sandbox {
     return path.join(config.runtime.stateDir, sandboxId);
   }
 
-  /** Boots the VM and waits for its agent. On failure nothing is left behind. */
-  /** `netnsPath`: the pod's network namespace (CRI made it and ran CNI in it), if any. */
-  static async start(params: { id: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger }): Promise<Sandbox> {
+  /**
+   * Boots the VM and waits for its agent. On failure nothing is left behind.
+   * `netnsPath`: the pod's network namespace (CRI made it and ran CNI in it), if any.
+   * `hostKsm`: the host's KSM switch (tests pass one in a temporary directory).
+   */
+  static async start(params: { id: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger; hostKsm?: HostKsm }): Promise<Sandbox> {
     const { id, config } = params;
     const workDir = Sandbox.workDirFor(config, id);
     if (fs.existsSync(workDir)) throw new AlreadyExistsError(`sandbox ${id}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
     fs.mkdirSync(path.join(workDir, 'shared'), { recursive: true, mode: 0o700 });
-    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger);
+    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger, params.hostKsm ?? new HostKsm());
     try {
       await sandbox.boot(params.hostname, params.netnsPath);
     } catch (err) {
@@ -234,6 +253,9 @@ export class Sandbox {
   private async boot(hostname: string, netnsPath: string | undefined): Promise<void> {
     const h = this.config.hypervisor;
     const sizing = vmSizing(h);
+    // First: a host that cannot do what the configuration asks fails before anything is set up.
+    const ksm = this.config.runtime.ksm;
+    this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
     if (netnsPath) this.network = await PodNetwork.attach(netnsPath, this.logger);
     const vm: VmConfig = {
       id: this.id,
@@ -247,7 +269,8 @@ export class Sandbox {
       vcpus: sizing.boot.vcpus,
       maxMemoryMiB: sizing.max.memoryMiB,
       maxVcpus: sizing.max.vcpus,
-      agentChannel: { kind: 'virtio-serial', socketPath: path.join(this.workDir, 'agent.sock'), portName: AGENT_PORT_NAME },
+      memoryMerge: memoryMergeFor(ksm),
+      agentChannel: agentChannelFor(this.hypervisor.agentChannelKind, this.workDir),
       sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };

@@ -2,10 +2,10 @@
 // chose, owns the sandbox, and exits after Shutdown (or SIGTERM) once it cleaned up.
 import * as fs from 'fs';
 import * as path from 'path';
-import { loadConfig } from '../config/runtime-config';
+import { resolveConfig } from '../config/config-location';
 import { createLogger, Logger } from '../lib/logger';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
-import { QemuHypervisor } from '../hypervisors/qemu';
+import { createHypervisor } from '../hypervisors/factory';
 import { releaseAllPendingReaders } from '../sandbox/fifo';
 import { Pod } from '../sandbox/pod';
 import { TtrpcServer } from '../ttrpc';
@@ -48,7 +48,6 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   const logger = openLog(bundle, flags.debug).child({ shim: flags.id, namespace: flags.namespace });
   let server: TtrpcServer | undefined;
   try {
-    const config = loadConfig();
     const ttrpcAddress = process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`;
     const events = new TtrpcEventPublisher(ttrpcAddress, flags.namespace, logger.child({ component: 'events' }));
     let shuttingDown: Promise<void> | undefined;
@@ -66,7 +65,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
         }
         process.exit(0);
       })());
-    const pod = new Pod(config, (l) => new QemuHypervisor(l.child({ component: 'qemu' })), {
+    // The configuration is read at the first Create: only then are the runtime options and the sandbox's spec known.
+    const pod = new Pod({ resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (config, l) => createHypervisor(config.hypervisor, l) }, {
       onExit: (c, p, exit) => publishExit(events, c, p, exit),
       onOom: (id) => events.publish('/tasks/oom', 'containerd.events.TaskOOM', { container_id: id }),
     }, logger);

@@ -3,7 +3,7 @@
 // container) and report the exit as SIGKILL, as Kata does.
 import * as fs from 'fs';
 import * as path from 'path';
-import { loadConfig } from '../config/runtime-config';
+import { loadConfigFrom, locateConfig, recordedConfigSource } from '../config/config-location';
 import { Logger } from '../lib/logger';
 import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
@@ -24,15 +24,18 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
   // Both ids become paths that are unmounted and removed recursively below.
   let sandboxId = validateId('container', flags.id);
   let netnsPath: string | undefined;
+  let annotations: Record<string, string> | undefined;
   try {
     const spec = readBundleSpec(bundle);
+    annotations = spec.annotations;
     sandboxId = spec.annotations?.[CRI_SANDBOX_ID] || flags.id;
     netnsPath = spec.linux?.namespaces?.find((ns) => ns.type === 'network')?.path;
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'no readable spec; treating the container as its own sandbox');
   }
   validateId('sandbox', sandboxId);
-  const config = loadConfig();
+  // The file the daemon noted; without that note, the same search the daemon made, minus the runtime options delete never gets.
+  const { config } = loadConfigFrom(recordedConfigSource(bundle) ?? locateConfig({ annotations }));
   const workDir = Sandbox.workDirFor(config, sandboxId);
 
   // This container's own mounts: the shared-dir bind first, then the bundle rootfs.

@@ -54,8 +54,11 @@ describe('Task service under random input', () => {
     config.runtime.stateDir = path.join(dir, 'vm');
     const events: EventPublisher = { publish: () => undefined, flush: async () => undefined, close: async () => undefined };
     // No VM may ever start from fuzz input: the hypervisor factory fails loudly.
-    const pod = new Pod(config, () => {
-      throw new Error('fuzz input must not reach the hypervisor');
+    const pod = new Pod({
+      resolveConfig: () => ({ config, files: [], via: 'test' }),
+      newHypervisor: () => {
+        throw new Error('fuzz input must not reach the hypervisor');
+      },
     }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
     const service = new TaskService({ pod, events, logger: silentLogger(), shutdown: async () => void shutdowns.push('shutdown') });
     server = new TtrpcServer({ logger: silentLogger() });

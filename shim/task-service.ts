@@ -7,6 +7,7 @@ import { Container } from '../sandbox/container';
 import { Pod } from '../sandbox/pod';
 import { ExitInfo, TaskProcess } from '../sandbox/task-process';
 import { EventPublisher } from './events';
+import { configPathFromOptions } from './runtime-options';
 
 export const SHIM_VERSION = '0.1.0';
 
@@ -55,6 +56,7 @@ export class TaskService {
           stdin: req.stdin,
           stdout: req.stdout,
           stderr: req.stderr,
+          runtimeOptionsConfigPath: configPathFromOptions(req.options),
         });
         // The task's pid, as containerd sees it, is the VM's: guest pids mean nothing on the host.
         const pid = pod.hypervisorPid();

@@ -27,8 +27,11 @@ export interface ClhFsConfig {
 export interface ClhVmConfig {
   payload: { kernel: string; initramfs?: string; cmdline: string };
   cpus: { boot_vcpus: number; max_vcpus: number };
-  /** Sizes in bytes. `shared` maps guest memory shared, which vhost-user (virtio-fs) needs. */
-  memory: { size: number; hotplug_size?: number; shared?: boolean };
+  /**
+   * Sizes in bytes. `shared` maps guest memory shared, which vhost-user (virtio-fs) needs;
+   * `mergeable` lets the host's KSM merge it (off by default).
+   */
+  memory: { size: number; hotplug_size?: number; shared?: boolean; mergeable?: boolean };
   serial: { mode: ClhConsoleMode; file?: string };
   console: { mode: ClhConsoleMode };
   rng: { src: string };

@@ -15,6 +15,12 @@ describe('Cloud Hypervisor VM configuration', () => {
     expect(roomy.memory).toEqual({ size: 512 * MiB, hotplug_size: 1024 * MiB });
   });
 
+  it('marks guest memory mergeable for KSM only when told either way', () => {
+    expect(buildClhVmConfig({ ...vm, memoryMerge: true }, {}, []).memory).toEqual({ size: 512 * MiB, mergeable: true });
+    expect(buildClhVmConfig({ ...vm, memoryMerge: false }, {}, []).memory).toEqual({ size: 512 * MiB, mergeable: false });
+    expect(buildClhVmConfig(vm, {}, []).memory).not.toHaveProperty('mergeable');
+  });
+
   it("gives the pod's NICs first, then devices added before start", () => {
     const pod = { ...vm, network: { netnsPath: '/var/run/netns/cni-1', nics: [{ tapName: 'tap0_kata', mac: '5a:1b:2c:3d:4e:5f' }] } };
     const config = buildClhVmConfig(pod, {}, [{ kind: 'network', id: 'extra', tapName: 'tap9' }]);

@@ -67,6 +67,7 @@ export function buildClhVmConfig(config: VmConfig, options: CloudHypervisorOptio
       ...(hotplugMiB > 0 ? { hotplug_size: hotplugMiB * MiB } : {}),
       // vhost-user backends (virtiofsd) map guest memory, so it must be shared.
       ...(shares.length > 0 ? { shared: true } : {}),
+      ...(config.memoryMerge === undefined ? {} : { mergeable: config.memoryMerge }),
     },
     // ttyS0 (the kernel's console=ttyS0) to a file for consoleTail; no virtio-console.
     serial: { mode: 'File', file: clhPaths(config.workDir).consoleLog },

@@ -1,3 +1,4 @@
+import { InvalidArgumentError } from '../../lib/errors';
 import { vmConfigIn } from '../testing/vm-fixture';
 import { buildFirecrackerPlan } from './vm-config';
 
@@ -13,5 +14,10 @@ describe('Firecracker boot plan', () => {
       { iface_id: 'extra', host_dev_name: 'tap9' },
     ]);
     expect(plan.drives).toEqual([{ drive_id: 'disk0', path_on_host: '/d', is_root_device: false, is_read_only: false }]);
+  });
+
+  it('refuses mergeable memory, which Firecracker cannot give KSM', () => {
+    expect(() => buildFirecrackerPlan(vmConfigIn('/w', 'firecracker', { memoryMerge: true }), [])).toThrow(new InvalidArgumentError('firecracker never marks guest memory mergeable, so KSM cannot merge it; do not ask for memoryMerge'));
+    expect(buildFirecrackerPlan(vmConfigIn('/w', 'firecracker', { memoryMerge: false }), []).machineConfig).toEqual({ vcpu_count: 2, mem_size_mib: 512 });
   });
 });

@@ -42,6 +42,10 @@ export function buildFirecrackerPlan(config: VmConfig, coldDevices: readonly VmD
         'containers under Firecracker need their rootfs as block devices, which kata-ts does not support yet',
     );
   }
+  if (config.memoryMerge) {
+    // Its API has no such switch, and its seccomp filter allows no madvise(MADV_MERGEABLE).
+    throw new InvalidArgumentError(`${VMM_NAME} never marks guest memory mergeable, so KSM cannot merge it; do not ask for memoryMerge`);
+  }
   if (config.rootfs.kind !== 'initrd') {
     throw new InvalidArgumentError(`${VMM_NAME} has no NVDIMM or virtio-pmem device for the DAX rootfs image ${config.rootfs.path}; configure an initrd (hypervisor.firecracker.initrd) instead`);
   }

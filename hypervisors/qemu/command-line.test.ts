@@ -29,6 +29,12 @@ describe('QEMU command line', () => {
     expect(valueAfter(kvm, '-cpu')).toEqual(['host']);
   });
 
+  it('sets memory merging (KSM) only when asked, leaving QEMU\'s default otherwise', () => {
+    expect(valueAfter(buildQemuArgs({ ...base, memoryMerge: true }), '-machine')).toEqual(['q35,accel=tcg,mem-merge=on']);
+    expect(valueAfter(buildQemuArgs({ ...base, memoryMerge: false }), '-machine')).toEqual(['q35,accel=tcg,mem-merge=off']);
+    expect(valueAfter(buildQemuArgs(base), '-machine')).toEqual(['q35,accel=tcg']);
+  });
+
   it('sizes the VM and passes the kernel command line as one argument', () => {
     const args = buildQemuArgs(base);
     expect(valueAfter(args, '-m')).toEqual(['512M']);

@@ -55,7 +55,7 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
-    '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}`,
+    '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}`,
     '-cpu', config.accelerator === 'kvm' ? 'host' : 'max',
     '-m', memoryOption(config.memoryMiB, limits, image ? host.rootfsImageBytes! : 0),
     '-smp', limits.vcpus > config.vcpus ? `${config.vcpus},maxcpus=${limits.vcpus}` : String(config.vcpus),

@@ -19,6 +19,8 @@ const CONSOLE_TAIL_BYTES = 128 * 1024;
 
 export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu';
+  /** vhost-vsock would do too, but neither this host nor Node has AF_VSOCK to dial it. */
+  readonly agentChannelKind = 'virtio-serial';
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
   private hotplug: BlockHotplug | undefined;

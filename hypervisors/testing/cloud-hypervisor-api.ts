@@ -49,8 +49,9 @@ export const vmConfig: ObjectSchema = {
       required: ['boot_vcpus', 'max_vcpus'],
       additionalProperties: false,
     },
-    // Sizes are bytes (int64).
-    memory: { type: 'object', properties: { size: integer, hotplug_size: integer, shared: boolean }, required: ['size'], additionalProperties: false },
+    // Sizes are bytes (int64). `mergeable` (boolean, default false) checked at commit
+    // 00f68228812d8dfeb50369c597b18e06cea42b10 of the same file.
+    memory: { type: 'object', properties: { size: integer, hotplug_size: integer, shared: boolean, mergeable: boolean }, required: ['size'], additionalProperties: false },
     serial: consoleConfig,
     console: consoleConfig,
     rng: { type: 'object', properties: { src: string }, required: ['src'], additionalProperties: false },

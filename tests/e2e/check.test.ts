@@ -55,6 +55,9 @@ describe('kata-ts-runtime check', () => {
     expect(tcg.lines.get('tcg boot')?.verdict).toBe('PASS');
     expect(tcg.lines.get('kvm device')?.verdict).toBe(opens('/dev/kvm') ? 'PASS' : 'WARN');
     expect(tcg.lines.get('vhost-vsock')?.verdict).toBe(opens('/dev/vhost-vsock') ? 'PASS' : 'WARN');
+    // The default ksm = "unchanged": the line reports the switch as the test reads it.
+    const ksmRun = fs.existsSync('/sys/kernel/mm/ksm/run') ? fs.readFileSync('/sys/kernel/mm/ksm/run', 'utf8').trim() : undefined;
+    expect(tcg.lines.get('ksm')).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining(ksmRun === undefined ? 'this host has no KSM' : `run = ${ksmRun} (`) });
     expect(tcg.lines.get('configuration')).toMatchObject({ verdict: 'PASS', detail: 'accelerator = "tcg" boots guests' });
     expect(tcg.code).toBe(0);
 

@@ -38,18 +38,24 @@ export interface ConfigOverrides {
   agent?: Record<string, unknown>;
 }
 
-export function writeConfig(file: string, stateDir: string, overrides: ConfigOverrides = {}): void {
+/** The built guest's kernel, rootfs image and initrd. */
+export function builtGuest(): { kernel: string; image: string; initrd: string } {
   // Resolve `current` once: a rebuild swaps it, and a VM must get a matching pair.
   const guest = fs.existsSync(GUEST_CURRENT) ? fs.realpathSync(GUEST_CURRENT) : GUEST_CURRENT;
   for (const name of ['vmlinux', 'rootfs.img', 'initrd.img']) {
     if (!fs.existsSync(path.join(guest, name))) throw new Error(`${guest}/${name} missing: run 'make guest' first`);
   }
+  // The uncompressed vmlinux boots seconds faster than vmlinuz under TCG emulation.
+  return { kernel: path.join(guest, 'vmlinux'), image: path.join(guest, 'rootfs.img'), initrd: path.join(guest, 'initrd.img') };
+}
+
+export function writeConfig(file: string, stateDir: string, overrides: ConfigOverrides = {}): void {
+  const { kernel, image, initrd } = builtGuest();
   // The rootfs image (DAX), as installed; a test that wants the initrd says so.
-  const rootfs = overrides.hypervisor && 'initrd' in overrides.hypervisor ? {} : { image: path.join(guest, 'rootfs.img') };
+  const rootfs = overrides.hypervisor && 'initrd' in overrides.hypervisor ? { initrd } : { image };
   const config = {
     // Guests hang under nested KVM on these machines; production hosts use kvm.
-    // The uncompressed vmlinux boots seconds faster than vmlinuz under TCG emulation.
-    hypervisor: { accelerator: 'tcg', kernel: path.join(guest, 'vmlinux'), ...rootfs, memoryMiB: 1024, ...overrides.hypervisor },
+    hypervisor: { accelerator: 'tcg', kernel, ...rootfs, memoryMiB: 1024, ...overrides.hypervisor },
     agent: { bootTimeoutMs: 180_000, ...overrides.agent },
     runtime: { stateDir },
   };
@@ -98,16 +104,29 @@ export interface CriKataEnv {
   stop(): Promise<string[]>;
 }
 
-/** A private containerd with the CRI plugin whose `kata` handler runs our shim (512 MiB TCG guests). */
-export async function startCriKataEnv(tmpPrefix: string): Promise<CriKataEnv> {
+/** How the shim finds its configuration: the containerd env, and the `kata` runtime's options.ConfigPath. */
+export interface KataConfigChoice {
+  env: Record<string, string>;
+  kataConfigPath?: string;
+}
+
+/**
+ * A private containerd with the CRI plugin whose `kata` handler runs our shim; by
+ * default $KATATS_CONFIG names 512 MiB TCG guests, `configure` may choose otherwise.
+ */
+export async function startCriKataEnv(tmpPrefix: string, configure?: (dir: string) => KataConfigChoice): Promise<CriKataEnv> {
   const before = await snapshotHost();
   const dir = fs.mkdtempSync(tmpPrefix);
   const shimDir = path.join(dir, 'bin');
   fs.mkdirSync(shimDir);
   writeShimLauncher(shimDir);
-  const config = path.join(dir, 'config.json');
-  writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 } });
-  const cd = await startContainerd({ cri: {}, runtimeShimDir: shimDir, env: { KATATS_CONFIG: config } });
+  const defaultChoice = (): KataConfigChoice => {
+    const config = path.join(dir, 'config.json');
+    writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 } });
+    return { env: { KATATS_CONFIG: config } };
+  };
+  const choice = (configure ?? defaultChoice)(dir);
+  const cd = await startContainerd({ cri: { kataConfigPath: choice.kataConfigPath }, runtimeShimDir: shimDir, env: choice.env });
   const cri = new CriClient(cd.cri.socket, { timeoutMs: 300_000 });
   const images = await importCriImages(cd);
   const baseline = await snapshotHost({ dirs: [cd.dir] });

@@ -60,6 +60,8 @@ export interface CriOptions {
    * Default DEFAULT_PAUSE_IMAGE_NAME.
    */
   sandboxImage?: string;
+  /** The `kata` runtime's `options.ConfigPath`: containerd passes it to the shim in Create. */
+  kataConfigPath?: string;
 }
 
 export interface CriNetwork {
@@ -152,7 +154,7 @@ export async function prepareCri(p: CriPaths, opts: CriOptions): Promise<Prepare
   await fs.promises.mkdir(endpoint.logDir, { recursive: true });
   await fs.promises.writeFile(path.join(network.confDir, `10-${name}.conflist`), JSON.stringify(cniConflist(network), null, 2));
   await createBridge(network);
-  return { endpoint, toml: criToml(p, endpoint), ipForwardBefore, absentCniDirs };
+  return { endpoint, toml: criToml(p, endpoint, opts), ipForwardBefore, absentCniDirs };
 }
 
 /**
@@ -183,7 +185,7 @@ function cniConflist(n: CriNetwork): object {
   };
 }
 
-function criToml(p: CriPaths, e: CriEndpoint): string {
+function criToml(p: CriPaths, e: CriEndpoint, opts: CriOptions): string {
   const q = (s: string): string => JSON.stringify(s); // TOML basic strings accept JSON escapes
   const cri = `plugins.${q(CRI_PLUGIN)}`;
   return [
@@ -205,6 +207,7 @@ function criToml(p: CriPaths, e: CriEndpoint): string {
     '  runtime_type = "io.containerd.kata.v2"',
     // Lets pods pass kata's per-pod settings through to the shim, as with Kata.
     '  pod_annotations = ["io.katacontainers.*"]',
+    ...(opts.kataConfigPath ? [`[${cri}.containerd.runtimes.${KATA_HANDLER}.options]`, `  ConfigPath = ${q(opts.kataConfigPath)}`] : []),
     `[${cri}.cni]`,
     `  bin_dir = ${q(CNI_BIN_DIR)}`,
     `  conf_dir = ${q(e.network.confDir)}`,

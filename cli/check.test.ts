@@ -1,0 +1,62 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { defaultConfig, KsmMode, RuntimeConfig } from '../config/runtime-config';
+import { HostKsm } from '../sandbox/ksm';
+import { CheckLine, hasFatalFailure, ksmCheck, runChecks } from './check';
+
+describe('kata-ts-runtime check', () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'check-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const withKsm = (mode: KsmMode): RuntimeConfig => {
+    const config = defaultConfig();
+    config.runtime.ksm = mode;
+    return config;
+  };
+  const hostKsm = (run: string | undefined): HostKsm => {
+    const ksmDir = path.join(dir, 'ksm');
+    if (run !== undefined) {
+      fs.mkdirSync(ksmDir, { recursive: true });
+      fs.writeFileSync(path.join(ksmDir, 'run'), `${run}\n`);
+      fs.writeFileSync(path.join(ksmDir, 'pages_sharing'), '0\n');
+    }
+    return new HostKsm(ksmDir);
+  };
+
+  it.each([
+    ['unchanged', '0', 'PASS', 'run = 0 (ksmd stopped), 0 pages merged away; ksm = "unchanged" leaves it so'],
+    ['on', '1', 'PASS', 'run = 1 (ksmd running), 0 pages merged away; as ksm = "on" wants'],
+    ['on', '0', 'PASS', 'run = 0 (ksmd stopped), 0 pages merged away; each sandbox start sets run = 1 (ksm = "on")'],
+    ['off', '1', 'PASS', 'run = 1 (ksmd running), 0 pages merged away; each sandbox start sets run = 0 (ksm = "off")'],
+    ['on', undefined, 'FAIL', 'but ksm = "on": sandboxes will not start'],
+    ['off', undefined, 'PASS', 'nothing is merged, as ksm = "off" asks'],
+  ] as const)('reports KSM under ksm = %j with run = %j as %s', (mode, run, verdict, detail) => {
+    const line = ksmCheck(withKsm(mode), hostKsm(run));
+    expect(line).toMatchObject({ verdict, name: 'ksm' });
+    expect(line.detail).toContain(detail);
+    expect(hasFatalFailure([line])).toBe(verdict === 'FAIL');
+  });
+
+  it('fails KSM when the switch needs changing but cannot be written', () => {
+    fs.mkdirSync(path.join(dir, 'ksm'));
+    fs.symlinkSync('/proc/sys/kernel/ngroups_max', path.join(dir, 'ksm', 'run'));
+    const line = ksmCheck(withKsm('off'), new HostKsm(path.join(dir, 'ksm')));
+    expect(line.verdict).toBe('FAIL');
+    expect(line.detail).toContain(`ksm = "off" needs run = 0, but ${path.join(dir, 'ksm')}/run is not writable here`);
+  });
+
+  it('checks the configured VMM and says why its sandboxes cannot start yet', async () => {
+    const config = defaultConfig('clh');
+    config.hypervisor.path = path.join(dir, 'no-such-cloud-hypervisor');
+    const lines = await runChecks(config, { kvmTimeoutMs: 1000, tcgTimeoutMs: 1000, ksm: hostKsm('0') });
+    const byName = new Map<string, CheckLine>(lines.map((l) => [l.name, l]));
+    expect(byName.get('clh')).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('set hypervisor.clh.path') });
+    expect(byName.has('qemu')).toBe(false);
+    expect(byName.has('tcg boot')).toBe(false); // only QEMU emulates
+    expect(byName.get('vhost-vsock')).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining('not needed') });
+    expect(byName.get('configuration')).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('[hypervisor.clh]: sandboxes cannot start yet: the guest agent listens only on virtio-serial') });
+    expect(hasFatalFailure(lines)).toBe(true);
+  });
+});

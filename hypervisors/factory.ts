@@ -1,0 +1,25 @@
+// The driver for the configured VMM: the one place that names every driver, so the
+// daemon and the sandbox only ever see the Hypervisor interface.
+import { Logger } from '../lib/logger';
+import { CloudHypervisor } from './cloud-hypervisor';
+import { Firecracker } from './firecracker';
+import { Hypervisor, HypervisorKind } from './hypervisor';
+import { QemuHypervisor } from './qemu';
+
+/** What picks and sets up a driver (the configuration's hypervisor section has these). */
+export interface DriverChoice {
+  kind: HypervisorKind;
+  /** Cloud Hypervisor: the virtiofsd binary for shared directories. */
+  virtioFsDaemon: string;
+}
+
+export function createHypervisor(choice: DriverChoice, logger: Logger): Hypervisor {
+  switch (choice.kind) {
+    case 'qemu':
+      return new QemuHypervisor(logger.child({ component: 'qemu' }));
+    case 'clh':
+      return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined });
+    case 'firecracker':
+      return new Firecracker(logger.child({ component: 'firecracker' }));
+  }
+}

@@ -1,0 +1,123 @@
+// The sandbox gives the driver the agent channel the driver says it takes, and then
+// reaches the agent over it: a fake driver serves our ttrpc agent behind a fake
+// virtio-serial socket or a fake hybrid vsock, as QEMU and Cloud Hypervisor would.
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { defaultConfig } from '../config/runtime-config';
+import { FailedPreconditionError } from '../lib/errors';
+import { silentLogger } from '../lib/logger';
+import { AgentChannel, Hypervisor, VmConfig, VmExit } from '../hypervisors/hypervisor';
+import { serveHybridVsock } from '../hypervisors/testing/fake-hybrid-vsock';
+import { CallContext } from '../ttrpc';
+import { HostKsm } from './ksm';
+import { Sandbox } from './sandbox';
+import { fakeAgent, FakeAgent } from './testing/fake-agent';
+
+/** A VMM whose "guest" is our fake agent behind the channel kind it claims. */
+function fakeDriver(agentChannelKind: AgentChannel['kind'], agent: FakeAgent): Hypervisor & { booted?: VmConfig } {
+  let endpoint: net.Server | undefined;
+  let resolveExited!: (exit: VmExit) => void;
+  const driver: Hypervisor & { booted?: VmConfig } = {
+    name: `fake-${agentChannelKind}`,
+    agentChannelKind,
+    exited: new Promise((r) => (resolveExited = r)),
+    async start(config) {
+      driver.booted = config;
+      const channel = config.agentChannel;
+      if (channel.kind === 'hybrid-vsock') {
+        endpoint = await serveHybridVsock(channel.socketPath, { isListening: (port) => port === channel.port, accept: (_port, stream) => agent.server.serveConnection(stream) });
+      } else if (channel.kind === 'virtio-serial') {
+        endpoint = net.createServer((stream) => agent.server.serveConnection(stream));
+        await new Promise<void>((r) => endpoint!.listen(channel.socketPath, r));
+      }
+    },
+    async stop() {
+      await new Promise((r) => (endpoint ? endpoint.close(r) : r(undefined)));
+      resolveExited({ code: 0, signal: null });
+    },
+    pid: () => 4242,
+    consoleTail: () => '',
+  };
+  return driver;
+}
+
+function agentForSandbox(): FakeAgent {
+  return fakeAgent({
+    CreateSandbox: () => ({}),
+    DestroySandbox: () => ({}),
+    // Blocks like the real one until the call is abandoned.
+    GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+  });
+}
+
+const events = { onProcessExit: () => undefined, onOom: () => undefined };
+
+describe('Sandbox and the agent channel', () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sandbox-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it.each([
+    ['hybrid-vsock', { kind: 'hybrid-vsock', socketPath: 'vsock.sock', port: 1024 }],
+    ['virtio-serial', { kind: 'virtio-serial', socketPath: 'agent.sock', portName: 'agent.channel.0' }],
+  ] as const)('boots a driver that takes %s and reaches the agent over it', async (kind, expected) => {
+    const config = defaultConfig('clh');
+    config.runtime.stateDir = dir;
+    const agent = agentForSandbox();
+    const driver = fakeDriver(kind, agent);
+    const sandbox = await Sandbox.start({ id: 'pod1', hostname: 'pod1-host', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')) });
+    try {
+      expect(driver.booted?.agentChannel).toEqual({ ...expected, socketPath: path.join(dir, 'pod1', expected.socketPath) });
+      expect(sandbox.details?.agent_version).toBe('fake-1');
+      expect(agent.requests.get('CreateSandbox')).toMatchObject({ sandbox_id: 'pod1', hostname: 'pod1-host', shared_fs_tag: 'kataShared' });
+    } finally {
+      await sandbox.destroy();
+      await agent.server.close();
+    }
+    expect(agent.calls).toContain('DestroySandbox');
+    expect(fs.existsSync(path.join(dir, 'pod1'))).toBe(false);
+  });
+
+  describe('with KSM configured', () => {
+    let ksmDir: string;
+    beforeEach(() => {
+      ksmDir = path.join(dir, 'ksm');
+      fs.mkdirSync(ksmDir);
+      fs.writeFileSync(path.join(ksmDir, 'run'), '0\n');
+    });
+    const start = async (ksm: 'on' | 'off' | 'unchanged', hostKsmDir: string) => {
+      const config = defaultConfig();
+      config.runtime.stateDir = path.join(dir, 'state');
+      config.runtime.ksm = ksm;
+      const agent = agentForSandbox();
+      const driver = fakeDriver('virtio-serial', agent);
+      const sandbox = await Sandbox.start({ id: 'pod1', hostname: 'h', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(hostKsmDir) }).finally(() => agent.server.close());
+      await sandbox.destroy();
+      return driver.booted;
+    };
+
+    it('switches the host on and gives the VM mergeable memory under "on"', async () => {
+      expect((await start('on', ksmDir))?.memoryMerge).toBe(true);
+      expect(fs.readFileSync(path.join(ksmDir, 'run'), 'utf8').trim()).toBe('1');
+    });
+
+    it('leaves both the host switch and the VMM default alone under "unchanged"', async () => {
+      const booted = await start('unchanged', ksmDir);
+      expect(booted).toBeDefined();
+      expect(booted?.memoryMerge).toBeUndefined();
+      expect(fs.readFileSync(path.join(ksmDir, 'run'), 'utf8').trim()).toBe('0');
+    });
+
+    it('fails before the VM starts when the host has no KSM to switch on', async () => {
+      const config = defaultConfig();
+      config.runtime.stateDir = path.join(dir, 'state');
+      config.runtime.ksm = 'on';
+      const driver = fakeDriver('virtio-serial', agentForSandbox());
+      await expect(Sandbox.start({ id: 'pod1', hostname: 'h', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'absent')) })).rejects.toThrow(FailedPreconditionError);
+      expect(driver.booted).toBeUndefined();
+      expect(fs.existsSync(path.join(dir, 'state', 'pod1'))).toBe(false);
+    });
+  });
+});
