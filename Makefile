@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build guest test test-unit test-e2e demo bench install uninstall clean
+.PHONY: all deps build guest test test-unit test-e2e demo bench bench-guest install uninstall clean
 
 all: build guest
 
@@ -38,6 +38,10 @@ demo: guest
 # Not part of `make test`: timings are reported as ratios against runc, never asserted.
 bench: guest
 	node dist/bench/run.js
+
+# Only the guest kernels and rootfs formats (bench/guest-boot.md), a few minutes.
+bench-guest: guest
+	node dist/bench/guest-boot.js
 
 install: guest
 	./scripts/install.sh "$(PREFIX)" "$(LIBDIR)" "$(GUEST_DIR)" "$(ACCEL)"

@@ -8,7 +8,7 @@ import { TtrpcClient } from '../ttrpc';
 import { KataEnv, RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
 import { cpuTicks, descendants, median, rssKiB, timeCtrRun } from './measure';
 import { measureCriPodStart } from './cri-pods';
-import { measureGuestBoot } from './guest-boot';
+import { benchDir, GUEST_BOOT_INTRO, measureGuestBoot } from './guest-boot';
 import { memoryPlotSvg } from './plot';
 
 const RUNC = 'io.containerd.runc.v2';
@@ -179,7 +179,7 @@ async function main(): Promise<void> {
   say(`guest kernels: ${GUEST_BOOT_SAMPLES} boots to agent-ready per variant, no containerd`);
   const guest = await measureGuestBoot(GUEST_BOOT_SAMPLES, say);
 
-  const dir = path.join(__dirname.includes(`${path.sep}dist${path.sep}`) ? path.resolve(__dirname, '..', '..') : path.resolve(__dirname, '..'), 'bench');
+  const dir = benchDir();
   fs.writeFileSync(path.join(dir, 'memory-per-pod.svg'), memoryPlotSvg(memory));
   const report = [
     '# kata-ts benchmarks',
@@ -194,11 +194,9 @@ async function main(): Promise<void> {
     '',
     '## Guest kernels and rootfs formats',
     '',
-    'The same rootfs booted by QEMU (TCG, 512 MiB, 1 vCPU) straight to agent-ready, one VM at a time; ratio = ours / Debian\'s (lower is better).',
+    GUEST_BOOT_INTRO,
     '',
-    ...guest.rows.slice(0, 1),
-    '| --- | --- | --- | --- |',
-    ...guest.rows.slice(1),
+    ...guest.table,
     '',
   ].join('\n');
   fs.writeFileSync(path.join(dir, 'results.md'), report);
