@@ -12,6 +12,11 @@ describe('runtime configuration', () => {
     expect(config.hypervisor.vcpus).toBe(defaultConfig().hypervisor.vcpus);
   });
 
+  it('leaves the debug console off unless asked for', () => {
+    expect(defaultConfig().agent.debugConsole).toBe(false);
+    expect(parseConfig({ agent: { debugConsole: true } }, 'test.json').agent.debugConsole).toBe(true);
+  });
+
   it.each([
     [{ hypervisor: { accelerator: 'hvf' } }, 'hypervisor.accelerator: must be "kvm" or "tcg"'],
     [{ hypervisor: { memoryMiB: '1G' } }, 'hypervisor.memoryMiB: must be a number'],
@@ -20,6 +25,7 @@ describe('runtime configuration', () => {
     [{ hypervisor: { colour: 'red' } }, 'hypervisor.colour: unknown key'],
     [{ network: {} }, 'network: unknown section'],
     [{ agent: { bootTimeoutMs: -1 } }, 'agent.bootTimeoutMs: must be a positive number'],
+    [{ agent: { debugConsole: 'true' } }, 'agent.debugConsole: must be a boolean, got "true"'],
     [[], '(top level): must be a JSON object'],
   ])('rejects %j naming the key and reason', (raw, message) => {
     expect(() => parseConfig(raw, '/etc/x.json')).toThrow(InvalidArgumentError);

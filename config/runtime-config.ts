@@ -22,6 +22,8 @@ export interface RuntimeConfig {
     bootTimeoutMs: number;
     /** Default deadline of agent calls that are not waits or reads. */
     callTimeoutMs: number;
+    /** A root shell in the guest for `kata-ts-runtime exec` (Kata's debug_console_enabled). */
+    debugConsole: boolean;
   };
   runtime: {
     /** Where each sandbox keeps its VMM sockets, shared directory and console log. */
@@ -50,7 +52,7 @@ export function defaultConfig(): RuntimeConfig {
       memoryMiB: 1024,
       vcpus: 1,
     },
-    agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000 },
+    agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
     runtime: { stateDir: '/run/kata-ts' },
   };
 }

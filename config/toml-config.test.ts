@@ -33,13 +33,14 @@ default_vcpus = 2
 [agent.kata]
 dial_timeout = 90
 call_timeout = 10
+debug_console_enabled = true
 
 [runtime]
 state_dir = "/run/kt"
 `);
     const config = loadTomlConfig(main);
     expect(config.hypervisor).toEqual({ path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2 });
-    expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000 });
+    expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000, debugConsole: true });
     expect(config.runtime.stateDir).toBe('/run/kt');
   });
 
@@ -79,6 +80,7 @@ state_dir = "/run/kt"
     ['[hypervisor.qemu]\ndefault_memory = 64\n', 'hypervisor.qemu.default_memory: must be an integer of at least 128'],
     ['[hypervisor.qemu]\nkernel_params = ["a"]\n', 'hypervisor.qemu.kernel_params: must be a string of space-separated kernel parameters'],
     ['[agent.kata]\ndial_timeout = 0\n', 'agent.kata.dial_timeout: must be a positive number of seconds'],
+    ['[agent.kata]\ndebug_console_enabled = "yes"\n', 'agent.kata.debug_console_enabled: must be a boolean, got "yes"'],
     ['[hypervisor.qemu\n', 'not valid TOML'],
   ])('rejects %j naming the file, key and reason', (text, message) => {
     write(main, text);

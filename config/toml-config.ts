@@ -22,6 +22,7 @@ const KEYS: Record<string, { section: keyof RuntimeConfig; key: string; convert?
   'hypervisor.qemu.default_vcpus': { section: 'hypervisor', key: 'vcpus' },
   'agent.kata.dial_timeout': { section: 'agent', key: 'bootTimeoutMs', convert: (v, where) => seconds(v, where) },
   'agent.kata.call_timeout': { section: 'agent', key: 'callTimeoutMs', convert: (v, where) => seconds(v, where) },
+  'agent.kata.debug_console_enabled': { section: 'agent', key: 'debugConsole' },
   'runtime.state_dir': { section: 'runtime', key: 'stateDir' },
 };
 
