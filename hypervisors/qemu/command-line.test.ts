@@ -65,6 +65,22 @@ describe('QEMU command line', () => {
     expect(valueAfter(args, '-device')).toContain('virtserialport,chardev=agent,name=agent.channel.0');
   });
 
+  it('adds the debug console as a second port, before the agent port, only when asked', () => {
+    const serialPorts = (args: string[]) => valueAfter(args, '-device').filter((d) => d.startsWith('virtserialport'));
+    expect(serialPorts(buildQemuArgs(base))).toEqual(['virtserialport,chardev=agent,name=agent.channel.0']);
+    const args = buildQemuArgs({ ...base, debugConsole: { socketPath: '/run/kata-ts/sb1/debug,console.sock', portName: 'console.debug.0' } });
+    expect(valueAfter(args, '-chardev')).toContain('socket,id=debugconsole,path=/run/kata-ts/sb1/debug,,console.sock,server=on,wait=off');
+    expect(serialPorts(args)).toEqual(['virtserialport,chardev=debugconsole,name=console.debug.0', 'virtserialport,chardev=agent,name=agent.channel.0']);
+    expect(valueAfter(args, '-device').filter((d) => d.startsWith('virtio-serial-pci'))).toHaveLength(1);
+    // With the agent on vsock, the console still needs a virtio-serial controller.
+    const vsock = buildQemuArgs({ ...base, agentChannel: { kind: 'vsock', guestCid: 3, port: 1024 }, debugConsole: { socketPath: '/d.sock', portName: 'console.debug.0' } });
+    expect(valueAfter(vsock, '-device').filter((d) => /^(virtio-serial-pci|virtserialport|vhost-vsock)/.test(d))).toEqual([
+      'virtio-serial-pci,id=serial0',
+      'virtserialport,chardev=debugconsole,name=console.debug.0',
+      'vhost-vsock-pci,id=vsock0,guest-cid=3',
+    ]);
+  });
+
   it('attaches one virtio NIC per pod tap, with the pod interface MAC', () => {
     expect(valueAfter(buildQemuArgs(base), '-netdev')).toEqual([]);
     const args = buildQemuArgs({ ...base, network: { netnsPath: '/var/run/netns/cni-1', nics: [{ tapName: 'tap0_kata', mac: '5a:1b:2c:3d:4e:5f' }] } });
@@ -76,6 +92,7 @@ describe('QEMU command line', () => {
     const args = buildQemuArgs({ ...base, agentChannel: { kind: 'vsock', guestCid: 3, port: 1024 } });
     expect(valueAfter(args, '-device')).toContain('vhost-vsock-pci,id=vsock0,guest-cid=3');
     expect(args.join(' ')).not.toContain('virtserialport');
+    expect(args.join(' ')).not.toContain('virtio-serial-pci');
   });
 
   it('shares directories over virtio-9p and escapes commas in paths', () => {
