@@ -16,6 +16,7 @@ import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
 import { ContainerDevices } from './devices';
 import { GUEST_SHARED_DIR } from '../lib/guest-paths';
+import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 
 export const SHARED_FS_TAG = 'kataShared';
 const AGENT_PORT_NAME = 'agent.channel.0';
@@ -54,6 +55,11 @@ export class Sandbox {
 
   static workDirFor(config: RuntimeConfig, sandboxId: string): string {
     return path.join(config.runtime.stateDir, sandboxId);
+  }
+
+  /** The host side of the debug console (`kata-ts-runtime exec`), present while the VM runs if it has one. */
+  static debugConsoleSocket(config: RuntimeConfig, sandboxId: string): string {
+    return path.join(Sandbox.workDirFor(config, sandboxId), 'debug-console.sock');
   }
 
   /** Boots the VM and waits for its agent. On failure nothing is left behind. */
@@ -223,6 +229,7 @@ export class Sandbox {
       memoryMiB: h.memoryMiB,
       vcpus: h.vcpus,
       agentChannel: { kind: 'virtio-serial', socketPath: path.join(this.workDir, 'agent.sock'), portName: AGENT_PORT_NAME },
+      debugConsole: this.config.agent.debugConsole ? { socketPath: Sandbox.debugConsoleSocket(this.config, this.id), portName: DEBUG_CONSOLE_PORT_NAME } : undefined,
       sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };
