@@ -20,20 +20,17 @@ import { DebugShell } from './debug-shell';
 const HOST_PROBE_MS = 250;
 
 export class DebugConsole {
-  private stopped = false;
-
   constructor(
     private readonly devicePath: string,
     private readonly spawnShell: () => DebugShell,
     private readonly logger: Logger,
   ) {}
 
-  /** Serves the port until stop() or an error that leaves it unusable (logged). */
+  /** Serves the port for good, unless an error leaves it unusable (logged). */
   async run(): Promise<void> {
     try {
-      while (!this.stopped) {
+      for (;;) {
         const host = await this.waitForHost();
-        if (!host) return;
         this.logger.info('debug console: host connected, starting a shell');
         const port = portStream(host.fd);
         let shell: DebugShell;
@@ -51,31 +48,21 @@ export class DebugConsole {
     }
   }
 
-  stop(): void {
-    this.stopped = true;
-  }
-
   /** Opens the port and polls until a host is connected; what it already sent goes to the shell. */
-  private async waitForHost(): Promise<{ fd: number; typedAhead: Buffer } | undefined> {
+  private async waitForHost(): Promise<{ fd: number; typedAhead: Buffer }> {
     const fd = fs.openSync(this.devicePath, fs.constants.O_RDWR | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
     const buffer = Buffer.alloc(4096);
-    try {
-      while (!this.stopped) {
-        try {
-          const n = fs.readSync(fd, buffer, 0, buffer.length, null);
-          if (n > 0) return { fd, typedAhead: Buffer.from(buffer.subarray(0, n)) };
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-          return { fd, typedAhead: Buffer.alloc(0) };
-        }
-        await new Promise((r) => setTimeout(r, HOST_PROBE_MS));
+    for (;;) {
+      try {
+        const n = fs.readSync(fd, buffer, 0, buffer.length, null);
+        if (n > 0) return { fd, typedAhead: Buffer.from(buffer.subarray(0, n)) };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return { fd, typedAhead: Buffer.alloc(0) };
+        fs.closeSync(fd);
+        throw err;
       }
-    } catch (err) {
-      fs.closeSync(fd);
-      throw err;
+      await new Promise((r) => setTimeout(r, HOST_PROBE_MS));
     }
-    fs.closeSync(fd);
-    return undefined;
   }
 }
 
