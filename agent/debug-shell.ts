@@ -40,6 +40,9 @@ export function spawnDebugShell(options: DebugShellOptions = DEFAULT_SHELL): Deb
   // node-pty's spawn makes the child a session leader with the terminal as its
   // controlling terminal, so job control and Ctrl-C work. encoding null: Buffers.
   const term: IPty = pty.spawn(file, args, { name: options.env.TERM ?? 'xterm', cols: options.cols ?? 80, rows: options.rows ?? 24, cwd: options.cwd, env: options.env, encoding: null });
+  // node-pty rethrows a terminal error other than EIO when nobody else listens for it,
+  // which would end the agent (and the VM); the shell's exit is reported regardless.
+  (term as unknown as NodeJS.EventEmitter).on('error', () => undefined);
   let done = false;
   const exited = new Promise<number>((resolve) => {
     term.onExit(({ exitCode, signal }) => {
