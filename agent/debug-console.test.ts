@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import { Duplex } from 'stream';
 import { shellExitNotice } from '../lib/debug-console';
 import { silentLogger } from '../lib/logger';
-import { serveSession } from './debug-console';
+import { serveConnection } from './debug-console';
 import { DebugShell, DEFAULT_SHELL, spawnDebugShell } from './debug-shell';
 
 /** The host end of the port: what the session wrote, and ways to type and to leave. */
@@ -35,58 +35,69 @@ class FakeHost extends Duplex {
 
 describe('debug console session', () => {
   jest.setTimeout(30_000);
+  const hosts: FakeHost[] = [];
   const shells: DebugShell[] = [];
+  const newHost = (): FakeHost => {
+    const host = new FakeHost();
+    hosts.push(host);
+    return host;
+  };
   /** The guest's shell, but with the host's sh and a writable cwd. */
   const shellHere = (): DebugShell => {
     const shell = spawnDebugShell({ ...DEFAULT_SHELL, command: ['/bin/sh'], cwd: '/tmp' });
     shells.push(shell);
     return shell;
   };
-  // A failed test must not leave its shell running.
+  // A failed test must not leave its shells running (nor a connection that would start more).
   afterEach(async () => {
+    for (const host of hosts.splice(0)) host.destroy();
     for (const shell of shells.splice(0)) {
       shell.hangUp(0);
       await shell.exited;
     }
   });
 
-  it('relays a terminal shell both ways, input typed ahead first, and ends with its exit status', async () => {
-    const host = new FakeHost();
-    const session = serveSession(host, shellHere(), Buffer.from('echo "typed $((40 + 2))"\n'), silentLogger());
+  it('relays a terminal shell both ways, input typed ahead first; after its exit the host is told and gets a new shell', async () => {
+    const host = newHost();
+    const connection = serveConnection(host, shellHere, Buffer.from('echo "typed $((40 + 2))"\n'), silentLogger());
     await host.waitFor(/typed 42/);
     host.type('[ -t 0 ] && echo "on a terminal, TERM=$TERM HOME=$HOME"; exit 5\n');
     await host.waitFor(/on a terminal, TERM=xterm HOME=\/root/);
     const notice = shellExitNotice(5).toString('latin1');
     await host.waitFor(new RegExp(notice.replace(/[\x1b\]\[;.()]/g, (c) => `\\${c}`)));
-    // Input after the exit goes nowhere; the session ends when the host leaves.
-    host.type('echo too late\n');
+    expect(await shells[0].exited).toBe(5);
+    // Typed before the next shell is there: it gets it.
+    host.type('echo "again $((1 + 1))"\n');
+    await host.waitFor(/again 2/);
+    // Leaving hangs the second shell up and ends the connection.
     host.leave();
-    await session;
+    await connection;
+    expect(shells).toHaveLength(2);
+    expect(await shells[1].exited).toBe(128 + 1); // SIGHUP
     expect(host.destroyed).toBe(true);
-    expect(host.received.toString('latin1').endsWith(notice)).toBe(true);
   });
 
   it('hangs the shell up when the host leaves, ending its foreground job too', async () => {
-    const host = new FakeHost();
+    const host = newHost();
     const shell = shellHere();
-    const session = serveSession(host, shell, Buffer.alloc(0), silentLogger());
+    const connection = serveConnection(host, () => shell, Buffer.alloc(0), silentLogger());
     host.type("sh -c 'echo sleeper=$$; exec sleep 1000'\n");
     const sleeper = Number((await host.waitFor(/sleeper=(\d+)/))[1]);
     expect(isAlive(sleeper)).toBe(true);
     host.leave();
-    await session;
+    await connection;
     expect(await shell.exited).toBe(128 + 1); // SIGHUP
     await waitUntil(() => !isAlive(sleeper));
   });
 
   it('kills a shell that ignores the hang-up', async () => {
-    const host = new FakeHost();
+    const host = newHost();
     const shell = shellHere();
-    const session = serveSession(host, shell, Buffer.alloc(0), silentLogger());
+    const connection = serveConnection(host, () => shell, Buffer.alloc(0), silentLogger());
     host.type("trap '' HUP; echo \"ignoring $((1 + 1))\"\n");
     await host.waitFor(/ignoring 2/);
     host.leave();
-    await session;
+    await connection;
     expect(await shell.exited).toBe(128 + 9); // SIGKILL
   });
 });

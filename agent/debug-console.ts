@@ -3,9 +3,9 @@
 //
 // A port has no accept(): the guest only sees whether a host is connected. Opened
 // non-blocking, a read returns 0 while no host is connected, EAGAIN while one is but
-// sent nothing, and data otherwise. So: probe for a host, then run one session (shell
-// ↔ port) until the host goes away (its read sees EOF), hang the shell up, and probe
-// again. Each connection after the previous shell exited gets a new shell.
+// sent nothing, and data otherwise. So: probe for a host, then relay shells (a new one
+// whenever one exits) until the host goes away (a read sees EOF), hang the shell up,
+// and probe again.
 //
 // The port is driven by the event loop (epoll), never the thread pool, so nothing
 // here can hold back the agent's own channel (whose blocking reads use that pool).
@@ -18,6 +18,8 @@ import { DebugShell } from './debug-shell';
 
 /** How often an idle console looks for a host: the wait before a prompt appears. */
 const HOST_PROBE_MS = 250;
+/** A shell that lived shorter than this is followed by a new one only after this long. */
+const RESPAWN_MIN_LIFE_MS = 1000;
 
 export class DebugConsole {
   constructor(
@@ -32,16 +34,8 @@ export class DebugConsole {
       for (;;) {
         const host = await this.waitForHost();
         this.logger.info('debug console: host connected, starting a shell');
-        const port = portStream(host.fd);
-        let shell: DebugShell;
-        try {
-          shell = this.spawnShell();
-        } catch (err) {
-          port.destroy();
-          throw err;
-        }
-        await serveSession(port, shell, host.typedAhead, this.logger);
-        this.logger.info('debug console: session ended');
+        await serveConnection(portStream(host.fd), this.spawnShell, host.typedAhead, this.logger);
+        this.logger.info('debug console: host gone');
       }
     } catch (err) {
       this.logger.error({ err: (err as Error).message, device: this.devicePath }, 'debug console stopped');
@@ -67,16 +61,61 @@ export class DebugConsole {
 }
 
 /**
- * One connection: relays until the host goes away. When the shell exits first, the
- * host is told in-band (see lib/debug-console.ts) and its further input is dropped;
- * when the host goes first, the shell is hung up. Resolves once both are gone.
+ * One host connection: a shell relayed to it, and when that shell exits the host is
+ * told in-band (see lib/debug-console.ts) and gets a new one. The host leaving (EOF)
+ * hangs the current shell up and ends the connection.
+ *
+ * A new shell rather than waiting for the host to leave: a client queued behind this
+ * one (the VMM accepts it the moment this one closes) can connect before the guest
+ * ever sees the port closed, and must still find a shell.
  */
-export async function serveSession(host: Duplex, shell: DebugShell, typedAhead: Buffer, logger: Logger): Promise<void> {
-  let shellExited = false;
+export async function serveConnection(host: Duplex, spawnShell: () => DebugShell, typedAhead: Buffer, logger: Logger): Promise<void> {
+  let gone = false;
+  const hostGone = new Promise<void>((resolve) => {
+    const leave = (): void => {
+      gone = true;
+      resolve();
+    };
+    host.once('end', leave);
+    host.once('close', leave);
+    host.once('error', (err) => {
+      logger.warn({ err: err.message }, 'debug console: port error');
+      leave();
+    });
+  });
+  let shell: DebugShell | undefined;
+  // Input that comes between two shells is kept for the next one.
+  const pending = typedAhead.length > 0 ? [typedAhead] : [];
+  host.on('data', (data: Buffer) => (shell ? shell.write(data) : pending.push(data)));
+  try {
+    while (!gone) {
+      const started = Date.now();
+      const current = spawnShell();
+      relayOutput(current, host);
+      for (const data of pending.splice(0)) current.write(data);
+      shell = current;
+      const status = await Promise.race([current.exited, hostGone.then(() => undefined)]);
+      if (status === undefined) {
+        current.hangUp();
+        logger.info({ status: await current.exited }, 'debug console: host went away; shell hung up');
+        break;
+      }
+      shell = undefined;
+      logger.info({ status }, 'debug console: shell exited');
+      host.write(shellExitNotice(status));
+      // A shell that cannot start (or a client that ends it at once) must not make this spin.
+      if (Date.now() - started < RESPAWN_MIN_LIFE_MS) await Promise.race([hostGone, new Promise((r) => setTimeout(r, RESPAWN_MIN_LIFE_MS))]);
+    }
+  } finally {
+    host.destroy();
+  }
+}
+
+/** The shell's output to the host, no faster than the host takes it. */
+function relayOutput(shell: DebugShell, host: Duplex): void {
   let paused = false;
   shell.onData((data) => {
     if (host.destroyed || host.write(data) || paused) return;
-    // The host reads slower than the shell writes: stop reading the terminal meanwhile.
     paused = true;
     shell.pause();
     host.once('drain', () => {
@@ -84,29 +123,6 @@ export async function serveSession(host: Duplex, shell: DebugShell, typedAhead: 
       shell.resume();
     });
   });
-  if (typedAhead.length > 0) shell.write(typedAhead);
-  host.on('data', (data: Buffer) => {
-    if (!shellExited) shell.write(data);
-  });
-  const hostGone = new Promise<void>((resolve) => {
-    host.once('end', resolve);
-    host.once('close', resolve);
-    host.once('error', (err) => {
-      logger.warn({ err: err.message }, 'debug console: port error');
-      resolve();
-    });
-  });
-  const status = await Promise.race([shell.exited, hostGone.then(() => undefined)]);
-  if (status === undefined) {
-    shell.hangUp();
-    logger.info({ status: await shell.exited }, 'debug console: host went away; shell hung up');
-  } else {
-    shellExited = true;
-    logger.info({ status }, 'debug console: shell exited');
-    host.write(shellExitNotice(status));
-    await hostGone;
-  }
-  host.destroy();
 }
 
 /**

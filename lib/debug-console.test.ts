@@ -44,6 +44,6 @@ describe('debug console exit notice', () => {
   });
 
   it('tells a raw client (socat) in words', () => {
-    expect(shellExitNotice(0).toString()).toContain('[kata-ts debug console: the shell exited with status 0; connect again for a new one]');
+    expect(shellExitNotice(0).toString()).toContain('[kata-ts debug console: the shell exited with status 0; starting a new one]');
   });
 });

@@ -19,7 +19,7 @@ const MAX_STATUS_DIGITS = 3;
 const EMPTY = Buffer.alloc(0);
 
 export function shellExitNotice(status: number): Buffer {
-  return Buffer.from(`${EXIT_PREFIX}${status}${EXIT_END}\r\n[kata-ts debug console: the shell exited with status ${status}; connect again for a new one]\r\n`, 'latin1');
+  return Buffer.from(`${EXIT_PREFIX}${status}${EXIT_END}\r\n[kata-ts debug console: the shell exited with status ${status}; starting a new one]\r\n`, 'latin1');
 }
 
 /**
