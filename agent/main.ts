@@ -1,28 +1,46 @@
 // Guest agent entry point: started by the guest's /init (PID 1), serves the
-// AgentService over ttrpc on the virtio-serial port until DestroySandbox.
+// AgentService over ttrpc on the virtio-serial port until DestroySandbox, and the
+// debug console on its own port when the sandbox has one.
 // The channel's blocking reads hold one libuv pool thread for good; give the pool
 // room (read lazily by libuv, so setting it before the first file operation works).
 process.env.UV_THREADPOOL_SIZE ??= '16';
 import * as fs from 'fs';
 import * as path from 'path';
-import { createLogger } from '../lib/logger';
+import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
+import { createLogger, Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
 import { TtrpcServer } from '../ttrpc';
 import { AgentService } from './agent-service';
 import { CharDeviceStream, findVirtioPort } from './channel';
+import { DebugConsole } from './debug-console';
+import { spawnDebugShell } from './debug-shell';
 import { OciRuntime } from './oci-runtime';
 
 const PORT_NAME = process.env.KATATS_AGENT_PORT ?? 'agent.channel.0';
 const STATE_ROOT = '/run/katats-agent';
+const DEBUG_CONSOLE_PORT_WAIT_MS = 2000;
 
-async function waitForPort(timeoutMs: number): Promise<string> {
+/** The device of the virtio-serial port `name`, once the guest knows it; undefined after `timeoutMs`. */
+async function waitForPort(name: string, timeoutMs: number): Promise<string | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const device = findVirtioPort(PORT_NAME);
+    const device = findVirtioPort(name);
     if (device && fs.existsSync(device)) return device;
-    if (Date.now() > deadline) throw new Error(`virtio-serial port ${PORT_NAME} did not appear`);
+    if (Date.now() > deadline) return undefined;
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * The shim adds the console's port only when its configuration enables it. QEMU names
+ * it before the agent's port, so it is normally known by now; the short wait covers
+ * a guest that learns the names in another order.
+ */
+async function serveDebugConsole(logger: Logger): Promise<void> {
+  const device = await waitForPort(DEBUG_CONSOLE_PORT_NAME, DEBUG_CONSOLE_PORT_WAIT_MS);
+  if (!device) return;
+  logger.info({ device }, 'debug console enabled');
+  await new DebugConsole(device, () => spawnDebugShell(), logger).run();
 }
 
 async function main(): Promise<void> {
@@ -38,10 +56,12 @@ async function main(): Promise<void> {
   });
   const server = new TtrpcServer({ logger });
   server.addService(lookupService(AGENT_SERVICE), service.handlers());
-  const device = await waitForPort(30_000);
+  const device = await waitForPort(PORT_NAME, 30_000);
+  if (!device) throw new Error(`virtio-serial port ${PORT_NAME} did not appear`);
   const stream = new CharDeviceStream(fs.openSync(device, 'r+'));
   server.serveConnection(stream);
   logger.info({ device, version }, 'agent ready');
+  void serveDebugConsole(logger.child({ component: 'debug-console' }));
 }
 
 main().catch((err) => {

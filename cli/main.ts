@@ -1,10 +1,15 @@
 #!/usr/bin/env node
-// kata-ts-runtime: host and configuration checks, in the spirit of kata-runtime.
+// kata-ts-runtime: host and configuration checks and a debug shell, in the spirit of kata-runtime.
 //   check [--kvm-timeout S] [--tcg-timeout S]   what this host can run, found by trying
 //   env                                         the effective configuration and the files it came from, as JSON
+//   exec <sandbox-id>                           a root shell in the sandbox's guest (debug console)
+import * as os from 'os';
 import { resolveConfig } from '../config/config-location';
 import { errorMessage } from '../lib/errors';
 import { formatChecks, hasFatalFailure, runChecks } from './check';
+import { connectDebugConsole, findDebugConsole, relayConsole } from './exec';
+
+const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec <sandbox-id>\n';
 
 function option(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(name);
@@ -27,10 +32,23 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(JSON.stringify({ source: { via, files }, config }, null, 2) + '\n');
       return 0;
     }
-    default:
-      process.stderr.write('usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env\n');
-      return 2;
+    case 'exec': {
+      if (args.length !== 1) break;
+      const sandboxId = args[0];
+      // The configuration a sandbox without its own file gets: where its state lives.
+      const socket = await connectDebugConsole(findDebugConsole(resolveConfig({}).config, sandboxId), sandboxId);
+      // A raw-mode terminal must not outlive us, however we are stopped.
+      for (const signal of ['SIGTERM', 'SIGHUP', 'SIGINT'] as const) {
+        process.once(signal, () => {
+          if (process.stdin.isTTY) process.stdin.setRawMode(false);
+          process.exit(128 + os.constants.signals[signal]);
+        });
+      }
+      return relayConsole(socket, { stdin: process.stdin, stdout: process.stdout }, sandboxId);
+    }
   }
+  process.stderr.write(USAGE);
+  return 2;
 }
 
 main(process.argv.slice(2)).then(

@@ -23,6 +23,11 @@ describe('runtime configuration', () => {
     expect(parseConfig({ hypervisor: { vcpus: 2, maxVcpus: 2, memoryMiB: 512, maxMemoryMiB: 4096 } }, 'x.json').hypervisor).toMatchObject({ maxVcpus: 2, maxMemoryMiB: 4096 });
   });
 
+  it('leaves the debug console off unless asked for', () => {
+    expect(defaultConfig().agent.debugConsole).toBe(false);
+    expect(parseConfig({ agent: { debugConsole: true } }, 'test.json').agent.debugConsole).toBe(true);
+  });
+
   it.each([
     [{ hypervisor: { maxVcpus: 2.5 } }, "hypervisor.maxVcpus: must be a non-negative integer (0: the host's CPU count)"],
     [{ hypervisor: { maxVcpus: -4 } }, "hypervisor.maxVcpus: must be a non-negative integer (0: the host's CPU count)"],
@@ -42,6 +47,7 @@ describe('runtime configuration', () => {
     [{ hypervisor: { colour: 'red' } }, 'hypervisor.colour: unknown key'],
     [{ network: {} }, 'network: unknown section'],
     [{ agent: { bootTimeoutMs: -1 } }, 'agent.bootTimeoutMs: must be a positive number'],
+    [{ agent: { debugConsole: 'true' } }, 'agent.debugConsole: must be a boolean, got "true"'],
     [[], '(top level): must be a JSON object'],
   ])('rejects %j naming the key and reason', (raw, message) => {
     expect(() => parseConfig(raw, '/etc/x.json')).toThrow(InvalidArgumentError);

@@ -43,6 +43,8 @@ export interface RuntimeConfig {
     bootTimeoutMs: number;
     /** Default deadline of agent calls that are not waits or reads. */
     callTimeoutMs: number;
+    /** A root shell in the guest for `kata-ts-runtime exec` (Kata's debug_console_enabled). */
+    debugConsole: boolean;
   };
   runtime: {
     /** Where each sandbox keeps its VMM sockets, shared directory and console log. */
@@ -83,7 +85,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       // Where Debian's virtiofsd package (and Kata's default) puts it.
       virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : '',
     },
-    agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000 },
+    agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
     runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged' },
   };
 }

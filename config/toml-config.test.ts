@@ -35,6 +35,7 @@ default_maxmemory = 8192
 [agent.kata]
 dial_timeout = 90
 call_timeout = 10
+debug_console_enabled = true
 
 [runtime]
 state_dir = "/run/kt"
@@ -42,7 +43,7 @@ ksm = "off"
 `);
     const { config } = loadTomlConfig(main);
     expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, virtioFsDaemon: '' });
-    expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000 });
+    expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000, debugConsole: true });
     expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off' });
     expect(defaultConfig().runtime.ksm).toBe('unchanged');
   });
@@ -117,7 +118,7 @@ ksm = "off"
     ['colour = "red"\n', 'colour: unknown key at the top level'],
     ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu] (known: path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory)'],
     ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker] (known: path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory)'],
-    ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata] (known: dial_timeout, call_timeout)'],
+    ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata] (known: dial_timeout, call_timeout, debug_console_enabled)'],
     // keys of one VMM set for another
     ['[hypervisor.clh]\naccelerator = "kvm"\n', 'hypervisor.clh.accelerator: not a Cloud Hypervisor setting: Cloud Hypervisor and Firecracker run guests under KVM only'],
     ['[hypervisor.firecracker]\naccelerator = "tcg"\n', 'hypervisor.firecracker.accelerator: not a Firecracker setting: Cloud Hypervisor and Firecracker run guests under KVM only'],
@@ -141,6 +142,7 @@ ksm = "off"
     ['[hypervisor.qemu]\ndefault_vcpus = 4\ndefault_maxvcpus = 2\n', "hypervisor.qemu.default_maxvcpus: must be 0 (the host's CPU count) or at least the boot vCPUs (4)"],
     ['[hypervisor.qemu]\ndefault_maxmemory = 2048.5\n', "hypervisor.qemu.default_maxmemory: must be a non-negative integer of MiB (0: the host's memory)"],
     ['[hypervisor.qemu]\ndefault_maxmemory = 512\n', "hypervisor.qemu.default_maxmemory: must be 0 (the host's memory) or at least the boot memory (1024 MiB)"],
+    ['[agent.kata]\ndebug_console_enabled = "yes"\n', 'agent.kata.debug_console_enabled: must be a boolean, got "yes"'],
     ['[runtime]\nksm = "sometimes"\n', 'runtime.ksm: must be one of "on", "off", "unchanged", got "sometimes"'],
     ['[runtime]\nksm = true\n', 'runtime.ksm: must be a string, got true'],
     ['[hypervisor.firecracker]\n[runtime]\nksm = "on"\n', 'runtime.ksm: "on" cannot work with Firecracker: it never marks guest memory mergeable'],

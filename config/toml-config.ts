@@ -37,6 +37,7 @@ const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
 const AGENT_KEYS: Record<string, KeyMapping> = {
   dial_timeout: { field: 'bootTimeoutMs', convert: seconds },
   call_timeout: { field: 'callTimeoutMs', convert: seconds },
+  debug_console_enabled: { field: 'debugConsole' },
 };
 
 const RUNTIME_KEYS: Record<string, KeyMapping> = {

@@ -53,6 +53,11 @@ export interface VmConfig {
   maxMemoryMiB?: number;
   maxVcpus?: number;
   agentChannel: AgentChannel;
+  /**
+   * A second guest port for a root shell (`kata-ts-runtime exec`): the VMM listens on
+   * `socketPath`, created mode 0600, and the guest sees a virtio-serial port `portName`.
+   */
+  debugConsole?: { socketPath: string; portName: string };
   sharedDirectories: SharedDirectory[];
   /** The pod network: the VMM runs inside `netnsPath` and gets one virtio NIC per tap there. */
   network?: { netnsPath: string; nics: Array<{ tapName: string; mac: string }> };

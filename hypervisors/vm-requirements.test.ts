@@ -1,5 +1,7 @@
-import { InvalidArgumentError } from '../lib/errors';
+import { InvalidArgumentError, NotImplementedError } from '../lib/errors';
 import { vmConfigIn } from './testing/vm-fixture';
+import { buildClhVmConfig } from './cloud-hypervisor/vm-config';
+import { buildFirecrackerPlan } from './firecracker/vm-config';
 import { hybridVsock, requireKvm } from './vm-requirements';
 
 const base = vmConfigIn('/w', 'vmm');
@@ -20,5 +22,14 @@ describe('what the REST-driven VMMs demand of a VmConfig', () => {
     expect(() => hybridVsock({ ...base, agentChannel: { kind: 'vsock', guestCid: 3, port: 1024 } }, 'cloud-hypervisor')).toThrow(
       'cloud-hypervisor cannot use agentChannel kind "vsock" (its vsock device is not vhost-vsock); use agentChannel kind "hybrid-vsock"',
     );
+  });
+
+  it('refuses a debug console, which needs a virtio-serial port, in both VMMs', () => {
+    const withConsole = { ...base, debugConsole: { socketPath: '/w/debug-console.sock', portName: 'console.debug.0' } };
+    expect(() => buildFirecrackerPlan(withConsole, [])).toThrow(
+      new NotImplementedError('firecracker has no virtio-serial port for the debug console; kata-ts offers it with QEMU only: set [agent.kata] debug_console_enabled = false'),
+    );
+    expect(() => buildClhVmConfig(withConsole, {}, [])).toThrow('cloud-hypervisor has no virtio-serial port for the debug console');
+    expect(() => buildFirecrackerPlan(base, [])).not.toThrow();
   });
 });

@@ -1,7 +1,7 @@
 // What the drivers demand of a VmConfig, checked before anything is spawned so the
 // error names the option to change, and what they derive from it the same way.
 import * as fs from 'fs';
-import { HypervisorError, InvalidArgumentError } from '../lib/errors';
+import { HypervisorError, InvalidArgumentError, NotImplementedError } from '../lib/errors';
 import { VmConfig, VmDevice, VmResize, VmSize } from './hypervisor';
 
 /** Both VMMs use KVM directly; only QEMU can emulate a CPU. */
@@ -22,6 +22,16 @@ export function hybridVsock(config: VmConfig, vmm: string): { socketPath: string
     throw new InvalidArgumentError(`${vmm} cannot use agentChannel kind "${channel.kind}" (${why}); use agentChannel kind "hybrid-vsock"`);
   }
   return { socketPath: channel.socketPath, guestCid: HYBRID_VSOCK_GUEST_CID };
+}
+
+/**
+ * Their guests have no virtio-serial ports, where the QEMU driver puts the debug
+ * console; Kata serves it on vsock port 1026 there, which kata-ts does not yet.
+ */
+export function refuseDebugConsole(config: VmConfig, vmm: string): void {
+  if (config.debugConsole) {
+    throw new NotImplementedError(`${vmm} has no virtio-serial port for the debug console; kata-ts offers it with QEMU only: set [agent.kata] debug_console_enabled = false`);
+  }
 }
 
 export function requireGuestImage(config: VmConfig): void {

@@ -19,6 +19,7 @@ import { HostKsm, memoryMergeFor } from './ksm';
 import { GUEST_SHARED_DIR } from '../lib/guest-paths';
 import { containerResources, LinuxResources, vmSizing } from './resources';
 import { VmSizer } from './vm-sizer';
+import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 
 export const SHARED_FS_TAG = 'kataShared';
 const AGENT_PORT_NAME = 'agent.channel.0';
@@ -74,6 +75,11 @@ export class Sandbox {
 
   static workDirFor(config: RuntimeConfig, sandboxId: string): string {
     return path.join(config.runtime.stateDir, sandboxId);
+  }
+
+  /** The host side of the debug console (`kata-ts-runtime exec`), present while the VM runs if it has one. */
+  static debugConsoleSocket(config: RuntimeConfig, sandboxId: string): string {
+    return path.join(Sandbox.workDirFor(config, sandboxId), 'debug-console.sock');
   }
 
   /**
@@ -271,6 +277,7 @@ export class Sandbox {
       maxVcpus: sizing.max.vcpus,
       memoryMerge: memoryMergeFor(ksm),
       agentChannel: agentChannelFor(this.hypervisor.agentChannelKind, this.workDir),
+      debugConsole: this.config.agent.debugConsole ? { socketPath: Sandbox.debugConsoleSocket(this.config, this.id), portName: DEBUG_CONSOLE_PORT_NAME } : undefined,
       sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };

@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadConfigFrom, locateConfig, recordedConfigSource } from '../config/config-location';
 import { Logger } from '../lib/logger';
+import { isZombie, readTrimmed, recordedProcessRunning } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
 import { mountsBelow, removeUnlessMounted, unmount } from '../sandbox/rootfs';
@@ -53,7 +54,7 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
     if (netnsPath) await PodNetwork.cleanup(netnsPath, logger).catch((err) => logger.error({ err: (err as Error).message }, 'pod network cleanup failed'));
     for (const target of mountsBelow(workDir)) await unmount(target).catch(() => undefined);
     warnIfKept(removeUnlessMounted(workDir), logger);
-    const address = readFile(path.join(bundle, 'address'));
+    const address = readTrimmed(path.join(bundle, 'address'));
     if (address) removeSocket(address.replace(/^unix:\/\//, ''));
   }
 }
@@ -61,16 +62,11 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
 /** Waits while the process in `pidFile` (if it is still ours) runs; true when it is gone. */
 async function exitedWithin(pidFile: string, marker: string, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
-  while (isRunning(pidFile, marker)) {
+  while (recordedProcessRunning(pidFile, marker)) {
     if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 100));
   }
   return true;
-}
-
-function isRunning(pidFile: string, marker: string): boolean {
-  const pid = Number(readFile(pidFile));
-  return pid > 0 && readFile(`/proc/${pid}/cmdline`).replace(/\0/g, ' ').includes(marker) && !isZombie(pid);
 }
 
 function warnIfKept(stillMounted: string[], logger: Logger): void {
@@ -79,9 +75,9 @@ function warnIfKept(stillMounted: string[], logger: Logger): void {
 
 /** SIGKILLs the pid in `pidFile` if its command line still contains `marker` (pid reuse guard). */
 function killRecordedProcess(pidFile: string, marker: string, logger: Logger): void {
-  const pid = Number(readFile(pidFile));
+  const pid = Number(readTrimmed(pidFile));
   if (!(pid > 0)) return;
-  const cmdline = readFile(`/proc/${pid}/cmdline`).replace(/\0/g, ' ');
+  const cmdline = readTrimmed(`/proc/${pid}/cmdline`).replace(/\0/g, ' ');
   if (!cmdline.includes(marker)) return;
   try {
     process.kill(pid, 'SIGKILL');
@@ -91,17 +87,5 @@ function killRecordedProcess(pidFile: string, marker: string, logger: Logger): v
   }
   for (let i = 0; i < 100 && fs.existsSync(`/proc/${pid}`) && !isZombie(pid); i++) {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-  }
-}
-
-function isZombie(pid: number): boolean {
-  return /\) Z /.test(readFile(`/proc/${pid}/stat`));
-}
-
-function readFile(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8').trim();
-  } catch {
-    return '';
   }
 }

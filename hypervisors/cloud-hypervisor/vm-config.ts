@@ -3,7 +3,7 @@
 import * as path from 'path';
 import { InvalidArgumentError } from '../../lib/errors';
 import { VmConfig, VmDevice, VmResize, VmSize } from '../hypervisor';
-import { hotplugLimits, hybridVsock, podNetworkDevices, refuseBeyondLimits, requireKvm } from '../vm-requirements';
+import { hotplugLimits, hybridVsock, podNetworkDevices, refuseBeyondLimits, refuseDebugConsole, requireKvm } from '../vm-requirements';
 import { ClhDiskConfig, ClhNetConfig, ClhResize, ClhVmConfig } from './api';
 import { rootfsKernelParams } from '../rootfs-params';
 
@@ -44,6 +44,7 @@ const FS_QUEUES = { num_queues: 1, queue_size: 1024 };
 export function buildClhVmConfig(config: VmConfig, options: CloudHypervisorOptions, coldDevices: readonly VmDevice[]): ClhVmConfig {
   requireKvm(config, VMM_NAME);
   const vsock = hybridVsock(config, VMM_NAME);
+  refuseDebugConsole(config, VMM_NAME);
   const shares = config.sharedDirectories;
   if (shares.length > 0 && !options.virtiofsdPath) {
     throw new InvalidArgumentError(

@@ -3,7 +3,7 @@
 import * as path from 'path';
 import { InvalidArgumentError, NotImplementedError } from '../../lib/errors';
 import { VmConfig, VmDevice } from '../hypervisor';
-import { hybridVsock, podNetworkDevices, requireKvm } from '../vm-requirements';
+import { hybridVsock, podNetworkDevices, refuseDebugConsole, requireKvm } from '../vm-requirements';
 import { FcBootSource, FcDrive, FcMachineConfig, FcNetworkInterface, FcVsock } from './api';
 
 export const VMM_NAME = 'firecracker';
@@ -36,6 +36,7 @@ export interface FirecrackerBootPlan {
 export function buildFirecrackerPlan(config: VmConfig, coldDevices: readonly VmDevice[]): FirecrackerBootPlan {
   requireKvm(config, VMM_NAME);
   const vsock = hybridVsock(config, VMM_NAME);
+  refuseDebugConsole(config, VMM_NAME);
   if (config.sharedDirectories.length > 0) {
     throw new NotImplementedError(
       `${VMM_NAME} has no shared filesystem (neither virtio-fs nor 9p), so sharedDirectories (${config.sharedDirectories.map((d) => d.tag).join(', ')}) cannot work; ` +

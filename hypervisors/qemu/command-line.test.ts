@@ -98,6 +98,7 @@ describe('QEMU command line', () => {
     const args = buildQemuArgs({ ...base, agentChannel: { kind: 'vsock', guestCid: 3, port: 1024 } });
     expect(valueAfter(args, '-device')).toContain('vhost-vsock-pci,id=vsock0,guest-cid=3');
     expect(args.join(' ')).not.toContain('virtserialport');
+    expect(args.join(' ')).not.toContain('virtio-serial-pci');
   });
 
   it('shares directories over virtio-9p and escapes commas in paths', () => {

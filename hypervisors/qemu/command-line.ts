@@ -83,20 +83,21 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   }
 
   const channel = config.agentChannel;
-  switch (channel.kind) {
-    case 'virtio-serial':
-      args.push(
-        '-device', 'virtio-serial-pci,id=serial0',
-        '-chardev', `socket,id=agent,path=${escapeOptionValue(channel.socketPath)},server=on,wait=off`,
-        '-device', `virtserialport,chardev=agent,name=${channel.portName}`,
-      );
-      break;
-    case 'vsock':
-      args.push('-device', `vhost-vsock-pci,id=vsock0,guest-cid=${channel.guestCid}`);
-      break;
-    case 'hybrid-vsock':
-      throw new Error('QEMU has no hybrid vsock; use virtio-serial or vsock');
+  if (channel.kind === 'hybrid-vsock') throw new Error('QEMU has no hybrid vsock; use virtio-serial or vsock');
+  const serialPorts = [
+    // The debug console comes first: the guest learns port names in this order, so by
+    // the time the agent finds its own port, the console's is known as well.
+    ...(config.debugConsole ? [{ chardev: 'debugconsole', ...config.debugConsole }] : []),
+    ...(channel.kind === 'virtio-serial' ? [{ chardev: 'agent', socketPath: channel.socketPath, portName: channel.portName }] : []),
+  ];
+  if (serialPorts.length > 0) args.push('-device', 'virtio-serial-pci,id=serial0');
+  for (const port of serialPorts) {
+    args.push(
+      '-chardev', `socket,id=${port.chardev},path=${escapeOptionValue(port.socketPath)},server=on,wait=off`,
+      '-device', `virtserialport,chardev=${port.chardev},name=${port.portName}`,
+    );
   }
+  if (channel.kind === 'vsock') args.push('-device', `vhost-vsock-pci,id=vsock0,guest-cid=${channel.guestCid}`);
 
   config.sharedDirectories.forEach((dir, index) => {
     const id = `fs${index}`;

@@ -74,6 +74,9 @@ export class QemuHypervisor implements Hypervisor {
     });
     try {
       this.qmp = await Promise.race([QmpClient.connect(paths.qmpSocket, QMP_CONNECT_TIMEOUT_MS), spawnFailure, earlyExit]);
+      // QEMU made its sockets (before it answered QMP) with its umask; whoever connects to
+      // this one gets a root shell in the guest. An unrestricted console fails the start.
+      if (config.debugConsole) fs.chmodSync(config.debugConsole.socketPath, 0o600);
     } catch (err) {
       // A QEMU that aborts mid-handshake resets the QMP socket first; its stderr
       // (e.g. KVM refusing an MSR) is the reason a person can act on.

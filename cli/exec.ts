@@ -1,0 +1,89 @@
+// `kata-ts-runtime exec <sandbox-id>`: a root shell in a running sandbox's guest, over
+// the debug console the VM has when `[agent.kata] debug_console_enabled = true` (like
+// `kata-runtime exec`). The socket carries the guest terminal's bytes as they are; the
+// shell's exit comes as an in-band notice (lib/debug-console.ts).
+import * as fs from 'fs';
+import * as net from 'net';
+import { Readable, Writable } from 'stream';
+import { RuntimeConfig } from '../config/runtime-config';
+import { qemuPaths } from '../hypervisors/qemu';
+import { ShellExitScanner } from '../lib/debug-console';
+import { FailedPreconditionError, NotFoundError, UnavailableError } from '../lib/errors';
+import { recordedProcessRunning } from '../lib/recorded-process';
+import { validateId } from '../sandbox/identifiers';
+import { Sandbox } from '../sandbox/sandbox';
+
+/** What a terminal sends for end of input; the shell exits on it at an empty prompt. */
+const END_OF_INPUT = Buffer.from('\x04');
+
+/** The socket of the sandbox's debug console, or why there is none to use. */
+export function findDebugConsole(config: RuntimeConfig, sandboxId: string): string {
+  // The id becomes a path below the state dir.
+  validateId('sandbox', sandboxId);
+  const workDir = Sandbox.workDirFor(config, sandboxId);
+  if (!fs.existsSync(workDir)) throw new NotFoundError(`sandbox ${sandboxId} not found: no state in ${workDir} (runtime.state_dir is ${config.runtime.stateDir})`);
+  // The debug console exists only with QEMU, whose -name carries the sandbox id.
+  if (!recordedProcessRunning(qemuPaths(workDir).pidFile, `sandbox-${sandboxId}`)) throw new FailedPreconditionError(`sandbox ${sandboxId} is not running: its VM is not up`);
+  const socket = Sandbox.debugConsoleSocket(config, sandboxId);
+  if (!fs.existsSync(socket)) {
+    throw new FailedPreconditionError(`debug console is not enabled for sandbox ${sandboxId}: set [agent.kata] debug_console_enabled = true (it applies to sandboxes started afterwards)`);
+  }
+  return socket;
+}
+
+export function connectDebugConsole(socketPath: string, sandboxId: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection(socketPath);
+    socket.once('connect', () => {
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') reject(new FailedPreconditionError(`sandbox ${sandboxId} is not running: nothing serves its debug console ${socketPath}`));
+      else if (err.code === 'EACCES') reject(new FailedPreconditionError(`cannot open the debug console ${socketPath}: permission denied (only root may enter the guest)`));
+      else reject(new UnavailableError(`cannot connect to the debug console ${socketPath}: ${err.message}`, { cause: err }));
+    });
+  });
+}
+
+export interface ConsoleIo {
+  stdin: Readable & { isTTY?: boolean; setRawMode?(raw: boolean): unknown };
+  stdout: Writable;
+}
+
+/**
+ * Relays `io` to the console until the remote shell exits; resolves with its status.
+ * End of stdin is passed on as a terminal's end of input, so a shell reading a script
+ * from a pipe exits when the script ends. A TTY stdin is put in raw mode (keystrokes
+ * such as Ctrl-C go to the guest) and restored however this ends.
+ */
+export async function relayConsole(socket: net.Socket, io: ConsoleIo, sandboxId: string): Promise<number> {
+  const raw = Boolean(io.stdin.isTTY && io.stdin.setRawMode);
+  if (raw) io.stdin.setRawMode!(true);
+  const scanner = new ShellExitScanner();
+  const onInput = (data: Buffer): void => void socket.write(data);
+  const onInputEnd = (): void => void socket.write(END_OF_INPUT);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      io.stdin.on('data', onInput);
+      io.stdin.once('end', onInputEnd);
+      socket.on('data', (chunk: Buffer) => {
+        const { output, exitStatus } = scanner.push(chunk);
+        if (output.length > 0) io.stdout.write(output);
+        // Resolve once what came before the notice is written out.
+        if (exitStatus !== undefined) io.stdout.write('', () => resolve(exitStatus));
+      });
+      socket.once('error', (err) => reject(new UnavailableError(`sandbox ${sandboxId}: debug console failed: ${err.message}`, { cause: err })));
+      socket.once('close', () => {
+        io.stdout.write(scanner.flush());
+        reject(new UnavailableError(`sandbox ${sandboxId}: the debug console closed before the shell exited (did the VM stop?)`));
+      });
+    });
+  } finally {
+    io.stdin.off('data', onInput);
+    io.stdin.off('end', onInputEnd);
+    io.stdin.pause();
+    socket.destroy();
+    if (raw) io.stdin.setRawMode!(false);
+  }
+}
