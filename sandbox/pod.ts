@@ -178,9 +178,15 @@ export class Pod {
     return this.sandbox?.hypervisorPid() ?? 0;
   }
 
+  /**
+   * Stops the VM, also one still booting: containerd follows a Create it gave up on
+   * (ctr interrupted, a deadline) with Shutdown while our start may still be running,
+   * and that VM must not outlive the daemon.
+   */
   async destroy(): Promise<void> {
-    const sandbox = this.sandbox;
+    const sandbox = this.sandbox ?? (await this.starting?.catch(() => undefined));
     this.sandbox = undefined;
+    this.starting = undefined;
     await sandbox?.destroy();
   }
 

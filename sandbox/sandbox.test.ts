@@ -2,46 +2,16 @@
 // reaches the agent over it: a fake driver serves our ttrpc agent behind a fake
 // virtio-serial socket or a fake hybrid vsock, as QEMU and Cloud Hypervisor would.
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { defaultConfig } from '../config/runtime-config';
 import { FailedPreconditionError } from '../lib/errors';
 import { silentLogger } from '../lib/logger';
-import { AgentChannel, Hypervisor, VmConfig, VmExit } from '../hypervisors/hypervisor';
-import { serveHybridVsock } from '../hypervisors/testing/fake-hybrid-vsock';
 import { CallContext } from '../ttrpc';
 import { HostKsm } from './ksm';
 import { Sandbox } from './sandbox';
 import { fakeAgent, FakeAgent } from './testing/fake-agent';
-
-/** A VMM whose "guest" is our fake agent behind the channel kind it claims. */
-function fakeDriver(agentChannelKind: AgentChannel['kind'], agent: FakeAgent): Hypervisor & { booted?: VmConfig } {
-  let endpoint: net.Server | undefined;
-  let resolveExited!: (exit: VmExit) => void;
-  const driver: Hypervisor & { booted?: VmConfig } = {
-    name: `fake-${agentChannelKind}`,
-    agentChannelKind,
-    exited: new Promise((r) => (resolveExited = r)),
-    async start(config) {
-      driver.booted = config;
-      const channel = config.agentChannel;
-      if (channel.kind === 'hybrid-vsock') {
-        endpoint = await serveHybridVsock(channel.socketPath, { isListening: (port) => port === channel.port, accept: (_port, stream) => agent.server.serveConnection(stream) });
-      } else if (channel.kind === 'virtio-serial') {
-        endpoint = net.createServer((stream) => agent.server.serveConnection(stream));
-        await new Promise<void>((r) => endpoint!.listen(channel.socketPath, r));
-      }
-    },
-    async stop() {
-      await new Promise((r) => (endpoint ? endpoint.close(r) : r(undefined)));
-      resolveExited({ code: 0, signal: null });
-    },
-    pid: () => 4242,
-    consoleTail: () => '',
-  };
-  return driver;
-}
+import { fakeDriver } from './testing/fake-driver';
 
 function agentForSandbox(): FakeAgent {
   return fakeAgent({
