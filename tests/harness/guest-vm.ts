@@ -47,8 +47,12 @@ export interface BootedGuest {
 export interface BootOptions {
   accelerator?: Accelerator;
   memoryMiB?: number;
+  /** Hot-plug limits (VmConfig.maxVcpus / maxMemoryMiB); default: no growth. */
+  maxVcpus?: number;
+  maxMemoryMiB?: number;
   kernelParams?: string[];
   bootTimeoutMs?: number;
+  callTimeoutMs?: number;
 }
 
 /** Boots `variant` to agent-ready; on failure nothing is left running. */
@@ -65,7 +69,7 @@ export async function bootToAgent(variant: GuestVariant, options: BootOptions = 
     await hypervisor.start(vm);
     const { agent, details } = await TtrpcAgentClient.connect(vm.agentChannel, {
       bootTimeoutMs: options.bootTimeoutMs ?? 180_000,
-      callTimeoutMs: 30_000,
+      callTimeoutMs: options.callTimeoutMs ?? 30_000,
       vmExited: hypervisor.exited,
       logger: silentLogger(),
     });
@@ -128,6 +132,8 @@ function guestVmConfig(prefix: string, variant: GuestVariant, options: BootOptio
     kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', ...params, ...(options.kernelParams ?? [])],
     memoryMiB: options.memoryMiB ?? 512,
     vcpus: 1,
+    maxVcpus: options.maxVcpus,
+    maxMemoryMiB: options.maxMemoryMiB,
     agentChannel: { kind: 'virtio-serial', socketPath: path.join(workDir, 'agent.sock'), portName: 'agent.channel.0' },
     sharedDirectories: [{ tag: 'kataShared', hostPath: path.join(workDir, 'shared') }],
   };
