@@ -24,10 +24,11 @@ describe('kata-ts-runtime exec', () => {
 
   /** A process standing in for the sandbox's QEMU: recorded in its pid file, named after the sandbox. */
   function fakeVm(sandboxId: string): ChildProcess {
-    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', `sandbox-${sandboxId}`], { stdio: 'ignore' });
+    const pidFile = path.join(dir, 'default', sandboxId, 'qemu.pid');
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '-pidfile', pidFile], { stdio: 'ignore' });
     cleanups.push(() => child.kill('SIGKILL'));
-    fs.mkdirSync(path.join(dir, sandboxId), { recursive: true });
-    fs.writeFileSync(path.join(dir, sandboxId, 'qemu.pid'), `${child.pid}\n`);
+    fs.mkdirSync(path.dirname(pidFile), { recursive: true });
+    fs.writeFileSync(pidFile, `${child.pid}\n`);
     return child;
   }
 
@@ -57,8 +58,9 @@ describe('kata-ts-runtime exec', () => {
     });
 
     it('tells a missing sandbox from a stopped one from one without a console', () => {
-      expect(() => findDebugConsole(config, 'sb1')).toThrow(new NotFoundError(`sandbox sb1 not found: no state in ${dir}/sb1 (runtime.state_dir is ${dir})`));
-      fs.mkdirSync(path.join(dir, 'sb1'));
+      expect(() => findDebugConsole(config, 'sb1')).toThrow(new NotFoundError(`sandbox sb1 not found: no namespace in ${dir} has it (runtime.state_dir is ${dir})`));
+      expect(() => findDebugConsole(config, 'sb1', 'k8s.io')).toThrow(new NotFoundError(`sandbox sb1 not found in namespace k8s.io: no state in ${dir}/k8s.io/sb1 (runtime.state_dir is ${dir})`));
+      fs.mkdirSync(path.join(dir, 'default', 'sb1'), { recursive: true });
       expect(() => findDebugConsole(config, 'sb1')).toThrow(new FailedPreconditionError('sandbox sb1 is not running: its VM is not up'));
       fakeVm('sb1');
       expect(() => findDebugConsole(config, 'sb1')).toThrow(FailedPreconditionError);
@@ -67,9 +69,16 @@ describe('kata-ts-runtime exec', () => {
 
     it("is the socket in the sandbox's state directory while its VM runs", async () => {
       fakeVm('sb1');
-      const socketPath = path.join(dir, 'sb1', 'debug-console.sock');
+      const socketPath = path.join(dir, 'default', 'sb1', 'debug-console.sock');
       await fakeConsole(socketPath);
       expect(findDebugConsole(config, 'sb1')).toBe(socketPath);
+      expect(findDebugConsole(config, 'sb1', 'default')).toBe(socketPath);
+    });
+
+    it('asks for the namespace when two namespaces have the sandbox id', () => {
+      fs.mkdirSync(path.join(dir, 'a', 'sb1'), { recursive: true });
+      fs.mkdirSync(path.join(dir, 'b', 'sb1'), { recursive: true });
+      expect(() => findDebugConsole(config, 'sb1')).toThrow(new FailedPreconditionError('sandbox sb1 exists in namespaces a, b; name one with --namespace'));
     });
 
     it('reports a socket nobody serves as a sandbox that is not running', async () => {

@@ -4,6 +4,7 @@
 // shell's exit comes as an in-band notice (lib/debug-console.ts).
 import * as fs from 'fs';
 import * as net from 'net';
+import * as path from 'path';
 import { Readable, Writable } from 'stream';
 import { RuntimeConfig } from '../config/runtime-config';
 import { qemuPaths } from '../hypervisors/qemu';
@@ -11,20 +12,38 @@ import { ShellExitScanner } from '../lib/debug-console';
 import { FailedPreconditionError, NotFoundError, UnavailableError } from '../lib/errors';
 import { recordedProcessRunning } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
+import { canonical } from '../sandbox/rootfs';
 import { Sandbox } from '../sandbox/sandbox';
 
 /** What a terminal sends for end of input; the shell exits on it at an empty prompt. */
 const END_OF_INPUT = Buffer.from('\x04');
 
-/** The socket of the sandbox's debug console, or why there is none to use. */
-export function findDebugConsole(config: RuntimeConfig, sandboxId: string): string {
-  // The id becomes a path below the state dir.
+/**
+ * The state directory of `sandboxId`: in `namespace` when given, else in the one
+ * containerd namespace that has such a sandbox (ids are only unique per namespace).
+ */
+export function findSandboxDir(config: RuntimeConfig, sandboxId: string, namespace?: string): string {
+  // The ids become paths below the state dir.
   validateId('sandbox', sandboxId);
-  const workDir = Sandbox.workDirFor(config, sandboxId);
-  if (!fs.existsSync(workDir)) throw new NotFoundError(`sandbox ${sandboxId} not found: no state in ${workDir} (runtime.state_dir is ${config.runtime.stateDir})`);
-  // The debug console exists only with QEMU, whose -name carries the sandbox id.
-  if (!recordedProcessRunning(qemuPaths(workDir).pidFile, `sandbox-${sandboxId}`)) throw new FailedPreconditionError(`sandbox ${sandboxId} is not running: its VM is not up`);
-  const socket = Sandbox.debugConsoleSocket(config, sandboxId);
+  const stateDir = canonical(config.runtime.stateDir);
+  if (namespace) {
+    const workDir = Sandbox.workDirFor(config, namespace, sandboxId);
+    if (!fs.existsSync(workDir)) throw new NotFoundError(`sandbox ${sandboxId} not found in namespace ${namespace}: no state in ${workDir} (runtime.state_dir is ${config.runtime.stateDir})`);
+    return workDir;
+  }
+  const namespaces = (fs.existsSync(stateDir) ? fs.readdirSync(stateDir) : []).filter((ns) => fs.existsSync(path.join(stateDir, ns, sandboxId)));
+  if (namespaces.length === 0) throw new NotFoundError(`sandbox ${sandboxId} not found: no namespace in ${stateDir} has it (runtime.state_dir is ${config.runtime.stateDir})`);
+  if (namespaces.length > 1) throw new FailedPreconditionError(`sandbox ${sandboxId} exists in namespaces ${namespaces.join(', ')}; name one with --namespace`);
+  return Sandbox.workDirFor(config, namespaces[0], sandboxId);
+}
+
+/** The socket of the sandbox's debug console, or why there is none to use. */
+export function findDebugConsole(config: RuntimeConfig, sandboxId: string, namespace?: string): string {
+  const workDir = findSandboxDir(config, sandboxId, namespace);
+  // The debug console exists only with QEMU, which writes its pid file and names it in its argv.
+  const { pidFile } = qemuPaths(workDir);
+  if (!recordedProcessRunning(pidFile, pidFile)) throw new FailedPreconditionError(`sandbox ${sandboxId} is not running: its VM is not up`);
+  const socket = Sandbox.debugConsoleSocket(workDir);
   if (!fs.existsSync(socket)) {
     throw new FailedPreconditionError(`debug console is not enabled for sandbox ${sandboxId}: set [agent.kata] debug_console_enabled = true (it applies to sandboxes started afterwards)`);
   }

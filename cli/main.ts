@@ -2,14 +2,14 @@
 // kata-ts-runtime: host and configuration checks and a debug shell, in the spirit of kata-runtime.
 //   check [--kvm-timeout S] [--tcg-timeout S]   what this host can run, found by trying
 //   env                                         the effective configuration and the files it came from, as JSON
-//   exec <sandbox-id>                           a root shell in the sandbox's guest (debug console)
+//   exec [--namespace NS] <sandbox-id>          a root shell in the sandbox's guest (debug console)
 import * as os from 'os';
 import { resolveConfig } from '../config/config-location';
 import { errorMessage } from '../lib/errors';
 import { formatChecks, hasFatalFailure, runChecks } from './check';
 import { connectDebugConsole, findDebugConsole, relayConsole } from './exec';
 
-const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec <sandbox-id>\n';
+const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec [--namespace NS] <sandbox-id>\n';
 
 function option(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(name);
@@ -33,10 +33,10 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'exec': {
-      if (args.length !== 1) break;
-      const sandboxId = args[0];
+      const [sandboxId, namespace] = args.length === 1 ? [args[0]] : args.length === 3 && ['--namespace', '-n'].includes(args[0]) ? [args[2], args[1]] : [];
+      if (!sandboxId) break;
       // The configuration a sandbox without its own file gets: where its state lives.
-      const socket = await connectDebugConsole(findDebugConsole(resolveConfig({}).config, sandboxId), sandboxId);
+      const socket = await connectDebugConsole(findDebugConsole(resolveConfig({}).config, sandboxId, namespace), sandboxId);
       // A raw-mode terminal must not outlive us, however we are stopped.
       for (const signal of ['SIGTERM', 'SIGHUP', 'SIGINT'] as const) {
         process.once(signal, () => {

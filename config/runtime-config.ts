@@ -26,7 +26,15 @@ export interface HypervisorConfig {
   maxMemoryMiB: number;
   /** Cloud Hypervisor only: the virtiofsd that serves the sandbox's shared directory over virtio-fs. */
   virtioFsDaemon: string;
+  /**
+   * QEMU only: its `-sandbox` option (a seccomp filter QEMU installs on itself), as
+   * Kata's `seccompsandbox`; '' leaves QEMU unfiltered.
+   */
+  seccompSandbox: string;
 }
+
+/** Kata's recommended filter: no obsolete syscalls, no set*id, no fork/exec, no scheduler or resource changes. */
+export const DEFAULT_QEMU_SECCOMP_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 
 /**
  * The host's KSM (kernel same-page merging) at sandbox start: "on" starts ksmd and lets
@@ -84,6 +92,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       maxMemoryMiB: 0,
       // Where Debian's virtiofsd package (and Kata's default) puts it.
       virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : '',
+      seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
     runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged' },
@@ -98,6 +107,7 @@ const ONLY_FOR: Partial<Record<keyof HypervisorConfig, { kinds: readonly Hypervi
   accelerator: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker run guests under KVM only; the accelerator is a QEMU choice' },
   virtioFsDaemon: { kinds: ['clh'], reason: 'only Cloud Hypervisor shares the sandbox directory over virtio-fs (QEMU shares it over 9p, Firecracker has no shared filesystem)' },
   image: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead' },
+  seccompSandbox: { kinds: ['qemu'], reason: "it is QEMU's -sandbox option; Cloud Hypervisor and Firecracker install their own seccomp filters" },
 };
 
 /** Whether a `[hypervisor.<kind>]` block may set `field`. */
@@ -177,6 +187,7 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   if (!Number.isInteger(h.maxMemoryMiB) || h.maxMemoryMiB < 0) fail('hypervisor', 'maxMemoryMiB', "must be a non-negative integer of MiB (0: the host's memory)");
   if (h.maxVcpus !== 0 && h.maxVcpus < h.vcpus) fail('hypervisor', 'maxVcpus', `must be 0 (the host's CPU count) or at least the boot vCPUs (${h.vcpus})`);
   if (h.maxMemoryMiB !== 0 && h.maxMemoryMiB < h.memoryMiB) fail('hypervisor', 'maxMemoryMiB', `must be 0 (the host's memory) or at least the boot memory (${h.memoryMiB} MiB)`);
+  if (h.seccompSandbox && !/^(on|off)(,[a-z]+=(allow|deny|children))*$/.test(h.seccompSandbox)) fail('hypervisor', 'seccompSandbox', `must be QEMU -sandbox syntax such as ${JSON.stringify(DEFAULT_QEMU_SECCOMP_SANDBOX)} (or "" for none), got ${JSON.stringify(h.seccompSandbox)}`);
   if (h.kind === 'clh' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', 'must name the virtiofsd binary: Cloud Hypervisor shares the sandbox directory only over virtio-fs');
 }
 

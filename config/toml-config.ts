@@ -32,6 +32,7 @@ const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
   default_maxvcpus: { field: 'maxVcpus' },
   default_maxmemory: { field: 'maxMemoryMiB' },
   virtio_fs_daemon: { field: 'virtioFsDaemon' },
+  seccompsandbox: { field: 'seccompSandbox' },
 };
 
 const AGENT_KEYS: Record<string, KeyMapping> = {

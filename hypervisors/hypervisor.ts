@@ -46,6 +46,8 @@ export interface VmConfig {
    * unset keeps the VMM's default (QEMU merges, Cloud Hypervisor does not).
    */
   memoryMerge?: boolean;
+  /** QEMU's -sandbox value (its own seccomp filter); undefined or '' for none. */
+  seccompSandbox?: string;
   /**
    * Hot-plug limits: resize() may grow the VM up to these (default: the boot size, no
    * growth). Every driver reserves the room at boot; none can raise them later.

@@ -8,6 +8,7 @@ import * as path from 'path';
 import { HypervisorError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { VmExit } from './hypervisor';
+import { vmmCommand } from './vmm-launch';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from './tail-buffer';
 
 /** How long a VMM may take to quit once asked, before SIGKILL. */
@@ -64,7 +65,7 @@ export class VmmProcess {
     const stdout = options.stdoutFile ? fs.openSync(options.stdoutFile, 'a') : 'ignore';
     try {
       // nsenter joins the netns and execs the VMM: same pid, and the VMM sees the taps.
-      const [command, args] = options.netnsPath ? ['nsenter', [`--net=${options.netnsPath}`, '--', binary, ...options.args]] : [binary, options.args];
+      const [command, args] = vmmCommand(binary, options.args, options.netnsPath);
       // Own process group: a signal meant for the shim's group does not stop the VM.
       const child = spawn(command, args, { stdio: ['ignore', stdout, 'pipe'], detached: true });
       return new VmmProcess(child, options);

@@ -20,7 +20,7 @@ describe('Pod', () => {
     const agent = fakeAgent({ CreateSandbox: () => ({}), DestroySandbox: () => ({}), GetOOMEvent: () => new Promise(() => undefined) });
     let boot!: () => void;
     const driver = fakeDriver('virtio-serial', agent, new Promise((r) => (boot = r)));
-    const pod = new Pod({ resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
+    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
     const bundle = path.join(dir, 'bundle');
     fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
@@ -33,7 +33,7 @@ describe('Pod', () => {
       await destroyed;
       expect(driver.stopped).toBe(true);
       expect(agent.calls).toContain('DestroySandbox');
-      expect(fs.existsSync(path.join(config.runtime.stateDir, 'c1'))).toBe(false);
+      expect(fs.existsSync(path.join(config.runtime.stateDir, 'default', 'c1'))).toBe(false);
       await expect(create).rejects.toThrow(UnavailableError);
     } finally {
       await agent.server.close();

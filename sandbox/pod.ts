@@ -43,6 +43,8 @@ export interface PodEvents {
 }
 
 export interface PodDeps {
+  /** The containerd namespace this shim serves: the sandbox's state is keyed by it and the sandbox id. */
+  namespace: string;
   /** Finds and reads the sandbox's configuration; called at the first Create, which knows the spec and options. */
   resolveConfig(hints: ConfigHints): LoadedConfig;
   /** The driver for the configured VMM. */
@@ -54,6 +56,8 @@ export class Pod {
   private starting: Promise<Sandbox> | undefined;
   /** The sandbox's one configuration, from its first Create; cleared if that sandbox fails to start. */
   private loaded: LoadedConfig | undefined;
+  /** Set once teardown began: no Create may boot a VM that nothing would stop. */
+  private tornDown = false;
 
   constructor(
     private readonly deps: PodDeps,
@@ -62,6 +66,7 @@ export class Pod {
   ) {}
 
   async create(params: CreateParams): Promise<Container> {
+    if (this.tornDown) throw new FailedPreconditionError(`container ${params.id}: this shim is shutting down its sandbox; create the container again (a new shim will serve it)`);
     validateId('container', params.id);
     const spec = readBundleSpec(params.bundle);
     const sandboxId = validateId('sandbox', spec.annotations?.[CRI_SANDBOX_ID] || params.id);
@@ -184,6 +189,7 @@ export class Pod {
    * and that VM must not outlive the daemon.
    */
   async destroy(): Promise<void> {
+    this.tornDown = true;
     const sandbox = this.sandbox ?? (await this.starting?.catch(() => undefined));
     this.sandbox = undefined;
     this.starting = undefined;
@@ -223,6 +229,7 @@ export class Pod {
       const logger = this.logger.child({ sandbox: sandboxId });
       this.starting = Sandbox.start({
         id: sandboxId,
+        namespace: this.deps.namespace,
         hostname,
         netnsPath,
         config,

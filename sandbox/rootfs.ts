@@ -2,8 +2,10 @@
 // exposes it to the guest through the sandbox's shared directory.
 import { execFile } from 'child_process';
 import * as fs from 'fs';
+import * as path from 'path';
 import { promisify } from 'util';
 import { InternalError, InvalidArgumentError } from '../lib/errors';
+import { removeTreeOnOneFilesystem } from './safe-paths';
 
 const execFileAsync = promisify(execFile);
 
@@ -31,9 +33,15 @@ export async function mountAll(mounts: MountSpec[], target: string): Promise<voi
   }
 }
 
-export async function bindMount(source: string, target: string): Promise<void> {
-  fs.mkdirSync(target, { recursive: true });
+/**
+ * Binds `source` over `target` (a directory or file the caller made with the
+ * safe-paths helpers) and sets the bind's own flags: always nosuid,nodev (what the
+ * guest sees through it must never become a set-id program or a usable device node on
+ * the host), ro when asked. A bind has its own flags, so this never changes `source`'s.
+ */
+export async function bindMount(source: string, target: string, opts: { readonly?: boolean } = {}): Promise<void> {
   await runMount(['--bind', source, target]);
+  await runMount(['-o', `remount,bind,nosuid,nodev${opts.readonly ? ',ro' : ''}`, target]);
 }
 
 /** Unmounts `target` if it is a mount point; lazily when it stays busy. */
@@ -55,18 +63,17 @@ export function isMountPoint(target: string): boolean {
   } catch {
     return false;
   }
-  const real = (() => {
-    try {
-      return fs.realpathSync(target);
-    } catch {
-      return target;
-    }
-  })();
+  const real = canonical(target);
   return mounts.split('\n').some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === real);
 }
 
-/** Mount points at or below `dir`, deepest first (for cleanup). */
+/**
+ * Mount points at or below `dir`, deepest first (for cleanup). mountinfo names mount
+ * points by their canonical paths, so `dir` is canonicalised first: a state directory
+ * reached through a symlink (Debian's /var/run) must not hide live binds.
+ */
 export function mountsBelow(dir: string): string[] {
+  dir = canonical(dir);
   let mounts: string;
   try {
     mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
@@ -88,8 +95,20 @@ export function mountsBelow(dir: string): string[] {
  */
 export function removeUnlessMounted(dir: string): string[] {
   const mounted = mountsBelow(dir);
-  if (mounted.length === 0) fs.rmSync(dir, { recursive: true, force: true });
-  return mounted;
+  if (mounted.length > 0) return mounted;
+  // Also safe if a mount appears meanwhile: the walk never leaves dir's filesystem nor follows a symlink.
+  return removeTreeOnOneFilesystem(dir);
+}
+
+/** The path with symlinks resolved as far as it exists (a missing tail is kept as given). */
+export function canonical(p: string): string {
+  const absolute = path.resolve(p);
+  try {
+    return fs.realpathSync(absolute);
+  } catch {
+    const parent = path.dirname(absolute);
+    return parent === absolute ? absolute : path.join(canonical(parent), path.basename(absolute));
+  }
 }
 
 function unescapeMountPath(p: string): string {

@@ -37,9 +37,9 @@ describe('Sandbox and the agent channel', () => {
     config.runtime.stateDir = dir;
     const agent = agentForSandbox();
     const driver = fakeDriver(kind, agent);
-    const sandbox = await Sandbox.start({ id: 'pod1', hostname: 'pod1-host', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')) });
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'pod1-host', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')) });
     try {
-      expect(driver.booted?.agentChannel).toEqual({ ...expected, socketPath: path.join(dir, 'pod1', expected.socketPath) });
+      expect(driver.booted?.agentChannel).toEqual({ ...expected, socketPath: path.join(dir, 'default', 'pod1', expected.socketPath) });
       expect(sandbox.details?.agent_version).toBe('fake-1');
       expect(agent.requests.get('CreateSandbox')).toMatchObject({ sandbox_id: 'pod1', hostname: 'pod1-host', shared_fs_tag: 'kataShared' });
     } finally {
@@ -47,7 +47,7 @@ describe('Sandbox and the agent channel', () => {
       await agent.server.close();
     }
     expect(agent.calls).toContain('DestroySandbox');
-    expect(fs.existsSync(path.join(dir, 'pod1'))).toBe(false);
+    expect(fs.existsSync(path.join(dir, 'default', 'pod1'))).toBe(false);
   });
 
   describe('with KSM configured', () => {
@@ -63,7 +63,7 @@ describe('Sandbox and the agent channel', () => {
       config.runtime.ksm = ksm;
       const agent = agentForSandbox();
       const driver = fakeDriver('virtio-serial', agent);
-      const sandbox = await Sandbox.start({ id: 'pod1', hostname: 'h', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(hostKsmDir) }).finally(() => agent.server.close());
+      const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(hostKsmDir) }).finally(() => agent.server.close());
       await sandbox.destroy();
       return driver.booted;
     };
@@ -85,7 +85,7 @@ describe('Sandbox and the agent channel', () => {
       config.runtime.stateDir = path.join(dir, 'state');
       config.runtime.ksm = 'on';
       const driver = fakeDriver('virtio-serial', agentForSandbox());
-      await expect(Sandbox.start({ id: 'pod1', hostname: 'h', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'absent')) })).rejects.toThrow(FailedPreconditionError);
+      await expect(Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: driver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'absent')) })).rejects.toThrow(FailedPreconditionError);
       expect(driver.booted).toBeUndefined();
       expect(fs.existsSync(path.join(dir, 'state', 'pod1'))).toBe(false);
     });

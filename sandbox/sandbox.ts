@@ -10,7 +10,14 @@ import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
 import { ExitInfo, LOST_EXIT_STATUS, TaskProcess } from './task-process';
-import { bindMount, mountAll, MountSpec, mountsBelow, removeUnlessMounted, unmount } from './rootfs';
+import { bindMount, canonical, mountAll, MountSpec, mountsBelow, removeUnlessMounted, unmount } from './rootfs';
+import { containerShareDir, setUpShare, ShareLayout, shareLayout } from './shared-fs';
+import { ensureDirChain } from './safe-paths';
+import { validateId } from './identifiers';
+import { writeProcessRecord } from '../lib/recorded-process';
+
+/** The record of the daemon that owns a sandbox's state directory (pid + start time). */
+export const SANDBOX_OWNER_FILE = 'owner';
 import { guestSpec, OciSpec } from './spec';
 import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
@@ -60,6 +67,8 @@ export class Sandbox {
   private sizer: VmSizer | undefined;
   private destroyed = false;
   details: GuestDetails | undefined;
+  /** Host-private mount directory and the read-only view of it the guest gets. */
+  readonly share: ShareLayout;
 
   private constructor(
     readonly id: string,
@@ -71,15 +80,21 @@ export class Sandbox {
     private readonly hostKsm: HostKsm,
   ) {
     this.devices = new ContainerDevices(hypervisor, logger);
+    this.share = shareLayout(workDir);
   }
 
-  static workDirFor(config: RuntimeConfig, sandboxId: string): string {
-    return path.join(config.runtime.stateDir, sandboxId);
+  /**
+   * `<state_dir>/<namespace>/<sandbox>`, with state_dir canonicalised: two namespaces
+   * may use the same sandbox id at once, and mount points are only recognised under
+   * their canonical path.
+   */
+  static workDirFor(config: RuntimeConfig, namespace: string, sandboxId: string): string {
+    return path.join(canonical(config.runtime.stateDir), validateId('namespace', namespace), validateId('sandbox', sandboxId));
   }
 
   /** The host side of the debug console (`kata-ts-runtime exec`), present while the VM runs if it has one. */
-  static debugConsoleSocket(config: RuntimeConfig, sandboxId: string): string {
-    return path.join(Sandbox.workDirFor(config, sandboxId), 'debug-console.sock');
+  static debugConsoleSocket(workDir: string): string {
+    return path.join(workDir, 'debug-console.sock');
   }
 
   /**
@@ -87,13 +102,21 @@ export class Sandbox {
    * `netnsPath`: the pod's network namespace (CRI made it and ran CNI in it), if any.
    * `hostKsm`: the host's KSM switch (tests pass one in a temporary directory).
    */
-  static async start(params: { id: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger; hostKsm?: HostKsm }): Promise<Sandbox> {
+  static async start(params: { id: string; namespace: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger; hostKsm?: HostKsm }): Promise<Sandbox> {
     const { id, config } = params;
-    const workDir = Sandbox.workDirFor(config, id);
-    if (fs.existsSync(workDir)) throw new AlreadyExistsError(`sandbox ${id}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
-    fs.mkdirSync(path.join(workDir, 'shared'), { recursive: true, mode: 0o700 });
+    const workDir = Sandbox.workDirFor(config, params.namespace, id);
+    fs.mkdirSync(path.dirname(workDir), { recursive: true, mode: 0o700 });
+    try {
+      fs.mkdirSync(workDir, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      throw new AlreadyExistsError(`sandbox ${id} in namespace ${params.namespace}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
+    }
     const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger, params.hostKsm ?? new HostKsm());
     try {
+      // A late `delete` (of an earlier run of this id, or of another container of the pod) leaves alone what a live owner has.
+      writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
+      await setUpShare(sandbox.share);
       await sandbox.boot(params.hostname, params.netnsPath);
     } catch (err) {
       const console = params.hypervisor.consoleTail(2048).trim();
@@ -127,10 +150,9 @@ export class Sandbox {
     const agent = this.requireAgent();
     if (this.containers.has(params.id)) throw new AlreadyExistsError(`container ${params.id} already exists in sandbox ${this.id}`);
     const logger = this.logger.child({ container: params.id });
-    const sharedDir = path.join(this.workDir, 'shared');
-    const sharedRootfs = path.join(sharedDir, params.id, 'rootfs');
+    const privateDir = this.share.privateDir;
     // Checked before anything is mounted: a source that cannot be shared fails the Create.
-    const volumes = planVolumes(params.id, spec.mounts ?? [], sharedDir);
+    const volumes = planVolumes(params.id, spec.mounts ?? [], privateDir);
     const devices = this.devices.plan(params.id, spec);
     const mounts: string[] = [];
     try {
@@ -140,9 +162,10 @@ export class Sandbox {
         await mountAll(rootfs, hostRootfs);
         mounts.push(hostRootfs);
       }
+      const sharedRootfs = ensureDirChain(privateDir, [params.id, 'rootfs']);
       await bindMount(hostRootfs, sharedRootfs);
       mounts.push(sharedRootfs);
-      mounts.push(...(await mountShares(volumes.shares)));
+      mounts.push(...(await mountShares(volumes.shares, privateDir)));
       await this.devices.plug(params.id, devices);
       const forGuest = guestSpec(spec, { containerId: params.id, rootfs: path.posix.join(GUEST_SHARED_DIR, params.id, 'rootfs'), mounts: volumes.mounts }, logger);
       await agent.createContainer({
@@ -156,7 +179,8 @@ export class Sandbox {
       this.sizer?.forget(params.id);
       await this.devices.unplug(params.id);
       await unmountAll(mounts.reverse(), logger);
-      this.removeDir(path.join(this.workDir, 'shared', params.id));
+      this.removeDir(containerShareDir(this.share, params.id));
+      if (this.destroyed) throw new UnavailableError(`container ${params.id}: sandbox ${this.id} was torn down while the container was being created`, { cause: err });
       throw err;
     }
     const container = new Container({ ...params, mounts: mounts.reverse() }, agent, logger);
@@ -216,7 +240,7 @@ export class Sandbox {
       await this.devices.unplug(id);
     }
     await unmountAll(container.params.mounts, this.logger);
-    this.removeDir(path.join(this.workDir, 'shared', id));
+    this.removeDir(containerShareDir(this.share, id));
     this.containers.delete(id);
     this.sizer?.forget(id);
     return container;
@@ -249,6 +273,7 @@ export class Sandbox {
     this.containers.clear();
     await unmountAll(mountsBelow(this.workDir), this.logger);
     this.removeDir(this.workDir);
+    removeIfEmpty(path.dirname(this.workDir));
   }
 
   private removeDir(dir: string): void {
@@ -276,9 +301,10 @@ export class Sandbox {
       maxMemoryMiB: sizing.max.memoryMiB,
       maxVcpus: sizing.max.vcpus,
       memoryMerge: memoryMergeFor(ksm),
+      seccompSandbox: h.seccompSandbox,
       agentChannel: agentChannelFor(this.hypervisor.agentChannelKind, this.workDir),
-      debugConsole: this.config.agent.debugConsole ? { socketPath: Sandbox.debugConsoleSocket(this.config, this.id), portName: DEBUG_CONSOLE_PORT_NAME } : undefined,
-      sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: path.join(this.workDir, 'shared') }],
+      debugConsole: this.config.agent.debugConsole ? { socketPath: Sandbox.debugConsoleSocket(this.workDir), portName: DEBUG_CONSOLE_PORT_NAME } : undefined,
+      sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: this.share.guestDir }],
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };
     await this.hypervisor.start(vm);
@@ -331,5 +357,14 @@ export class Sandbox {
 async function unmountAll(targets: string[], logger: Logger): Promise<void> {
   for (const target of targets) {
     await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
+  }
+}
+
+/** Removes the per-namespace directory once its last sandbox is gone; another sandbox may still use it. */
+function removeIfEmpty(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    /* not empty, or already gone */
   }
 }

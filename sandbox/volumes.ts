@@ -1,13 +1,15 @@
 // Host bind mounts of a container (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname,
 // volumes, emptyDirs, `ctr run --mount`) reach the guest through the sandbox's shared
-// directory: each source is bind-mounted under <shared>/<container>/mounts/<n> on the
-// host, which the guest sees over virtio-9p, and the spec's source becomes that
+// directory: each source is bind-mounted (nosuid,nodev) under
+// <private>/<container>/mounts/<n> on the host, which the guest sees through the
+// read-only share (shared-fs.ts) over virtio-9p, and the spec's source becomes that
 // guest path. The pod's /dev/shm becomes the guest's pod-wide tmpfs instead.
 import * as fs from 'fs';
 import * as path from 'path';
 import { FailedPreconditionError } from '../lib/errors';
 import { GUEST_SHARED_DIR, SANDBOX_SHM_DIR } from '../lib/guest-paths';
-import { isMountPoint, runMount, unmount } from './rootfs';
+import { bindMount, isMountPoint, unmount } from './rootfs';
+import { ensureDirChain, ensureEmptyFile } from './safe-paths';
 
 export interface OciMount {
   destination: string;
@@ -19,7 +21,7 @@ export interface OciMount {
 /** One host path made visible in the guest. */
 export interface VolumeShare {
   hostSource: string;
-  /** Bind target inside the sandbox's shared directory (on the host). */
+  /** Bind target inside the sandbox's host-private mount directory. */
   sharedPath: string;
   isDirectory: boolean;
   readonly: boolean;
@@ -41,7 +43,7 @@ function kindOf(stat: fs.Stats): string | undefined {
  * Plans the shares for `mounts` and returns the mounts the guest spec gets. Refuses,
  * before anything is mounted, sources that cannot cross into a VM over 9p.
  */
-export function planVolumes(containerId: string, mounts: OciMount[], hostSharedDir: string): { mounts: OciMount[]; shares: VolumeShare[] } {
+export function planVolumes(containerId: string, mounts: OciMount[], hostPrivateDir: string): { mounts: OciMount[]; shares: VolumeShare[] } {
   const shares: VolumeShare[] = [];
   const out = mounts.map((m) => {
     if (!isHostBind(m)) return m;
@@ -57,24 +59,30 @@ export function planVolumes(containerId: string, mounts: OciMount[], hostSharedD
     const kind = kindOf(stat);
     if (kind) throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: host source ${source} is a ${kind}, which cannot be shared into the VM (only files and directories can)`);
     const name = String(shares.length);
-    shares.push({ hostSource: source, sharedPath: path.join(hostSharedDir, containerId, 'mounts', name), isDirectory: stat.isDirectory(), readonly: (m.options ?? []).includes('ro') });
+    shares.push({ hostSource: source, sharedPath: path.join(hostPrivateDir, containerId, 'mounts', name), isDirectory: stat.isDirectory(), readonly: (m.options ?? []).includes('ro') });
     return { ...m, source: path.posix.join(GUEST_SHARED_DIR, containerId, 'mounts', name) };
   });
   return { mounts: out, shares };
 }
 
-/** Bind-mounts each share; on failure unmounts what it did. Returns the mount points. */
-export async function mountShares(shares: VolumeShare[]): Promise<string[]> {
+/**
+ * Bind-mounts each share below `hostPrivateDir` (whose <container>/mounts/ the caller
+ * has not made yet); on failure unmounts what it did. Returns the mount points.
+ * Every directory on the way is created and checked one component at a time and a
+ * file target is opened O_NOFOLLOW without truncation, so even a symlink found there
+ * could not redirect a mount or empty a host file.
+ */
+export async function mountShares(shares: VolumeShare[], hostPrivateDir: string): Promise<string[]> {
   const done: string[] = [];
   try {
     for (const s of shares) {
-      fs.mkdirSync(path.dirname(s.sharedPath), { recursive: true });
-      if (s.isDirectory) fs.mkdirSync(s.sharedPath, { recursive: true });
-      else fs.writeFileSync(s.sharedPath, '');
-      await runMount(['--bind', s.hostSource, s.sharedPath]);
+      const relative = path.relative(hostPrivateDir, s.sharedPath).split(path.sep);
+      const dir = ensureDirChain(hostPrivateDir, relative.slice(0, -1));
+      const name = relative[relative.length - 1];
+      if (s.isDirectory) ensureDirChain(dir, [name]);
+      else ensureEmptyFile(dir, name);
+      await bindMount(s.hostSource, s.sharedPath, { readonly: s.readonly });
       done.push(s.sharedPath);
-      // Read-only on the host side too: the guest must not be able to write through 9p.
-      if (s.readonly) await runMount(['-o', 'remount,bind,ro', s.sharedPath]);
     }
   } catch (err) {
     for (const target of done.reverse()) if (isMountPoint(target)) await unmount(target).catch(() => undefined);

@@ -12,6 +12,7 @@ import { TtrpcServer } from '../ttrpc';
 import { TtrpcEventPublisher } from './events';
 import { ShimFlags } from './flags';
 import { publishExit, TaskService } from './task-service';
+import { removeSocket } from './socket';
 
 const READY_FD = 3;
 
@@ -54,6 +55,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     const shutdown = (reason: string): Promise<void> =>
       (shuttingDown ??= (async () => {
         logger.info({ reason }, 'shim shutting down');
+        removeSocket(flags.socket);
         await pod.destroy().catch((err) => logger.error({ err }, 'sandbox cleanup failed'));
         // Bounded: a containerd that stopped answering must not keep the daemon alive.
         await settleWithin(Promise.all([events.close().catch(() => undefined), server?.close().catch(() => undefined)]), EXIT_FLUSH_MS);
@@ -66,7 +68,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
         process.exit(0);
       })());
     // The configuration is read at the first Create: only then are the runtime options and the sandbox's spec known.
-    const pod = new Pod({ resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (config, l) => createHypervisor(config.hypervisor, l) }, {
+    const pod = new Pod({ namespace: flags.namespace, resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (config, l) => createHypervisor(config.hypervisor, l) }, {
       onExit: (c, p, exit) => publishExit(events, c, p, exit),
       onOom: (id) => events.publish('/tasks/oom', 'containerd.events.TaskOOM', { container_id: id }),
     }, logger);
@@ -75,6 +77,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
       events,
       logger,
       shutdown: async () => {
+        // From now on a `start` for this id (a quick re-run) must launch a new daemon, not reach this one.
+        removeSocket(flags.socket);
         await pod.destroy().catch((err) => logger.error({ err }, 'sandbox cleanup failed'));
         // Let the Shutdown response go out before the connection closes.
         setTimeout(() => void shutdown('Shutdown request'), 50);

@@ -1,28 +1,45 @@
-// `containerd-shim-kata-v2 delete`: containerd runs this when a shim died. Clean up
-// what the dead daemon owned for this container (and the VM, for the sandbox's own
-// container) and report the exit as SIGKILL, as Kata does.
-import * as fs from 'fs';
+// `containerd-shim-kata-v2 delete`: containerd runs this whenever its connection to a
+// shim drops, after a clean Shutdown as well as after a crash, and it may run late: by
+// then the same id may have been run again from the same bundle path, or another
+// container of the pod may still be served. So delete acts only on what its records
+// prove is abandoned:
+// - the daemon is named by `shim.pid` in the bundle (pid + start time); a live one gets
+//   a grace period to finish its own teardown, and is killed only if it then does not
+//   answer on its socket (a daemon that answers serves someone: the pod, or a re-run);
+// - the sandbox's state directory names its owner daemon in `owner`; while that owner
+//   lives, nothing in the directory is touched;
+// - the VM counts as ours only while its pid file's process has that pid file's exact
+//   path among its arguments.
+// It reports the exit as SIGKILL, as Kata does.
 import * as path from 'path';
 import { loadConfigFrom, locateConfig, recordedConfigSource } from '../config/config-location';
+import { defaultConfig, RuntimeConfig } from '../config/runtime-config';
 import { Logger } from '../lib/logger';
-import { isZombie, readTrimmed, recordedProcessRunning } from '../lib/recorded-process';
+import { lookupService, TASK_SERVICE } from '../lib/protos';
+import { killAndWait, readProcessRecord, readTrimmed, recordAlive, recordedProcessRunning } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
 import { mountsBelow, removeUnlessMounted, unmount } from '../sandbox/rootfs';
-import { Sandbox } from '../sandbox/sandbox';
+import { Sandbox, SANDBOX_OWNER_FILE } from '../sandbox/sandbox';
+import { containerShareDir, shareLayout } from '../sandbox/shared-fs';
 import { PodNetwork } from '../sandbox/network';
 import { readBundleSpec } from '../sandbox/spec';
 import { qemuPaths } from '../hypervisors/qemu';
+import { Code, TtrpcClient } from '../ttrpc';
 import { ShimFlags } from './flags';
 import { removeSocket } from './socket';
 
 export const KILLED_EXIT_STATUS = 137;
-/** How long a live daemon may take to finish its own teardown before we kill it. */
+/** How long a live daemon may take to finish its own teardown before we look closer. */
 const DAEMON_GRACE_MS = 10_000;
+/** How long a daemon has to answer a Connect before it counts as hung. */
+const DAEMON_ANSWER_MS = 5_000;
+/** The daemon's pid file in the bundle (pid + start time). */
+export const SHIM_PID_FILE = 'shim.pid';
 
 export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<void> {
   const bundle = flags.bundle || process.cwd();
-  // Both ids become paths that are unmounted and removed recursively below.
+  // Both ids become paths that are unmounted and removed below.
   let sandboxId = validateId('container', flags.id);
   let netnsPath: string | undefined;
   let annotations: Record<string, string> | undefined;
@@ -35,57 +52,91 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
     logger.warn({ err: (err as Error).message }, 'no readable spec; treating the container as its own sandbox');
   }
   validateId('sandbox', sandboxId);
-  // The file the daemon noted; without that note, the same search the daemon made, minus the runtime options delete never gets.
-  const { config } = loadConfigFrom(recordedConfigSource(bundle) ?? locateConfig({ annotations }));
-  const workDir = Sandbox.workDirFor(config, sandboxId);
+  const address = readTrimmed(path.join(bundle, 'address')).replace(/^unix:\/\//, '');
 
-  // This container's own mounts: the shared-dir bind first, then the bundle rootfs.
-  for (const target of [...mountsBelow(path.join(workDir, 'shared', flags.id)), path.join(bundle, 'rootfs')]) {
+  const shim = readProcessRecord(path.join(bundle, SHIM_PID_FILE));
+  if (recordAlive(shim)) {
+    // A daemon that answered Shutdown may still be finishing; one serving others keeps running.
+    if (!(await exitedWithin(shim, DAEMON_GRACE_MS))) {
+      if (await answers(address, flags.id)) {
+        logger.info({ pid: shim.pid }, 'the shim daemon is alive and answering: it owns this container; nothing to clean');
+        return;
+      }
+      logger.warn({ pid: shim.pid }, 'the shim daemon neither exited nor answers; killing it');
+      await killAndWait(shim.pid);
+    }
+  }
+
+  const workDir = Sandbox.workDirFor(stateConfig(bundle, annotations, logger), flags.namespace, sandboxId);
+  if (recordAlive(readProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE)))) {
+    // Another daemon (the pod's, or a later run of the same id) owns the state directory.
+    logger.info({ workDir }, 'the sandbox state belongs to a live shim daemon; leaving it');
+    return;
+  }
+
+  // This container's own mounts: its share binds first, then the bundle rootfs.
+  const containerDir = containerShareDir(shareLayout(workDir), flags.id);
+  for (const target of [...mountsBelow(containerDir), path.join(bundle, 'rootfs')]) {
     await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
   }
-  warnIfKept(removeUnlessMounted(path.join(workDir, 'shared', flags.id)), logger);
+  warnIfKept(removeUnlessMounted(containerDir), logger);
 
   if (sandboxId === flags.id) {
-    // containerd runs `delete` whenever the connection drops, also while a daemon that
-    // answered Shutdown is still finishing; give it the chance to end cleanly.
-    await exitedWithin(path.join(bundle, 'shim.pid'), 'dist/shim/main', DAEMON_GRACE_MS);
-    killRecordedProcess(path.join(bundle, 'shim.pid'), 'dist/shim/main', logger);
-    killRecordedProcess(qemuPaths(workDir).pidFile, `sandbox-${sandboxId}`, logger);
+    const { pidFile } = qemuPaths(workDir);
+    if (recordedProcessRunning(pidFile, pidFile)) {
+      const pid = Number(readTrimmed(pidFile));
+      await killAndWait(pid);
+      logger.info({ pid }, 'killed the VM its dead shim left');
+    }
     if (netnsPath) await PodNetwork.cleanup(netnsPath, logger).catch((err) => logger.error({ err: (err as Error).message }, 'pod network cleanup failed'));
-    for (const target of mountsBelow(workDir)) await unmount(target).catch(() => undefined);
+    for (const target of mountsBelow(workDir)) await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
     warnIfKept(removeUnlessMounted(workDir), logger);
-    const address = readTrimmed(path.join(bundle, 'address'));
-    if (address) removeSocket(address.replace(/^unix:\/\//, ''));
+    if (address && !(await answers(address, flags.id))) removeSocket(address);
   }
 }
 
-/** Waits while the process in `pidFile` (if it is still ours) runs; true when it is gone. */
-async function exitedWithin(pidFile: string, marker: string, ms: number): Promise<boolean> {
+/**
+ * The configuration that says where sandbox state lives: the file the daemon noted,
+ * else the search the daemon made. A file that is gone or no longer parses must not
+ * stop the cleanup: then the built-in state directory is tried.
+ */
+function stateConfig(bundle: string, annotations: Record<string, string> | undefined, logger: Logger): RuntimeConfig {
+  try {
+    return loadConfigFrom(recordedConfigSource(bundle) ?? locateConfig({ annotations })).config;
+  } catch (err) {
+    logger.error({ err: (err as Error).message }, 'the configuration cannot be read; cleaning up in the default state directory');
+    return defaultConfig();
+  }
+}
+
+/** Waits while the recorded process runs; true when it is gone. */
+async function exitedWithin(record: Parameters<typeof recordAlive>[0], ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
-  while (recordedProcessRunning(pidFile, marker)) {
+  while (recordAlive(record)) {
     if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 100));
   }
   return true;
 }
 
-function warnIfKept(stillMounted: string[], logger: Logger): void {
-  if (stillMounted.length > 0) logger.error({ stillMounted }, 'left a directory in place: mounts below it could not be removed');
+/** True when a Task service on `socket` answers a Connect within the bound (any status counts as an answer). */
+async function answers(socket: string, id: string): Promise<boolean> {
+  if (!socket) return false;
+  let client: TtrpcClient | undefined;
+  try {
+    client = await TtrpcClient.connect(socket);
+    await client.call(lookupService(TASK_SERVICE), 'Connect', { id }, { timeoutMs: DAEMON_ANSWER_MS }).catch((err: { code?: number }) => {
+      // A status from the daemon is an answer; only a deadline or a dropped connection is not.
+      if (err.code === undefined || err.code === Code.DEADLINE_EXCEEDED || err.code === Code.UNAVAILABLE) throw err;
+    });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    client?.close();
+  }
 }
 
-/** SIGKILLs the pid in `pidFile` if its command line still contains `marker` (pid reuse guard). */
-function killRecordedProcess(pidFile: string, marker: string, logger: Logger): void {
-  const pid = Number(readTrimmed(pidFile));
-  if (!(pid > 0)) return;
-  const cmdline = readTrimmed(`/proc/${pid}/cmdline`).replace(/\0/g, ' ');
-  if (!cmdline.includes(marker)) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-    logger.info({ pid, marker }, 'killed leftover process');
-  } catch {
-    /* already gone */
-  }
-  for (let i = 0; i < 100 && fs.existsSync(`/proc/${pid}`) && !isZombie(pid); i++) {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-  }
+function warnIfKept(stillMounted: string[], logger: Logger): void {
+  if (stillMounted.length > 0) logger.error({ stillMounted }, 'left a directory in place: mounts below it could not be removed');
 }

@@ -57,6 +57,7 @@ describe('runtime options from containerd', () => {
       config.runtime.stateDir = path.join(dir, 'vm');
       const pod = new Pod(
         {
+          namespace: 'default',
           resolveConfig: (h) => {
             hints.push(h);
             return { config, files: ['/etc/kata-containers/pod.toml'], via: 'test' };

@@ -8,6 +8,8 @@ import { CRI_SANDBOX_ID } from '../sandbox/pod';
 import { readBundleSpec } from '../sandbox/spec';
 import { daemonArgs, ShimFlags } from './flags';
 import { isListening, removeSocket, shimSocketPath } from './socket';
+import { SHIM_PID_FILE } from './delete';
+import { writeProcessRecord } from '../lib/recorded-process';
 
 const CRI_CONTAINER_TYPE = 'io.kubernetes.cri.container-type';
 const DAEMON_READY_TIMEOUT_MS = 30_000;
@@ -31,7 +33,8 @@ export async function startAction(flags: ShimFlags): Promise<string> {
   fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o711 });
   const pid = await spawnDaemon(flags, socket, bundle);
   writeBundleFile(bundle, 'address', address);
-  writeBundleFile(bundle, 'shim.pid', String(pid));
+  // pid and start time: a later delete must never mistake another process with a reused pid for this daemon.
+  writeProcessRecord(path.join(bundle, SHIM_PID_FILE), pid);
   return address;
 }
 

@@ -55,6 +55,7 @@ describe('Task service under random input', () => {
     const events: EventPublisher = { publish: () => undefined, flush: async () => undefined, close: async () => undefined };
     // No VM may ever start from fuzz input: the hypervisor factory fails loudly.
     const pod = new Pod({
+      namespace: 'default',
       resolveConfig: () => ({ config, files: [], via: 'test' }),
       newHypervisor: () => {
         throw new Error('fuzz input must not reach the hypervisor');

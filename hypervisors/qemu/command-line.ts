@@ -71,6 +71,8 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
     '-append', [...rootfsKernelParams(config.rootfs), ...config.kernelParams].join(' '),
     '-device', 'virtio-rng-pci',
   ];
+  // QEMU filters its own syscalls once set up: what a guest that took over device emulation can ask the host kernel.
+  if (config.seccompSandbox) args.push('-sandbox', config.seccompSandbox);
   if (image) {
     // The host maps the image read-only and shared: guests read its pages straight from
     // the host page cache; unarmed tells the guest the NVDIMM cannot be written.

@@ -2,6 +2,7 @@
 // block device hot-plug in block-hotplug.ts, vCPU/memory hot-plug in vm-resize.ts),
 // stops it gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
 import { ChildProcess, spawn } from 'child_process';
+import { vmmCommand } from '../vmm-launch';
 import * as fs from 'fs';
 import { FailedPreconditionError, HypervisorError, NotImplementedError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
@@ -50,8 +51,8 @@ export class QemuHypervisor implements Hypervisor {
     this.console = console;
     // Only its end matters (why start-up failed), and a QEMU that keeps complaining must not grow the shim.
     const stderr = new TailBuffer(VMM_STDERR_TAIL_BYTES);
-    // In a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
-    const [command, commandArgs] = config.network ? ['nsenter', [`--net=${config.network.netnsPath}`, '--', config.binaryPath, ...args]] : [config.binaryPath, args];
+    // Reduced capabilities; in a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
+    const [command, commandArgs] = vmmCommand(config.binaryPath, args, config.network?.netnsPath);
     const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
     child.stdout?.on('data', (chunk: Buffer) => console.push(chunk));
