@@ -107,3 +107,12 @@ export function removeTreeOnOneFilesystem(root: string): string[] {
   if (walk(root)) fs.rmdirSync(root);
   return kept;
 }
+
+/** Removes `dir` if it is an empty directory; another user may still have entries in it. */
+export function removeDirIfEmpty(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    /* not empty, or already gone */
+  }
+}

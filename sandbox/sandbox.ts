@@ -12,7 +12,7 @@ import { StdioPaths } from './process-io';
 import { ExitInfo, LOST_EXIT_STATUS, TaskProcess } from './task-process';
 import { bindMount, canonical, mountAll, MountSpec, mountsBelow, removeUnlessMounted, unmount } from './rootfs';
 import { containerShareDir, setUpShare, ShareLayout, shareLayout } from './shared-fs';
-import { ensureDirChain } from './safe-paths';
+import { ensureDirChain, removeDirIfEmpty } from './safe-paths';
 import { validateId } from './identifiers';
 import { writeProcessRecord } from '../lib/recorded-process';
 
@@ -273,7 +273,8 @@ export class Sandbox {
     this.containers.clear();
     await unmountAll(mountsBelow(this.workDir), this.logger);
     this.removeDir(this.workDir);
-    removeIfEmpty(path.dirname(this.workDir));
+    // The namespace's directory goes with its last sandbox.
+    removeDirIfEmpty(path.dirname(this.workDir));
   }
 
   private removeDir(dir: string): void {
@@ -357,14 +358,5 @@ export class Sandbox {
 async function unmountAll(targets: string[], logger: Logger): Promise<void> {
   for (const target of targets) {
     await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
-  }
-}
-
-/** Removes the per-namespace directory once its last sandbox is gone; another sandbox may still use it. */
-function removeIfEmpty(dir: string): void {
-  try {
-    fs.rmdirSync(dir);
-  } catch {
-    /* not empty, or already gone */
   }
 }

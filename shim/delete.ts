@@ -22,6 +22,7 @@ import { CRI_SANDBOX_ID } from '../sandbox/pod';
 import { mountsBelow, removeUnlessMounted, unmount } from '../sandbox/rootfs';
 import { Sandbox, SANDBOX_OWNER_FILE } from '../sandbox/sandbox';
 import { containerShareDir, shareLayout } from '../sandbox/shared-fs';
+import { removeDirIfEmpty } from '../sandbox/safe-paths';
 import { PodNetwork } from '../sandbox/network';
 import { readBundleSpec } from '../sandbox/spec';
 import { qemuPaths } from '../hypervisors/qemu';
@@ -91,6 +92,7 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
     if (netnsPath) await PodNetwork.cleanup(netnsPath, logger).catch((err) => logger.error({ err: (err as Error).message }, 'pod network cleanup failed'));
     for (const target of mountsBelow(workDir)) await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
     warnIfKept(removeUnlessMounted(workDir), logger);
+    removeDirIfEmpty(path.dirname(workDir));
     if (address && !(await answers(address, flags.id))) removeSocket(address);
   }
 }

@@ -62,7 +62,7 @@ describe('kata-ts-runtime exec (debug console)', () => {
   it("opens a root shell in the guest's own namespaces: the container's kernel and boot, not the host's", async () => {
     const id = 'dbg-shell';
     await withContainer(id, async () => {
-      const socket = fs.statSync(path.join(env.stateDir, id, 'debug-console.sock'));
+      const socket = fs.statSync(path.join(env.stateDir, env.containerd.namespace, id, 'debug-console.sock'));
       expect(socket.isSocket()).toBe(true);
       expect(socket.mode & 0o777).toBe(0o600);
 
@@ -148,7 +148,7 @@ describe('kata-ts-runtime exec (debug console)', () => {
     writeConfig(env.configPath, env.stateDir, { agent: { debugConsole: false } });
     const id = 'dbg-off';
     await withContainer(id, async () => {
-      expect(fs.existsSync(path.join(env.stateDir, id, 'debug-console.sock'))).toBe(false);
+      expect(fs.existsSync(path.join(env.stateDir, env.containerd.namespace, id, 'debug-console.sock'))).toBe(false);
       const off = await exec(id, 'exit\n');
       expect(off.code).toBe(1);
       expect(off.stderr).toContain(`debug console is not enabled for sandbox ${id}: set [agent.kata] debug_console_enabled = true`);

@@ -26,7 +26,7 @@ describe('faults and load', () => {
     const events = new EventLog(env.containerd);
     try {
       expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
-      const qemu = Number(fs.readFileSync(`${env.stateDir}/${id}/qemu.pid`, 'utf8'));
+      const qemu = Number(fs.readFileSync(`${env.stateDir}/${env.containerd.namespace}/${id}/qemu.pid`, 'utf8'));
       process.kill(qemu, 'SIGSTOP'); // the whole VM freezes: the agent cannot answer
       try {
         const started = Date.now();
@@ -51,7 +51,7 @@ describe('faults and load', () => {
     const id = 'fault-restart';
     expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
     const bundle = path.join(env.containerd.state, 'io.containerd.runtime.v2.task', env.containerd.namespace, id);
-    const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8'));
+    const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8').split(' ')[0]);
 
     await env.containerd.restart();
 

@@ -78,7 +78,7 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
     try {
       expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
       const bundle = path.join(env.containerd.state, 'io.containerd.runtime.v2.task', env.containerd.namespace, id);
-      const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8'));
+      const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8').split(' ')[0]);
       expect(fs.readFileSync(`/proc/${shimPid}/cmdline`, 'utf8')).toContain('dist/shim/main.js');
       process.kill(shimPid, 'SIGKILL');
       // containerd notices the lost connection and runs `containerd-shim-kata-v2 delete`.

@@ -142,7 +142,7 @@ describe('Task API through containerd', () => {
   it('reports every task exited when the VM dies, and containerd sees it stopped', async () => {
     const id = 'api-vmdeath';
     expect((await ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'])).code).toBe(0);
-    const qemuPid = Number(fs.readFileSync(`${env.stateDir}/${id}/qemu.pid`, 'utf8'));
+    const qemuPid = Number(fs.readFileSync(`${env.stateDir}/${env.containerd.namespace}/${id}/qemu.pid`, 'utf8'));
     process.kill(qemuPid, 'SIGKILL');
     const exit = await events.waitForExit(id);
     expect(exit).toMatch(/"exit_status":[1-9]/); // zero would be omitted from the JSON
@@ -165,10 +165,10 @@ describe('Task API through containerd', () => {
     await events.waitFor('/tasks/exec-started', '"death-exec"');
 
     // One VM holds all three: both tasks report its QEMU's pid, and only the pod has a state dir.
-    const qemuPid = Number(fs.readFileSync(`${env.stateDir}/${pod}/qemu.pid`, 'utf8'));
+    const qemuPid = Number(fs.readFileSync(`${env.stateDir}/${env.containerd.namespace}/${pod}/qemu.pid`, 'utf8'));
     const { stdout: listed } = await ctr(['task', 'ls']);
     for (const id of [pod, app]) expect(listed).toMatch(new RegExp(`^${id}\\s+${qemuPid}\\s+RUNNING`, 'm'));
-    expect(fs.existsSync(`${env.stateDir}/${app}`)).toBe(false);
+    expect(fs.existsSync(`${env.stateDir}/${env.containerd.namespace}/${app}`)).toBe(false);
 
     process.kill(qemuPid, 'SIGKILL');
     const exits = await Promise.all([events.waitForExit(pod), events.waitForExit(app), events.waitForExit(app, 'death-exec')]);
