@@ -2,6 +2,7 @@
 // Which file: config-location.ts; TOML with drop-ins: toml-config.ts; JSON: here.
 // Every bad value is rejected with the file, the key and the reason.
 import * as fs from 'fs';
+import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { Accelerator, GuestRootfs, HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
 
@@ -19,8 +20,8 @@ export interface HypervisorConfig {
   vcpus: number;
   /**
    * How far Update and new containers may grow the VM (vCPU/memory hot-plug), as
-   * Kata's default_maxvcpus/default_maxmemory: 0 means the host's CPU count / memory.
-   * sandbox/resources.ts resolves them.
+   * Kata's default_maxvcpus/default_maxmemory: 0 means the host's CPU count / half the
+   * host's memory; the pod cgroup's limits cap both. sandbox/resources.ts resolves them.
    */
   maxVcpus: number;
   maxMemoryMiB: number;
@@ -58,6 +59,14 @@ export interface RuntimeConfig {
     /** Where each sandbox keeps its VMM sockets, shared directory and console log. */
     stateDir: string;
     ksm: KsmMode;
+    /**
+     * Kata's sandbox_cgroup_only: true puts the shim daemon and the VMM in the
+     * sandbox's cgroup (linux.cgroupsPath of the pod's first container); false only
+     * the VMM, and the shim in `overheadCgroup`.
+     */
+    sandboxCgroupOnly: boolean;
+    /** With sandboxCgroupOnly false: the cgroup (path below the root) the shim daemon moves to; '' leaves it where containerd started it. */
+    overheadCgroup: string;
   };
 }
 
@@ -95,7 +104,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
-    runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged' },
+    runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged', sandboxCgroupOnly: true, overheadCgroup: '' },
   };
 }
 
@@ -184,9 +193,9 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   if (!Number.isInteger(h.memoryMiB) || h.memoryMiB < 128) fail('hypervisor', 'memoryMiB', 'must be an integer of at least 128');
   if (!Number.isInteger(h.vcpus) || h.vcpus < 1) fail('hypervisor', 'vcpus', 'must be a positive integer');
   if (!Number.isInteger(h.maxVcpus) || h.maxVcpus < 0) fail('hypervisor', 'maxVcpus', "must be a non-negative integer (0: the host's CPU count)");
-  if (!Number.isInteger(h.maxMemoryMiB) || h.maxMemoryMiB < 0) fail('hypervisor', 'maxMemoryMiB', "must be a non-negative integer of MiB (0: the host's memory)");
+  if (!Number.isInteger(h.maxMemoryMiB) || h.maxMemoryMiB < 0) fail('hypervisor', 'maxMemoryMiB', "must be a non-negative integer of MiB (0: half the host's memory)");
   if (h.maxVcpus !== 0 && h.maxVcpus < h.vcpus) fail('hypervisor', 'maxVcpus', `must be 0 (the host's CPU count) or at least the boot vCPUs (${h.vcpus})`);
-  if (h.maxMemoryMiB !== 0 && h.maxMemoryMiB < h.memoryMiB) fail('hypervisor', 'maxMemoryMiB', `must be 0 (the host's memory) or at least the boot memory (${h.memoryMiB} MiB)`);
+  if (h.maxMemoryMiB !== 0 && h.maxMemoryMiB < h.memoryMiB) fail('hypervisor', 'maxMemoryMiB', `must be 0 (half the host's memory) or at least the boot memory (${h.memoryMiB} MiB)`);
   if (h.seccompSandbox && !/^(on|off)(,[a-z]+=(allow|deny|children))*$/.test(h.seccompSandbox)) fail('hypervisor', 'seccompSandbox', `must be QEMU -sandbox syntax such as ${JSON.stringify(DEFAULT_QEMU_SECCOMP_SANDBOX)} (or "" for none), got ${JSON.stringify(h.seccompSandbox)}`);
   if (h.kind === 'clh' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', 'must name the virtiofsd binary: Cloud Hypervisor shares the sandbox directory only over virtio-fs');
 }
@@ -198,6 +207,9 @@ function checkAgent(agent: RuntimeConfig['agent'], fail: Fail): void {
 }
 
 function checkRuntime(config: RuntimeConfig, fail: Fail): void {
+  if (!path.isAbsolute(config.runtime.stateDir)) fail('runtime', 'stateDir', `must be an absolute path, got ${JSON.stringify(config.runtime.stateDir)}`);
+  const overhead = config.runtime.overheadCgroup;
+  if (overhead && overhead.split('/').some((s) => s === '..')) fail('runtime', 'overheadCgroup', `must be a cgroup path below the root, got ${JSON.stringify(overhead)}`);
   const ksm = config.runtime.ksm;
   if (!KSM_MODES.includes(ksm)) fail('runtime', 'ksm', `must be one of ${KSM_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(ksm)}`);
   // Its seccomp filter allows no madvise(MADV_MERGEABLE), and its API has no switch for it.

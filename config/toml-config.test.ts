@@ -44,7 +44,7 @@ ksm = "off"
     const { config } = loadTomlConfig(main);
     expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, virtioFsDaemon: '', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000, debugConsole: true });
-    expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off' });
+    expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off', sandboxCgroupOnly: true, overheadCgroup: '' });
     expect(defaultConfig().runtime.ksm).toBe('unchanged');
   });
 
@@ -140,8 +140,8 @@ ksm = "off"
     ['[hypervisor.qemu]\ndefault_maxvcpus = -1\n', "hypervisor.qemu.default_maxvcpus: must be a non-negative integer (0: the host's CPU count)"],
     ['[hypervisor.qemu]\ndefault_maxvcpus = "4"\n', 'hypervisor.qemu.default_maxvcpus: must be a number, got "4"'],
     ['[hypervisor.qemu]\ndefault_vcpus = 4\ndefault_maxvcpus = 2\n', "hypervisor.qemu.default_maxvcpus: must be 0 (the host's CPU count) or at least the boot vCPUs (4)"],
-    ['[hypervisor.qemu]\ndefault_maxmemory = 2048.5\n', "hypervisor.qemu.default_maxmemory: must be a non-negative integer of MiB (0: the host's memory)"],
-    ['[hypervisor.qemu]\ndefault_maxmemory = 512\n', "hypervisor.qemu.default_maxmemory: must be 0 (the host's memory) or at least the boot memory (1024 MiB)"],
+    ['[hypervisor.qemu]\ndefault_maxmemory = 2048.5\n', "hypervisor.qemu.default_maxmemory: must be a non-negative integer of MiB (0: half the host's memory)"],
+    ['[hypervisor.qemu]\ndefault_maxmemory = 512\n', "hypervisor.qemu.default_maxmemory: must be 0 (half the host's memory) or at least the boot memory (1024 MiB)"],
     ['[agent.kata]\ndebug_console_enabled = "yes"\n', 'agent.kata.debug_console_enabled: must be a boolean, got "yes"'],
     ['[runtime]\nksm = "sometimes"\n', 'runtime.ksm: must be one of "on", "off", "unchanged", got "sometimes"'],
     ['[runtime]\nksm = true\n', 'runtime.ksm: must be a string, got true'],

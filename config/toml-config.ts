@@ -44,6 +44,8 @@ const AGENT_KEYS: Record<string, KeyMapping> = {
 const RUNTIME_KEYS: Record<string, KeyMapping> = {
   state_dir: { field: 'stateDir' },
   ksm: { field: 'ksm' },
+  sandbox_cgroup_only: { field: 'sandboxCgroupOnly' },
+  overhead_cgroup: { field: 'overheadCgroup' },
 };
 
 interface Block {

@@ -75,7 +75,7 @@ export class Pod {
     const netnsPath = spec.linux?.namespaces?.find((ns) => ns.type === 'network')?.path;
     const loaded = this.configFor({ runtimeOptionsPath: params.runtimeOptionsConfigPath, annotations: spec.annotations }, sandboxId);
     this.record(params.bundle, loaded);
-    const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12), netnsPath, loaded.config);
+    const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12), netnsPath, spec.linux?.cgroupsPath, loaded.config);
     return sandbox.createContainer(
       { id: params.id, bundle: params.bundle, terminal: params.terminal, stdio: { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr } },
       spec,
@@ -220,7 +220,7 @@ export class Pod {
   }
 
   /** The first container (for a CRI pod: the pause container) decides hostname and network. */
-  private async sandboxFor(sandboxId: string, hostname: string, netnsPath: string | undefined, config: RuntimeConfig): Promise<Sandbox> {
+  private async sandboxFor(sandboxId: string, hostname: string, netnsPath: string | undefined, cgroupsPath: string | undefined, config: RuntimeConfig): Promise<Sandbox> {
     if (this.sandbox) {
       if (this.sandbox.id !== sandboxId) throw new FailedPreconditionError(`this shim serves sandbox ${this.sandbox.id}, not ${sandboxId}`);
       return this.sandbox;
@@ -232,6 +232,7 @@ export class Pod {
         namespace: this.deps.namespace,
         hostname,
         netnsPath,
+        cgroupsPath,
         config,
         hypervisor: this.deps.newHypervisor(config, logger),
         events: { onProcessExit: (c, p, exit) => this.events.onExit(c, p, exit), onOom: (id) => this.events.onOom(id) },

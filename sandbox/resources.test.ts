@@ -1,5 +1,5 @@
 import { defaultConfig } from '../config/runtime-config';
-import { containerResources, MAX_VCPUS_FROM_HOST, NO_RESOURCES, vmSizing, vmTarget } from './resources';
+import { containerResources, MAX_VCPUS_FROM_HOST, NO_RESOURCES, VMM_OVERHEAD_MIB, vmSizing, vmTarget } from './resources';
 
 const MiB = 1024 * 1024;
 const hypervisor = { ...defaultConfig().hypervisor, memoryMiB: 1024, vcpus: 1, maxMemoryMiB: 4096, maxVcpus: 4 };
@@ -42,13 +42,23 @@ describe('VM sizing from the pod', () => {
     expect(containerResources({ memory: { limit: -1 } }, before).memoryLimitBytes).toBe(0);
   });
 
-  it("takes a limit of 0 as the host's size (Kata's default_maxvcpus/default_maxmemory), never below the boot size", () => {
+  it("takes a limit of 0 as the host's CPU count and half its memory (bounded, not the whole host), never below the boot size", () => {
     const host = { vcpus: 8, memoryMiB: 16_000 };
-    expect(vmSizing({ ...hypervisor, maxVcpus: 0, maxMemoryMiB: 0 }, host).max).toEqual({ vcpus: 8, memoryMiB: 16_000 });
+    expect(vmSizing({ ...hypervisor, maxVcpus: 0, maxMemoryMiB: 0 }, host).max).toEqual({ vcpus: 8, memoryMiB: 8_000 });
     expect(vmSizing({ ...hypervisor, maxVcpus: 0, maxMemoryMiB: 0 }, { vcpus: 512, memoryMiB: 16_000 }).max.vcpus).toBe(MAX_VCPUS_FROM_HOST);
     // A host smaller than the boot size: the VM still boots at its configured size.
     expect(vmSizing({ ...hypervisor, vcpus: 4, maxVcpus: 0, memoryMiB: 2048, maxMemoryMiB: 0 }, { vcpus: 2, memoryMiB: 1024 }).max).toEqual({ vcpus: 4, memoryMiB: 2048 });
     // Explicit limits are taken as they are, even above the host's.
     expect(vmSizing({ ...hypervisor, maxVcpus: 16, maxMemoryMiB: 65_536 }, host).max).toEqual({ vcpus: 16, memoryMiB: 65_536 });
+  });
+
+  it("never grows past the pod cgroup's limits: memory less the VMM's own overhead, CPUs rounded up", () => {
+    const host = { vcpus: 8, memoryMiB: 16_000 };
+    const roomy = { ...hypervisor, maxVcpus: 16, maxMemoryMiB: 65_536 };
+    expect(vmSizing(roomy, host, { memoryBytes: 3 * 1024 * MiB, cpus: 2.5 }).max).toEqual({ vcpus: 3, memoryMiB: 3 * 1024 - VMM_OVERHEAD_MIB });
+    // Only the tighter of the two caps counts.
+    expect(vmSizing({ ...hypervisor, maxVcpus: 2, maxMemoryMiB: 2048 }, host, { memoryBytes: 64 * 1024 * MiB, cpus: 6 }).max).toEqual({ vcpus: 2, memoryMiB: 2048 });
+    // A limit below the boot size leaves the boot size (and no room to grow).
+    expect(vmSizing({ ...hypervisor, memoryMiB: 1024 }, host, { memoryBytes: 512 * MiB }).max.memoryMiB).toBe(1024);
   });
 });

@@ -7,6 +7,7 @@
 import * as os from 'os';
 import { RuntimeConfig } from '../config/runtime-config';
 import { VmSize } from '../hypervisors/hypervisor';
+import { CgroupLimits } from './host-cgroup';
 
 const MiB = 1024 * 1024;
 /** Quotas are summed in millionths of a CPU, so 0.7 + 0.2 + 0.1 CPUs make exactly 1. */
@@ -59,16 +60,23 @@ export function containerResources(resources: LinuxResources | undefined, previo
   };
 }
 
-/** The configured boot size and limits; a limit of 0 is the host's (Kata's default_maxvcpus/default_maxmemory). */
-export function vmSizing(hypervisor: RuntimeConfig['hypervisor'], host = hostSize()): VmSizing {
+/** Host memory a VMM process needs beside its guest's RAM, kept free below the pod cgroup's limit. */
+export const VMM_OVERHEAD_MIB = 128;
+
+/**
+ * The configured boot size and limits. A configured limit of 0 is the host's CPU count
+ * (at most MAX_VCPUS_FROM_HOST) and half the host's memory: bounded, so one pod cannot
+ * be sized to the whole machine. The pod cgroup's limits (`pod`) cap both: the VM never
+ * grows past the memory limit less VMM_OVERHEAD_MIB, nor past the CPU quota rounded up.
+ * The boot size stands even when a limit is below it (the VM has to boot).
+ */
+export function vmSizing(hypervisor: RuntimeConfig['hypervisor'], host = hostSize(), pod: CgroupLimits = {}): VmSizing {
   const boot = { vcpus: hypervisor.vcpus, memoryMiB: hypervisor.memoryMiB };
-  return {
-    boot,
-    max: {
-      vcpus: Math.max(boot.vcpus, hypervisor.maxVcpus || Math.min(host.vcpus, MAX_VCPUS_FROM_HOST)),
-      memoryMiB: Math.max(boot.memoryMiB, hypervisor.maxMemoryMiB || host.memoryMiB),
-    },
-  };
+  let vcpus = hypervisor.maxVcpus || Math.min(host.vcpus, MAX_VCPUS_FROM_HOST);
+  let memoryMiB = hypervisor.maxMemoryMiB || Math.floor(host.memoryMiB / 2);
+  if (pod.memoryBytes !== undefined) memoryMiB = Math.min(memoryMiB, Math.floor(pod.memoryBytes / MiB) - VMM_OVERHEAD_MIB);
+  if (pod.cpus !== undefined) vcpus = Math.min(vcpus, Math.ceil(pod.cpus));
+  return { boot, max: { vcpus: Math.max(boot.vcpus, vcpus), memoryMiB: Math.max(boot.memoryMiB, memoryMiB) } };
 }
 
 export function hostSize(): VmSize {

@@ -33,17 +33,6 @@ export async function mountAll(mounts: MountSpec[], target: string): Promise<voi
   }
 }
 
-/**
- * Binds `source` over `target` (a directory or file the caller made with the
- * safe-paths helpers) and sets the bind's own flags: always nosuid,nodev (what the
- * guest sees through it must never become a set-id program or a usable device node on
- * the host), ro when asked. A bind has its own flags, so this never changes `source`'s.
- */
-export async function bindMount(source: string, target: string, opts: { readonly?: boolean } = {}): Promise<void> {
-  await runMount(['--bind', source, target]);
-  await runMount(['-o', `remount,bind,nosuid,nodev${opts.readonly ? ',ro' : ''}`, target]);
-}
-
 /** Unmounts `target` if it is a mount point; lazily when it stays busy. */
 export async function unmount(target: string): Promise<void> {
   if (!isMountPoint(target)) return;

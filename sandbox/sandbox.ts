@@ -10,21 +10,24 @@ import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
 import { ExitInfo, LOST_EXIT_STATUS, TaskProcess } from './task-process';
-import { bindMount, canonical, mountAll, MountSpec, mountsBelow, removeUnlessMounted, unmount } from './rootfs';
-import { containerShareDir, setUpShare, ShareLayout, shareLayout } from './shared-fs';
+import { canonical, mountAll, MountSpec, mountsBelow, removeUnlessMounted, unmount } from './rootfs';
+import { bindIntoShare, containerShareDir, setUpShare, ShareLayout, shareLayout } from './shared-fs';
 import { ensureDirChain, removeDirIfEmpty } from './safe-paths';
 import { validateId } from './identifiers';
 import { writeProcessRecord } from '../lib/recorded-process';
 
 /** The record of the daemon that owns a sandbox's state directory (pid + start time). */
 export const SANDBOX_OWNER_FILE = 'owner';
+/** The sandbox cgroup's record (host-cgroup.ts CgroupRecord), for `delete` after a crash. */
+export const CGROUP_RECORD_FILE = 'cgroup.json';
 import { guestSpec, OciSpec } from './spec';
 import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
 import { ContainerDevices } from './devices';
 import { HostKsm, memoryMergeFor } from './ksm';
 import { GUEST_SHARED_DIR } from '../lib/guest-paths';
-import { containerResources, LinuxResources, vmSizing } from './resources';
+import { containerResources, hostSize, LinuxResources, vmSizing } from './resources';
+import { cgroupRelativePath, HostCgroups, SandboxCgroup } from './host-cgroup';
 import { VmSizer } from './vm-sizer';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 
@@ -69,6 +72,8 @@ export class Sandbox {
   details: GuestDetails | undefined;
   /** Host-private mount directory and the read-only view of it the guest gets. */
   readonly share: ShareLayout;
+  /** The pod's cgroup on the host, when the spec names one; and where the shim was before it joined. */
+  private cgroup: { sandbox: SandboxCgroup; host: HostCgroups; shimBefore: Map<string, string> } | undefined;
 
   private constructor(
     readonly id: string,
@@ -102,7 +107,20 @@ export class Sandbox {
    * `netnsPath`: the pod's network namespace (CRI made it and ran CNI in it), if any.
    * `hostKsm`: the host's KSM switch (tests pass one in a temporary directory).
    */
-  static async start(params: { id: string; namespace: string; hostname: string; netnsPath?: string; config: RuntimeConfig; hypervisor: Hypervisor; events: SandboxEvents; logger: Logger; hostKsm?: HostKsm }): Promise<Sandbox> {
+  static async start(params: {
+    id: string;
+    namespace: string;
+    hostname: string;
+    netnsPath?: string;
+    /** The pod's first container's linux.cgroupsPath: the VMM (and the shim, with sandbox_cgroup_only) is accounted there. */
+    cgroupsPath?: string;
+    config: RuntimeConfig;
+    hypervisor: Hypervisor;
+    events: SandboxEvents;
+    logger: Logger;
+    hostKsm?: HostKsm;
+    hostCgroups?: HostCgroups;
+  }): Promise<Sandbox> {
     const { id, config } = params;
     const workDir = Sandbox.workDirFor(config, params.namespace, id);
     fs.mkdirSync(path.dirname(workDir), { recursive: true, mode: 0o700 });
@@ -117,6 +135,7 @@ export class Sandbox {
       // A late `delete` (of an earlier run of this id, or of another container of the pod) leaves alone what a live owner has.
       writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
       await setUpShare(sandbox.share);
+      if (params.cgroupsPath) sandbox.enterCgroup(params.hostCgroups ?? new HostCgroups(), params.cgroupsPath);
       await sandbox.boot(params.hostname, params.netnsPath);
     } catch (err) {
       const console = params.hypervisor.consoleTail(2048).trim();
@@ -163,9 +182,9 @@ export class Sandbox {
         mounts.push(hostRootfs);
       }
       const sharedRootfs = ensureDirChain(privateDir, [params.id, 'rootfs']);
-      await bindMount(hostRootfs, sharedRootfs);
+      await bindIntoShare(this.share, hostRootfs, sharedRootfs);
       mounts.push(sharedRootfs);
-      mounts.push(...(await mountShares(volumes.shares, privateDir)));
+      mounts.push(...(await mountShares(volumes.shares, this.share)));
       await this.devices.plug(params.id, devices);
       const forGuest = guestSpec(spec, { containerId: params.id, rootfs: path.posix.join(GUEST_SHARED_DIR, params.id, 'rootfs'), mounts: volumes.mounts }, logger);
       await agent.createContainer({
@@ -265,6 +284,7 @@ export class Sandbox {
       this.agent.close();
     }
     await this.hypervisor.stop(5000);
+    this.leaveCgroup();
     await this.network?.detach().catch((err) => this.logger.error({ err: (err as Error).message }, 'pod network detach failed'));
     for (const container of this.containers.values()) {
       container.markAllExited(137);
@@ -277,6 +297,43 @@ export class Sandbox {
     removeDirIfEmpty(path.dirname(this.workDir));
   }
 
+  /**
+   * Creates the sandbox's cgroup and moves this daemon into it, so the VMM is born
+   * there: every QEMU thread is charged to the pod from its first allocation. The
+   * record lets `delete` remove the cgroup after a crash.
+   */
+  private enterCgroup(host: HostCgroups, cgroupsPath: string): void {
+    const sandbox = SandboxCgroup.create(host, cgroupRelativePath(cgroupsPath));
+    this.cgroup = { sandbox, host, shimBefore: host.cgroupsOf('self') };
+    fs.writeFileSync(path.join(this.workDir, CGROUP_RECORD_FILE), JSON.stringify(sandbox.record), { mode: 0o600 });
+    sandbox.join(process.pid);
+    this.logger.info({ cgroup: sandbox.relPath, limits: sandbox.limits(), shimToo: this.config.runtime.sandboxCgroupOnly }, 'sandbox cgroup');
+  }
+
+  /** With sandbox_cgroup_only = false, the shim leaves the pod's cgroup once the VMM was born in it. */
+  private moveShimToOverhead(): void {
+    if (!this.cgroup || this.config.runtime.sandboxCgroupOnly) return;
+    const overhead = this.config.runtime.overheadCgroup;
+    const target = overhead ? new Map(this.cgroup.host.hierarchies().map((h) => [h, overhead])) : this.cgroup.shimBefore;
+    if (overhead) for (const h of target.keys()) fs.mkdirSync(path.join(h, overhead), { recursive: true });
+    SandboxCgroup.moveTo(process.pid, target);
+  }
+
+  /** Moves the shim out (the VMM is gone) and removes the cgroup's own directory. */
+  private leaveCgroup(): void {
+    if (!this.cgroup) return;
+    const { sandbox, shimBefore } = this.cgroup;
+    this.cgroup = undefined;
+    try {
+      SandboxCgroup.moveTo(process.pid, shimBefore);
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, "cannot move the shim back to its own cgroup; moving it to the root's");
+      SandboxCgroup.moveTo(process.pid, new Map([...shimBefore.keys()].map((h) => [h, '/'])));
+    }
+    const failed = sandbox.remove();
+    if (failed.length > 0) this.logger.error({ failed }, 'sandbox cgroup not removed');
+  }
+
   private removeDir(dir: string): void {
     const stillMounted = removeUnlessMounted(dir);
     if (stillMounted.length > 0) this.logger.error({ dir, stillMounted }, 'not removing a directory that still has mounts below it');
@@ -284,7 +341,8 @@ export class Sandbox {
 
   private async boot(hostname: string, netnsPath: string | undefined): Promise<void> {
     const h = this.config.hypervisor;
-    const sizing = vmSizing(h);
+    // Hot-plug stays within the pod cgroup's limits (kubelet's, on the pod level above ours).
+    const sizing = vmSizing(h, hostSize(), this.cgroup?.sandbox.limits());
     // First: a host that cannot do what the configuration asks fails before anything is set up.
     const ksm = this.config.runtime.ksm;
     this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
@@ -309,6 +367,7 @@ export class Sandbox {
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };
     await this.hypervisor.start(vm);
+    this.moveShimToOverhead();
     this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
     const { agent, details } = await TtrpcAgentClient.connect(vm.agentChannel, {
       bootTimeoutMs: this.config.agent.bootTimeoutMs,

@@ -8,7 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { FailedPreconditionError } from '../lib/errors';
 import { GUEST_SHARED_DIR, SANDBOX_SHM_DIR } from '../lib/guest-paths';
-import { bindMount, isMountPoint, unmount } from './rootfs';
+import { isMountPoint, unmount } from './rootfs';
+import { bindIntoShare, ShareLayout } from './shared-fs';
 import { ensureDirChain, ensureEmptyFile } from './safe-paths';
 
 export interface OciMount {
@@ -66,13 +67,14 @@ export function planVolumes(containerId: string, mounts: OciMount[], hostPrivate
 }
 
 /**
- * Bind-mounts each share below `hostPrivateDir` (whose <container>/mounts/ the caller
+ * Bind-mounts each share below the layout's private directory (whose <container>/mounts/ the caller
  * has not made yet); on failure unmounts what it did. Returns the mount points.
  * Every directory on the way is created and checked one component at a time and a
  * file target is opened O_NOFOLLOW without truncation, so even a symlink found there
  * could not redirect a mount or empty a host file.
  */
-export async function mountShares(shares: VolumeShare[], hostPrivateDir: string): Promise<string[]> {
+export async function mountShares(shares: VolumeShare[], layout: ShareLayout): Promise<string[]> {
+  const hostPrivateDir = layout.privateDir;
   const done: string[] = [];
   try {
     for (const s of shares) {
@@ -81,7 +83,7 @@ export async function mountShares(shares: VolumeShare[], hostPrivateDir: string)
       const name = relative[relative.length - 1];
       if (s.isDirectory) ensureDirChain(dir, [name]);
       else ensureEmptyFile(dir, name);
-      await bindMount(s.hostSource, s.sharedPath, { readonly: s.readonly });
+      await bindIntoShare(layout, s.hostSource, s.sharedPath, { readonly: s.readonly });
       done.push(s.sharedPath);
     }
   } catch (err) {

@@ -20,7 +20,8 @@ import { killAndWait, readProcessRecord, readTrimmed, recordAlive, recordedProce
 import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
 import { mountsBelow, removeUnlessMounted, unmount } from '../sandbox/rootfs';
-import { Sandbox, SANDBOX_OWNER_FILE } from '../sandbox/sandbox';
+import { CGROUP_RECORD_FILE, Sandbox, SANDBOX_OWNER_FILE } from '../sandbox/sandbox';
+import { CGROUP_ROOT, CgroupRecord, removeCreated } from '../sandbox/host-cgroup';
 import { containerShareDir, shareLayout } from '../sandbox/shared-fs';
 import { removeDirIfEmpty } from '../sandbox/safe-paths';
 import { PodNetwork } from '../sandbox/network';
@@ -89,6 +90,7 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
       await killAndWait(pid);
       logger.info({ pid }, 'killed the VM its dead shim left');
     }
+    removeRecordedCgroup(path.join(workDir, CGROUP_RECORD_FILE), logger);
     if (netnsPath) await PodNetwork.cleanup(netnsPath, logger).catch((err) => logger.error({ err: (err as Error).message }, 'pod network cleanup failed'));
     for (const target of mountsBelow(workDir)) await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
     warnIfKept(removeUnlessMounted(workDir), logger);
@@ -137,6 +139,22 @@ async function answers(socket: string, id: string): Promise<boolean> {
   } finally {
     client?.close();
   }
+}
+
+/** Removes the sandbox cgroup the dead daemon recorded (its VMM is gone, so it is empty). */
+function removeRecordedCgroup(recordFile: string, logger: Logger): void {
+  const text = readTrimmed(recordFile);
+  if (!text) return;
+  let record: CgroupRecord;
+  try {
+    record = JSON.parse(text) as CgroupRecord;
+  } catch (err) {
+    logger.error({ recordFile, err: (err as Error).message }, 'unreadable cgroup record');
+    return;
+  }
+  const created = (record.created ?? []).filter((dir) => typeof dir === 'string' && dir.startsWith(`${CGROUP_ROOT}/`) && !dir.split('/').includes('..'));
+  const failed = removeCreated(created);
+  if (failed.length > 0) logger.error({ failed }, 'sandbox cgroup not removed');
 }
 
 function warnIfKept(stillMounted: string[], logger: Logger): void {
