@@ -18,7 +18,6 @@ describe('where a sandbox configuration comes from', () => {
     search = {
       env: {},
       defaultFiles: [path.join(dir, 'kata-containers', 'configuration.toml'), path.join(dir, 'kata-ts', 'configuration.toml'), path.join(dir, 'kata-ts', 'config.json')],
-      annotationDirs: [path.join(dir, 'kata-containers'), path.join(dir, 'kata-ts')],
     };
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -26,7 +25,7 @@ describe('where a sandbox configuration comes from', () => {
   it('takes the first that applies: runtime options, annotation, $KATATS_CONFIG, default files, built-in defaults', () => {
     const fromOptions = write('options.toml', '[hypervisor.qemu]\n');
     const annotated = write('kata-ts/pod.toml', '[hypervisor.qemu]\n');
-    const fromEnv = write('env.json', '{}');
+    const fromEnv = write('env.json', JSON.stringify({ runtime: { validConfigPaths: [path.join(dir, 'kata-ts', 'pod*.toml')] } }));
     const secondDefault = write('kata-ts/configuration.toml', '[hypervisor.qemu]\n');
     const thirdDefault = write('kata-ts/config.json', '{}');
     const annotations = { [CONFIG_PATH_ANNOTATION]: annotated };
@@ -63,20 +62,50 @@ describe('where a sandbox configuration comes from', () => {
     expect(() => resolveConfig({}, search)).toThrow('(named by $KATATS_CONFIG): no such file');
   });
 
-  it('lets an annotation choose only among the installed configurations', () => {
-    const outside = write('pod-volume/evil.toml', '[hypervisor.qemu]\npath = "/pod-volume/evil"\n');
-    const annotations = { [CONFIG_PATH_ANNOTATION]: outside };
-    expect(() => locateConfig({ annotations }, search)).toThrow(InvalidArgumentError);
-    expect(() => locateConfig({ annotations }, search)).toThrow(`annotation ${CONFIG_PATH_ANNOTATION} names ${outside}, which is outside`);
-    // A link inside the allowed directory does not make the file it points to allowed.
-    fs.mkdirSync(path.join(dir, 'kata-ts'));
-    const link = path.join(dir, 'kata-ts', 'link.toml');
-    fs.symlinkSync(outside, link);
-    expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: link } }, search)).toThrow('which is outside');
-    // Nor does a sibling directory whose name merely starts the same.
-    const sibling = write('kata-ts-evil/c.toml', '[hypervisor.qemu]\n');
-    expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: sibling } }, search)).toThrow('which is outside');
-    expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: path.join(dir, 'kata-ts', 'missing.toml') } }, search)).toThrow(`cannot read configuration ${path.join(dir, 'kata-ts', 'missing.toml')} (named by annotation`);
+  describe('pod annotations, under the main configuration\'s allowlists', () => {
+    let main: string;
+    const allow = (lines: string): void => void write('kata-ts/configuration.toml', lines);
+    beforeEach(() => {
+      main = path.join(dir, 'kata-ts', 'configuration.toml');
+    });
+
+    it('refuses config_path while the main configuration enables no file', () => {
+      allow('[hypervisor.qemu]\n');
+      const pod = write('kata-ts/pod.toml', '[hypervisor.qemu]\n');
+      expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: pod } }, search)).toThrow(
+        new InvalidArgumentError(`annotation ${CONFIG_PATH_ANNOTATION} is not enabled: [runtime] valid_config_paths of ${main} is empty, so a pod cannot choose its configuration`),
+      );
+    });
+
+    it('lets config_path name only files valid_config_paths matches, symlinks resolved, and never a drop-in', () => {
+      allow(`[hypervisor.qemu]\n[runtime]\nvalid_config_paths = ["${dir}/kata-ts/pod-*.toml", "${dir}/kata-ts/config.d/*.toml"]\n`);
+      const pod = write('kata-ts/pod-small.toml', '[hypervisor.qemu]\ndefault_memory = 512\n');
+      expect(resolveConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: pod } }, search)).toMatchObject({ files: [pod], config: { hypervisor: { memoryMiB: 512 } } });
+      const outside = write('pod-volume/evil.toml', '[hypervisor.qemu]\npath = "/pod-volume/evil"\n');
+      expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: outside } }, search)).toThrow(`names ${outside}, which matches none of [runtime] valid_config_paths of ${main}`);
+      // A link whose name matches does not make the file it points to allowed.
+      const link = path.join(dir, 'kata-ts', 'pod-link.toml');
+      fs.symlinkSync(outside, link);
+      expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: link } }, search)).toThrow(`names ${link} (${outside}), which matches none`);
+      // A drop-in read as a main file would shed the main file's keys: refused even when a glob matches it.
+      const dropIn = write('kata-ts/config.d/50-debug.toml', '[agent.kata]\ndebug_console_enabled = true\n');
+      expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: dropIn } }, search)).toThrow(`names ${dropIn}, a config.d drop-in; a drop-in only amends its main file`);
+      expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: path.join(dir, 'kata-ts', 'pod-missing.toml') } }, search)).toThrow(`cannot read configuration ${path.join(dir, 'kata-ts', 'pod-missing.toml')} (named by annotation`);
+    });
+
+    it('applies io.katacontainers.config.hypervisor.* only where enable_annotations allows, and only keys it implements', () => {
+      const key = (name: string): string => `io.katacontainers.config.hypervisor.${name}`;
+      allow('[hypervisor.qemu]\n');
+      expect(() => resolveConfig({ annotations: { [key('default_memory')]: '2048' } }, search)).toThrow(
+        `annotation ${key('default_memory')} is not enabled: no entry of enable_annotations in [hypervisor.qemu] of ${main} matches "default_memory"`,
+      );
+      allow('[hypervisor.qemu]\nenable_annotations = ["default_(memory|vcpus)", "kernel_params"]\ndefault_maxmemory = 4096\n');
+      expect(resolveConfig({ annotations: { [key('default_memory')]: '2048', [key('default_vcpus')]: '2', 'io.kubernetes.cri.sandbox-id': 'x' } }, search).config.hypervisor).toMatchObject({ memoryMiB: 2048, vcpus: 2 });
+      expect(() => resolveConfig({ annotations: { [key('default_memory')]: '8192' } }, search)).toThrow('8192 MiB is more than default_maxmemory (4096 MiB)');
+      expect(() => resolveConfig({ annotations: { [key('default_memory')]: 'lots' } }, search)).toThrow('must be an integer of at least 128, got "lots"');
+      expect(() => resolveConfig({ annotations: { [key('kernel_params')]: 'init=/bin/sh' } }, search)).toThrow(`annotation ${key('kernel_params')} is enabled but kata-ts cannot apply it per pod`);
+      expect(() => resolveConfig({ annotations: { 'io.katacontainers.config.agent.debug_console_enabled': 'true' } }, search)).toThrow('is not enabled: only hypervisor keys can be');
+    });
   });
 
   it('notes the file in the bundle so that delete reads the same one', () => {

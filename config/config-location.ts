@@ -6,20 +6,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { defaultConfig, loadConfigFile, RuntimeConfig } from './runtime-config';
+import { allowedConfigPath, applyConfigAnnotations, CONFIG_PATH_ANNOTATION } from './pod-annotations';
 
-/** The OCI annotation Kata reads a sandbox's configuration path from. */
-export const CONFIG_PATH_ANNOTATION = 'io.katacontainers.config_path';
+export { CONFIG_PATH_ANNOTATION } from './pod-annotations';
 
 /** Looked for in this order when nothing names a file; Kata's own location first. */
 export const DEFAULT_CONFIG_FILES = ['/etc/kata-containers/configuration.toml', '/etc/kata-ts/configuration.toml', '/etc/kata-ts/config.json'];
-
-/**
- * Where an annotation may point. Pod annotations come from whoever writes the pod spec
- * (CRI passes `io.katacontainers.*` through when pod_annotations allows it), and the
- * configuration names binaries the shim runs as root: a pod must not choose a file
- * it could have written itself, e.g. through a volume.
- */
-export const ANNOTATION_CONFIG_DIRS = ['/etc/kata-containers', '/etc/kata-ts'];
 
 export interface ConfigHints {
   /** ConfigPath of containerd's runtime options (runtimeoptions.v1.Options) in Create. */
@@ -31,7 +23,6 @@ export interface ConfigHints {
 export interface ConfigSearch {
   env?: NodeJS.ProcessEnv;
   defaultFiles?: string[];
-  annotationDirs?: string[];
 }
 
 /** The main file to read (undefined: built-in defaults) and what chose it. */
@@ -47,28 +38,24 @@ export interface LoadedConfig {
   via: string;
 }
 
+/**
+ * The file a sandbox uses. The annotation may only pick a file the main configuration
+ * (the one chosen without it) allows in valid_config_paths.
+ */
 export function locateConfig(hints: ConfigHints, search: ConfigSearch = {}): ConfigSource {
-  const env = search.env ?? process.env;
   if (hints.runtimeOptionsPath) return { path: hints.runtimeOptionsPath, via: 'containerd runtime options (ConfigPath)' };
+  const main = locateMainConfig(search);
   const annotated = hints.annotations?.[CONFIG_PATH_ANNOTATION];
-  if (annotated) return { path: allowedAnnotationPath(annotated, search.annotationDirs ?? ANNOTATION_CONFIG_DIRS), via: `annotation ${CONFIG_PATH_ANNOTATION}` };
+  if (!annotated) return main;
+  const validPaths = loadConfigFrom(main).config.runtime.validConfigPaths;
+  return { path: allowedConfigPath(annotated, validPaths, main.path ?? 'the built-in defaults'), via: `annotation ${CONFIG_PATH_ANNOTATION}` };
+}
+
+function locateMainConfig(search: ConfigSearch): ConfigSource {
+  const env = search.env ?? process.env;
   if (env.KATATS_CONFIG) return { path: env.KATATS_CONFIG, via: '$KATATS_CONFIG' };
   const found = (search.defaultFiles ?? DEFAULT_CONFIG_FILES).find((file) => fs.existsSync(file));
   return found ? { path: found, via: 'default location' } : { via: `built-in defaults (none of ${(search.defaultFiles ?? DEFAULT_CONFIG_FILES).join(', ')} exists)` };
-}
-
-function allowedAnnotationPath(file: string, dirs: string[]): string {
-  let real: string;
-  try {
-    real = fs.realpathSync(file);
-  } catch (err) {
-    throw new InvalidArgumentError(`cannot read configuration ${file} (named by annotation ${CONFIG_PATH_ANNOTATION}): ${(err as Error).message}`);
-  }
-  const inside = dirs.some((dir) => real.startsWith(path.join(fs.existsSync(dir) ? fs.realpathSync(dir) : dir, path.sep)));
-  if (!inside) {
-    throw new InvalidArgumentError(`annotation ${CONFIG_PATH_ANNOTATION} names ${file}, which is outside ${dirs.join(' and ')}; a pod may only choose among the configurations installed there`);
-  }
-  return real;
 }
 
 /** Reads the configuration `source` names; errors name the file and what chose it. */
@@ -79,8 +66,11 @@ export function loadConfigFrom(source: ConfigSource): LoadedConfig {
   return { ...loadConfigFile(source.path), via: source.via };
 }
 
+/** The sandbox's configuration: the chosen file, then the pod's enabled `io.katacontainers.config.*` overrides. */
 export function resolveConfig(hints: ConfigHints, search: ConfigSearch = {}): LoadedConfig {
-  return loadConfigFrom(locateConfig(hints, search));
+  const loaded = loadConfigFrom(locateConfig(hints, search));
+  applyConfigAnnotations(loaded.config, hints.annotations, loaded.files[0] ?? 'the built-in defaults');
+  return loaded;
 }
 
 /**

@@ -32,6 +32,12 @@ export interface HypervisorConfig {
    * Kata's `seccompsandbox`; '' leaves QEMU unfiltered.
    */
   seccompSandbox: string;
+  /**
+   * Which `io.katacontainers.config.hypervisor.<key>` pod annotations may override this
+   * configuration: regular expressions over <key>, as Kata's enable_annotations. Empty:
+   * none (config/pod-annotations.ts).
+   */
+  enableAnnotations: string[];
 }
 
 /** Kata's recommended filter: no obsolete syscalls, no set*id, no fork/exec, no scheduler or resource changes. */
@@ -67,6 +73,8 @@ export interface RuntimeConfig {
     sandboxCgroupOnly: boolean;
     /** With sandboxCgroupOnly false: the cgroup (path below the root) the shim daemon moves to; '' leaves it where containerd started it. */
     overheadCgroup: string;
+    /** Globs of the files the `io.katacontainers.config_path` annotation may name; empty: the annotation is refused. */
+    validConfigPaths: string[];
   };
 }
 
@@ -102,9 +110,10 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       // Where Debian's virtiofsd package (and Kata's default) puts it.
       virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : '',
       seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
+      enableAnnotations: [],
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
-    runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged', sandboxCgroupOnly: true, overheadCgroup: '' },
+    runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [] },
   };
 }
 
@@ -197,6 +206,13 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   if (h.maxVcpus !== 0 && h.maxVcpus < h.vcpus) fail('hypervisor', 'maxVcpus', `must be 0 (the host's CPU count) or at least the boot vCPUs (${h.vcpus})`);
   if (h.maxMemoryMiB !== 0 && h.maxMemoryMiB < h.memoryMiB) fail('hypervisor', 'maxMemoryMiB', `must be 0 (half the host's memory) or at least the boot memory (${h.memoryMiB} MiB)`);
   if (h.seccompSandbox && !/^(on|off)(,[a-z]+=(allow|deny|children))*$/.test(h.seccompSandbox)) fail('hypervisor', 'seccompSandbox', `must be QEMU -sandbox syntax such as ${JSON.stringify(DEFAULT_QEMU_SECCOMP_SANDBOX)} (or "" for none), got ${JSON.stringify(h.seccompSandbox)}`);
+  for (const re of h.enableAnnotations) {
+    try {
+      new RegExp(re);
+    } catch (err) {
+      fail('hypervisor', 'enableAnnotations', `${JSON.stringify(re)} is not a regular expression: ${(err as Error).message}`);
+    }
+  }
   if (h.kind === 'clh' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', 'must name the virtiofsd binary: Cloud Hypervisor shares the sandbox directory only over virtio-fs');
 }
 
@@ -208,6 +224,7 @@ function checkAgent(agent: RuntimeConfig['agent'], fail: Fail): void {
 
 function checkRuntime(config: RuntimeConfig, fail: Fail): void {
   if (!path.isAbsolute(config.runtime.stateDir)) fail('runtime', 'stateDir', `must be an absolute path, got ${JSON.stringify(config.runtime.stateDir)}`);
+  for (const glob of config.runtime.validConfigPaths) if (!path.isAbsolute(glob)) fail('runtime', 'validConfigPaths', `each entry must be an absolute path or glob, got ${JSON.stringify(glob)}`);
   const overhead = config.runtime.overheadCgroup;
   if (overhead && overhead.split('/').some((s) => s === '..')) fail('runtime', 'overheadCgroup', `must be a cgroup path below the root, got ${JSON.stringify(overhead)}`);
   const ksm = config.runtime.ksm;

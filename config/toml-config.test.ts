@@ -42,9 +42,9 @@ state_dir = "/run/kt"
 ksm = "off"
 `);
     const { config } = loadTomlConfig(main);
-    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, virtioFsDaemon: '', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX });
+    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, virtioFsDaemon: '', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, enableAnnotations: [] });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000, debugConsole: true });
-    expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off', sandboxCgroupOnly: true, overheadCgroup: '' });
+    expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [] });
     expect(defaultConfig().runtime.ksm).toBe('unchanged');
   });
 
@@ -116,8 +116,8 @@ ksm = "off"
     ['[hypervisor.dragonball]\npath = "/x"\n', '[hypervisor.dragonball]: kata-ts has no driver for this VMM (it drives [hypervisor.qemu], [hypervisor.clh], [hypervisor.firecracker])'],
     ['[hypervisor.qemu.extra]\nx = 1\n', '[hypervisor.qemu.extra]: unknown section'],
     ['colour = "red"\n', 'colour: unknown key at the top level'],
-    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu] (known: path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, seccompsandbox)'],
-    ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker] (known: path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory)'],
+    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu] (known: path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, seccompsandbox, enable_annotations)'],
+    ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker] (known: path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, enable_annotations)'],
     ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata] (known: dial_timeout, call_timeout, debug_console_enabled)'],
     // keys of one VMM set for another
     ['[hypervisor.clh]\naccelerator = "kvm"\n', 'hypervisor.clh.accelerator: not a Cloud Hypervisor setting: Cloud Hypervisor and Firecracker run guests under KVM only'],

@@ -33,6 +33,7 @@ const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
   default_maxmemory: { field: 'maxMemoryMiB' },
   virtio_fs_daemon: { field: 'virtioFsDaemon' },
   seccompsandbox: { field: 'seccompSandbox' },
+  enable_annotations: { field: 'enableAnnotations' },
 };
 
 const AGENT_KEYS: Record<string, KeyMapping> = {
@@ -46,6 +47,7 @@ const RUNTIME_KEYS: Record<string, KeyMapping> = {
   ksm: { field: 'ksm' },
   sandbox_cgroup_only: { field: 'sandboxCgroupOnly' },
   overhead_cgroup: { field: 'overheadCgroup' },
+  valid_config_paths: { field: 'validConfigPaths' },
 };
 
 interface Block {

@@ -86,10 +86,10 @@ describe('configuration chosen by ctr', () => {
     expect(result.stdout).toContain('katats.from=runtime-config-path');
   });
 
-  it('refuses an annotation that names a file outside the configuration directories', async () => {
+  it('refuses a config_path annotation the main configuration does not enable', async () => {
     const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, '--annotation', `io.katacontainers.config_path=${env.configPath}`, env.image, 'cfg-2', 'true'], { timeoutMs: 240_000 });
     expect(result.code).not.toBe(0);
-    expect(result.stderr).toContain(`annotation io.katacontainers.config_path names ${env.configPath}, which is outside /etc/kata-containers and /etc/kata-ts`);
+    expect(result.stderr).toContain(`annotation io.katacontainers.config_path is not enabled: [runtime] valid_config_paths of ${env.configPath} is empty`);
     expect(fs.existsSync(env.stateDir) ? fs.readdirSync(env.stateDir) : []).toEqual([]);
   });
 });
