@@ -27,6 +27,7 @@ describe('the share: host-private mounts, a read-only view for the guest', () =>
     const layout = shareLayout(workDir);
     await setUpShare(layout);
     expect(mountOptions(layout.guestDir)).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev']));
+    for (const dir of [workDir, layout.privateDir]) expect(mountOptions(dir)).toEqual(expect.arrayContaining(['rw', 'nosuid', 'nodev']));
 
     // The guest's writes at the share root or in a container's directory: EROFS, nothing lands on the host.
     expect(() => fs.symlinkSync('/etc/passwd', path.join(layout.guestDir, 'c1'))).toThrow(/EROFS/);

@@ -56,11 +56,13 @@ export async function setUpShare(layout: ShareLayout): Promise<void> {
   const { workDir, privateDir, guestDir } = layout;
   await runMount(['--bind', workDir, workDir]);
   await runMount(['--make-private', workDir]);
+  await runMount(['-o', `remount,bind,${SHARE_BIND_FLAGS}`, workDir]);
   ensureDirChain(workDir, ['mounts']);
   ensureDirChain(workDir, ['shared']);
   ensureDirChain(workDir, ['staging']);
   await runMount(['--bind', privateDir, privateDir]);
   await runMount(['--make-private', privateDir]);
+  await runMount(['-o', `remount,bind,${SHARE_BIND_FLAGS}`, privateDir]);
   await runMount(['--make-shared', privateDir]);
   await runMount(['--bind', privateDir, guestDir]);
   await runMount(['--make-slave', guestDir]);
