@@ -116,8 +116,11 @@ export class Pod {
     }
     if (proc.status === 'created') {
       if (execId) return proc.markExited(128 + signal);
-      // Never started: nothing runs in the guest; it simply ends with the signal's status.
-      await agent.signalProcess(id, '', signal, all);
+      // Never started: nothing runs in the guest; it simply ends with the signal's status,
+      // as runc's shim ends a created task. The agent is told so that a racing Start
+      // cannot run it; a guest that cannot be told (it lost the container, or answers
+      // "not running") must not make the task unkillable and so undeletable.
+      await agent.signalProcess(id, '', signal, all).catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest refused the signal for a never-started container; ending it on the host'));
       return proc.markExited(128 + signal);
     }
     // A paused container's processes only see the signal once thawed; SIGKILL works regardless.

@@ -90,7 +90,7 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
       await killAndWait(pid);
       logger.info({ pid }, 'killed the VM its dead shim left');
     }
-    removeRecordedCgroup(path.join(workDir, CGROUP_RECORD_FILE), logger);
+    await removeRecordedCgroup(path.join(workDir, CGROUP_RECORD_FILE), logger);
     if (netnsPath) await PodNetwork.cleanup(netnsPath, logger).catch((err) => logger.error({ err: (err as Error).message }, 'pod network cleanup failed'));
     for (const target of mountsBelow(workDir)) await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
     warnIfKept(removeUnlessMounted(workDir), logger);
@@ -141,8 +141,11 @@ async function answers(socket: string, id: string): Promise<boolean> {
   }
 }
 
-/** Removes the sandbox cgroup the dead daemon recorded (its VMM is gone, so it is empty). */
-function removeRecordedCgroup(recordFile: string, logger: Logger): void {
+/** How long a dead sandbox's cgroup may stay busy: its killed VMM is released once its parent reaps it. */
+const CGROUP_RELEASE_MS = 5_000;
+
+/** Removes the sandbox cgroup the dead daemon recorded, once its last process is gone. */
+async function removeRecordedCgroup(recordFile: string, logger: Logger): Promise<void> {
   const text = readTrimmed(recordFile);
   if (!text) return;
   let record: CgroupRecord;
@@ -153,7 +156,12 @@ function removeRecordedCgroup(recordFile: string, logger: Logger): void {
     return;
   }
   const created = (record.created ?? []).filter((dir) => typeof dir === 'string' && dir.startsWith(`${CGROUP_ROOT}/`) && !dir.split('/').includes('..'));
-  const failed = removeCreated(created);
+  const deadline = Date.now() + CGROUP_RELEASE_MS;
+  let failed = removeCreated(created);
+  while (failed.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    failed = removeCreated(created);
+  }
   if (failed.length > 0) logger.error({ failed }, 'sandbox cgroup not removed');
 }
 

@@ -9,6 +9,7 @@ import { CriClient } from '../harness/cri';
 import { CriImages, importCriImages } from '../harness/cri-images';
 import { HostSnapshot, snapshotHost } from '../harness/leaks';
 import { GUEST_CURRENT, REPO } from '../harness/repo';
+import { run, RunResult } from '../harness/exec';
 
 export { REPO } from '../harness/repo';
 export const RUNTIME = 'io.containerd.kata.v2';
@@ -144,4 +145,16 @@ export async function startCriKataEnv(tmpPrefix: string, configure?: (dir: strin
       return report.leftovers;
     },
   };
+}
+
+/** The CLI (dist/cli/main.js) that `kata-ts-runtime` runs. */
+export const RUNTIME_CLI = path.join(REPO, 'dist', 'cli', 'main.js');
+
+/**
+ * Runs `script` in a root shell of the sandbox's guest (`kata-ts-runtime exec`, over the
+ * debug console: the configuration must enable it). Output is the terminal's: \r\n lines.
+ */
+export function guestShell(configPath: string, sandboxId: string, script: string, opts: { namespace?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  const args = [RUNTIME_CLI, 'exec', ...(opts.namespace ? ['--namespace', opts.namespace] : []), sandboxId];
+  return run(process.execPath, args, { input: script, timeoutMs: opts.timeoutMs ?? 120_000, env: { ...process.env, KATATS_CONFIG: configPath } });
 }
