@@ -121,21 +121,21 @@ export class AgentService {
         return {};
       },
       ListProcesses: async (req) => ({ pids: this.container(req.container_id).pids() }),
-      ReadStdout: (req) => this.process(req).stdout.read(req.max_len || DEFAULT_READ_LEN),
-      ReadStderr: (req) => this.process(req).stderr.read(req.max_len || DEFAULT_READ_LEN),
+      ReadStdout: async (req) => (await this.process(req)).stdout.read(req.max_len || DEFAULT_READ_LEN),
+      ReadStderr: async (req) => (await this.process(req)).stderr.read(req.max_len || DEFAULT_READ_LEN),
       WriteStdin: async (req) => {
-        const stdin = this.process(req).stdin;
+        const stdin = (await this.process(req)).stdin;
         if (!stdin || stdin.destroyed) throw new NotFoundError(`process ${req.container_id}/${req.exec_id || 'init'} has no open stdin`);
         const data = req.data as Buffer;
         await new Promise<void>((resolve, reject) => stdin.write(data, (err) => (err ? reject(err) : resolve())));
         return { len: data.length };
       },
       TtyWinResize: async (req) => {
-        this.process(req).resize(req.columns, req.rows);
+        (await this.process(req)).resize(req.columns, req.rows);
         return {};
       },
       CloseStdin: async (req) => {
-        this.process(req).stdin?.end();
+        (await this.process(req)).stdin?.end();
         return {};
       },
       UpdateInterface: (req) => this.network.updateInterface(req.interface ?? {}),
@@ -154,8 +154,9 @@ export class AgentService {
     return container;
   }
 
-  private process(req: Req): GuestProcess {
-    return this.container(req.container_id).process(req.exec_id);
+  /** The request's process; one still being started is waited for. */
+  private process(req: Req): Promise<GuestProcess> {
+    return this.container(req.container_id).ready(req.exec_id);
   }
 
   private async guestDetails(): Promise<object> {

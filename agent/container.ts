@@ -8,6 +8,7 @@ import type { SpecWithDevices } from './devices';
 import { GuestProcess } from './guest-process';
 import { OciRuntime } from './oci-runtime';
 import { findExecutable } from './rootfs-path';
+import type { StdioOwner } from './stdio-pipes';
 
 export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
 
@@ -16,12 +17,24 @@ interface OciProcess {
   env?: string[];
   cwd?: string;
   terminal?: boolean;
+  user?: { uid?: number; gid?: number };
+}
+
+interface IdMapping {
+  containerID: number;
+  hostID: number;
+  size: number;
 }
 
 export interface OciSpec {
   root?: { path?: string; readonly?: boolean };
   process?: OciProcess;
-  linux?: { cgroupsPath?: string; namespaces?: Array<{ type: string; path?: string }> } & SpecWithDevices['linux'];
+  linux?: {
+    cgroupsPath?: string;
+    namespaces?: Array<{ type: string; path?: string }>;
+    uidMappings?: IdMapping[];
+    gidMappings?: IdMapping[];
+  } & SpecWithDevices['linux'];
   annotations?: Record<string, string>;
   [key: string]: unknown;
 }
@@ -47,10 +60,37 @@ function runtimeSpec(spec: OciSpec, terminal: boolean): OciSpec {
   return { ...spec, mounts, process: terminal ? onTerminal(spec.process) : spec.process };
 }
 
+/**
+ * Who owns a process's stdio pipes: its own user, as the guest sees it (through the
+ * spec's user namespace mappings), so a process that is not root can reopen
+ * /dev/stdout. containerd's CRI asks runc's shim for this only in user-namespaced
+ * pods (containerd#10906), while calling it right for every container; elsewhere
+ * runc leaves the pipes root's 0600 and such a reopen fails with EACCES.
+ * Undefined means root; an id the mappings lack stays root too.
+ */
+export function stdioOwner(spec: OciSpec, proc: OciProcess | undefined): StdioOwner | undefined {
+  const uid = mapId(proc?.user?.uid ?? 0, spec.linux?.uidMappings);
+  const gid = mapId(proc?.user?.gid ?? 0, spec.linux?.gidMappings);
+  if (uid === undefined || gid === undefined || (uid === 0 && gid === 0)) return undefined;
+  return { uid, gid };
+}
+
+function mapId(id: number, mappings: IdMapping[] | undefined): number | undefined {
+  if (!mappings?.length) return id;
+  const m = mappings.find((range) => id >= range.containerID && id < range.containerID + range.size);
+  return m ? m.hostID + (id - m.containerID) : undefined;
+}
+
 export class GuestContainer {
   status: ContainerStatus = 'created';
   init: GuestProcess | undefined;
   private readonly execs = new Map<string, GuestProcess>();
+  /**
+   * Runtime processes being set up (their pipes take an await). The shim asks for
+   * their output as soon as it asked for them, so calls about them wait (see ready()).
+   */
+  private initSetup: Promise<unknown> | undefined;
+  private readonly execSetups = new Map<string, Promise<unknown>>();
   /** Exit status for a container stopped before it ever started. */
   private stoppedBeforeStart: number | undefined;
 
@@ -84,9 +124,16 @@ export class GuestContainer {
   }
 
   async start(): Promise<number> {
-    if (this.status !== 'created') throw new FailedPreconditionError(`container ${this.id} is ${this.status}, cannot start it`);
+    if (this.status !== 'created' || this.initSetup) throw new FailedPreconditionError(`container ${this.id} is ${this.initSetup ? 'starting' : this.status}, cannot start it`);
     const files = this.processFiles('init');
-    const child = this.runtime.run(this.id, { bundleDir: this.bundleDir, pidFile: files.pidFile, logFile: files.logFile, stdin: this.wantsStdin, terminal: this.terminal });
+    const setup = this.runtime.run(this.id, { bundleDir: this.bundleDir, ...files, stdin: this.wantsStdin, terminal: this.terminal, stdioOwner: stdioOwner(this.spec, this.spec.process) });
+    this.initSetup = setup;
+    let child;
+    try {
+      child = await setup;
+    } finally {
+      this.initSetup = undefined;
+    }
     const init = new GuestProcess(child, this.logger.child({ exec: 'init' }));
     this.init = init;
     this.status = 'running';
@@ -99,14 +146,21 @@ export class GuestContainer {
   /** Starts an exec process (OCI Process JSON) in the running container. */
   async exec(execId: string, processJson: Buffer, stdin: boolean): Promise<number> {
     if (this.status !== 'running') throw new FailedPreconditionError(`container ${this.id} is ${this.status}; exec needs a running container`);
-    if (this.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} already exists in container ${this.id}`);
+    if (this.execs.has(execId) || this.execSetups.has(execId)) throw new AlreadyExistsError(`exec ${execId} already exists in container ${this.id}`);
     const processSpec = parseJson<OciProcess>(processJson, `exec ${execId} of container ${this.id}: process spec`);
     checkExecutable(`exec ${execId} of container ${this.id}`, this.spec.root!.path!, processSpec);
     const files = this.processFiles(`exec-${execId}`);
     const processFile = path.join(this.bundleDir, `exec-${execId}.json`);
     const terminal = Boolean(processSpec.terminal);
     fs.writeFileSync(processFile, JSON.stringify(terminal ? onTerminal(processSpec) : processSpec));
-    const child = this.runtime.exec(this.id, { processFile, pidFile: files.pidFile, logFile: files.logFile, stdin, terminal });
+    const setup = this.runtime.exec(this.id, { processFile, ...files, stdin, terminal, stdioOwner: stdioOwner(this.spec, processSpec) });
+    this.execSetups.set(execId, setup);
+    let child;
+    try {
+      child = await setup;
+    } finally {
+      this.execSetups.delete(execId);
+    }
     const proc = new GuestProcess(child, this.logger.child({ exec: execId }));
     this.execs.set(execId, proc);
     return this.awaitPid(proc, files, `exec ${execId} in container ${this.id} failed to start`);
@@ -118,8 +172,21 @@ export class GuestContainer {
     return proc;
   }
 
+  /** The process, once set up if that is under way. */
+  async ready(execId: string): Promise<GuestProcess> {
+    await this.settled(execId);
+    return this.process(execId);
+  }
+
+  /** Waits while the process is being set up; its failure is its Start's or Exec's to report. */
+  private async settled(execId: string): Promise<void> {
+    const setup = execId ? this.execSetups.get(execId) : this.initSetup;
+    if (setup) await setup.catch(() => undefined);
+  }
+
   /** Delivers a signal; a container that never started is simply marked stopped. */
   async signal(execId: string, signal: number, all: boolean): Promise<void> {
+    await this.settled(execId);
     if (execId) {
       const proc = this.process(execId);
       if (proc.exited || !proc.pid) throw new NotFoundError(`exec ${execId} of container ${this.id} is not running`);
@@ -136,6 +203,7 @@ export class GuestContainer {
   }
 
   async wait(execId: string): Promise<number> {
+    await this.settled(execId);
     if (execId) return this.process(execId).exitStatus;
     if (this.init) return this.init.exitStatus;
     if (this.stoppedBeforeStart !== undefined) return this.stoppedBeforeStart;
@@ -164,6 +232,8 @@ export class GuestContainer {
 
   /** Kills whatever still runs, removes runtime state and the bundle. */
   async remove(): Promise<void> {
+    await this.settled('');
+    await Promise.all([...this.execSetups.keys()].map((execId) => this.settled(execId)));
     if (this.status === 'paused') await this.runtime.resume(this.id).catch(() => undefined);
     if (this.status === 'running' || this.status === 'paused') {
       await this.runtime.kill(this.id, 9, true).catch((err) => this.logger.warn({ err }, 'kill during remove failed'));
@@ -177,6 +247,7 @@ export class GuestContainer {
 
   /** Forgets a finished exec. */
   removeExec(execId: string): void {
+    if (this.execSetups.has(execId)) throw new FailedPreconditionError(`exec ${execId} of container ${this.id} is still starting`);
     const proc = this.process(execId);
     if (!proc.exited) throw new FailedPreconditionError(`exec ${execId} of container ${this.id} is still running`);
     this.execs.delete(execId);
@@ -193,8 +264,9 @@ export class GuestContainer {
     }
   }
 
-  private processFiles(name: string): { pidFile: string; logFile: string } {
-    return { pidFile: path.join(this.bundleDir, `${name}.pid`), logFile: path.join(this.bundleDir, `${name}.log`) };
+  private processFiles(name: string): { pidFile: string; logFile: string; fifoPrefix: string } {
+    const base = path.join(this.bundleDir, name);
+    return { pidFile: `${base}.pid`, logFile: `${base}.log`, fifoPrefix: base };
   }
 
   /** Waits for the runtime's pid file; if the runtime exits first, fails with its own error. */

@@ -2,10 +2,11 @@
 // (`crun run`) as children of the agent, so the agent sees every exit status itself:
 // a detached `crun create` would reparent the container to PID 1, which cannot tell
 // us how it ended.
-import { execFile, spawn } from 'child_process';
+import { execFile } from 'child_process';
 import * as fs from 'fs';
 import { promisify } from 'util';
-import { pipeHandle, ProcessHandle } from './process-handle';
+import { ProcessHandle } from './process-handle';
+import { spawnOnPipes, StdioOwner } from './stdio-pipes';
 import { spawnOnTerminal } from './terminal';
 
 const execFileAsync = promisify(execFile);
@@ -22,24 +23,28 @@ export interface RunOptions {
    * container's command is prefixed with the ctty helper (see GuestContainer).
    */
   terminal: boolean;
+  /** Where the stdio FIFOs are made, when not on a terminal (see stdio-pipes). */
+  fifoPrefix: string;
+  /** Owner of the process's stdio pipes; root when absent. */
+  stdioOwner?: StdioOwner;
 }
 
 export class OciRuntime {
   constructor(readonly binary: string, private readonly stateRoot: string) {}
 
-  run(id: string, opts: RunOptions): ProcessHandle {
+  run(id: string, opts: RunOptions): Promise<ProcessHandle> {
     return this.spawnProcess(['run', '--bundle', opts.bundleDir, '--pid-file', opts.pidFile, id], opts);
   }
 
   /** `crun exec` in the foreground: its exit status is the process's. */
-  exec(id: string, opts: Omit<RunOptions, 'bundleDir'> & { processFile: string }): ProcessHandle {
+  exec(id: string, opts: Omit<RunOptions, 'bundleDir'> & { processFile: string }): Promise<ProcessHandle> {
     return this.spawnProcess(['exec', '--process', opts.processFile, '--pid-file', opts.pidFile, id], opts);
   }
 
-  private spawnProcess(command: string[], opts: { logFile: string; stdin: boolean; terminal: boolean }): ProcessHandle {
+  private async spawnProcess(command: string[], opts: Omit<RunOptions, 'bundleDir' | 'pidFile'>): Promise<ProcessHandle> {
     const args = ['--root', this.stateRoot, `--log=file:${opts.logFile}`, ...command];
     if (opts.terminal) return spawnOnTerminal(this.binary, args);
-    return pipeHandle(spawn(this.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] }));
+    return spawnOnPipes(this.binary, args, { fifoPrefix: opts.fifoPrefix, stdin: opts.stdin, owner: opts.stdioOwner });
   }
 
   async pause(id: string): Promise<void> {

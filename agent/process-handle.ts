@@ -1,5 +1,5 @@
 // What the agent needs from a running runtime process, whether its stdio are pipes
-// or a pseudo-terminal (agent/terminal.ts).
+// (agent/stdio-pipes.ts) or a pseudo-terminal (agent/terminal.ts).
 import { ChildProcess } from 'child_process';
 import * as os from 'os';
 import { Readable, Writable } from 'stream';
@@ -12,10 +12,6 @@ export interface ProcessHandle {
   readonly exited: Promise<number>;
   /** Only processes on a terminal can be resized. */
   resize?(columns: number, rows: number): void;
-}
-
-export function pipeHandle(child: ChildProcess): ProcessHandle {
-  return { stdout: child.stdout, stderr: child.stderr, stdin: child.stdin, exited: pipeExitStatus(child) };
 }
 
 export function pipeExitStatus(child: ChildProcess): Promise<number> {

@@ -1,0 +1,147 @@
+// GuestContainer against a stand-in for crun (a node script with crun's command line,
+// behaviour and error messages) running host processes: calls about processes still
+// being set up. The real crun in a guest: tests/e2e/guest-stdio.test.ts.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { silentLogger } from '../lib/logger';
+import { GuestContainer, OciSpec, stdioOwner } from './container';
+import { OciRuntime } from './oci-runtime';
+
+jest.setTimeout(30_000);
+
+describe('stdioOwner', () => {
+  it('is the process user, root meaning nothing to change', () => {
+    expect(stdioOwner({}, { user: { uid: 1000, gid: 100 } })).toEqual({ uid: 1000, gid: 100 });
+    expect(stdioOwner({}, { user: { uid: 0, gid: 0 } })).toBeUndefined();
+    expect(stdioOwner({}, undefined)).toBeUndefined();
+  });
+
+  it('maps through a user namespace, and leaves an unmapped id to root', () => {
+    const linux = { uidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }], gidMappings: [{ containerID: 0, hostID: 200000, size: 10 }] };
+    expect(stdioOwner({ linux }, { user: { uid: 0, gid: 0 } })).toEqual({ uid: 100000, gid: 200000 });
+    expect(stdioOwner({ linux }, { user: { uid: 33, gid: 5 } })).toEqual({ uid: 100033, gid: 200005 });
+    expect(stdioOwner({ linux }, { user: { uid: 33, gid: 50 } })).toBeUndefined();
+  });
+});
+
+/**
+ * crun's command line and behaviour, on this host. `run` starts process.args in a
+ * process group of its own and, like crun (their subreaper), returns only once every
+ * process of the group is gone, with the init's status; then its state is gone too.
+ * Its state says pid 0 once the init exited, and kill answers as crun does then
+ * (`open pidfd: Invalid argument`) or without state; `kill --all` signals the group
+ * (crun: the cgroup). Kills are logged; `<root>/kill-error` makes kill fail with its text.
+ */
+const FAKE_CRUN = `
+const fs = require('fs'), path = require('path'), { spawn } = require('child_process');
+const argv = process.argv.slice(2);
+const root = argv[argv.indexOf('--root') + 1];
+const cmd = argv.find((a) => ['run', 'exec', 'kill', 'delete'].includes(a));
+const rest = argv.slice(argv.indexOf(cmd) + 1);
+const state = (id) => path.join(root, id, 'status');
+const groupAlive = (pgid) => { try { process.kill(-pgid, 0); return true; } catch { return false; } };
+if (cmd === 'run') {
+  const id = rest[rest.length - 1];
+  const bundle = rest[rest.indexOf('--bundle') + 1];
+  const args = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')).process.args;
+  const child = spawn(args[0], args.slice(1), { stdio: 'inherit', detached: true });
+  fs.mkdirSync(path.join(root, id), { recursive: true });
+  fs.writeFileSync(state(id), JSON.stringify({ pid: child.pid, pgid: child.pid }));
+  fs.writeFileSync(rest[rest.indexOf('--pid-file') + 1], String(child.pid));
+  child.on('exit', (code) => {
+    fs.writeFileSync(state(id), JSON.stringify({ pid: 0, pgid: child.pid }));
+    const timer = setInterval(() => {
+      if (groupAlive(child.pid)) return;
+      clearInterval(timer);
+      fs.rmSync(path.join(root, id), { recursive: true, force: true });
+      process.exit(code ?? 137);
+    }, 20);
+  });
+} else if (cmd === 'exec') {
+  const args = JSON.parse(fs.readFileSync(rest[rest.indexOf('--process') + 1], 'utf8')).args;
+  const child = spawn(args[0], args.slice(1), { stdio: 'inherit' });
+  fs.writeFileSync(rest[rest.indexOf('--pid-file') + 1], String(child.pid));
+  child.on('exit', (code) => process.exit(code ?? 137));
+} else if (cmd === 'kill') {
+  const all = rest[0] === '--all';
+  const [id, signal] = all ? rest.slice(1) : rest;
+  fs.appendFileSync(path.join(root, 'kills'), rest.join(' ') + '\\n');
+  if (fs.existsSync(path.join(root, 'kill-error'))) {
+    process.stderr.write(fs.readFileSync(path.join(root, 'kill-error'), 'utf8'));
+    process.exit(1);
+  }
+  let st;
+  try { st = JSON.parse(fs.readFileSync(state(id), 'utf8')); } catch {
+    process.stderr.write('error opening file \`' + state(id) + '\`: No such file or directory\\n');
+    process.exit(1);
+  }
+  if (all) { try { process.kill(-st.pgid, Number(signal)); } catch {} }
+  else if (!st.pid) { process.stderr.write('open pidfd: Invalid argument\\n'); process.exit(1); }
+  else process.kill(st.pid, Number(signal));
+} else if (cmd === 'delete') {
+  fs.rmSync(path.join(root, rest[rest.length - 1]), { recursive: true, force: true });
+}
+`;
+
+describe('GuestContainer, crun stood in', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-container-'));
+  const root = path.join(dir, 'crun');
+  const bundles = path.join(dir, 'bundles');
+  const rootfs = path.join(dir, 'rootfs');
+  const crun = path.join(dir, 'crun.js');
+  const runtime = new OciRuntime(crun, root);
+  const containers: GuestContainer[] = [];
+
+  beforeAll(() => {
+    fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
+    fs.writeFileSync(path.join(rootfs, 'bin', 'sh'), '', { mode: 0o755 });
+    fs.mkdirSync(root);
+    fs.writeFileSync(crun, `#!${process.execPath}\n${FAKE_CRUN}`, { mode: 0o755 });
+  });
+
+  afterEach(async () => {
+    fs.rmSync(path.join(root, 'kill-error'), { force: true });
+    for (const c of containers.splice(0)) await c.remove().catch(() => undefined);
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+
+  function created(id: string, script: string, namespaces: Array<{ type: string; path?: string }>): GuestContainer {
+    const spec: OciSpec = { root: { path: rootfs }, process: { args: ['sh', '-c', script], env: ['PATH=/bin'] }, linux: { namespaces } };
+    const container = GuestContainer.create(id, Buffer.from(JSON.stringify(spec)), false, bundles, runtime, silentLogger());
+    containers.push(container);
+    return container;
+  }
+
+  async function started(id: string, script: string, namespaces: Array<{ type: string; path?: string }>): Promise<GuestContainer> {
+    const container = created(id, script, namespaces);
+    await container.start();
+    return container;
+  }
+
+  /** stdout to its end, read as the shim does (ReadStdout), asked for at once. */
+  async function output(container: GuestContainer, execId = ''): Promise<string> {
+    const proc = await container.ready(execId);
+    let text = '';
+    for (;;) {
+      const { data, eof } = await proc.stdout.read(65536);
+      if (eof) return text;
+      text += data.toString();
+    }
+  }
+
+  it('serves calls about a process still being set up once it is (the shim reads output at once)', async () => {
+    const container = created('early', 'echo from-init; sleep 60', [{ type: 'pid' }]);
+    const starting = container.start();
+    const initOut = output(container);
+    await starting;
+    const exec = container.exec('e1', Buffer.from(JSON.stringify({ args: ['sh', '-c', 'echo from-exec'], env: ['PATH=/bin'] })), false);
+    const [execOut, execStatus] = [output(container, 'e1'), container.wait('e1')];
+    await exec;
+    expect(await execOut).toBe('from-exec\n');
+    expect(await execStatus).toBe(0);
+    await container.signal('', 9, true);
+    expect(await initOut).toBe('from-init\n');
+  });
+});
