@@ -1,14 +1,27 @@
 // GuestContainer against a stand-in for crun (a node script with crun's command line,
 // behaviour and error messages) running host processes: calls about processes still
-// being set up. The real crun in a guest: tests/e2e/guest-stdio.test.ts.
+// being set up, and runc's kill semantics (what an init leaves behind, signals that
+// race an exit). The real crun in a guest: tests/e2e/guest-stdio.test.ts.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { NotFoundError } from '../lib/errors';
 import { silentLogger } from '../lib/logger';
-import { GuestContainer, OciSpec, stdioOwner } from './container';
+import { GuestContainer, hasOwnPidNamespace, OciSpec, stdioOwner } from './container';
 import { OciRuntime } from './oci-runtime';
 
 jest.setTimeout(30_000);
+
+describe('hasOwnPidNamespace (kill what the init leaves when false)', () => {
+  it.each<[string, OciSpec['linux'], boolean]>([
+    ['no namespaces at all (the guest’s)', undefined, false],
+    ['no pid entry', { namespaces: [{ type: 'ipc' }, { type: 'mount' }] }, false],
+    ['a pid entry with a path (the pod’s)', { namespaces: [{ type: 'pid', path: '/proc/12/ns/pid' }] }, false],
+    ['a pid entry without a path', { namespaces: [{ type: 'mount' }, { type: 'pid' }] }, true],
+  ])('%s', (_what, linux, own) => {
+    expect(hasOwnPidNamespace({ linux })).toBe(own);
+  });
+});
 
 describe('stdioOwner', () => {
   it('is the process user, root meaning nothing to change', () => {
@@ -106,6 +119,7 @@ describe('GuestContainer, crun stood in', () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+  const kills = (): string[] => (fs.existsSync(path.join(root, 'kills')) ? fs.readFileSync(path.join(root, 'kills'), 'utf8').trim().split('\n') : []);
 
   function created(id: string, script: string, namespaces: Array<{ type: string; path?: string }>): GuestContainer {
     const spec: OciSpec = { root: { path: rootfs }, process: { args: ['sh', '-c', script], env: ['PATH=/bin'] }, linux: { namespaces } };
@@ -143,5 +157,58 @@ describe('GuestContainer, crun stood in', () => {
     expect(await execStatus).toBe(0);
     await container.signal('', 9, true);
     expect(await initOut).toBe('from-init\n');
+  });
+
+  it('without a PID namespace of its own: what the init left is SIGKILLed, so its exit (and status) is reported', async () => {
+    fs.rmSync(path.join(root, 'kills'), { force: true });
+    // Unkilled, the leftover would keep the runtime waiting for a minute.
+    const container = await started('shared', 'sleep 60 & echo init-done; exit 3', [{ type: 'pid', path: '/proc/1/ns/pid' }, { type: 'mount' }]);
+    const t0 = Date.now();
+    const [status, out] = await Promise.all([container.wait(''), output(container)]);
+    expect(status).toBe(3);
+    expect(out).toBe('init-done\n');
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(kills()).toEqual(['--all shared 9']);
+    await expect(container.signal('', 15, true)).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('with a PID namespace of its own: nothing is killed (the kernel does it in a guest)', async () => {
+    fs.rmSync(path.join(root, 'kills'), { force: true });
+    const container = await started('own', '(sleep 0.5; echo leftover-done) & echo init-done', [{ type: 'pid' }]);
+    expect(await container.wait('')).toBe(0);
+    expect(await output(container)).toBe('init-done\nleftover-done\n');
+    expect(kills()).toEqual([]);
+  });
+
+  it('a signal after the init exited, the runtime still waiting for what it left, answers NotFound', async () => {
+    const container = await started('waiting', 'sleep 1 & true', [{ type: 'pid' }]);
+    const status = path.join(root, 'waiting', 'status');
+    while (JSON.parse(fs.readFileSync(status, 'utf8')).pid !== 0) await new Promise((r) => setTimeout(r, 20));
+    await expect(container.signal('', 15, false)).rejects.toBeInstanceOf(NotFoundError);
+    await container.wait('');
+    await expect(container.signal('', 15, false)).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it.each([
+    ['its state is gone', undefined],
+    ['its pidfd cannot be opened', 'open pidfd: Invalid argument\n'],
+    ['the runtime no longer knows it', 'container `racing` does not exist\n'],
+  ])('a signal that races the exit answers NotFound when %s', async (_what, message) => {
+    const container = await started('racing', 'exec sleep 60', [{ type: 'pid' }]);
+    if (message) fs.writeFileSync(path.join(root, 'kill-error'), message);
+    else fs.rmSync(path.join(root, 'racing', 'status'));
+    await expect(container.signal('', 15, false)).rejects.toBeInstanceOf(NotFoundError);
+    fs.rmSync(path.join(root, 'kill-error'), { force: true });
+    process.kill(-container.process('').pid, 9);
+    await container.wait('');
+  });
+
+  it('any other runtime failure stays an error of its own', async () => {
+    const container = await started('failing', 'exec sleep 60', [{ type: 'pid' }]);
+    fs.writeFileSync(path.join(root, 'kill-error'), 'cannot open cgroup: Permission denied\n');
+    const err = await container.signal('', 15, true).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(NotFoundError);
+    expect((err as Error).message).toContain('Permission denied');
   });
 });

@@ -7,6 +7,7 @@ import { Logger } from '../lib/logger';
 import type { SpecWithDevices } from './devices';
 import { GuestProcess } from './guest-process';
 import { OciRuntime } from './oci-runtime';
+import { waitForExit } from './process-exit';
 import { findExecutable } from './rootfs-path';
 import type { StdioOwner } from './stdio-pipes';
 
@@ -40,6 +41,8 @@ export interface OciSpec {
 }
 
 const PID_FILE_WAIT_MS = 20_000;
+/** How often the init of a container without its own PID namespace is looked for. */
+const INIT_EXIT_POLL_MS = 100;
 
 /** The guest's terminal helper (guest/ctty.c) and where containers see it. */
 const CTTY_HELPER = '/usr/libexec/katats/ctty';
@@ -58,6 +61,17 @@ function onTerminal(proc: OciProcess | undefined): OciProcess {
 function runtimeSpec(spec: OciSpec, terminal: boolean): OciSpec {
   const mounts = [...((spec.mounts as unknown[]) ?? []), { destination: CTTY_IN_CONTAINER, type: 'bind', source: CTTY_HELPER, options: ['bind', 'ro'] }];
   return { ...spec, mounts, process: terminal ? onTerminal(spec.process) : spec.process };
+}
+
+/**
+ * Whether the container has a PID namespace of its own: a `pid` entry without a path.
+ * Without one (it shares the pod's or the guest's) its processes outlive its init,
+ * so, as containerd's runc shim does (ShouldKillAllOnExit), they are killed when the
+ * init exits; with one the kernel does that. crun, their subreaper, would otherwise
+ * keep `crun run` waiting for them, and the init's exit would go unreported.
+ */
+export function hasOwnPidNamespace(spec: OciSpec): boolean {
+  return (spec.linux?.namespaces ?? []).some((ns) => ns.type === 'pid' && !ns.path);
 }
 
 /**
@@ -91,6 +105,8 @@ export class GuestContainer {
    */
   private initSetup: Promise<unknown> | undefined;
   private readonly execSetups = new Map<string, Promise<unknown>>();
+  /** The init has exited, though the runtime may still wait for what it left. */
+  private initGone = false;
   /** Exit status for a container stopped before it ever started. */
   private stoppedBeforeStart: number | undefined;
 
@@ -140,6 +156,7 @@ export class GuestContainer {
     init.exitStatus.then(() => (this.status = 'stopped'));
     const pid = await this.awaitPid(init, files, `container ${this.id} failed to start`);
     this.logger.info({ pid }, 'container started');
+    if (!hasOwnPidNamespace(this.spec)) void this.killLeftoversOnExit(init);
     return pid;
   }
 
@@ -184,13 +201,22 @@ export class GuestContainer {
     if (setup) await setup.catch(() => undefined);
   }
 
-  /** Delivers a signal; a container that never started is simply marked stopped. */
+  /**
+   * Delivers a signal; a container that never started is simply marked stopped. A
+   * process that has exited answers NotFound, as under runc, also when the signal
+   * races its end (its output may still be draining, or the runtime's state gone).
+   */
   async signal(execId: string, signal: number, all: boolean): Promise<void> {
     await this.settled(execId);
     if (execId) {
       const proc = this.process(execId);
       if (proc.exited || !proc.pid) throw new NotFoundError(`exec ${execId} of container ${this.id} is not running`);
-      process.kill(proc.pid, signal);
+      try {
+        process.kill(proc.pid, signal);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ESRCH') throw new NotFoundError(`exec ${execId} of container ${this.id} is not running`, { cause: err });
+        throw err;
+      }
       return;
     }
     if (this.status === 'created') {
@@ -198,7 +224,7 @@ export class GuestContainer {
       this.status = 'stopped';
       return;
     }
-    if (this.status === 'stopped') throw new NotFoundError(`container ${this.id} is not running`);
+    if (this.status === 'stopped' || this.initGone || this.init?.exited) throw new NotFoundError(`container ${this.id} is not running`);
     await this.runtime.kill(this.id, signal, all);
   }
 
@@ -236,7 +262,9 @@ export class GuestContainer {
     await Promise.all([...this.execSetups.keys()].map((execId) => this.settled(execId)));
     if (this.status === 'paused') await this.runtime.resume(this.id).catch(() => undefined);
     if (this.status === 'running' || this.status === 'paused') {
-      await this.runtime.kill(this.id, 9, true).catch((err) => this.logger.warn({ err }, 'kill during remove failed'));
+      await this.runtime.kill(this.id, 9, true).catch((err) => {
+        if (!(err instanceof NotFoundError)) this.logger.warn({ err }, 'kill during remove failed');
+      });
       await this.init?.exitStatus;
     }
     await Promise.all([...this.execs.values()].map((p) => p.exitStatus));
@@ -267,6 +295,24 @@ export class GuestContainer {
   private processFiles(name: string): { pidFile: string; logFile: string; fifoPrefix: string } {
     const base = path.join(this.bundleDir, name);
     return { pidFile: `${base}.pid`, logFile: `${base}.log`, fifoPrefix: base };
+  }
+
+  /**
+   * Once the init of a container without its own PID namespace has exited: SIGKILL
+   * what it left (daemons, execs), so `crun run` returns and the exit is reported, as
+   * runc's shim does. Nothing to do once the runtime returned by itself.
+   */
+  private async killLeftoversOnExit(init: GuestProcess): Promise<void> {
+    const stop = new AbortController();
+    void init.runtimeExited.then(() => stop.abort());
+    if (!(await waitForExit(init.pid, { intervalMs: INIT_EXIT_POLL_MS, stop: stop.signal }))) return;
+    this.initGone = true;
+    try {
+      await this.runtime.kill(this.id, 9, true);
+      this.logger.info('init exited; killed the processes it left');
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) this.logger.warn({ err }, 'cannot kill the processes the init left');
+    }
   }
 
   /** Waits for the runtime's pid file; if the runtime exits first, fails with its own error. */

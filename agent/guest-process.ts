@@ -40,6 +40,11 @@ export class GuestProcess {
     });
   }
 
+  /** The runtime process's exit, before its output was awaited. */
+  get runtimeExited(): Promise<number> {
+    return this.handle.exited;
+  }
+
   get exited(): boolean {
     return this.exitedWith !== undefined;
   }

@@ -5,11 +5,19 @@
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import { promisify } from 'util';
+import { NotFoundError } from '../lib/errors';
 import { ProcessHandle } from './process-handle';
 import { spawnOnPipes, StdioOwner } from './stdio-pipes';
 import { spawnOnTerminal } from './terminal';
 
 const execFileAsync = promisify(execFile);
+
+/**
+ * How crun answers a kill that lost the race with the container's own end: its state
+ * is gone (`…/status: No such file or directory`, `container does not exist`) or its
+ * process is (`open pidfd: Invalid argument`, `No such process`).
+ */
+const CONTAINER_GONE = /status`?: No such file or directory|does not exist|open pidfd|No such process/i;
 
 export interface RunOptions {
   bundleDir: string;
@@ -59,8 +67,14 @@ export class OciRuntime {
     await this.command(['update', '--resources', resourcesFile, id]);
   }
 
+  /** Signals the container's init, or with `all` every process in its cgroup; NotFound once it is gone. */
   async kill(id: string, signal: number, all: boolean): Promise<void> {
-    await this.command(['kill', ...(all ? ['--all'] : []), id, String(signal)]);
+    try {
+      await this.command(['kill', ...(all ? ['--all'] : []), id, String(signal)]);
+    } catch (err) {
+      if (CONTAINER_GONE.test((err as Error).message)) throw new NotFoundError(`container ${id} is not running (${(err as Error).message})`, { cause: err });
+      throw err;
+    }
   }
 
   /** Removes the runtime's state for `id`; a container it no longer knows is fine. */
