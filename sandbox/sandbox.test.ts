@@ -91,3 +91,49 @@ describe('Sandbox and the agent channel', () => {
     });
   });
 });
+
+describe("OOM events are the guest's word", () => {
+  const asRoot = process.getuid?.() === 0 ? it : it.skip;
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sandbox-oom-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  asRoot('passes on only containers of this sandbox, and no flood', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    // A broken agent: OOMs for containers it does not have, then one container's OOM 50 times over.
+    const reports = ['other-pods-container', '../../etc', ...Array.from({ length: 50 }, () => 'c1')];
+    let created!: () => void;
+    const containerCreated = new Promise<void>((r) => (created = r));
+    let drained!: () => void;
+    const allReported = new Promise<void>((r) => (drained = r));
+    const agent = fakeAgent({
+      CreateSandbox: () => ({}),
+      DestroySandbox: () => ({}),
+      CreateContainer: () => (created(), {}),
+      RemoveContainer: () => ({}),
+      GetOOMEvent: async (_req: unknown, ctx: CallContext) => {
+        await containerCreated;
+        const next = reports.shift();
+        if (next !== undefined) return { container_id: next };
+        drained();
+        return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned'))));
+      },
+    });
+    const published: string[] = [];
+    const sandbox = await Sandbox.start({
+      id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agent),
+      events: { onProcessExit: () => undefined, onOom: (id) => published.push(id) }, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')),
+    });
+    try {
+      const rootfs = path.join(dir, 'bundle', 'rootfs');
+      fs.mkdirSync(rootfs, { recursive: true });
+      await sandbox.createContainer({ id: 'c1', bundle: path.join(dir, 'bundle'), terminal: false, stdio: { stdin: '', stdout: '', stderr: '' } }, { ociVersion: '1.0.2', process: { args: ['sh'] } }, [], rootfs);
+      await allReported;
+      expect(published).toEqual(Array.from({ length: 10 }, () => 'c1'));
+    } finally {
+      await sandbox.destroy();
+      await agent.server.close();
+    }
+  });
+});

@@ -55,6 +55,10 @@ export interface SandboxEvents {
   onOom(containerId: string): void;
 }
 
+/** At most this many OOM events per container in OOM_WINDOW_MS reach containerd. */
+const OOM_EVENTS_PER_WINDOW = 10;
+const OOM_WINDOW_MS = 60_000;
+
 /** How long an init's exit event waits for its execs' exits to go out first. */
 const EXEC_EXITS_FIRST_MS = 2000;
 
@@ -386,11 +390,30 @@ export class Sandbox {
     void this.forwardOomEvents(agent);
   }
 
-  /** The agent reports OOM kills through a blocking call; keep one outstanding. */
+  /**
+   * The agent reports OOM kills through a blocking call; keep one outstanding. What it
+   * reports is the guest's word: only containers of this sandbox are passed on, each at
+   * most OOM_EVENTS_PER_WINDOW times per OOM_WINDOW_MS, so a broken or hostile agent
+   * can neither speak for other containers nor flood containerd.
+   */
   private async forwardOomEvents(agent: AgentClient): Promise<void> {
+    const recent = new Map<string, number[]>();
     while (!this.destroyed) {
       try {
-        this.events.onOom(await agent.getOomEvent());
+        const id = await agent.getOomEvent();
+        if (!this.containers.has(id)) {
+          this.logger.warn({ reported: String(id).slice(0, 100) }, 'the guest reported an OOM for a container this sandbox does not have; ignored');
+          continue;
+        }
+        const now = Date.now();
+        const times = (recent.get(id) ?? []).filter((t) => now - t < OOM_WINDOW_MS);
+        if (times.length >= OOM_EVENTS_PER_WINDOW) {
+          if (times.length === OOM_EVENTS_PER_WINDOW) this.logger.warn({ container: id }, 'OOM events arrive faster than containerd needs them; passing on no more this minute');
+          recent.set(id, [...times, now].slice(-OOM_EVENTS_PER_WINDOW - 1));
+          continue;
+        }
+        recent.set(id, [...times, now]);
+        this.events.onOom(id);
       } catch (err) {
         if (!this.destroyed) this.logger.warn({ err: (err as Error).message }, 'OOM event stream ended');
         return;

@@ -6,8 +6,15 @@ import { EVENTS_SERVICE, lookupService, packAny, timestamp } from '../lib/protos
 import { TtrpcClient } from '../ttrpc';
 
 const CALL_TIMEOUT_MS = 5000;
-const MAX_ATTEMPTS = 5;
+/**
+ * How long one event is retried: long enough for containerd to restart (its ttrpc
+ * socket is gone meanwhile), so an exit that happens then still arrives after.
+ */
+const RETRY_WINDOW_MS = 300_000;
+const MAX_BACKOFF_MS = 2000;
+/** Events waiting beyond this push out the oldest non-exit one; exits are never dropped. */
 const QUEUE_LIMIT = 2048;
+const EXIT_TOPIC = '/tasks/exit';
 
 export interface EventPublisher {
   publish(topic: string, typeName: string, event: object): void;
@@ -30,13 +37,25 @@ export class TtrpcEventPublisher implements EventPublisher {
   private closed = false;
   private readonly service = lookupService(EVENTS_SERVICE);
 
-  constructor(private readonly address: string, private readonly namespace: string, private readonly logger: Logger) {}
+  constructor(
+    private readonly address: string,
+    private readonly namespace: string,
+    private readonly logger: Logger,
+    private readonly limits: { queue: number; retryWindowMs: number } = { queue: QUEUE_LIMIT, retryWindowMs: RETRY_WINDOW_MS },
+  ) {}
 
   publish(topic: string, typeName: string, event: object): void {
     if (this.closed) return;
-    if (this.queue.length >= QUEUE_LIMIT) {
-      this.logger.error({ topic }, 'event queue full; dropping event');
-      return;
+    if (this.queue.length >= this.limits.queue) {
+      // A flood (a guest reporting OOMs, say) must cost other events, never an exit containerd waits for.
+      const victim = this.queue.findIndex((e) => e.topic !== EXIT_TOPIC);
+      if (victim >= 0) {
+        this.logger.error({ dropped: this.queue[victim].topic, queued: this.queue.length }, 'event queue full; dropping the oldest event that is not an exit');
+        this.queue.splice(victim, 1);
+      } else if (topic !== EXIT_TOPIC) {
+        this.logger.error({ topic, queued: this.queue.length }, 'event queue full of exits; dropping this event');
+        return;
+      }
     }
     this.queue.push({ topic, typeName, event, at: new Date() });
     this.draining = this.draining.then(() => this.drain());
@@ -63,7 +82,8 @@ export class TtrpcEventPublisher implements EventPublisher {
     const request = {
       envelope: { timestamp: timestamp(item.at), namespace: this.namespace, topic: item.topic, event: packAny(item.typeName, item.event) },
     };
-    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+    const deadline = Date.now() + this.limits.retryWindowMs;
+    for (let attempt = 1; ; attempt++) {
       try {
         const client = await this.connect();
         await client.call(this.service, 'Forward', request, { timeoutMs: CALL_TIMEOUT_MS, metadata: { 'containerd-namespace-ttrpc': [this.namespace] } });
@@ -73,10 +93,11 @@ export class TtrpcEventPublisher implements EventPublisher {
         this.logger.warn({ topic: item.topic, attempt, err: (err as Error).message }, 'event publish failed');
         this.client?.close();
         this.client = undefined;
-        await new Promise((r) => setTimeout(r, attempt * 100));
+        if (this.closed || Date.now() >= deadline) break;
+        await new Promise((r) => setTimeout(r, Math.min(attempt * 100, MAX_BACKOFF_MS)));
       }
     }
-    this.logger.error({ topic: item.topic }, 'giving up on event after retries');
+    this.logger.error({ topic: item.topic, windowMs: this.limits.retryWindowMs }, 'giving up on event after retrying for the whole window');
   }
 
   private async connect(): Promise<TtrpcClient> {
