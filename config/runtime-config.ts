@@ -75,6 +75,12 @@ export interface RuntimeConfig {
     overheadCgroup: string;
     /** Globs of the files the `io.katacontainers.config_path` annotation may name; empty: the annotation is refused. */
     validConfigPaths: string[];
+    /**
+     * How long a SIGKILLed container init may take to report its exit before the shim
+     * stops the VM and ends every process of the pod with 137: a guest that stopped
+     * answering must not make a pod unkillable.
+     */
+    killGraceMs: number;
   };
 }
 
@@ -113,7 +119,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       enableAnnotations: [],
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
-    runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [] },
+    runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [], killGraceMs: 10_000 },
   };
 }
 
@@ -223,6 +229,7 @@ function checkAgent(agent: RuntimeConfig['agent'], fail: Fail): void {
 }
 
 function checkRuntime(config: RuntimeConfig, fail: Fail): void {
+  if (!(config.runtime.killGraceMs > 0)) fail('runtime', 'killGraceMs', 'must be a positive number of milliseconds');
   if (!path.isAbsolute(config.runtime.stateDir)) fail('runtime', 'stateDir', `must be an absolute path, got ${JSON.stringify(config.runtime.stateDir)}`);
   for (const glob of config.runtime.validConfigPaths) if (!path.isAbsolute(glob)) fail('runtime', 'validConfigPaths', `each entry must be an absolute path or glob, got ${JSON.stringify(glob)}`);
   const overhead = config.runtime.overheadCgroup;

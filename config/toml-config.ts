@@ -48,6 +48,7 @@ const RUNTIME_KEYS: Record<string, KeyMapping> = {
   sandbox_cgroup_only: { field: 'sandboxCgroupOnly' },
   overhead_cgroup: { field: 'overheadCgroup' },
   valid_config_paths: { field: 'validConfigPaths' },
+  kill_grace: { field: 'killGraceMs', convert: seconds },
 };
 
 interface Block {

@@ -8,6 +8,7 @@ import { silentLogger } from '../lib/logger';
 import { Pod } from './pod';
 import { fakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
+import { CallContext } from '../ttrpc';
 
 describe('Pod', () => {
   let dir: string;
@@ -36,6 +37,87 @@ describe('Pod', () => {
       expect(fs.existsSync(path.join(config.runtime.stateDir, 'default', 'c1'))).toBe(false);
       await expect(create).rejects.toThrow(UnavailableError);
     } finally {
+      await agent.server.close();
+    }
+  });
+
+  it('a SIGKILL the guest never answers stops the VM within the grace period: every process ends with 137, then Delete and destroy work', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    config.runtime.killGraceMs = 300;
+    const never = (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned'))));
+    // A guest that hangs once the container runs: signals, waits and reads never answer.
+    const agent = fakeAgent({
+      CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
+      StartContainer: () => ({ pid: 7 }), ExecProcess: () => ({ pid: 8 }),
+      SignalProcess: never, WaitProcess: never, ReadStdout: never, ReadStderr: never, GetOOMEvent: never,
+    });
+    const driver = fakeDriver('virtio-serial', agent);
+    const exits: Array<[string, number]> = [];
+    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: (_c, p, exit) => exits.push([p.name, exit.status]), onOom: () => undefined }, silentLogger());
+    const bundle = path.join(dir, 'bundle');
+    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    try {
+      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
+      await pod.start('c1', '');
+      pod.exec({ containerId: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', processJson: Buffer.from('{"args":["sh"]}') });
+      await pod.start('c1', 'e1');
+      const killedAt = Date.now();
+      await pod.kill('c1', '', 9, false);
+      const exit = await pod.process('c1', '').wait();
+      expect(Date.now() - killedAt).toBeGreaterThanOrEqual(250);
+      expect(exit.status).toBe(137);
+      expect(exits.sort()).toEqual([['container c1', 137], ['exec e1 of container c1', 137]]);
+      expect(driver.stopped).toBe(true);
+      await pod.delete('c1', 'e1');
+      await pod.delete('c1', '');
+      expect(pod.isEmpty).toBe(true);
+      await pod.destroy();
+      expect(fs.existsSync(path.join(config.runtime.stateDir, 'default', 'c1'))).toBe(false);
+    } finally {
+      await pod.destroy();
+      await agent.server.close();
+    }
+  });
+
+  it('a Kill that races a Start acts on what the Start made: the started process is signalled, never marked exited behind its back', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    let launched!: () => void;
+    const launchGate = new Promise<void>((r) => (launched = r));
+    const signals: number[] = [];
+    let exitNow!: (status: number) => void;
+    const exited = new Promise<number>((r) => (exitNow = r));
+    const agent = fakeAgent({
+      CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
+      StartContainer: async () => (await launchGate, { pid: 7 }),
+      SignalProcess: (req: { signal: number }) => (signals.push(req.signal), exitNow(128 + req.signal), {}),
+      WaitProcess: async () => ({ status: await exited }),
+      ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
+      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+    });
+    const driver = fakeDriver('virtio-serial', agent);
+    const exits: number[] = [];
+    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: (_c, _p, exit) => exits.push(exit.status), onOom: () => undefined }, silentLogger());
+    const bundle = path.join(dir, 'bundle');
+    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    try {
+      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
+      const start = pod.start('c1', '');
+      await new Promise((r) => setTimeout(r, 50)); // the Start is in the guest
+      const kill = pod.kill('c1', '', 15, false);
+      launched();
+      await start;
+      expect(await kill).toBeUndefined(); // signalled, not marked exited by the shim
+      expect(signals).toEqual([15]);
+      expect((await pod.process('c1', '').wait()).status).toBe(143);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(exits).toEqual([143]);
+      await pod.delete('c1', '');
+    } finally {
+      await pod.destroy();
       await agent.server.close();
     }
   });

@@ -8,11 +8,14 @@ import { Hypervisor } from '../hypervisors/hypervisor';
 import { Container } from './container';
 import { MountSpec } from './rootfs';
 import { Sandbox } from './sandbox';
+import { refuseWhatAVmCannotMean } from './host-namespaces';
 import { rootfsInsideBundle, validateId } from './identifiers';
 import { readBundleSpec } from './spec';
 import { ExitInfo, TaskProcess } from './task-process';
 
 export const CRI_SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
+const SIGKILL = 9;
+const DEFAULT_KILL_GRACE_MS = 10_000;
 
 export interface CreateParams {
   id: string;
@@ -58,6 +61,7 @@ export class Pod {
   private loaded: LoadedConfig | undefined;
   /** Set once teardown began: no Create may boot a VM that nothing would stop. */
   private tornDown = false;
+  private destroying: Promise<void> | undefined;
 
   constructor(
     private readonly deps: PodDeps,
@@ -69,6 +73,7 @@ export class Pod {
     if (this.tornDown) throw new FailedPreconditionError(`container ${params.id}: this shim is shutting down its sandbox; create the container again (a new shim will serve it)`);
     validateId('container', params.id);
     const spec = readBundleSpec(params.bundle);
+    refuseWhatAVmCannotMean(spec); // hostNetwork/hostPID/hostIPC, Bidirectional mounts: before any VM boots
     const sandboxId = validateId('sandbox', spec.annotations?.[CRI_SANDBOX_ID] || params.id);
     // Before any VM boots for it: the rootfs must be a directory inside the bundle.
     const hostRootfs = rootfsInsideBundle(params.bundle, spec.root?.path);
@@ -109,6 +114,8 @@ export class Pod {
   /** Returns the exit when the signal ended a process that never started. */
   async kill(id: string, execId: string, signal: number, all: boolean): Promise<ExitInfo | undefined> {
     const proc = this.process(id, execId);
+    // A Kill racing a Start acts on what the Start made: the process runs (signal it) or never will.
+    await proc.startSettled();
     const agent = this.sandbox!.requireAgent();
     if (proc.status === 'stopped') {
       if (all) return undefined; // killing what is already gone is fine (runc's shim agrees)
@@ -123,8 +130,29 @@ export class Pod {
       await agent.signalProcess(id, '', signal, all).catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest refused the signal for a never-started container; ending it on the host'));
       return proc.markExited(128 + signal);
     }
+    if (signal === SIGKILL && !execId) return this.killInit(id, proc, all);
     // A paused container's processes only see the signal once thawed; SIGKILL works regardless.
     await agent.signalProcess(id, execId, signal, all);
+    return undefined;
+  }
+
+  /**
+   * SIGKILL of a container's init must work whatever the guest does: if its exit has not
+   * arrived within the grace period (the guest hangs, its agent died, QEMU is stopped),
+   * the VM is stopped and every process of the pod ends with 137, as Kata does when the
+   * agent is gone. The signal itself is bounded by the same grace.
+   */
+  private async killInit(id: string, proc: TaskProcess, all: boolean): Promise<undefined> {
+    const sandbox = this.sandbox!;
+    const graceMs = this.loaded?.config.runtime.killGraceMs ?? DEFAULT_KILL_GRACE_MS;
+    const deadline = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), graceMs).unref());
+    const sent = sandbox.requireAgent().signalProcess(id, '', SIGKILL, all);
+    const outcome = await Promise.race([sent.then(() => 'sent' as const), deadline]).catch((err: unknown) => err);
+    if (outcome instanceof NotFoundError) throw outcome; // it had already exited
+    if (outcome !== 'sent') this.logger.warn({ container: id, err: outcome === 'late' ? 'no answer' : (outcome as Error).message }, 'the guest did not take the SIGKILL; waiting for the exit until the grace period ends');
+    void Promise.race([proc.wait().then(() => 'exited' as const), deadline]).then((how) => {
+      if (how === 'late') void sandbox.killVm(`SIGKILL of container ${id}: no exit within ${graceMs} ms`);
+    });
     return undefined;
   }
 
@@ -193,10 +221,15 @@ export class Pod {
    */
   async destroy(): Promise<void> {
     this.tornDown = true;
-    const sandbox = this.sandbox ?? (await this.starting?.catch(() => undefined));
-    this.sandbox = undefined;
-    this.starting = undefined;
-    await sandbox?.destroy();
+    // One teardown, awaited by every caller: a second Shutdown, or SIGTERM during one,
+    // must not see "done" (and let the daemon exit) while the first is still unmounting.
+    this.destroying ??= (async () => {
+      const sandbox = this.sandbox ?? (await this.starting?.catch(() => undefined));
+      this.sandbox = undefined;
+      this.starting = undefined;
+      await sandbox?.destroy();
+    })();
+    return this.destroying;
   }
 
   private requireSandbox(id: string): Sandbox {

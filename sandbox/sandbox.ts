@@ -55,6 +55,9 @@ export interface SandboxEvents {
   onOom(containerId: string): void;
 }
 
+/** How a process ends when the shim had to stop the VM under it (128 + SIGKILL). */
+const KILLED_STATUS = 137;
+
 /** At most this many OOM events per container in OOM_WINDOW_MS reach containerd. */
 const OOM_EVENTS_PER_WINDOW = 10;
 const OOM_WINDOW_MS = 60_000;
@@ -73,6 +76,8 @@ export class Sandbox {
   /** Grows the VM for its containers' resources; set once the agent answers. */
   private sizer: VmSizer | undefined;
   private destroyed = false;
+  /** Set by killVm: the VM was stopped under the pod; no agent call is made any more. */
+  private vmKilled = false;
   details: GuestDetails | undefined;
   /** Host-private mount directory and the read-only view of it the guest gets. */
   readonly share: ShareLayout;
@@ -250,7 +255,7 @@ export class Sandbox {
   async deleteExec(containerId: string, execId: string): Promise<TaskProcess> {
     const proc = this.container(containerId).removeExec(execId);
     this.execSpecs.delete(proc);
-    if (proc.guestPid) await this.requireAgent().deleteProcess(containerId, execId).catch((err) => this.logger.warn({ err: (err as Error).message }, 'guest exec delete failed'));
+    if (proc.guestPid && this.agent && !this.destroyed && !this.vmKilled) await this.agent.deleteProcess(containerId, execId).catch((err) => this.logger.warn({ err: (err as Error).message }, 'guest exec delete failed'));
     return proc;
   }
 
@@ -258,7 +263,7 @@ export class Sandbox {
   async deleteContainer(id: string): Promise<Container> {
     const container = this.container(id);
     if (container.status === 'running' || container.status === 'paused') throw new FailedPreconditionError(`container ${id} is ${container.status}; kill it before deleting`);
-    if (this.agent && !this.destroyed) {
+    if (this.agent && !this.destroyed && !this.vmKilled) {
       await this.agent.removeContainer(id).catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest remove failed'));
       await this.devices.unplug(id);
     }
@@ -275,15 +280,31 @@ export class Sandbox {
   }
 
   requireAgent(): AgentClient {
-    if (!this.agent || this.destroyed) throw new UnavailableError(`sandbox ${this.id} has no running VM`);
+    if (!this.agent || this.destroyed || this.vmKilled) throw new UnavailableError(`sandbox ${this.id} has no running VM`);
     return this.agent;
+  }
+
+  /**
+   * The last resort when the guest no longer does what it is told (a SIGKILL whose
+   * exit never came): every process of the pod ends with 137 and its exit event, then
+   * the VM is stopped. Delete and Shutdown work normally afterwards.
+   */
+  async killVm(reason: string): Promise<void> {
+    if (this.destroyed || this.vmKilled) return;
+    this.vmKilled = true;
+    this.logger.error({ reason }, 'stopping the VM and ending every process of the pod');
+    for (const container of this.containers.values()) {
+      for (const proc of container.markAllExited(KILLED_STATUS)) this.events.onProcessExit(container, proc, proc.exit!);
+    }
+    this.agent?.close();
+    await this.hypervisor.stop(0);
   }
 
   /** Stops the VM and removes everything the sandbox made. Safe to call twice. */
   async destroy(): Promise<void> {
     const wasDestroyed = this.destroyed;
     this.destroyed = true;
-    if (this.agent && !wasDestroyed) {
+    if (this.agent && !wasDestroyed && !this.vmKilled) {
       await this.agent.destroySandbox().catch((err) => this.logger.warn({ err: (err as Error).message }, 'agent DestroySandbox failed'));
       this.agent.close();
     }
@@ -429,7 +450,7 @@ export class Sandbox {
   }
 
   private onVmExit(code: number | null, signal: string | null): void {
-    if (this.destroyed) return;
+    if (this.destroyed || this.vmKilled) return;
     this.logger.error({ code, signal, console: this.hypervisor.consoleTail(1024) }, 'the VM exited unexpectedly');
     for (const container of this.containers.values()) {
       for (const proc of container.markAllExited(LOST_EXIT_STATUS)) this.events.onProcessExit(container, proc, proc.exit!);

@@ -24,6 +24,8 @@ export class TaskProcess {
   guestPid = 0;
   exit: ExitInfo | undefined;
   private io: ProcessIo | undefined;
+  /** The Start in flight: status changes only when it settles, so a racing Kill waits for it. */
+  private starting: Promise<number> | undefined;
   private readonly exitWaiters: Array<(exit: ExitInfo) => void> = [];
 
   constructor(
@@ -45,18 +47,32 @@ export class TaskProcess {
    * written early is missed.
    */
   async start(launch: () => Promise<number>, onExit: (exit: ExitInfo) => void): Promise<number> {
-    if (this.status !== 'created') throw new FailedPreconditionError(`${this.name} is ${this.status}; only a created process can be started`);
-    this.io = new ProcessIo(this.agent, this.containerId, this.execId, this.stdio, this.logger);
+    if (this.status !== 'created' || this.starting) throw new FailedPreconditionError(`${this.name} is ${this.starting ? 'starting' : this.status}; only a created process can be started`);
+    const io = new ProcessIo(this.agent, this.containerId, this.execId, this.stdio, this.logger);
+    this.io = io;
+    const started = (async () => {
+      try {
+        this.guestPid = await launch();
+      } catch (err) {
+        io.close();
+        throw err;
+      }
+      io.startStdin();
+      this.status = 'running';
+      void this.monitor(onExit);
+      return this.guestPid;
+    })();
+    this.starting = started;
     try {
-      this.guestPid = await launch();
-    } catch (err) {
-      this.io.close();
-      throw err;
+      return await started;
+    } finally {
+      this.starting = undefined;
     }
-    this.io.startStdin();
-    this.status = 'running';
-    void this.monitor(onExit);
-    return this.guestPid;
+  }
+
+  /** Resolves once no Start is in flight (whether it succeeded or not). */
+  async startSettled(): Promise<void> {
+    await this.starting?.catch(() => undefined);
   }
 
   async closeStdin(): Promise<void> {

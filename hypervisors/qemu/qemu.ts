@@ -96,7 +96,8 @@ export class QemuHypervisor implements Hypervisor {
     if (!this.child || this.hasExited) return;
     if (await settlesWithin(this.exited, graceMs)) return;
     this.logger.warn('guest did not power off in time; sending QMP quit');
-    await this.qmp?.execute('quit').catch(() => undefined);
+    // Bounded: a QEMU that is stopped (SIGSTOP) or wedged never answers QMP.
+    await settlesWithin(this.qmp?.execute('quit').catch(() => undefined) ?? Promise.resolve(), 3000);
     if (await settlesWithin(this.exited, 3000)) return;
     this.logger.warn('qemu ignored quit; killing it');
     this.killNow();
