@@ -62,6 +62,8 @@ export class Pod {
   /** Set once teardown began: no Create may boot a VM that nothing would stop. */
   private tornDown = false;
   private destroying: Promise<void> | undefined;
+  /** Whether any Create reached this pod: a daemon that never gets one was started for nothing. */
+  private createSeen = false;
 
   constructor(
     private readonly deps: PodDeps,
@@ -70,6 +72,7 @@ export class Pod {
   ) {}
 
   async create(params: CreateParams): Promise<Container> {
+    this.createSeen = true;
     if (this.tornDown) throw new FailedPreconditionError(`container ${params.id}: this shim is shutting down its sandbox; create the container again (a new shim will serve it)`);
     validateId('container', params.id);
     const spec = readBundleSpec(params.bundle);
@@ -204,6 +207,10 @@ export class Pod {
     const sandbox = this.requireSandbox(id);
     if (execId) return sandbox.deleteExec(id, execId);
     return (await sandbox.deleteContainer(id)).init;
+  }
+
+  get neverUsed(): boolean {
+    return !this.createSeen;
   }
 
   get isEmpty(): boolean {

@@ -8,6 +8,18 @@ import { InternalError, InvalidArgumentError } from '../lib/errors';
 import { removeTreeOnOneFilesystem } from './safe-paths';
 
 const execFileAsync = promisify(execFile);
+/**
+ * A bound on each mount(8)/umount(8): a hung NFS or FUSE source must fail the one
+ * call naming what hung, not stall the pod's daemon (the child is SIGKILLed).
+ */
+export const MOUNT_TIMEOUT_MS = 30_000;
+
+function bounded(command: string, args: string[]): Promise<unknown> {
+  return execFileAsync(command, args, { timeout: MOUNT_TIMEOUT_MS, killSignal: 'SIGKILL' }).catch((err: { killed?: boolean; signal?: string; stderr?: string; message: string }) => {
+    if (err.killed || err.signal === 'SIGKILL') throw new InternalError(`${command} ${args.join(' ')} did not finish within ${MOUNT_TIMEOUT_MS / 1000} s (a hung filesystem?)`);
+    throw err;
+  });
+}
 
 export interface MountSpec {
   type: string;
@@ -37,9 +49,9 @@ export async function mountAll(mounts: MountSpec[], target: string): Promise<voi
 export async function unmount(target: string): Promise<void> {
   if (!isMountPoint(target)) return;
   try {
-    await execFileAsync('umount', [target]);
+    await bounded('umount', [target]);
   } catch {
-    await execFileAsync('umount', ['-l', target]).catch((err) => {
+    await bounded('umount', ['-l', target]).catch((err) => {
       throw new InternalError(`cannot unmount ${target}: ${(err as { stderr?: string }).stderr ?? err}`);
     });
   }
@@ -106,7 +118,7 @@ function unescapeMountPath(p: string): string {
 
 export async function runMount(args: string[]): Promise<void> {
   try {
-    await execFileAsync('mount', args);
+    await bounded('mount', args);
   } catch (err) {
     const e = err as { stderr?: string; message: string };
     throw new InternalError(`mount ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`);

@@ -180,7 +180,7 @@ export class Sandbox {
     const logger = this.logger.child({ container: params.id });
     const privateDir = this.share.privateDir;
     // Checked before anything is mounted: a source that cannot be shared fails the Create.
-    const volumes = planVolumes(params.id, spec.mounts ?? [], privateDir);
+    const volumes = await planVolumes(params.id, spec.mounts ?? [], privateDir);
     const devices = this.devices.plan(params.id, spec);
     const mounts: string[] = [];
     try {

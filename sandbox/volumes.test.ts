@@ -9,8 +9,8 @@ describe('planVolumes', () => {
   const file = path.join(dir, 'hosts');
   fs.writeFileSync(file, '127.0.0.1 localhost\n');
 
-  it('shares host files and directories under the container and points the spec at the guest paths', () => {
-    const plan = planVolumes(
+  it('shares host files and directories under the container and points the spec at the guest paths', async () => {
+    const plan = await planVolumes(
       'c1',
       [
         { destination: '/proc', type: 'proc', source: 'proc' },
@@ -18,7 +18,7 @@ describe('planVolumes', () => {
         { destination: '/data', type: 'bind', source: dir, options: ['rbind', 'ro'] },
         { destination: '/dev/shm', type: 'bind', source: '/run/containerd/sandboxes/p1/shm', options: ['rbind', 'rw'] },
       ],
-      '/run/kata-ts/p1/shared',
+      '/run/kata-ts/p1/mounts',
     );
     expect(plan.mounts).toEqual([
       { destination: '/proc', type: 'proc', source: 'proc' },
@@ -27,8 +27,8 @@ describe('planVolumes', () => {
       { destination: '/dev/shm', type: 'bind', source: '/run/kata-containers/sandbox/shm', options: ['rbind', 'rw'] },
     ]);
     expect(plan.shares).toEqual([
-      { hostSource: file, sharedPath: '/run/kata-ts/p1/shared/c1/mounts/0', isDirectory: false, readonly: false },
-      { hostSource: dir, sharedPath: '/run/kata-ts/p1/shared/c1/mounts/1', isDirectory: true, readonly: true },
+      { hostSource: file, sharedPath: '/run/kata-ts/p1/mounts/c1/mounts/0', isDirectory: false, readonly: false },
+      { hostSource: dir, sharedPath: '/run/kata-ts/p1/mounts/c1/mounts/1', isDirectory: true, readonly: true },
     ]);
   });
 
@@ -37,13 +37,13 @@ describe('planVolumes', () => {
     const server = net.createServer().listen(socketPath);
     await new Promise((r) => server.once('listening', r));
     try {
-      expect(() => planVolumes('c1', [{ destination: '/var/run/api.sock', type: 'bind', source: socketPath, options: ['rbind'] }], '/s')).toThrow(
+      await expect(planVolumes('c1', [{ destination: '/var/run/api.sock', type: 'bind', source: socketPath, options: ['rbind'] }], '/s')).rejects.toThrow(
         `container c1: mount /var/run/api.sock: host source ${socketPath} is a Unix socket, which cannot be shared into the VM`,
       );
     } finally {
       server.close();
     }
-    expect(() => planVolumes('c1', [{ destination: '/x', type: 'bind', source: path.join(dir, 'missing'), options: ['rbind'] }], '/s')).toThrow('host source ' + path.join(dir, 'missing') + ' cannot be used (ENOENT)');
-    expect(() => planVolumes('c1', [{ destination: '/x', type: 'bind', source: 'relative', options: ['bind'] }], '/s')).toThrow("bind source 'relative' is not an absolute host path");
+    await expect(planVolumes('c1', [{ destination: '/x', type: 'bind', source: path.join(dir, 'missing'), options: ['rbind'] }], '/s')).rejects.toThrow('host source ' + path.join(dir, 'missing') + ' cannot be used (ENOENT)');
+    await expect(planVolumes('c1', [{ destination: '/x', type: 'bind', source: 'relative', options: ['bind'] }], '/s')).rejects.toThrow("bind source 'relative' is not an absolute host path");
   });
 });

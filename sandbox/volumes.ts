@@ -44,16 +44,23 @@ function kindOf(stat: fs.Stats): string | undefined {
  * Plans the shares for `mounts` and returns the mounts the guest spec gets. Refuses,
  * before anything is mounted, sources that cannot cross into a VM over 9p.
  */
-export function planVolumes(containerId: string, mounts: OciMount[], hostPrivateDir: string): { mounts: OciMount[]; shares: VolumeShare[] } {
+export async function planVolumes(containerId: string, mounts: OciMount[], hostPrivateDir: string): Promise<{ mounts: OciMount[]; shares: VolumeShare[] }> {
   const shares: VolumeShare[] = [];
-  const out = mounts.map((m) => {
-    if (!isHostBind(m)) return m;
-    if (m.destination === '/dev/shm') return { ...m, source: SANDBOX_SHM_DIR };
+  const out: OciMount[] = [];
+  for (const m of mounts) {
+    if (!isHostBind(m)) {
+      out.push(m);
+      continue;
+    }
+    if (m.destination === '/dev/shm') {
+      out.push({ ...m, source: SANDBOX_SHM_DIR });
+      continue;
+    }
     const source = m.source ?? '';
     if (!path.isAbsolute(source)) throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: bind source '${source}' is not an absolute host path`);
     let stat: fs.Stats;
     try {
-      stat = fs.statSync(source);
+      stat = await statBounded(source);
     } catch (err) {
       throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: host source ${source} cannot be used (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
@@ -61,9 +68,21 @@ export function planVolumes(containerId: string, mounts: OciMount[], hostPrivate
     if (kind) throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: host source ${source} is a ${kind}, which cannot be shared into the VM (only files and directories can)`);
     const name = String(shares.length);
     shares.push({ hostSource: source, sharedPath: path.join(hostPrivateDir, containerId, 'mounts', name), isDirectory: stat.isDirectory(), readonly: (m.options ?? []).includes('ro') });
-    return { ...m, source: path.posix.join(GUEST_SHARED_DIR, containerId, 'mounts', name) };
-  });
+    out.push({ ...m, source: path.posix.join(GUEST_SHARED_DIR, containerId, 'mounts', name) });
+  }
   return { mounts: out, shares };
+}
+
+/** How long a volume's host source may take to answer a stat (a hung NFS or FUSE server never does). */
+export const VOLUME_STAT_TIMEOUT_MS = 10_000;
+
+/** stat(2) off the event loop and bounded: a hung filesystem fails this Create, not the whole pod's daemon. */
+function statBounded(source: string): Promise<fs.Stats> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${VOLUME_STAT_TIMEOUT_MS / 1000} s: is its filesystem hung?`)), VOLUME_STAT_TIMEOUT_MS);
+  });
+  return Promise.race([fs.promises.stat(source), late]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -27,6 +27,9 @@ function openLog(bundle: string, debug: boolean): Logger {
   return createLogger(fd ?? process.stderr, debug ? 'debug' : process.env.KATATS_LOG_LEVEL ?? 'info');
 }
 
+/** How long a daemon waits for its first Create before it exits. */
+const IDLE_EXIT_MS = Number(process.env.KATATS_IDLE_EXIT_MS ?? 60_000);
+
 /** How long the exit path waits for the last events and connections. */
 const EXIT_FLUSH_MS = 3000;
 
@@ -91,6 +94,11 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void shutdown(signal));
     logger.info({ socket: flags.socket, pid: process.pid }, 'shim daemon ready');
     report('ready\n');
+    // containerd follows a successful start with Create; a daemon that never gets one
+    // (start's caller gave up, containerd crashed) must not live on forever.
+    setTimeout(() => {
+      if (pod.neverUsed) void shutdown(`no Create within ${IDLE_EXIT_MS / 1000} s of start`);
+    }, IDLE_EXIT_MS).unref();
   } catch (err) {
     logger.error({ err }, 'shim daemon failed to start');
     report(`error: ${(err as Error).message}\n`);

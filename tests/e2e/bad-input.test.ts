@@ -111,5 +111,15 @@ describe('bad input', () => {
       }
       expect(await waitForNoLeaks(before, 10_000)).toEqual([]);
     });
+
+    it('a daemon that never gets a Create after start exits by itself', async () => {
+      const before = await snapshotHost({ dirs: [state.root] });
+      const bundle = state.bundle('abandoned', JSON.stringify({ ociVersion: '1.0.2', process: { args: ['true'] }, root: { path: 'rootfs' } }));
+      const started = await runShim(launcher, bundle, 'abandoned', 'start', { ...env, KATATS_IDLE_EXIT_MS: '2000' });
+      expect(started.stdout).toMatch(/^unix:\/\//);
+      const pid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8').split(' ')[0]);
+      expect(fs.existsSync(`/proc/${pid}`)).toBe(true);
+      expect(await waitForNoLeaks(before, 15_000)).toEqual([]);
+    });
   });
 });
