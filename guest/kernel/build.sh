@@ -5,7 +5,7 @@
 #
 #   guest/kernel/build.sh
 #
-# Output: $CACHE/kernel-built/<hash>/{vmlinux,bzImage,config,version}; the last line on
+# Output: $CACHE/kernel-built/<hash>/{vmlinux,bzImage,config,fragments.config,version}; the last line on
 # stdout is that directory. <hash> covers the source package, the fragments, this
 # script and the compiler, so an unchanged build is a cache hit, shared by every clone
 # on the machine. Progress goes to stderr; the full make output to <hash>.log beside it.
@@ -139,6 +139,9 @@ mkdir -p "$OUT.tmp"
 strip --strip-all -o "$OUT.tmp/vmlinux" "$OBJ/vmlinux"
 cp "$OBJ/arch/x86/boot/bzImage" "$OUT.tmp/bzImage"
 cp "$OBJ/.config" "$OUT.tmp/config"
+# What it was configured from, so a check of the built kernel knows it is current
+# (guest/kernel/fragments.test.ts).
+cp "$OBJ/fragments.config" "$OUT.tmp/fragments.config"
 echo "$VERSION" >"$OUT.tmp/version"
 rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"
