@@ -22,13 +22,14 @@ describe('kata-ts-runtime exec', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  /** A process standing in for the sandbox's QEMU: recorded in its pid file, named after the sandbox. */
-  function fakeVm(sandboxId: string): ChildProcess {
+  /** A process standing in for the sandbox's QEMU, once it runs with its argv (spawn returns before the exec). */
+  async function fakeVm(sandboxId: string): Promise<ChildProcess> {
     const pidFile = path.join(dir, 'default', sandboxId, 'qemu.pid');
     const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '-pidfile', pidFile], { stdio: 'ignore' });
     cleanups.push(() => child.kill('SIGKILL'));
     fs.mkdirSync(path.dirname(pidFile), { recursive: true });
     fs.writeFileSync(pidFile, `${child.pid}\n`);
+    while (!fs.readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').includes(pidFile)) await new Promise((r) => setTimeout(r, 10));
     return child;
   }
 
@@ -57,18 +58,18 @@ describe('kata-ts-runtime exec', () => {
       expect(() => findDebugConsole(config, '../etc')).toThrow(InvalidArgumentError);
     });
 
-    it('tells a missing sandbox from a stopped one from one without a console', () => {
+    it('tells a missing sandbox from a stopped one from one without a console', async () => {
       expect(() => findDebugConsole(config, 'sb1')).toThrow(new NotFoundError(`sandbox sb1 not found: no namespace in ${dir} has it (runtime.state_dir is ${dir})`));
       expect(() => findDebugConsole(config, 'sb1', 'k8s.io')).toThrow(new NotFoundError(`sandbox sb1 not found in namespace k8s.io: no state in ${dir}/k8s.io/sb1 (runtime.state_dir is ${dir})`));
       fs.mkdirSync(path.join(dir, 'default', 'sb1'), { recursive: true });
       expect(() => findDebugConsole(config, 'sb1')).toThrow(new FailedPreconditionError('sandbox sb1 is not running: its VM is not up'));
-      fakeVm('sb1');
+      await fakeVm('sb1');
       expect(() => findDebugConsole(config, 'sb1')).toThrow(FailedPreconditionError);
       expect(() => findDebugConsole(config, 'sb1')).toThrow('debug console is not enabled for sandbox sb1: set [agent.kata] debug_console_enabled = true');
     });
 
     it("is the socket in the sandbox's state directory while its VM runs", async () => {
-      fakeVm('sb1');
+      await fakeVm('sb1');
       const socketPath = path.join(dir, 'default', 'sb1', 'debug-console.sock');
       await fakeConsole(socketPath);
       expect(findDebugConsole(config, 'sb1')).toBe(socketPath);
