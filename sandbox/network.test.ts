@@ -32,6 +32,7 @@ describe('PodNetwork', () => {
     fs.writeFileSync(netns, '');
     calls = [];
   });
+  afterEach(() => fs.rmSync(path.dirname(netns), { recursive: true, force: true }));
 
   function fakeRun(failOn?: string) {
     return async (nsPath: string, command: string, args: string[]) => {
@@ -46,9 +47,25 @@ describe('PodNetwork', () => {
     };
   }
 
-  it('reads the pod interface and routes and mirrors it to a tap both ways', async () => {
+  const PORT_FORWARD_SETUP = [
+    'ip addr add 169.254.75.1/30 dev tap0_kata',
+    'sysctl -q -w net.ipv4.conf.tap0_kata.route_localnet=1',
+    'tc filter add dev tap0_kata parent ffff: prio 1 protocol arp u32 match u32 0xa9fe4b01 0xffffffff at 24 flowid ffff:1',
+    'tc filter add dev tap0_kata parent ffff: prio 2 protocol ip u32 match ip dst 169.254.75.1/32 flowid ffff:1',
+    'iptables -w -t nat -A OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
+    'iptables -w -t nat -A POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment kata-ts port-forward to the pod VM -j SNAT --to-source 169.254.75.1',
+  ];
+  const PORT_FORWARD_REMOVAL = [
+    'iptables -w -t nat -D OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
+    'iptables -w -t nat -D POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment kata-ts port-forward to the pod VM -j SNAT --to-source 169.254.75.1',
+  ];
+
+  it('reads the pod interface and routes, mirrors it to a tap both ways, and forwards the netns loopback to the guest', async () => {
     const network = await PodNetwork.attach(netns, silentLogger(), fakeRun());
-    expect(network.endpoints).toEqual([{ name: 'eth0', mac: '5a:1b:2c:3d:4e:5f', mtu: 1500, addresses: [{ address: '10.88.7.5', prefix_length: 24 }], tapName: 'tap0_kata' }]);
+    // The guest NIC also gets the guest end of the port-forward link.
+    expect(network.endpoints).toEqual([
+      { name: 'eth0', mac: '5a:1b:2c:3d:4e:5f', mtu: 1500, addresses: [{ address: '10.88.7.5', prefix_length: 24 }, { address: '169.254.75.2', prefix_length: 30 }], tapName: 'tap0_kata' },
+    ]);
     expect(network.routes).toEqual([{ destination: '', gateway: '10.88.7.1', device: 'eth0', source: '', scope: '' }]);
     expect(calls.slice(3)).toEqual([
       'ip tuntap add dev tap0_kata mode tap',
@@ -57,7 +74,28 @@ describe('PodNetwork', () => {
       'tc filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev tap0_kata',
       'tc qdisc add dev tap0_kata ingress',
       'tc filter add dev tap0_kata parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev eth0',
+      ...PORT_FORWARD_SETUP,
     ]);
+    calls = [];
+    await network.detach();
+    expect(calls).toEqual([...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+  });
+
+  it('undoes the port-forward rules and the taps when a port-forward step fails', async () => {
+    await expect(PodNetwork.attach(netns, silentLogger(), fakeRun('iptables -w -t nat -A POSTROUTING'))).rejects.toThrow('refused');
+    expect(calls.slice(-5)).toEqual([PORT_FORWARD_SETUP[5], ...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+  });
+
+  it('forwards nothing when no pod interface has an IPv4 address', async () => {
+    const v6only = JSON.stringify([{ ifname: 'eth0', link_type: 'ether', address: '5a:1b:2c:3d:4e:5f', mtu: 1500, addr_info: [{ family: 'inet6', local: 'fd00::5', prefixlen: 64, scope: 'global' }] }]);
+    const run = async (_ns: string, command: string, args: string[]) => {
+      const line = `${command} ${args.join(' ')}`;
+      calls.push(line);
+      return line === 'ip -j addr show' ? v6only : line.includes('route show') ? '[]' : '';
+    };
+    const network = await PodNetwork.attach(netns, silentLogger(), run);
+    expect(network.endpoints[0].addresses).toEqual([{ address: 'fd00::5', prefix_length: 64 }]);
+    expect(calls.filter((c) => c.includes('169.254.75') || c.startsWith('iptables'))).toEqual([]);
   });
 
   it('undoes what it made when a step fails', async () => {
@@ -76,7 +114,7 @@ describe('PodNetwork', () => {
       return command === 'ip' && args[1] === 'link' ? links : '';
     };
     await PodNetwork.cleanup(netns, silentLogger(), run);
-    expect(calls).toEqual(['ip -j link show', 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+    expect(calls).toEqual(['ip -j link show', ...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
     calls = [];
     await PodNetwork.cleanup(netns, silentLogger(), async (_ns, command, args) => (calls.push(`${command} ${args.join(' ')}`), JSON.stringify([{ ifname: 'eth0', link_type: 'ether' }])));
     expect(calls).toEqual(['ip -j link show']); // not ours: nothing touched

@@ -7,11 +7,14 @@
 // MAC, and the agent gives the guest NIC the interface's name, addresses and routes.
 // The pod interface keeps its addresses on the host side; with its ingress
 // redirected, the host stack never sees its frames.
+// The namespace's loopback is carried to the VM too (port-forward.ts): CRI's
+// PortForward dials 127.0.0.1 in the namespace. Started with the taps, gone with them.
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import { promisify } from 'util';
 import { FailedPreconditionError } from '../lib/errors';
 import { Logger } from '../lib/logger';
+import { PortForward, portForwardGuestAddress } from './port-forward';
 
 const execFileAsync = promisify(execFile);
 
@@ -26,6 +29,10 @@ export interface Endpoint {
   name: string;
   mac: string;
   mtu: number;
+  /**
+   * The guest NIC's addresses: the pod interface's, and on the first endpoint also the
+   * guest end of the port-forward link (port-forward.ts).
+   */
   addresses: IpAddress[];
   /** Our tap device in the pod netns. */
   tapName: string;
@@ -95,6 +102,8 @@ export function routesFrom(routes: IpRoute[], endpoints: Endpoint[]): Route[] {
 }
 
 export class PodNetwork {
+  private portForward: PortForward | undefined;
+
   private constructor(
     readonly netnsPath: string,
     readonly endpoints: Endpoint[],
@@ -115,6 +124,7 @@ export class PodNetwork {
     const network = new PodNetwork(netnsPath, endpoints, routesFrom(routes, endpoints), run, logger);
     try {
       for (const endpoint of endpoints) await network.wire(endpoint);
+      await network.forwardLoopback();
     } catch (err) {
       await network.detach();
       throw err;
@@ -131,6 +141,7 @@ export class PodNetwork {
     if (!fs.existsSync(netnsPath)) return;
     const links = JSON.parse(await run(netnsPath, 'ip', ['-j', 'link', 'show'])) as IpLink[];
     if (!links.some((l) => l.ifname.endsWith(TAP_SUFFIX))) return;
+    for (const l of links.filter((l) => l.ifname.endsWith(TAP_SUFFIX))) await PortForward.removeRules(netnsPath, l.ifname, run, logger);
     for (const l of links) {
       const undo = l.ifname.endsWith(TAP_SUFFIX) ? ['ip', 'link', 'del', l.ifname] : l.link_type === 'ether' ? ['tc', 'qdisc', 'del', 'dev', l.ifname, 'ingress'] : undefined;
       if (undo) await run(netnsPath, undo[0], undo.slice(1)).catch((err) => logger.debug({ err: (err as Error).message }, 'nothing to undo'));
@@ -141,10 +152,20 @@ export class PodNetwork {
   /** Removes the taps and the mirroring; the netns may already be gone, which is fine. */
   async detach(): Promise<void> {
     if (!fs.existsSync(this.netnsPath)) return;
+    await this.portForward?.stop();
+    this.portForward = undefined;
     for (const e of this.endpoints) {
       await this.run(this.netnsPath, 'tc', ['qdisc', 'del', 'dev', e.name, 'ingress']).catch((err) => this.logger.debug({ err: (err as Error).message }, 'no ingress qdisc to remove'));
       await this.run(this.netnsPath, 'ip', ['link', 'del', e.tapName]).catch((err) => this.logger.debug({ err: (err as Error).message }, 'no tap to remove'));
     }
+  }
+
+  /** The namespace's 127.0.0.1 to the first endpoint's guest NIC (CRI PortForward). */
+  private async forwardLoopback(): Promise<void> {
+    const first = this.endpoints.find((e) => e.addresses.some((a) => !a.address.includes(':')));
+    if (!first) return;
+    this.portForward = await PortForward.start(this.netnsPath, first.tapName, this.run, this.logger);
+    first.addresses.push(portForwardGuestAddress());
   }
 
   private async wire(e: Endpoint): Promise<void> {
