@@ -62,6 +62,19 @@ export interface CriOptions {
   sandboxImage?: string;
   /** The `kata` runtime's `options.ConfigPath`: containerd passes it to the shim in Create. */
   kataConfigPath?: string;
+  /**
+   * Appends CNI's `portmap` plugin to the chain, so PodSandboxConfig.port_mappings
+   * (hostPort) work: iptables nat rules in the host netns (chains CNI-HOSTPORT-*, one
+   * CNI-DN-* per pod, removed by CNI DEL). Teardown removes the top-level chains if this
+   * containerd's start found none and no pod (of any containerd) has hostPort rules in
+   * them any more; a CNI-DN-* chain left is reported. Default false: no iptables rules.
+   */
+  portMappings?: boolean;
+  /**
+   * The `kata` runtime's `privileged_without_host_devices` (as README.md recommends):
+   * a privileged container then gets no host devices, which a VM could not take anyway.
+   */
+  kataPrivilegedWithoutHostDevices?: boolean;
 }
 
 export interface CriNetwork {
@@ -117,6 +130,8 @@ export interface PreparedCri {
   ipForwardBefore: string;
   /** libcni's global dirs that did not exist before (removed by teardown once empty). */
   absentCniDirs: string[];
+  /** With `portMappings`: whether the host's nat table had no portmap chains at start (teardown may then remove them). */
+  portmapChainsAbsent?: boolean;
 }
 
 /**
@@ -152,9 +167,55 @@ export async function prepareCri(p: CriPaths, opts: CriOptions): Promise<Prepare
   const absentCniDirs = [CNI_RESULTS_DIR, path.dirname(CNI_RESULTS_DIR)].filter((d) => !fs.existsSync(d));
   await fs.promises.mkdir(network.confDir, { recursive: true });
   await fs.promises.mkdir(endpoint.logDir, { recursive: true });
-  await fs.promises.writeFile(path.join(network.confDir, `10-${name}.conflist`), JSON.stringify(cniConflist(network), null, 2));
+  const portmapChainsAbsent = opts.portMappings ? !(await natRules()).some((r) => r.includes(PORTMAP_DNAT_CHAIN)) : undefined;
+  await fs.promises.writeFile(path.join(network.confDir, `10-${name}.conflist`), JSON.stringify(cniConflist(network, opts), null, 2));
   await createBridge(network);
-  return { endpoint, toml: criToml(p, endpoint, opts), ipForwardBefore, absentCniDirs };
+  return { endpoint, toml: criToml(p, endpoint, opts), ipForwardBefore, absentCniDirs, portmapChainsAbsent };
+}
+
+/** CNI portmap's top-level chains (plugins/meta/portmap, v1.1.1) and its per-pod prefix. */
+const PORTMAP_DNAT_CHAIN = 'CNI-HOSTPORT-DNAT';
+const PORTMAP_TOP_CHAINS = [PORTMAP_DNAT_CHAIN, 'CNI-HOSTPORT-SETMARK', 'CNI-HOSTPORT-MASQ'];
+const PORTMAP_POD_CHAIN_PREFIX = 'CNI-DN-';
+
+/** `iptables -t nat -S` lines (empty if iptables is missing). */
+async function natRules(): Promise<string[]> {
+  const r = await run('iptables', ['-w', '-t', 'nat', '-S'], { timeoutMs: 10_000 }).catch(() => undefined);
+  return r?.code === 0 ? r.stdout.split('\n').filter(Boolean) : [];
+}
+
+/** The words of an `iptables -S` rule; "double quoted" ones (comments) as one argument. */
+function ruleArgs(rule: string): string[] {
+  return [...rule.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)].map((m) => (m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]));
+}
+
+/**
+ * After containerd (and so every CNI DEL) is done: CNI-DN-* chains still there are a
+ * pod's hostPort rules that CNI DEL should have removed (reported, then removed); the
+ * top-level chains and their jumps go if start found none.
+ */
+async function cleanupPortmap(chainsAbsentAtStart: boolean): Promise<string[]> {
+  const leaked: string[] = [];
+  const rules = await natRules();
+  const podChains = rules.filter((r) => r.startsWith(`-N ${PORTMAP_POD_CHAIN_PREFIX}`)).map((r) => r.slice(3));
+  for (const chain of podChains) {
+    leaked.push(`iptables nat chain ${chain} (a pod's hostPort rules)`);
+    for (const r of rules.filter((l) => l.startsWith('-A ') && l.endsWith(`-j ${chain}`))) {
+      await run('iptables', ['-w', '-t', 'nat', '-D', ...ruleArgs(r.slice(3))], { timeoutMs: 10_000 });
+    }
+    await run('iptables', ['-w', '-t', 'nat', '-F', chain], { timeoutMs: 10_000 });
+    await run('iptables', ['-w', '-t', 'nat', '-X', chain], { timeoutMs: 10_000 });
+  }
+  const now = await natRules();
+  // Another containerd's pods may still forward through them.
+  if (!chainsAbsentAtStart || now.some((l) => l.startsWith(`-A ${PORTMAP_DNAT_CHAIN} `))) return leaked;
+  // Jumps into the top-level chains from the built-in ones ("-A PREROUTING ... -j CNI-HOSTPORT-DNAT").
+  for (const r of now.filter((l) => /^-A (PREROUTING|OUTPUT|POSTROUTING) /.test(l) && PORTMAP_TOP_CHAINS.some((c) => l.endsWith(`-j ${c}`)))) {
+    await run('iptables', ['-w', '-t', 'nat', '-D', ...ruleArgs(r.slice(3))], { timeoutMs: 10_000 });
+  }
+  for (const chain of PORTMAP_TOP_CHAINS) await run('iptables', ['-w', '-t', 'nat', '-F', chain], { timeoutMs: 10_000 });
+  for (const chain of PORTMAP_TOP_CHAINS) await run('iptables', ['-w', '-t', 'nat', '-X', chain], { timeoutMs: 10_000 });
+  return leaked;
 }
 
 /**
@@ -162,7 +223,7 @@ export async function prepareCri(p: CriPaths, opts: CriOptions): Promise<Prepare
  * `lo` to every pod itself (go-cni's WithLoNetwork, with the `loopback` binary from
  * bin_dir), and a second loopback in the chain would only repeat that.
  */
-function cniConflist(n: CriNetwork): object {
+function cniConflist(n: CriNetwork, opts: CriOptions = {}): object {
   return {
     cniVersion: '1.0.0',
     name: n.name,
@@ -181,6 +242,8 @@ function cniConflist(n: CriNetwork): object {
           routes: [{ dst: '0.0.0.0/0' }],
         },
       },
+      // hostPort: DNAT on the host (127.0.0.1 included: it sets route_localnet on the bridge and masquerades).
+      ...(opts.portMappings ? [{ type: 'portmap', capabilities: { portMappings: true } }] : []),
     ],
   };
 }
@@ -207,6 +270,7 @@ function criToml(p: CriPaths, e: CriEndpoint, opts: CriOptions): string {
     '  runtime_type = "io.containerd.kata.v2"',
     // Lets pods pass kata's per-pod settings through to the shim, as with Kata.
     '  pod_annotations = ["io.katacontainers.*"]',
+    ...(opts.kataPrivilegedWithoutHostDevices ? ['  privileged_without_host_devices = true'] : []),
     ...(opts.kataConfigPath ? [`[${cri}.containerd.runtimes.${KATA_HANDLER}.options]`, `  ConfigPath = ${q(opts.kataConfigPath)}`] : []),
     `[${cri}.cni]`,
     `  bin_dir = ${q(CNI_BIN_DIR)}`,
@@ -395,6 +459,7 @@ export async function cleanupCriHost(
     fs.rmSync(ns, { force: true });
     removed.push(ns);
   }
+  if (prepared.portmapChainsAbsent !== undefined) removed.push(...(await cleanupPortmap(prepared.portmapChainsAbsent)));
   const ipam = path.join(CNI_GLOBAL_IPAM_DIR, endpoint.network.name);
   if (fs.existsSync(ipam)) {
     fs.rmSync(ipam, { recursive: true, force: true });

@@ -130,6 +130,14 @@ export class CriClient {
     return this.call(RUNTIME_SERVICE, 'ExecSync', req, { timeoutMs });
   }
 
+  /**
+   * The streaming URL for forwarding `port`s of the pod (containerd dials them inside the
+   * pod's network namespace once a client connects: cri-portforward.ts).
+   */
+  portForward(req: { pod_sandbox_id: string; port: number[] }, opts?: CallOptions): Promise<{ url: string }> {
+    return this.call(RUNTIME_SERVICE, 'PortForward', req, opts);
+  }
+
   containerStats(req: { container_id: string }, opts?: CallOptions): Promise<{ stats: T.ContainerStats | null }> {
     return this.call(RUNTIME_SERVICE, 'ContainerStats', req, opts);
   }

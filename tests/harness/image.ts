@@ -22,7 +22,7 @@ export const DEFAULT_IMAGE_CACHE_DIR = path.join(os.tmpdir(), 'kata-ts-test-imag
 /** Bump whenever the produced layout changes so stale cached archives are not reused. */
 const BUILDER_VERSION = '1';
 
-const HOST_BUSYBOX = '/bin/busybox';
+export const HOST_BUSYBOX = '/bin/busybox';
 
 /** Applets the e2e tests rely on; building fails if the host busybox lacks one. */
 const REQUIRED_APPLETS = [
@@ -81,7 +81,7 @@ export async function buildBusyboxImage(outDir: string, opts: BuildImageOptions 
     inputs: { busybox: sha256Hex(busybox), applets: [...REQUIRED_APPLETS, ...OPTIONAL_APPLETS].join(',') },
     config: { Env: [IMAGE_PATH_ENV], Cmd: ['sh'], WorkingDir: '/' },
     createdBy: 'kata-ts tests/harness/image.ts (busybox rootfs)',
-    populate: (rootfs) => makeRootfs(rootfs, busybox),
+    populate: (rootfs) => makeBusyboxRootfs(rootfs, busybox),
   });
 }
 
@@ -175,7 +175,11 @@ export async function buildOciImage(outDir: string, recipe: OciImageRecipe): Pro
   return { archive, ref };
 }
 
-async function makeRootfs(rootfs: string, busybox: Buffer): Promise<void> {
+/**
+ * The busybox test image's rootfs, for other recipes to build on (web-image.ts):
+ * `extraApplets` are linked too where the host busybox has them.
+ */
+export async function makeBusyboxRootfs(rootfs: string, busybox: Buffer, extraApplets: readonly string[] = []): Promise<void> {
   const dirs: Array<[string, number]> = [
     ['', 0o755], ['bin', 0o755], ['dev', 0o755], ['etc', 0o755], ['proc', 0o555],
     ['root', 0o700], ['sys', 0o555], ['tmp', 0o1777],
@@ -208,7 +212,7 @@ async function makeRootfs(rootfs: string, busybox: Buffer): Promise<void> {
   const available = new Set((await runOk(HOST_BUSYBOX, ['--list'])).stdout.split('\n').filter(Boolean));
   const missing = REQUIRED_APPLETS.filter((a) => !available.has(a));
   if (missing.length > 0) throw new Error(`${HOST_BUSYBOX} lacks required applets: ${missing.join(', ')}`);
-  const applets = new Set([...REQUIRED_APPLETS, ...OPTIONAL_APPLETS.filter((a) => available.has(a))]);
+  const applets = new Set([...REQUIRED_APPLETS, ...[...OPTIONAL_APPLETS, ...extraApplets].filter((a) => available.has(a))]);
   for (const a of applets) {
     // Relative target so the link resolves inside the container, not on the host.
     await fs.promises.symlink('busybox', path.join(rootfs, 'bin', a));
