@@ -90,6 +90,10 @@ describe('where a sandbox configuration comes from', () => {
       // A drop-in read as a main file would shed the main file's keys: refused even when a glob matches it.
       const dropIn = write('kata-ts/config.d/50-debug.toml', '[agent.kata]\ndebug_console_enabled = true\n');
       expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: dropIn } }, search)).toThrow(`names ${dropIn}, a config.d drop-in; a drop-in only amends its main file`);
+      // Also a drop-in that is a link to a file the globs allow.
+      const linkedDropIn = path.join(dir, 'kata-ts', 'config.d', '60-link.toml');
+      fs.symlinkSync(pod, linkedDropIn);
+      expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: linkedDropIn } }, search)).toThrow('a config.d drop-in');
       expect(() => locateConfig({ annotations: { [CONFIG_PATH_ANNOTATION]: path.join(dir, 'kata-ts', 'pod-missing.toml') } }, search)).toThrow(`cannot read configuration ${path.join(dir, 'kata-ts', 'pod-missing.toml')} (named by annotation`);
     });
 
@@ -101,10 +105,13 @@ describe('where a sandbox configuration comes from', () => {
       );
       allow('[hypervisor.qemu]\nenable_annotations = ["default_(memory|vcpus)", "kernel_params"]\ndefault_maxmemory = 4096\n');
       expect(resolveConfig({ annotations: { [key('default_memory')]: '2048', [key('default_vcpus')]: '2', 'io.kubernetes.cri.sandbox-id': 'x' } }, search).config.hypervisor).toMatchObject({ memoryMiB: 2048, vcpus: 2 });
-      expect(() => resolveConfig({ annotations: { [key('default_memory')]: '8192' } }, search)).toThrow('8192 MiB is more than default_maxmemory (4096 MiB)');
+      expect(() => resolveConfig({ annotations: { [key('default_memory')]: '8192' } }, search)).toThrow("8192 MiB is more than the VM's maximum (default_maxmemory: 4096 MiB)");
       expect(() => resolveConfig({ annotations: { [key('default_memory')]: 'lots' } }, search)).toThrow('must be an integer of at least 128, got "lots"');
       expect(() => resolveConfig({ annotations: { [key('kernel_params')]: 'init=/bin/sh' } }, search)).toThrow(`annotation ${key('kernel_params')} is enabled but kata-ts cannot apply it per pod`);
       expect(() => resolveConfig({ annotations: { 'io.katacontainers.config.agent.debug_console_enabled': 'true' } }, search)).toThrow('is not enabled: only hypervisor keys can be');
+      // Also where the maximum is the default: half the host, never the whole machine.
+      allow('[hypervisor.qemu]\nenable_annotations = ["default_memory"]\n');
+      expect(() => resolveConfig({ annotations: { [key('default_memory')]: String(1024 * 1024 * 1024) } }, search)).toThrow("is more than the VM's maximum (default_maxmemory: 0, i.e.");
     });
   });
 

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { RuntimeConfig } from './runtime-config';
+import { vmCap } from '../sandbox/resources';
 
 /** The OCI annotation Kata reads a sandbox's configuration path from. */
 export const CONFIG_PATH_ANNOTATION = 'io.katacontainers.config_path';
@@ -17,15 +18,18 @@ const HYPERVISOR_ANNOTATION_PREFIX = `${CONFIG_ANNOTATION_PREFIX}hypervisor.`;
 
 /** The hypervisor keys a pod may override when enabled, and how each applies. */
 const HYPERVISOR_OVERRIDES: Record<string, (config: RuntimeConfig, value: string, annotation: string) => void> = {
+  // Never beyond the VM's maximum, also where the maximum is the default (0): a pod must not boot a VM bigger than the cap.
   default_memory: (config, value, annotation) => {
     const h = config.hypervisor;
     h.memoryMiB = positiveInteger(value, annotation, 128);
-    if (h.maxMemoryMiB && h.memoryMiB > h.maxMemoryMiB) throw new InvalidArgumentError(`annotation ${annotation}: ${h.memoryMiB} MiB is more than default_maxmemory (${h.maxMemoryMiB} MiB)`);
+    const max = vmCap(h).memoryMiB;
+    if (h.memoryMiB > max) throw new InvalidArgumentError(`annotation ${annotation}: ${h.memoryMiB} MiB is more than the VM's maximum (default_maxmemory: ${h.maxMemoryMiB || `0, i.e. ${max}`} MiB)`);
   },
   default_vcpus: (config, value, annotation) => {
     const h = config.hypervisor;
     h.vcpus = positiveInteger(value, annotation, 1);
-    if (h.maxVcpus && h.vcpus > h.maxVcpus) throw new InvalidArgumentError(`annotation ${annotation}: ${h.vcpus} vCPUs is more than default_maxvcpus (${h.maxVcpus})`);
+    const max = vmCap(h).vcpus;
+    if (h.vcpus > max) throw new InvalidArgumentError(`annotation ${annotation}: ${h.vcpus} vCPUs is more than the VM's maximum (default_maxvcpus: ${h.maxVcpus || `0, i.e. ${max}`})`);
   },
 };
 
@@ -56,7 +60,8 @@ export function allowedConfigPath(file: string, validPaths: string[], mainFile: 
   } catch (err) {
     throw new InvalidArgumentError(`cannot read configuration ${file} (named by annotation ${CONFIG_PATH_ANNOTATION}): ${(err as Error).message}`);
   }
-  if (path.basename(path.dirname(real)) === 'config.d') throw new InvalidArgumentError(`annotation ${CONFIG_PATH_ANNOTATION} names ${file}, a config.d drop-in; a drop-in only amends its main file and is never one itself`);
+  const isDropIn = (p: string): boolean => path.basename(path.dirname(p)) === 'config.d';
+  if (isDropIn(path.resolve(file)) || isDropIn(real)) throw new InvalidArgumentError(`annotation ${CONFIG_PATH_ANNOTATION} names ${file}, a config.d drop-in; a drop-in only amends its main file and is never one itself`);
   if (!validPaths.some((glob) => globMatches(glob, real))) throw new InvalidArgumentError(`annotation ${CONFIG_PATH_ANNOTATION} names ${file}${real === file ? '' : ` (${real})`}, which matches none of ${rule} (${validPaths.join(', ')})`);
   if (!fs.statSync(real).isFile()) throw new InvalidArgumentError(`annotation ${CONFIG_PATH_ANNOTATION} names ${file}, which is not a regular file`);
   return real;

@@ -15,5 +15,7 @@ export const VMM_DROPPED_CAPABILITIES = [
 /** The command and argv that start `binary args` with the reduced capabilities, in `netnsPath` if given. */
 export function vmmCommand(binary: string, args: string[], netnsPath?: string): [string, string[]] {
   const inNetns = netnsPath ? ['nsenter', `--net=${netnsPath}`, '--'] : [];
-  return ['setpriv', ['--bounding-set', VMM_DROPPED_CAPABILITIES.map((c) => `-${c}`).join(','), '--', ...inNetns, binary, ...args]];
+  // The inheritable and ambient sets go too: a root process keeps what is inheritable across
+  // exec whatever the bounding set says, and containerd may have been started with some.
+  return ['setpriv', ['--inh-caps=-all', '--ambient-caps=-all', '--bounding-set', VMM_DROPPED_CAPABILITIES.map((c) => `-${c}`).join(','), '--', ...inNetns, binary, ...args]];
 }

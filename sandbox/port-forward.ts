@@ -49,8 +49,14 @@ export function portForwardGuestAddress(): IpAddress {
 export function portForwardRules(tapName: string): string[][] {
   const tag = ['-m', 'comment', '--comment', PORT_FORWARD_COMMENT];
   return [
-    ['OUTPUT', '-d', '127.0.0.1/32', '-p', 'tcp', ...tag, '-j', 'DNAT', '--to-destination', PORT_FORWARD_GUEST_ADDRESS],
-    ['POSTROUTING', '-s', '127.0.0.0/8', '-o', tapName, ...tag, '-j', 'SNAT', '--to-source', PORT_FORWARD_HOST_ADDRESS],
+    ['nat', 'OUTPUT', '-d', '127.0.0.1/32', '-p', 'tcp', ...tag, '-j', 'DNAT', '--to-destination', PORT_FORWARD_GUEST_ADDRESS],
+    ['nat', 'POSTROUTING', '-s', '127.0.0.0/8', '-o', tapName, ...tag, '-j', 'SNAT', '--to-source', PORT_FORWARD_HOST_ADDRESS],
+    // What the guest may send into the namespace's own stack: replies to the forwarded
+    // connections, nothing else. route_localnet lifts the martian check for 127.0.0.0/8
+    // on the tap, so a guest-forged loopback source is dropped before routing, and no
+    // new connection from the guest reaches a listener in the pod netns.
+    ['raw', 'PREROUTING', '-i', tapName, '-s', '127.0.0.0/8', ...tag, '-j', 'DROP'],
+    ['filter', 'INPUT', '-i', tapName, '-m', 'conntrack', '!', '--ctstate', 'ESTABLISHED,RELATED', ...tag, '-j', 'DROP'],
   ];
 }
 
@@ -90,8 +96,8 @@ export class PortForward {
    * used after a crash too, when nothing says what had been set up.
    */
   static async removeRules(netnsPath: string, tapName: string, run: NetnsCommand, logger: Logger): Promise<void> {
-    for (const rule of portForwardRules(tapName)) {
-      await run(netnsPath, 'iptables', ['-w', '-t', 'nat', '-D', ...rule]).catch((err) => logger.debug({ err: (err as Error).message }, 'no port-forward rule to remove'));
+    for (const [table, ...rule] of portForwardRules(tapName)) {
+      await run(netnsPath, 'iptables', ['-w', '-t', table, '-D', ...rule]).catch((err) => logger.debug({ err: (err as Error).message }, 'no port-forward rule to remove'));
     }
   }
 
@@ -107,6 +113,6 @@ export class PortForward {
     // ARP payload (Ethernet/IPv4): the target protocol address is at offset 24.
     await run('tc', 'filter', 'add', 'dev', tap, 'parent', 'ffff:', 'prio', ARP_PRIO, 'protocol', 'arp', 'u32', 'match', 'u32', HOST_ADDRESS_HEX, '0xffffffff', 'at', '24', 'flowid', 'ffff:1');
     await run('tc', 'filter', 'add', 'dev', tap, 'parent', 'ffff:', 'prio', IPV4_PRIO, 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', `${PORT_FORWARD_HOST_ADDRESS}/32`, 'flowid', 'ffff:1');
-    for (const rule of portForwardRules(tap)) await run('iptables', '-w', '-t', 'nat', '-A', ...rule);
+    for (const [table, ...rule] of portForwardRules(tap)) await run('iptables', '-w', '-t', table, '-A', ...rule);
   }
 }

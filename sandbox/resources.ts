@@ -72,11 +72,17 @@ export const VMM_OVERHEAD_MIB = 128;
  */
 export function vmSizing(hypervisor: RuntimeConfig['hypervisor'], host = hostSize(), pod: CgroupLimits = {}): VmSizing {
   const boot = { vcpus: hypervisor.vcpus, memoryMiB: hypervisor.memoryMiB };
+  const cap = vmCap(hypervisor, host, pod);
+  return { boot, max: { vcpus: Math.max(boot.vcpus, cap.vcpus), memoryMiB: Math.max(boot.memoryMiB, cap.memoryMiB) } };
+}
+
+/** The most a VM may be given: the configured maximums (0: the defaults above), capped by the pod cgroup. */
+export function vmCap(hypervisor: Pick<RuntimeConfig['hypervisor'], 'maxVcpus' | 'maxMemoryMiB'>, host = hostSize(), pod: CgroupLimits = {}): VmSize {
   let vcpus = hypervisor.maxVcpus || Math.min(host.vcpus, MAX_VCPUS_FROM_HOST);
   let memoryMiB = hypervisor.maxMemoryMiB || Math.floor(host.memoryMiB / 2);
   if (pod.memoryBytes !== undefined) memoryMiB = Math.min(memoryMiB, Math.floor(pod.memoryBytes / MiB) - VMM_OVERHEAD_MIB);
   if (pod.cpus !== undefined) vcpus = Math.min(vcpus, Math.ceil(pod.cpus));
-  return { boot, max: { vcpus: Math.max(boot.vcpus, vcpus), memoryMiB: Math.max(boot.memoryMiB, memoryMiB) } };
+  return { vcpus, memoryMiB };
 }
 
 export function hostSize(): VmSize {

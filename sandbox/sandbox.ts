@@ -61,6 +61,8 @@ const KILLED_STATUS = 137;
 /** At most this many OOM events per container in OOM_WINDOW_MS reach containerd. */
 const OOM_EVENTS_PER_WINDOW = 10;
 const OOM_WINDOW_MS = 60_000;
+/** How long the OOM loop rests before asking again once reports exceed the budget. */
+const OOM_FLOOD_PAUSE_MS = 1000;
 
 /** How long an init's exit event waits for its execs' exits to go out first. */
 const EXEC_EXITS_FIRST_MS = 2000;
@@ -132,9 +134,10 @@ export class Sandbox {
   }): Promise<Sandbox> {
     const { id, config } = params;
     const workDir = Sandbox.workDirFor(config, params.namespace, id);
-    fs.mkdirSync(path.dirname(workDir), { recursive: true, mode: 0o700 });
     try {
-      fs.mkdirSync(workDir, { mode: 0o700 });
+      // mkdir -p in one go: another sandbox of the namespace may remove the parent between two calls.
+      // (It answers the first directory it made: none means workDir was there already.)
+      if (fs.mkdirSync(workDir, { recursive: true, mode: 0o700 }) === undefined) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       throw new AlreadyExistsError(`sandbox ${id} in namespace ${params.namespace}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
@@ -419,21 +422,26 @@ export class Sandbox {
    */
   private async forwardOomEvents(agent: AgentClient): Promise<void> {
     const recent = new Map<string, number[]>();
+    let refused = 0;
     while (!this.destroyed) {
       try {
         const id = await agent.getOomEvent();
-        if (!this.containers.has(id)) {
+        const known = this.containers.has(id);
+        // Unknown ids share one budget: the guest chooses them, and must not grow this map or the log.
+        const key = known ? id : '';
+        const now = Date.now();
+        const times = (recent.get(key) ?? []).filter((t) => now - t < OOM_WINDOW_MS);
+        recent.set(key, [...times, now].slice(-OOM_EVENTS_PER_WINDOW - 1));
+        if (times.length >= OOM_EVENTS_PER_WINDOW) {
+          if (refused++ % 1000 === 0) this.logger.warn({ container: known ? id : undefined, refused }, 'OOM reports arrive faster than containerd needs them; dropping them');
+          // A guest answering at once, forever, must not spin the daemon.
+          await new Promise((r) => setTimeout(r, OOM_FLOOD_PAUSE_MS));
+          continue;
+        }
+        if (!known) {
           this.logger.warn({ reported: String(id).slice(0, 100) }, 'the guest reported an OOM for a container this sandbox does not have; ignored');
           continue;
         }
-        const now = Date.now();
-        const times = (recent.get(id) ?? []).filter((t) => now - t < OOM_WINDOW_MS);
-        if (times.length >= OOM_EVENTS_PER_WINDOW) {
-          if (times.length === OOM_EVENTS_PER_WINDOW) this.logger.warn({ container: id }, 'OOM events arrive faster than containerd needs them; passing on no more this minute');
-          recent.set(id, [...times, now].slice(-OOM_EVENTS_PER_WINDOW - 1));
-          continue;
-        }
-        recent.set(id, [...times, now]);
         this.events.onOom(id);
       } catch (err) {
         if (!this.destroyed) this.logger.warn({ err: (err as Error).message }, 'OOM event stream ended');

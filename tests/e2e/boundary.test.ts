@@ -258,9 +258,12 @@ describe('the VM boundary: root in the guest gains nothing on the host', () => {
       const pid = Number(fs.readFileSync(path.join(env.stateDir, env.containerd.namespace, pod, 'qemu.pid'), 'utf8'));
       const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
       expect(status).toMatch(/^Seccomp:\s+2$/m);
-      const bounding = BigInt(`0x${/^CapBnd:\s+([0-9a-f]+)$/m.exec(status)![1]}`);
       const CAP_MKNOD = 27n;
-      expect((bounding >> CAP_MKNOD) & 1n).toBe(0n);
+      // Not in any set: effective, permitted, inheritable (which a root exec would keep), bounding, ambient.
+      for (const set of ['CapEff', 'CapPrm', 'CapInh', 'CapBnd', 'CapAmb']) {
+        const bits = BigInt(`0x${new RegExp(`^${set}:\\s+([0-9a-f]+)$`, 'm').exec(status)![1]}`);
+        expect({ set, mknod: (bits >> CAP_MKNOD) & 1n }).toEqual({ set, mknod: 0n });
+      }
     });
   });
 
