@@ -15,11 +15,6 @@ import { bindIntoShare, containerShareDir, setUpShare, ShareLayout, shareLayout 
 import { ensureDirChain, removeDirIfEmpty } from './safe-paths';
 import { validateId } from './identifiers';
 import { writeProcessRecord } from '../lib/recorded-process';
-
-/** The record of the daemon that owns a sandbox's state directory (pid + start time). */
-export const SANDBOX_OWNER_FILE = 'owner';
-/** The sandbox cgroup's record (host-cgroup.ts CgroupRecord), for `delete` after a crash. */
-export const CGROUP_RECORD_FILE = 'cgroup.json';
 import { guestSpec, OciSpec } from './spec';
 import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
@@ -32,6 +27,10 @@ import { VmSizer } from './vm-sizer';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 
 export const SHARED_FS_TAG = 'kataShared';
+/** The record of the daemon that owns a sandbox's state directory (pid + start time). */
+export const SANDBOX_OWNER_FILE = 'owner';
+/** The sandbox cgroup's record (host-cgroup.ts CgroupRecord), for `delete` after a crash. */
+export const CGROUP_RECORD_FILE = 'cgroup.json';
 const AGENT_PORT_NAME = 'agent.channel.0';
 /** The guest vsock port the agent listens on, as Kata's agent does. */
 export const AGENT_VSOCK_PORT = 1024;
