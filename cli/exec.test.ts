@@ -25,7 +25,7 @@ describe('kata-ts-runtime exec', () => {
   /** A process standing in for the sandbox's QEMU, once it runs with its argv (spawn returns before the exec). */
   async function fakeVm(sandboxId: string): Promise<ChildProcess> {
     const pidFile = path.join(dir, 'default', sandboxId, 'qemu.pid');
-    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '-pidfile', pidFile], { stdio: 'ignore' });
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '--', '-pidfile', pidFile], { stdio: 'ignore' });
     cleanups.push(() => child.kill('SIGKILL'));
     fs.mkdirSync(path.dirname(pidFile), { recursive: true });
     fs.writeFileSync(pidFile, `${child.pid}\n`);

@@ -5,7 +5,7 @@ import * as path from 'path';
 import { processStartTime, readProcessRecord, recordAlive, recordedProcessRunning, writeProcessRecord } from './recorded-process';
 
 async function withChild(args: string[], body: (pid: number) => Promise<void> | void): Promise<void> {
-  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', ...args], { stdio: 'ignore' });
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '--', ...args], { stdio: 'ignore' });
   // spawn returns before the child exec'd: until then its argv is ours.
   while (!fs.readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').includes('setInterval')) await new Promise((r) => setTimeout(r, 10));
   try {

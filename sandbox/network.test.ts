@@ -54,10 +54,15 @@ describe('PodNetwork', () => {
     'tc filter add dev tap0_kata parent ffff: prio 2 protocol ip u32 match ip dst 169.254.75.1/32 flowid ffff:1',
     'iptables -w -t nat -A OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
     'iptables -w -t nat -A POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment kata-ts port-forward to the pod VM -j SNAT --to-source 169.254.75.1',
+    // From the guest into the namespace's own stack: replies only, and never a loopback source.
+    'iptables -w -t raw -A PREROUTING -i tap0_kata -s 127.0.0.0/8 -m comment --comment kata-ts port-forward to the pod VM -j DROP',
+    'iptables -w -t filter -A INPUT -i tap0_kata -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment kata-ts port-forward to the pod VM -j DROP',
   ];
   const PORT_FORWARD_REMOVAL = [
     'iptables -w -t nat -D OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
     'iptables -w -t nat -D POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment kata-ts port-forward to the pod VM -j SNAT --to-source 169.254.75.1',
+    'iptables -w -t raw -D PREROUTING -i tap0_kata -s 127.0.0.0/8 -m comment --comment kata-ts port-forward to the pod VM -j DROP',
+    'iptables -w -t filter -D INPUT -i tap0_kata -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment kata-ts port-forward to the pod VM -j DROP',
   ];
 
   it('reads the pod interface and routes, mirrors it to a tap both ways, and forwards the netns loopback to the guest', async () => {
@@ -83,7 +88,7 @@ describe('PodNetwork', () => {
 
   it('undoes the port-forward rules and the taps when a port-forward step fails', async () => {
     await expect(PodNetwork.attach(netns, silentLogger(), fakeRun('iptables -w -t nat -A POSTROUTING'))).rejects.toThrow('refused');
-    expect(calls.slice(-5)).toEqual([PORT_FORWARD_SETUP[5], ...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+    expect(calls.slice(-(PORT_FORWARD_REMOVAL.length + 3))).toEqual([PORT_FORWARD_SETUP[5], ...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
   });
 
   it('forwards nothing when no pod interface has an IPv4 address', async () => {
