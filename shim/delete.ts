@@ -70,7 +70,7 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
   }
 
   const workDir = Sandbox.workDirFor(stateConfig(bundle, annotations, logger), flags.namespace, sandboxId);
-  if (recordAlive(readProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE)))) {
+  if (ownedByLiveDaemon(workDir)) {
     // Another daemon (the pod's, or a later run of the same id) owns the state directory.
     logger.info({ workDir }, 'the sandbox state belongs to a live shim daemon; leaving it');
     return;
@@ -91,6 +91,11 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
       logger.info({ pid }, 'killed the VM its dead shim left');
     }
     await removeRecordedCgroup(path.join(workDir, CGROUP_RECORD_FILE), logger);
+    // Seconds may have passed: a new run of this id may own the directory by now.
+    if (ownedByLiveDaemon(workDir)) {
+      logger.info({ workDir }, 'a live shim daemon took the sandbox state meanwhile; leaving it');
+      return;
+    }
     if (netnsPath) await PodNetwork.cleanup(netnsPath, logger).catch((err) => logger.error({ err: (err as Error).message }, 'pod network cleanup failed'));
     for (const target of mountsBelow(workDir)) await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
     warnIfKept(removeUnlessMounted(workDir), logger);
@@ -139,6 +144,10 @@ async function answers(socket: string, id: string): Promise<boolean> {
   } finally {
     client?.close();
   }
+}
+
+function ownedByLiveDaemon(workDir: string): boolean {
+  return recordAlive(readProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE)));
 }
 
 /** How long a dead sandbox's cgroup may stay busy: its killed VMM is released once its parent reaps it. */
