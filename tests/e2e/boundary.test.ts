@@ -9,7 +9,7 @@ import { removeCgroupTree } from '../harness/cgroups';
 import { run } from '../harness/exec';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { readMounts } from '../harness/mounts';
-import { builtGuest, guestShell, KataEnv, RUNTIME, RUNTIME_CLI, startKataEnv } from './kata-env';
+import { builtGuest, guestShell, KataEnv, removeContainer, RUNTIME, RUNTIME_CLI, startKataEnv } from './kata-env';
 
 jest.setTimeout(900_000);
 
@@ -51,14 +51,7 @@ describe('the VM boundary: root in the guest gains nothing on the host', () => {
   /** A mount option for `ctr run --mount`. */
   const bind = (src: string, dst: string, mode: 'ro' | 'rw'): string => `type=bind,src=${src},dst=${dst},options=rbind:${mode}`;
 
-  async function removeTask(id: string, ctr = (args: string[]) => env.containerd.ctr(args)): Promise<void> {
-    await ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-    for (let i = 0; i < 100 && (await ctr(['task', 'ls', '-q'])).stdout.split('\n').includes(id); i++) {
-      await ctr(['task', 'delete', id]);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    await ctr(['containers', 'rm', id]);
-  }
+  const removeTask = (id: string, ctr = (args: string[]) => env.containerd.ctr(args)): Promise<void> => removeContainer(ctr, id);
 
   /** Runs `body` while pod `id` (its own sandbox, with `mounts`) sleeps; then removes it and checks nothing is left. */
   async function withPod(id: string, mounts: string[], body: () => Promise<void>): Promise<void> {

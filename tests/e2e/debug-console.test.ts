@@ -9,7 +9,7 @@ import * as path from 'path';
 import * as pty from 'node-pty';
 import { run, RunResult } from '../harness/exec';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
-import { KataEnv, REPO, RUNTIME, startKataEnv, writeConfig } from './kata-env';
+import { KataEnv, REPO, removeContainer, RUNTIME, startKataEnv, writeConfig } from './kata-env';
 
 jest.setTimeout(300_000);
 const CLI = path.join(REPO, 'dist', 'cli', 'main.js');
@@ -37,16 +37,6 @@ describe('kata-ts-runtime exec (debug console)', () => {
     return run(process.execPath, [CLI, 'exec', sandboxId], { input: script, timeoutMs: EXEC_TIMEOUT_MS, env: { ...process.env, KATATS_CONFIG: env.configPath } });
   }
 
-  /** Kills and removes a container; errors mean "already gone". */
-  async function removeContainer(id: string): Promise<void> {
-    await env.containerd.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-    for (let i = 0; i < 100 && (await env.containerd.ctr(['task', 'ls', '-q'])).stdout.split('\n').includes(id); i++) {
-      await env.containerd.ctr(['task', 'delete', id]);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    await env.containerd.ctr(['containers', 'rm', id]);
-  }
-
   /** Runs `body` while container `id` (a sandbox of its own) runs; then removes it and checks nothing is left. */
   async function withContainer(id: string, body: () => Promise<void>): Promise<void> {
     const result = await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 });
@@ -54,7 +44,7 @@ describe('kata-ts-runtime exec (debug console)', () => {
       expect(result).toMatchObject({ code: 0 });
       await body();
     } finally {
-      await removeContainer(id);
+      await removeContainer((args) => env.containerd.ctr(args), id);
     }
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   }

@@ -158,3 +158,15 @@ export function guestShell(configPath: string, sandboxId: string, script: string
   const args = [RUNTIME_CLI, 'exec', ...(opts.namespace ? ['--namespace', opts.namespace] : []), sandboxId];
   return run(process.execPath, args, { input: script, timeoutMs: opts.timeoutMs ?? 120_000, env: { ...process.env, KATATS_CONFIG: configPath } });
 }
+
+type Ctr = (args: string[]) => Promise<{ stdout: string }>;
+
+/** Kills and removes a container (in the namespace `ctr` runs in); errors mean "already gone". */
+export async function removeContainer(ctr: Ctr, id: string): Promise<void> {
+  await ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+  for (let i = 0; i < 100 && (await ctr(['task', 'ls', '-q'])).stdout.split('\n').includes(id); i++) {
+    await ctr(['task', 'delete', id]);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await ctr(['containers', 'rm', id]);
+}
