@@ -8,7 +8,7 @@ import { silentLogger } from '../lib/logger';
 import { Pod } from './pod';
 import { fakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
-import { CallContext } from '../ttrpc';
+import { CallContext, Code, TtrpcError } from '../ttrpc';
 
 describe('Pod', () => {
   let dir: string;
@@ -116,6 +116,30 @@ describe('Pod', () => {
       await new Promise((r) => setTimeout(r, 50));
       expect(exits).toEqual([143]);
       await pod.delete('c1', '');
+    } finally {
+      await pod.destroy();
+      await agent.server.close();
+    }
+  });
+
+  it("a SIGKILL the guest answers with NotFound (the init had just exited) is NotFound for containerd too", async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const never = (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned'))));
+    const agent = fakeAgent({
+      CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
+      StartContainer: () => ({ pid: 7 }),
+      SignalProcess: () => { throw new TtrpcError(Code.NOT_FOUND, 'container c1: process already exited'); },
+      WaitProcess: never, ReadStdout: never, ReadStderr: never, GetOOMEvent: never,
+    });
+    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => fakeDriver('virtio-serial', agent) }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
+    const bundle = path.join(dir, 'bundle');
+    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    try {
+      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
+      await pod.start('c1', '');
+      await expect(pod.kill('c1', '', 9, false)).rejects.toMatchObject({ code: Code.NOT_FOUND });
     } finally {
       await pod.destroy();
       await agent.server.close();

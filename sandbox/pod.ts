@@ -2,7 +2,7 @@
 // boots the VM (for a CRI pod that is the pause container); later ones join it.
 import { ConfigHints, LoadedConfig, recordConfigSource } from '../config/config-location';
 import { RuntimeConfig } from '../config/runtime-config';
-import { FailedPreconditionError, NotFoundError } from '../lib/errors';
+import { FailedPreconditionError, GrpcCode, grpcCodeOf, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { Hypervisor } from '../hypervisors/hypervisor';
 import { Container } from './container';
@@ -151,7 +151,8 @@ export class Pod {
     const deadline = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), graceMs).unref());
     const sent = sandbox.requireAgent().signalProcess(id, '', SIGKILL, all);
     const outcome = await Promise.race([sent.then(() => 'sent' as const), deadline]).catch((err: unknown) => err);
-    if (outcome instanceof NotFoundError) throw outcome; // it had already exited
+    // The guest's NotFound (it had already exited) arrives as its status code, not our class.
+    if (outcome !== 'sent' && outcome !== 'late' && grpcCodeOf(outcome) === GrpcCode.NOT_FOUND) throw outcome;
     if (outcome !== 'sent') this.logger.warn({ container: id, err: outcome === 'late' ? 'no answer' : (outcome as Error).message }, 'the guest did not take the SIGKILL; waiting for the exit until the grace period ends');
     void Promise.race([proc.wait().then(() => 'exited' as const), deadline]).then((how) => {
       if (how === 'late') void sandbox.killVm(`SIGKILL of container ${id}: no exit within ${graceMs} ms`);
