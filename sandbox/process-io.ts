@@ -6,7 +6,7 @@ import * as net from 'net';
 import { Writable } from 'stream';
 import { Logger } from '../lib/logger';
 import { AgentClient } from './agent-client';
-import { openFifoReader, openFifoWriter, releasePendingReader } from './fifo';
+import { openFifoReader, openFifoWriter } from './fifo';
 
 const READ_CHUNK = 256 * 1024;
 /** On CloseIO, stdin counts as fully forwarded once the FIFO was quiet this long. */
@@ -28,8 +28,6 @@ export class ProcessIo {
   private stdinLastData = 0;
   /** Forwarding of stdin, in order; settles after the guest's stdin was closed. */
   private stdinDone: Promise<void> = Promise.resolve();
-  /** True while the stdin FIFO's open waits for containerd's client to open its end. */
-  private stdinOpening = false;
 
   constructor(private readonly agent: AgentClient, private readonly containerId: string, private readonly execId: string, private readonly paths: StdioPaths, private readonly logger: Logger) {
     this.done = Promise.all([
@@ -41,8 +39,7 @@ export class ProcessIo {
   /** Starts forwarding stdin; the guest's stdin is closed when the FIFO's writer closes. */
   startStdin(): void {
     if (!this.paths.stdin) return;
-    this.stdinOpening = true;
-    this.stdinDone = openFifoReader(this.paths.stdin).finally(() => (this.stdinOpening = false)).then(
+    this.stdinDone = openFifoReader(this.paths.stdin).then(
       (stream) => this.forwardStdin(stream),
       (err) => {
         this.logger.warn({ err: (err as Error).message }, 'cannot open the stdin FIFO');
@@ -119,7 +116,6 @@ export class ProcessIo {
   close(): void {
     this.closed = true;
     this.stdinStream?.destroy();
-    if (this.stdinOpening && this.paths.stdin) void releasePendingReader(this.paths.stdin);
   }
 
   private async pumpOutput(name: string, fifo: string, read: (max: number) => Promise<{ data: Buffer; eof: boolean }>): Promise<void> {

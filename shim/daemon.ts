@@ -6,7 +6,6 @@ import { resolveConfig } from '../config/config-location';
 import { createLogger, Logger } from '../lib/logger';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { createHypervisor } from '../hypervisors/factory';
-import { releaseAllPendingReaders } from '../sandbox/fifo';
 import { Pod } from '../sandbox/pod';
 import { TtrpcServer } from '../ttrpc';
 import { TtrpcEventPublisher } from './events';
@@ -62,12 +61,6 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
         await pod.destroy().catch((err) => logger.error({ err }, 'sandbox cleanup failed'));
         // Bounded: a containerd that stopped answering must not keep the daemon alive.
         await settleWithin(Promise.all([events.close().catch(() => undefined), server?.close().catch(() => undefined)]), EXIT_FLUSH_MS);
-        const stuck = await releaseAllPendingReaders();
-        if (stuck.length > 0) {
-          // exit() would wait forever for the pool threads blocked in these opens.
-          logger.error({ stuck }, 'FIFO opens cannot be released; ending the daemon with SIGKILL');
-          process.kill(process.pid, 'SIGKILL');
-        }
         process.exit(0);
       })());
     // The configuration is read at the first Create: only then are the runtime options and the sandbox's spec known.
