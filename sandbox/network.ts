@@ -9,14 +9,11 @@
 // redirected, the host stack never sees its frames.
 // The namespace's loopback is carried to the VM too (port-forward.ts): CRI's
 // PortForward dials 127.0.0.1 in the namespace. Started with the taps, gone with them.
-import { execFile } from 'child_process';
 import * as fs from 'fs';
-import { promisify } from 'util';
-import { FailedPreconditionError } from '../lib/errors';
+import { CommandFailedError, runBounded } from '../lib/bounded-command';
+import { DeadlineExceededError, FailedPreconditionError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { PortForward, portForwardGuestAddress } from './port-forward';
-
-const execFileAsync = promisify(execFile);
 
 export interface IpAddress {
   address: string;
@@ -66,12 +63,16 @@ interface IpRoute {
 /** Runs a command inside a network namespace; replaced in tests. */
 export type NetnsCommand = (netnsPath: string, command: string, args: string[]) => Promise<string>;
 
+/** A bound on each ip/tc/iptables/sysctl call in the pod's netns (a wedged netlink or xtables lock). */
+export const NETNS_COMMAND_TIMEOUT_MS = 20_000;
+
 const runInNetns: NetnsCommand = async (netnsPath, command, args) => {
   try {
-    const { stdout } = await execFileAsync('nsenter', [`--net=${netnsPath}`, '--', command, ...args]);
+    const { stdout } = await runBounded('nsenter', [`--net=${netnsPath}`, '--', command, ...args], NETNS_COMMAND_TIMEOUT_MS);
     return stdout;
   } catch (err) {
-    const stderr = ((err as { stderr?: string }).stderr ?? '').trim();
+    if (err instanceof DeadlineExceededError) throw new DeadlineExceededError(`in pod netns ${netnsPath}: ${err.message}`);
+    const stderr = err instanceof CommandFailedError ? err.stderr : '';
     throw new FailedPreconditionError(`in pod netns ${netnsPath}: '${command} ${args.join(' ')}' failed: ${stderr || (err as Error).message}`);
   }
 };

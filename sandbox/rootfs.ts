@@ -1,13 +1,11 @@
 // Mounts containerd's rootfs description (overlay or bind) at the bundle's rootfs and
 // exposes it to the guest through the sandbox's shared directory.
-import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { promisify } from 'util';
-import { InternalError, InvalidArgumentError } from '../lib/errors';
+import { runBounded } from '../lib/bounded-command';
+import { DeadlineExceededError, InternalError, InvalidArgumentError } from '../lib/errors';
 import { removeTreeOnOneFilesystem } from './safe-paths';
 
-const execFileAsync = promisify(execFile);
 /**
  * A bound on each mount(8)/umount(8): a hung NFS or FUSE source must fail the one
  * call naming what hung, not stall the pod's daemon (the child is SIGKILLed).
@@ -15,10 +13,7 @@ const execFileAsync = promisify(execFile);
 export const MOUNT_TIMEOUT_MS = 30_000;
 
 function bounded(command: string, args: string[]): Promise<unknown> {
-  return execFileAsync(command, args, { timeout: MOUNT_TIMEOUT_MS, killSignal: 'SIGKILL' }).catch((err: { killed?: boolean; signal?: string; stderr?: string; message: string }) => {
-    if (err.killed || err.signal === 'SIGKILL') throw new InternalError(`${command} ${args.join(' ')} did not finish within ${MOUNT_TIMEOUT_MS / 1000} s (a hung filesystem?)`);
-    throw err;
-  });
+  return runBounded(command, args, MOUNT_TIMEOUT_MS);
 }
 
 export interface MountSpec {
@@ -52,7 +47,7 @@ export async function unmount(target: string): Promise<void> {
     await bounded('umount', [target]);
   } catch {
     await bounded('umount', ['-l', target]).catch((err) => {
-      throw new InternalError(`cannot unmount ${target}: ${(err as { stderr?: string }).stderr ?? err}`);
+      throw new InternalError(`cannot unmount ${target}: ${(err as Error).message}`);
     });
   }
 }
@@ -120,6 +115,7 @@ export async function runMount(args: string[]): Promise<void> {
   try {
     await bounded('mount', args);
   } catch (err) {
+    if (err instanceof DeadlineExceededError) throw err;
     const e = err as { stderr?: string; message: string };
     throw new InternalError(`mount ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`);
   }

@@ -1,0 +1,23 @@
+import { CommandFailedError, runBounded } from './bounded-command';
+import { DeadlineExceededError } from './errors';
+
+describe('runBounded', () => {
+  it('returns what the command printed', async () => {
+    expect(await runBounded('sh', ['-c', 'echo out; echo err >&2'], 5000)).toEqual({ stdout: 'out\n', stderr: 'err\n' });
+  });
+
+  it('fails with the command line and its stderr', async () => {
+    const err = await runBounded('sh', ['-c', 'echo no such thing >&2; exit 3'], 5000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandFailedError);
+    expect((err as CommandFailedError).message).toBe("'sh -c echo no such thing >&2; exit 3' failed: no such thing");
+    expect((err as CommandFailedError).exitCode).toBe(3);
+  });
+
+  it('kills a command that hangs past the bound, ignoring SIGTERM, and names it', async () => {
+    const started = Date.now();
+    const err = await runBounded('sh', ['-c', 'trap "" TERM; exec sleep 30'], 300).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    expect((err as Error).message).toMatch(/^'sh -c trap "" TERM; exec sleep 30' did not finish within 0.3 s and was killed/);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+});
