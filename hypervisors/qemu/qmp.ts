@@ -10,6 +10,12 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/**
+ * A bound on every command: a QEMU that stopped answering (stopped, wedged in a
+ * device model) fails the caller with the command's name instead of hanging it.
+ */
+export const QMP_COMMAND_TIMEOUT_MS = 30_000;
+
 export type QmpEventData = Record<string, unknown>;
 
 interface EventWaiter {
@@ -40,10 +46,23 @@ export class QmpClient {
     return client;
   }
 
-  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = QMP_COMMAND_TIMEOUT_MS): Promise<T> {
     if (this.closedError) return Promise.reject(this.closedError);
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ command, resolve: resolve as (v: unknown) => void, reject });
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(new HypervisorError(`QMP ${command}: no answer within ${timeoutMs} ms (QEMU stopped or wedged?)`));
+      }, timeoutMs);
+      timer.unref();
+      // A timed-out command stays queued: QEMU answers in order, so its late reply
+      // must still be consumed by it, not taken for the next command's.
+      const finish = (f: () => void): void => {
+        clearTimeout(timer);
+        if (!settled) f();
+        settled = true;
+      };
+      this.pending.push({ command, resolve: (v) => finish(() => resolve(v as T)), reject: (err) => finish(() => reject(err)) });
       this.socket.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + '\n');
     });
   }
