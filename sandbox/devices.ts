@@ -130,7 +130,10 @@ export class ContainerDevices {
     }
   }
 
-  /** Unplugs the container's devices; a device the guest does not release is logged and left to the VM's end. */
+  /**
+   * Unplugs the container's devices. A device the guest does not release is logged;
+   * the driver drops it whenever the guest lets go, at the latest when the VM stops.
+   */
   async unplug(containerId: string): Promise<void> {
     for (const id of this.plugged.get(containerId) ?? []) {
       await this.hypervisor.removeDevice!(id).catch((err) => this.logger.error({ container: containerId, device: id, err: (err as Error).message }, 'device unplug failed'));

@@ -59,7 +59,7 @@ describe('BlockHotplug over QMP', () => {
     expect(fake.commands.map((c) => c.execute)).toEqual(['blockdev-add', 'device_add', 'device_del', 'blockdev-del']);
   });
 
-  it('keeps the block node until the guest let go: no DEVICE_DELETED, no blockdev-del, the port stays taken', async () => {
+  it('keeps the block node until the guest let go: no DEVICE_DELETED, no blockdev-del, the port stays taken; a late DEVICE_DELETED releases both', async () => {
     await connect(() => ({}));
     const hotplug = new BlockHotplug(qmp, ['rp0'], 200);
     await hotplug.add({ kind: 'block', id: 'blk0', hostPath: image, readOnly: false });
@@ -70,6 +70,15 @@ describe('BlockHotplug over QMP', () => {
     expect((err as Error).message).toBe('block device blk0: unplug failed: QMP event DEVICE_DELETED did not arrive within 200 ms');
     expect(fake.commands.slice(other).map((c) => c.execute)).toEqual(['device_del']);
     await expect(hotplug.add({ kind: 'block', id: 'blk1', hostPath: image, readOnly: false })).rejects.toBeInstanceOf(ResourceExhaustedError);
+    await expect(hotplug.remove('blk0')).rejects.toThrow('block device blk0: an unplug is already waiting for the guest to let go');
+    // The guest lets go late: the node is dropped then, and the port is free again.
+    fake.emit(deleted('blk0'));
+    for (let i = 0; i < 50 && fake.commands.at(-1)?.execute !== 'blockdev-del'; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fake.commands.slice(other).map((c) => [c.execute, c.arguments?.['node-name'] ?? c.arguments?.id])).toEqual([
+      ['device_del', 'blk0'],
+      ['blockdev-del', 'drive-blk0'],
+    ]);
+    await hotplug.add({ kind: 'block', id: 'blk1', hostPath: image, readOnly: false });
   });
 
   it('drops the block node again when device_add fails, and frees the port', async () => {

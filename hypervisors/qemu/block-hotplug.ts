@@ -16,6 +16,8 @@ const DEVICE_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,19}$/;
 
 /** device_del needs the guest's cooperation; under TCG that can take seconds. */
 export const DEFAULT_UNPLUG_TIMEOUT_MS = 30_000;
+/** How long a late DEVICE_DELETED is still acted on; the VM's end releases the file anyway. */
+const LATE_UNPLUG_WAIT_MS = 24 * 3600_000;
 
 /** QEMU's block driver for a host path: a block device, or an image file. */
 export function blockDriver(stat: Pick<fs.Stats, 'isBlockDevice'>): 'host_device' | 'file' {
@@ -29,6 +31,8 @@ function nodeName(id: string): string {
 export class BlockHotplug {
   /** Device id → the root port it occupies; held from the first QMP command on. */
   private readonly portOf = new Map<string, string>();
+  /** Devices whose unplug timed out, still waiting for the guest to let go. */
+  private readonly releasing = new Set<string>();
 
   constructor(
     private readonly qmp: QmpClient,
@@ -62,13 +66,34 @@ export class BlockHotplug {
 
   async remove(id: string): Promise<void> {
     if (!this.portOf.has(id)) throw new NotFoundError(`block device ${id} is not plugged`);
+    if (this.releasing.has(id)) throw new FailedPreconditionError(`block device ${id}: an unplug is already waiting for the guest to let go`);
     // Registered before device_del: the event may come before the command's return.
     const deleted = this.qmp.waitForEvent('DEVICE_DELETED', (data) => data.path === `/machine/peripheral/${id}`, this.unplugTimeoutMs);
     try {
       await Promise.all([this.qmp.execute('device_del', { id }), deleted]);
     } catch (err) {
+      this.releaseWhenDeleted(id);
       throw new HypervisorError(`block device ${id}: unplug failed: ${(err as Error).message}`, { cause: err });
     }
+    await this.release(id);
+  }
+
+  /**
+   * A guest that ignores (or is too slow for) the unplug request keeps the device,
+   * and QEMU keeps the host file open for it. The request stays pending in QEMU:
+   * whenever the guest lets go, drop the node then, so the host file is not held
+   * until the VM ends. The port stays taken until that moment.
+   */
+  private releaseWhenDeleted(id: string): void {
+    this.releasing.add(id);
+    this.qmp
+      .waitForEvent('DEVICE_DELETED', (data) => data.path === `/machine/peripheral/${id}`, LATE_UNPLUG_WAIT_MS)
+      .then(() => this.release(id))
+      .catch(() => undefined) // the VM ended (or a day passed): QEMU's exit closes the file
+      .finally(() => this.releasing.delete(id));
+  }
+
+  private async release(id: string): Promise<void> {
     // The port is free once the device is gone, even if dropping the node fails.
     this.portOf.delete(id);
     await this.qmp.execute('blockdev-del', { 'node-name': nodeName(id) });
