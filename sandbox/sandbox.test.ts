@@ -137,3 +137,25 @@ describe("OOM events are the guest's word", () => {
     }
   }, 20_000);
 });
+
+describe('Sandbox.workDirFor', () => {
+  const config = (stateDir: string) => ({ ...defaultConfig(), runtime: { ...defaultConfig().runtime, stateDir } });
+
+  it('is <state_dir>/<namespace>/<sandbox> while its sockets fit a Unix socket path', () => {
+    expect(Sandbox.workDirFor(config('/run/kata-ts'), 'k8s.io', 'a'.repeat(64))).toBe(`/run/kata-ts/k8s.io/${'a'.repeat(64)}`);
+  });
+
+  it('hashes a namespace and id too long for the 107-byte socket limit, distinctly per pod', () => {
+    const ns = 'n'.repeat(76);
+    const first = Sandbox.workDirFor(config('/run/kata-ts'), ns, 'b'.repeat(76));
+    const second = Sandbox.workDirFor(config('/run/kata-ts'), ns, 'c'.repeat(76));
+    expect(first).toMatch(/^\/run\/kata-ts\/\.hashed\/[0-9a-f]{32}$/);
+    expect(second).not.toBe(first);
+    expect(Buffer.byteLength(`${first}/firecracker-api.sock`)).toBeLessThanOrEqual(107);
+    expect(Sandbox.workDirFor(config('/run/kata-ts'), ns, 'b'.repeat(76))).toBe(first); // delete and the CLI find it again
+  });
+
+  it('refuses a state_dir too long for any socket path, saying so', () => {
+    expect(() => Sandbox.workDirFor(config(`/run/${'d'.repeat(80)}`), 'default', 'x')).toThrow(/state_dir \/run\/d+ is too long: the VM's Unix sockets under it would exceed 107 bytes/);
+  });
+});

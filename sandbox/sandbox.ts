@@ -1,9 +1,10 @@
 // The pod's VM and the containers in it. One Sandbox per shim daemon: the first
 // container's Create boots the VM; later containers of the pod join it.
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
-import { AlreadyExistsError, FailedPreconditionError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
+import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AgentChannel, Hypervisor, VmConfig } from '../hypervisors/hypervisor';
 import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
@@ -34,6 +35,17 @@ export const CGROUP_RECORD_FILE = 'cgroup.json';
 const AGENT_PORT_NAME = 'agent.channel.0';
 /** The guest vsock port the agent listens on, as Kata's agent does. */
 export const AGENT_VSOCK_PORT = 1024;
+
+/** sun_path is 108 bytes, NUL included. */
+const UNIX_SOCKET_PATH_MAX = 107;
+/** The longest socket name a driver puts in the work dir: 'firecracker-api.sock'. */
+const LONGEST_SOCKET_NAME = 20;
+/** Where work dirs whose readable path would be too long for a socket go, by hash. */
+const HASHED_WORK_DIRS = '.hashed';
+
+function fitsUnixSocketPaths(workDir: string): boolean {
+  return Buffer.byteLength(workDir) + 1 + LONGEST_SOCKET_NAME <= UNIX_SOCKET_PATH_MAX;
+}
 
 /** The host end of the agent channel kind the driver takes, inside the sandbox's work dir. */
 export function agentChannelFor(kind: AgentChannel['kind'], workDir: string): AgentChannel {
@@ -104,7 +116,17 @@ export class Sandbox {
    * their canonical path.
    */
   static workDirFor(config: RuntimeConfig, namespace: string, sandboxId: string): string {
-    return path.join(canonical(config.runtime.stateDir), validateId('namespace', namespace), validateId('sandbox', sandboxId));
+    const stateDir = canonical(config.runtime.stateDir);
+    const readable = path.join(stateDir, validateId('namespace', namespace), validateId('sandbox', sandboxId));
+    if (fitsUnixSocketPaths(readable)) return readable;
+    // QEMU's sockets live here, and a Unix socket path has 107 bytes: a long
+    // namespace plus a 64-character pod id would not fit. '.hashed' can be no
+    // namespace (ids start with a letter or digit), so the two forms never collide.
+    const hashed = path.join(stateDir, HASHED_WORK_DIRS, createHash('sha256').update(`${namespace}/${sandboxId}`).digest('hex').slice(0, 32));
+    if (!fitsUnixSocketPaths(hashed)) {
+      throw new InvalidArgumentError(`runtime state_dir ${stateDir} is too long: the VM's Unix sockets under it would exceed ${UNIX_SOCKET_PATH_MAX} bytes; choose a shorter state_dir`);
+    }
+    return hashed;
   }
 
   /** The host side of the debug console (`kata-ts-runtime exec`), present while the VM runs if it has one. */
