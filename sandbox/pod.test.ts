@@ -70,6 +70,11 @@ describe('Pod', () => {
       expect(exit.status).toBe(137);
       expect(exits.sort()).toEqual([['container c1', 137], ['exec e1 of container c1', 137]]);
       expect(driver.stopped).toBe(true);
+      // With the VM gone, killing what already ended is NotFound (containerd's "already
+      // stopped"), or fine with `all`; never Unavailable, which CRI's StopPodSandbox retries forever.
+      await expect(pod.kill('c1', '', 9, false)).rejects.toMatchObject({ grpcCode: Code.NOT_FOUND });
+      await expect(pod.kill('c1', 'e1', 15, false)).rejects.toMatchObject({ grpcCode: Code.NOT_FOUND });
+      await expect(pod.kill('c1', '', 9, true)).resolves.toBeUndefined();
       await pod.delete('c1', 'e1');
       await pod.delete('c1', '');
       expect(pod.isEmpty).toBe(true);

@@ -119,7 +119,8 @@ export class Pod {
     const proc = this.process(id, execId);
     // A Kill racing a Start acts on what the Start made: the process runs (signal it) or never will.
     await proc.startSettled();
-    const agent = this.sandbox!.requireAgent();
+    // Checked before the agent is needed: after the VM was stopped (kill grace, VM
+    // lost) every process is stopped, and containerd must hear NotFound, not Unavailable.
     if (proc.status === 'stopped') {
       if (all) return undefined; // killing what is already gone is fine (runc's shim agrees)
       throw new NotFoundError(`${proc.name}: process already finished`);
@@ -130,12 +131,14 @@ export class Pod {
       // as runc's shim ends a created task. The agent is told so that a racing Start
       // cannot run it; a guest that cannot be told (it lost the container, or answers
       // "not running") must not make the task unkillable and so undeletable.
-      await agent.signalProcess(id, '', signal, all).catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest refused the signal for a never-started container; ending it on the host'));
+      await Promise.resolve()
+        .then(() => this.sandbox!.requireAgent().signalProcess(id, '', signal, all))
+        .catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest refused the signal for a never-started container; ending it on the host'));
       return proc.markExited(128 + signal);
     }
     if (signal === SIGKILL && !execId) return this.killInit(id, proc, all);
     // A paused container's processes only see the signal once thawed; SIGKILL works regardless.
-    await agent.signalProcess(id, execId, signal, all);
+    await this.sandbox!.requireAgent().signalProcess(id, execId, signal, all);
     return undefined;
   }
 
