@@ -127,6 +127,78 @@ describe('Pod', () => {
     }
   });
 
+  it('a Start that arrives while a Kill of the created process is being told to the guest is refused: the exit stays the Kill\'s', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    let signalled!: () => void;
+    const signalGate = new Promise<void>((r) => (signalled = r));
+    let startCalls = 0;
+    const agent = fakeAgent({
+      CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
+      StartContainer: () => (startCalls++, { pid: 7 }),
+      SignalProcess: async () => (await signalGate, {}),
+      WaitProcess: () => new Promise(() => undefined),
+      ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
+      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+    });
+    const driver = fakeDriver('virtio-serial', agent);
+    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
+    const bundle = path.join(dir, 'bundle');
+    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    try {
+      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
+      const kill = pod.kill('c1', '', 9, false);
+      await new Promise((r) => setTimeout(r, 50)); // the guest is being told
+      await expect(pod.start('c1', '')).rejects.toMatchObject({ grpcCode: Code.FAILED_PRECONDITION });
+      signalled();
+      expect((await kill)?.status).toBe(137);
+      expect(startCalls).toBe(0);
+      expect(pod.process('c1', '').status).toBe('stopped');
+      await pod.delete('c1', '');
+    } finally {
+      await pod.destroy();
+      await agent.server.close();
+    }
+  });
+
+  it('a Kill sent just before a Start (same tick) waits for that Start and signals what it launched', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const signals: string[] = [];
+    let exitNow!: (status: number) => void;
+    const execExited = new Promise<number>((r) => (exitNow = r));
+    const agent = fakeAgent({
+      CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
+      StartContainer: () => ({ pid: 7 }),
+      ExecProcess: async () => (await new Promise((r) => setTimeout(r, 50)), { pid: 8 }),
+      SignalProcess: (req: { exec_id: string; signal: number }) => (signals.push(`${req.exec_id}:${req.signal}`), req.exec_id && exitNow(128 + req.signal), {}),
+      WaitProcess: async (req: { exec_id: string }) => ({ status: req.exec_id ? await execExited : await new Promise(() => undefined) }),
+      ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
+      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+    });
+    const driver = fakeDriver('virtio-serial', agent);
+    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
+    const bundle = path.join(dir, 'bundle');
+    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    try {
+      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
+      await pod.start('c1', '');
+      pod.exec({ containerId: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', processJson: Buffer.from('{"args":["sh"]}') });
+      const kill = pod.kill('c1', 'e1', 9, false);
+      const start = pod.start('c1', 'e1');
+      await start;
+      await kill;
+      // The launched exec was signalled in the guest, not marked exited while it runs on unseen.
+      expect(signals).toEqual(['e1:9']);
+      expect((await pod.process('c1', 'e1').wait()).status).toBe(137);
+    } finally {
+      await pod.destroy();
+      await agent.server.close();
+    }
+  });
+
   it("a SIGKILL the guest answers with NotFound (the init had just exited) is NotFound for containerd too", async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');

@@ -118,7 +118,10 @@ export class Pod {
   async kill(id: string, execId: string, signal: number, all: boolean): Promise<ExitInfo | undefined> {
     const proc = this.process(id, execId);
     // A Kill racing a Start acts on what the Start made: the process runs (signal it) or never will.
-    await proc.startSettled();
+    // Looped: a Start that arrived while this Kill yielded must be waited for too, or the
+    // Kill would mark exited a process that is being launched (and then runs unseen).
+    do await proc.startSettled();
+    while (proc.isStarting);
     // Checked before the agent is needed: after the VM was stopped (kill grace, VM
     // lost) every process is stopped, and containerd must hear NotFound, not Unavailable.
     if (proc.status === 'stopped') {
@@ -126,15 +129,19 @@ export class Pod {
       throw new NotFoundError(`${proc.name}: process already finished`);
     }
     if (proc.status === 'created') {
-      if (execId) return proc.markExited(128 + signal);
-      // Never started: nothing runs in the guest; it simply ends with the signal's status,
-      // as runc's shim ends a created task. The agent is told so that a racing Start
-      // cannot run it; a guest that cannot be told (it lost the container, or answers
-      // "not running") must not make the task unkillable and so undeletable.
-      await Promise.resolve()
-        .then(() => this.sandbox!.requireAgent().signalProcess(id, '', signal, all))
-        .catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest refused the signal for a never-started container; ending it on the host'));
-      return proc.markExited(128 + signal);
+      // Never started: nothing runs in the guest; it simply ends with the signal's
+      // status, as runc's shim ends a created task. Marked before anything is awaited,
+      // so a Start arriving meanwhile is refused rather than run behind our back.
+      const exit = proc.markExited(128 + signal);
+      // The agent is told so that it drops what it prepared; a guest that cannot be
+      // told (it lost the container, or answers "not running") must not make the task
+      // unkillable and so undeletable.
+      if (!execId) {
+        await Promise.resolve()
+          .then(() => this.sandbox!.requireAgent().signalProcess(id, '', signal, all))
+          .catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest refused the signal for a never-started container; ending it on the host'));
+      }
+      return exit;
     }
     if (signal === SIGKILL && !execId) return this.killInit(id, proc, all);
     // A paused container's processes only see the signal once thawed; SIGKILL works regardless.

@@ -57,6 +57,8 @@ export class TaskProcess {
         io.close();
         throw err;
       }
+      // Ended while it launched (the VM was stopped or lost): it stays ended.
+      if (this.status === 'stopped') return this.guestPid;
       io.startStdin();
       this.status = 'running';
       void this.monitor(onExit);
@@ -73,6 +75,11 @@ export class TaskProcess {
   /** Resolves once no Start is in flight (whether it succeeded or not). */
   async startSettled(): Promise<void> {
     await this.starting?.catch(() => undefined);
+  }
+
+  /** True while a Start is launching the process in the guest. */
+  get isStarting(): boolean {
+    return this.starting !== undefined;
   }
 
   async closeStdin(): Promise<void> {
