@@ -6,7 +6,8 @@
 // guest path. The pod's /dev/shm becomes the guest's pod-wide tmpfs instead.
 import * as fs from 'fs';
 import * as path from 'path';
-import { FailedPreconditionError } from '../lib/errors';
+import { CommandFailedError, runBounded } from '../lib/bounded-command';
+import { DeadlineExceededError, FailedPreconditionError } from '../lib/errors';
 import { GUEST_SHARED_DIR, SANDBOX_SHM_DIR } from '../lib/guest-paths';
 import { isMountPoint, unmount } from './rootfs';
 import { bindIntoShare, ShareLayout } from './shared-fs';
@@ -32,11 +33,14 @@ export function isHostBind(m: OciMount): boolean {
   return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
 }
 
-function kindOf(stat: fs.Stats): string | undefined {
-  if (stat.isSocket()) return 'Unix socket';
-  if (stat.isCharacterDevice()) return 'character device';
-  if (stat.isBlockDevice()) return 'block device';
-  if (stat.isFIFO()) return 'FIFO';
+/** The file type bits of a stat(2) mode. */
+type FileType = number;
+
+function kindOf(type: FileType): string | undefined {
+  if (type === fs.constants.S_IFSOCK) return 'Unix socket';
+  if (type === fs.constants.S_IFCHR) return 'character device';
+  if (type === fs.constants.S_IFBLK) return 'block device';
+  if (type === fs.constants.S_IFIFO) return 'FIFO';
   return undefined;
 }
 
@@ -58,16 +62,16 @@ export async function planVolumes(containerId: string, mounts: OciMount[], hostP
     }
     const source = m.source ?? '';
     if (!path.isAbsolute(source)) throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: bind source '${source}' is not an absolute host path`);
-    let stat: fs.Stats;
+    let type: FileType;
     try {
-      stat = await statBounded(source);
+      type = await fileTypeBounded(source);
     } catch (err) {
-      throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: host source ${source} cannot be used (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: host source ${source} cannot be used (${(err as Error).message})`);
     }
-    const kind = kindOf(stat);
+    const kind = kindOf(type);
     if (kind) throw new FailedPreconditionError(`container ${containerId}: mount ${m.destination}: host source ${source} is a ${kind}, which cannot be shared into the VM (only files and directories can)`);
     const name = String(shares.length);
-    shares.push({ hostSource: source, sharedPath: path.join(hostPrivateDir, containerId, 'mounts', name), isDirectory: stat.isDirectory(), readonly: (m.options ?? []).includes('ro') });
+    shares.push({ hostSource: source, sharedPath: path.join(hostPrivateDir, containerId, 'mounts', name), isDirectory: type === fs.constants.S_IFDIR, readonly: (m.options ?? []).includes('ro') });
     out.push({ ...m, source: path.posix.join(GUEST_SHARED_DIR, containerId, 'mounts', name) });
   }
   return { mounts: out, shares };
@@ -76,13 +80,22 @@ export async function planVolumes(containerId: string, mounts: OciMount[], hostP
 /** How long a volume's host source may take to answer a stat (a hung NFS or FUSE server never does). */
 export const VOLUME_STAT_TIMEOUT_MS = 10_000;
 
-/** stat(2) off the event loop and bounded: a hung filesystem fails this Create, not the whole pod's daemon. */
-function statBounded(source: string): Promise<fs.Stats> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${VOLUME_STAT_TIMEOUT_MS / 1000} s: is its filesystem hung?`)), VOLUME_STAT_TIMEOUT_MS);
-  });
-  return Promise.race([fs.promises.stat(source), late]).finally(() => clearTimeout(timer));
+/**
+ * stat(2) of a volume source, in a child process SIGKILLed at the bound: a hung
+ * filesystem fails this Create, not the pod's daemon. (In the daemon, even off the
+ * event loop, the stat would pin one of libuv's four pool threads until the server
+ * answers; a few such volumes would stall every file operation of the pod.)
+ */
+async function fileTypeBounded(source: string): Promise<FileType> {
+  let stdout: string;
+  try {
+    ({ stdout } = await runBounded('stat', ['-L', '--printf=%f', '--', source], VOLUME_STAT_TIMEOUT_MS));
+  } catch (err) {
+    if (err instanceof DeadlineExceededError) throw new Error(`no answer within ${VOLUME_STAT_TIMEOUT_MS / 1000} s: is its filesystem hung?`);
+    const stderr = err instanceof CommandFailedError ? err.stderr : (err as Error).message;
+    throw new Error(/No such file or directory/.test(stderr) ? 'ENOENT' : stderr.replace(/^stat: /, ''));
+  }
+  return parseInt(stdout.trim(), 16) & fs.constants.S_IFMT;
 }
 
 /**
