@@ -8,12 +8,22 @@ export interface SeenEvent {
 }
 
 export class EventLog {
-  private readonly child: ChildProcess;
+  private child!: ChildProcess;
   private buffer = '';
+  private closed = false;
   readonly events: SeenEvent[] = [];
 
-  constructor(containerd: PrivateContainerd) {
-    this.child = spawn('ctr', ['-a', containerd.address, 'events'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  /**
+   * `resubscribe`: when `ctr events` ends (containerd stopped, or is not up yet), start
+   * it again every 50 ms, so events published right after a restart are seen too.
+   */
+  constructor(private readonly containerd: PrivateContainerd, private readonly opts: { resubscribe?: boolean } = {}) {
+    this.subscribe();
+  }
+
+  private subscribe(): void {
+    this.child = spawn('ctr', ['-a', this.containerd.address, 'events'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.buffer = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       this.buffer += chunk.toString();
       let newline: number;
@@ -23,6 +33,9 @@ export class EventLog {
         const topic = /\/tasks\/[a-z-]+/.exec(line)?.[0];
         if (topic) this.events.push({ topic, line });
       }
+    });
+    this.child.on('exit', () => {
+      if (this.opts.resubscribe && !this.closed) setTimeout(() => !this.closed && this.subscribe(), 50);
     });
   }
 
@@ -48,6 +61,7 @@ export class EventLog {
   }
 
   close(): void {
+    this.closed = true;
     this.child.kill();
   }
 }

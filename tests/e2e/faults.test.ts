@@ -76,6 +76,35 @@ describe('faults and load', () => {
     baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
   });
 
+  it('containerd restarted while a container exits: the exit event reaches containerd once it is back', async () => {
+    const id = 'exit-while-down';
+    const trigger = fs.mkdtempSync('/tmp/kt-trigger-');
+    // Ends with 3 once the host creates `go` in a directory the container sees.
+    const script = 'while [ ! -e /trigger/go ]; do sleep 0.2; done; exit 3';
+    const mount = `type=bind,src=${trigger},dst=/trigger,options=rbind:ro`;
+    expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, '--mount', mount, env.image, id, 'sh', '-c', script], { timeoutMs: 240_000 })).code).toBe(0);
+    const events = new EventLog(env.containerd, { resubscribe: true });
+    try {
+      await env.containerd.restart(async () => {
+        fs.writeFileSync(path.join(trigger, 'go'), '');
+        // The container exits now, with nobody to tell: the shim keeps the event and retries.
+        await new Promise((r) => setTimeout(r, 8000));
+        expect(events.events.filter((e) => e.line.includes(id) && e.topic === '/tasks/exit')).toEqual([]);
+      });
+      // Only the shim knows the status 3: containerd cannot have made this event up.
+      expect(await events.waitForExit(id, '', 60_000)).toContain('"exit_status":3');
+      expect(await env.containerd.ctr(['task', 'ls'])).toMatchObject({ stdout: expect.stringMatching(new RegExp(`^${id}\\s+\\d+\\s+STOPPED`, 'm')) });
+    } finally {
+      events.close();
+    }
+    expect((await env.containerd.ctr(['task', 'delete', id])).code).toBe(0);
+    expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
+    fs.rmSync(trigger, { recursive: true, force: true });
+    const leaks = await waitForNoLeaks(baseline, 20_000);
+    expect(leaks.filter((line) => !(line.startsWith(`process ${env.containerd.pid} `) && line.includes('containerd')))).toEqual([]);
+    baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
+  });
+
   it('50 runs in a row each print their output and exit code, and leave nothing', async () => {
     for (let i = 0; i < 50; i++) {
       const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, `seq-${i}`, 'sh', '-c', `echo run-${i}; exit ${i % 7}`], { timeoutMs: 240_000 });

@@ -109,8 +109,9 @@ export interface PrivateContainerd {
   /**
    * Stops containerd alone (SIGTERM, as an upgrade or a crash-restart would) and
    * starts it again on the same root, state and sockets; shims keep running.
+   * `whileDown` runs after containerd has exited and before it starts again.
    */
-  restart(): Promise<void>;
+  restart(whileDown?: () => Promise<void>): Promise<void>;
   /** Idempotent. Kills containerd and anything left behind, unmounts, removes `dir`. */
   stop(): Promise<StopReport>;
 }
@@ -247,12 +248,13 @@ class ContainerdProcess implements PrivateContainerd {
     return this.preparedCri?.endpoint;
   }
 
-  async restart(): Promise<void> {
+  async restart(whileDown?: () => Promise<void>): Promise<void> {
     this.child.kill('SIGTERM');
     if (!(await settlesWithin(this.exited, STOP_GRACE_MS))) {
       this.child.kill('SIGKILL');
       await this.exited;
     }
+    await whileDown?.();
     this.exitInfo = undefined;
     this.attach(this.launch());
     await this.waitReady(STARTUP_TIMEOUT_MS);
