@@ -63,7 +63,7 @@ export function writeConfig(file: string, stateDir: string, overrides: ConfigOve
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
 }
 
-export async function startKataEnv(opts: ConfigOverrides = {}): Promise<KataEnv> {
+export async function startKataEnv(opts: ConfigOverrides & { containerdLogLevel?: 'debug' | 'info' } = {}): Promise<KataEnv> {
   const dir = fs.mkdtempSync('/tmp/kt-env-');
   const shimDir = path.join(dir, 'bin');
   const stateDir = path.join(dir, 'vm');
@@ -72,7 +72,7 @@ export async function startKataEnv(opts: ConfigOverrides = {}): Promise<KataEnv>
   const configPath = path.join(dir, 'config.json');
   writeConfig(configPath, stateDir, opts);
   const image = await buildBusyboxImage(path.join(REPO, 'tests', '.cache', 'image'));
-  const containerd = await startContainerd({ runtimeShimDir: shimDir, env: { KATATS_CONFIG: configPath } });
+  const containerd = await startContainerd({ runtimeShimDir: shimDir, env: { KATATS_CONFIG: configPath }, logLevel: opts.containerdLogLevel });
   try {
     await containerd.importImage(image.archive);
   } catch (err) {
