@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build guest test test-unit test-e2e demo bench bench-guest soak install uninstall clean
+.PHONY: all deps build guest test test-unit test-e2e test-under-load demo bench bench-guest soak install uninstall clean
 
 all: build guest
 
@@ -31,6 +31,11 @@ test-e2e: guest
 	npx jest --selectProjects e2e --runInBand
 
 test: test-unit test-e2e
+
+# Not part of `make test`: the fault and stress suites ROUNDS (3) times in a row with
+# stress-ng keeping every core busy; results in bench/under-load.md.
+test-under-load: guest
+	./scripts/test-under-load.sh
 
 demo: guest
 	node dist/scripts/demo.js
