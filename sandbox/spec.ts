@@ -7,6 +7,7 @@ import { SANDBOX_NS_DIR } from '../lib/guest-paths';
 import { Logger } from '../lib/logger';
 
 export interface OciSpec {
+  ociVersion?: string;
   root?: { path?: string; readonly?: boolean };
   process?: { args?: string[]; terminal?: boolean };
   hostname?: string;
@@ -44,6 +45,7 @@ export function guestSpec(spec: OciSpec, guest: { containerId: string; rootfs: s
   const out: OciSpec = JSON.parse(JSON.stringify(spec));
   out.root = { ...(out.root ?? {}), path: guest.rootfs };
   if (guest.mounts) out.mounts = guest.mounts;
+  out.ociVersion = guestOciVersion(out.ociVersion, logger);
   if (out.hooks) {
     // Hooks name host binaries; they cannot run inside the guest.
     logger.warn('OCI hooks are not run inside the VM; dropping them');
@@ -60,6 +62,23 @@ export function guestSpec(spec: OciSpec, guest: { containerId: string; rootfs: s
     out.linux.cgroupsPath = guestCgroupsPath(out.linux.cgroupsPath, guest.containerId);
   }
   return out;
+}
+
+/**
+ * The newest runtime-spec version the guest's OCI runtime takes: its crun (1.8)
+ * refuses "1.2.x" ("unknown version specified"), which containerd 2.x writes. The
+ * spec's fields are what matters to crun; the version is only this gate.
+ */
+export const GUEST_OCI_VERSION_MAX = '1.1.0';
+
+function guestOciVersion(version: string | undefined, logger: Logger): string | undefined {
+  const m = /^(\d+)\.(\d+)/.exec(version ?? '');
+  if (!m) return version;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  const [maxMajor, maxMinor] = GUEST_OCI_VERSION_MAX.split('.').map(Number);
+  if (major < maxMajor || (major === maxMajor && minor <= maxMinor)) return version;
+  logger.debug({ ociVersion: version, guest: GUEST_OCI_VERSION_MAX }, "spec version newer than the guest's OCI runtime takes; presenting it as the newest it takes");
+  return GUEST_OCI_VERSION_MAX;
 }
 
 /**
