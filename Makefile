@@ -27,8 +27,13 @@ guest: build
 test-unit: build
 	npx jest --selectProjects unit
 
+# CONTAINERD=trixie|unstable runs the e2e suites (or E2E=<paths>) against Debian's
+# containerd 1.7 / 2.x, fetched into a cache and put first on PATH (never installed);
+# empty: the system's containerd 1.6.
+CONTAINERD ?=
+E2E ?=
 test-e2e: guest
-	npx jest --selectProjects e2e --runInBand
+	$(if $(CONTAINERD),PATH="$$(./scripts/fetch-containerd.sh $(CONTAINERD)):$$PATH") npx jest $(E2E) --selectProjects e2e --runInBand
 
 test: test-unit test-e2e
 

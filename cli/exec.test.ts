@@ -59,7 +59,7 @@ describe('kata-ts-runtime exec', () => {
     });
 
     it('tells a missing sandbox from a stopped one from one without a console', async () => {
-      expect(() => findDebugConsole(config, 'sb1')).toThrow(new NotFoundError(`sandbox sb1 not found: no namespace in ${dir} has it (runtime.state_dir is ${dir})`));
+      expect(() => findDebugConsole(config, 'sb1')).toThrow(new NotFoundError(`sandbox sb1 not found: no namespace in ${dir} has it (runtime.state_dir is ${dir}; a sandbox whose namespace and id are too long for a socket path is found only with --namespace)`));
       expect(() => findDebugConsole(config, 'sb1', 'k8s.io')).toThrow(new NotFoundError(`sandbox sb1 not found in namespace k8s.io: no state in ${dir}/k8s.io/sb1 (runtime.state_dir is ${dir})`));
       fs.mkdirSync(path.join(dir, 'default', 'sb1'), { recursive: true });
       expect(() => findDebugConsole(config, 'sb1')).toThrow(new FailedPreconditionError('sandbox sb1 is not running: its VM is not up'));

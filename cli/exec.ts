@@ -31,8 +31,9 @@ export function findSandboxDir(config: RuntimeConfig, sandboxId: string, namespa
     if (!fs.existsSync(workDir)) throw new NotFoundError(`sandbox ${sandboxId} not found in namespace ${namespace}: no state in ${workDir} (runtime.state_dir is ${config.runtime.stateDir})`);
     return workDir;
   }
-  const namespaces = (fs.existsSync(stateDir) ? fs.readdirSync(stateDir) : []).filter((ns) => fs.existsSync(path.join(stateDir, ns, sandboxId)));
-  if (namespaces.length === 0) throw new NotFoundError(`sandbox ${sandboxId} not found: no namespace in ${stateDir} has it (runtime.state_dir is ${config.runtime.stateDir})`);
+  // '.hashed' holds work dirs too long for a socket path; every other entry is a namespace.
+  const namespaces = (fs.existsSync(stateDir) ? fs.readdirSync(stateDir) : []).filter((ns) => !ns.startsWith('.') && fs.existsSync(Sandbox.workDirFor(config, ns, sandboxId)));
+  if (namespaces.length === 0) throw new NotFoundError(`sandbox ${sandboxId} not found: no namespace in ${stateDir} has it (runtime.state_dir is ${config.runtime.stateDir}; a sandbox whose namespace and id are too long for a socket path is found only with --namespace)`);
   if (namespaces.length > 1) throw new FailedPreconditionError(`sandbox ${sandboxId} exists in namespaces ${namespaces.join(', ')}; name one with --namespace`);
   return Sandbox.workDirFor(config, namespaces[0], sandboxId);
 }

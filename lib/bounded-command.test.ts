@@ -21,3 +21,18 @@ describe('runBounded', () => {
     expect(Date.now() - started).toBeLessThan(5000);
   });
 });
+
+describe('runBounded with a child that cannot die at once', () => {
+  it('answers at the bound, not when the killed command is finally gone', async () => {
+    // Here a grandchild keeps the output pipes open for 3 s after the kill; a child in
+    // a FUSE request its server already read outlives SIGKILL the same way.
+    const started = Date.now();
+    const err = await runBounded('sh', ['-c', 'sleep 3 & exec sleep 30'], 300).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('says when the command cannot run at all', async () => {
+    await expect(runBounded('/nonexistent/tool', ['x'], 1000)).rejects.toThrow("'/nonexistent/tool x' could not run: spawn /nonexistent/tool ENOENT");
+  });
+});

@@ -1,8 +1,10 @@
-// Every external command the daemon runs (mount, umount, nsenter, ip, tc, iptables)
-// gets a bound: one hung filesystem or netlink call must fail that one request with
-// a message naming what hung, not stall the pod's whole daemon. The child is
-// SIGKILLed at the bound (a FUSE or NFS wait is killable, never interruptible only).
-import { execFile } from 'child_process';
+// Every external command the daemon runs (mount, umount, stat, nsenter, ip, tc,
+// iptables) gets a bound: one hung filesystem or netlink call must fail that one
+// request with a message naming what hung, not stall the pod's whole daemon. At the
+// bound the child is SIGKILLed and the caller is answered at once: a child stuck in a
+// FUSE request its server already read does not die even of SIGKILL until the server
+// answers, so waiting for its exit could be forever. It is reaped whenever it ends.
+import { spawn } from 'child_process';
 import { DeadlineExceededError } from './errors';
 
 export interface CommandOutput {
@@ -17,16 +19,42 @@ export class CommandFailedError extends Error {
   }
 }
 
-export function runBounded(command: string, args: string[], timeoutMs: number): Promise<CommandOutput> {
+const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
+
+export function runBounded(command: string, args: string[], timeoutMs: number, opts: { env?: NodeJS.ProcessEnv } = {}): Promise<CommandOutput> {
   const line = [command, ...args].join(' ');
   return new Promise((resolve, reject) => {
-    execFile(command, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (!err) return resolve({ stdout, stderr });
-      const failure = err as NodeJS.ErrnoException & { killed?: boolean; signal?: string | null; code?: number | string };
-      if (failure.killed && failure.signal === 'SIGKILL') {
-        return reject(new DeadlineExceededError(`'${line}' did not finish within ${timeoutMs / 1000} s and was killed (a hung filesystem or network namespace?)`));
-      }
-      reject(new CommandFailedError(command, stderr.trim(), failure.code, `'${line}' failed: ${stderr.trim() || failure.message}`));
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let bytes = 0;
+    let settled = false;
+    const finish = (f: () => void): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      f();
+    };
+    const collect = (into: Buffer[]) => (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes <= MAX_OUTPUT_BYTES) into.push(chunk);
+    };
+    child.stdout.on('data', collect(out));
+    child.stderr.on('data', collect(err));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      // Not waiting for 'close': the streams are dropped, the process is reaped later.
+      child.stdout.destroy();
+      child.stderr.destroy();
+      finish(() => reject(new DeadlineExceededError(`'${line}' did not finish within ${timeoutMs / 1000} s and was killed (a hung filesystem or network namespace?)`)));
+    }, timeoutMs);
+    child.on('error', (e) => finish(() => reject(new CommandFailedError(command, '', (e as NodeJS.ErrnoException).code, `'${line}' could not run: ${e.message}`))));
+    child.on('close', (code, signal) => {
+      const stdout = Buffer.concat(out).toString('utf8');
+      const stderr = Buffer.concat(err).toString('utf8');
+      if (code === 0) return finish(() => resolve({ stdout, stderr }));
+      const status = code ?? signal ?? undefined;
+      finish(() => reject(new CommandFailedError(command, stderr.trim(), status, `'${line}' failed: ${stderr.trim() || `exit status ${status}`}`)));
     });
   });
 }

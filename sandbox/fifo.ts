@@ -48,9 +48,9 @@ async function socketOnFifo(path: string, fd: number, readable: boolean): Promis
     // A regular file here would read as an immediate EOF (or be written through
     // the pool); only a FIFO gets the epoll treatment.
     if (!(await fstat(fd)).isFIFO()) throw new Error(`stdio path '${path}' is not a FIFO`);
+    return new net.Socket({ fd, readable, writable: !readable });
   } catch (err) {
     await close(fd).catch(() => undefined);
     throw err;
   }
-  return new net.Socket({ fd, readable, writable: !readable });
 }

@@ -199,6 +199,37 @@ describe('Pod', () => {
     }
   });
 
+  it('a Delete sent with a Start (same tick) waits for it: the launched exec is running, so the Delete is refused', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const agent = fakeAgent({
+      CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
+      StartContainer: () => ({ pid: 7 }),
+      ExecProcess: async () => (await new Promise((r) => setTimeout(r, 50)), { pid: 8 }),
+      WaitProcess: () => new Promise(() => undefined),
+      ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
+      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+    });
+    const driver = fakeDriver('virtio-serial', agent);
+    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
+    const bundle = path.join(dir, 'bundle');
+    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    try {
+      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
+      await pod.start('c1', '');
+      pod.exec({ containerId: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', processJson: Buffer.from('{"args":["sh"]}') });
+      const start = pod.start('c1', 'e1');
+      const deleted = pod.delete('c1', 'e1');
+      await start;
+      await expect(deleted).rejects.toMatchObject({ grpcCode: Code.FAILED_PRECONDITION });
+      expect(pod.process('c1', 'e1').status).toBe('running');
+    } finally {
+      await pod.destroy();
+      await agent.server.close();
+    }
+  });
+
   it("a SIGKILL the guest answers with NotFound (the init had just exited) is NotFound for containerd too", async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');

@@ -136,8 +136,9 @@ export class Pod {
       // The agent is told so that it drops what it prepared; a guest that cannot be
       // told (it lost the container, or answers "not running") must not make the task
       // unkillable and so undeletable.
+      // Not awaited: the exit is the host's to publish now, not after a slow or frozen guest answers.
       if (!execId) {
-        await Promise.resolve()
+        void Promise.resolve()
           .then(() => this.sandbox!.requireAgent().signalProcess(id, '', signal, all))
           .catch((err) => this.logger.warn({ container: id, err: (err as Error).message }, 'guest refused the signal for a never-started container; ending it on the host'));
       }
@@ -216,6 +217,10 @@ export class Pod {
   /** Deletes the container (execId '') or one of its execs; returns the process. */
   async delete(id: string, execId: string): Promise<TaskProcess> {
     const sandbox = this.requireSandbox(id);
+    // A process still launching counts as created; deleting it now would let it run on unseen.
+    const proc = this.process(id, execId);
+    do await proc.startSettled();
+    while (proc.isStarting);
     if (execId) return sandbox.deleteExec(id, execId);
     return (await sandbox.deleteContainer(id)).init;
   }

@@ -40,13 +40,18 @@ export async function mountAll(mounts: MountSpec[], target: string): Promise<voi
   }
 }
 
-/** Unmounts `target` if it is a mount point; lazily when it stays busy. */
+/**
+ * Unmounts `target` if it is a mount point; lazily when it stays busy. `-c`: umount(8)
+ * must not canonicalise the path, which would stat the mounted filesystem's root
+ * (a volume's hung FUSE or NFS server would never answer).
+ */
 export async function unmount(target: string): Promise<void> {
   if (!isMountPoint(target)) return;
   try {
-    await bounded('umount', [target]);
-  } catch {
-    await bounded('umount', ['-l', target]).catch((err) => {
+    await bounded('umount', ['-c', target]);
+  } catch (first) {
+    if (first instanceof DeadlineExceededError) throw first; // a second try would hang as long
+    await bounded('umount', ['-l', '-c', target]).catch((err) => {
       throw new InternalError(`cannot unmount ${target}: ${(err as Error).message}`);
     });
   }
@@ -59,7 +64,7 @@ export function isMountPoint(target: string): boolean {
   } catch {
     return false;
   }
-  const real = canonical(target);
+  const real = canonicalMountPoint(target);
   return mounts.split('\n').some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === real);
 }
 
@@ -105,6 +110,17 @@ export function canonical(p: string): string {
     const parent = path.dirname(absolute);
     return parent === absolute ? absolute : path.join(canonical(parent), path.basename(absolute));
   }
+}
+
+/**
+ * The canonical path of a (possible) mount point without touching what is mounted
+ * there: only its parent, a directory of ours, is resolved. realpath would lstat the
+ * mount point itself, which a hung FUSE or NFS volume never answers.
+ */
+function canonicalMountPoint(target: string): string {
+  const absolute = path.resolve(target);
+  const parent = path.dirname(absolute);
+  return parent === absolute ? absolute : path.join(canonical(parent), path.basename(absolute));
 }
 
 function unescapeMountPath(p: string): string {

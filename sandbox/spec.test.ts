@@ -36,13 +36,11 @@ describe('bundle spec', () => {
     expect(out.linux?.cgroupsPath).toBe('/katats/c2');
   });
 
-  it("presents a runtime-spec version newer than the guest's crun takes (containerd 2.x writes 1.2.x) as the newest it takes", () => {
+  it("presents a runtime-spec version the guest's crun refuses (containerd 2.x writes 1.2.x) as one it takes", () => {
     const versionFor = (ociVersion: string) => guestSpec({ ociVersion }, { containerId: 'c3', rootfs: '/r' }, silentLogger()).ociVersion;
-    expect(versionFor('1.2.1')).toBe('1.1.0');
-    expect(versionFor('1.3.0')).toBe('1.1.0');
-    expect(versionFor('2.0.0')).toBe('1.1.0');
-    // What the guest takes stays as written (containerd 1.6 and 1.7).
-    expect(versionFor('1.0.2-dev')).toBe('1.0.2-dev');
-    expect(versionFor('1.1.0')).toBe('1.1.0');
+    // crun 1.8 takes a version only if it contains "1.0".
+    for (const refused of ['1.2.1', '1.1.1', '1.1', '1.10.0', '2.0.0']) expect(versionFor(refused)).toBe('1.0.2');
+    // What it takes stays as written (containerd 1.6 and 1.7).
+    for (const taken of ['1.0.2-dev', '1.1.0', '1.0']) expect(versionFor(taken)).toBe(taken);
   });
 });

@@ -65,20 +65,17 @@ export function guestSpec(spec: OciSpec, guest: { containerId: string; rootfs: s
 }
 
 /**
- * The newest runtime-spec version the guest's OCI runtime takes: its crun (1.8)
- * refuses "1.2.x" ("unknown version specified"), which containerd 2.x writes. The
- * spec's fields are what matters to crun; the version is only this gate.
+ * The runtime-spec version the guest's OCI runtime is shown when the real one would
+ * be refused: crun 1.8 takes only a version string containing "1.0" ("1.1.0" passes
+ * by that accident, "1.1.1" and containerd 2.x's "1.2.x" fail with "unknown version
+ * specified"). The spec's fields are what matter to crun; the version is only this gate.
  */
-export const GUEST_OCI_VERSION_MAX = '1.1.0';
+export const GUEST_OCI_VERSION = '1.0.2';
 
 function guestOciVersion(version: string | undefined, logger: Logger): string | undefined {
-  const m = /^(\d+)\.(\d+)/.exec(version ?? '');
-  if (!m) return version;
-  const [major, minor] = [Number(m[1]), Number(m[2])];
-  const [maxMajor, maxMinor] = GUEST_OCI_VERSION_MAX.split('.').map(Number);
-  if (major < maxMajor || (major === maxMajor && minor <= maxMinor)) return version;
-  logger.debug({ ociVersion: version, guest: GUEST_OCI_VERSION_MAX }, "spec version newer than the guest's OCI runtime takes; presenting it as the newest it takes");
-  return GUEST_OCI_VERSION_MAX;
+  if (version === undefined || version.includes('1.0')) return version;
+  logger.debug({ ociVersion: version, guest: GUEST_OCI_VERSION }, "spec version the guest's crun refuses; presenting it as one it takes");
+  return GUEST_OCI_VERSION;
 }
 
 /**

@@ -57,8 +57,6 @@ export class TaskProcess {
         io.close();
         throw err;
       }
-      // Ended while it launched (the VM was stopped or lost): it stays ended.
-      if (this.status === 'stopped') return this.guestPid;
       io.startStdin();
       this.status = 'running';
       void this.monitor(onExit);

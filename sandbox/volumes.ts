@@ -89,10 +89,10 @@ export const VOLUME_STAT_TIMEOUT_MS = 10_000;
 async function fileTypeBounded(source: string): Promise<FileType> {
   let stdout: string;
   try {
-    ({ stdout } = await runBounded('stat', ['-L', '--printf=%f', '--', source], VOLUME_STAT_TIMEOUT_MS));
+    ({ stdout } = await runBounded('stat', ['-L', '--printf=%f', '--', source], VOLUME_STAT_TIMEOUT_MS, { env: { ...process.env, LC_ALL: 'C' } }));
   } catch (err) {
     if (err instanceof DeadlineExceededError) throw new Error(`no answer within ${VOLUME_STAT_TIMEOUT_MS / 1000} s: is its filesystem hung?`);
-    const stderr = err instanceof CommandFailedError ? err.stderr : (err as Error).message;
+    const stderr = (err instanceof CommandFailedError && err.stderr) || (err as Error).message;
     throw new Error(/No such file or directory/.test(stderr) ? 'ENOENT' : stderr.replace(/^stat: /, ''));
   }
   return parseInt(stdout.trim(), 16) & fs.constants.S_IFMT;

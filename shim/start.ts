@@ -50,7 +50,7 @@ function spawnDaemon(flags: ShimFlags, socket: string, bundle: string): Promise<
     cwd: bundle,
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-    // Headroom for the file operations that may wait (FIFO opens); I/O itself never blocks a thread.
+    // Headroom for file operations on slow host filesystems; FIFOs, commands and volume stats never hold a pool thread.
     env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
   });
   return new Promise((resolve, reject) => {

@@ -111,8 +111,11 @@ export class TaskService {
         };
       },
       Kill: async (req) => {
+        // Looked up first: a Delete may remove them while the Kill is under way, and the exit must still go out.
+        const container = pod.container(req.id);
+        const proc = pod.process(req.id, req.exec_id);
         const exit = await pod.kill(req.id, req.exec_id, req.signal, req.all);
-        if (exit) publishExit(events, pod.container(req.id), pod.process(req.id, req.exec_id), exit);
+        if (exit) publishExit(events, container, proc, exit);
         return {};
       },
       Delete: async (req) => {

@@ -81,6 +81,15 @@ describe('BlockHotplug over QMP', () => {
     await hotplug.add({ kind: 'block', id: 'blk1', hostPath: image, readOnly: false });
   });
 
+  it('releases node and port when the device is already gone (guest root powered its slot off)', async () => {
+    await connect((c) => (c.execute === 'device_del' ? { error: { class: 'DeviceNotFound', desc: "Device 'blk0' not found" } } : {}));
+    const hotplug = new BlockHotplug(qmp, ['rp0'], 200);
+    await hotplug.add({ kind: 'block', id: 'blk0', hostPath: image, readOnly: false });
+    await hotplug.remove('blk0');
+    expect(fake.commands.map((c) => c.execute)).toEqual(['blockdev-add', 'device_add', 'device_del', 'blockdev-del']);
+    await hotplug.add({ kind: 'block', id: 'blk1', hostPath: image, readOnly: false }); // the port is free
+  });
+
   it('drops the block node again when device_add fails, and frees the port', async () => {
     let failAdd = true;
     await connect((c) => (c.execute === 'device_add' && failAdd ? { error: { class: 'GenericError', desc: "Bus 'rp0' does not support hotplugging" } } : {}));

@@ -70,8 +70,17 @@ export class BlockHotplug {
     // Registered before device_del: the event may come before the command's return.
     const deleted = this.qmp.waitForEvent('DEVICE_DELETED', (data) => data.path === `/machine/peripheral/${id}`, this.unplugTimeoutMs);
     try {
-      await Promise.all([this.qmp.execute('device_del', { id }), deleted]);
+      await this.qmp.execute('device_del', { id });
     } catch (err) {
+      deleted.catch(() => undefined);
+      // Already gone (guest root can power off its slot, and QEMU then drops the device): release.
+      if (/not found/i.test((err as Error).message)) return this.release(id);
+      throw new HypervisorError(`block device ${id}: unplug failed: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      await deleted;
+    } catch (err) {
+      // Only a request that QEMU took and the guest has not answered can still complete.
       this.releaseWhenDeleted(id);
       throw new HypervisorError(`block device ${id}: unplug failed: ${(err as Error).message}`, { cause: err });
     }
@@ -89,7 +98,7 @@ export class BlockHotplug {
     this.qmp
       .waitForEvent('DEVICE_DELETED', (data) => data.path === `/machine/peripheral/${id}`, LATE_UNPLUG_WAIT_MS)
       .then(() => this.release(id))
-      .catch(() => undefined) // the VM ended (or a day passed): QEMU's exit closes the file
+      .catch(() => undefined) // the VM ended (or a day passed): QEMU's exit closes the file; or the node stays until then
       .finally(() => this.releasing.delete(id));
   }
 

@@ -1,8 +1,10 @@
 // A volume whose filesystem hangs must fail only the container that mounts it: the
 // pod's other containers keep answering. The volume is a real FUSE filesystem
-// (fuse2fs over a small ext4 image) whose server the test SIGSTOPs after CRI's
-// CreateContainer has checked the host path, so the shim meets the hang at
-// StartContainer (containerd 1.6 creates the task there). Real containerd CRI, real QEMU.
+// (fuse2fs over a small ext4 image) whose server the test SIGSTOPs. A container that
+// mounted it before the hang is stopped and removed (its unmount must not touch the
+// hung filesystem); one started after CRI's CreateContainer checked the host path
+// meets the hang at StartContainer (containerd 1.6 creates the task there) and fails
+// within the bound. Real containerd CRI, real QEMU.
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -28,10 +30,24 @@ async function startFuseVolume(dir: string): Promise<{ server: ChildProcess; mou
   execFileSync('mkfs.ext4', ['-q', '-F', image, '16M']);
   const server = spawn('fuse2fs', ['-f', image, mountPoint], { stdio: 'ignore' });
   for (let i = 0; i < 100 && !isMounted(mountPoint); i++) await new Promise((r) => setTimeout(r, 100));
-  if (!isMounted(mountPoint)) throw new Error('fuse2fs did not mount the volume');
+  if (!isMounted(mountPoint)) {
+    server.kill('SIGKILL');
+    throw new Error('fuse2fs did not mount the volume');
+  }
   fs.mkdirSync(path.join(mountPoint, 'data'));
   fs.writeFileSync(path.join(mountPoint, 'data', 'hello'), 'from FUSE\n');
   return { server, mountPoint };
+}
+
+/** Unmounts (lazily: a pod may still hold it) and ends the server, whatever state it is in. */
+async function stopFuseVolume(server: ChildProcess, mountPoint: string): Promise<void> {
+  try {
+    process.kill(server.pid!, 'SIGCONT');
+  } catch {
+    /* already gone */
+  }
+  if (isMounted(mountPoint)) execFileSync('umount', ['-l', mountPoint]);
+  server.kill('SIGKILL');
 }
 
 describe('a volume on a FUSE filesystem that hangs', () => {
@@ -44,50 +60,60 @@ describe('a volume on a FUSE filesystem that hangs', () => {
     expect(await waitForNoLeaks(env.before, 30_000)).toEqual([]);
   });
 
-  it('fails only the container that mounts it, with a message naming the hang; the pod keeps answering `ctr task ps`', async () => {
+  it('fails only the container that mounts it, and a container already using it is still removed; the pod keeps answering `ctr task ps`', async () => {
     const { cd, cri, images } = env;
     const { server, mountPoint } = await startFuseVolume(env.dir);
+    const volume = path.join(mountPoint, 'data');
+    const withVolume = (name: string, command: string[]) =>
+      containerConfig(name, images.busybox, command, { mounts: [{ container_path: '/data', host_path: volume, readonly: true }] });
     const config = podSandboxConfig(cd.cri, 'hung-volume');
     const { pod_sandbox_id: podId } = await cri.runPodSandbox({ config, runtime_handler: KATA_HANDLER });
+    const psHealthy = async (healthy: string, answers: number[]): Promise<void> => {
+      const asked = Date.now();
+      const ps = await run('ctr', ['-a', cd.address, '-n', 'k8s.io', 'task', 'ps', healthy], { timeoutMs: 30_000 });
+      expect({ code: ps.code, stderr: ps.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(ps.stdout).toMatch(/PID/);
+      answers.push(Date.now() - asked);
+    };
     try {
       const { container_id: healthy } = await cri.createContainer({ pod_sandbox_id: podId, config: containerConfig('healthy', images.busybox, ['sleep', '3600']), sandbox_config: config });
       await cri.startContainer({ container_id: healthy });
-      const volume = path.join(mountPoint, 'data');
-      const { container_id: hung } = await cri.createContainer({
-        pod_sandbox_id: podId,
-        config: containerConfig('reads-volume', images.busybox, ['cat', '/data/hello'], { mounts: [{ container_path: '/data', host_path: volume, readonly: true }] }),
-        sandbox_config: config,
-      });
+      // Uses the volume while it still answers.
+      const { container_id: user } = await cri.createContainer({ pod_sandbox_id: podId, config: withVolume('uses-volume', ['sh', '-c', 'cat /data/hello; exec sleep 3600']), sandbox_config: config });
+      await cri.startContainer({ container_id: user });
+      const { container_id: late } = await cri.createContainer({ pod_sandbox_id: podId, config: withVolume('reads-volume', ['cat', '/data/hello']), sandbox_config: config });
       process.kill(server.pid!, 'SIGSTOP'); // from now on every request to the volume waits
       try {
-        const starting = cri.startContainer({ container_id: hung }).then(
+        const starting = cri.startContainer({ container_id: late }).then(
           () => undefined,
           (err: unknown) => err,
         );
         // While the shim meets the hang, the pod's other container answers, again and again.
         const answers: number[] = [];
         for (let i = 0; i < 5; i++) {
-          const asked = Date.now();
-          const ps = await run('ctr', ['-a', cd.address, '-n', 'k8s.io', 'task', 'ps', healthy], { timeoutMs: 30_000 });
-          expect({ code: ps.code, stderr: ps.stderr }).toEqual({ code: 0, stderr: '' });
-          expect(ps.stdout).toMatch(/PID/);
-          answers.push(Date.now() - asked);
+          await psHealthy(healthy, answers);
           await new Promise((r) => setTimeout(r, 1000));
         }
-        console.log(`ctr task ps during the hang answered in ${answers.join(', ')} ms`);
         const failure = await starting;
         expect(failure).toBeInstanceOf(CriError);
         expect((failure as CriError).details).toContain(`host source ${volume} cannot be used (no answer within 10 s: is its filesystem hung?)`);
-        // And after the failure as well.
-        expect((await run('ctr', ['-a', cd.address, '-n', 'k8s.io', 'task', 'ps', healthy], { timeoutMs: 30_000 })).code).toBe(0);
+        // The container that had mounted it before the hang is stopped and removed: its
+        // unmount must not touch the hung filesystem (no realpath, umount -c).
+        const removing = (async () => {
+          await cri.stopContainer({ container_id: user, timeout: 0 });
+          await cri.removeContainer({ container_id: user });
+        })();
+        for (let i = 0; i < 3; i++) await psHealthy(healthy, answers);
+        await removing;
+        await psHealthy(healthy, answers);
+        console.log(`ctr task ps during the hang answered in ${answers.join(', ')} ms`);
       } finally {
         process.kill(server.pid!, 'SIGCONT');
       }
     } finally {
-      await cri.stopPodSandbox({ pod_sandbox_id: podId });
-      await cri.removePodSandbox({ pod_sandbox_id: podId });
-      execFileSync('umount', [mountPoint]);
-      server.kill();
+      await cri.stopPodSandbox({ pod_sandbox_id: podId }).catch(() => undefined);
+      await cri.removePodSandbox({ pod_sandbox_id: podId }).catch(() => undefined);
+      await stopFuseVolume(server, mountPoint);
     }
     let removal = removeCgroupTree(config.linux?.cgroup_parent ?? '');
     for (let i = 0; i < 60 && removal.failed.length > 0; i++) {

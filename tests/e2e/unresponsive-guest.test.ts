@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { removeCgroupTree } from '../harness/cgroups';
+import { KATA_HANDLER } from '../harness/containerd';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { EventLog } from './events';
@@ -14,7 +15,6 @@ import { CriKataEnv, guestShell, KataEnv, RUNTIME, startCriKataEnv, startKataEnv
 
 jest.setTimeout(300_000);
 const KILL_GRACE_MS = 10_000;
-const KATA_HANDLER = 'kata';
 
 function resume(pid: number): void {
   try {
