@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
-SUITES=(tests/e2e/faults.test.ts tests/e2e/unresponsive-guest.test.ts tests/e2e/lifecycle-races.test.ts tests/e2e/hung-volume.test.ts)
+# SUITES="a.test.ts b.test.ts" narrows the set (space-separated paths).
+read -r -a SUITES <<< "${SUITES:-tests/e2e/faults.test.ts tests/e2e/unresponsive-guest.test.ts tests/e2e/lifecycle-races.test.ts tests/e2e/hung-volume.test.ts}"
 HOG_WORKERS=${HOG_WORKERS:-$(nproc)}
 REPORT=bench/under-load.md
 work=$(mktemp -d /tmp/kt-under-load-XXXXXX)
