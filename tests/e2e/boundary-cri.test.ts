@@ -9,7 +9,7 @@ import { CriImages } from '../harness/cri-images';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { removeCgroupTree } from '../harness/cgroups';
 import { HostSnapshot, waitForNoLeaks } from '../harness/leaks';
-import { builtGuest, CriKataEnv, startCriKataEnv } from './kata-env';
+import { builtGuest, CriKataEnv, sandboxWorkDir, startCriKataEnv } from './kata-env';
 
 jest.setTimeout(900_000);
 
@@ -64,12 +64,12 @@ describe('CRI pods: the VM in the pod cgroup, annotations under the allowlists',
     const { pod_sandbox_id: podId } = await cri.runPodSandbox({ config, runtime_handler: 'kata' });
     try {
       const sandboxCgroup = `${podCgroup}/${podId}`;
-      const qemuPid = Number(fs.readFileSync(path.join(dir, 'vm', 'k8s.io', podId, 'qemu.pid'), 'utf8'));
+      const qemuPid = Number(fs.readFileSync(path.join(sandboxWorkDir(path.join(dir, 'vm'), 'k8s.io', podId), 'qemu.pid'), 'utf8'));
       const memoryCgroupOf = (pid: number | string): string => /^\d+:memory:(.*)$/m.exec(fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8'))![1];
       const threads = fs.readdirSync(`/proc/${qemuPid}/task`);
       expect(threads.length).toBeGreaterThan(1);
       for (const tid of threads) expect({ tid, cgroup: memoryCgroupOf(`${qemuPid}/task/${tid}`) }).toEqual({ tid, cgroup: sandboxCgroup });
-      const shimPid = Number(fs.readFileSync(path.join(dir, 'vm', 'k8s.io', podId, 'owner'), 'utf8').split(' ')[0]);
+      const shimPid = Number(fs.readFileSync(path.join(sandboxWorkDir(path.join(dir, 'vm'), 'k8s.io', podId), 'owner'), 'utf8').split(' ')[0]);
       expect(memoryCgroupOf(shimPid)).toBe(sandboxCgroup);
 
       // The cgroup's usage includes the VM: at least QEMU's anonymous memory (guest RAM and QEMU's own heap;

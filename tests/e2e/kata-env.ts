@@ -10,8 +10,17 @@ import { CriImages, importCriImages } from '../harness/cri-images';
 import { HostSnapshot, snapshotHost } from '../harness/leaks';
 import { GUEST_CURRENT, REPO } from '../harness/repo';
 import { run, RunResult } from '../harness/exec';
+import { defaultConfig } from '../../config/runtime-config';
+import { Sandbox } from '../../sandbox/sandbox';
 
 export { REPO } from '../harness/repo';
+
+/** A sandbox's work dir under `stateDir`, as the shim names it (hashed when too long for a socket path). */
+export function sandboxWorkDir(stateDir: string, namespace: string, sandboxId: string): string {
+  const config = defaultConfig();
+  return Sandbox.workDirFor({ ...config, runtime: { ...config.runtime, stateDir } }, namespace, sandboxId);
+}
+
 export const RUNTIME = 'io.containerd.kata.v2';
 
 export interface KataEnv {
