@@ -23,6 +23,20 @@ cleanup() {
 trap cleanup EXIT
 echo "under-load: stress-ng --cpu $HOG_WORKERS running (pid $hog); $ROUNDS round(s) of: ${SUITES[*]}" >&2
 
+write_report() {
+  {
+    echo "# Fault and stress suites under a CPU hog"
+    echo
+    echo "\`make test-under-load\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -r), containerd $(containerd --version | awk '{print $3}'), QEMU TCG):"
+    echo "${SUITES[*]}, $ROUNDS round(s) in a row while \`stress-ng --cpu $HOG_WORKERS\` ran throughout."
+    echo "Every test takes its own host leak snapshot before and checks it after."
+    echo
+    echo "| round | passed | failed | failed tests | time |"
+    echo "| --- | --- | --- | --- | --- |"
+    printf '%s\n' "${rows[@]}"
+  } > "$REPORT"
+}
+
 rows=()
 failed=0
 for round in $(seq 1 "$ROUNDS"); do
@@ -39,19 +53,8 @@ for round in $(seq 1 "$ROUNDS"); do
   [ "$status" -eq 0 ] || failed=1
   rows+=("| $round | $summary | ${took} s |")
   echo "under-load: round $round: exit $status in ${took} s" >&2
+  write_report # after every round: an interrupted run still leaves what it measured
 done
 
-hog_cpu=$(ps -o times= -p "$hog" 2>/dev/null | tr -d ' ' || echo '?')
-{
-  echo "# Fault and stress suites under a CPU hog"
-  echo
-  echo "\`make test-under-load\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -r), $(containerd --version | awk '{print $3}'), QEMU TCG):"
-  echo "${SUITES[*]}, $ROUNDS rounds in a row while \`stress-ng --cpu $HOG_WORKERS\` ran throughout."
-  echo "Every test takes its own host leak snapshot before and checks it after."
-  echo
-  echo "| round | passed | failed | failed tests | time |"
-  echo "| --- | --- | --- | --- | --- |"
-  printf '%s\n' "${rows[@]}"
-} > "$REPORT"
 echo "under-load: wrote $REPORT" >&2
 exit "$failed"
