@@ -11,7 +11,7 @@ import { removeCgroupTree } from '../harness/cgroups';
 import { CRI_NAMESPACE, KATA_HANDLER } from '../harness/containerd';
 import { podSandboxConfig } from '../harness/cri-pod';
 import { waitForNoLeaks } from '../harness/leaks';
-import { builtGuest, CriKataEnv, KataEnv, RUNTIME, startCriKataEnv, startKataEnv } from './kata-env';
+import { builtGuest, CriKataEnv, KataEnv, RUNTIME, sandboxWorkDir, startCriKataEnv, startKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
 
@@ -50,7 +50,7 @@ describe('configuration chosen by the CRI runtime options', () => {
     const pod = podSandboxConfig(cd.cri, 'cfg-pod');
     const podId = (await cri.runPodSandbox({ config: pod, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
     try {
-      expect(fs.existsSync(path.join(dropInStateDir, CRI_NAMESPACE, podId, 'qmp.sock'))).toBe(true);
+      expect(fs.existsSync(path.join(sandboxWorkDir(dropInStateDir, CRI_NAMESPACE, podId), 'qmp.sock'))).toBe(true);
       const qemu = execFileSync('ps', ['-eo', 'args='], { encoding: 'utf8' }).split('\n').find((l) => l.includes(`sandbox-${podId}`)) ?? '';
       expect(qemu).toContain('-m 512M');
       const notes = execFileSync('find', [cd.dir, '-name', 'kata-ts.config-path'], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
@@ -61,7 +61,7 @@ describe('configuration chosen by the CRI runtime options', () => {
       await cri.removePodSandbox({ pod_sandbox_id: podId });
       expect(removeCgroupTree(pod.linux?.cgroup_parent ?? '').failed).toEqual([]);
     }
-    expect(fs.existsSync(path.join(dropInStateDir, CRI_NAMESPACE, podId))).toBe(false);
+    expect(fs.existsSync(sandboxWorkDir(dropInStateDir, CRI_NAMESPACE, podId))).toBe(false);
   });
 });
 

@@ -1,10 +1,9 @@
 // A volume whose filesystem hangs must fail only the container that mounts it: the
 // pod's other containers keep answering. The volume is a real FUSE filesystem
-// (fuse2fs over a small ext4 image) whose server the test SIGSTOPs. A container that
-// mounted it before the hang is stopped and removed (its unmount must not touch the
-// hung filesystem); one started after CRI's CreateContainer checked the host path
-// meets the hang at StartContainer (containerd 1.6 creates the task there) and fails
-// within the bound. Real containerd CRI, real QEMU.
+// (fuse2fs over a small ext4 image) whose server the test SIGSTOPs after CRI's
+// CreateContainer has checked the host path, so the shim meets the hang at
+// StartContainer (containerd 1.6 creates the task there) and fails within the bound.
+// Real containerd CRI, real QEMU.
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -60,7 +59,7 @@ describe('a volume on a FUSE filesystem that hangs', () => {
     expect(await waitForNoLeaks(env.before, 30_000)).toEqual([]);
   });
 
-  it('fails only the container that mounts it, and a container already using it is still removed; the pod keeps answering `ctr task ps`', async () => {
+  it('fails only the container that mounts it, with a message naming the hang; the pod keeps answering `ctr task ps`', async () => {
     const { cd, cri, images } = env;
     const { server, mountPoint } = await startFuseVolume(env.dir);
     const volume = path.join(mountPoint, 'data');
@@ -78,9 +77,6 @@ describe('a volume on a FUSE filesystem that hangs', () => {
     try {
       const { container_id: healthy } = await cri.createContainer({ pod_sandbox_id: podId, config: containerConfig('healthy', images.busybox, ['sleep', '3600']), sandbox_config: config });
       await cri.startContainer({ container_id: healthy });
-      // Uses the volume while it still answers.
-      const { container_id: user } = await cri.createContainer({ pod_sandbox_id: podId, config: withVolume('uses-volume', ['sh', '-c', 'cat /data/hello; exec sleep 3600']), sandbox_config: config });
-      await cri.startContainer({ container_id: user });
       const { container_id: late } = await cri.createContainer({ pod_sandbox_id: podId, config: withVolume('reads-volume', ['cat', '/data/hello']), sandbox_config: config });
       process.kill(server.pid!, 'SIGSTOP'); // from now on every request to the volume waits
       try {
@@ -97,14 +93,6 @@ describe('a volume on a FUSE filesystem that hangs', () => {
         const failure = await starting;
         expect(failure).toBeInstanceOf(CriError);
         expect((failure as CriError).details).toContain(`host source ${volume} cannot be used (no answer within 10 s: is its filesystem hung?)`);
-        // The container that had mounted it before the hang is stopped and removed: its
-        // unmount must not touch the hung filesystem (no realpath, umount -c).
-        const removing = (async () => {
-          await cri.stopContainer({ container_id: user, timeout: 0 });
-          await cri.removeContainer({ container_id: user });
-        })();
-        for (let i = 0; i < 3; i++) await psHealthy(healthy, answers);
-        await removing;
         await psHealthy(healthy, answers);
         console.log(`ctr task ps during the hang answered in ${answers.join(', ')} ms`);
       } finally {
