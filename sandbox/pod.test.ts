@@ -2,10 +2,11 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { defaultConfig } from '../config/runtime-config';
+import { defaultConfig, RuntimeConfig } from '../config/runtime-config';
+import { Hypervisor } from '../hypervisors/hypervisor';
 import { UnavailableError } from '../lib/errors';
 import { silentLogger } from '../lib/logger';
-import { Pod } from './pod';
+import { Pod, PodEvents } from './pod';
 import { fakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
 import { CallContext, Code, TtrpcError } from '../ttrpc';
@@ -15,16 +16,29 @@ describe('Pod', () => {
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-pod-'))));
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('stops a VM that is still booting when it is destroyed, and the abandoned Create fails', async () => {
+  const testConfig = () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
-    const agent = fakeAgent({ CreateSandbox: () => ({}), DestroySandbox: () => ({}), GetOOMEvent: () => new Promise(() => undefined) });
-    let boot!: () => void;
-    const driver = fakeDriver('virtio-serial', agent, new Promise((r) => (boot = r)));
-    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
+    return config;
+  };
+  /** A bundle whose spec runs `sh` on an empty rootfs (the fake agent runs nothing). */
+  const writeBundle = (): string => {
     const bundle = path.join(dir, 'bundle');
     fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    return bundle;
+  };
+  const newPod = (config: RuntimeConfig, driver: Hypervisor, events: PodEvents) => new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, events, silentLogger());
+  /** An agent call that blocks, as the real one does, until the shim abandons it. */
+  const untilAbandoned = (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned'))));
+
+  it('stops a VM that is still booting when it is destroyed, and the abandoned Create fails', async () => {
+    const config = testConfig();
+    const agent = fakeAgent({ CreateSandbox: () => ({}), DestroySandbox: () => ({}), GetOOMEvent: () => new Promise(() => undefined) });
+    let boot!: () => void;
+    const driver = fakeDriver('virtio-serial', agent, new Promise((r) => (boot = r)));
+    const pod = newPod(config, driver, { onExit: () => undefined, onOom: () => undefined });
+    const bundle = writeBundle();
     try {
       const create = pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
       create.catch(() => undefined);
@@ -42,10 +56,9 @@ describe('Pod', () => {
   });
 
   it('a SIGKILL the guest never answers stops the VM within the grace period: every process ends with 137, then Delete and destroy work', async () => {
-    const config = defaultConfig();
-    config.runtime.stateDir = path.join(dir, 'state');
+    const config = testConfig();
     config.runtime.killGraceMs = 300;
-    const never = (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned'))));
+    const never = untilAbandoned;
     // A guest that hangs once the container runs: signals, waits and reads never answer.
     const agent = fakeAgent({
       CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
@@ -54,10 +67,8 @@ describe('Pod', () => {
     });
     const driver = fakeDriver('virtio-serial', agent);
     const exits: Array<[string, number]> = [];
-    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: (_c, p, exit) => exits.push([p.name, exit.status]), onOom: () => undefined }, silentLogger());
-    const bundle = path.join(dir, 'bundle');
-    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
-    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    const pod = newPod(config, driver, { onExit: (_c, p, exit) => exits.push([p.name, exit.status]), onOom: () => undefined });
+    const bundle = writeBundle();
     try {
       await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
       await pod.start('c1', '');
@@ -87,8 +98,7 @@ describe('Pod', () => {
   });
 
   it('a Kill that races a Start acts on what the Start made: the started process is signalled, never marked exited behind its back', async () => {
-    const config = defaultConfig();
-    config.runtime.stateDir = path.join(dir, 'state');
+    const config = testConfig();
     let launched!: () => void;
     const launchGate = new Promise<void>((r) => (launched = r));
     const signals: number[] = [];
@@ -100,14 +110,12 @@ describe('Pod', () => {
       SignalProcess: (req: { signal: number }) => (signals.push(req.signal), exitNow(128 + req.signal), {}),
       WaitProcess: async () => ({ status: await exited }),
       ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
-      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+      GetOOMEvent: untilAbandoned,
     });
     const driver = fakeDriver('virtio-serial', agent);
     const exits: number[] = [];
-    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: (_c, _p, exit) => exits.push(exit.status), onOom: () => undefined }, silentLogger());
-    const bundle = path.join(dir, 'bundle');
-    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
-    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    const pod = newPod(config, driver, { onExit: (_c, _p, exit) => exits.push(exit.status), onOom: () => undefined });
+    const bundle = writeBundle();
     try {
       await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
       const start = pod.start('c1', '');
@@ -128,8 +136,7 @@ describe('Pod', () => {
   });
 
   it('a Start that arrives while a Kill of the created process is being told to the guest is refused: the exit stays the Kill\'s', async () => {
-    const config = defaultConfig();
-    config.runtime.stateDir = path.join(dir, 'state');
+    const config = testConfig();
     let signalled!: () => void;
     const signalGate = new Promise<void>((r) => (signalled = r));
     let startCalls = 0;
@@ -139,13 +146,11 @@ describe('Pod', () => {
       SignalProcess: async () => (await signalGate, {}),
       WaitProcess: () => new Promise(() => undefined),
       ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
-      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+      GetOOMEvent: untilAbandoned,
     });
     const driver = fakeDriver('virtio-serial', agent);
-    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
-    const bundle = path.join(dir, 'bundle');
-    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
-    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    const pod = newPod(config, driver, { onExit: () => undefined, onOom: () => undefined });
+    const bundle = writeBundle();
     try {
       await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
       const kill = pod.kill('c1', '', 9, false);
@@ -163,8 +168,7 @@ describe('Pod', () => {
   });
 
   it('a Kill sent just before a Start (same tick) waits for that Start and signals what it launched', async () => {
-    const config = defaultConfig();
-    config.runtime.stateDir = path.join(dir, 'state');
+    const config = testConfig();
     const signals: string[] = [];
     let exitNow!: (status: number) => void;
     const execExited = new Promise<number>((r) => (exitNow = r));
@@ -175,13 +179,11 @@ describe('Pod', () => {
       SignalProcess: (req: { exec_id: string; signal: number }) => (signals.push(`${req.exec_id}:${req.signal}`), req.exec_id && exitNow(128 + req.signal), {}),
       WaitProcess: async (req: { exec_id: string }) => ({ status: req.exec_id ? await execExited : await new Promise(() => undefined) }),
       ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
-      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+      GetOOMEvent: untilAbandoned,
     });
     const driver = fakeDriver('virtio-serial', agent);
-    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
-    const bundle = path.join(dir, 'bundle');
-    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
-    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    const pod = newPod(config, driver, { onExit: () => undefined, onOom: () => undefined });
+    const bundle = writeBundle();
     try {
       await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
       await pod.start('c1', '');
@@ -200,21 +202,18 @@ describe('Pod', () => {
   });
 
   it('a Delete sent with a Start (same tick) waits for it: the launched exec is running, so the Delete is refused', async () => {
-    const config = defaultConfig();
-    config.runtime.stateDir = path.join(dir, 'state');
+    const config = testConfig();
     const agent = fakeAgent({
       CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
       StartContainer: () => ({ pid: 7 }),
       ExecProcess: async () => (await new Promise((r) => setTimeout(r, 50)), { pid: 8 }),
       WaitProcess: () => new Promise(() => undefined),
       ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
-      GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+      GetOOMEvent: untilAbandoned,
     });
     const driver = fakeDriver('virtio-serial', agent);
-    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
-    const bundle = path.join(dir, 'bundle');
-    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
-    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    const pod = newPod(config, driver, { onExit: () => undefined, onOom: () => undefined });
+    const bundle = writeBundle();
     try {
       await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
       await pod.start('c1', '');
@@ -231,19 +230,16 @@ describe('Pod', () => {
   });
 
   it("a SIGKILL the guest answers with NotFound (the init had just exited) is NotFound for containerd too", async () => {
-    const config = defaultConfig();
-    config.runtime.stateDir = path.join(dir, 'state');
-    const never = (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned'))));
+    const config = testConfig();
+    const never = untilAbandoned;
     const agent = fakeAgent({
       CreateSandbox: () => ({}), DestroySandbox: () => ({}), CreateContainer: () => ({}), RemoveContainer: () => ({}),
       StartContainer: () => ({ pid: 7 }),
       SignalProcess: () => { throw new TtrpcError(Code.NOT_FOUND, 'container c1: process already exited'); },
       WaitProcess: never, ReadStdout: never, ReadStderr: never, GetOOMEvent: never,
     });
-    const pod = new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => fakeDriver('virtio-serial', agent) }, { onExit: () => undefined, onOom: () => undefined }, silentLogger());
-    const bundle = path.join(dir, 'bundle');
-    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
-    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['sh'], cwd: '/' } }));
+    const pod = newPod(config, fakeDriver('virtio-serial', agent), { onExit: () => undefined, onOom: () => undefined });
+    const bundle = writeBundle();
     try {
       await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
       await pod.start('c1', '');
