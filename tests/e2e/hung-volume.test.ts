@@ -7,7 +7,7 @@
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { removeCgroupTree } from '../harness/cgroups';
+import { removeCgroupTreeOnceEmpty } from '../harness/cgroups';
 import { KATA_HANDLER } from '../harness/containerd';
 import { CriError } from '../harness/cri';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
@@ -103,12 +103,7 @@ describe('a volume on a FUSE filesystem that hangs', () => {
       await cri.removePodSandbox({ pod_sandbox_id: podId }).catch(() => undefined);
       await stopFuseVolume(server, mountPoint);
     }
-    let removal = removeCgroupTree(config.linux?.cgroup_parent ?? '');
-    for (let i = 0; i < 60 && removal.failed.length > 0; i++) {
-      await new Promise((r) => setTimeout(r, 500));
-      removal = removeCgroupTree(config.linux?.cgroup_parent ?? '');
-    }
-    expect(removal.failed).toEqual([]);
+    expect((await removeCgroupTreeOnceEmpty(config.linux?.cgroup_parent ?? '')).failed).toEqual([]);
     expect(await waitForNoLeaks(env.baseline, 30_000, { ignoreCgroups: ['/katats-test', cd.cri.cgroupRoot] })).toEqual([]);
   });
 });

@@ -6,7 +6,7 @@
 // A CRI StopPodSandbox on a frozen pod returns. Real containerd, real QEMU.
 import * as fs from 'fs';
 import * as path from 'path';
-import { removeCgroupTree } from '../harness/cgroups';
+import { removeCgroupTreeOnceEmpty } from '../harness/cgroups';
 import { KATA_HANDLER } from '../harness/containerd';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
@@ -144,12 +144,7 @@ describe('a frozen CRI pod', () => {
       resume(qemuPids[0]);
     }
     // kubelet removes the pod cgroup once the shim and QEMU have left it; the runtime only removes what it made.
-    let removal = removeCgroupTree(config.linux?.cgroup_parent ?? '');
-    for (let i = 0; i < 60 && removal.failed.length > 0; i++) {
-      await new Promise((r) => setTimeout(r, 500));
-      removal = removeCgroupTree(config.linux?.cgroup_parent ?? '');
-    }
-    expect(removal.failed).toEqual([]);
+    expect((await removeCgroupTreeOnceEmpty(config.linux?.cgroup_parent ?? '')).failed).toEqual([]);
     expect(await waitForNoLeaks(env.baseline, 30_000, { ignoreCgroups: ['/katats-test', cd.cri.cgroupRoot] })).toEqual([]);
   });
 });

@@ -52,3 +52,17 @@ export function removeCgroupTree(rel: string): CgroupRemoval {
   for (const h of cgroupHierarchies()) visit(path.join(h, rel));
   return out;
 }
+
+/**
+ * removeCgroupTree, retried until it succeeds or `timeoutMs` passes: as kubelet does,
+ * for a pod cgroup that the runtime's processes leave a moment after the CRI call returned.
+ */
+export async function removeCgroupTreeOnceEmpty(rel: string, timeoutMs = 30_000): Promise<CgroupRemoval> {
+  const deadline = Date.now() + timeoutMs;
+  let removal = removeCgroupTree(rel);
+  while (removal.failed.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    removal = removeCgroupTree(rel);
+  }
+  return removal;
+}
