@@ -29,6 +29,14 @@ describe('Pod', () => {
     return bundle;
   };
   const newPod = (config: RuntimeConfig, driver: Hypervisor, events: PodEvents) => new Pod({ namespace: 'default', resolveConfig: () => ({ config, files: [], via: 'test' }), newHypervisor: () => driver }, events, silentLogger());
+  /** Output the fake agent reports for every process: none, at its end. */
+  const noOutput = async () => ({ data: Buffer.alloc(0), eof: true });
+  /** Creates and starts container c1 and registers (does not start) its exec e1. */
+  const runInitAndAddExec = async (pod: Pod, bundle: string): Promise<void> => {
+    await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
+    await pod.start('c1', '');
+    pod.exec({ containerId: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', processJson: Buffer.from('{"args":["sh"]}') });
+  };
   /** An agent call that blocks, as the real one does, until the shim abandons it. */
   const untilAbandoned = (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned'))));
 
@@ -70,9 +78,7 @@ describe('Pod', () => {
     const pod = newPod(config, driver, { onExit: (_c, p, exit) => exits.push([p.name, exit.status]), onOom: () => undefined });
     const bundle = writeBundle();
     try {
-      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
-      await pod.start('c1', '');
-      pod.exec({ containerId: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', processJson: Buffer.from('{"args":["sh"]}') });
+      await runInitAndAddExec(pod, bundle);
       await pod.start('c1', 'e1');
       const killedAt = Date.now();
       await pod.kill('c1', '', 9, false);
@@ -109,7 +115,7 @@ describe('Pod', () => {
       StartContainer: async () => (await launchGate, { pid: 7 }),
       SignalProcess: (req: { signal: number }) => (signals.push(req.signal), exitNow(128 + req.signal), {}),
       WaitProcess: async () => ({ status: await exited }),
-      ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
+      ReadStdout: noOutput, ReadStderr: noOutput,
       GetOOMEvent: untilAbandoned,
     });
     const driver = fakeDriver('virtio-serial', agent);
@@ -145,7 +151,7 @@ describe('Pod', () => {
       StartContainer: () => (startCalls++, { pid: 7 }),
       SignalProcess: async () => (await signalGate, {}),
       WaitProcess: () => new Promise(() => undefined),
-      ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
+      ReadStdout: noOutput, ReadStderr: noOutput,
       GetOOMEvent: untilAbandoned,
     });
     const driver = fakeDriver('virtio-serial', agent);
@@ -178,16 +184,14 @@ describe('Pod', () => {
       ExecProcess: async () => (await new Promise((r) => setTimeout(r, 50)), { pid: 8 }),
       SignalProcess: (req: { exec_id: string; signal: number }) => (signals.push(`${req.exec_id}:${req.signal}`), req.exec_id && exitNow(128 + req.signal), {}),
       WaitProcess: async (req: { exec_id: string }) => ({ status: req.exec_id ? await execExited : await new Promise(() => undefined) }),
-      ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
+      ReadStdout: noOutput, ReadStderr: noOutput,
       GetOOMEvent: untilAbandoned,
     });
     const driver = fakeDriver('virtio-serial', agent);
     const pod = newPod(config, driver, { onExit: () => undefined, onOom: () => undefined });
     const bundle = writeBundle();
     try {
-      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
-      await pod.start('c1', '');
-      pod.exec({ containerId: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', processJson: Buffer.from('{"args":["sh"]}') });
+      await runInitAndAddExec(pod, bundle);
       const kill = pod.kill('c1', 'e1', 9, false);
       const start = pod.start('c1', 'e1');
       await start;
@@ -208,16 +212,14 @@ describe('Pod', () => {
       StartContainer: () => ({ pid: 7 }),
       ExecProcess: async () => (await new Promise((r) => setTimeout(r, 50)), { pid: 8 }),
       WaitProcess: () => new Promise(() => undefined),
-      ReadStdout: async () => ({ data: Buffer.alloc(0), eof: true }), ReadStderr: async () => ({ data: Buffer.alloc(0), eof: true }),
+      ReadStdout: noOutput, ReadStderr: noOutput,
       GetOOMEvent: untilAbandoned,
     });
     const driver = fakeDriver('virtio-serial', agent);
     const pod = newPod(config, driver, { onExit: () => undefined, onOom: () => undefined });
     const bundle = writeBundle();
     try {
-      await pod.create({ id: 'c1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '' });
-      await pod.start('c1', '');
-      pod.exec({ containerId: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', processJson: Buffer.from('{"args":["sh"]}') });
+      await runInitAndAddExec(pod, bundle);
       const start = pod.start('c1', 'e1');
       const deleted = pod.delete('c1', 'e1');
       await start;
