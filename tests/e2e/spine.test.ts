@@ -2,6 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as os from 'os';
+import { createTask, deleteTask, killTask } from '../harness/containerd-api';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { EventLog } from './events';
 import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
@@ -69,6 +70,26 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
     expect(result.stderr).toContain("executable '/bin/no-such-program' not found in the image");
     const tasks = await env.containerd.ctr(['containers', 'ls', '-q']);
     if (tasks.stdout.includes('spine-4')) await env.containerd.ctr(['containers', 'rm', 'spine-4']);
+    await expectNothingLeft();
+  });
+
+  it('a task created and never started is killed and deleted, as with runc', async () => {
+    // kubelet giving up between CreateContainer and StartContainer, or an interrupted
+    // `ctr run`, leaves a CREATED task: it must not be stuck there.
+    const id = 'spine-created';
+    const api = { address: env.containerd.address, namespace: env.containerd.namespace };
+    const events = new EventLog(env.containerd);
+    try {
+      expect((await env.containerd.ctr(['containers', 'create', '--runtime', RUNTIME, env.image, id, 'sleep', '600'])).code).toBe(0);
+      expect((await createTask(api, id)).pid).toBeGreaterThan(0);
+      expect((await env.containerd.ctr(['task', 'ls'])).stdout).toMatch(new RegExp(`^${id}\\s+\\d+\\s+CREATED`, 'm'));
+      await killTask(api, id, 9);
+      expect(await events.waitForExit(id, '', 60_000)).toContain('"exit_status":137');
+      expect((await deleteTask(api, id)).exit_status).toBe(137);
+      expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
+    } finally {
+      events.close();
+    }
     await expectNothingLeft();
   });
 
