@@ -103,11 +103,11 @@ describe('where a sandbox configuration comes from', () => {
       expect(() => resolveConfig({ annotations: { [key('default_memory')]: '2048' } }, search)).toThrow(
         `annotation ${key('default_memory')} is not enabled: no entry of enable_annotations in [hypervisor.qemu] of ${main} matches "default_memory"`,
       );
-      allow('[hypervisor.qemu]\nenable_annotations = ["default_(memory|vcpus)", "kernel_params"]\ndefault_maxmemory = 4096\n');
+      allow('[hypervisor.qemu]\nenable_annotations = ["default_(memory|vcpus)", "enable_iommu"]\ndefault_maxmemory = 4096\n');
       expect(resolveConfig({ annotations: { [key('default_memory')]: '2048', [key('default_vcpus')]: '2', 'io.kubernetes.cri.sandbox-id': 'x' } }, search).config.hypervisor).toMatchObject({ memoryMiB: 2048, vcpus: 2 });
       expect(() => resolveConfig({ annotations: { [key('default_memory')]: '8192' } }, search)).toThrow("8192 MiB is more than the VM's maximum (default_maxmemory: 4096 MiB)");
       expect(() => resolveConfig({ annotations: { [key('default_memory')]: 'lots' } }, search)).toThrow('must be an integer of at least 128, got "lots"');
-      expect(() => resolveConfig({ annotations: { [key('kernel_params')]: 'init=/bin/sh' } }, search)).toThrow(`annotation ${key('kernel_params')} is enabled but kata-ts cannot apply it per pod`);
+      expect(() => resolveConfig({ annotations: { [key('enable_iommu')]: 'true' } }, search)).toThrow(`annotation ${key('enable_iommu')} is enabled but kata-ts cannot apply it per pod (it can: default_memory, default_vcpus, default_maxmemory, kernel_params, enable_template)`);
       expect(() => resolveConfig({ annotations: { 'io.katacontainers.config.agent.debug_console_enabled': 'true' } }, search)).toThrow('is not enabled: only hypervisor keys can be');
       // Also where the maximum is the default: half the host, never the whole machine.
       allow('[hypervisor.qemu]\nenable_annotations = ["default_memory"]\n');

@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { defaultConfig, loadConfigFile, RuntimeConfig } from './runtime-config';
+import type { IgnoredKey } from './kata-keys';
 import { allowedConfigPath, applyConfigAnnotations, CONFIG_PATH_ANNOTATION } from './pod-annotations';
 
 export { CONFIG_PATH_ANNOTATION } from './pod-annotations';
@@ -36,6 +37,12 @@ export interface LoadedConfig {
   /** The files read, main file first, then its drop-ins; empty for built-in defaults. */
   files: string[];
   via: string;
+  /**
+   * Kata keys the files set that kata-ts accepts without using, one entry per key, for
+   * `kata-ts-runtime env` and the shim's log. Optional so that tests may build a
+   * LoadedConfig by hand; the loaders always set it.
+   */
+  ignoredKeys?: IgnoredKey[];
 }
 
 /**
@@ -60,7 +67,7 @@ function locateMainConfig(search: ConfigSearch): ConfigSource {
 
 /** Reads the configuration `source` names; errors name the file and what chose it. */
 export function loadConfigFrom(source: ConfigSource): LoadedConfig {
-  if (!source.path) return { config: defaultConfig(), files: [], via: source.via };
+  if (!source.path) return { config: defaultConfig(), files: [], via: source.via, ignoredKeys: [] };
   // Named explicitly, so its absence is an error, not a reason to fall back.
   if (!fs.existsSync(source.path)) throw new InvalidArgumentError(`cannot read configuration ${source.path} (named by ${source.via}): no such file`);
   return { ...loadConfigFile(source.path), via: source.via };

@@ -7,8 +7,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
-import { RuntimeConfig } from './runtime-config';
-import { vmCap } from '../sandbox/resources';
+import { checkConfig, ConfigValueError, HypervisorConfig, RuntimeConfig, splitKernelParams } from './runtime-config';
+import { KATA_FACTORY_KEYS, refusal } from './kata-keys';
+import { hostSize, vmCap } from '../sandbox/resources';
 
 /** The OCI annotation Kata reads a sandbox's configuration path from. */
 export const CONFIG_PATH_ANNOTATION = 'io.katacontainers.config_path';
@@ -16,27 +17,74 @@ export const CONFIG_PATH_ANNOTATION = 'io.katacontainers.config_path';
 const CONFIG_ANNOTATION_PREFIX = 'io.katacontainers.config.';
 const HYPERVISOR_ANNOTATION_PREFIX = `${CONFIG_ANNOTATION_PREFIX}hypervisor.`;
 
-/** The hypervisor keys a pod may override when enabled, and how each applies. */
-const HYPERVISOR_OVERRIDES: Record<string, (config: RuntimeConfig, value: string, annotation: string) => void> = {
-  // Never beyond the VM's maximum, also where the maximum is the default (0): a pod must not boot a VM bigger than the cap.
-  default_memory: (config, value, annotation) => {
-    const h = config.hypervisor;
-    h.memoryMiB = positiveInteger(value, annotation, 128);
-    const max = vmCap(h).memoryMiB;
-    if (h.memoryMiB > max) throw new InvalidArgumentError(`annotation ${annotation}: ${h.memoryMiB} MiB is more than the VM's maximum (default_maxmemory: ${h.maxMemoryMiB || `0, i.e. ${max}`} MiB)`);
-  },
-  default_vcpus: (config, value, annotation) => {
-    const h = config.hypervisor;
-    h.vcpus = positiveInteger(value, annotation, 1);
-    const max = vmCap(h).vcpus;
-    if (h.vcpus > max) throw new InvalidArgumentError(`annotation ${annotation}: ${h.vcpus} vCPUs is more than the VM's maximum (default_maxvcpus: ${h.maxVcpus || `0, i.e. ${max}`})`);
+/** How one annotation's value lands in the sandbox's configuration. */
+interface Override {
+  /** The field it sets, so that a value rule it breaks names the annotation; none for a key that sets nothing. */
+  field?: keyof HypervisorConfig;
+  apply(h: HypervisorConfig, value: string, annotation: string): void;
+}
+
+/**
+ * The hypervisor keys a pod may override when enabled, and how each applies. After
+ * all of a pod's overrides, the configuration passes the file's value rules again
+ * (checkConfig), so an annotation can set nothing a file could not.
+ */
+const HYPERVISOR_OVERRIDES: Record<string, Override> = {
+  default_memory: { field: 'memoryMiB', apply: (h, value, annotation) => void (h.memoryMiB = integer(value, annotation, 128)) },
+  default_vcpus: { field: 'vcpus', apply: (h, value, annotation) => void (h.vcpus = integer(value, annotation, 1)) },
+  default_maxmemory: { field: 'maxMemoryMiB', apply: (h, value, annotation) => void (h.maxMemoryMiB = integer(value, annotation, 0)) },
+  // As in Kata: a parameter replaces the configuration's of the same name, else joins
+  // them. That may change the guest's init or console: the guest is the pod's own VM,
+  // so nothing beyond it changes. Characters and length follow the file's rules.
+  kernel_params: { field: 'kernelParams', apply: (h, value) => void (h.kernelParams = overrideKernelParams(h.kernelParams, splitKernelParams(value))) },
+  // Kata has [factory] enable_template only in the file; the pod's value passes the same rule ("false" only).
+  enable_template: {
+    apply: (_h, value, annotation) => {
+      if (value !== 'true' && value !== 'false') throw new InvalidArgumentError(`annotation ${annotation}: must be "true" or "false", got ${JSON.stringify(value)}`);
+      const refused = refusal(KATA_FACTORY_KEYS.enable_template, value === 'true');
+      if (refused) throw new InvalidArgumentError(`annotation ${annotation}: ${refused}`);
+    },
   },
 };
 
-function positiveInteger(value: string, annotation: string, min: number): number {
+function integer(value: string, annotation: string, min: number): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || n < min) throw new InvalidArgumentError(`annotation ${annotation}: must be an integer of at least ${min}, got ${JSON.stringify(value)}`);
+  if (!/^\d+$/.test(value.trim()) || n < min || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`annotation ${annotation}: must be ${min > 0 ? `an integer of at least ${min}` : 'a non-negative integer'}, got ${JSON.stringify(value)}`);
   return n;
+}
+
+/** `params` over `base`, Kata's way: each replaces the base parameters of its name (the part before '='). */
+export function overrideKernelParams(base: string[], params: string[]): string[] {
+  const nameOf = (param: string): string => param.split('=')[0];
+  let result = base;
+  for (const param of params) result = [...result.filter((p) => nameOf(p) !== nameOf(param)), param];
+  return result;
+}
+
+/**
+ * Checks the combined result of a pod's overrides (`setBy`: field → annotation):
+ * never a VM bigger than its maximum, also where the maximum is the default (0), a
+ * maximum no bigger than the host, then the file's own value rules.
+ */
+function checkOverrides(config: RuntimeConfig, setBy: Map<string, string>, source: string): void {
+  const h = config.hypervisor;
+  const cap = vmCap(h);
+  const memory = setBy.get('memoryMiB');
+  if (memory && h.memoryMiB > cap.memoryMiB) throw new InvalidArgumentError(`annotation ${memory}: ${h.memoryMiB} MiB is more than the VM's maximum (default_maxmemory: ${h.maxMemoryMiB || `0, i.e. ${cap.memoryMiB}`} MiB)`);
+  const vcpus = setBy.get('vcpus');
+  if (vcpus && h.vcpus > cap.vcpus) throw new InvalidArgumentError(`annotation ${vcpus}: ${h.vcpus} vCPUs is more than the VM's maximum (default_maxvcpus: ${h.maxVcpus || `0, i.e. ${cap.vcpus}`})`);
+  const maxMemory = setBy.get('maxMemoryMiB');
+  const host = hostSize().memoryMiB;
+  // Kata caps a larger default_maxmemory at the host's memory; a pod gets no more.
+  if (maxMemory && h.maxMemoryMiB > host) throw new InvalidArgumentError(`annotation ${maxMemory}: ${h.maxMemoryMiB} MiB is more than the host's memory (${host} MiB)`);
+  const annotationOf = (section: string, field: string): string | undefined => (section === 'hypervisor' ? setBy.get(field) : undefined);
+  try {
+    checkConfig(config, { keyName: (section, field) => annotationOf(section, field) ?? `${section}.${field}`, fileOf: () => source });
+  } catch (err) {
+    if (!(err instanceof ConfigValueError)) throw err;
+    if ([...setBy.values()].includes(err.key)) throw new InvalidArgumentError(`annotation ${err.key}: ${err.reason}`);
+    throw new InvalidArgumentError(`annotations ${[...setBy.values()].join(', ')} do not fit ${err.message}`);
+  }
 }
 
 /** A glob of Kata's valid_*_paths: `*` and `?` within one path component. */
@@ -71,9 +119,13 @@ export function allowedConfigPath(file: string, validPaths: string[], mainFile: 
  * Applies the pod's `io.katacontainers.config.*` annotations to `config` (the
  * sandbox's own copy). Each must be enabled by the configuration's
  * `enable_annotations` (regular expressions over the key after
- * `io.katacontainers.config.hypervisor.`) and be one kata-ts implements.
+ * `io.katacontainers.config.hypervisor.`) and be one kata-ts implements; together
+ * they pass the file's value rules, or `config` stays as it was.
  */
 export function applyConfigAnnotations(config: RuntimeConfig, annotations: Record<string, string> | undefined, source: string): void {
+  // Overrides go onto a copy, which replaces the configuration only once it passed every check.
+  const next = structuredClone(config);
+  const setBy = new Map<string, string>();
   for (const [key, value] of Object.entries(annotations ?? {})) {
     if (!key.startsWith(CONFIG_ANNOTATION_PREFIX)) continue;
     const name = key.startsWith(HYPERVISOR_ANNOTATION_PREFIX) ? key.slice(HYPERVISOR_ANNOTATION_PREFIX.length) : undefined;
@@ -81,8 +133,12 @@ export function applyConfigAnnotations(config: RuntimeConfig, annotations: Recor
     if (!enabled) {
       throw new InvalidArgumentError(`annotation ${key} is not enabled: ${name === undefined ? 'only hypervisor keys can be' : `no entry of enable_annotations in [hypervisor.${config.hypervisor.kind}] of ${source} matches ${JSON.stringify(name)}`}`);
     }
-    const apply = HYPERVISOR_OVERRIDES[name];
-    if (!apply) throw new InvalidArgumentError(`annotation ${key} is enabled but kata-ts cannot apply it per pod (it can: ${Object.keys(HYPERVISOR_OVERRIDES).join(', ')})`);
-    apply(config, value, key);
+    const override = HYPERVISOR_OVERRIDES[name];
+    if (!override) throw new InvalidArgumentError(`annotation ${key} is enabled but kata-ts cannot apply it per pod (it can: ${Object.keys(HYPERVISOR_OVERRIDES).join(', ')})`);
+    override.apply(next.hypervisor, value, key);
+    if (override.field) setBy.set(override.field, key);
   }
+  if (setBy.size === 0) return;
+  checkOverrides(next, setBy, source);
+  Object.assign(config.hypervisor, next.hypervisor);
 }

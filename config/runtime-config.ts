@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { Accelerator, GuestRootfs, HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
+import type { IgnoredKey } from './kata-keys';
 
 export interface HypervisorConfig {
   /** Which driver runs the VM: the one `[hypervisor.<kind>]` section of the TOML form. */
@@ -190,13 +191,36 @@ export function parseConfig(raw: unknown, source: string | ConfigNaming): Runtim
       target[key] = value;
     }
   }
-  checkHypervisor(config.hypervisor, fail, naming);
-  checkAgent(config.agent, fail);
-  checkRuntime(config, fail);
+  checkConfig(config, naming);
   return config;
 }
 
 type Fail = (section: string, key: string, reason: string) => never;
+
+/**
+ * The value rules every configuration passes, whatever set its values: a file, or a
+ * pod annotation on top of one (config/pod-annotations.ts). Throws ConfigValueError.
+ */
+export function checkConfig(config: RuntimeConfig, naming: ConfigNaming): void {
+  const fail: Fail = (section, key, reason) => {
+    throw new ConfigValueError(naming.fileOf(section, key), naming.keyName(section, key), reason);
+  };
+  checkHypervisor(config.hypervisor, fail, naming);
+  checkAgent(config.agent, fail);
+  checkRuntime(config, fail);
+}
+
+/** Kata's kernel_params: one string of space-separated parameters. */
+export function splitKernelParams(value: string): string[] {
+  return value.split(/\s+/).filter(Boolean);
+}
+
+/**
+ * What the configuration's kernel parameters may add up to. x86's command line holds
+ * 2048 bytes, the kernel silently cuts what is longer, and the driver puts its own
+ * (the rootfs: root=, rootflags=, init=) first.
+ */
+export const MAX_KERNEL_PARAMS_BYTES = 1536;
 
 // Value checks, one function per section: a new key's rule goes beside its section's others.
 
@@ -211,6 +235,10 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   if (!Number.isInteger(h.maxMemoryMiB) || h.maxMemoryMiB < 0) fail('hypervisor', 'maxMemoryMiB', "must be a non-negative integer of MiB (0: half the host's memory)");
   if (h.maxVcpus !== 0 && h.maxVcpus < h.vcpus) fail('hypervisor', 'maxVcpus', `must be 0 (the host's CPU count) or at least the boot vCPUs (${h.vcpus})`);
   if (h.maxMemoryMiB !== 0 && h.maxMemoryMiB < h.memoryMiB) fail('hypervisor', 'maxMemoryMiB', `must be 0 (half the host's memory) or at least the boot memory (${h.memoryMiB} MiB)`);
+  const cmdline = h.kernelParams.join(' ');
+  // A NUL cannot travel in QEMU's argv, and other control characters are no kernel parameter.
+  if (/[\x00-\x1f\x7f]/.test(cmdline)) fail('hypervisor', 'kernelParams', `must not contain control characters, got ${JSON.stringify(cmdline)}`);
+  if (Buffer.byteLength(cmdline) > MAX_KERNEL_PARAMS_BYTES) fail('hypervisor', 'kernelParams', `must be at most ${MAX_KERNEL_PARAMS_BYTES} bytes together (the guest's command line holds 2048, and kata-ts adds its own), got ${Buffer.byteLength(cmdline)}`);
   if (h.seccompSandbox && !/^(on|off)(,[a-z]+=(allow|deny|children))*$/.test(h.seccompSandbox)) fail('hypervisor', 'seccompSandbox', `must be QEMU -sandbox syntax such as ${JSON.stringify(DEFAULT_QEMU_SECCOMP_SANDBOX)} (or "" for none), got ${JSON.stringify(h.seccompSandbox)}`);
   for (const re of h.enableAnnotations) {
     try {
@@ -246,8 +274,17 @@ export function guestRootfs(config: RuntimeConfig): GuestRootfs {
   return h.image ? { kind: 'image', path: h.image } : { kind: 'initrd', path: h.initrd };
 }
 
+/** A configuration read from its file(s). */
+export interface LoadedFile {
+  config: RuntimeConfig;
+  /** The files read, main file first. */
+  files: string[];
+  /** Kata keys the files set that kata-ts accepted without using (config/kata-keys.ts); the JSON form has none. */
+  ignoredKeys: IgnoredKey[];
+}
+
 /** Reads one configuration file: Kata-style TOML (with its config.d/ drop-ins) if it ends in .toml, else JSON. */
-export function loadConfigFile(file: string): { config: RuntimeConfig; files: string[] } {
+export function loadConfigFile(file: string): LoadedFile {
   if (file.endsWith('.toml')) {
     // Loaded lazily: the TOML loader imports this module.
     return (require('./toml-config') as typeof import('./toml-config')).loadTomlConfig(file);
@@ -264,5 +301,5 @@ export function loadConfigFile(file: string): { config: RuntimeConfig; files: st
   } catch (err) {
     throw new InvalidArgumentError(`${file}: not valid JSON: ${(err as Error).message}`);
   }
-  return { config: parseConfig(raw, file), files: [file] };
+  return { config: parseConfig(raw, file), files: [file], ignoredKeys: [] };
 }

@@ -116,18 +116,21 @@ ksm = "off"
     ['[hypervisor.dragonball]\npath = "/x"\n', '[hypervisor.dragonball]: kata-ts has no driver for this VMM (it drives [hypervisor.qemu], [hypervisor.clh], [hypervisor.firecracker])'],
     ['[hypervisor.qemu.extra]\nx = 1\n', '[hypervisor.qemu.extra]: unknown section'],
     ['colour = "red"\n', 'colour: unknown key at the top level'],
-    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu] (known: path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, seccompsandbox, enable_annotations)'],
-    ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker] (known: path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, enable_annotations)'],
-    ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata] (known: dial_timeout, call_timeout, debug_console_enabled)'],
+    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu]: neither kata-ts nor Kata has it; kata-ts implements path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, seccompsandbox, enable_annotations'],
+    ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker]: neither kata-ts nor Kata has it; kata-ts implements path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, enable_annotations'],
+    ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata]: neither kata-ts nor Kata has it; kata-ts implements dial_timeout, call_timeout, debug_console_enabled'],
+    ['[runtime]\nstate_dri = "/run/kt"\n', 'runtime.state_dri: unknown key in [runtime]: did you mean state_dir?'],
     // keys of one VMM set for another
     ['[hypervisor.clh]\naccelerator = "kvm"\n', 'hypervisor.clh.accelerator: not a Cloud Hypervisor setting: Cloud Hypervisor and Firecracker run guests under KVM only'],
     ['[hypervisor.firecracker]\naccelerator = "tcg"\n', 'hypervisor.firecracker.accelerator: not a Firecracker setting: Cloud Hypervisor and Firecracker run guests under KVM only'],
-    ['[hypervisor.qemu]\nvirtio_fs_daemon = "/usr/libexec/virtiofsd"\n', 'hypervisor.qemu.virtio_fs_daemon: not a QEMU setting: only Cloud Hypervisor shares the sandbox directory over virtio-fs'],
+    // (QEMU's virtio_fs_daemon is one of Kata's keys: accepted with a warning, kata-keys.test.ts)
     ['[hypervisor.firecracker]\nimage = "/r.img"\n', 'hypervisor.firecracker.image: not a Firecracker setting: Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead'],
     // wrong types
     ['[hypervisor.qemu]\ndefault_memory = "2G"\n', 'hypervisor.qemu.default_memory: must be a number, got "2G"'],
     ['[hypervisor.clh]\npath = 7\n', 'hypervisor.clh.path: must be a string, got 7'],
     ['[hypervisor.qemu]\nkernel_params = ["a"]\n', 'hypervisor.qemu.kernel_params: must be a string of space-separated kernel parameters'],
+    ['[hypervisor.qemu]\nkernel_params = "quiet console=\\u0000"\n', 'hypervisor.qemu.kernel_params: must not contain control characters'],
+    [`[hypervisor.qemu]\nkernel_params = "${'x'.repeat(1537)}"\n`, 'hypervisor.qemu.kernel_params: must be at most 1536 bytes together (the guest\'s command line holds 2048, and kata-ts adds its own), got 1537'],
     ['[agent.kata]\ncall_timeout = "10s"\n', 'agent.kata.call_timeout: must be a positive number of seconds'],
     // values out of range
     ['[hypervisor.qemu]\naccelerator = "hvf"\n', 'hypervisor.qemu.accelerator: must be "kvm" or "tcg"'],

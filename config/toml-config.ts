@@ -1,13 +1,15 @@
 // Kata-style configuration: one TOML file plus a `config.d/` directory beside it,
 // whose files (in name order) override only the keys they set. Keys follow Kata's
-// names where Kata has them (default_memory, kernel_params, dial_timeout …). Every
-// error names the file that set the offending key.
+// names where Kata has them (default_memory, kernel_params, dial_timeout …), and Kata's
+// other keys are judged by config/kata-keys.ts, so Kata's own file loads. Every error
+// names the file that set the offending key.
 import * as fs from 'fs';
 import * as path from 'path';
 import { parse } from 'smol-toml';
 import { InvalidArgumentError } from '../lib/errors';
 import { HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
-import { ConfigNaming, hypervisorSettingApplies, parseConfig, RuntimeConfig } from './runtime-config';
+import { IgnoredKey, KATA_AGENT_KEYS, KATA_FACTORY_KEYS, KATA_IMAGE_KEYS, KATA_RUNTIME_KEYS, kataHypervisorKeys, KataKeyRule, refusal } from './kata-keys';
+import { ConfigNaming, hypervisorSettingApplies, LoadedFile, parseConfig, RuntimeConfig, splitKernelParams } from './runtime-config';
 
 type Table = Record<string, unknown>;
 
@@ -17,7 +19,8 @@ interface KeyMapping {
   convert?: (value: unknown, where: string) => unknown;
 }
 
-// One table per TOML block, so a new key is one line in the block it belongs to.
+// One table per TOML block, so a new key is one line in the block it belongs to. Keys
+// that are not Kata's (accelerator, call_timeout, state_dir, ksm …) are kata-ts's own.
 
 /** Keys of every `[hypervisor.<kind>]` block; parseConfig refuses, with the reason, those a VMM does not take. */
 const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
@@ -26,7 +29,7 @@ const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
   kernel: { field: 'kernel' },
   image: { field: 'image' },
   initrd: { field: 'initrd' },
-  kernel_params: { field: 'kernelParams', convert: splitParams },
+  kernel_params: { field: 'kernelParams', convert: kernelParams },
   default_memory: { field: 'memoryMiB' },
   default_vcpus: { field: 'vcpus' },
   default_maxvcpus: { field: 'maxVcpus' },
@@ -52,17 +55,22 @@ const RUNTIME_KEYS: Record<string, KeyMapping> = {
 };
 
 interface Block {
-  section: keyof RuntimeConfig;
+  /** The RuntimeConfig section the implemented keys fill; none for a block kata-ts implements nothing of. */
+  section?: keyof RuntimeConfig;
   keys: Record<string, KeyMapping>;
+  /** Kata's keys of the block that kata-ts accepts without using, or refuses (config/kata-keys.ts). */
+  kata: Record<string, KataKeyRule>;
   /** Set for the `[hypervisor.<kind>]` blocks. */
   kind?: HypervisorKind;
 }
 
 /** TOML block name → the RuntimeConfig section it fills. */
 const BLOCKS: Record<string, Block> = {
-  ...Object.fromEntries(HYPERVISOR_KINDS.map((kind) => [`hypervisor.${kind}`, { section: 'hypervisor', keys: HYPERVISOR_KEYS, kind }])),
-  'agent.kata': { section: 'agent', keys: AGENT_KEYS },
-  runtime: { section: 'runtime', keys: RUNTIME_KEYS },
+  ...Object.fromEntries(HYPERVISOR_KINDS.map((kind) => [`hypervisor.${kind}`, { section: 'hypervisor', keys: HYPERVISOR_KEYS, kata: kataHypervisorKeys(kind), kind }])),
+  'agent.kata': { section: 'agent', keys: AGENT_KEYS, kata: KATA_AGENT_KEYS },
+  runtime: { section: 'runtime', keys: RUNTIME_KEYS, kata: KATA_RUNTIME_KEYS },
+  factory: { keys: {}, kata: KATA_FACTORY_KEYS },
+  image: { keys: {}, kata: KATA_IMAGE_KEYS },
 };
 
 /** VMMs Kata configures that this runtime has no driver for. */
@@ -70,9 +78,9 @@ const OTHER_HYPERVISORS = ['dragonball', 'stratovirt', 'acrn', 'remote'];
 
 const HYPERVISOR_SECTIONS = HYPERVISOR_KINDS.map((k) => `[hypervisor.${k}]`).join(', ');
 
-function splitParams(value: unknown, where: string): unknown {
+function kernelParams(value: unknown, where: string): unknown {
   if (typeof value !== 'string') throw new InvalidArgumentError(`${where}: must be a string of space-separated kernel parameters`);
-  return value.split(/\s+/).filter(Boolean);
+  return splitKernelParams(value);
 }
 
 function seconds(value: unknown, where: string): unknown {
@@ -89,24 +97,66 @@ interface Setting {
   value: unknown;
 }
 
-/** What one file says: its settings, and the blocks it names (an empty block still names its VMM). */
+/** What one file says: its settings, the Kata keys it sets that kata-ts does not use, and the blocks it names (an empty block still names its VMM). */
 interface FileContent {
   blocks: string[];
   settings: Setting[];
+  ignored: IgnoredKey[];
+}
+
+/** The keys of `block` kata-ts implements, for messages. */
+function implementedKeys(block: Block): string[] {
+  return Object.entries(block.keys).filter(([, m]) => !block.kind || hypervisorSettingApplies(block.kind, m.field)).map(([k]) => k);
+}
+
+/** The key of `candidates` one or two edits away from `name`: the likely intent of a typo. */
+function nearest(name: string, candidates: string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const next = [i];
+      for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      row = next;
+    }
+    return row[b.length];
+  };
+  return candidates.map((c) => ({ c, d: distance(name, c) })).filter(({ d }) => d <= 2).sort((x, y) => x.d - y.d)[0]?.c;
+}
+
+/**
+ * One key of a block: implemented (a setting), one of Kata's that kata-ts accepts
+ * without using (noted in `ignored`) or refuses, or a key nobody has (refused, naming
+ * the likely intended one). A key kata-ts implements only for other VMMs goes on as a
+ * setting when Kata has no rule for it, so parseConfig refuses it saying why.
+ */
+function readKey(block: Block, blockName: string, name: string, value: unknown, file: string, out: FileContent): void {
+  const key = `${blockName}.${name}`;
+  const mapping = block.keys[name];
+  const kata = block.kata[name];
+  if (mapping && (!block.kind || hypervisorSettingApplies(block.kind, mapping.field) || !kata)) {
+    out.settings.push({ block: blockName, key: name, value });
+    return;
+  }
+  if (kata) {
+    const refused = refusal(kata, value);
+    if (refused) throw new InvalidArgumentError(`${file}: ${key}: ${refused}`);
+    out.ignored.push({ key, file, reason: kata.ours });
+    return;
+  }
+  const implemented = implementedKeys(block);
+  const guess = nearest(name, [...implemented, ...Object.keys(block.kata)]);
+  const known = implemented.length ? `; kata-ts implements ${implemented.join(', ')}` : '';
+  throw new InvalidArgumentError(`${file}: ${key}: unknown key in [${blockName}]: ${guess ? `did you mean ${guess}?` : `neither kata-ts nor Kata has it${known}`}`);
 }
 
 /** Walks a parsed file down to its blocks, rejecting unknown sections and keys. */
-function readBlocks(table: Table, file: string, prefix = '', out: FileContent = { blocks: [], settings: [] }): FileContent {
+function readBlocks(table: Table, file: string, prefix = '', out: FileContent = { blocks: [], settings: [], ignored: [] }): FileContent {
   const block = BLOCKS[prefix];
   if (block) out.blocks.push(prefix);
   for (const [name, value] of Object.entries(table)) {
     const key = prefix ? `${prefix}.${name}` : name;
     if (block && !isTable(value)) {
-      if (!block.keys[name]) {
-        const known = Object.entries(block.keys).filter(([, m]) => !block.kind || hypervisorSettingApplies(block.kind, m.field)).map(([k]) => k);
-        throw new InvalidArgumentError(`${file}: ${key}: unknown key in [${prefix}] (known: ${known.join(', ')})`);
-      }
-      out.settings.push({ block: prefix, key: name, value });
+      readKey(block, prefix, name, value, file, out);
     } else if (isTable(value)) {
       if (prefix === 'hypervisor' && OTHER_HYPERVISORS.includes(name)) {
         throw new InvalidArgumentError(`${file}: [${key}]: kata-ts has no driver for this VMM (it drives ${HYPERVISOR_SECTIONS})`);
@@ -115,7 +165,7 @@ function readBlocks(table: Table, file: string, prefix = '', out: FileContent = 
       if (!leadsToBlock) throw new InvalidArgumentError(`${file}: [${key}]: unknown section`);
       readBlocks(value, file, key, out);
     } else {
-      throw new InvalidArgumentError(`${file}: ${key}: unknown key ${prefix ? `in [${prefix}]` : 'at the top level'} (keys belong in a section such as ${HYPERVISOR_SECTIONS}, [agent.kata] or [runtime])`);
+      throw new InvalidArgumentError(`${file}: ${key}: unknown key ${prefix ? `in [${prefix}]` : 'at the top level'} (keys belong in a section such as ${HYPERVISOR_SECTIONS}, [agent.kata], [runtime] or [factory])`);
     }
   }
   return out;
@@ -150,11 +200,13 @@ export function dropInFiles(mainFile: string): string[] {
 /**
  * Loads `mainFile` and its drop-ins: each file's values override earlier files' key by
  * key, then the merged result goes through the same checks as every configuration,
- * its errors naming the TOML key and the file that set it last.
+ * its errors naming the TOML key and the file that set it last. Kata keys accepted
+ * without being used come back once each, with the file that set them last.
  */
-export function loadTomlConfig(mainFile: string): { config: RuntimeConfig; files: string[] } {
+export function loadTomlConfig(mainFile: string): LoadedFile {
   const files = [mainFile, ...dropInFiles(mainFile)];
   const raw: Record<string, Table> = {};
+  const ignored = new Map<string, IgnoredKey>();
   /** `section.field` → the file that set it last. */
   const origins = new Map<string, string>();
   let hypervisor: { kind: HypervisorKind; file: string; block: string } | undefined;
@@ -169,6 +221,10 @@ export function loadTomlConfig(mainFile: string): { config: RuntimeConfig; files
       }
       hypervisor ??= { kind, file, block };
     }
+    for (const entry of content.ignored) {
+      ignored.delete(entry.key); // re-inserted: listed in the order last set
+      ignored.set(entry.key, entry);
+    }
     const sets = (field: string): boolean => content.settings.some((s) => BLOCKS[s.block].section === 'hypervisor' && BLOCKS[s.block].keys[s.key].field === field);
     // A file that names one rootfs kind replaces what earlier files said of the other.
     for (const [kind, other] of [['image', 'initrd'], ['initrd', 'image']] as const) {
@@ -180,7 +236,8 @@ export function loadTomlConfig(mainFile: string): { config: RuntimeConfig; files
     for (const { block, key, value } of content.settings) {
       const { section, keys } = BLOCKS[block];
       const { field, convert } = keys[key];
-      (raw[section] ??= {})[field] = convert ? convert(value, `${file}: ${block}.${key}`) : value;
+      // Only blocks with a section have implemented keys.
+      (raw[section!] ??= {})[field] = convert ? convert(value, `${file}: ${block}.${key}`) : value;
       origins.set(`${section}.${field}`, file);
     }
   }
@@ -197,5 +254,5 @@ export function loadTomlConfig(mainFile: string): { config: RuntimeConfig; files
     },
     fileOf: (section, field) => origins.get(`${section}.${field}`) ?? mainFile,
   };
-  return { config: parseConfig(raw, naming), files };
+  return { config: parseConfig(raw, naming), files, ignoredKeys: [...ignored.values()] };
 }

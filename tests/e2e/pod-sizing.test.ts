@@ -1,15 +1,20 @@
 // Pod sizing through containerd: a container's memory limit and CPU quota grow its VM
-// (vCPU and memory hot-plug), and a Task Update that raises them grows it again. The
+// (vCPU and memory hot-plug), and a Task Update that raises them grows it again; an
+// enabled io.katacontainers.config.hypervisor.default_memory annotation sets the boot
+// size of its pod's VM, and one the configuration does not enable is refused. The
 // guest's own counts are read inside the container: MemTotal from /proc/meminfo and
 // the online CPUs from sysfs.
+import * as fs from 'fs';
+import * as path from 'path';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { updateTaskResources } from '../harness/containerd-api';
-import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+import { builtGuest, KataEnv, RUNTIME, sandboxWorkDir, startKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
 const VM_MS = 240_000;
 const MiB = 1024 * 1024;
 const REPORT = 'grep MemTotal /proc/meminfo; cat /sys/devices/system/cpu/online';
+const DEFAULT_MEMORY_ANNOTATION = 'io.katacontainers.config.hypervisor.default_memory';
 
 interface GuestSize {
   memTotalMiB: number;
@@ -42,8 +47,9 @@ describe('VM sizing from container resources', () => {
   }
 
   beforeAll(async () => {
-    // Boot size 1 vCPU / 1024 MiB (kata-env's default); room to grow to 3 vCPUs / 2 GiB.
-    env = await startKataEnv({ hypervisor: { vcpus: 1, maxVcpus: 3, maxMemoryMiB: 2048 } });
+    // Boot size 1 vCPU / 1024 MiB (kata-env's default); room to grow to 3 vCPUs / 2 GiB;
+    // a pod may choose its boot memory (enable_annotations).
+    env = await startKataEnv({ hypervisor: { vcpus: 1, maxVcpus: 3, maxMemoryMiB: 2048, enableAnnotations: ['default_memory'] } });
     baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
     const plain = await ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'size-plain', 'sh', '-c', REPORT]);
     expect({ code: plain.code, stderr: plain.stderr }).toEqual({ code: 0, stderr: '' });
@@ -59,6 +65,34 @@ describe('VM sizing from container resources', () => {
     // The kernel keeps some of the 1024 MiB for itself.
     expect(bootSize.memTotalMiB).toBeGreaterThan(768);
     expect(bootSize.memTotalMiB).toBeLessThan(1024);
+  });
+
+  it('an enabled default_memory annotation boots the pod\'s VM with that memory', async () => {
+    const run = await ctr(['run', '--rm', '--runtime', RUNTIME, '--annotation', `${DEFAULT_MEMORY_ANNOTATION}=1536`, env.image, 'size-annotated', 'sh', '-c', REPORT]);
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+    const annotated = parseReport(run.stdout);
+    // 512 MiB more than the configuration's 1024 MiB; the kernel keeps a little of it (page structs).
+    expect(annotated.memTotalMiB - bootSize.memTotalMiB).toBeGreaterThan(480);
+    expect(annotated.memTotalMiB - bootSize.memTotalMiB).toBeLessThanOrEqual(512);
+    expect(annotated.onlineCpus).toBe(1);
+  });
+
+  it('a default_memory annotation the configuration does not enable is refused before any VM', async () => {
+    // The same guest through a Kata-style file (ctr's runtime options) that enables default_vcpus only.
+    const { kernel, image } = builtGuest();
+    const q = JSON.stringify;
+    const file = path.join(path.dirname(env.configPath), 'vcpus-only.toml');
+    fs.writeFileSync(file, [
+      '[hypervisor.qemu]', 'accelerator = "tcg"', `kernel = ${q(kernel)}`, `image = ${q(image)}`, 'default_maxmemory = 2048', 'enable_annotations = ["default_vcpus"]',
+      '[agent.kata]', 'dial_timeout = 180',
+      '[runtime]', `state_dir = ${q(env.stateDir)}`, '',
+    ].join('\n'));
+    const id = 'size-refused';
+    const run = await ctr(['run', '--rm', '--runtime', RUNTIME, '--runtime-config-path', file, '--annotation', `${DEFAULT_MEMORY_ANNOTATION}=1536`, env.image, id, 'true']);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain(`annotation ${DEFAULT_MEMORY_ANNOTATION} is not enabled: no entry of enable_annotations in [hypervisor.qemu] of ${file} matches "default_memory"`);
+    expect(fs.existsSync(sandboxWorkDir(env.stateDir, env.containerd.namespace, id))).toBe(false);
+    await ctr(['containers', 'rm', id]); // in case ctr kept the record of the container it could not start
   });
 
   describe('a container with --memory-limit 256 MiB and --cpus 1', () => {
