@@ -6,6 +6,11 @@ describe('runBounded', () => {
     expect(await runBounded('sh', ['-c', 'echo out; echo err >&2'], 5000)).toEqual({ stdout: 'out\n', stderr: 'err\n' });
   });
 
+  it('feeds the input to stdin and shows the command its argv0, env and working directory', async () => {
+    const out = await runBounded('/bin/sh', ['-c', 'printf "%s %s %s " "$0" "$ONLY" "$(pwd)"; cat'], 5000, { input: 'from stdin', argv0: 'named', env: { ONLY: 'this' }, cwd: '/' });
+    expect(out.stdout).toBe('named this / from stdin');
+  });
+
   it('fails with the command line and its stderr', async () => {
     const err = await runBounded('sh', ['-c', 'echo no such thing >&2; exit 3'], 5000).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CommandFailedError);

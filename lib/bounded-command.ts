@@ -21,10 +21,24 @@ export class CommandFailedError extends Error {
 
 const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 
-export function runBounded(command: string, args: string[], timeoutMs: number, opts: { env?: NodeJS.ProcessEnv } = {}): Promise<CommandOutput> {
+export interface BoundedOptions {
+  /** The whole environment (default: the daemon's). */
+  env?: NodeJS.ProcessEnv;
+  /** Working directory (default: the daemon's). */
+  cwd?: string;
+  /** Written to the command's stdin, which is then closed (without it, stdin ends at once). */
+  input?: string | Buffer;
+  /** argv[0] as the command sees it (default: `command`). */
+  argv0?: string;
+}
+
+export function runBounded(command: string, args: string[], timeoutMs: number, opts: BoundedOptions = {}): Promise<CommandOutput> {
   const line = [command, ...args].join(' ');
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd, argv0: opts.argv0 });
+    // A command may exit without reading its input: EPIPE is not its failure.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(opts.input);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let bytes = 0;
@@ -44,6 +58,7 @@ export function runBounded(command: string, args: string[], timeoutMs: number, o
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       // Not waiting for 'close': the streams are dropped, the process is reaped later.
+      child.stdin.destroy();
       child.stdout.destroy();
       child.stderr.destroy();
       finish(() => reject(new DeadlineExceededError(`'${line}' did not finish within ${timeoutMs / 1000} s and was killed (a hung filesystem or network namespace?)`)));

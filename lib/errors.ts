@@ -64,6 +64,18 @@ export class HypervisorError extends KataError {
   readonly grpcCode = GrpcCode.UNAVAILABLE;
   readonly code = 'ERR_HYPERVISOR';
 }
+/**
+ * An OCI hook the shim ran on the host failed: it exited non-zero, was killed at its
+ * timeout, could not be started, or named a file the guest can write. Its kind, path
+ * and exit status (a number, a signal name, or an errno code) are kept for callers.
+ */
+export class HookFailedError extends KataError {
+  readonly grpcCode = GrpcCode.FAILED_PRECONDITION;
+  readonly code = 'ERR_HOOK_FAILED';
+  constructor(readonly hook: { kind: string; path: string }, readonly exitStatus: number | string | undefined, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
 export class InternalError extends KataError {
   readonly grpcCode = GrpcCode.INTERNAL;
   readonly code = 'ERR_INTERNAL';

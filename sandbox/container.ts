@@ -3,6 +3,7 @@
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AgentClient } from './agent-client';
+import type { ContainerHooks } from './oci-hooks';
 import { StdioPaths } from './process-io';
 import { ProcessStatus, TaskProcess } from './task-process';
 
@@ -15,6 +16,8 @@ export interface ContainerParams {
   terminal: boolean;
   /** Host paths this container mounted, unmounted on delete (deepest first). */
   mounts: string[];
+  /** The OCI hooks its spec named at Create, run on the host (Start: poststart; Delete: poststop). */
+  hooks?: ContainerHooks;
 }
 
 export class Container {

@@ -10,6 +10,7 @@ import { MountSpec } from './rootfs';
 import { Sandbox } from './sandbox';
 import { refuseWhatAVmCannotMean } from './host-namespaces';
 import { rootfsInsideBundle, validateId } from './identifiers';
+import { ContainerHooks } from './oci-hooks';
 import { readBundleSpec } from './spec';
 import { ExitInfo, TaskProcess } from './task-process';
 
@@ -83,13 +84,35 @@ export class Pod {
     const netnsPath = spec.linux?.namespaces?.find((ns) => ns.type === 'network')?.path;
     const loaded = this.configFor({ runtimeOptionsPath: params.runtimeOptionsConfigPath, annotations: spec.annotations }, sandboxId);
     this.record(params.bundle, loaded);
+    // Checked before any VM boots too; never a file the guest can write (its rootfs, the share under state_dir).
+    const hooks = ContainerHooks.fromSpec(spec, { id: params.id, bundle: params.bundle, guestWritable: [hostRootfs, loaded.config.runtime.stateDir] }, this.logger.child({ container: params.id }));
     const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12), netnsPath, spec.linux?.cgroupsPath, loaded.config);
-    return sandbox.createContainer(
-      { id: params.id, bundle: params.bundle, terminal: params.terminal, stdio: { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr } },
+    const container = await sandbox.createContainer(
+      { id: params.id, bundle: params.bundle, terminal: params.terminal, stdio: { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr }, hooks },
       spec,
       params.rootfs,
       hostRootfs,
     );
+    if (hooks) await this.runCreateHooks(sandbox, container, hooks);
+    return container;
+  }
+
+  /**
+   * prestart, then createRuntime hooks (runtime-spec lifecycle steps 3-4): the VM runs,
+   * the rootfs and volumes are shared and the guest holds the spec, nothing started.
+   * Kata runs them at the same point (katautils/create.go, after the sandbox's VM
+   * started or the container was created in it). A failure fails the Create: the
+   * container is removed as a Delete would (guest, devices, mounts, share), its
+   * poststop hooks run (steps 12-13), and containerd gets the hook's error.
+   */
+  private async runCreateHooks(sandbox: Sandbox, container: Container, hooks: ContainerHooks): Promise<void> {
+    try {
+      await hooks.created(this.hypervisorPid());
+    } catch (err) {
+      await sandbox.deleteContainer(container.id).catch((cleanupErr: unknown) => this.logger.error({ container: container.id, err: (cleanupErr as Error).message }, 'removing the container after its hook failed'));
+      await hooks.deleted(this.hypervisorPid());
+      throw err;
+    }
   }
 
   container(id: string): Container {
@@ -104,8 +127,13 @@ export class Pod {
   /** Starts the init ('' execId) or an exec; returns the started process. */
   async start(id: string, execId: string): Promise<TaskProcess> {
     const sandbox = this.requireSandbox(id);
-    if (execId) await sandbox.startExec(id, execId);
-    else await sandbox.startContainer(id);
+    if (execId) {
+      await sandbox.startExec(id, execId);
+    } else {
+      const hooks = this.container(id).params.hooks;
+      await sandbox.startContainer(id);
+      await hooks?.started(this.hypervisorPid()); // poststart: after the start, before Start answers
+    }
     return this.process(id, execId);
   }
 
@@ -222,7 +250,9 @@ export class Pod {
     do await proc.startSettled();
     while (proc.isStarting);
     if (execId) return sandbox.deleteExec(id, execId);
-    return (await sandbox.deleteContainer(id)).init;
+    const container = await sandbox.deleteContainer(id);
+    await container.params.hooks?.deleted(this.hypervisorPid()); // poststop: once deleted, before Delete answers
+    return container.init;
   }
 
   get neverUsed(): boolean {
@@ -265,6 +295,8 @@ export class Pod {
     if (!this.loaded) {
       this.loaded = this.deps.resolveConfig(hints);
       this.logger.info({ sandbox: sandboxId, via: this.loaded.via, files: this.loaded.files }, 'configuration loaded');
+      const ignored = this.loaded.ignoredKeys ?? [];
+      if (ignored.length > 0) this.logger.warn({ sandbox: sandboxId, ignoredKeys: ignored.map((k) => `${k.key} (${k.file}): ${k.reason}`) }, `${ignored.length} Kata configuration keys accepted but not used`);
     }
     return this.loaded;
   }

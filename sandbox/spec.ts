@@ -46,11 +46,9 @@ export function guestSpec(spec: OciSpec, guest: { containerId: string; rootfs: s
   out.root = { ...(out.root ?? {}), path: guest.rootfs };
   if (guest.mounts) out.mounts = guest.mounts;
   out.ociVersion = guestOciVersion(out.ociVersion, logger);
-  if (out.hooks) {
-    // Hooks name host binaries; they cannot run inside the guest.
-    logger.warn('OCI hooks are not run inside the VM; dropping them');
-    delete out.hooks;
-  }
+  // Hooks name host executables and run on the host (oci-hooks.ts); the guest's crun
+  // must never be handed them, whatever the guest would make of a host path.
+  delete out.hooks;
   // The guest kernel has no AppArmor or SELinux; the VM is the isolation boundary.
   const proc = out.process as Record<string, unknown> | undefined;
   if (proc?.apparmorProfile || proc?.selinuxLabel || out.linux?.mountLabel) logger.debug('dropping AppArmor/SELinux labels: the guest has no LSM');
