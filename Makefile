@@ -65,7 +65,7 @@ install: guest
 	./scripts/install.sh "$(PREFIX)" "$(LIBDIR)" "$(GUEST_DIR)" "$(ACCEL)"
 
 uninstall:
-	rm -rf "$(LIBDIR)" "$(GUEST_DIR)" "$(PREFIX)/bin/containerd-shim-kata-v2" "$(PREFIX)/bin/kata-ts-runtime"
+	rm -rf "$(LIBDIR)" "$(GUEST_DIR)" "$(PREFIX)/bin/containerd-shim-kata-v2" "$(PREFIX)/bin/kata-ts-runtime" "$(PREFIX)/bin/kata-ts-monitor"
 
 clean:
 	rm -rf dist guest/out

@@ -13,6 +13,7 @@ import { applyDisks, findDisks } from './devices';
 import { GuestProcess } from './guest-process';
 import { GuestNetwork } from './network';
 import { onlineCpuMem } from './online-cpu-mem';
+import { readGuestMetrics } from './guest-metrics';
 import { joinSandboxNamespaces } from './sandbox-namespaces';
 import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
 import { OciRuntime } from './oci-runtime';
@@ -145,6 +146,7 @@ export class AgentService {
         this.opts.logger.info({ want: { cpus: req.cpus, memoryMiB: req.memory_mib }, online }, 'hot-plugged CPUs and memory online');
         return { online_cpus: online.cpus, online_memory_mib: online.memoryMiB };
       },
+      GetGuestMetrics: async () => readGuestMetrics(),
     };
   }
 

@@ -1,15 +1,24 @@
 #!/usr/bin/env node
 // kata-ts-runtime: host and configuration checks and a debug shell, in the spirit of kata-runtime.
 //   check [--kvm-timeout S] [--tcg-timeout S]   what this host can run, found by trying
-//   env                                         the effective configuration and the files it came from, as JSON
+//   env                                         the effective configuration, the files it came from and the Kata keys it ignored, as JSON
 //   exec [--namespace NS] <sandbox-id>          a root shell in the sandbox's guest (debug console)
+//   metrics [--namespace NS] <sandbox-id>       the sandbox's metrics (Prometheus text) from its shim
 import * as os from 'os';
 import { resolveConfig } from '../config/config-location';
 import { errorMessage } from '../lib/errors';
 import { formatChecks, hasFatalFailure, runChecks } from './check';
 import { connectDebugConsole, findDebugConsole, relayConsole } from './exec';
+import { findManagementSocket, readSandboxMetrics } from './metrics';
 
-const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec [--namespace NS] <sandbox-id>\n';
+const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec [--namespace NS] <sandbox-id> | metrics [--namespace NS] <sandbox-id>\n';
+
+/** `<sandbox-id>` or `--namespace NS <sandbox-id>` (also -n). */
+function sandboxArgs(args: string[]): { sandboxId?: string; namespace?: string } {
+  if (args.length === 1) return { sandboxId: args[0] };
+  if (args.length === 3 && ['--namespace', '-n'].includes(args[0])) return { sandboxId: args[2], namespace: args[1] };
+  return {};
+}
 
 function option(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(name);
@@ -28,12 +37,13 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'env': {
       // A pod may still name another file (runtime options, annotation); this is what the others get.
-      const { via, files, config } = resolveConfig({});
-      process.stdout.write(JSON.stringify({ source: { via, files }, config }, null, 2) + '\n');
+      // ignoredKeys: Kata keys the files set that kata-ts accepts without using, and why.
+      const { via, files, config, ignoredKeys = [] } = resolveConfig({});
+      process.stdout.write(JSON.stringify({ source: { via, files }, ignoredKeys, config }, null, 2) + '\n');
       return 0;
     }
     case 'exec': {
-      const [sandboxId, namespace] = args.length === 1 ? [args[0]] : args.length === 3 && ['--namespace', '-n'].includes(args[0]) ? [args[2], args[1]] : [];
+      const { sandboxId, namespace } = sandboxArgs(args);
       if (!sandboxId) break;
       // The configuration a sandbox without its own file gets: where its state lives.
       const socket = await connectDebugConsole(findDebugConsole(resolveConfig({}).config, sandboxId, namespace), sandboxId);
@@ -45,6 +55,12 @@ async function main(argv: string[]): Promise<number> {
         });
       }
       return relayConsole(socket, { stdin: process.stdin, stdout: process.stdout }, sandboxId);
+    }
+    case 'metrics': {
+      const { sandboxId, namespace } = sandboxArgs(args);
+      if (!sandboxId) break;
+      process.stdout.write(await readSandboxMetrics(findManagementSocket(resolveConfig({}).config, sandboxId, namespace)));
+      return 0;
     }
   }
   process.stderr.write(USAGE);

@@ -103,6 +103,22 @@ describe('TtrpcAgentClient.connect', () => {
     });
   });
 
+  it('times control calls by method once the agent answered; not the boot polls, nor waits and reads', async () => {
+    const socketPath = path.join(dir, 'vsock.sock');
+    let attempts = 0;
+    const { agent } = await hybridVsockVm(socketPath, () => ++attempts > 1);
+    // The fake answers ListProcesses; any other method is unimplemented there.
+    const observed: string[] = [];
+    const observeCall = (method: string, seconds: number, failed: boolean) => observed.push(`${method}${failed ? ' failed' : ''}${seconds >= 0 ? '' : ' negative'}`);
+    const { agent: client } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(5000), observeCall });
+    cleanups.push(() => client.close());
+    expect(observed).toEqual([]);
+    await client.listProcesses('c1');
+    await expect(client.removeContainer('c1')).rejects.toThrow();
+    await expect(client.waitProcess('c1', '')).rejects.toThrow(); // no deadline: blocks by design, not timed
+    expect(observed).toEqual(['ListProcesses', 'RemoveContainer failed']);
+  });
+
   it('refuses AF_VSOCK, which it cannot dial', async () => {
     await expect(TtrpcAgentClient.connect({ kind: 'vsock', guestCid: 3, port: 1024 }, options(1000))).rejects.toThrow(NotImplementedError);
   });

@@ -19,6 +19,21 @@ export interface GuestDetails {
   oci_runtime: string;
 }
 
+/** GetGuestMetrics as the guest answered it: the guest's word, to be checked before use. */
+export interface GuestMetricsReport {
+  meminfo_bytes?: Record<string, unknown>;
+  load1?: unknown;
+  load5?: unknown;
+  load15?: unknown;
+  tasks_running?: unknown;
+  tasks_total?: unknown;
+  agent_rss_bytes?: unknown;
+  agent_cpu_seconds?: unknown;
+}
+
+/** Told of each control call's outcome (not of waits and reads, which block by design). */
+export type AgentCallObserver = (method: string, seconds: number, failed: boolean) => void;
+
 export interface AgentClient {
   guestDetails(timeoutMs?: number): Promise<GuestDetails>;
   createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string }): Promise<void>;
@@ -48,6 +63,8 @@ export interface AgentClient {
   updateRoutes(routes: Route[]): Promise<void>;
   /** Onlines hot-plugged CPUs and memory, waiting until `want` is online; returns what is. */
   onlineCpuMem(want: { cpus: number; memoryMiB: number }): Promise<{ cpus: number; memoryMiB: number }>;
+  /** The guest's memory, load and agent footprint, for the shim's metrics. */
+  guestMetrics(timeoutMs?: number): Promise<GuestMetricsReport>;
   close(): void;
   /** Settles when the connection to the agent is lost. */
   readonly disconnected: Promise<void>;
@@ -83,6 +100,8 @@ export class TtrpcAgentClient implements AgentClient {
   readonly disconnected: Promise<void>;
   /** Set once we close the connection ourselves: losses after that are expected. */
   private closing = false;
+  /** Set once the agent answered: the boot-time polls are not calls worth timing. */
+  private observeCall: AgentCallObserver | undefined;
 
   constructor(private readonly client: TtrpcClient, private readonly callTimeoutMs: number) {
     this.disconnected = new Promise((resolve) => client.on('close', () => resolve()));
@@ -95,7 +114,10 @@ export class TtrpcAgentClient implements AgentClient {
    * agent reads them, so we retry with short per-try deadlines; on hybrid vsock the VMM
    * refuses the connection until the agent listens, so the dialling itself retries.
    */
-  static async connect(channel: AgentChannel, opts: { bootTimeoutMs: number; callTimeoutMs: number; vmExited: Promise<unknown>; logger: Logger }): Promise<{ agent: TtrpcAgentClient; details: GuestDetails }> {
+  static async connect(
+    channel: AgentChannel,
+    opts: { bootTimeoutMs: number; callTimeoutMs: number; vmExited: Promise<unknown>; logger: Logger; observeCall?: AgentCallObserver },
+  ): Promise<{ agent: TtrpcAgentClient; details: GuestDetails }> {
     const deadline = Date.now() + opts.bootTimeoutMs;
     let vmGone = false;
     const vmGoneSignal = new AbortController();
@@ -111,6 +133,7 @@ export class TtrpcAgentClient implements AgentClient {
       try {
         const details = await agent.guestDetails(Math.min(3000, Math.max(1, deadline - Date.now())));
         opts.logger.info({ attempt, channel: channel.kind, ...details }, 'agent ready');
+        agent.observeCall = opts.observeCall;
         return { agent, details };
       } catch (err) {
         opts.logger.debug({ attempt, err: (err as Error).message }, 'agent not ready yet');
@@ -192,6 +215,9 @@ export class TtrpcAgentClient implements AgentClient {
     const online = await this.call<{ online_cpus?: number; online_memory_mib?: number }>('OnlineCpuMem', { cpus: want.cpus, memory_mib: want.memoryMiB });
     return { cpus: online.online_cpus ?? 0, memoryMiB: online.online_memory_mib ?? 0 };
   }
+  guestMetrics(timeoutMs = this.callTimeoutMs): Promise<GuestMetricsReport> {
+    return this.call('GetGuestMetrics', {}, timeoutMs);
+  }
   async getOomEvent(): Promise<string> {
     return (await this.call<{ container_id: string }>('GetOOMEvent', {}, 0)).container_id;
   }
@@ -200,11 +226,18 @@ export class TtrpcAgentClient implements AgentClient {
     this.client.close();
   }
 
-  /** timeoutMs 0 means no deadline (waits and reads). */
+  /** timeoutMs 0 means no deadline (waits and reads): their time is the container's, not the agent's, so they are not observed. */
   private async call<T = unknown>(method: string, request: object, timeoutMs = this.callTimeoutMs): Promise<T> {
+    const started = performance.now();
+    const observe = (failed: boolean): void => {
+      if (timeoutMs > 0) this.observeCall?.(method, (performance.now() - started) / 1000, failed);
+    };
     try {
-      return await this.client.call<T>(this.service, method, request, timeoutMs > 0 ? { timeoutMs } : {});
+      const answer = await this.client.call<T>(this.service, method, request, timeoutMs > 0 ? { timeoutMs } : {});
+      observe(false);
+      return answer;
     } catch (err) {
+      observe(true);
       const code = (err as { code?: unknown }).code;
       if (!this.closing && code === Code.UNAVAILABLE) {
         throw new UnavailableError(`guest agent ${method}: connection to the agent was lost (the VM may have stopped)`, { cause: err });

@@ -98,23 +98,33 @@ describe('ContainerDevices', () => {
     };
   }
 
-  it('plugs a container\'s devices and unplugs exactly those', async () => {
+  /** What the metrics are told: one entry per hot-plug. */
+  function countingObserver(): { counted: string[]; hotplug: (device: string, op: string, failed: boolean) => void } {
+    const counted: string[] = [];
+    return { counted, hotplug: (device, op, failed) => counted.push(`${device} ${op}${failed ? ' failed' : ''}`) };
+  }
+
+  it('plugs a container\'s devices and unplugs exactly those, counting each', async () => {
     const hv = fakeHypervisor();
-    const devices = new ContainerDevices(hv, silentLogger(), sysDevBlock);
+    const observer = countingObserver();
+    const devices = new ContainerDevices(hv, silentLogger(), sysDevBlock, observer);
     await devices.plug('c1', devices.plan('c1', spec));
     await devices.plug('c2', devices.plan('c2', spec));
     await devices.unplug('c1');
     await devices.unplug('c1');
     expect(hv.calls).toEqual(['add blk0', 'add blk1', 'add blk2', 'add blk3', 'remove blk0', 'remove blk1']);
+    expect(observer.counted).toEqual(['block add', 'block add', 'block add', 'block add', 'block remove', 'block remove']);
   });
 
   it('unplugs what it plugged when a later device fails, keeping the error kind and naming the container', async () => {
     const hv = fakeHypervisor('blk1');
-    const devices = new ContainerDevices(hv, silentLogger(), sysDevBlock);
+    const observer = countingObserver();
+    const devices = new ContainerDevices(hv, silentLogger(), sysDevBlock, observer);
     const err = await devices.plug('c1', devices.plan('c1', spec)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ResourceExhaustedError);
     expect((err as Error).message).toBe('container c1: device /dev/xvdc (host /dev/loop1): block device blk1: all 1 hot-plug ports of the VM are in use');
     expect(hv.calls).toEqual(['add blk0', 'add blk1', 'remove blk0']);
+    expect(observer.counted).toEqual(['block add', 'block add failed', 'block remove']);
   });
 
   it('refuses block devices when the driver cannot hot-plug', () => {

@@ -12,6 +12,7 @@ import { FailedPreconditionError, KataError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { Hypervisor, VmDevice } from '../hypervisors/hypervisor';
 import { OciSpec } from './spec';
+import { NO_SANDBOX_OBSERVER, SandboxObserver } from './sandbox-observer';
 
 interface LinuxDevice {
   path: string;
@@ -104,6 +105,8 @@ export class ContainerDevices {
     private readonly hypervisor: Hypervisor,
     private readonly logger: Logger,
     private readonly sysDevBlock = SYS_DEV_BLOCK,
+    /** Counts each hot-plug and unplug (the shim's metrics). */
+    private readonly observer: Pick<SandboxObserver, 'hotplug'> = NO_SANDBOX_OBSERVER,
   ) {}
 
   /** See planDevices; also refuses block devices when the driver cannot hot-plug. */
@@ -122,7 +125,9 @@ export class ContainerDevices {
     for (const { vm, guest } of planned) {
       try {
         await this.hypervisor.addDevice!(vm);
+        this.observer.hotplug('block', 'add', false);
       } catch (err) {
+        this.observer.hotplug('block', 'add', true);
         await this.unplug(containerId);
         throw withContext(err, `container ${containerId}: device ${guest.container_path} (host ${vm.hostPath})`);
       }
@@ -136,7 +141,13 @@ export class ContainerDevices {
    */
   async unplug(containerId: string): Promise<void> {
     for (const id of this.plugged.get(containerId) ?? []) {
-      await this.hypervisor.removeDevice!(id).catch((err) => this.logger.error({ container: containerId, device: id, err: (err as Error).message }, 'device unplug failed'));
+      await this.hypervisor.removeDevice!(id).then(
+        () => this.observer.hotplug('block', 'remove', false),
+        (err) => {
+          this.observer.hotplug('block', 'remove', true);
+          this.logger.error({ container: containerId, device: id, err: (err as Error).message }, 'device unplug failed');
+        },
+      );
     }
     this.plugged.delete(containerId);
   }

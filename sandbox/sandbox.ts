@@ -7,7 +7,7 @@ import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AgentChannel, Hypervisor, VmConfig } from '../hypervisors/hypervisor';
-import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
+import { AgentClient, GuestDetails, GuestMetricsReport, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
 import { ExitInfo, LOST_EXIT_STATUS, TaskProcess } from './task-process';
@@ -26,6 +26,7 @@ import { containerResources, hostSize, LinuxResources, vmSizing } from './resour
 import { cgroupRelativePath, HostCgroups, SandboxCgroup } from './host-cgroup';
 import { VmSizer } from './vm-sizer';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
+import { countingResize, installedSandboxObserver, ObservedSandbox, SandboxObserver } from './sandbox-observer';
 
 export const SHARED_FS_TAG = 'kataShared';
 /** The record of the daemon that owns a sandbox's state directory (pid + start time). */
@@ -78,7 +79,19 @@ const OOM_FLOOD_PAUSE_MS = 1000;
 /** How long an init's exit event waits for its execs' exits to go out first. */
 const EXEC_EXITS_FIRST_MS = 2000;
 
-export class Sandbox {
+/** Kata's agent URL forms: the host end of the channel the agent listens on. */
+function agentUrlOf(channel: AgentChannel): string {
+  switch (channel.kind) {
+    case 'virtio-serial':
+      return `unix://${channel.socketPath}`;
+    case 'hybrid-vsock':
+      return `hvsock://${channel.socketPath}:${channel.port}`;
+    case 'vsock':
+      return `vsock://${channel.guestCid}:${channel.port}`;
+  }
+}
+
+export class Sandbox implements ObservedSandbox {
   private readonly containers = new Map<string, Container>();
   /** Process specs of execs that were added but may not have started yet. */
   private readonly execSpecs = new WeakMap<TaskProcess, Buffer>();
@@ -92,6 +105,8 @@ export class Sandbox {
   /** Set by killVm: the VM was stopped under the pod; no agent call is made any more. */
   private vmKilled = false;
   details: GuestDetails | undefined;
+  /** Seconds from the VMM's launch to the agent's first answer (the metrics' boot duration). */
+  bootSeconds: number | undefined;
   /** Host-private mount directory and the read-only view of it the guest gets. */
   readonly share: ShareLayout;
   /** The pod's cgroup on the host, when the spec names one; and where the shim was before it joined. */
@@ -105,8 +120,9 @@ export class Sandbox {
     private readonly events: SandboxEvents,
     private readonly logger: Logger,
     private readonly hostKsm: HostKsm,
+    private readonly observer: SandboxObserver,
   ) {
-    this.devices = new ContainerDevices(hypervisor, logger);
+    this.devices = new ContainerDevices(hypervisor, logger, undefined, observer);
     this.share = shareLayout(workDir);
   }
 
@@ -152,6 +168,8 @@ export class Sandbox {
     logger: Logger;
     hostKsm?: HostKsm;
     hostCgroups?: HostCgroups;
+    /** Told when the work dir exists and goes, and of agent calls and hot-plugs (default: the daemon's, see sandbox-observer.ts). */
+    observer?: SandboxObserver;
   }): Promise<Sandbox> {
     const { id, config } = params;
     const workDir = Sandbox.workDirFor(config, params.namespace, id);
@@ -163,11 +181,12 @@ export class Sandbox {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       throw new AlreadyExistsError(`sandbox ${id} in namespace ${params.namespace}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
     }
-    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger, params.hostKsm ?? new HostKsm());
+    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger, params.hostKsm ?? new HostKsm(), params.observer ?? installedSandboxObserver());
     try {
       // A late `delete` (of an earlier run of this id, or of another container of the pod) leaves alone what a live owner has.
       writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
       await setUpShare(sandbox.share);
+      await sandbox.observer.sandboxStarted(sandbox);
       if (params.cgroupsPath) sandbox.enterCgroup(params.hostCgroups ?? new HostCgroups(), params.cgroupsPath);
       await sandbox.boot(params.hostname, params.netnsPath);
     } catch (err) {
@@ -182,6 +201,14 @@ export class Sandbox {
 
   hypervisorPid(): number {
     return this.hypervisor.pid() ?? 0;
+  }
+
+  agentUrl(): string {
+    return agentUrlOf(agentChannelFor(this.hypervisor.agentChannelKind, this.workDir));
+  }
+
+  guestMetrics(timeoutMs: number): Promise<GuestMetricsReport> {
+    return this.requireAgent().guestMetrics(timeoutMs);
   }
 
   container(id: string): Container {
@@ -340,6 +367,8 @@ export class Sandbox {
       await unmountAll(container.params.mounts, this.logger);
     }
     this.containers.clear();
+    // Its socket lives in the work dir: closed before the dir goes.
+    await this.observer.sandboxStopping(this).catch((err) => this.logger.warn({ err: (err as Error).message }, 'sandbox observer failed at teardown'));
     await unmountAll(mountsBelow(this.workDir), this.logger);
     this.removeDir(this.workDir);
     // The namespace's directory goes with its last sandbox.
@@ -415,6 +444,7 @@ export class Sandbox {
       sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: this.share.guestDir }],
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };
+    const launched = performance.now();
     await this.hypervisor.start(vm);
     this.moveShimToOverhead();
     this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
@@ -423,10 +453,12 @@ export class Sandbox {
       callTimeoutMs: this.config.agent.callTimeoutMs,
       vmExited: this.hypervisor.exited,
       logger: this.logger,
+      observeCall: this.observer.agentCall,
     });
+    this.bootSeconds = (performance.now() - launched) / 1000;
     this.agent = agent;
     this.details = details;
-    this.sizer = new VmSizer(sizing, this.hypervisor, agent, this.logger);
+    this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
     await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR });
     if (this.network) {
       for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });

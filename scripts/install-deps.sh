@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # g++, make, python3: node-gyp builds node-pty during npm ci; gcc + libc6-dev: the guest's static terminal helper;
 # bc, bison, flex, libelf-dev: the guest kernel build (guest/kernel/build.sh).
-# fuse2fs: the hung-volume e2e (a FUSE filesystem the test can freeze); stress-ng: `make test-under-load`.
-PACKAGES=(containerd runc crun qemu-system-x86 busybox-static cpio xz-utils kmod iproute2 util-linux containernetworking-plugins e2fsprogs ca-certificates g++ gcc libc6-dev make python3 bc bison flex libelf-dev fuse2fs stress-ng)
+# fuse2fs: the hung-volume e2e (a FUSE filesystem the test can freeze); stress-ng: `make test-under-load`;
+# curl: the metrics e2e reads a shim's management socket as an operator would (curl --unix-socket).
+PACKAGES=(containerd runc crun qemu-system-x86 busybox-static cpio xz-utils kmod iproute2 util-linux containernetworking-plugins e2fsprogs ca-certificates g++ gcc libc6-dev make python3 bc bison flex libelf-dev fuse2fs stress-ng curl)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

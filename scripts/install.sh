@@ -20,6 +20,11 @@ cat > "$PREFIX/bin/kata-ts-runtime" <<LAUNCHER
 exec $(command -v node) "$LIBDIR/dist/cli/main.js" "\$@"
 LAUNCHER
 chmod 0755 "$PREFIX/bin/kata-ts-runtime"
+cat > "$PREFIX/bin/kata-ts-monitor" <<LAUNCHER
+#!/bin/sh
+exec $(command -v node) "$LIBDIR/dist/monitor/main.js" "\$@"
+LAUNCHER
+chmod 0755 "$PREFIX/bin/kata-ts-monitor"
 if [ ! -e /etc/kata-ts/configuration.toml ] && [ ! -e /etc/kata-ts/config.json ]; then
   cat > /etc/kata-ts/configuration.toml <<CONFIG
 # kata-ts configuration; files in /etc/kata-ts/config.d/*.toml override keys of this one.

@@ -4,14 +4,19 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { resolveConfig } from '../config/config-location';
 import { createLogger, Logger } from '../lib/logger';
+import { CriMetadata, criMetadataOf } from '../lib/shim-monitor';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { createHypervisor } from '../hypervisors/factory';
 import { Pod } from '../sandbox/pod';
+import { installSandboxObserver } from '../sandbox/sandbox-observer';
+import { readBundleSpec } from '../sandbox/spec';
 import { TtrpcServer } from '../ttrpc';
 import { TtrpcEventPublisher } from './events';
 import { ShimFlags } from './flags';
 import { publishExit, TaskService } from './task-service';
 import { removeSocket } from './socket';
+import { ManagementServer } from './management-server';
+import { ShimMetrics } from './shim-metrics';
 
 const READY_FD = 3;
 
@@ -46,19 +51,51 @@ function report(message: string): void {
   }
 }
 
+/**
+ * The pod's names in Kubernetes, for the monitor's labels. The daemon runs in the bundle
+ * of the container that started it: for a CRI pod, the sandbox (pause) container, whose
+ * spec carries them.
+ */
+function criMetadataIn(bundle: string, logger: Logger): CriMetadata {
+  try {
+    return criMetadataOf(readBundleSpec(bundle).annotations);
+  } catch (err) {
+    logger.warn({ bundle, err: (err as Error).message }, "cannot read the sandbox's annotations; its metrics carry no CRI names");
+    return criMetadataOf(undefined);
+  }
+}
+
+/**
+ * The sandbox's metrics and its management socket (Kata's shim-monitor.sock), opened
+ * once its work dir exists and closed before the work dir goes.
+ */
+function serveManagement(flags: ShimFlags, bundle: string, logger: Logger): { metrics: ShimMetrics; management: ManagementServer } {
+  const metrics = new ShimMetrics({ logger: logger.child({ component: 'metrics' }), runtimeMetrics: true });
+  const management = new ManagementServer({ metrics, namespace: flags.namespace, cri: criMetadataIn(bundle, logger), logger: logger.child({ component: 'management' }) });
+  installSandboxObserver({
+    sandboxStarted: (sandbox) => management.start(sandbox),
+    sandboxStopping: () => management.stop(),
+    agentCall: metrics.agentCall,
+    hotplug: (device, op, failed) => metrics.hotplug(device, op, failed),
+  });
+  return { metrics, management };
+}
+
 export async function runDaemon(flags: ShimFlags): Promise<void> {
   const bundle = process.cwd();
   const logger = openLog(bundle, flags.debug).child({ shim: flags.id, namespace: flags.namespace });
   let server: TtrpcServer | undefined;
   try {
     const ttrpcAddress = process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`;
-    const events = new TtrpcEventPublisher(ttrpcAddress, flags.namespace, logger.child({ component: 'events' }));
+    const { metrics, management } = serveManagement(flags, bundle, logger);
+    const events = new TtrpcEventPublisher(ttrpcAddress, flags.namespace, logger.child({ component: 'events' }), undefined, metrics);
     let shuttingDown: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> =>
       (shuttingDown ??= (async () => {
         logger.info({ reason }, 'shim shutting down');
         removeSocket(flags.socket);
         await pod.destroy().catch((err) => logger.error({ err }, 'sandbox cleanup failed'));
+        await management.stop();
         // Bounded: a containerd that stopped answering must not keep the daemon alive.
         await settleWithin(Promise.all([events.close().catch(() => undefined), server?.close().catch(() => undefined)]), EXIT_FLUSH_MS);
         process.exit(0);

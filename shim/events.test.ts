@@ -40,7 +40,9 @@ describe('the event publisher', () => {
 
   it('when full, drops the oldest events that are not exits; exits are never dropped', async () => {
     const socket = tmpSocketPath('events.sock');
-    const publisher = new TtrpcEventPublisher(`unix://${socket}`, 'ns', silentLogger(), { queue: 4, retryWindowMs: 60_000 });
+    const counted = { published: [] as string[], dropped: [] as string[] };
+    const observer = { published: (topic: string) => counted.published.push(topic), dropped: (topic: string, reason: string) => counted.dropped.push(`${reason} ${topic}`) };
+    const publisher = new TtrpcEventPublisher(`unix://${socket}`, 'ns', silentLogger(), { queue: 4, retryWindowMs: 60_000 }, observer);
     publisher.publish(...oom('first')); // in flight, retried until containerd answers
     await new Promise((r) => setTimeout(r, 50));
     publisher.publish(...exit('a'));
@@ -53,7 +55,12 @@ describe('the event publisher', () => {
     const containerd = await fakeContainerd(socket);
     await publisher.flush();
     expect(containerd.topics).toEqual(['/tasks/oom', '/tasks/exit', '/tasks/exit', '/tasks/exit', '/tasks/exit', '/tasks/exit']);
+    // The metrics count what containerd got and what it never will: 50 floods, then 'late'.
+    expect(counted.published).toEqual(containerd.topics);
+    expect(counted.dropped).toEqual(Array(51).fill('queue_full /tasks/oom'));
     await publisher.close();
+    publisher.publish(...exit('after-close'));
+    expect(counted.dropped.at(-1)).toBe('closed /tasks/exit');
     await containerd.server.close();
   });
 });

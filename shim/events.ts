@@ -23,6 +23,17 @@ export interface EventPublisher {
   close(): Promise<void>;
 }
 
+/** Why an event never reached containerd. */
+export type EventDropReason = 'queue_full' | 'gave_up' | 'closed';
+
+/** Counts what the publisher did (the shim's metrics). */
+export interface EventObserver {
+  published(topic: string): void;
+  dropped(topic: string, reason: EventDropReason): void;
+}
+
+const NO_EVENT_OBSERVER: EventObserver = { published: () => undefined, dropped: () => undefined };
+
 interface QueuedEvent {
   topic: string;
   typeName: string;
@@ -42,18 +53,24 @@ export class TtrpcEventPublisher implements EventPublisher {
     private readonly namespace: string,
     private readonly logger: Logger,
     private readonly limits: { queue: number; retryWindowMs: number } = { queue: QUEUE_LIMIT, retryWindowMs: RETRY_WINDOW_MS },
+    private readonly observer: EventObserver = NO_EVENT_OBSERVER,
   ) {}
 
   publish(topic: string, typeName: string, event: object): void {
-    if (this.closed) return;
+    if (this.closed) {
+      this.observer.dropped(topic, 'closed');
+      return;
+    }
     if (this.queue.length >= this.limits.queue) {
       // A flood (a guest reporting OOMs, say) must cost other events, never an exit containerd waits for.
       const victim = this.queue.findIndex((e) => e.topic !== EXIT_TOPIC);
       if (victim >= 0) {
         this.logger.error({ dropped: this.queue[victim].topic, queued: this.queue.length }, 'event queue full; dropping the oldest event that is not an exit');
+        this.observer.dropped(this.queue[victim].topic, 'queue_full');
         this.queue.splice(victim, 1);
       } else if (topic !== EXIT_TOPIC) {
         this.logger.error({ topic, queued: this.queue.length }, 'event queue full of exits; dropping this event');
+        this.observer.dropped(topic, 'queue_full');
         return;
       }
     }
@@ -88,6 +105,7 @@ export class TtrpcEventPublisher implements EventPublisher {
         const client = await this.connect();
         await client.call(this.service, 'Forward', request, { timeoutMs: CALL_TIMEOUT_MS, metadata: { 'containerd-namespace-ttrpc': [this.namespace] } });
         this.logger.debug({ topic: item.topic }, 'event published');
+        this.observer.published(item.topic);
         return;
       } catch (err) {
         this.logger.warn({ topic: item.topic, attempt, err: (err as Error).message }, 'event publish failed');
@@ -98,6 +116,7 @@ export class TtrpcEventPublisher implements EventPublisher {
       }
     }
     this.logger.error({ topic: item.topic, windowMs: this.limits.retryWindowMs }, 'giving up on event after retrying for the whole window');
+    this.observer.dropped(item.topic, 'gave_up');
   }
 
   private async connect(): Promise<TtrpcClient> {

@@ -1,0 +1,70 @@
+// A host process's footprint from /proc, for the shim's metrics (the VMM's and the
+// shim's own): resident and proportional memory, CPU time, threads and open files.
+// PSS is what operators sum across pods: the shared rootfs image and QEMU's binary
+// count once across all VMs, where RSS would count them in every one.
+import * as fs from 'fs';
+import * as path from 'path';
+
+export interface ProcessStats {
+  rssBytes: number;
+  /** Undefined where smaps_rollup cannot be read (kernels before 4.14). */
+  pssBytes: number | undefined;
+  /** User plus system time. */
+  cpuSeconds: number;
+  threads: number;
+  openFds: number;
+}
+
+/**
+ * What /proc/<pid>/stat counts CPU time in: USER_HZ, which the kernel fixes at 100 for
+ * the user-space ABI whatever CONFIG_HZ is.
+ */
+const USER_HZ = 100;
+
+/** A "Name:   1234 kB" field of status or smaps_rollup, in bytes. */
+export function kibField(text: string, name: string): number | undefined {
+  const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, 'm').exec(text);
+  return m ? Number(m[1]) * 1024 : undefined;
+}
+
+/** utime + stime (fields 14 and 15) of /proc/<pid>/stat, in seconds. */
+export function cpuSecondsFromStat(stat: string): number | undefined {
+  // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) && stat.includes(')') ? (utime + stime) / USER_HZ : undefined;
+}
+
+function readOptional(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** The process's figures, or undefined when it is gone (or was never there). */
+export function readProcessStats(pid: number, procDir = '/proc'): ProcessStats | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const dir = path.join(procDir, String(pid));
+  const status = readOptional(path.join(dir, 'status'));
+  const stat = readOptional(path.join(dir, 'stat'));
+  if (status === undefined || stat === undefined) return undefined;
+  const rollup = readOptional(path.join(dir, 'smaps_rollup'));
+  let openFds = 0;
+  try {
+    openFds = fs.readdirSync(path.join(dir, 'fd')).length;
+  } catch {
+    /* exited meanwhile */
+  }
+  const threads = /^Threads:\s+(\d+)$/m.exec(status);
+  return {
+    // A kernel thread or zombie has no VmRSS line: nothing resident.
+    rssBytes: kibField(status, 'VmRSS') ?? 0,
+    pssBytes: rollup === undefined ? undefined : kibField(rollup, 'Pss'),
+    cpuSeconds: cpuSecondsFromStat(stat) ?? 0,
+    threads: threads ? Number(threads[1]) : 0,
+    openFds,
+  };
+}

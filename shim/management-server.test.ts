@@ -1,0 +1,138 @@
+// The management socket as a shim daemon serves it: a sandbox booted on a fake VMM
+// whose "guest" is our fake agent, the daemon's metrics and management server as its
+// observer, and reads over the socket as kata-ts-monitor makes them.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { defaultConfig } from '../config/runtime-config';
+import { silentLogger } from '../lib/logger';
+import { readSandboxIdentity, SANDBOX_IDENTITY_FILE, SHIM_MONITOR_SOCKET } from '../lib/shim-monitor';
+import { unixHttpGet } from '../lib/unix-http-get';
+import { parsePrometheusText } from '../monitor/prom-text';
+import { parseExposition, samplesOf, valueOf } from '../tests/harness/prometheus';
+import { CallContext } from '../ttrpc';
+import { HostKsm } from '../sandbox/ksm';
+import { Sandbox } from '../sandbox/sandbox';
+import { SandboxObserver } from '../sandbox/sandbox-observer';
+import { fakeAgent, FakeAgent } from '../sandbox/testing/fake-agent';
+import { fakeDriver } from '../sandbox/testing/fake-driver';
+import { ManagementServer } from './management-server';
+import { ShimMetrics } from './shim-metrics';
+
+const asRoot = process.getuid?.() === 0 ? it : it.skip;
+const MiB = 1024 * 1024;
+const get = (socket: string, urlPath: string) => unixHttpGet(socket, urlPath, { timeoutMs: 5000, maxBytes: 4 * MiB });
+
+/** A guest whose report is partly a lie: values past any bound and unknown fields must not reach the host's series. */
+const GUEST_REPORT = {
+  meminfo_bytes: { MemTotal: 512 * MiB, MemAvailable: 400 * MiB, MemFree: 2 ** 60, 'Evil{x="y"}': 1 },
+  load1: Infinity,
+  load5: 0.25,
+  load15: 0.5,
+  tasks_running: 1,
+  tasks_total: 42,
+  agent_rss_bytes: 30 * MiB,
+  agent_cpu_seconds: 1.5,
+};
+
+function agentForSandbox(guestMetrics: (req: unknown, ctx: CallContext) => unknown): FakeAgent {
+  return fakeAgent({
+    CreateSandbox: () => ({}),
+    DestroySandbox: () => ({}),
+    GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
+    GetGuestMetrics: guestMetrics,
+  });
+}
+
+describe('the management socket', () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mgmt-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  /** A sandbox observed the way the daemon observes its own (shim/daemon.ts serveManagement). */
+  async function startObserved(agent: FakeAgent, guestTimeoutMs = 2000): Promise<{ sandbox: Sandbox; metrics: ShimMetrics; management: ManagementServer }> {
+    const config = defaultConfig();
+    config.runtime.stateDir = dir;
+    const metrics = new ShimMetrics({ logger: silentLogger(), guestTimeoutMs });
+    const management = new ManagementServer({ metrics, namespace: 'k8s.io', cri: { name: 'web', namespace: 'shop', uid: 'u-1' }, logger: silentLogger() });
+    const observer: SandboxObserver = {
+      sandboxStarted: (s) => management.start(s),
+      sandboxStopping: () => management.stop(),
+      agentCall: metrics.agentCall,
+      hotplug: (device, op, failed) => metrics.hotplug(device, op, failed),
+    };
+    const driver = fakeDriver('virtio-serial', agent);
+    driver.pid = () => process.pid; // this process stands in for QEMU: /proc has something to read
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'k8s.io', hostname: 'h', config, hypervisor: driver, events: { onProcessExit: () => undefined, onOom: () => undefined }, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), observer });
+    return { sandbox, metrics, management };
+  }
+
+  asRoot('serves the sandbox metrics and agent URL on a root-only socket in the work dir, and removes it with the sandbox', async () => {
+    const agent = agentForSandbox(() => GUEST_REPORT);
+    const { sandbox, metrics } = await startObserved(agent);
+    const workDir = path.join(dir, 'k8s.io', 'pod1');
+    const socket = path.join(workDir, SHIM_MONITOR_SOCKET);
+    try {
+      const st = fs.statSync(socket);
+      expect({ socket: st.isSocket(), mode: st.mode & 0o777, uid: st.uid }).toEqual({ socket: true, mode: 0o600, uid: 0 });
+      expect(readSandboxIdentity(workDir)).toEqual({ id: 'pod1', namespace: 'k8s.io', cri: { name: 'web', namespace: 'shop', uid: 'u-1' } });
+      metrics.published('/tasks/create');
+      metrics.hotplug('memory', 'add', false);
+
+      const text = await get(socket, '/metrics');
+      const families = parseExposition(text);
+      expect(valueOf(families, 'kata_hypervisor_boot_duration_seconds')).toBeGreaterThan(0);
+      for (const prefix of ['kata_hypervisor', 'kata_shim']) {
+        for (const name of ['rss_bytes', 'pss_bytes', 'cpu_seconds_total', 'threads', 'fds']) expect({ name: `${prefix}_${name}`, value: valueOf(families, `${prefix}_${name}`) }).toEqual({ name: `${prefix}_${name}`, value: expect.any(Number) });
+        expect(valueOf(families, `${prefix}_rss_bytes`)).toBeGreaterThan(MiB);
+        expect(valueOf(families, `${prefix}_pss_bytes`)).toBeGreaterThan(0);
+      }
+      // Only known fields within bounds: MemFree (1 EiB) and the made-up field are dropped, load1 (Infinity) too.
+      expect(samplesOf(families, 'kata_guest_meminfo_bytes').map((s) => [s.labels?.item, Number(s.value)])).toEqual([
+        ['mem_total', 512 * MiB],
+        ['mem_available', 400 * MiB],
+      ]);
+      expect(samplesOf(families, 'kata_guest_load').map((s) => [s.labels?.item, Number(s.value)])).toEqual([
+        ['load5', 0.25],
+        ['load15', 0.5],
+      ]);
+      expect(valueOf(families, 'kata_guest_tasks', { item: 'total' })).toBe(42);
+      expect(valueOf(families, 'kata_agent_rss_bytes')).toBe(30 * MiB);
+      expect(valueOf(families, 'kata_agent_cpu_seconds_total')).toBe(1.5);
+      expect(valueOf(families, 'kata_shim_events_published_total', { topic: '/tasks/create' })).toBe(1);
+      expect(valueOf(families, 'kata_shim_events_dropped_total', { reason: 'queue_full' })).toBe(0);
+      expect(valueOf(families, 'kata_hypervisor_hotplugs_total', { device: 'memory', op: 'add' })).toBe(1);
+      // Agent calls by method: CreateSandbox at boot, GetGuestMetrics for this scrape (histograms: read with our parser).
+      const calls = parsePrometheusText(text).find((f) => f.name === 'kata_agent_call_duration_seconds')!;
+      const counts = calls.samples.filter((s) => s.name.endsWith('_count')).map((s) => [Object.fromEntries(s.labels).method, Number(s.value)]);
+      expect(counts).toEqual(expect.arrayContaining([['CreateSandbox', 1], ['GetGuestMetrics', 1]]));
+
+      expect(await get(socket, '/agent-url')).toBe(`unix://${path.join(workDir, 'agent.sock')}`);
+      await expect(get(socket, '/nope')).rejects.toThrow(/HTTP 404: no such endpoint \/nope/);
+    } finally {
+      await sandbox.destroy();
+      await agent.server.close();
+    }
+    expect(fs.existsSync(socket)).toBe(false);
+    expect(fs.existsSync(path.join(workDir, SANDBOX_IDENTITY_FILE))).toBe(false);
+    expect(fs.existsSync(workDir)).toBe(false);
+  });
+
+  asRoot('answers in time without the guest series when the guest does not answer', async () => {
+    const agent = agentForSandbox((_req, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))));
+    const { sandbox } = await startObserved(agent, 200);
+    try {
+      const socket = path.join(dir, 'k8s.io', 'pod1', SHIM_MONITOR_SOCKET);
+      const started = Date.now();
+      const families = parseExposition(await get(socket, '/metrics'));
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(samplesOf(families, 'kata_guest_meminfo_bytes')).toEqual([]);
+      expect(valueOf(families, 'kata_shim_guest_metrics_failures_total')).toBe(1);
+      expect(valueOf(families, 'kata_agent_call_failures_total', { method: 'GetGuestMetrics' })).toBe(1);
+      expect(valueOf(families, 'kata_hypervisor_rss_bytes')).toBeGreaterThan(0);
+    } finally {
+      await sandbox.destroy();
+      await agent.server.close();
+    }
+  });
+});
