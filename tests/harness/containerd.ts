@@ -302,18 +302,26 @@ class ContainerdProcess implements PrivateContainerd {
   }
 
   async importImage(archive: string, opts: { namespace?: string } = {}): Promise<string[]> {
-    const r = await this.ctrIn(opts.namespace ?? this.namespace, ['images', 'import', archive], { timeoutMs: 120_000 });
+    const namespace = opts.namespace ?? this.namespace;
+    const before = new Set(await this.imageNames(namespace));
+    const r = await this.ctrIn(namespace, ['images', 'import', archive], { timeoutMs: 120_000 });
     if (r.code !== 0) {
       throw new Error(`ctr images import ${archive} failed (code ${r.code}):\n${r.stdout}\n${r.stderr}`);
     }
-    // ctr prints "unpacking <name> (<digest>)...done" per image it created. An archive
-    // whose index entries carry no usable name is "imported" with exit code 0 and no
-    // image at all, so an empty list is an error, not a no-op.
-    const names = [...r.stdout.matchAll(/unpacking (\S+) \(sha256:/g)].map((m) => m[1]);
+    // An archive whose index entries carry no usable name is "imported" with exit code 0
+    // and no image at all, so an empty list is an error, not a no-op. The names come from
+    // the image list, not from ctr's progress output, whose format changed in 2.x.
+    const names = (await this.imageNames(namespace)).filter((name) => !before.has(name) || r.stdout.includes(name));
     if (names.length === 0) {
       throw new Error(`ctr images import ${archive} created no image (no name annotation?):\n${r.stdout}\n${r.stderr}`);
     }
     return names;
+  }
+
+  private async imageNames(namespace: string): Promise<string[]> {
+    const r = await this.ctrIn(namespace, ['images', 'ls', '-q']);
+    if (r.code !== 0) throw new Error(`ctr images ls failed (code ${r.code}): ${r.stderr}`);
+    return r.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
   }
 
   async waitReady(timeoutMs: number): Promise<void> {
