@@ -15,6 +15,7 @@ import { GuestNetwork } from './network';
 import { onlineCpuMem } from './online-cpu-mem';
 import { readGuestMetrics } from './guest-metrics';
 import { joinSandboxNamespaces } from './sandbox-namespaces';
+import { applyPodNetworkSysctls } from './pod-sysctls';
 import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
 import { OciRuntime } from './oci-runtime';
 import { OomWatcher } from './oom-watcher';
@@ -69,6 +70,8 @@ export class AgentService {
         };
         const adjust = (spec: OciSpec) => {
           joinSandboxNamespaces(id, spec, sandboxPid);
+          const applied = applyPodNetworkSysctls(id, spec);
+          if (applied.length > 0) logger.info({ sysctls: applied }, "network sysctls set in the pod's (the guest's) network namespace");
           applyDisks(id, spec, disks);
         };
         this.containers.set(id, GuestContainer.create(id, req.oci_spec_json, req.stdin, this.opts.bundlesRoot, this.opts.runtime, logger, adjust));
