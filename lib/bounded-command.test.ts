@@ -1,3 +1,4 @@
+import * as fs from 'fs';
 import { CommandFailedError, runBounded } from './bounded-command';
 import { DeadlineExceededError } from './errors';
 
@@ -37,7 +38,26 @@ describe('runBounded with a child that cannot die at once', () => {
     expect(Date.now() - started).toBeLessThan(2000);
   });
 
+  it('kills what the command started too, not only the command', async () => {
+    // A sleep of a length nobody else uses, so /proc tells it apart.
+    const seconds = `30.${process.pid}${Date.now() % 1000}`;
+    const marker = `sleep\0${seconds}\0`;
+    const err = await runBounded('sh', ['-c', `sh -c 'sleep ${seconds}' & wait`], 300).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    const alive = (): boolean => fs.readdirSync('/proc').some((p) => /^\d+$/.test(p) && readCmdline(p) === marker);
+    for (let i = 0; i < 50 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(alive()).toBe(false);
+  });
+
   it('says when the command cannot run at all', async () => {
     await expect(runBounded('/nonexistent/tool', ['x'], 1000)).rejects.toThrow("'/nonexistent/tool x' could not run: spawn /nonexistent/tool ENOENT");
   });
 });
+
+function readCmdline(pid: string): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
+}

@@ -35,7 +35,9 @@ export interface BoundedOptions {
 export function runBounded(command: string, args: string[], timeoutMs: number, opts: BoundedOptions = {}): Promise<CommandOutput> {
   const line = [command, ...args].join(' ');
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd, argv0: opts.argv0 });
+    // Its own process group, so the bound kills what it started too (a hook script's
+    // children would otherwise outlive it as root on the host, holding its output open).
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd, argv0: opts.argv0, detached: true });
     // A command may exit without reading its input: EPIPE is not its failure.
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input);
@@ -56,7 +58,11 @@ export function runBounded(command: string, args: string[], timeoutMs: number, o
     child.stdout.on('data', collect(out));
     child.stderr.on('data', collect(err));
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
+      try {
+        if (child.pid) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL'); // the group is gone already; the child may not be
+      }
       // Not waiting for 'close': the streams are dropped, the process is reaped later.
       child.stdin.destroy();
       child.stdout.destroy();

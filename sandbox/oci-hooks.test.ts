@@ -192,7 +192,7 @@ describe('OCI hooks', () => {
 
   describe('ContainerHooks', () => {
     const specWith = (hooks: unknown, extra: Partial<OciSpec> = {}): OciSpec => ({ ociVersion: '1.0.2', hooks, annotations: { 'io.example/a': '1' }, ...extra });
-    const hooksOf = (spec: OciSpec): ContainerHooks => ContainerHooks.fromSpec(spec, { id: 'c1', bundle, guestWritable: [guestDir] }, silentLogger())!;
+    const hooksOf = async (spec: OciSpec): Promise<ContainerHooks> => (await ContainerHooks.fromSpec(spec, { id: 'c1', bundle, guestWritable: [guestDir] }, silentLogger()))!;
     /** A hook appending "<name> <stdin>" to the log. */
     const logging = (name: string, exit = 0) => ({ path: script(`${name}.sh`, `echo "${name} $(cat)" >> "${dir}/log"; exit ${exit}`) });
     const log = (): Array<[string, HookState]> =>
@@ -204,27 +204,28 @@ describe('OCI hooks', () => {
           return [line.slice(0, space), JSON.parse(line.slice(space + 1)) as HookState];
         });
 
-    it('is undefined for a spec without host hooks', () => {
-      expect(ContainerHooks.fromSpec(specWith(undefined), { id: 'c1', bundle, guestWritable: [] }, silentLogger())).toBeUndefined();
-      expect(ContainerHooks.fromSpec(specWith({ prestart: [], poststop: [] }), { id: 'c1', bundle, guestWritable: [] }, silentLogger())).toBeUndefined();
+    it('is undefined for a spec without host hooks', async () => {
+      expect(await ContainerHooks.fromSpec(specWith(undefined), { id: 'c1', bundle, guestWritable: [] }, silentLogger())).toBeUndefined();
+      expect(await ContainerHooks.fromSpec(specWith({ prestart: [], poststop: [] }), { id: 'c1', bundle, guestWritable: [] }, silentLogger())).toBeUndefined();
     });
 
     it('created runs prestart then createRuntime with status "creating" and the VMM pid; the first failure stops the rest', async () => {
-      const hooks = hooksOf(specWith({ createRuntime: [logging('runtime1')], prestart: [logging('pre1'), logging('pre2')] }));
+      const hooks = await hooksOf(specWith({ createRuntime: [logging('runtime1')], prestart: [logging('pre1'), logging('pre2')] }));
       await hooks.created(4242);
       expect(log().map(([name]) => name)).toEqual(['pre1', 'pre2', 'runtime1']);
       expect(log()[0][1]).toEqual({ ociVersion: '1.0.2', id: 'c1', status: 'creating', pid: 4242, bundle, annotations: { 'io.example/a': '1' } });
       fs.rmSync(path.join(dir, 'log'));
-      const failing = hooksOf(specWith({ prestart: [logging('first'), logging('broken', 7), logging('never')], createRuntime: [logging('neither')] }));
+      const failing = await hooksOf(specWith({ prestart: [logging('first'), logging('broken', 7), logging('never')], createRuntime: [logging('neither')] }));
       const err = await failure(failing.created(4242));
       expect(err.exitStatus).toBe(7);
       expect(log().map(([name]) => name)).toEqual(['first', 'broken']);
     });
 
     it('started and deleted only warn: every hook runs; poststop without a VM has no pid', async () => {
-      const hooks = hooksOf(specWith({ poststart: [logging('start1', 1), logging('start2')], poststop: [logging('stop1', 2), logging('stop2')] }));
+      const hooks = await hooksOf(specWith({ poststart: [logging('start1', 1), logging('start2')], poststop: [logging('stop1', 2), logging('stop2')] }));
       await hooks.started(4242);
       await hooks.deleted(0);
+      await hooks.deleted(0); // a second Delete runs none again
       expect(log().map(([name, s]) => [name, s.status, s.pid])).toEqual([
         ['start1', 'running', 4242],
         ['start2', 'running', 4242],
@@ -233,12 +234,26 @@ describe('OCI hooks', () => {
       ]);
     });
 
-    it("counts the container's read-write volumes as guest-writable, not its read-only ones", () => {
+    it("counts the container's read-write volumes as guest-writable, not its read-only ones", async () => {
       const volume = path.join(dir, 'volume');
       const mounts = [{ destination: '/data', type: 'bind', source: volume, options: ['rbind', 'rw'] }];
-      expect(() => hooksOf(specWith({ prestart: [{ path: `${volume}/hook` }] }, { mounts }))).toThrow(`lies inside ${volume}, which the guest can write`);
+      await expect(hooksOf(specWith({ prestart: [{ path: `${volume}/hook` }] }, { mounts }))).rejects.toThrow(`lies inside ${volume}, which the guest can write`);
       const readonly = [{ destination: '/data', type: 'bind', source: volume, options: ['rbind', 'ro'] }];
-      expect(hooksOf(specWith({ prestart: [{ path: `${volume}/hook` }] }, { mounts: readonly }))).toBeDefined();
+      expect(await hooksOf(specWith({ prestart: [{ path: `${volume}/hook` }] }, { mounts: readonly }))).toBeDefined();
+    });
+
+    it('knows a guest-writable root also by the path a link on the way leads to', async () => {
+      const real = path.join(dir, 'real-volume');
+      fs.mkdirSync(real);
+      fs.symlinkSync(real, path.join(dir, 'volume-link'));
+      const mounts = [{ destination: '/data', type: 'bind', source: path.join(dir, 'volume-link'), options: ['rbind', 'rw'] }];
+      const hook = script('outside.sh', 'true');
+      // The hook is outside every root, but a link inside the real volume dir points at it: still outside, runs.
+      const hooks = await hooksOf(specWith({ poststart: [{ path: hook }] }, { mounts }));
+      // A link planted outside that leads into the volume through its real path is refused.
+      fs.writeFileSync(path.join(real, 'evil.sh'), '#!/bin/sh\ntrue\n', { mode: 0o755 });
+      fs.symlinkSync(path.join(real, 'evil.sh'), path.join(dir, 'to-evil'));
+      expect(() => resolveOutside(path.join(dir, 'to-evil'), (hooks as unknown as { guestWritable: string[] }).guestWritable)).toThrow(`it resolves into ${real}`);
     });
   });
 });

@@ -126,6 +126,22 @@ function insideAny(p: string, roots: string[]): string | undefined {
   return roots.find((root) => p === root || p.startsWith(root.endsWith('/') ? root : `${root}/`));
 }
 
+/** How long resolving the guest-writable roots at Create may take (a hung volume). */
+const ROOTS_RESOLVE_TIMEOUT_MS = 10_000;
+
+/**
+ * Each root as written and as `realpath -m` resolves it, in a bounded child: a link on
+ * the way to a root must not hide it, and a hung filesystem under a volume must stall
+ * a child we can kill, not the daemon's event loop.
+ */
+export async function canonicalRoots(roots: string[]): Promise<string[]> {
+  const lexical = roots.map((r) => path.resolve(r));
+  if (lexical.length === 0) return [];
+  const { stdout } = await runBounded('realpath', ['-m', '-z', '--', ...lexical], ROOTS_RESOLVE_TIMEOUT_MS, { env: { LC_ALL: 'C' } });
+  const real = stdout.split('\0').filter(Boolean);
+  return [...new Set([...lexical, ...real])];
+}
+
 /**
  * `file` resolved the way exec would, one component at a time, refusing it if any path
  * visited on the way (links and their targets included) lies inside `roots`. What is
@@ -133,14 +149,9 @@ function insideAny(p: string, roots: string[]): string | undefined {
  * by the guest between this check and the exec.
  */
 export function resolveOutside(file: string, roots: string[]): string {
-  const realRoots = roots.flatMap((r) => {
-    const lexical = path.resolve(r);
-    try {
-      return [lexical, fs.realpathSync(lexical)];
-    } catch {
-      return [lexical]; // not there (yet): nothing can be inside it
-    }
-  });
+  // `roots` come canonical already (canonicalRoots, once at Create): resolving them here
+  // would touch rw volumes, which may sit on a hung filesystem, on the event loop.
+  const realRoots = roots.map((r) => path.resolve(r));
   let todo = file.split('/').filter(Boolean);
   let current = '/';
   let links = 0;
@@ -224,6 +235,8 @@ export async function runHook(kind: HostHookKind, hook: OciHook, state: HookStat
  * network is read once, before the VM boots, so interfaces a hook adds are not seen.
  */
 export class ContainerHooks {
+  private poststopRan = false;
+
   private constructor(
     private readonly hooks: HostHooks,
     private readonly container: { id: string; bundle: string; annotations?: Record<string, string> },
@@ -236,12 +249,12 @@ export class ContainerHooks {
    * `guestWritable`: the container's host rootfs (resolved) and the runtime's state dir;
    * the rootfs as the spec names it and the read-write bind mounts' sources are added.
    */
-  static fromSpec(spec: OciSpec, container: { id: string; bundle: string; guestWritable: string[] }, logger: Logger): ContainerHooks | undefined {
+  static async fromSpec(spec: OciSpec, container: { id: string; bundle: string; guestWritable: string[] }, logger: Logger): Promise<ContainerHooks | undefined> {
     const rwVolumes = (spec.mounts ?? []).filter((m) => isHostBind(m) && !(m.options ?? []).includes('ro') && m.source && path.isAbsolute(m.source)).map((m) => m.source!);
     const guestWritable = [...container.guestWritable, path.resolve(container.bundle, spec.root?.path || 'rootfs'), ...rwVolumes];
     const hooks = parseHostHooks(spec.hooks, container.id, guestWritable);
     if (HOST_HOOK_KINDS.every((kind) => hooks[kind].length === 0)) return undefined;
-    return new ContainerHooks(hooks, { id: container.id, bundle: container.bundle, annotations: spec.annotations }, guestWritable, logger);
+    return new ContainerHooks(hooks, { id: container.id, bundle: container.bundle, annotations: spec.annotations }, await canonicalRoots(guestWritable), logger);
   }
 
   /** prestart, then createRuntime (lifecycle steps 3-4): the first failure is thrown. */
@@ -262,6 +275,9 @@ export class ContainerHooks {
 
   /** poststop (step 13): each failure is a warning and the rest still run. */
   async deleted(vmmPid: number): Promise<void> {
+    // Once per container: a Create whose hook failed ran them already, and containerd's Delete may follow.
+    if (this.poststopRan) return;
+    this.poststopRan = true;
     await this.runWarning('poststop', this.state('stopped', vmmPid));
   }
 

@@ -85,7 +85,7 @@ export class Pod {
     const loaded = this.configFor({ runtimeOptionsPath: params.runtimeOptionsConfigPath, annotations: spec.annotations }, sandboxId);
     this.record(params.bundle, loaded);
     // Checked before any VM boots too; never a file the guest can write (its rootfs, the share under state_dir).
-    const hooks = ContainerHooks.fromSpec(spec, { id: params.id, bundle: params.bundle, guestWritable: [hostRootfs, loaded.config.runtime.stateDir] }, this.logger.child({ container: params.id }));
+    const hooks = await ContainerHooks.fromSpec(spec, { id: params.id, bundle: params.bundle, guestWritable: [hostRootfs, loaded.config.runtime.stateDir] }, this.logger.child({ container: params.id }));
     const sandbox = await this.sandboxFor(sandboxId, spec.hostname || sandboxId.slice(0, 12), netnsPath, spec.linux?.cgroupsPath, loaded.config);
     const container = await sandbox.createContainer(
       { id: params.id, bundle: params.bundle, terminal: params.terminal, stdio: { stdin: params.stdin, stdout: params.stdout, stderr: params.stderr }, hooks },
@@ -131,8 +131,8 @@ export class Pod {
       await sandbox.startExec(id, execId);
     } else {
       const hooks = this.container(id).params.hooks;
-      await sandbox.startContainer(id);
-      await hooks?.started(this.hypervisorPid()); // poststart: after the start, before Start answers
+      // poststart: after the start, before Start answers and before the init's exit is watched.
+      await sandbox.startContainer(id, hooks && (() => hooks.started(this.hypervisorPid())));
     }
     return this.process(id, execId);
   }

@@ -276,11 +276,20 @@ export class Sandbox implements ObservedSandbox {
     await agent.updateContainer(id, resourcesJson);
   }
 
-  async startContainer(id: string): Promise<number> {
+  /**
+   * `afterLaunch` (poststart hooks) runs once the guest started the init and before the
+   * process counts as running: a Kill or Delete waits for it, and the init's exit is
+   * not watched (so not published) before it is done.
+   */
+  async startContainer(id: string, afterLaunch?: () => Promise<void>): Promise<number> {
     const container = this.container(id);
     const agent = this.requireAgent();
     return container.init.start(
-      () => agent.startContainer(id),
+      async () => {
+        const pid = await agent.startContainer(id);
+        await afterLaunch?.();
+        return pid;
+      },
       (exit) => void this.reportInitExit(container, exit),
     );
   }
