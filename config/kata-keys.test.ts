@@ -27,7 +27,7 @@ function keysOf(file: string): string[] {
 /** Kata keys kata-ts implements (toml-config.ts's tables); every other key of the fixture must be ignored with a reason. */
 const IMPLEMENTED = [
   'hypervisor.qemu.path', 'hypervisor.qemu.kernel', 'hypervisor.qemu.image', 'hypervisor.qemu.kernel_params', 'hypervisor.qemu.default_memory',
-  'hypervisor.qemu.default_vcpus', 'hypervisor.qemu.default_maxvcpus', 'hypervisor.qemu.default_maxmemory', 'hypervisor.qemu.seccompsandbox',
+  'hypervisor.qemu.default_vcpus', 'hypervisor.qemu.default_maxvcpus', 'hypervisor.qemu.default_maxmemory', 'hypervisor.qemu.seccompsandbox', 'hypervisor.qemu.cpu_features',
   'hypervisor.qemu.enable_annotations', 'agent.kata.dial_timeout', 'agent.kata.debug_console_enabled', 'runtime.sandbox_cgroup_only',
 ];
 
@@ -50,7 +50,7 @@ describe("Kata's own configuration keys", () => {
     expect(files).toEqual([FIXTURE]);
     expect(config.hypervisor).toMatchObject({
       kind: 'qemu', path: '/usr/bin/qemu-system-x86_64', kernel: '/usr/share/kata-containers/vmlinux.container', image: '/usr/share/kata-containers/kata-containers.img', initrd: '',
-      kernelParams: ['cgroup_no_v1=all', 'systemd.unified_cgroup_hierarchy=1'], memoryMiB: 2048, vcpus: 1, maxVcpus: 0, maxMemoryMiB: 0, seccompSandbox: '',
+      kernelParams: ['cgroup_no_v1=all', 'systemd.unified_cgroup_hierarchy=1'], memoryMiB: 2048, vcpus: 1, maxVcpus: 0, maxMemoryMiB: 0, seccompSandbox: '', pmu: false,
       enableAnnotations: ['enable_iommu', 'kernel_params', 'kernel_verity_params'],
     });
     expect(config.agent).toMatchObject({ bootTimeoutMs: 45_000, debugConsole: false });
@@ -58,7 +58,8 @@ describe("Kata's own configuration keys", () => {
 
     const all = keysOf(FIXTURE);
     expect(IMPLEMENTED.every((k) => all.includes(k))).toBe(true);
-    const expectedIgnored = all.filter((k) => !IMPLEMENTED.includes(k));
+    // enable_annotations is implemented, and warned about: it lets pods set kernel_params.
+    const expectedIgnored = [...all.filter((k) => !IMPLEMENTED.includes(k)), 'hypervisor.qemu.enable_annotations'];
     expect(ignoredKeys.map((k) => k.key).sort()).toEqual(expectedIgnored.sort());
     for (const entry of ignoredKeys) {
       expect(entry.file).toBe(FIXTURE);

@@ -75,8 +75,8 @@ export function kataHypervisorKeys(kind: HypervisorKind): Record<string, KataKey
     // The machine and the guest's boot.
     machine_type: kind === 'qemu' ? only('string', ['q35'], 'kata-ts builds a q35 machine') : harmless('string', 'the VMM has one machine type'),
     machine_accelerators: only('string', [''], 'kata-ts passes no machine options beyond its own'),
-    // pmu=off is Kata's default; a guest PMU only exposes the guest's own counters.
-    cpu_features: only('string', ['', 'pmu=off'], 'the guest CPU is the host\'s under KVM and QEMU\'s "max" under TCG, with no feature flags'),
+    // QEMU maps it (toml-config.ts: "pmu=off" is its `pmu` setting); the other VMMs get no CPU feature flags.
+    cpu_features: only('string', ['', 'pmu=off'], 'kata-ts passes this VMM no CPU feature flags; its own CPU model decides whether the guest has a PMU'),
     rootfs_type: only('string', ['ext4'], 'the guest image is ext4, mounted with DAX'),
     firmware: only('string', [''], 'the VMM boots the kernel directly with its built-in firmware'),
     firmware_volume: only('string', [''], 'the VMM boots the kernel directly with its built-in firmware'),

@@ -1,6 +1,6 @@
 import * as os from 'os';
 import { InvalidArgumentError } from '../lib/errors';
-import { applyConfigAnnotations, overrideKernelParams } from './pod-annotations';
+import { annotationKernelParamRefusal, applyConfigAnnotations, overrideKernelParams } from './pod-annotations';
 import { parseConfig, RuntimeConfig } from './runtime-config';
 
 const SOURCE = '/etc/kata-containers/configuration.toml';
@@ -44,7 +44,7 @@ describe('per-pod overrides through io.katacontainers.config.hypervisor.* annota
     [{ default_vcpus: '0' }, `annotation ${key('default_vcpus')}: must be an integer of at least 1, got "0"`],
     [{ default_maxmemory: '-1' }, `annotation ${key('default_maxmemory')}: must be a non-negative integer, got "-1"`],
     [{ default_maxmemory: '512' }, `annotation ${key('default_maxmemory')}: must be 0 (half the host's memory) or at least the boot memory (1024 MiB)`],
-    [{ kernel_params: 'quiet console=\u0000' }, `annotation ${key('kernel_params')}: must not contain control characters`],
+    [{ kernel_params: 'nmi_watchdog=0 loglevel=\u0001' }, `annotation ${key('kernel_params')}: kernel parameter "loglevel=\\u0001" is refused: only printable ASCII`],
     // never beyond the VM's maximum, nor a maximum beyond the host
     [{ default_memory: '8192' }, `annotation ${key('default_memory')}: 8192 MiB is more than the VM's maximum (default_maxmemory: 4096 MiB)`],
     [{ default_memory: '4096', default_maxmemory: '2048' }, `annotation ${key('default_memory')}: 4096 MiB is more than the VM's maximum (default_maxmemory: 2048 MiB)`],
@@ -74,8 +74,50 @@ describe('per-pod overrides through io.katacontainers.config.hypervisor.* annota
 
   it("adds kernel parameters, each replacing the configuration's of the same name (Kata's rule)", () => {
     const config = configWith(['kernel_params'], { kernelParams: ['quiet', 'loglevel=3', 'cgroup_no_v1=all'] });
-    expect(apply(config, { [key('kernel_params')]: ' loglevel=7  katats.pod=a  loglevel=8 ' }).hypervisor.kernelParams).toEqual(['quiet', 'cgroup_no_v1=all', 'katats.pod=a', 'loglevel=8']);
+    expect(apply(config, { [key('kernel_params')]: ' loglevel=7  nmi_watchdog=0  loglevel=8 ' }).hypervisor.kernelParams).toEqual(['quiet', 'cgroup_no_v1=all', 'nmi_watchdog=0', 'loglevel=8']);
     expect(overrideKernelParams(['a=1', 'b'], ['b', 'c=2'])).toEqual(['a=1', 'b', 'c=2']);
+  });
+
+  it.each([
+    // what runs as init, and the root filesystem it runs from
+    'init=/usr/bin/node', 'rdinit=/bin/sh', 'root=/dev/vda', 'rootfstype=tmpfs', 'rootflags=rw', 'rootwait', 'ro', 'rw', 'noinitrd',
+    // the console, panic and reboot the runtime relies on
+    'console=tty0', 'earlycon=uart,io,0x3f8', 'earlyprintk=ttyS0', 'panic=0', 'reboot=k',
+    // kata-ts's own, sysctls, hardening
+    'katats.smoke=1', 'katats.hostname=x', 'sysctl.kernel.modules_disabled=0', 'mitigations=off', 'nokaslr', 'kfence.sample_interval=0', 'lockdown=none',
+  ])('refuses %s, a kernel parameter the runtime or its administrator sets', (param) => {
+    const config = configWith(['kernel_params']);
+    const name = param.split('=')[0];
+    expect(() => apply(config, { [key('kernel_params')]: `loglevel=7 ${param}` })).toThrow(
+      new InvalidArgumentError(`annotation ${key('kernel_params')}: kernel parameter ${JSON.stringify(param)} is refused: ${JSON.stringify(name)} is set by the runtime or its administrator (root filesystem, init, console, panic and reboot, katats.*, sysctl.*, hardening), never by a pod`),
+    );
+    expect(config.hypervisor.kernelParams).toEqual([]);
+  });
+
+  it.each<[string, string, string]>([
+    // everything after `--` goes to init; `-x` is an argument of init
+    ['loglevel=7 -- -e code', '--', 'a parameter starting with "-" is an argument of the guest\'s init'],
+    ['--inspect', '--inspect', 'a parameter starting with "-" is an argument of the guest\'s init'],
+    // the kernel strips quotes, so "init=/x" sets init
+    ['"init=/usr/bin/node"', '"init=/usr/bin/node"', 'only printable ASCII without double quotes is allowed'],
+    ['foo="a b"', 'foo="a', 'only printable ASCII without double quotes is allowed'],
+    // the kernel splits at byte 0xA0: "à" is C3 A0 in UTF-8
+    ['foo=\u00e0init=/bin/sh', 'foo=\u00e0init=/bin/sh', 'only printable ASCII without double quotes is allowed'],
+    // an unknown NAME=value is an environment variable of init and the agent
+    ['NODE_OPTIONS=--import=data:text/javascript,1', 'NODE_OPTIONS=--import=data:text/javascript,1', "kernel parameter names are lower case; this one would be an environment variable of the guest's init"],
+    ['KATATS_STAGE=2', 'KATATS_STAGE=2', "kernel parameter names are lower case; this one would be an environment variable of the guest's init"],
+  ])('refuses %j, naming the annotation and the parameter', (value, param, reason) => {
+    const config = configWith(['kernel_params']);
+    expect(() => apply(config, { [key('kernel_params')]: value })).toThrow(new InvalidArgumentError(`annotation ${key('kernel_params')}: kernel parameter ${JSON.stringify(param)} is refused: ${reason}`));
+  });
+
+  it("allows other parameters, and leaves the file's own alone", () => {
+    for (const ok of ['loglevel=7', 'quiet', 'nmi_watchdog=0', 'systemd.log_level=debug', 'cgroup_no_v1=all', 'transparent_hugepage=never', 'initcall_debug']) expect(annotationKernelParamRefusal(ok)).toBeUndefined();
+    // The administrator is trusted: a file may set any of them.
+    const config = configWith(['kernel_params'], { kernelParams: ['init=/sbin/other-init', 'mitigations=off', 'katats.debug=1'] });
+    expect(apply(config, { [key('kernel_params')]: 'loglevel=7' }).hypervisor.kernelParams).toEqual(['init=/sbin/other-init', 'mitigations=off', 'katats.debug=1', 'loglevel=7']);
+    // ... and a pod cannot replace them by name.
+    expect(() => apply(config, { [key('kernel_params')]: 'mitigations=auto' })).toThrow('kernel parameter "mitigations=auto" is refused');
   });
 
   it('leaves other annotations alone and refuses non-hypervisor keys', () => {

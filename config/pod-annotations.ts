@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
-import { checkConfig, ConfigValueError, HypervisorConfig, RuntimeConfig, splitKernelParams } from './runtime-config';
+import { annotationEnabled, checkConfig, ConfigValueError, HypervisorConfig, RuntimeConfig, splitKernelParams } from './runtime-config';
 import { KATA_FACTORY_KEYS, refusal } from './kata-keys';
 import { hostSize, vmCap } from '../sandbox/resources';
 
@@ -34,9 +34,19 @@ const HYPERVISOR_OVERRIDES: Record<string, Override> = {
   default_vcpus: { field: 'vcpus', apply: (h, value, annotation) => void (h.vcpus = integer(value, annotation, 1)) },
   default_maxmemory: { field: 'maxMemoryMiB', apply: (h, value, annotation) => void (h.maxMemoryMiB = integer(value, annotation, 0)) },
   // As in Kata: a parameter replaces the configuration's of the same name, else joins
-  // them. That may change the guest's init or console: the guest is the pod's own VM,
-  // so nothing beyond it changes. Characters and length follow the file's rules.
-  kernel_params: { field: 'kernelParams', apply: (h, value) => void (h.kernelParams = overrideKernelParams(h.kernelParams, splitKernelParams(value))) },
+  // them, after the runtime's own. None may be one annotationKernelParamRefusal refuses;
+  // length follows the file's rule.
+  kernel_params: {
+    field: 'kernelParams',
+    apply: (h, value, annotation) => {
+      const params = splitKernelParams(value);
+      for (const param of params) {
+        const refused = annotationKernelParamRefusal(param);
+        if (refused) throw new InvalidArgumentError(`annotation ${annotation}: kernel parameter ${JSON.stringify(param)} is refused: ${refused}`);
+      }
+      h.kernelParams = overrideKernelParams(h.kernelParams, params);
+    },
+  },
   // Kata has [factory] enable_template only in the file; the pod's value passes the same rule ("false" only).
   enable_template: {
     apply: (_h, value, annotation) => {
@@ -51,6 +61,39 @@ function integer(value: string, annotation: string, min: number): number {
   const n = Number(value);
   if (!/^\d+$/.test(value.trim()) || n < min || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`annotation ${annotation}: must be ${min > 0 ? `an integer of at least ${min}` : 'a non-negative integer'}, got ${JSON.stringify(value)}`);
   return n;
+}
+
+/**
+ * Kernel parameters a pod may not set. Its kernel_params go last on the guest's command
+ * line, where the last of a name wins, so each of these would take over from the
+ * runtime what runs as PID 1 before the agent, or how the guest boots, logs and stops:
+ */
+const RUNTIME_KERNEL_PARAMS = new Set([
+  // the root filesystem and the init that runs on it (hypervisors/rootfs-params.ts);
+  'root', 'rootfstype', 'rootflags', 'rootwait', 'rootdelay', 'ro', 'rw', 'init', 'rdinit', 'initrd', 'noinitrd',
+  // the console the shim reads, and the panic/reboot behaviour it relies on (sandbox.ts;
+  // its `quiet` stays allowed: it only sets the log level, as loglevel= does);
+  'console', 'earlycon', 'earlyprintk', 'panic', 'reboot',
+  // the guest's own hardening, which the administrator's kernel_params may set.
+  'mitigations', 'nokaslr', 'nopti', 'lockdown',
+]);
+/** Families refused by prefix: kata-ts's own (guest/init reads katats.*), the guest's sysctls, KFENCE. */
+const RUNTIME_KERNEL_PARAM_PREFIXES = ['katats.', 'sysctl.', 'kfence'];
+
+/** Why a pod's kernel_params annotation may not carry `param`; undefined when it may. */
+export function annotationKernelParamRefusal(param: string): string | undefined {
+  // The kernel splits at byte 0xA0 too (a UTF-8 continuation byte), and strips quotes
+  // ("init=/x" sets init): only printable ASCII without quotes means what it seems.
+  if (!/^[\x21-\x7e]+$/.test(param) || param.includes('"')) return 'only printable ASCII without double quotes is allowed';
+  // `--` hands everything after it to init; an unknown `-x` is an argument of init.
+  if (param.startsWith('-')) return 'a parameter starting with "-" is an argument of the guest\'s init';
+  const name = param.split('=')[0];
+  // An unknown NAME=value becomes an environment variable of init (and the agent), e.g. NODE_OPTIONS.
+  if (/[A-Z]/.test(name)) return 'kernel parameter names are lower case; this one would be an environment variable of the guest\'s init';
+  if (RUNTIME_KERNEL_PARAMS.has(name) || RUNTIME_KERNEL_PARAM_PREFIXES.some((prefix) => name.startsWith(prefix))) {
+    return `${JSON.stringify(name)} is set by the runtime or its administrator (root filesystem, init, console, panic and reboot, katats.*, sysctl.*, hardening), never by a pod`;
+  }
+  return undefined;
 }
 
 /** `params` over `base`, Kata's way: each replaces the base parameters of its name (the part before '='). */
@@ -129,7 +172,7 @@ export function applyConfigAnnotations(config: RuntimeConfig, annotations: Recor
   for (const [key, value] of Object.entries(annotations ?? {})) {
     if (!key.startsWith(CONFIG_ANNOTATION_PREFIX)) continue;
     const name = key.startsWith(HYPERVISOR_ANNOTATION_PREFIX) ? key.slice(HYPERVISOR_ANNOTATION_PREFIX.length) : undefined;
-    const enabled = name !== undefined && config.hypervisor.enableAnnotations.some((re) => new RegExp(`^(?:${re})$`).test(name));
+    const enabled = name !== undefined && annotationEnabled(config, name);
     if (!enabled) {
       throw new InvalidArgumentError(`annotation ${key} is not enabled: ${name === undefined ? 'only hypervisor keys can be' : `no entry of enable_annotations in [hypervisor.${config.hypervisor.kind}] of ${source} matches ${JSON.stringify(name)}`}`);
     }

@@ -34,6 +34,12 @@ export interface HypervisorConfig {
    */
   seccompSandbox: string;
   /**
+   * QEMU only: whether the guest CPU has a virtual PMU (performance counters), which
+   * `-cpu host` gives it under KVM; false, as Kata's `cpu_features = "pmu=off"`,
+   * passes pmu=off. True (the default) leaves QEMU's CPU model as it is.
+   */
+  pmu: boolean;
+  /**
    * Which `io.katacontainers.config.hypervisor.<key>` pod annotations may override this
    * configuration: regular expressions over <key>, as Kata's enable_annotations. Empty:
    * none (config/pod-annotations.ts).
@@ -117,6 +123,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       // Where Debian's virtiofsd package (and Kata's default) puts it.
       virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : '',
       seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
+      pmu: true,
       enableAnnotations: [],
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
@@ -133,6 +140,7 @@ const ONLY_FOR: Partial<Record<keyof HypervisorConfig, { kinds: readonly Hypervi
   virtioFsDaemon: { kinds: ['clh'], reason: 'only Cloud Hypervisor shares the sandbox directory over virtio-fs (QEMU shares it over 9p, Firecracker has no shared filesystem)' },
   image: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead' },
   seccompSandbox: { kinds: ['qemu'], reason: "it is QEMU's -sandbox option; Cloud Hypervisor and Firecracker install their own seccomp filters" },
+  pmu: { kinds: ['qemu'], reason: "it is a flag of QEMU's -cpu option; kata-ts passes Cloud Hypervisor and Firecracker no CPU features" },
 };
 
 /** Whether a `[hypervisor.<kind>]` block may set `field`. */
@@ -274,12 +282,26 @@ export function guestRootfs(config: RuntimeConfig): GuestRootfs {
   return h.image ? { kind: 'image', path: h.image } : { kind: 'initrd', path: h.initrd };
 }
 
+/** Whether the configuration's enable_annotations lets pods set `io.katacontainers.config.hypervisor.<key>`. */
+export function annotationEnabled(config: RuntimeConfig, key: string): boolean {
+  return config.hypervisor.enableAnnotations.some((re) => new RegExp(`^(?:${re})$`).test(key));
+}
+
+/**
+ * The load-time warning of a configuration that lets pods set guest kernel parameters
+ * (pod-annotations.ts refuses the runtime's own), logged with the ignored keys.
+ */
+export function annotationWarnings(config: RuntimeConfig, key: string, file: string): IgnoredKey[] {
+  if (!annotationEnabled(config, 'kernel_params')) return [];
+  return [{ key, file, reason: 'used, with a warning: enables the io.katacontainers.config.hypervisor.kernel_params annotation, so pods add guest kernel parameters (not the root filesystem, init, console, panic/reboot, katats.*, sysctl.* or hardening ones)' }];
+}
+
 /** A configuration read from its file(s). */
 export interface LoadedFile {
   config: RuntimeConfig;
   /** The files read, main file first. */
   files: string[];
-  /** Kata keys the files set that kata-ts accepted without using (config/kata-keys.ts); the JSON form has none. */
+  /** Kata keys the files set that kata-ts accepted without using (config/kata-keys.ts), and annotationWarnings'. */
   ignoredKeys: IgnoredKey[];
 }
 
@@ -301,5 +323,6 @@ export function loadConfigFile(file: string): LoadedFile {
   } catch (err) {
     throw new InvalidArgumentError(`${file}: not valid JSON: ${(err as Error).message}`);
   }
-  return { config: parseConfig(raw, file), files: [file], ignoredKeys: [] };
+  const config = parseConfig(raw, file);
+  return { config, files: [file], ignoredKeys: annotationWarnings(config, 'hypervisor.enableAnnotations', file) };
 }

@@ -42,7 +42,7 @@ state_dir = "/run/kt"
 ksm = "off"
 `);
     const { config } = loadTomlConfig(main);
-    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, virtioFsDaemon: '', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, enableAnnotations: [] });
+    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, virtioFsDaemon: '', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, pmu: true, enableAnnotations: [] });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000, debugConsole: true });
     expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [], killGraceMs: 10_000 });
     expect(defaultConfig().runtime.ksm).toBe('unchanged');
@@ -116,7 +116,7 @@ ksm = "off"
     ['[hypervisor.dragonball]\npath = "/x"\n', '[hypervisor.dragonball]: kata-ts has no driver for this VMM (it drives [hypervisor.qemu], [hypervisor.clh], [hypervisor.firecracker])'],
     ['[hypervisor.qemu.extra]\nx = 1\n', '[hypervisor.qemu.extra]: unknown section'],
     ['colour = "red"\n', 'colour: unknown key at the top level'],
-    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu]: neither kata-ts nor Kata has it; kata-ts implements path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, seccompsandbox, enable_annotations'],
+    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu]: neither kata-ts nor Kata has it; kata-ts implements path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, seccompsandbox, cpu_features, enable_annotations'],
     ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker]: neither kata-ts nor Kata has it; kata-ts implements path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, enable_annotations'],
     ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata]: neither kata-ts nor Kata has it; kata-ts implements dial_timeout, call_timeout, debug_console_enabled'],
     ['[runtime]\nstate_dri = "/run/kt"\n', 'runtime.state_dri: unknown key in [runtime]: did you mean state_dir?'],
@@ -182,6 +182,29 @@ ksm = "off"
     write(main, '[hypervisor.firecracker]\n');
     const dropIn = write(path.join(dir, 'config.d', '10-ksm.toml'), '[runtime]\nksm = "on"\n');
     expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: runtime.ksm: "on" cannot work with Firecracker`);
+  });
+
+  it('maps cpu_features "pmu=off" and "" onto QEMU\'s pmu setting, refusing other flags', () => {
+    write(main, '[hypervisor.qemu]\ncpu_features = "pmu=off"\n');
+    expect(loadTomlConfig(main)).toMatchObject({ config: { hypervisor: { pmu: false } }, ignoredKeys: [] });
+    const dropIn = write(path.join(dir, 'config.d', '10-cpu.toml'), '[hypervisor.qemu]\ncpu_features = ""\n');
+    expect(loadTomlConfig(main).config.hypervisor.pmu).toBe(true);
+    write(dropIn, '[hypervisor.qemu]\ncpu_features = "pmu=off,+vmx"\n');
+    expect(() => loadTomlConfig(main)).toThrow(new InvalidArgumentError(`${dropIn}: hypervisor.qemu.cpu_features: "pmu=off,+vmx" cannot be honoured: kata-ts passes QEMU no CPU feature flags but pmu=off (accepted: "", "pmu=off")`));
+    fs.rmSync(dropIn);
+    expect(defaultConfig().hypervisor.pmu).toBe(true); // absent: QEMU's CPU model as it is
+    // The other VMMs get no CPU flags: accepted as Kata's, with the warning.
+    write(main, '[hypervisor.clh]\ncpu_features = "pmu=off"\n');
+    expect(loadTomlConfig(main).ignoredKeys).toEqual([{ key: 'hypervisor.clh.cpu_features', file: main, reason: expect.stringContaining('no CPU feature flags') }]);
+  });
+
+  it('warns once at load when enable_annotations lets pods set kernel_params, naming the file that set it', () => {
+    write(main, '[hypervisor.qemu]\nenable_annotations = ["default_memory"]\n');
+    expect(loadTomlConfig(main).ignoredKeys).toEqual([]);
+    const dropIn = write(path.join(dir, 'config.d', '10-annotations.toml'), '[hypervisor.qemu]\nenable_annotations = ["default_.*", "kernel_.*"]\n');
+    expect(loadTomlConfig(main).ignoredKeys).toEqual([{ key: 'hypervisor.qemu.enable_annotations', file: dropIn, reason: expect.stringContaining('io.katacontainers.config.hypervisor.kernel_params') }]);
+    const json = write(path.join(dir, 'config.json'), JSON.stringify({ hypervisor: { enableAnnotations: ['.*'] } }));
+    expect(loadConfigFile(json).ignoredKeys).toEqual([{ key: 'hypervisor.enableAnnotations', file: json, reason: expect.stringContaining('kernel_params') }]);
   });
 
   it('is chosen by loadConfigFile for a .toml path', () => {

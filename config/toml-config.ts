@@ -9,7 +9,7 @@ import { parse } from 'smol-toml';
 import { InvalidArgumentError } from '../lib/errors';
 import { HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
 import { IgnoredKey, KATA_AGENT_KEYS, KATA_FACTORY_KEYS, KATA_IMAGE_KEYS, KATA_RUNTIME_KEYS, kataHypervisorKeys, KataKeyRule, refusal } from './kata-keys';
-import { ConfigNaming, hypervisorSettingApplies, LoadedFile, parseConfig, RuntimeConfig, splitKernelParams } from './runtime-config';
+import { annotationWarnings, ConfigNaming, hypervisorSettingApplies, LoadedFile, parseConfig, RuntimeConfig, splitKernelParams } from './runtime-config';
 
 type Table = Record<string, unknown>;
 
@@ -36,6 +36,7 @@ const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
   default_maxmemory: { field: 'maxMemoryMiB' },
   virtio_fs_daemon: { field: 'virtioFsDaemon' },
   seccompsandbox: { field: 'seccompSandbox' },
+  cpu_features: { field: 'pmu', convert: cpuFeatures },
   enable_annotations: { field: 'enableAnnotations' },
 };
 
@@ -81,6 +82,16 @@ const HYPERVISOR_SECTIONS = HYPERVISOR_KINDS.map((k) => `[hypervisor.${k}]`).joi
 function kernelParams(value: unknown, where: string): unknown {
   if (typeof value !== 'string') throw new InvalidArgumentError(`${where}: must be a string of space-separated kernel parameters`);
   return splitKernelParams(value);
+}
+
+/**
+ * Kata's cpu_features, QEMU's -cpu flags: kata-ts honours "pmu=off" (Kata's default,
+ * the guest gets no virtual PMU) and "" (QEMU's CPU model as it is), as the `pmu` setting.
+ */
+function cpuFeatures(value: unknown, where: string): unknown {
+  if (value === '') return true;
+  if (value === 'pmu=off') return false;
+  throw new InvalidArgumentError(`${where}: ${JSON.stringify(value)} cannot be honoured: kata-ts passes QEMU no CPU feature flags but pmu=off (accepted: "", "pmu=off")`);
 }
 
 function seconds(value: unknown, where: string): unknown {
@@ -254,5 +265,7 @@ export function loadTomlConfig(mainFile: string): LoadedFile {
     },
     fileOf: (section, field) => origins.get(`${section}.${field}`) ?? mainFile,
   };
-  return { config: parseConfig(raw, naming), files, ignoredKeys: [...ignored.values()] };
+  const config = parseConfig(raw, naming);
+  const warnings = annotationWarnings(config, naming.keyName('hypervisor', 'enableAnnotations'), naming.fileOf('hypervisor', 'enableAnnotations'));
+  return { config, files, ignoredKeys: [...ignored.values(), ...warnings] };
 }

@@ -11,12 +11,14 @@ export interface DriverChoice {
   kind: HypervisorKind;
   /** Cloud Hypervisor: the virtiofsd binary for shared directories. */
   virtioFsDaemon: string;
+  /** QEMU: whether the guest CPU keeps its virtual PMU (false: -cpu …,pmu=off); default true. */
+  pmu?: boolean;
 }
 
 export function createHypervisor(choice: DriverChoice, logger: Logger): Hypervisor {
   switch (choice.kind) {
     case 'qemu':
-      return new QemuHypervisor(logger.child({ component: 'qemu' }));
+      return new QemuHypervisor(logger.child({ component: 'qemu' }), { pmu: choice.pmu });
     case 'clh':
       return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined });
     case 'firecracker':

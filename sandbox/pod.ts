@@ -296,7 +296,7 @@ export class Pod {
       this.loaded = this.deps.resolveConfig(hints);
       this.logger.info({ sandbox: sandboxId, via: this.loaded.via, files: this.loaded.files }, 'configuration loaded');
       const ignored = this.loaded.ignoredKeys ?? [];
-      if (ignored.length > 0) this.logger.warn({ sandbox: sandboxId, ignoredKeys: ignored.map((k) => `${k.key} (${k.file}): ${k.reason}`) }, `${ignored.length} Kata configuration keys accepted but not used`);
+      if (ignored.length > 0) this.logger.warn({ sandbox: sandboxId, ignoredKeys: ignored.map((k) => `${k.key} (${k.file}): ${k.reason}`) }, `${ignored.length} configuration keys accepted with a warning (ignored, or enabling what an administrator should know)`);
     }
     return this.loaded;
   }

@@ -29,6 +29,12 @@ describe('QEMU command line', () => {
     expect(valueAfter(kvm, '-cpu')).toEqual(['host']);
   });
 
+  it('turns the guest PMU off when asked (Kata\'s cpu_features = "pmu=off"), under KVM and TCG', () => {
+    expect(valueAfter(buildQemuArgs({ ...base, accelerator: 'kvm' }, { pmu: false }), '-cpu')).toEqual(['host,pmu=off']);
+    expect(valueAfter(buildQemuArgs(base, { pmu: false }), '-cpu')).toEqual(['max,pmu=off']);
+    expect(valueAfter(buildQemuArgs({ ...base, accelerator: 'kvm' }, { pmu: true }), '-cpu')).toEqual(['host']);
+  });
+
   it('sets memory merging (KSM) only when asked, leaving QEMU\'s default otherwise', () => {
     expect(valueAfter(buildQemuArgs({ ...base, memoryMerge: true }), '-machine')).toEqual(['q35,accel=tcg,mem-merge=on']);
     expect(valueAfter(buildQemuArgs({ ...base, memoryMerge: false }), '-machine')).toEqual(['q35,accel=tcg,mem-merge=off']);

@@ -20,6 +20,8 @@ export function qemuPaths(workDir: string): QemuPaths {
 export interface QemuOptions {
   /** PCIe root ports reserved at boot for hot-plugged devices; default DEFAULT_HOTPLUG_PORTS. */
   hotplugPorts?: number;
+  /** Whether the guest CPU keeps QEMU's virtual PMU; false adds pmu=off to -cpu (Kata's cpu_features = "pmu=off"). Default true. */
+  pmu?: boolean;
 }
 
 export const DEFAULT_HOTPLUG_PORTS = 4;
@@ -56,7 +58,8 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
     '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}`,
-    '-cpu', config.accelerator === 'kvm' ? 'host' : 'max',
+    // pmu=off: no virtual performance counters (QEMU 7.2 takes it for host under KVM and max under TCG).
+    '-cpu', `${config.accelerator === 'kvm' ? 'host' : 'max'}${options.pmu === false ? ',pmu=off' : ''}`,
     '-m', memoryOption(config.memoryMiB, limits, image ? host.rootfsImageBytes! : 0),
     '-smp', limits.vcpus > config.vcpus ? `${config.vcpus},maxcpus=${limits.vcpus}` : String(config.vcpus),
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
