@@ -54,10 +54,20 @@ export function readSandboxIdentity(workDir: string): SandboxIdentity {
   const file = path.join(workDir, SANDBOX_IDENTITY_FILE);
   let text: string;
   try {
-    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    // Non-blocking: a FIFO put here must not hang the reader (the monitor scans every work dir);
+    // no symlinks; and only a regular file of bounded size is read.
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) throw new InvalidArgumentError(`${file}: not a regular file`);
+      if (st.size > MAX_RECORD_BYTES) throw new InvalidArgumentError(`${file}: larger than ${MAX_RECORD_BYTES} bytes`);
       const buffer = Buffer.alloc(MAX_RECORD_BYTES + 1);
-      const length = fs.readSync(fd, buffer, 0, buffer.length, 0);
+      let length = 0;
+      while (length < buffer.length) {
+        const n = fs.readSync(fd, buffer, length, buffer.length - length, length);
+        if (n === 0) break;
+        length += n;
+      }
       if (length > MAX_RECORD_BYTES) throw new InvalidArgumentError(`${file}: larger than ${MAX_RECORD_BYTES} bytes`);
       text = buffer.subarray(0, length).toString('utf8');
     } finally {

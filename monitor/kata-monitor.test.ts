@@ -1,6 +1,7 @@
 // The monitor against fake shims: HTTP servers on management sockets in a temporary
 // state dir, each with the identity record a shim writes. One answers slowly, never
 // within the deadline; one answers garbage. Scrapes are made over TCP, as Prometheus makes them.
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as http from 'http';
 import * as os from 'os';
@@ -8,7 +9,7 @@ import * as path from 'path';
 import * as zlib from 'zlib';
 import { Counter, Registry } from 'prom-client';
 import { silentLogger } from '../lib/logger';
-import { monitorSocketPath, SandboxIdentity, writeSandboxIdentity } from '../lib/shim-monitor';
+import { monitorSocketPath, readSandboxIdentity, SANDBOX_IDENTITY_FILE, SandboxIdentity, writeSandboxIdentity } from '../lib/shim-monitor';
 import { parseExposition, samplesOf, valueOf } from '../tests/harness/prometheus';
 import { KataMonitor } from './kata-monitor';
 import { parseMonitorFlags } from './main';
@@ -54,7 +55,7 @@ function httpGet(port: number, urlPath: string, headers: http.OutgoingHttpHeader
   });
 }
 
-const identity = (id: string, name: string): SandboxIdentity => ({ id, namespace: 'k8s.io', cri: { name, namespace: 'shop', uid: `uid-${name}` } });
+const identity = (id: string, name: string, namespace = 'k8s.io'): SandboxIdentity => ({ id, namespace, cri: { name, namespace: 'shop', uid: `uid-${name}` } });
 
 describe('kata-ts-monitor', () => {
   let stateDir: string;
@@ -96,8 +97,8 @@ describe('kata-ts-monitor', () => {
     const families = parseExposition(body);
     expect(samplesOf(families, 'kata_shim_events_published_total').map((s) => [s.labels, Number(s.value)])).toEqual(
       expect.arrayContaining([
-        [{ sandbox_id: 'aaa', cri_uid: 'uid-pod-a', cri_name: 'pod-a', cri_namespace: 'shop', topic: '/tasks/start' }, 1],
-        [{ sandbox_id: 'bbb', cri_uid: 'uid-pod-b', cri_name: 'pod-b', cri_namespace: 'shop', topic: '/tasks/start' }, 2],
+        [{ sandbox_id: 'aaa', namespace: 'k8s.io', cri_uid: 'uid-pod-a', cri_name: 'pod-a', cri_namespace: 'shop', topic: '/tasks/start' }, 1],
+        [{ sandbox_id: 'bbb', namespace: 'k8s.io', cri_uid: 'uid-pod-b', cri_name: 'pod-b', cri_namespace: 'shop', topic: '/tasks/start' }, 2],
       ]),
     );
     expect(samplesOf(families, 'kata_shim_events_published_total')).toHaveLength(2);
@@ -121,6 +122,65 @@ describe('kata-ts-monitor', () => {
     expect(await httpGet(port, '/agent-url?sandbox=aaa')).toMatchObject({ status: 200, body: 'unix:///a/agent.sock\n' });
     expect(await httpGet(port, '/agent-url?sandbox=zzz')).toMatchObject({ status: 404, body: expect.stringContaining('sandbox zzz not found') });
     expect((await httpGet(port, '/nope')).status).toBe(404);
+  });
+
+  it('tells apart one id in two containerd namespaces: a namespace label, and &namespace= on the per-sandbox endpoints', async () => {
+    shims.push(await fakeShim(path.join(stateDir, 'moby', 'aaa'), identity('aaa', 'pod-a2', 'moby'), (url) => (url === '/metrics' ? shimMetrics(7) : url === '/agent-url' ? Promise.resolve('unix:///moby/agent.sock') : undefined)));
+    const families = parseExposition((await httpGet(port, '/metrics')).body);
+    const aaa = samplesOf(families, 'kata_shim_events_published_total', { sandbox_id: 'aaa' });
+    expect(aaa.map((s) => [s.labels?.namespace, Number(s.value)]).sort()).toEqual([['k8s.io', 1], ['moby', 7]]);
+    // Every re-exported series carries the namespace; the monitor's own do not.
+    for (const family of families.filter((f) => !f.name.startsWith('kata_monitor_'))) for (const m of family.metrics) expect(m.labels?.namespace).toBeDefined();
+
+    for (const endpoint of ['/metrics', '/agent-url']) {
+      expect(await httpGet(port, `${endpoint}?sandbox=aaa`)).toMatchObject({ status: 409, body: 'sandbox aaa exists in namespaces k8s.io, moby; name one with &namespace=\n' });
+    }
+    expect((await httpGet(port, '/metrics?sandbox=aaa&namespace=moby')).body).toBe(await shimMetrics(7));
+    expect((await httpGet(port, '/metrics?sandbox=aaa&namespace=k8s.io')).body).toBe(await shimMetrics(1));
+    expect(await httpGet(port, '/agent-url?sandbox=aaa&namespace=moby')).toMatchObject({ status: 200, body: 'unix:///moby/agent.sock\n' });
+    expect(await httpGet(port, '/agent-url?sandbox=aaa&namespace=default')).toMatchObject({ status: 404, body: expect.stringContaining('sandbox aaa in namespace default not found') });
+    // An unambiguous id needs no namespace, and a wrong one is not found.
+    expect((await httpGet(port, '/metrics?sandbox=bbb')).status).toBe(200);
+    expect((await httpGet(port, '/metrics?sandbox=bbb&namespace=moby')).status).toBe(404);
+  });
+
+  it('shares one collection among concurrent scrapes', async () => {
+    let asked = 0;
+    shims.push(
+      await fakeShim(path.join(stateDir, 'k8s.io', 'slow'), identity('slow', 'pod-s'), (url) => {
+        if (url !== '/metrics') return undefined;
+        asked++;
+        return new Promise((r) => setTimeout(r, 100)).then(() => shimMetrics(3));
+      }),
+    );
+    const answers = await Promise.all([1, 2, 3, 4].map(() => httpGet(port, '/metrics')));
+    expect(asked).toBe(1);
+    expect(new Set(answers.map((a) => a.body)).size).toBe(1);
+    expect(valueOf(parseExposition(answers[0].body), 'kata_monitor_scrapes_total')).toBe(1);
+    await httpGet(port, '/metrics'); // after it: a new collection
+    expect(asked).toBe(2);
+  });
+
+  it('skips a work dir whose identity record is a FIFO, a symlink or too large, without blocking', async () => {
+    const fifoDir = path.join(stateDir, 'k8s.io', 'fifo');
+    const fifo = await fakeShim(fifoDir, identity('fifo', 'pod-f'), () => shimMetrics(4));
+    shims.push(fifo);
+    fs.rmSync(path.join(fifoDir, SANDBOX_IDENTITY_FILE));
+    execFileSync('mkfifo', [path.join(fifoDir, SANDBOX_IDENTITY_FILE)]);
+    const linkDir = path.join(stateDir, 'k8s.io', 'link');
+    shims.push(await fakeShim(linkDir, identity('link', 'pod-l'), () => shimMetrics(5)));
+    fs.renameSync(path.join(linkDir, SANDBOX_IDENTITY_FILE), path.join(linkDir, 'real.json'));
+    fs.symlinkSync('real.json', path.join(linkDir, SANDBOX_IDENTITY_FILE));
+    const bigDir = path.join(stateDir, 'k8s.io', 'big');
+    shims.push(await fakeShim(bigDir, identity('big', 'pod-b'), () => shimMetrics(6)));
+    fs.writeFileSync(path.join(bigDir, SANDBOX_IDENTITY_FILE), JSON.stringify({ ...identity('big', 'pod-b'), pad: 'x'.repeat(64 * 1024) }));
+
+    expect(() => readSandboxIdentity(fifoDir)).toThrow('not a regular file');
+    expect(() => readSandboxIdentity(linkDir)).toThrow(/ELOOP/);
+    expect(() => readSandboxIdentity(bigDir)).toThrow('larger than');
+    const started = Date.now();
+    expect((await httpGet(port, '/sandboxes')).body.split('\n').filter(Boolean).sort()).toEqual(['aaa', 'bbb', 'garbage', 'hung']);
+    expect(Date.now() - started).toBeLessThan(2000);
   });
 });
 

@@ -1,10 +1,11 @@
 // kata-ts-monitor's work (Kata's kata-monitor): one scrape of the node asks every
 // sandbox's shim for its /metrics at once, each within its own deadline, labels each
-// series with the sandbox and its pod's CRI names (Kata's sandbox_id, cri_uid,
-// cri_name, cri_namespace) and merges them, family by family, with the monitor's own
+// series with the sandbox, its containerd namespace and its pod's CRI names (Kata's
+// sandbox_id, cri_uid, cri_name, cri_namespace, plus namespace: one id may run in two
+// containerd namespaces) and merges them, family by family, with the monitor's own
 // kata_monitor_* series. A hung or broken shim costs its own series, never the answer.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { NotFoundError } from '../lib/errors';
+import { FailedPreconditionError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { unixHttpGet } from '../lib/unix-http-get';
 import { DiscoveredSandbox, discoverSandboxes } from './discovery';
@@ -23,6 +24,9 @@ export interface KataMonitorOptions {
 }
 
 const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
+/** A sandbox id found in more than one containerd namespace, asked for without one. */
+export class AmbiguousSandboxError extends FailedPreconditionError {}
+
 const SCRAPE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export class KataMonitor {
@@ -31,6 +35,8 @@ export class KataMonitor {
   private readonly scrapes: Counter;
   private readonly scrapeFailures: Counter;
   private readonly scrapeDuration: Histogram;
+  /** A collection in progress: concurrent scrapes share it rather than each asking every shim. */
+  private collecting: Promise<string> | undefined;
 
   constructor(private readonly options: KataMonitorOptions) {
     const registers = [this.registry];
@@ -49,8 +55,13 @@ export class KataMonitor {
     return discoverSandboxes(this.options.stateDirs, this.options.logger);
   }
 
-  /** Every sandbox's series, labelled, and the monitor's own. */
-  async metrics(): Promise<string> {
+  /** Every sandbox's series, labelled, and the monitor's own; concurrent callers share one collection. */
+  metrics(): Promise<string> {
+    this.collecting ??= this.collect().finally(() => (this.collecting = undefined));
+    return this.collecting;
+  }
+
+  private async collect(): Promise<string> {
     const stopTimer = this.scrapeDuration.startTimer();
     this.scrapes.inc();
     const sandboxes = this.sandboxes();
@@ -65,18 +76,23 @@ export class KataMonitor {
   }
 
   /** One sandbox's own answer, unlabelled (Kata's /metrics?sandbox=<id>, `kata-ts-runtime metrics`). */
-  sandboxMetrics(sandboxId: string): Promise<string> {
-    return this.get(this.find(sandboxId), '/metrics');
+  sandboxMetrics(sandboxId: string, namespace?: string): Promise<string> {
+    return this.get(this.find(sandboxId, namespace), '/metrics');
   }
 
-  agentUrl(sandboxId: string): Promise<string> {
-    return this.get(this.find(sandboxId), '/agent-url');
+  agentUrl(sandboxId: string, namespace?: string): Promise<string> {
+    return this.get(this.find(sandboxId, namespace), '/agent-url');
   }
 
-  private find(sandboxId: string): DiscoveredSandbox {
-    const sandbox = this.sandboxes().find((s) => s.identity.id === sandboxId);
-    if (!sandbox) throw new NotFoundError(`sandbox ${sandboxId} not found: no management socket under ${this.options.stateDirs.join(', ')} belongs to it`);
-    return sandbox;
+  /** The sandbox `sandboxId` (in containerd namespace `namespace`, when given); an id in several namespaces needs one. */
+  private find(sandboxId: string, namespace?: string): DiscoveredSandbox {
+    const matches = this.sandboxes().filter((s) => s.identity.id === sandboxId && (!namespace || s.identity.namespace === namespace));
+    if (matches.length === 0) throw new NotFoundError(`sandbox ${sandboxId}${namespace ? ` in namespace ${namespace}` : ''} not found: no management socket under ${this.options.stateDirs.join(', ')} belongs to it`);
+    if (matches.length > 1) {
+      const namespaces = [...new Set(matches.map((m) => m.identity.namespace))].sort();
+      throw new AmbiguousSandboxError(`sandbox ${sandboxId} exists in namespaces ${namespaces.join(', ')}; name one with &namespace=`);
+    }
+    return matches[0];
   }
 
   private get(sandbox: DiscoveredSandbox, urlPath: string): Promise<string> {
@@ -84,18 +100,19 @@ export class KataMonitor {
   }
 
   private async scrapeOne(sandbox: DiscoveredSandbox): Promise<Family[] | undefined> {
-    const { id, cri } = sandbox.identity;
+    const { id, namespace, cri } = sandbox.identity;
     try {
       const families = parsePrometheusText(await this.get(sandbox, '/metrics'));
       return withLabels(families, [
         ['sandbox_id', id],
+        ['namespace', namespace],
         ['cri_uid', cri.uid],
         ['cri_name', cri.name],
         ['cri_namespace', cri.namespace],
       ]);
     } catch (err) {
       this.scrapeFailures.inc();
-      this.options.logger.warn({ sandbox: id, socket: sandbox.socket, err: (err as Error).message }, 'no metrics from this sandbox in this scrape');
+      this.options.logger.warn({ sandbox: id, namespace, socket: sandbox.socket, err: (err as Error).message }, 'no metrics from this sandbox in this scrape');
       return undefined;
     }
   }

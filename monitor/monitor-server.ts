@@ -3,12 +3,14 @@
 //   GET /metrics?sandbox=<id>    one sandbox's series as its shim gives them
 //   GET /sandboxes               the sandbox ids found, one per line
 //   GET /agent-url?sandbox=<id>  where that sandbox's shim reaches its guest agent
+// The per-sandbox endpoints take &namespace=<containerd namespace>, needed (409
+// otherwise) when the id runs in more than one.
 // Answers are gzipped when the scraper accepts it (Prometheus does).
 import * as http from 'http';
 import * as zlib from 'zlib';
 import { grpcCodeOf, GrpcCode, InvalidArgumentError } from '../lib/errors';
 import { Logger } from '../lib/logger';
-import { KataMonitor } from './kata-monitor';
+import { AmbiguousSandboxError, KataMonitor } from './kata-monitor';
 
 export interface ListenAddress {
   host: string;
@@ -37,21 +39,23 @@ export function monitorHandler(monitor: KataMonitor, logger: Logger): http.Reque
       const url = new URL(req.url ?? '/', 'http://monitor');
       if (req.method !== 'GET' && req.method !== 'HEAD') return reply(req, res, 405, 'only GET is served here\n');
       const sandbox = url.searchParams.get('sandbox');
+      const namespace = url.searchParams.get('namespace') || undefined;
       try {
         switch (url.pathname) {
           case '/metrics':
-            return reply(req, res, 200, sandbox ? await monitor.sandboxMetrics(sandbox) : await monitor.metrics(), monitor.contentType);
+            return reply(req, res, 200, sandbox ? await monitor.sandboxMetrics(sandbox, namespace) : await monitor.metrics(), monitor.contentType);
           case '/sandboxes':
             return reply(req, res, 200, monitor.sandboxes().map((s) => `${s.identity.id}\n`).join(''));
           case '/agent-url':
-            if (!sandbox) return reply(req, res, 400, 'name the sandbox: /agent-url?sandbox=<id>\n');
-            return reply(req, res, 200, `${await monitor.agentUrl(sandbox)}\n`);
+            if (!sandbox) return reply(req, res, 400, 'name the sandbox: /agent-url?sandbox=<id>[&namespace=<ns>]\n');
+            return reply(req, res, 200, `${await monitor.agentUrl(sandbox, namespace)}\n`);
           default:
             return reply(req, res, 404, `no such endpoint ${url.pathname}: /metrics, /sandboxes, /agent-url\n`);
         }
       } catch (err) {
-        logger.warn({ path: url.pathname, sandbox, err: (err as Error).message }, 'monitor request failed');
-        reply(req, res, grpcCodeOf(err) === GrpcCode.NOT_FOUND ? 404 : 500, `${(err as Error).message}\n`);
+        logger.warn({ path: url.pathname, sandbox, namespace, err: (err as Error).message }, 'monitor request failed');
+        const status = err instanceof AmbiguousSandboxError ? 409 : grpcCodeOf(err) === GrpcCode.NOT_FOUND ? 404 : 500;
+        reply(req, res, status, `${(err as Error).message}\n`);
       }
     })();
   };

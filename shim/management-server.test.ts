@@ -13,11 +13,11 @@ import { parseExposition, samplesOf, valueOf } from '../tests/harness/prometheus
 import { CallContext } from '../ttrpc';
 import { HostKsm } from '../sandbox/ksm';
 import { Sandbox } from '../sandbox/sandbox';
-import { SandboxObserver } from '../sandbox/sandbox-observer';
+import { ObservedSandbox, SandboxObserver } from '../sandbox/sandbox-observer';
 import { fakeAgent, FakeAgent } from '../sandbox/testing/fake-agent';
 import { fakeDriver } from '../sandbox/testing/fake-driver';
 import { ManagementServer } from './management-server';
-import { ShimMetrics } from './shim-metrics';
+import { boundedEntries, MAX_MEMINFO_ENTRIES, readProcessStatsAsync, ShimMetrics } from './shim-metrics';
 
 const asRoot = process.getuid?.() === 0 ? it : it.skip;
 const MiB = 1024 * 1024;
@@ -134,5 +134,69 @@ describe('the management socket', () => {
       await sandbox.destroy();
       await agent.server.close();
     }
+  });
+});
+
+describe('shim metrics rendering', () => {
+  /** A sandbox whose guest answers `report` after `delayMs`, counting the asks. */
+  function observed(report: object, delayMs = 0): ObservedSandbox & { asks: number } {
+    const sandbox = {
+      id: 'pod1',
+      workDir: '/nonexistent',
+      bootSeconds: 1,
+      asks: 0,
+      hypervisorPid: () => process.pid,
+      agentUrl: () => 'unix:///nonexistent/agent.sock',
+      guestMetrics: () => {
+        sandbox.asks++;
+        return new Promise<object>((resolve) => setTimeout(() => resolve(report), delayMs));
+      },
+    };
+    return sandbox;
+  }
+
+  it('shares one render among concurrent scrapes and answers the cached text within the interval', async () => {
+    let now = 0;
+    const metrics = new ShimMetrics({ logger: silentLogger(), now: () => now });
+    const sandbox = observed(GUEST_REPORT, 50);
+    const [a, b, c] = await Promise.all([metrics.render(sandbox), metrics.render(sandbox), metrics.render(sandbox)]);
+    expect(sandbox.asks).toBe(1);
+    expect(b).toBe(a);
+    expect(c).toBe(a);
+    now = 999;
+    metrics.published('/tasks/start');
+    expect(await metrics.render(sandbox)).toBe(a); // cached: the guest is not asked again
+    expect(sandbox.asks).toBe(1);
+    now = 1000;
+    const fresh = await metrics.render(sandbox);
+    expect(sandbox.asks).toBe(2);
+    expect(valueOf(parseExposition(fresh), 'kata_shim_events_published_total', { topic: '/tasks/start' })).toBe(1);
+    expect(valueOf(parseExposition(fresh), 'kata_guest_meminfo_bytes', { item: 'mem_total' })).toBe(512 * MiB);
+    // Another sandbox (or none) is not answered from this one's text.
+    await metrics.render(undefined);
+    expect(sandbox.asks).toBe(2);
+  });
+
+  it("takes a bounded number of entries from the guest's meminfo map", async () => {
+    const huge: Record<string, number> = {};
+    for (let i = 0; i < 10 * MAX_MEMINFO_ENTRIES; i++) huge[`Junk${i}`] = i;
+    huge.MemTotal = 512 * MiB; // past the cap: not looked at
+    expect(boundedEntries(huge, MAX_MEMINFO_ENTRIES)).toMatchObject({ truncated: true });
+    expect(boundedEntries(huge, MAX_MEMINFO_ENTRIES).entries.size).toBe(MAX_MEMINFO_ENTRIES);
+    expect(boundedEntries({ MemTotal: 1 }, MAX_MEMINFO_ENTRIES)).toEqual({ entries: new Map([['MemTotal', 1]]), truncated: false });
+    const metrics = new ShimMetrics({ logger: silentLogger() });
+    const families = parseExposition(await metrics.render(observed({ ...GUEST_REPORT, meminfo_bytes: huge })));
+    expect(samplesOf(families, 'kata_guest_meminfo_bytes')).toEqual([]);
+    expect(valueOf(families, 'kata_guest_tasks', { item: 'total' })).toBe(42);
+  });
+
+  it('reads /proc asynchronously, as the synchronous reader did', async () => {
+    const stats = (await readProcessStatsAsync(process.pid))!;
+    expect(stats.rssBytes).toBeGreaterThan(MiB);
+    expect(stats.threads).toBeGreaterThan(0);
+    expect(stats.openFds).toBeGreaterThan(0);
+    expect(stats.cpuSeconds).toBeGreaterThan(0);
+    expect(await readProcessStatsAsync(0)).toBeUndefined();
+    expect(await readProcessStatsAsync(12345, path.join(os.tmpdir(), 'no-such-proc'))).toBeUndefined();
   });
 });

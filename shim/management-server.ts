@@ -1,5 +1,6 @@
 // Kata's shim management endpoints, over HTTP on a Unix socket in the sandbox's work
-// dir (<work dir>/shim-monitor.sock, 0600: only root may read a pod's figures):
+// dir (<work dir>/shim-monitor.sock, 0600: only root may connect here, but
+// kata-ts-monitor republishes the figures on its TCP listen address):
 //   GET /metrics    the sandbox's metrics in Prometheus text format (shim-metrics.ts)
 //   GET /agent-url  where the host reaches the guest agent
 // The socket lives while the sandbox's work dir does; the identity record beside it

@@ -3,15 +3,27 @@
 // calls, events, hot-plugs); the rest is read at each scrape: the VMM's and the shim's
 // footprint from /proc, and the guest's memory and load from the agent. Series carry
 // no sandbox label: kata-ts-monitor adds sandbox_id and the CRI labels.
+import { promises as fsp } from 'fs';
+import * as path from 'path';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Logger } from '../lib/logger';
-import { ProcessStats, readProcessStats } from '../lib/proc-stats';
+import { cpuSecondsFromStat, kibField, ProcessStats } from '../lib/proc-stats';
 import { GuestMetricsReport } from '../sandbox/agent-client';
 import { HotplugDevice, HotplugOp, ObservedSandbox, SandboxObserver } from '../sandbox/sandbox-observer';
 import { EventDropReason, EventObserver } from './events';
 
 /** A scrape waits this long for the guest; a slow guest costs its own series, not the scrape. */
 const GUEST_TIMEOUT_MS = 2000;
+
+/**
+ * Figures are read at most this often: a scrape within it gets the last text. Reading
+ * QEMU's smaps_rollup walks page tables whose size the guest controls, and each render
+ * asks the guest; a scraper in a loop must not turn that into load.
+ */
+const MIN_RENDER_INTERVAL_MS = 1000;
+
+/** A kernel's /proc/meminfo has some 60 fields: entries of the guest's map past this many are not looked at. */
+export const MAX_MEMINFO_ENTRIES = 256;
 
 /** /proc/meminfo fields worth a series, and their item labels (Kata's names). Others are ignored. */
 const MEMINFO_ITEMS: ReadonlyArray<readonly [string, string]> = [
@@ -63,6 +75,54 @@ export interface ShimMetricsOptions {
   procDir?: string;
   /** The shim's own pid (this process by default). */
   shimPid?: number;
+  /** Renders within this long of the last one answer its text (1 s by default). */
+  minRenderIntervalMs?: number;
+  /** Milliseconds, monotonic; for tests. */
+  now?: () => number;
+}
+
+async function readOptional(file: string): Promise<string | undefined> {
+  try {
+    return await fsp.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** lib/proc-stats.ts's readProcessStats, off the event loop: the kernel's work for smaps_rollup runs in libuv's pool. */
+export async function readProcessStatsAsync(pid: number, procDir = '/proc'): Promise<ProcessStats | undefined> {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const dir = path.join(procDir, String(pid));
+  const [status, stat, rollup, fds] = await Promise.all([
+    readOptional(path.join(dir, 'status')),
+    readOptional(path.join(dir, 'stat')),
+    readOptional(path.join(dir, 'smaps_rollup')),
+    fsp.readdir(path.join(dir, 'fd')).then(
+      (entries) => entries.length,
+      () => 0, // exited meanwhile
+    ),
+  ]);
+  if (status === undefined || stat === undefined) return undefined;
+  const threads = /^Threads:\s+(\d+)$/m.exec(status);
+  return {
+    // A kernel thread or zombie has no VmRSS line: nothing resident.
+    rssBytes: kibField(status, 'VmRSS') ?? 0,
+    pssBytes: rollup === undefined ? undefined : kibField(rollup, 'Pss'),
+    cpuSeconds: cpuSecondsFromStat(stat) ?? 0,
+    threads: threads ? Number(threads[1]) : 0,
+    openFds: fds,
+  };
+}
+
+/** At most `max` of the guest map's own entries, in its order: a bloated map costs no more than that. */
+export function boundedEntries(map: Record<string, unknown>, max: number): { entries: Map<string, unknown>; truncated: boolean } {
+  const entries = new Map<string, unknown>();
+  for (const key in map) {
+    if (!Object.prototype.hasOwnProperty.call(map, key)) continue;
+    if (entries.size >= max) return { entries, truncated: true };
+    entries.set(key, map[key]);
+  }
+  return { entries, truncated: false };
 }
 
 /** One process's series: rss, pss, cpu, threads, fds under `prefix`. */
@@ -113,6 +173,8 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
   private readonly hotplugFailures: Counter<'device' | 'op'>;
   /** A scrape in progress: concurrent scrapes share it rather than each asking the guest. */
   private rendering: Promise<string> | undefined;
+  /** The last render's text, when it finished, and for which sandbox. */
+  private rendered: { text: string; at: number; sandbox: ObservedSandbox | undefined } | undefined;
 
   constructor(private readonly options: ShimMetricsOptions) {
     const registers = [this.registry];
@@ -157,18 +219,33 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
     this.eventsDropped.inc({ reason });
   }
 
-  /** The exposition text, with the figures read now; `sandbox` undefined before the first Create. */
+  /**
+   * The exposition text, with the figures read now, or the last text when it is less
+   * than a second old; concurrent callers share one render. `sandbox` undefined before
+   * the first Create.
+   */
   render(sandbox: ObservedSandbox | undefined): Promise<string> {
+    const now = this.options.now ?? (() => performance.now());
+    const last = this.rendered;
+    if (last && last.sandbox === sandbox && now() - last.at < (this.options.minRenderIntervalMs ?? MIN_RENDER_INTERVAL_MS)) return Promise.resolve(last.text);
     this.rendering ??= this.refresh(sandbox)
       .then(() => this.registry.metrics())
+      .then((text) => {
+        this.rendered = { text, at: now(), sandbox };
+        return text;
+      })
       .finally(() => (this.rendering = undefined));
     return this.rendering;
   }
 
   private async refresh(sandbox: ObservedSandbox | undefined): Promise<void> {
     const { procDir } = this.options;
-    this.shim.set(readProcessStats(this.options.shimPid ?? process.pid, procDir));
-    this.hypervisor.set(sandbox ? readProcessStats(sandbox.hypervisorPid(), procDir) : undefined);
+    const [shim, hypervisor] = await Promise.all([
+      readProcessStatsAsync(this.options.shimPid ?? process.pid, procDir),
+      sandbox ? readProcessStatsAsync(sandbox.hypervisorPid(), procDir) : undefined,
+    ]);
+    this.shim.set(shim);
+    this.hypervisor.set(hypervisor);
     this.bootDuration.set(sandbox?.bootSeconds ?? 0);
     await this.refreshGuest(sandbox);
   }
@@ -185,9 +262,11 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
       if (!report) this.guestFailures.inc();
     }
     if (!report) return;
-    const meminfo = report.meminfo_bytes ?? {};
+    const rawMeminfo = report.meminfo_bytes;
+    const { entries: meminfo, truncated } = boundedEntries(typeof rawMeminfo === 'object' && rawMeminfo !== null ? rawMeminfo : {}, MAX_MEMINFO_ENTRIES);
+    if (truncated) this.options.logger.debug({ max: MAX_MEMINFO_ENTRIES }, "guest's meminfo map has too many entries; the rest are ignored");
     for (const [field, item] of MEMINFO_ITEMS) {
-      const value = Object.prototype.hasOwnProperty.call(meminfo, field) ? checked(meminfo[field], MAX_BYTES) : undefined;
+      const value = checked(meminfo.get(field), MAX_BYTES);
       if (value !== undefined) this.guestMeminfo.set({ item }, value);
     }
     for (const item of ['load1', 'load5', 'load15'] as const) {
