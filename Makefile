@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build guest test test-unit test-e2e test-under-load demo bench bench-guest soak install uninstall clean
+.PHONY: all deps build protos guest test test-unit test-e2e test-under-load demo bench bench-guest soak install uninstall clean
 
 all: build guest
 
@@ -23,6 +23,11 @@ build: deps
 
 guest: build
 	./guest/build.sh
+
+# After changing a file in protos/: rewrites protos/generated/messages.d.ts, the
+# TypeScript types of every message (protobufjs-cli); a unit test fails while it is stale.
+protos: build
+	node dist/scripts/generate-proto-types.js
 
 test-unit: build
 	npx jest --selectProjects unit

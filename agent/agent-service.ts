@@ -4,9 +4,10 @@ import * as os from 'os';
 import { execFile } from 'child_process';
 import { promisify } from 'util';
 import * as path from 'path';
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from '../lib/errors';
+import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { lookupType } from '../lib/protos';
+import type { AgentHandlers, Decoded, katats } from '../lib/proto-types';
 import { readCgroupMetrics } from './cgroup-stats';
 import { GuestContainer, OciSpec } from './container';
 import { applyDisks, findDisks } from './devices';
@@ -32,8 +33,6 @@ export interface AgentOptions {
   onDestroyed: () => void;
 }
 
-type Req = Record<string, any>;
-
 export class AgentService {
   private readonly containers = new Map<string, GuestContainer>();
   private sharedMount: string | undefined;
@@ -52,13 +51,13 @@ export class AgentService {
     });
   }
 
-  handlers(): Record<string, (req: Req) => Promise<object>> {
+  handlers(): AgentHandlers {
     return {
       GetGuestDetails: () => this.guestDetails(),
       CreateSandbox: (req) => this.createSandbox(req),
       DestroySandbox: () => this.destroySandbox(),
       CreateContainer: async (req) => {
-        const id = req.container_id as string;
+        const id = req.container_id;
         // Hot-plugged disks may still be probing; wait before the duplicate check, so
         // no await separates that check from the insert.
         const disks = await findDisks(id, req.devices ?? []);
@@ -130,7 +129,7 @@ export class AgentService {
       WriteStdin: async (req) => {
         const stdin = (await this.process(req)).stdin;
         if (!stdin || stdin.destroyed) throw new NotFoundError(`process ${req.container_id}/${req.exec_id || 'init'} has no open stdin`);
-        const data = req.data as Buffer;
+        const data = req.data;
         await new Promise<void>((resolve, reject) => stdin.write(data, (err) => (err ? reject(err) : resolve())));
         return { len: data.length };
       },
@@ -142,7 +141,10 @@ export class AgentService {
         (await this.process(req)).stdin?.end();
         return {};
       },
-      UpdateInterface: (req) => this.network.updateInterface(req.interface ?? {}),
+      UpdateInterface: async (req) => {
+        if (!req.interface) throw new InvalidArgumentError('UpdateInterface: the request names no interface');
+        return this.network.updateInterface(req.interface);
+      },
       UpdateRoutes: async (req) => ({ routes: await this.network.updateRoutes(req.routes?.routes ?? []) }),
       OnlineCpuMem: async (req) => {
         const online = await onlineCpuMem({ cpus: req.cpus ?? 0, memoryMiB: req.memory_mib ?? 0 });
@@ -160,11 +162,11 @@ export class AgentService {
   }
 
   /** The request's process; one still being started is waited for. */
-  private process(req: Req): Promise<GuestProcess> {
+  private process(req: { container_id: string; exec_id: string }): Promise<GuestProcess> {
     return this.container(req.container_id).ready(req.exec_id);
   }
 
-  private async guestDetails(): Promise<object> {
+  private async guestDetails(): Promise<katats.agent.v1.IGuestDetails> {
     return {
       agent_version: this.opts.agentVersion,
       kernel_release: os.release(),
@@ -173,10 +175,10 @@ export class AgentService {
     };
   }
 
-  private async createSandbox(req: Req): Promise<object> {
+  private async createSandbox(req: Decoded<katats.agent.v1.ICreateSandboxRequest>): Promise<object> {
     if (req.hostname) await execFileAsync('hostname', [req.hostname]);
     if (req.shared_fs_tag) {
-      const target = req.shared_dir_guest_path as string;
+      const target = req.shared_dir_guest_path;
       fs.mkdirSync(target, { recursive: true });
       await execFileAsync('mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=262144,cache=none', req.shared_fs_tag, target]);
       this.sharedMount = target;

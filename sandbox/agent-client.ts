@@ -4,6 +4,7 @@ import * as net from 'net';
 import { DeadlineExceededError, NotImplementedError, ResourceExhaustedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
+import type { AgentServiceMethods, CallRequest, CallResponse, Decoded, katats } from '../lib/proto-types';
 import { Code, TtrpcClient } from '../ttrpc';
 import { AgentChannel } from '../hypervisors/hypervisor';
 import { connectHybridVsock } from '../hypervisors/hybrid-vsock';
@@ -12,24 +13,15 @@ import { IpAddress, Route } from './network';
 
 export type NetInterface = { name: string; hw_addr: string; mtu: number; addresses: IpAddress[] };
 
-export interface GuestDetails {
-  agent_version: string;
-  kernel_release: string;
-  boot_id: string;
-  oci_runtime: string;
-}
+type Agent = katats.agent.v1.AgentService;
 
-/** GetGuestMetrics as the guest answered it: the guest's word, to be checked before use. */
-export interface GuestMetricsReport {
-  meminfo_bytes?: Record<string, unknown>;
-  load1?: unknown;
-  load5?: unknown;
-  load15?: unknown;
-  tasks_running?: unknown;
-  tasks_total?: unknown;
-  agent_rss_bytes?: unknown;
-  agent_cpu_seconds?: unknown;
-}
+export type GuestDetails = Decoded<katats.agent.v1.IGuestDetails>;
+
+/**
+ * GetGuestMetrics as the guest answered it: the guest's word, to be checked before use
+ * (decoding fixes only the types: a number may be NaN, negative or absurd).
+ */
+export type GuestMetricsReport = Decoded<katats.agent.v1.IGuestMetrics>;
 
 /** Told of each control call's outcome (not of waits and reads, which block by design). */
 export type AgentCallObserver = (method: string, seconds: number, failed: boolean) => void;
@@ -158,19 +150,19 @@ export class TtrpcAgentClient implements AgentClient {
     await this.call('CreateContainer', req);
   }
   async startContainer(containerId: string): Promise<number> {
-    return (await this.call<{ pid: number }>('StartContainer', { container_id: containerId })).pid;
+    return (await this.call('StartContainer', { container_id: containerId })).pid;
   }
   async removeContainer(containerId: string): Promise<void> {
     await this.call('RemoveContainer', { container_id: containerId });
   }
   async waitProcess(containerId: string, execId: string): Promise<number> {
-    return (await this.call<{ status: number }>('WaitProcess', { container_id: containerId, exec_id: execId }, 0)).status;
+    return (await this.call('WaitProcess', { container_id: containerId, exec_id: execId }, 0)).status;
   }
   async signalProcess(containerId: string, execId: string, signal: number, all: boolean): Promise<void> {
     await this.call('SignalProcess', { container_id: containerId, exec_id: execId, signal, all });
   }
   async listProcesses(containerId: string): Promise<number[]> {
-    return (await this.call<{ pids: number[] }>('ListProcesses', { container_id: containerId })).pids ?? [];
+    return (await this.call('ListProcesses', { container_id: containerId })).pids ?? [];
   }
   readStdout(containerId: string, execId: string, maxLen: number): Promise<{ data: Buffer; eof: boolean }> {
     return this.call('ReadStdout', { container_id: containerId, exec_id: execId, max_len: maxLen }, 0);
@@ -179,7 +171,7 @@ export class TtrpcAgentClient implements AgentClient {
     return this.call('ReadStderr', { container_id: containerId, exec_id: execId, max_len: maxLen }, 0);
   }
   async writeStdin(containerId: string, execId: string, data: Buffer): Promise<number> {
-    return (await this.call<{ len: number }>('WriteStdin', { container_id: containerId, exec_id: execId, data })).len;
+    return (await this.call('WriteStdin', { container_id: containerId, exec_id: execId, data })).len;
   }
   async closeStdin(containerId: string, execId: string): Promise<void> {
     await this.call('CloseStdin', { container_id: containerId, exec_id: execId });
@@ -188,7 +180,7 @@ export class TtrpcAgentClient implements AgentClient {
     await this.call('TtyWinResize', { container_id: containerId, exec_id: execId, columns, rows });
   }
   async execProcess(req: { container_id: string; exec_id: string; process_json: Buffer; stdin: boolean; terminal: boolean }): Promise<number> {
-    return (await this.call<{ pid: number }>('ExecProcess', req)).pid;
+    return (await this.call('ExecProcess', req)).pid;
   }
   async deleteProcess(containerId: string, execId: string): Promise<void> {
     await this.call('DeleteProcess', { container_id: containerId, exec_id: execId });
@@ -212,14 +204,14 @@ export class TtrpcAgentClient implements AgentClient {
     await this.call('UpdateRoutes', { routes: { routes } });
   }
   async onlineCpuMem(want: { cpus: number; memoryMiB: number }): Promise<{ cpus: number; memoryMiB: number }> {
-    const online = await this.call<{ online_cpus?: number; online_memory_mib?: number }>('OnlineCpuMem', { cpus: want.cpus, memory_mib: want.memoryMiB });
+    const online = await this.call('OnlineCpuMem', { cpus: want.cpus, memory_mib: want.memoryMiB });
     return { cpus: online.online_cpus ?? 0, memoryMiB: online.online_memory_mib ?? 0 };
   }
   guestMetrics(timeoutMs = this.callTimeoutMs): Promise<GuestMetricsReport> {
     return this.call('GetGuestMetrics', {}, timeoutMs);
   }
   async getOomEvent(): Promise<string> {
-    return (await this.call<{ container_id: string }>('GetOOMEvent', {}, 0)).container_id;
+    return (await this.call('GetOOMEvent', {}, 0)).container_id;
   }
   close(): void {
     this.closing = true;
@@ -227,13 +219,14 @@ export class TtrpcAgentClient implements AgentClient {
   }
 
   /** timeoutMs 0 means no deadline (waits and reads): their time is the container's, not the agent's, so they are not observed. */
-  private async call<T = unknown>(method: string, request: object, timeoutMs = this.callTimeoutMs): Promise<T> {
+  private async call<M extends keyof AgentServiceMethods>(method: M, request: CallRequest<Agent, M>, timeoutMs = this.callTimeoutMs): Promise<CallResponse<Agent, M>> {
     const started = performance.now();
     const observe = (failed: boolean): void => {
       if (timeoutMs > 0) this.observeCall?.(method, (performance.now() - started) / 1000, failed);
     };
     try {
-      const answer = await this.client.call<T>(this.service, method, request, timeoutMs > 0 ? { timeoutMs } : {});
+      // (CallRequest is a message interface; TypeScript cannot see it is an object while M is open.)
+      const answer = await this.client.call<CallResponse<Agent, M>>(this.service, method, request as object, timeoutMs > 0 ? { timeoutMs } : {});
       observe(false);
       return answer;
     } catch (err) {

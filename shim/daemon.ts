@@ -103,7 +103,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     // The configuration is read at the first Create: only then are the runtime options and the sandbox's spec known.
     const pod = new Pod({ namespace: flags.namespace, resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (config, l) => createHypervisor(config.hypervisor, l) }, {
       onExit: (c, p, exit) => publishExit(events, c, p, exit),
-      onOom: (id) => events.publish('/tasks/oom', 'containerd.events.TaskOOM', { container_id: id }),
+      onOom: (id) => events.publish('/tasks/oom', { container_id: id }),
     }, logger);
     const service = new TaskService({
       pod,

@@ -1,25 +1,34 @@
 import { silentLogger } from '../lib/logger';
-import { EVENTS_SERVICE, lookupService } from '../lib/protos';
+import { decodeAs, EVENTS_SERVICE, lookupService } from '../lib/protos';
+import type { containerd as types } from '../lib/proto-types';
 import { TtrpcServer } from '../ttrpc';
 import { removeTmpDirs, tmpSocketPath } from '../ttrpc/test-helpers';
 import { TtrpcEventPublisher } from './events';
 
-/** containerd's event service: records the topics it is sent. */
-async function fakeContainerd(socket: string): Promise<{ topics: string[]; server: TtrpcServer }> {
+type ForwardRequest = types.services.events.ttrpc.v1.IForwardRequest;
+
+/** containerd's event service: records the topics it is sent, and the exits' contents decoded by their type URL. */
+async function fakeContainerd(socket: string): Promise<{ topics: string[]; exits: { type_url: string; container_id: string; exit_status: number }[]; server: TtrpcServer }> {
   const topics: string[] = [];
+  const exits: { type_url: string; container_id: string; exit_status: number }[] = [];
   const server = new TtrpcServer();
   server.addService(lookupService(EVENTS_SERVICE), {
-    Forward: async (req: { envelope?: { topic?: string } }) => {
+    Forward: async (req: ForwardRequest) => {
       topics.push(req.envelope?.topic ?? '');
+      const event = req.envelope?.event;
+      if (req.envelope?.topic === '/tasks/exit' && event?.type_url && event.value) {
+        const exit = decodeAs<types.events.ITaskExit>(event.type_url, event.value);
+        exits.push({ type_url: event.type_url, container_id: exit.container_id, exit_status: exit.exit_status });
+      }
       return {};
     },
   });
   await server.listen(socket);
-  return { topics, server };
+  return { topics, exits, server };
 }
 
-const exit = (id: string) => ['/tasks/exit', 'containerd.events.TaskExit', { container_id: id, id, exit_status: 0 }] as const;
-const oom = (id: string) => ['/tasks/oom', 'containerd.events.TaskOOM', { container_id: id }] as const;
+const exit = (id: string, status = 0) => ['/tasks/exit', { container_id: id, id, exit_status: status }] as const;
+const oom = (id: string) => ['/tasks/oom', { container_id: id }] as const;
 
 describe('the event publisher', () => {
   afterAll(() => removeTmpDirs());
@@ -27,13 +36,15 @@ describe('the event publisher', () => {
   it('keeps retrying while containerd is away (a restart), and delivers in order once it is back', async () => {
     const socket = tmpSocketPath('events.sock');
     const publisher = new TtrpcEventPublisher(`unix://${socket}`, 'ns', silentLogger(), { queue: 100, retryWindowMs: 60_000 });
-    publisher.publish(...exit('c1'));
+    publisher.publish(...exit('c1', 3));
     publisher.publish(...oom('c2'));
     // Longer than the old 5-attempt budget (~1.5 s) before containerd answers again.
     await new Promise((r) => setTimeout(r, 2500));
     const containerd = await fakeContainerd(socket);
     await publisher.flush();
     expect(containerd.topics).toEqual(['/tasks/exit', '/tasks/oom']);
+    // Each event is packed as its topic's message, under the type URL containerd decodes it by.
+    expect(containerd.exits).toEqual([{ type_url: 'containerd.events.TaskExit', container_id: 'c1', exit_status: 3 }]);
     await publisher.close();
     await containerd.server.close();
   });

@@ -3,6 +3,7 @@
 // way containerd's own shims do, so a busy containerd does not lose events.
 import { Logger } from '../lib/logger';
 import { EVENTS_SERVICE, lookupService, packAny, timestamp } from '../lib/protos';
+import type { containerd } from '../lib/proto-types';
 import { TtrpcClient } from '../ttrpc';
 
 const CALL_TIMEOUT_MS = 5000;
@@ -16,8 +17,36 @@ const MAX_BACKOFF_MS = 2000;
 const QUEUE_LIMIT = 2048;
 const EXIT_TOPIC = '/tasks/exit';
 
+/** The task events a shim publishes, by topic: the message each carries (containerd's runtime v2 topics). */
+export interface TaskEvents {
+  '/tasks/create': containerd.events.ITaskCreate;
+  '/tasks/start': containerd.events.ITaskStart;
+  '/tasks/delete': containerd.events.ITaskDelete;
+  '/tasks/exit': containerd.events.ITaskExit;
+  '/tasks/oom': containerd.events.ITaskOOM;
+  '/tasks/exec-added': containerd.events.ITaskExecAdded;
+  '/tasks/exec-started': containerd.events.ITaskExecStarted;
+  '/tasks/paused': containerd.events.ITaskPaused;
+  '/tasks/resumed': containerd.events.ITaskResumed;
+}
+
+export type TaskTopic = keyof TaskEvents;
+
+/** The message type each topic's event is packed as (its Any's type_url, as containerd's shims write it). */
+const EVENT_TYPE_NAMES: { readonly [T in TaskTopic]: string } = {
+  '/tasks/create': 'containerd.events.TaskCreate',
+  '/tasks/start': 'containerd.events.TaskStart',
+  '/tasks/delete': 'containerd.events.TaskDelete',
+  '/tasks/exit': 'containerd.events.TaskExit',
+  '/tasks/oom': 'containerd.events.TaskOOM',
+  '/tasks/exec-added': 'containerd.events.TaskExecAdded',
+  '/tasks/exec-started': 'containerd.events.TaskExecStarted',
+  '/tasks/paused': 'containerd.events.TaskPaused',
+  '/tasks/resumed': 'containerd.events.TaskResumed',
+};
+
 export interface EventPublisher {
-  publish(topic: string, typeName: string, event: object): void;
+  publish<T extends TaskTopic>(topic: T, event: TaskEvents[T]): void;
   /** Resolves when everything queued so far was sent (or given up). */
   flush(): Promise<void>;
   close(): Promise<void>;
@@ -35,8 +64,7 @@ export interface EventObserver {
 const NO_EVENT_OBSERVER: EventObserver = { published: () => undefined, dropped: () => undefined };
 
 interface QueuedEvent {
-  topic: string;
-  typeName: string;
+  topic: TaskTopic;
   event: object;
   at: Date;
 }
@@ -56,7 +84,7 @@ export class TtrpcEventPublisher implements EventPublisher {
     private readonly observer: EventObserver = NO_EVENT_OBSERVER,
   ) {}
 
-  publish(topic: string, typeName: string, event: object): void {
+  publish<T extends TaskTopic>(topic: T, event: TaskEvents[T]): void {
     if (this.closed) {
       this.observer.dropped(topic, 'closed');
       return;
@@ -74,7 +102,7 @@ export class TtrpcEventPublisher implements EventPublisher {
         return;
       }
     }
-    this.queue.push({ topic, typeName, event, at: new Date() });
+    this.queue.push({ topic, event, at: new Date() });
     this.draining = this.draining.then(() => this.drain());
   }
 
@@ -97,7 +125,7 @@ export class TtrpcEventPublisher implements EventPublisher {
 
   private async send(item: QueuedEvent): Promise<void> {
     const request = {
-      envelope: { timestamp: timestamp(item.at), namespace: this.namespace, topic: item.topic, event: packAny(item.typeName, item.event) },
+      envelope: { timestamp: timestamp(item.at), namespace: this.namespace, topic: item.topic, event: packAny(EVENT_TYPE_NAMES[item.topic], item.event) },
     };
     const deadline = Date.now() + this.limits.retryWindowMs;
     for (let attempt = 1; ; attempt++) {

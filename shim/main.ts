@@ -3,7 +3,8 @@
 // runs; `daemon` is the per-pod server `start` launches.
 import { errorMessage } from '../lib/errors';
 import { createLogger } from '../lib/logger';
-import { lookupType, timestamp } from '../lib/protos';
+import { encodeAs, timestamp } from '../lib/protos';
+import type { containerd } from '../lib/proto-types';
 import { runDaemon } from './daemon';
 import { deleteAction, KILLED_EXIT_STATUS } from './delete';
 import { parseFlags } from './flags';
@@ -20,8 +21,7 @@ async function main(): Promise<void> {
     }
     case 'delete': {
       await deleteAction(flags, createLogger(process.stderr, flags.debug ? 'debug' : 'warn').child({ action: 'delete', id: flags.id }));
-      const type = lookupType('containerd.task.v2.DeleteResponse');
-      const bytes = type.encode(type.fromObject({ pid: 0, exit_status: KILLED_EXIT_STATUS, exited_at: timestamp(new Date()) })).finish();
+      const bytes = encodeAs<containerd.task.v2.IDeleteResponse>('containerd.task.v2.DeleteResponse', { pid: 0, exit_status: KILLED_EXIT_STATUS, exited_at: timestamp(new Date()) });
       process.stdout.write(Buffer.from(bytes));
       return;
     }

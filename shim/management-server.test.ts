@@ -11,6 +11,7 @@ import { unixHttpGet } from '../lib/unix-http-get';
 import { parsePrometheusText } from '../monitor/prom-text';
 import { parseExposition, samplesOf, valueOf } from '../tests/harness/prometheus';
 import { CallContext } from '../ttrpc';
+import type { GuestMetricsReport } from '../sandbox/agent-client';
 import { HostKsm } from '../sandbox/ksm';
 import { Sandbox } from '../sandbox/sandbox';
 import { ObservedSandbox, SandboxObserver } from '../sandbox/sandbox-observer';
@@ -149,7 +150,8 @@ describe('shim metrics rendering', () => {
       agentUrl: () => 'unix:///nonexistent/agent.sock',
       guestMetrics: () => {
         sandbox.asks++;
-        return new Promise<object>((resolve) => setTimeout(() => resolve(report), delayMs));
+        // Not decoded: like a hostile guest's answer, it need not have every field.
+        return new Promise<GuestMetricsReport>((resolve) => setTimeout(() => resolve(report as GuestMetricsReport), delayMs));
       },
     };
     return sandbox;

@@ -5,6 +5,8 @@ import { ConfigHints } from '../config/config-location';
 import { defaultConfig, RuntimeConfig } from '../config/runtime-config';
 import { HypervisorError, InvalidArgumentError } from '../lib/errors';
 import { silentLogger } from '../lib/logger';
+import { asReceived } from '../lib/protos';
+import type { containerd } from '../lib/proto-types';
 import { Hypervisor } from '../hypervisors/hypervisor';
 import { Pod } from '../sandbox/pod';
 import { configPathFromOptions } from './runtime-options';
@@ -75,7 +77,7 @@ describe('runtime options from containerd', () => {
 
     it('hands the options and the spec annotations to the configuration search, and the result to the driver', async () => {
       const create = service().handlers().Create;
-      const request = { id: 'c1', bundle, rootfs: [], options: { type_url: 'runtimeoptions.v1.Options', value: containerdOptions('/etc/kata-containers/pod.toml') } };
+      const request = asReceived<containerd.task.v2.ICreateTaskRequest>('containerd.task.v2.CreateTaskRequest', { id: 'c1', bundle, rootfs: [], options: { type_url: 'runtimeoptions.v1.Options', value: containerdOptions('/etc/kata-containers/pod.toml') } });
       await expect(create(request)).rejects.toThrow('no VM in this test');
       expect(hints).toEqual([{ runtimeOptionsPath: '/etc/kata-containers/pod.toml', annotations: { 'io.katacontainers.config_path': '/etc/kata-ts/x.toml' } }]);
       expect(configs.map((c) => c.hypervisor.kind)).toEqual(['clh']);

@@ -3,23 +3,19 @@
 // runtimeoptions.v1.Options. containerd 1.6 writes the same Any to `start`'s stdin;
 // the daemon loads the configuration at the first Create, so Create's copy is enough.
 import { InvalidArgumentError } from '../lib/errors';
-import { lookupType } from '../lib/protos';
+import { decodeAs } from '../lib/protos';
+import { google, runtimeoptions } from '../lib/proto-types';
 
 const RUNTIME_OPTIONS = 'runtimeoptions.v1.Options';
 
-export interface AnyMessage {
-  type_url?: string;
-  value?: Uint8Array;
-}
-
 /** The ConfigPath the options name, if they are runtimeoptions.v1.Options that set one. */
-export function configPathFromOptions(options: AnyMessage | null | undefined): string | undefined {
+export function configPathFromOptions(options: google.protobuf.IAny | null | undefined): string | undefined {
   // containerd 1.6 writes the bare message name; other clients prefix a host (type.googleapis.com/).
   const typeName = options?.type_url?.split('/').pop();
   if (typeName !== RUNTIME_OPTIONS) return undefined; // none, or another runtime's options (runc's): not ours to read
-  let decoded: { config_path?: string };
+  let decoded: { config_path: string };
   try {
-    decoded = lookupType(RUNTIME_OPTIONS).decode(options?.value ?? new Uint8Array()) as { config_path?: string };
+    decoded = decodeAs<runtimeoptions.v1.IOptions>(RUNTIME_OPTIONS, options?.value ?? new Uint8Array());
   } catch (err) {
     throw new InvalidArgumentError(`runtime options (${options?.type_url}) cannot be decoded: ${(err as Error).message}`);
   }

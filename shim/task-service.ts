@@ -3,6 +3,7 @@
 import { InvalidArgumentError, NotImplementedError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { timestamp } from '../lib/protos';
+import { Decoded, google, TaskHandlers } from '../lib/proto-types';
 import { Container } from '../sandbox/container';
 import { Pod } from '../sandbox/pod';
 import { ExitInfo, TaskProcess } from '../sandbox/task-process';
@@ -13,9 +14,6 @@ export const SHIM_VERSION = '0.1.0';
 
 /** containerd.v1.types.Status */
 const TaskStatus = { created: 1, running: 2, stopped: 3, paused: 4 } as const;
-
-type Req = Record<string, any>;
-type Handler = (req: Req) => Promise<object>;
 
 export interface TaskServiceDeps {
   pod: Pod;
@@ -30,7 +28,7 @@ export interface TaskServiceDeps {
 }
 
 /** The JSON inside an Any that containerd fills with an OCI type (Process, LinuxResources). */
-function anyJson(value: { value?: Buffer } | undefined, what: string): Buffer {
+function anyJson(value: Decoded<google.protobuf.IAny> | null, what: string): Buffer {
   const bytes = value?.value;
   if (!bytes || bytes.length === 0) throw new InvalidArgumentError(`${what} is missing`);
   try {
@@ -44,14 +42,14 @@ function anyJson(value: { value?: Buffer } | undefined, what: string): Buffer {
 export class TaskService {
   constructor(private readonly deps: TaskServiceDeps) {}
 
-  handlers(): Record<string, Handler> {
+  handlers(): TaskHandlers {
     const { pod, events } = this.deps;
     return {
       Create: async (req) => {
         const container = await pod.create({
           id: req.id,
           bundle: req.bundle,
-          rootfs: (req.rootfs ?? []).map((m: Req) => ({ type: m.type, source: m.source, target: m.target, options: m.options ?? [] })),
+          rootfs: req.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target, options: m.options })),
           terminal: req.terminal,
           stdin: req.stdin,
           stdout: req.stdout,
@@ -61,10 +59,10 @@ export class TaskService {
         // The task's pid, as containerd sees it, is the VM's: guest pids mean nothing on the host.
         const pid = pod.hypervisorPid();
         container.init.pid = pid;
-        events.publish('/tasks/create', 'containerd.events.TaskCreate', {
+        events.publish('/tasks/create', {
           container_id: req.id,
           bundle: req.bundle,
-          rootfs: req.rootfs ?? [],
+          rootfs: req.rootfs,
           io: { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal },
           pid,
         });
@@ -72,8 +70,8 @@ export class TaskService {
       },
       Start: async (req) => {
         const proc = await pod.start(req.id, req.exec_id);
-        if (req.exec_id) events.publish('/tasks/exec-started', 'containerd.events.TaskExecStarted', { container_id: req.id, exec_id: req.exec_id, pid: proc.pid });
-        else events.publish('/tasks/start', 'containerd.events.TaskStart', { container_id: req.id, pid: proc.pid });
+        if (req.exec_id) events.publish('/tasks/exec-started', { container_id: req.id, exec_id: req.exec_id, pid: proc.pid });
+        else events.publish('/tasks/start', { container_id: req.id, pid: proc.pid });
         return { pid: proc.pid };
       },
       Exec: async (req) => {
@@ -86,7 +84,7 @@ export class TaskService {
           stderr: req.stderr,
           processJson: anyJson(req.spec, `exec ${req.exec_id}: process spec`),
         });
-        events.publish('/tasks/exec-added', 'containerd.events.TaskExecAdded', { container_id: req.id, exec_id: req.exec_id });
+        events.publish('/tasks/exec-added', { container_id: req.id, exec_id: req.exec_id });
         return {};
       },
       Wait: async (req) => {
@@ -122,7 +120,7 @@ export class TaskService {
         const proc = await pod.delete(req.id, req.exec_id);
         const exit = proc.exit ?? { status: 0, exitedAt: new Date() };
         if (!req.exec_id) {
-          events.publish('/tasks/delete', 'containerd.events.TaskDelete', {
+          events.publish('/tasks/delete', {
             container_id: req.id,
             pid: proc.pid,
             exit_status: exit.status,
@@ -134,12 +132,12 @@ export class TaskService {
       Pids: async (req) => ({ processes: (await pod.pids(req.id)).map((pid) => ({ pid })) }),
       Pause: async (req) => {
         await pod.pause(req.id);
-        events.publish('/tasks/paused', 'containerd.events.TaskPaused', { container_id: req.id });
+        events.publish('/tasks/paused', { container_id: req.id });
         return {};
       },
       Resume: async (req) => {
         await pod.resume(req.id);
-        events.publish('/tasks/resumed', 'containerd.events.TaskResumed', { container_id: req.id });
+        events.publish('/tasks/resumed', { container_id: req.id });
         return {};
       },
       Update: async (req) => {
@@ -169,7 +167,7 @@ export class TaskService {
 
 /** Publishes /tasks/exit for a process (also the pod's exit hook). */
 export function publishExit(events: EventPublisher, container: Container, proc: TaskProcess, exit: ExitInfo): void {
-  events.publish('/tasks/exit', 'containerd.events.TaskExit', {
+  events.publish('/tasks/exit', {
     container_id: container.id,
     id: proc.execId || container.id,
     pid: proc.pid,
