@@ -1,6 +1,6 @@
 import * as os from 'os';
 import { InvalidArgumentError } from '../lib/errors';
-import { annotationKernelParamRefusal, applyConfigAnnotations, overrideKernelParams } from './pod-annotations';
+import { annotationKernelParamRefusal, applyConfigAnnotations, overrideKernelParams, POD_KERNEL_PARAMS } from './pod-annotations';
 import { parseConfig, RuntimeConfig } from './runtime-config';
 
 const SOURCE = '/etc/kata-containers/configuration.toml';
@@ -62,8 +62,9 @@ describe('per-pod overrides through io.katacontainers.config.hypervisor.* annota
   it('refuses kernel parameters longer than a file may set', () => {
     const config = configWith(['kernel_params'], { kernelParams: ['quiet'] });
     // With the file's "quiet": 5 + 1 + 1531 bytes.
-    expect(() => apply(config, { [key('kernel_params')]: 'x'.repeat(1531) })).toThrow(`annotation ${key('kernel_params')}: must be at most 1536 bytes together (the guest's command line holds 2048, and kata-ts adds its own), got 1537`);
-    expect(apply(config, { [key('kernel_params')]: 'x'.repeat(1530) }).hypervisor.kernelParams).toHaveLength(2);
+    const long = (n: number): string => `loglevel=${'7'.repeat(n - 'loglevel='.length)}`;
+    expect(() => apply(config, { [key('kernel_params')]: long(1531) })).toThrow(`annotation ${key('kernel_params')}: must be at most 1536 bytes together (the guest's command line holds 2048, and kata-ts adds its own), got 1537`);
+    expect(apply(config, { [key('kernel_params')]: long(1530) }).hypervisor.kernelParams).toHaveLength(2);
   });
 
   it('accepts enable_template = "false": it changes nothing', () => {
@@ -73,50 +74,55 @@ describe('per-pod overrides through io.katacontainers.config.hypervisor.* annota
   });
 
   it("adds kernel parameters, each replacing the configuration's of the same name (Kata's rule)", () => {
-    const config = configWith(['kernel_params'], { kernelParams: ['quiet', 'loglevel=3', 'cgroup_no_v1=all'] });
-    expect(apply(config, { [key('kernel_params')]: ' loglevel=7  nmi_watchdog=0  loglevel=8 ' }).hypervisor.kernelParams).toEqual(['quiet', 'cgroup_no_v1=all', 'nmi_watchdog=0', 'loglevel=8']);
-    expect(overrideKernelParams(['a=1', 'b'], ['b', 'c=2'])).toEqual(['a=1', 'b', 'c=2']);
+    const config = configWith(['kernel_params'], { kernelParams: ['quiet', 'loglevel=3', 'cgroup_no_v1=all', 'transparent-hugepage=always'] });
+    expect(apply(config, { [key('kernel_params')]: ' loglevel=7  nmi_watchdog=0  loglevel=8 transparent_hugepage=never' }).hypervisor.kernelParams).toEqual(['quiet', 'cgroup_no_v1=all', 'nmi_watchdog=0', 'loglevel=8', 'transparent_hugepage=never']);
+    // The kernel takes '-' for '_' in names: so does the replacing.
+    expect(overrideKernelParams(['a=1', 'b', 'x_y=1'], ['b', 'c=2', 'x-y=2'])).toEqual(['a=1', 'b', 'c=2', 'x-y=2']);
   });
 
-  it.each([
+  const notAllowed = `a pod may set only ${POD_KERNEL_PARAMS.join(', ')} (the rest belong to the runtime and its administrator)`;
+
+  it.each<[string, string]>([
     // what runs as init, and the root filesystem it runs from
-    'init=/usr/bin/node', 'rdinit=/bin/sh', 'root=/dev/vda', 'rootfstype=tmpfs', 'rootflags=rw', 'rootwait', 'ro', 'rw', 'noinitrd',
+    ...['init=/usr/bin/node', 'rdinit=/bin/sh', 'root=/dev/vda', 'rootfstype=tmpfs', 'rootflags=rw', 'rootwait', 'ro', 'rw', 'noinitrd', 'initrdmem=0x1,0x2'].map((p): [string, string] => [p, p]),
     // the console, panic and reboot the runtime relies on
-    'console=tty0', 'earlycon=uart,io,0x3f8', 'earlyprintk=ttyS0', 'panic=0', 'reboot=k',
-    // kata-ts's own, sysctls, hardening
-    'katats.smoke=1', 'katats.hostname=x', 'sysctl.kernel.modules_disabled=0', 'mitigations=off', 'nokaslr', 'kfence.sample_interval=0', 'lockdown=none',
-  ])('refuses %s, a kernel parameter the runtime or its administrator sets', (param) => {
+    ...['console=tty0', 'earlycon=uart,io,0x3f8', 'earlyprintk=ttyS0', 'panic=0', 'reboot=k', '8250.nr_uarts=0'].map((p): [string, string] => [p, p]),
+    // kata-ts's own, sysctls in either spelling, hardening and isolation switches
+    ...['katats.smoke=1', 'sysctl.kernel.modules_disabled=0', 'sysctl/kernel/core_pattern=|/proc/%P/root/x', 'hung_task_panic=1', 'mitigations=off', 'pti=off', 'spectre_v2=off', 'nokaslr', 'cgroup_disable=memory', 'lockdown=none'].map((p): [string, string] => [p, p]),
+    // everything after `--` goes to init; `-x` is an argument of init
+    ['loglevel=7 -- -e code', '--'],
+    ['--inspect', '--inspect'],
+    // an unknown NAME=value is an environment variable of init and the agent
+    ['NODE_OPTIONS=--import=data:text/javascript,1', 'NODE_OPTIONS=--import=data:text/javascript,1'],
+  ])('refuses %j: not a parameter a pod may set', (value, param) => {
     const config = configWith(['kernel_params']);
-    const name = param.split('=')[0];
-    expect(() => apply(config, { [key('kernel_params')]: `loglevel=7 ${param}` })).toThrow(
-      new InvalidArgumentError(`annotation ${key('kernel_params')}: kernel parameter ${JSON.stringify(param)} is refused: ${JSON.stringify(name)} is set by the runtime or its administrator (root filesystem, init, console, panic and reboot, katats.*, sysctl.*, hardening), never by a pod`),
+    expect(() => apply(config, { [key('kernel_params')]: `loglevel=7 ${value}` })).toThrow(
+      new InvalidArgumentError(`annotation ${key('kernel_params')}: kernel parameter ${JSON.stringify(param)} is refused: ${notAllowed}`),
     );
     expect(config.hypervisor.kernelParams).toEqual([]);
   });
 
-  it.each<[string, string, string]>([
-    // everything after `--` goes to init; `-x` is an argument of init
-    ['loglevel=7 -- -e code', '--', 'a parameter starting with "-" is an argument of the guest\'s init'],
-    ['--inspect', '--inspect', 'a parameter starting with "-" is an argument of the guest\'s init'],
+  it.each<[string, string]>([
     // the kernel strips quotes, so "init=/x" sets init
-    ['"init=/usr/bin/node"', '"init=/usr/bin/node"', 'only printable ASCII without double quotes is allowed'],
-    ['foo="a b"', 'foo="a', 'only printable ASCII without double quotes is allowed'],
+    ['"init=/usr/bin/node"', '"init=/usr/bin/node"'],
+    ['loglevel="7 init=/bin/sh"', 'loglevel="7'],
     // the kernel splits at byte 0xA0: "à" is C3 A0 in UTF-8
-    ['foo=\u00e0init=/bin/sh', 'foo=\u00e0init=/bin/sh', 'only printable ASCII without double quotes is allowed'],
-    // an unknown NAME=value is an environment variable of init and the agent
-    ['NODE_OPTIONS=--import=data:text/javascript,1', 'NODE_OPTIONS=--import=data:text/javascript,1', "kernel parameter names are lower case; this one would be an environment variable of the guest's init"],
-    ['KATATS_STAGE=2', 'KATATS_STAGE=2', "kernel parameter names are lower case; this one would be an environment variable of the guest's init"],
-  ])('refuses %j, naming the annotation and the parameter', (value, param, reason) => {
+    ['loglevel=7\u00e0init=/bin/sh', 'loglevel=7\u00e0init=/bin/sh'],
+  ])('refuses %j, whose bytes the kernel reads otherwise', (value, param) => {
     const config = configWith(['kernel_params']);
-    expect(() => apply(config, { [key('kernel_params')]: value })).toThrow(new InvalidArgumentError(`annotation ${key('kernel_params')}: kernel parameter ${JSON.stringify(param)} is refused: ${reason}`));
+    expect(() => apply(config, { [key('kernel_params')]: value })).toThrow(
+      new InvalidArgumentError(`annotation ${key('kernel_params')}: kernel parameter ${JSON.stringify(param)} is refused: only printable ASCII without double quotes is allowed`),
+    );
   });
 
-  it("allows other parameters, and leaves the file's own alone", () => {
-    for (const ok of ['loglevel=7', 'quiet', 'nmi_watchdog=0', 'systemd.log_level=debug', 'cgroup_no_v1=all', 'transparent_hugepage=never', 'initcall_debug']) expect(annotationKernelParamRefusal(ok)).toBeUndefined();
+  it("allows the logging and page-size parameters, in either spelling, and leaves the file's own alone", () => {
+    for (const ok of ['loglevel=7', 'quiet', 'nmi_watchdog=0', 'transparent_hugepage=never', 'transparent-hugepage=never', 'initcall_debug', 'hugepagesz=2M', 'hugepages=16', 'printk.time=1']) {
+      expect(annotationKernelParamRefusal(ok)).toBeUndefined();
+    }
     // The administrator is trusted: a file may set any of them.
     const config = configWith(['kernel_params'], { kernelParams: ['init=/sbin/other-init', 'mitigations=off', 'katats.debug=1'] });
     expect(apply(config, { [key('kernel_params')]: 'loglevel=7' }).hypervisor.kernelParams).toEqual(['init=/sbin/other-init', 'mitigations=off', 'katats.debug=1', 'loglevel=7']);
-    // ... and a pod cannot replace them by name.
+    // ... and a pod cannot replace them.
     expect(() => apply(config, { [key('kernel_params')]: 'mitigations=auto' })).toThrow('kernel parameter "mitigations=auto" is refused');
   });
 

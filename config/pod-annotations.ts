@@ -34,8 +34,8 @@ const HYPERVISOR_OVERRIDES: Record<string, Override> = {
   default_vcpus: { field: 'vcpus', apply: (h, value, annotation) => void (h.vcpus = integer(value, annotation, 1)) },
   default_maxmemory: { field: 'maxMemoryMiB', apply: (h, value, annotation) => void (h.maxMemoryMiB = integer(value, annotation, 0)) },
   // As in Kata: a parameter replaces the configuration's of the same name, else joins
-  // them, after the runtime's own. None may be one annotationKernelParamRefusal refuses;
-  // length follows the file's rule.
+  // them, after the runtime's own. Each must be one of POD_KERNEL_PARAMS; length
+  // follows the file's rule.
   kernel_params: {
     field: 'kernelParams',
     apply: (h, value, annotation) => {
@@ -64,41 +64,37 @@ function integer(value: string, annotation: string, min: number): number {
 }
 
 /**
- * Kernel parameters a pod may not set. Its kernel_params go last on the guest's command
- * line, where the last of a name wins, so each of these would take over from the
- * runtime what runs as PID 1 before the agent, or how the guest boots, logs and stops:
+ * The kernel parameters a pod may set, when enable_annotations lets it: each changes only
+ * how much its own guest logs or how that guest sizes its memory pages. Every other one
+ * is refused. A deny list cannot be complete: the kernel also takes sysctls as
+ * `sysctl/kernel/core_pattern=…` and bare aliases, `-` for `_` in names, argv and
+ * environment entries for init, and hundreds of switches that weaken what keeps the
+ * pod's containers apart (cgroup_disable=, pti=off, …).
  */
-const RUNTIME_KERNEL_PARAMS = new Set([
-  // the root filesystem and the init that runs on it (hypervisors/rootfs-params.ts);
-  'root', 'rootfstype', 'rootflags', 'rootwait', 'rootdelay', 'ro', 'rw', 'init', 'rdinit', 'initrd', 'noinitrd',
-  // the console the shim reads, and the panic/reboot behaviour it relies on (sandbox.ts;
-  // its `quiet` stays allowed: it only sets the log level, as loglevel= does);
-  'console', 'earlycon', 'earlyprintk', 'panic', 'reboot',
-  // the guest's own hardening, which the administrator's kernel_params may set.
-  'mitigations', 'nokaslr', 'nopti', 'lockdown',
-]);
-/** Families refused by prefix: kata-ts's own (guest/init reads katats.*), the guest's sysctls, KFENCE. */
-const RUNTIME_KERNEL_PARAM_PREFIXES = ['katats.', 'sysctl.', 'kfence'];
+export const POD_KERNEL_PARAMS: readonly string[] = [
+  'quiet', 'debug', 'loglevel', 'ignore_loglevel', 'log_buf_len', 'printk.time', 'printk.devkmsg', 'initcall_debug', 'nmi_watchdog',
+  'hugepages', 'hugepagesz', 'default_hugepagesz', 'transparent_hugepage',
+];
+
+/** A parameter's name as the kernel compares it: '-' and '_' are the same character there. */
+function kernelParamName(param: string): string {
+  return param.split('=')[0].replace(/-/g, '_');
+}
 
 /** Why a pod's kernel_params annotation may not carry `param`; undefined when it may. */
 export function annotationKernelParamRefusal(param: string): string | undefined {
   // The kernel splits at byte 0xA0 too (a UTF-8 continuation byte), and strips quotes
   // ("init=/x" sets init): only printable ASCII without quotes means what it seems.
   if (!/^[\x21-\x7e]+$/.test(param) || param.includes('"')) return 'only printable ASCII without double quotes is allowed';
-  // `--` hands everything after it to init; an unknown `-x` is an argument of init.
-  if (param.startsWith('-')) return 'a parameter starting with "-" is an argument of the guest\'s init';
-  const name = param.split('=')[0];
-  // An unknown NAME=value becomes an environment variable of init (and the agent), e.g. NODE_OPTIONS.
-  if (/[A-Z]/.test(name)) return 'kernel parameter names are lower case; this one would be an environment variable of the guest\'s init';
-  if (RUNTIME_KERNEL_PARAMS.has(name) || RUNTIME_KERNEL_PARAM_PREFIXES.some((prefix) => name.startsWith(prefix))) {
-    return `${JSON.stringify(name)} is set by the runtime or its administrator (root filesystem, init, console, panic and reboot, katats.*, sysctl.*, hardening), never by a pod`;
+  if (!POD_KERNEL_PARAMS.includes(kernelParamName(param))) {
+    return `a pod may set only ${POD_KERNEL_PARAMS.join(', ')} (the rest belong to the runtime and its administrator)`;
   }
   return undefined;
 }
 
 /** `params` over `base`, Kata's way: each replaces the base parameters of its name (the part before '='). */
 export function overrideKernelParams(base: string[], params: string[]): string[] {
-  const nameOf = (param: string): string => param.split('=')[0];
+  const nameOf = kernelParamName;
   let result = base;
   for (const param of params) result = [...result.filter((p) => nameOf(p) !== nameOf(param)), param];
   return result;

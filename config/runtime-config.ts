@@ -289,11 +289,11 @@ export function annotationEnabled(config: RuntimeConfig, key: string): boolean {
 
 /**
  * The load-time warning of a configuration that lets pods set guest kernel parameters
- * (pod-annotations.ts refuses the runtime's own), logged with the ignored keys.
+ * (pod-annotations.ts allows them only a few), logged with the ignored keys.
  */
 export function annotationWarnings(config: RuntimeConfig, key: string, file: string): IgnoredKey[] {
   if (!annotationEnabled(config, 'kernel_params')) return [];
-  return [{ key, file, reason: 'used, with a warning: enables the io.katacontainers.config.hypervisor.kernel_params annotation, so pods add guest kernel parameters (not the root filesystem, init, console, panic/reboot, katats.*, sysctl.* or hardening ones)' }];
+  return [{ key, file, reason: 'used, with a warning: enables the io.katacontainers.config.hypervisor.kernel_params annotation, so pods add guest kernel parameters (only logging and page-size ones: config/pod-annotations.ts POD_KERNEL_PARAMS)' }];
 }
 
 /** A configuration read from its file(s). */
