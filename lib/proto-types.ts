@@ -4,9 +4,10 @@
 // (lib/protos.ts), so nothing here can drift from the wire without a type error or
 // the staleness test failing.
 //
-// Fields we do not know (a newer containerd's, say) are skipped when decoding, as
-// proto3 requires and as containerd's own Go shims do: a request keeps working and
-// the new field is ignored until it is added to protos/ and handled here.
+// Fields we do not know (a newer containerd's, say) are dropped when decoding (proto3
+// would keep them for re-encoding, but nothing here forwards a message it received):
+// a request keeps working and the new field is ignored until it is added to protos/
+// and handled here.
 import type Long from 'long';
 import type { containerd, google, io, katats, runtimeoptions } from '../protos/generated/messages';
 
@@ -16,7 +17,9 @@ export type { containerd, google, io, katats, runtimeoptions };
  * A message as ttrpc hands it over after decoding (ttrpc/messages.ts TO_OBJECT_OPTIONS:
  * defaults on, 64-bit integers and enums as numbers, bytes as Buffer): every scalar,
  * repeated and map field is present; a message field is null when the peer left it out.
- * An enum is a plain number: a newer peer may send a value we have no name for.
+ * An enum is a plain number: a newer peer may send a value we have no name for. A
+ * 64-bit integer above 2^53 loses precision as a number: values a peer controls are
+ * range-checked where they are used.
  */
 export type Decoded<T> = { [K in keyof T]-?: DecodedValue<Exclude<T[K], null | undefined>> };
 

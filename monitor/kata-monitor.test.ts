@@ -97,8 +97,8 @@ describe('kata-ts-monitor', () => {
     const families = parseExposition(body);
     expect(samplesOf(families, 'kata_shim_events_published_total').map((s) => [s.labels, Number(s.value)])).toEqual(
       expect.arrayContaining([
-        [{ sandbox_id: 'aaa', namespace: 'k8s.io', cri_uid: 'uid-pod-a', cri_name: 'pod-a', cri_namespace: 'shop', topic: '/tasks/start' }, 1],
-        [{ sandbox_id: 'bbb', namespace: 'k8s.io', cri_uid: 'uid-pod-b', cri_name: 'pod-b', cri_namespace: 'shop', topic: '/tasks/start' }, 2],
+        [{ sandbox_id: 'aaa', containerd_namespace: 'k8s.io', cri_uid: 'uid-pod-a', cri_name: 'pod-a', cri_namespace: 'shop', topic: '/tasks/start' }, 1],
+        [{ sandbox_id: 'bbb', containerd_namespace: 'k8s.io', cri_uid: 'uid-pod-b', cri_name: 'pod-b', cri_namespace: 'shop', topic: '/tasks/start' }, 2],
       ]),
     );
     expect(samplesOf(families, 'kata_shim_events_published_total')).toHaveLength(2);
@@ -124,13 +124,13 @@ describe('kata-ts-monitor', () => {
     expect((await httpGet(port, '/nope')).status).toBe(404);
   });
 
-  it('tells apart one id in two containerd namespaces: a namespace label, and &namespace= on the per-sandbox endpoints', async () => {
+  it('tells apart one id in two containerd namespaces: a containerd_namespace label, and &namespace= on the per-sandbox endpoints', async () => {
     shims.push(await fakeShim(path.join(stateDir, 'moby', 'aaa'), identity('aaa', 'pod-a2', 'moby'), (url) => (url === '/metrics' ? shimMetrics(7) : url === '/agent-url' ? Promise.resolve('unix:///moby/agent.sock') : undefined)));
     const families = parseExposition((await httpGet(port, '/metrics')).body);
     const aaa = samplesOf(families, 'kata_shim_events_published_total', { sandbox_id: 'aaa' });
-    expect(aaa.map((s) => [s.labels?.namespace, Number(s.value)]).sort()).toEqual([['k8s.io', 1], ['moby', 7]]);
+    expect(aaa.map((s) => [s.labels?.containerd_namespace, Number(s.value)]).sort()).toEqual([['k8s.io', 1], ['moby', 7]]);
     // Every re-exported series carries the namespace; the monitor's own do not.
-    for (const family of families.filter((f) => !f.name.startsWith('kata_monitor_'))) for (const m of family.metrics) expect(m.labels?.namespace).toBeDefined();
+    for (const family of families.filter((f) => !f.name.startsWith('kata_monitor_'))) for (const m of family.metrics) expect(m.labels?.containerd_namespace).toBeDefined();
 
     for (const endpoint of ['/metrics', '/agent-url']) {
       expect(await httpGet(port, `${endpoint}?sandbox=aaa`)).toMatchObject({ status: 409, body: 'sandbox aaa exists in namespaces k8s.io, moby; name one with &namespace=\n' });

@@ -1,7 +1,7 @@
 // kata-ts-monitor's work (Kata's kata-monitor): one scrape of the node asks every
 // sandbox's shim for its /metrics at once, each within its own deadline, labels each
 // series with the sandbox, its containerd namespace and its pod's CRI names (Kata's
-// sandbox_id, cri_uid, cri_name, cri_namespace, plus namespace: one id may run in two
+// sandbox_id, cri_uid, cri_name, cri_namespace, plus containerd_namespace: one id may run in two
 // containerd namespaces) and merges them, family by family, with the monitor's own
 // kata_monitor_* series. A hung or broken shim costs its own series, never the answer.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -105,7 +105,8 @@ export class KataMonitor {
       const families = parsePrometheusText(await this.get(sandbox, '/metrics'));
       return withLabels(families, [
         ['sandbox_id', id],
-        ['namespace', namespace],
+        // Not `namespace`: Prometheus targets in Kubernetes carry that label already (the scraped pod's).
+        ['containerd_namespace', namespace],
         ['cri_uid', cri.uid],
         ['cri_name', cri.name],
         ['cri_namespace', cri.namespace],

@@ -63,6 +63,8 @@ export interface AgentClient {
 }
 
 const VM_EXITED = 'the VM exited before its agent answered';
+/** GetGuestMetrics answers beyond this are refused undecoded (the guest's meminfo has ~60 entries). */
+const GUEST_METRICS_MAX_BYTES = 64 * 1024;
 
 /** The host end of the agent channel, connected; `vmGone` aborts the wait. */
 async function openChannel(channel: AgentChannel, timeoutMs: number, vmGone: AbortSignal): Promise<net.Socket> {
@@ -208,7 +210,9 @@ export class TtrpcAgentClient implements AgentClient {
     return { cpus: online.online_cpus ?? 0, memoryMiB: online.online_memory_mib ?? 0 };
   }
   guestMetrics(timeoutMs = this.callTimeoutMs): Promise<GuestMetricsReport> {
-    return this.call('GetGuestMetrics', {}, timeoutMs);
+    // An honest answer is a few KiB; a hostile one could make decoding it (a map of
+    // hundreds of thousands of entries) block the shim for a second.
+    return this.call('GetGuestMetrics', {}, timeoutMs, GUEST_METRICS_MAX_BYTES);
   }
   async getOomEvent(): Promise<string> {
     return (await this.call('GetOOMEvent', {}, 0)).container_id;
@@ -219,14 +223,14 @@ export class TtrpcAgentClient implements AgentClient {
   }
 
   /** timeoutMs 0 means no deadline (waits and reads): their time is the container's, not the agent's, so they are not observed. */
-  private async call<M extends keyof AgentServiceMethods>(method: M, request: CallRequest<Agent, M>, timeoutMs = this.callTimeoutMs): Promise<CallResponse<Agent, M>> {
+  private async call<M extends keyof AgentServiceMethods>(method: M, request: CallRequest<Agent, M>, timeoutMs = this.callTimeoutMs, maxResponseBytes?: number): Promise<CallResponse<Agent, M>> {
     const started = performance.now();
     const observe = (failed: boolean): void => {
       if (timeoutMs > 0) this.observeCall?.(method, (performance.now() - started) / 1000, failed);
     };
     try {
       // (CallRequest is a message interface; TypeScript cannot see it is an object while M is open.)
-      const answer = await this.client.call<CallResponse<Agent, M>>(this.service, method, request as object, timeoutMs > 0 ? { timeoutMs } : {});
+      const answer = await this.client.call<CallResponse<Agent, M>>(this.service, method, request as object, { ...(timeoutMs > 0 ? { timeoutMs } : {}), maxResponseBytes });
       observe(false);
       return answer;
     } catch (err) {

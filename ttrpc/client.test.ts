@@ -288,6 +288,21 @@ describe('TtrpcClient against a raw peer', () => {
     expect((await c).text).toBe('fine');
   });
 
+  it("fails a call whose answer is over its own maxResponseBytes, undecoded, and leaves the other calls' limits alone", async () => {
+    client = await TtrpcClient.connect(raw.path);
+    const small = client.call(EchoService, 'Echo', { text: 'a' }, { maxResponseBytes: 64 });
+    const big = client.call(EchoService, 'Echo', { text: 'b' });
+    const peer = await raw.peer();
+    await peer.frameOn(3);
+    const answer = encodeResponse(Code.OK, '', echoBytes('x'.repeat(100)));
+    peer.sendFrame(1, FrameType.Response, 0, answer);
+    peer.sendFrame(3, FrameType.Response, 0, answer);
+    const e = await rejection(small);
+    expect(e.code).toBe(Code.RESOURCE_EXHAUSTED);
+    expect(e.message).toBe(`ttrpc: an answer of ${answer.length} bytes is over this call's limit of 64`);
+    expect((await big).text).toBe('x'.repeat(100));
+  });
+
   it('survives the server closing mid-frame', async () => {
     client = await TtrpcClient.connect(raw.path);
     const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));

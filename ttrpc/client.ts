@@ -46,6 +46,11 @@ export interface CallOptions {
   metadata?: Metadata;
   /** Aborting rejects the call locally with CANCELLED (ttrpc has no cancel frame). */
   signal?: AbortSignal;
+  /**
+   * A smaller limit than the connection's for this call's answers: a bigger one fails
+   * the call with RESOURCE_EXHAUSTED before it is decoded (decoding is the costly part).
+   */
+  maxResponseBytes?: number;
 }
 
 /** A service given as a protobufjs Service (typed messages) or by full name (raw bytes in and out). */
@@ -292,6 +297,7 @@ class ClientCall {
   settled = false;
   private timer?: NodeJS.Timeout;
   private signal?: AbortSignal;
+  private maxResponseBytes?: number;
   private readonly onAbort = (): void => this.fail(abortError(this.signal));
 
   constructor(
@@ -303,6 +309,7 @@ class ClientCall {
   ) {}
 
   arm(opts: CallOptions): void {
+    this.maxResponseBytes = opts.maxResponseBytes;
     if (opts.timeoutMs !== undefined && opts.timeoutMs <= MAX_TIMER_MS) {
       this.timer = setTimeout(() => this.fail(new TtrpcError(Code.DEADLINE_EXCEEDED, 'deadline exceeded')), opts.timeoutMs);
       this.timer.unref();
@@ -315,6 +322,10 @@ class ClientCall {
 
   onFrame(frame: Frame): void {
     if (this.settled) return;
+    if (this.maxResponseBytes !== undefined && frame.data.length > this.maxResponseBytes) {
+      this.fail(new TtrpcError(Code.RESOURCE_EXHAUSTED, `ttrpc: an answer of ${frame.data.length} bytes is over this call's limit of ${this.maxResponseBytes}`));
+      return;
+    }
     if (frame.type === FrameType.Response) {
       let code: number;
       let message: string;
