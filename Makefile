@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build protos guest test test-unit test-e2e test-under-load demo bench bench-guest soak install uninstall clean
+.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-under-load demo bench bench-guest bench-shared-fs soak install uninstall clean
 
 all: build guest
 
@@ -47,7 +47,14 @@ test-matrix: guest
 	$(MAKE) test-e2e CONTAINERD=trixie E2E="$(MATRIX_E2E)"
 	$(MAKE) test-e2e CONTAINERD=unstable E2E="$(MATRIX_E2E)"
 
-test: test-unit test-e2e test-matrix
+# The same suites with the sandbox directory shared over virtio-fs (shared_fs = "virtio-fs",
+# Debian 12's /usr/lib/qemu/virtiofsd) instead of virtio-9p; tests/e2e/shared-fs.test.ts
+# (in test-e2e) covers what is particular to it.
+VIRTIOFS_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/pod-sizing.test.ts
+test-virtiofs: guest
+	KATATS_E2E_SHARED_FS=virtio-fs $(MAKE) test-e2e E2E="$(VIRTIOFS_E2E)"
+
+test: test-unit test-e2e test-matrix test-virtiofs
 
 # Not part of `make test`: the fault and stress suites ROUNDS (3) times in a row with
 # stress-ng keeping every core busy; results in bench/under-load.md.
@@ -60,6 +67,10 @@ demo: guest
 # Not part of `make test`: timings are reported as ratios against runc, never asserted.
 bench: guest
 	node dist/bench/run.js
+
+# virtio-9p against virtio-fs, same guest and workload, one run (bench/shared-fs.md).
+bench-shared-fs: guest
+	node dist/bench/shared-fs.js
 
 # Only the guest kernels and rootfs formats (bench/guest-boot.md), a few minutes.
 bench-guest: guest

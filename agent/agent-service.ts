@@ -20,6 +20,7 @@ import { applyPodNetworkSysctls } from './pod-sysctls';
 import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
 import { OciRuntime } from './oci-runtime';
 import { OomWatcher } from './oom-watcher';
+import { sharedFsMountArgs } from './shared-fs-mount';
 
 const execFileAsync = promisify(execFile);
 const DEFAULT_READ_LEN = 64 * 1024;
@@ -180,7 +181,7 @@ export class AgentService {
     if (req.shared_fs_tag) {
       const target = req.shared_dir_guest_path;
       fs.mkdirSync(target, { recursive: true });
-      await execFileAsync('mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=262144,cache=none', req.shared_fs_tag, target]);
+      await execFileAsync('mount', sharedFsMountArgs(req.shared_fs_type, req.shared_fs_tag, target));
       this.sharedMount = target;
     }
     // The pod's /dev/shm: containers bind it, so they share System V/POSIX shm as on a node.

@@ -28,6 +28,7 @@ function keysOf(file: string): string[] {
 const IMPLEMENTED = [
   'hypervisor.qemu.path', 'hypervisor.qemu.kernel', 'hypervisor.qemu.image', 'hypervisor.qemu.kernel_params', 'hypervisor.qemu.default_memory',
   'hypervisor.qemu.default_vcpus', 'hypervisor.qemu.default_maxvcpus', 'hypervisor.qemu.default_maxmemory', 'hypervisor.qemu.seccompsandbox', 'hypervisor.qemu.cpu_features',
+  'hypervisor.qemu.shared_fs', 'hypervisor.qemu.virtio_fs_daemon', 'hypervisor.qemu.virtio_fs_cache',
   'hypervisor.qemu.enable_annotations', 'agent.kata.dial_timeout', 'agent.kata.debug_console_enabled', 'runtime.sandbox_cgroup_only',
 ];
 
@@ -51,6 +52,7 @@ describe("Kata's own configuration keys", () => {
     expect(config.hypervisor).toMatchObject({
       kind: 'qemu', path: '/usr/bin/qemu-system-x86_64', kernel: '/usr/share/kata-containers/vmlinux.container', image: '/usr/share/kata-containers/kata-containers.img', initrd: '',
       kernelParams: ['cgroup_no_v1=all', 'systemd.unified_cgroup_hierarchy=1'], memoryMiB: 2048, vcpus: 1, maxVcpus: 0, maxMemoryMiB: 0, seccompSandbox: '', pmu: false,
+      sharedFs: 'virtio-fs', virtioFsDaemon: '/usr/libexec/virtiofsd', virtioFsCache: 'auto',
       enableAnnotations: ['enable_iommu', 'kernel_params', 'kernel_verity_params'],
     });
     expect(config.agent).toMatchObject({ bootTimeoutMs: 45_000, debugConsole: false });
@@ -65,7 +67,7 @@ describe("Kata's own configuration keys", () => {
       expect(entry.file).toBe(FIXTURE);
       expect(entry.reason.length).toBeGreaterThan(10);
     }
-    expect(ignoredKeys.find((k) => k.key === 'hypervisor.qemu.shared_fs')?.reason).toContain('virtio-9p');
+    expect(ignoredKeys.find((k) => k.key === 'hypervisor.qemu.virtio_fs_extra_args')?.reason).toContain('confining flags');
   });
 
   it('gives every key a type Kata decodes it as, and accepts the value it would warn about', () => {
@@ -86,8 +88,7 @@ describe("Kata's own configuration keys", () => {
     ['[runtime]\njaeger_password = "s3cret"\n', 'runtime.jaeger_password'],
     // at a value kata-ts matches anyway
     ['[hypervisor.qemu]\nmachine_type = "q35"\n', 'hypervisor.qemu.machine_type'],
-    ['[hypervisor.qemu]\nshared_fs = "virtio-9p"\n', 'hypervisor.qemu.shared_fs'],
-    ['[hypervisor.qemu]\nvirtio_fs_daemon = "/usr/libexec/virtiofsd"\n', 'hypervisor.qemu.virtio_fs_daemon'],
+    ['[hypervisor.qemu]\nvirtio_fs_extra_args = ["--thread-pool-size=1"]\n', 'hypervisor.qemu.virtio_fs_extra_args'],
     ['[factory]\nenable_template = false\n', 'factory.enable_template'],
     ['[runtime]\ninternetworking_model = "tcfilter"\n', 'runtime.internetworking_model'],
     ['[image]\nservice_offload = false\n', 'image.service_offload'],
@@ -102,7 +103,10 @@ describe("Kata's own configuration keys", () => {
     // what kata-ts cannot do
     ['[hypervisor.qemu]\nmachine_type = "pc"\n', 'hypervisor.qemu.machine_type: "pc" cannot be honoured: kata-ts builds a q35 machine (accepted: "q35")'],
     ['[hypervisor.qemu]\nconfidential_guest = true\n', 'hypervisor.qemu.confidential_guest: true cannot be honoured: kata-ts runs no confidential guests (SEV, SNP, TDX) (accepted: false)'],
-    ['[hypervisor.qemu]\nshared_fs = "none"\n', 'hypervisor.qemu.shared_fs: "none" cannot be honoured: QEMU shares the sandbox directory over virtio-9p'],
+    ['[hypervisor.qemu]\nshared_fs = "none"\n', 'hypervisor.qemu.shared_fs: must be one of "virtio-9p", "virtio-fs", got "none"'],
+    ['[hypervisor.clh]\nshared_fs = "virtio-9p"\n', 'hypervisor.clh.shared_fs: must be "virtio-fs": Cloud Hypervisor has no virtio-9p'],
+    ['[hypervisor.qemu]\nvirtio_fs_cache = "metadata"\n', 'hypervisor.qemu.virtio_fs_cache: must be one of "never", "auto", "always", got "metadata"'],
+    ['[hypervisor.qemu]\nshared_fs = "virtio-fs"\n[runtime]\nksm = "on"\n', 'runtime.ksm: "on" cannot work with shared_fs = "virtio-fs"'],
     ['[hypervisor.qemu]\nenable_hugepages = true\n', 'hypervisor.qemu.enable_hugepages: true cannot be honoured: guest memory is backed by normal pages'],
     ['[hypervisor.qemu]\npflashes = ["/f.img"]\n', 'hypervisor.qemu.pflashes: ["/f.img"] cannot be honoured: kata-ts attaches no flash images (accepted: [])'],
     ['[factory]\nenable_template = true\n', 'factory.enable_template: true cannot be honoured: kata-ts boots every VM from scratch; it has no VM templates (accepted: false)'],
@@ -126,14 +130,13 @@ describe("Kata's own configuration keys", () => {
     expect(() => loadTomlConfig(main)).toThrow(`${main}: ${message}`);
   });
 
-  it("takes Cloud Hypervisor's virtio_fs_daemon, and QEMU's only as a warning", () => {
+  it('takes the shared filesystem keys for QEMU and Cloud Hypervisor', () => {
     write(main, '[hypervisor.clh]\nvirtio_fs_daemon = "/opt/virtiofsd"\nvirtio_fs_cache = "auto"\n');
-    const clh = loadTomlConfig(main);
-    expect(clh.config.hypervisor.virtioFsDaemon).toBe('/opt/virtiofsd');
-    expect(clh.ignoredKeys.map((k) => k.key)).toEqual(['hypervisor.clh.virtio_fs_cache']);
-    expect(clh.ignoredKeys[0].reason).toContain('--cache=never');
-    write(main, '[hypervisor.qemu]\nvirtio_fs_daemon = "/opt/virtiofsd"\n');
-    expect(loadTomlConfig(main)).toMatchObject({ config: { hypervisor: { virtioFsDaemon: '' } }, ignoredKeys: [{ key: 'hypervisor.qemu.virtio_fs_daemon' }] });
+    expect(loadTomlConfig(main)).toMatchObject({ config: { hypervisor: { sharedFs: 'virtio-fs', virtioFsDaemon: '/opt/virtiofsd', virtioFsCache: 'auto' } }, ignoredKeys: [] });
+    write(main, '[hypervisor.qemu]\nshared_fs = "virtio-fs"\nvirtio_fs_daemon = "/opt/virtiofsd"\nvirtio_fs_cache = "never"\n');
+    expect(loadTomlConfig(main)).toMatchObject({ config: { hypervisor: { sharedFs: 'virtio-fs', virtioFsDaemon: '/opt/virtiofsd', virtioFsCache: 'never' } }, ignoredKeys: [] });
+    write(main, '[hypervisor.qemu]\n');
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'auto' });
   });
 
   it('reports a key set by several files once, with the file that set it last', () => {

@@ -63,8 +63,8 @@ export function refusal(rule: KataKeyRule, value: unknown): string | undefined {
 
 /** What the driver shares the sandbox directory over, for the shared-filesystem keys. */
 const SHARE: Record<HypervisorKind, string> = {
-  qemu: 'QEMU shares the sandbox directory over virtio-9p (msize=262144, cache=none), with no virtiofsd',
-  clh: 'Cloud Hypervisor shares it over virtio-fs, one virtiofsd per directory with --cache=never and no DAX window',
+  qemu: 'QEMU shares the sandbox directory over virtio-9p (msize=262144, cache=none) or, with shared_fs = "virtio-fs", one virtiofsd run with kata-ts\'s own confining flags (hypervisors/virtiofsd.ts), no DAX window',
+  clh: 'Cloud Hypervisor shares it over virtio-fs, one virtiofsd per directory run with kata-ts\'s own confining flags (hypervisors/virtiofsd.ts), no DAX window',
   firecracker: 'Firecracker has no shared filesystem',
 };
 
@@ -150,10 +150,7 @@ export function kataHypervisorKeys(kind: HypervisorKind): Record<string, KataKey
     disk_rate_limiter_ops_max_rate: only('integer', [0], 'kata-ts does not rate-limit disks'),
     disk_rate_limiter_ops_one_time_burst: only('integer', [0], 'kata-ts does not rate-limit disks'),
     // The shared directory: another transport is slower or faster, never different to a container.
-    shared_fs: only('string', ['virtio-fs', 'virtio-9p'], share),
-    virtio_fs_daemon: harmless('string', share),
     valid_virtio_fs_daemon_paths: harmless('strings', `${share}; a pod cannot choose a virtiofsd`),
-    virtio_fs_cache: harmless('string', share),
     virtio_fs_cache_size: harmless('integer', share),
     virtio_fs_queue_size: harmless('integer', share),
     virtio_fs_extra_args: harmless('strings', share),

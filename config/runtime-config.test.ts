@@ -13,7 +13,7 @@ describe('runtime configuration', () => {
   });
 
   it('selects the driver by hypervisor.kind, each with its own defaults', () => {
-    expect(parseConfig({}, 'x.json').hypervisor).toMatchObject({ kind: 'qemu', path: 'qemu-system-x86_64', virtioFsDaemon: '' });
+    expect(parseConfig({}, 'x.json').hypervisor).toMatchObject({ kind: 'qemu', path: 'qemu-system-x86_64', sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd' });
     expect(parseConfig({ hypervisor: { kind: 'clh' } }, 'x.json').hypervisor).toMatchObject({ kind: 'clh', path: 'cloud-hypervisor', virtioFsDaemon: '/usr/libexec/virtiofsd' });
     expect(parseConfig({ hypervisor: { kind: 'firecracker', initrd: '/i' } }, 'x.json').hypervisor).toMatchObject({ kind: 'firecracker', path: 'firecracker', image: '', initrd: '/i' });
   });
@@ -39,7 +39,8 @@ describe('runtime configuration', () => {
     [{ hypervisor: { kind: 'xen' } }, 'hypervisor.kind: must be one of "qemu", "clh", "firecracker", got "xen"'],
     [{ hypervisor: { kind: 'clh', accelerator: 'kvm' } }, 'hypervisor.accelerator: not a Cloud Hypervisor setting'],
     [{ hypervisor: { kind: 'firecracker', image: '/r.img' } }, 'hypervisor.image: not a Firecracker setting'],
-    [{ hypervisor: { virtioFsDaemon: '/v' } }, 'hypervisor.virtioFsDaemon: not a QEMU setting'],
+    [{ hypervisor: { kind: 'firecracker', initrd: '/i', virtioFsDaemon: '/v' } }, 'hypervisor.virtioFsDaemon: not a Firecracker setting'],
+    [{ hypervisor: { sharedFs: 'virtio-fs', virtioFsDaemon: '' } }, 'hypervisor.virtioFsDaemon: must name the virtiofsd binary: the shared filesystem is virtio-fs'],
     [{ hypervisor: { accelerator: 'hvf' } }, 'hypervisor.accelerator: must be "kvm" or "tcg"'],
     [{ hypervisor: { memoryMiB: '1G' } }, 'hypervisor.memoryMiB: must be a number'],
     [{ hypervisor: { memoryMiB: 64 } }, 'hypervisor.memoryMiB: must be an integer of at least 128'],

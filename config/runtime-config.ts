@@ -6,6 +6,11 @@ import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { Accelerator, GuestRootfs, HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
 import type { IgnoredKey } from './kata-keys';
+import { VIRTIO_FS_CACHE_MODES, VirtioFsCache } from '../hypervisors/virtiofsd';
+
+/** Kata's shared_fs values kata-ts implements. */
+export const SHARED_FS_KINDS = ['virtio-9p', 'virtio-fs'] as const;
+export type SharedFs = (typeof SHARED_FS_KINDS)[number];
 
 export interface HypervisorConfig {
   /** Which driver runs the VM: the one `[hypervisor.<kind>]` section of the TOML form. */
@@ -26,8 +31,16 @@ export interface HypervisorConfig {
    */
   maxVcpus: number;
   maxMemoryMiB: number;
-  /** Cloud Hypervisor only: the virtiofsd that serves the sandbox's shared directory over virtio-fs. */
+  /**
+   * How the sandbox's shared directory reaches the guest (Kata's shared_fs): QEMU
+   * "virtio-9p" (the default: no daemon, private guest RAM) or "virtio-fs" (one
+   * confined virtiofsd, guest RAM in shared memory); Cloud Hypervisor "virtio-fs" only.
+   */
+  sharedFs: SharedFs;
+  /** The virtiofsd serving the shared directory when sharedFs is virtio-fs (QEMU's C one or the Rust one). */
   virtioFsDaemon: string;
+  /** Kata's virtio_fs_cache: "never", "auto" or "always" (how much of the shared files the guest may cache). */
+  virtioFsCache: VirtioFsCache;
   /**
    * QEMU only: its `-sandbox` option (a seccomp filter QEMU installs on itself), as
    * Kata's `seccompsandbox`; '' leaves QEMU unfiltered.
@@ -120,8 +133,11 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       vcpus: 1,
       maxVcpus: 0,
       maxMemoryMiB: 0,
-      // Where Debian's virtiofsd package (and Kata's default) puts it.
-      virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : '',
+      sharedFs: kind === 'clh' ? 'virtio-fs' : 'virtio-9p',
+      // Where Debian's packages put them: QEMU's C virtiofsd (Debian 12), the Rust one (Debian 13).
+      virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : kind === 'qemu' ? '/usr/lib/qemu/virtiofsd' : '',
+      // Cloud Hypervisor's docs recommend never; QEMU's virtiofsd defaults to auto (close-to-open consistency).
+      virtioFsCache: kind === 'clh' ? 'never' : 'auto',
       seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
       pmu: true,
       enableAnnotations: [],
@@ -137,7 +153,9 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
  */
 const ONLY_FOR: Partial<Record<keyof HypervisorConfig, { kinds: readonly HypervisorKind[]; reason: string }>> = {
   accelerator: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker run guests under KVM only; the accelerator is a QEMU choice' },
-  virtioFsDaemon: { kinds: ['clh'], reason: 'only Cloud Hypervisor shares the sandbox directory over virtio-fs (QEMU shares it over 9p, Firecracker has no shared filesystem)' },
+  sharedFs: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem' },
+  virtioFsDaemon: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem, so no virtiofsd' },
+  virtioFsCache: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem, so no virtiofsd' },
   image: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead' },
   seccompSandbox: { kinds: ['qemu'], reason: "it is QEMU's -sandbox option; Cloud Hypervisor and Firecracker install their own seccomp filters" },
   pmu: { kinds: ['qemu'], reason: "it is a flag of QEMU's -cpu option; kata-ts passes Cloud Hypervisor and Firecracker no CPU features" },
@@ -255,7 +273,10 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
       fail('hypervisor', 'enableAnnotations', `${JSON.stringify(re)} is not a regular expression: ${(err as Error).message}`);
     }
   }
-  if (h.kind === 'clh' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', 'must name the virtiofsd binary: Cloud Hypervisor shares the sandbox directory only over virtio-fs');
+  if (!SHARED_FS_KINDS.includes(h.sharedFs)) fail('hypervisor', 'sharedFs', `must be one of ${SHARED_FS_KINDS.map((k) => JSON.stringify(k)).join(', ')}, got ${JSON.stringify(h.sharedFs)}`);
+  if (h.kind === 'clh' && h.sharedFs !== 'virtio-fs') fail('hypervisor', 'sharedFs', 'must be "virtio-fs": Cloud Hypervisor has no virtio-9p');
+  if (!VIRTIO_FS_CACHE_MODES.includes(h.virtioFsCache)) fail('hypervisor', 'virtioFsCache', `must be one of ${VIRTIO_FS_CACHE_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(h.virtioFsCache)}`);
+  if (h.kind !== 'firecracker' && h.sharedFs === 'virtio-fs' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', `must name the virtiofsd binary: ${h.kind === 'clh' ? 'Cloud Hypervisor shares the sandbox directory only over virtio-fs' : 'the shared filesystem is virtio-fs'}`);
 }
 
 function checkAgent(agent: RuntimeConfig['agent'], fail: Fail): void {
@@ -274,6 +295,10 @@ function checkRuntime(config: RuntimeConfig, fail: Fail): void {
   if (!KSM_MODES.includes(ksm)) fail('runtime', 'ksm', `must be one of ${KSM_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(ksm)}`);
   // Its seccomp filter allows no madvise(MADV_MERGEABLE), and its API has no switch for it.
   if (ksm === 'on' && config.hypervisor.kind === 'firecracker') fail('runtime', 'ksm', '"on" cannot work with Firecracker: it never marks guest memory mergeable, so KSM would not merge it');
+  // vhost-user needs the guest RAM in shared memory, and KSM merges only private anonymous pages.
+  if (ksm === 'on' && config.hypervisor.kind !== 'firecracker' && config.hypervisor.sharedFs === 'virtio-fs') {
+    fail('runtime', 'ksm', '"on" cannot work with shared_fs = "virtio-fs": virtiofsd needs the guest RAM in shared memory, which KSM does not merge; use virtio-9p (QEMU) or ksm = "unchanged"');
+  }
 }
 
 /** The guest rootfs the configuration names (validation made sure exactly one is set). */

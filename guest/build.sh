@@ -36,7 +36,7 @@ FORMAT=2 # bump to invalidate every cached image
 
 # Kernel modules the image loads at boot, dependencies resolved from modules.dep.
 REQUIRED_MODULES="virtio_pci virtio_console virtio_blk virtio_net 9p 9pnet_virtio overlay"
-OPTIONAL_MODULES="vmw_vsock_virtio_transport virtio_rng ext4 crc32c_generic"
+OPTIONAL_MODULES="vmw_vsock_virtio_transport virtio_rng ext4 crc32c_generic virtiofs"
 # npm packages embedded besides what dist/{agent,ttrpc,lib} require().
 NODE_DEPS="protobufjs pino ${GUEST_NODE_DEPS:-}"
 AGENT_DIRS="agent ttrpc lib errors" # under dist/, each if present

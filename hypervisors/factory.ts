@@ -5,12 +5,17 @@ import { CloudHypervisor } from './cloud-hypervisor';
 import { Firecracker } from './firecracker';
 import { Hypervisor, HypervisorKind } from './hypervisor';
 import { QemuHypervisor } from './qemu';
+import { VirtioFsCache } from './virtiofsd';
 
 /** What picks and sets up a driver (the configuration's hypervisor section has these). */
 export interface DriverChoice {
   kind: HypervisorKind;
-  /** Cloud Hypervisor: the virtiofsd binary for shared directories. */
+  /** QEMU: "virtio-fs" shares directories through virtiofsd, anything else over virtio-9p (Cloud Hypervisor: always virtio-fs). */
+  sharedFs?: string;
+  /** The virtiofsd binary for shared directories over virtio-fs. */
   virtioFsDaemon: string;
+  /** virtiofsd's cache mode; default: QEMU auto, Cloud Hypervisor never. */
+  virtioFsCache?: VirtioFsCache;
   /** QEMU: whether the guest CPU keeps its virtual PMU (false: -cpu …,pmu=off); default true. */
   pmu?: boolean;
 }
@@ -18,9 +23,12 @@ export interface DriverChoice {
 export function createHypervisor(choice: DriverChoice, logger: Logger): Hypervisor {
   switch (choice.kind) {
     case 'qemu':
-      return new QemuHypervisor(logger.child({ component: 'qemu' }), { pmu: choice.pmu });
+      return new QemuHypervisor(logger.child({ component: 'qemu' }), {
+        pmu: choice.pmu,
+        virtioFs: choice.sharedFs === 'virtio-fs' ? { binaryPath: choice.virtioFsDaemon, cache: choice.virtioFsCache ?? 'auto' } : undefined,
+      });
     case 'clh':
-      return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined });
+      return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined, virtioFsCache: choice.virtioFsCache });
     case 'firecracker':
       return new Firecracker(logger.child({ component: 'firecracker' }));
   }

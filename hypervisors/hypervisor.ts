@@ -23,8 +23,11 @@ export type AgentChannel =
  */
 export type GuestRootfs = { kind: 'initrd'; path: string } | { kind: 'image'; path: string };
 
+/** How a shared directory reaches the guest. */
+export type SharedFsKind = 'virtio-9p' | 'virtio-fs';
+
 export interface SharedDirectory {
-  /** 9p mount tag the guest mounts. */
+  /** The mount tag the guest mounts it by (virtio-9p or virtio-fs). */
   tag: string;
   hostPath: string;
 }
@@ -100,6 +103,8 @@ export interface Hypervisor {
   stop(graceMs: number): Promise<void>;
   /** The VMM process id while it runs. */
   pid(): number | undefined;
+  /** The filesystem the guest mounts sharedDirectories with; absent: virtio-9p. */
+  readonly sharedFsKind?: SharedFsKind;
   /** Settles when the VMM process has exited, for whatever reason. */
   readonly exited: Promise<VmExit>;
   /** Recent console output of the guest, for error messages when boot fails. */

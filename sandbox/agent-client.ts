@@ -6,7 +6,7 @@ import { Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
 import type { AgentServiceMethods, CallRequest, CallResponse, Decoded, katats } from '../lib/proto-types';
 import { Code, TtrpcClient } from '../ttrpc';
-import { AgentChannel } from '../hypervisors/hypervisor';
+import { AgentChannel, SharedFsKind } from '../hypervisors/hypervisor';
 import { connectHybridVsock } from '../hypervisors/hybrid-vsock';
 import { GuestDeviceRequest } from './devices';
 import { IpAddress, Route } from './network';
@@ -28,7 +28,7 @@ export type AgentCallObserver = (method: string, seconds: number, failed: boolea
 
 export interface AgentClient {
   guestDetails(timeoutMs?: number): Promise<GuestDetails>;
-  createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string }): Promise<void>;
+  createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string; shared_fs_type: SharedFsKind }): Promise<void>;
   destroySandbox(): Promise<void>;
   createContainer(req: { container_id: string; oci_spec_json: Buffer; stdin: boolean; terminal: boolean; devices?: GuestDeviceRequest[] }): Promise<void>;
   startContainer(containerId: string): Promise<number>;
@@ -142,7 +142,7 @@ export class TtrpcAgentClient implements AgentClient {
   guestDetails(timeoutMs = this.callTimeoutMs): Promise<GuestDetails> {
     return this.call('GetGuestDetails', {}, timeoutMs);
   }
-  async createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string }): Promise<void> {
+  async createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string; shared_fs_type: SharedFsKind }): Promise<void> {
     await this.call('CreateSandbox', req);
   }
   async destroySandbox(): Promise<void> {

@@ -468,7 +468,7 @@ export class Sandbox implements ObservedSandbox {
     this.agent = agent;
     this.details = details;
     this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
-    await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR });
+    await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR, shared_fs_type: this.hypervisor.sharedFsKind ?? 'virtio-9p' });
     if (this.network) {
       for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });
       if (this.network.routes.length > 0) await agent.updateRoutes(this.network.routes);

@@ -16,6 +16,7 @@ import { loadConfigFrom, locateConfig, recordedConfigSource } from '../config/co
 import { defaultConfig, RuntimeConfig } from '../config/runtime-config';
 import { Logger } from '../lib/logger';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
+import { killRecordedVirtiofsDaemons } from '../hypervisors/virtiofsd';
 import { killAndWait, readProcessRecord, readTrimmed, recordAlive, recordedProcessRunning } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
@@ -90,6 +91,9 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
       await killAndWait(pid);
       logger.info({ pid }, 'killed the VM its dead shim left');
     }
+    // Each exits with its VM; one whose VM never connected to it would stay.
+    const daemons = await killRecordedVirtiofsDaemons(workDir);
+    if (daemons.length > 0) logger.info({ pids: daemons }, 'killed the virtiofsd processes its dead shim left');
     await removeRecordedCgroup(path.join(workDir, CGROUP_RECORD_FILE), logger);
     // Seconds may have passed: a new run of this id may own the directory by now.
     if (ownedByLiveDaemon(workDir)) {

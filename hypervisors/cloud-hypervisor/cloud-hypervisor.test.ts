@@ -105,7 +105,10 @@ describe('CloudHypervisor driver (recorded-request fake)', () => {
     await clh.stop(0);
 
     const socket = `${vm.workDir}/virtiofsd-0.sock`;
-    expect(virtiofsd.argv()).toEqual([`--socket-path=${socket}`, `--shared-dir=${shared}`, '--cache=never']);
+    // Confined (namespaces, seccomp, no mknod), as hypervisors/virtiofsd.ts says why.
+    expect(virtiofsd.argv()).toEqual([`--socket-path=${socket}`, `--shared-dir=${shared}`, '--cache=never', '--sandbox=namespace', '--seccomp=kill', '--modcaps=-mknod:-setfcap', '--announce-submounts', '--log-level=error']);
+    // Recorded for `delete` after a crash: pid and start time.
+    expect(fs.readFileSync(`${vm.workDir}/virtiofsd-0.pid`, 'utf8')).toMatch(/^\d+ \d+\n$/);
     const create = fake.requests().find((r) => r.path === '/api/v1/vm.create')?.body as Record<string, unknown>;
     expect(create.fs).toEqual([{ tag: 'kataShared', socket, num_queues: 1, queue_size: 1024 }]);
     expect(create.memory).toEqual({ size: 512 * MiB, shared: true });

@@ -8,13 +8,15 @@ import { RestVmmDriver } from '../rest-vmm-driver';
 import { requireGuestImage } from '../vm-requirements';
 import { prepareWorkDir, VmmProcess } from '../vmm-process';
 import { ClhVmConfig, ClhVmState, CloudHypervisorApi } from './api';
-import { startVirtiofsDaemons, stopVirtiofsDaemons } from './virtiofsd';
+import { startVirtiofsDaemons, stopVirtiofsDaemons } from '../virtiofsd';
 import { buildClhVmConfig, clhArgs, clhDisk, clhNet, clhPaths, clhResize, CloudHypervisorOptions, VMM_NAME } from './vm-config';
 
 const API_READY_TIMEOUT_MS = 10_000;
 
 export class CloudHypervisor extends RestVmmDriver<CloudHypervisorApi> {
   readonly name = VMM_NAME;
+  /** It has no virtio-9p: shared directories are always served by virtiofsd. */
+  readonly sharedFsKind = 'virtio-fs';
   /**
    * The vm.create body, whose limits resize() must respect. Assigned in start() before
    * the session exists, so it is set whenever requireRunning() passes.
@@ -34,7 +36,10 @@ export class CloudHypervisor extends RestVmmDriver<CloudHypervisorApi> {
     requireGuestImage(config);
     const paths = clhPaths(config.workDir);
     prepareWorkDir(config.workDir, [paths.apiSocket, vmConfig.vsock.socket]);
-    if (this.options.virtiofsdPath) this.virtiofsDaemons = await startVirtiofsDaemons(this.options.virtiofsdPath, config.workDir, config.sharedDirectories, this.logger);
+    if (this.options.virtiofsdPath) {
+      const daemon = { binaryPath: this.options.virtiofsdPath, cache: this.options.virtioFsCache ?? 'never' };
+      this.virtiofsDaemons = await startVirtiofsDaemons(daemon, config.workDir, config.sharedDirectories, this.logger);
+    }
     const api = new CloudHypervisorApi(paths.apiSocket);
     this.booted = vmConfig;
     this.size = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };

@@ -6,6 +6,7 @@ import { VmConfig, VmDevice, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, hybridVsock, podNetworkDevices, refuseBeyondLimits, refuseDebugConsole, requireKvm } from '../vm-requirements';
 import { ClhDiskConfig, ClhNetConfig, ClhResize, ClhVmConfig } from './api';
 import { rootfsKernelParams } from '../rootfs-params';
+import { virtiofsSocket, VirtioFsCache } from '../virtiofsd';
 
 export const VMM_NAME = 'cloud-hypervisor';
 
@@ -15,6 +16,8 @@ export interface CloudHypervisorOptions {
    * served by one virtiofsd per directory; without it sharedDirectories are refused.
    */
   virtiofsdPath?: string;
+  /** virtiofsd's cache mode (Kata's virtio_fs_cache); default never, as Cloud Hypervisor's docs/fs.md recommends. */
+  virtioFsCache?: VirtioFsCache;
 }
 
 export interface ClhPaths {
@@ -24,11 +27,6 @@ export interface ClhPaths {
 
 export function clhPaths(workDir: string): ClhPaths {
   return { apiSocket: path.join(workDir, 'clh-api.sock'), consoleLog: path.join(workDir, 'console.log') };
-}
-
-/** The vhost-user socket of the virtiofsd serving sharedDirectories[index]. */
-export function virtiofsSocket(workDir: string, index: number): string {
-  return path.join(workDir, `virtiofsd-${index}.sock`);
 }
 
 /** The VM itself is described over the API (vm.create), not on the command line. */

@@ -35,6 +35,20 @@ describe('QEMU command line', () => {
     expect(valueAfter(buildQemuArgs({ ...base, accelerator: 'kvm' }, { pmu: true }), '-cpu')).toEqual(['host']);
   });
 
+  it('shares directories over virtio-9p by default, and over virtio-fs (vhost-user, shared guest RAM) when asked', () => {
+    const p9 = buildQemuArgs(base);
+    expect(valueAfter(p9, '-fsdev')).toEqual(['local,id=fs0,path=/run/kata-ts/sb1/shared,security_model=none,multidevs=remap']);
+    expect(valueAfter(p9, '-object')).toEqual([]);
+    const fs = buildQemuArgs(base, { virtioFs: { binaryPath: '/usr/lib/qemu/virtiofsd', cache: 'auto' } });
+    expect(valueAfter(fs, '-fsdev')).toEqual([]);
+    expect(valueAfter(fs, '-machine')).toEqual(['q35,accel=tcg,memory-backend=ram0']);
+    expect(valueAfter(fs, '-object')).toEqual(['memory-backend-memfd,id=ram0,size=512M,share=on']);
+    expect(valueAfter(fs, '-chardev')).toContain('socket,id=fs0,path=/run/kata-ts/sb1/virtiofsd-0.sock');
+    expect(valueAfter(fs, '-device')).toContain('vhost-user-fs-pci,chardev=fs0,tag=kataShared,queue-size=1024');
+    // Nothing shared: no daemon to map the RAM, so it stays private.
+    expect(valueAfter(buildQemuArgs({ ...base, sharedDirectories: [] }, { virtioFs: { binaryPath: 'v', cache: 'auto' } }), '-object')).toEqual([]);
+  });
+
   it('sets memory merging (KSM) only when asked, leaving QEMU\'s default otherwise', () => {
     expect(valueAfter(buildQemuArgs({ ...base, memoryMerge: true }), '-machine')).toEqual(['q35,accel=tcg,mem-merge=on']);
     expect(valueAfter(buildQemuArgs({ ...base, memoryMerge: false }), '-machine')).toEqual(['q35,accel=tcg,mem-merge=off']);

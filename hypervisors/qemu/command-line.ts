@@ -3,6 +3,7 @@ import * as path from 'path';
 import { VmConfig, VmSize } from '../hypervisor';
 import { rootfsKernelParams } from '../rootfs-params';
 import { hotplugLimits } from '../vm-requirements';
+import { virtiofsSocket, VirtiofsdOptions } from '../virtiofsd';
 
 export interface QemuPaths {
   qmpSocket: string;
@@ -22,6 +23,11 @@ export interface QemuOptions {
   hotplugPorts?: number;
   /** Whether the guest CPU keeps QEMU's virtual PMU; false adds pmu=off to -cpu (Kata's cpu_features = "pmu=off"). Default true. */
   pmu?: boolean;
+  /**
+   * Set: shared directories go over virtio-fs, each served by a virtiofsd the driver
+   * starts (vhost-user-fs-pci, guest RAM in shared memory). Unset: virtio-9p.
+   */
+  virtioFs?: VirtiofsdOptions;
 }
 
 export const DEFAULT_HOTPLUG_PORTS = 4;
@@ -36,6 +42,8 @@ export interface QemuHostFacts {
 }
 
 const MiB = 1024 * 1024;
+/** The boot RAM's memory backend when it must be shared (virtio-fs). */
+const BOOT_RAM_ID = 'ram0';
 /** DAX maps the image in 2 MiB pages; its NVDIMM must sit on that alignment. */
 const NVDIMM_ALIGN = 2 * MiB;
 
@@ -54,10 +62,12 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   const image = config.rootfs.kind === 'image' ? config.rootfs : undefined;
   if (image && !host.rootfsImageBytes) throw new Error('buildQemuArgs: the rootfs image size is required');
   const limits = hotplugLimits(config, 'qemu');
+  // vhost-user backends (virtiofsd) map the guest's RAM: it must be shared memory.
+  const sharedRam = options.virtioFs !== undefined && config.sharedDirectories.length > 0;
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
-    '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}`,
+    '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}${sharedRam ? `,memory-backend=${BOOT_RAM_ID}` : ''}`,
     // pmu=off: no virtual performance counters (QEMU 7.2 takes it for host under KVM and max under TCG).
     '-cpu', `${config.accelerator === 'kvm' ? 'host' : 'max'}${options.pmu === false ? ',pmu=off' : ''}`,
     '-m', memoryOption(config.memoryMiB, limits, image ? host.rootfsImageBytes! : 0),
@@ -74,6 +84,7 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
     '-append', [...rootfsKernelParams(config.rootfs), ...config.kernelParams].join(' '),
     '-device', 'virtio-rng-pci',
   ];
+  if (sharedRam) args.push('-object', `memory-backend-memfd,id=${BOOT_RAM_ID},size=${config.memoryMiB}M,share=on`);
   // QEMU filters its own syscalls once set up: what a guest that took over device emulation can ask the host kernel.
   if (config.seccompSandbox) args.push('-sandbox', config.seccompSandbox);
   if (image) {
@@ -106,6 +117,13 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
 
   config.sharedDirectories.forEach((dir, index) => {
     const id = `fs${index}`;
+    if (options.virtioFs) {
+      args.push(
+        '-chardev', `socket,id=${id},path=${escapeOptionValue(virtiofsSocket(config.workDir, index))}`,
+        '-device', `vhost-user-fs-pci,chardev=${id},tag=${dir.tag},queue-size=1024`,
+      );
+      return;
+    }
     args.push(
       // multidevs=remap keeps inode numbers unique when the share spans several host
       // filesystems (each container rootfs is its own overlay mount).

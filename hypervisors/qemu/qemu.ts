@@ -6,13 +6,15 @@ import { vmmCommand } from '../vmm-launch';
 import * as fs from 'fs';
 import { FailedPreconditionError, HypervisorError, NotImplementedError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
-import { Hypervisor, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
+import { Hypervisor, SharedFsKind, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, MEMORY_HOTPLUG_SLOTS, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 import { QemuResize } from './vm-resize';
+import { startVirtiofsDaemons, stopVirtiofsDaemons } from '../virtiofsd';
+import { VmmProcess } from '../vmm-process';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
@@ -31,21 +33,35 @@ export class QemuHypervisor implements Hypervisor {
   private resolveExited!: (exit: VmExit) => void;
   readonly exited: Promise<VmExit>;
   private hasExited = false;
+  /** One virtiofsd per shared directory (virtio-fs only); they outlive QEMU by at most a stop. */
+  private virtiofsDaemons: VmmProcess[] = [];
+  readonly sharedFsKind: SharedFsKind;
 
   constructor(
     private readonly logger: Logger,
     private readonly options: QemuOptions = {},
   ) {
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    this.sharedFsKind = options.virtioFs ? 'virtio-fs' : 'virtio-9p';
   }
 
   async start(config: VmConfig): Promise<void> {
     if (this.child) throw new HypervisorError(`VM ${config.id} already started`);
     await assertExecutable(config.binaryPath);
     requireGuestImage(config);
-    const paths = qemuPaths(config.workDir);
     const rootfsImageBytes = config.rootfs.kind === 'image' ? fs.statSync(config.rootfs.path).size : undefined;
     const args = buildQemuArgs(config, this.options, { rootfsImageBytes });
+    if (this.options.virtioFs) this.virtiofsDaemons = await startVirtiofsDaemons(this.options.virtioFs, config.workDir, config.sharedDirectories, this.logger);
+    try {
+      await this.launch(config, args);
+    } catch (err) {
+      await stopVirtiofsDaemons(this.virtiofsDaemons);
+      throw err;
+    }
+  }
+
+  private async launch(config: VmConfig, args: string[]): Promise<void> {
+    const paths = qemuPaths(config.workDir);
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const console = new TailBuffer(CONSOLE_TAIL_BYTES);
     this.console = console;
@@ -66,6 +82,8 @@ export class QemuHypervisor implements Hypervisor {
     child.once('exit', (code, signal) => {
       this.hasExited = true;
       this.qmp?.close();
+      // Each exits by itself once its vhost-user peer is gone; this makes sure of it.
+      void stopVirtiofsDaemons(this.virtiofsDaemons);
       this.logger.info({ code, signal }, 'qemu exited');
       this.resolveExited({ code, signal });
     });
@@ -89,10 +107,16 @@ export class QemuHypervisor implements Hypervisor {
     earlyExit.catch(() => undefined); // later exits are reported through `exited`
     this.hotplug = new BlockHotplug(this.qmp, hotplugPortIds(this.options));
     const limits = hotplugLimits(config, this.name);
-    this.resizer = new QemuResize(this.qmp, config.memoryMiB, limits, limits.memoryMiB > config.memoryMiB ? MEMORY_HOTPLUG_SLOTS : 0);
+    const sharedMemory = this.sharedFsKind === 'virtio-fs' && config.sharedDirectories.length > 0;
+    this.resizer = new QemuResize(this.qmp, config.memoryMiB, limits, limits.memoryMiB > config.memoryMiB ? MEMORY_HOTPLUG_SLOTS : 0, sharedMemory);
   }
 
   async stop(graceMs: number): Promise<void> {
+    await this.stopQemu(graceMs);
+    await stopVirtiofsDaemons(this.virtiofsDaemons);
+  }
+
+  private async stopQemu(graceMs: number): Promise<void> {
     if (!this.child || this.hasExited) return;
     if (await settlesWithin(this.exited, graceMs)) return;
     this.logger.warn('guest did not power off in time; sending QMP quit');

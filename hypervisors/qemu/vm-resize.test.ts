@@ -103,6 +103,14 @@ describe('QemuResize over QMP', () => {
     ]);
   });
 
+  it('backs DIMMs with shared memory when the guest RAM is shared (virtio-fs: virtiofsd maps every region)', async () => {
+    const model = qemuModel({ type: 'max-x86_64-cpu', bootCpus: 1, maxCpus: 1 });
+    await connect(model.answer);
+    const resize = new QemuResize(qmp, 1024, { vcpus: 1, memoryMiB: 2048 }, 8, true);
+    expect(await resize.resize({ memoryMiB: 1152 })).toEqual({ vcpus: 1, memoryMiB: 1152 });
+    expect(mutations()[0]).toEqual({ execute: 'object-add', arguments: { 'qom-type': 'memory-backend-memfd', share: true, id: 'mem-dimm0', size: 128 * MiB } });
+  });
+
   it('places the first DIMM on the next block boundary after the rootfs NVDIMM, not straight after it', async () => {
     // As QEMU 7.2 reports the 211 MiB rootfs image of command-line.test.ts.
     const nvdimm = { type: 'nvdimm', data: { id: 'nv0', addr: 4 * GiB, size: 210 * MiB } };

@@ -3,7 +3,7 @@
 // vCPUs: query-hotpluggable-cpus lists every possible CPU; those without a qom-path are
 // free, and device_add of the type and topology props QEMU reports plugs one (the type
 // follows -cpu: max-x86_64-cpu under TCG, host-x86_64-cpu under KVM).
-// Memory: one memory-backend-ram object and one pc-dimm on it per grow (object-add,
+// Memory: one memory-backend-ram (memfd, shared, under virtio-fs) object and one pc-dimm on it per grow (object-add,
 // device_add), in whole guest memory blocks on a block boundary: Linux adds hot-plugged
 // memory only in whole aligned blocks, and QEMU would otherwise put a DIMM straight after
 // the rootfs NVDIMM, which ends on a 2 MiB boundary.
@@ -61,6 +61,12 @@ export class QemuResize {
     private readonly limits: VmSize,
     /** DIMM slots for hot-plug (-m slots, less the NVDIMM's). */
     private readonly memorySlots: number,
+    /**
+     * Whether the guest RAM is shared memory (virtio-fs): a vhost-user backend maps every
+     * RAM region, and one backed by private RAM makes virtiofsd fail ("invalid address
+     * for buffers") as soon as the guest hands it a buffer there.
+     */
+    private readonly sharedMemory = false,
   ) {}
 
   resize(target: VmResize): Promise<VmSize> {
@@ -120,7 +126,8 @@ export class QemuResize {
     const id = `dimm${this.dimmsAdded++}`;
     const memdev = `mem-${id}`;
     try {
-      await this.qmp.execute('object-add', { 'qom-type': 'memory-backend-ram', id: memdev, size: addMiB * MiB });
+      const backend = this.sharedMemory ? { 'qom-type': 'memory-backend-memfd', share: true } : { 'qom-type': 'memory-backend-ram' };
+      await this.qmp.execute('object-add', { ...backend, id: memdev, size: addMiB * MiB });
       try {
         await this.qmp.execute('device_add', { driver: 'pc-dimm', id, memdev, ...addr });
       } catch (err) {

@@ -56,7 +56,16 @@ export interface FakeFlavour {
   handle(endpoint: Endpoint, params: Record<string, string>, body: unknown): FakeAnswer;
 }
 
+/** The Rust virtiofsd's value-taking flags, and its switches (no value). */
+const VIRTIOFSD_FLAGS = ['--socket-path', '--shared-dir', '--cache', '--sandbox', '--seccomp', '--modcaps', '--log-level'];
+const VIRTIOFSD_SWITCHES = ['--announce-submounts'];
+
 export function main(options: FakeVmmOptions, argv: string[]): void {
+  if (options.flavour === 'virtiofsd' && argv[0] === '--version') {
+    // What the Rust virtiofsd prints; the driver picks its flags by it.
+    process.stdout.write('virtiofsd 1.13.0\n');
+    return;
+  }
   record(options, { argv });
   // Like the real daemons, remove the sockets we created when we go (SIGTERM included).
   const sockets: string[] = [];
@@ -64,7 +73,7 @@ export function main(options: FakeVmmOptions, argv: string[]): void {
   process.on('SIGTERM', () => process.exit(143));
   if (options.flavour === 'virtiofsd') {
     // A vhost-user backend only needs its socket to exist for our driver.
-    const socketPath = parseFlags(argv, ['--socket-path', '--shared-dir', '--cache']).get('--socket-path') ?? die('error: --socket-path is required');
+    const socketPath = parseFlags(argv, VIRTIOFSD_FLAGS, VIRTIOFSD_SWITCHES).get('--socket-path') ?? die('error: --socket-path is required');
     sockets.push(socketPath);
     net.createServer((s) => s.resume()).listen(socketPath);
     return;
@@ -113,10 +122,14 @@ function answerRequest(options: FakeVmmOptions, flavour: FakeFlavour, method: st
   return answer;
 }
 
-function parseFlags(argv: string[], known: readonly string[]): Map<string, string> {
+function parseFlags(argv: string[], known: readonly string[], switches: readonly string[] = []): Map<string, string> {
   const values = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
+    if (switches.includes(flag) && inline === undefined) {
+      values.set(flag, '');
+      continue;
+    }
     if (!known.includes(flag)) die(`error: unexpected argument '${argv[i]}' found`);
     const value = inline ?? argv[++i];
     if (value === undefined) die(`error: a value is required for '${flag}'`);

@@ -4036,6 +4036,9 @@ export namespace katats {
 
                 /** CreateSandboxRequest shared_dir_guest_path */
                 shared_dir_guest_path?: (string|null);
+
+                /** CreateSandboxRequest shared_fs_type */
+                shared_fs_type?: (string|null);
             }
 
             /** Represents a CreateSandboxRequest. */
@@ -4058,6 +4061,9 @@ export namespace katats {
 
                 /** CreateSandboxRequest shared_dir_guest_path. */
                 public shared_dir_guest_path: string;
+
+                /** CreateSandboxRequest shared_fs_type. */
+                public shared_fs_type: string;
             }
 
             /** Properties of a DestroySandboxRequest. */

@@ -100,7 +100,7 @@ describe("runc's kill semantics in a guest (agent API)", () => {
   beforeAll(async () => {
     guest = await bootToAgent(guestVariants().dax, { memoryMiB: 512, bootTimeoutMs: VM_MS });
     busyboxRootfs(path.join(guest.workDir, 'shared', 'rootfs'));
-    await guest.agent.createSandbox({ sandbox_id: 'kill-semantics', hostname: 'kill-semantics', shared_fs_tag: 'kataShared', shared_dir_guest_path: SHARED_GUEST });
+    await guest.agent.createSandbox({ sandbox_id: 'kill-semantics', hostname: 'kill-semantics', shared_fs_tag: 'kataShared', shared_dir_guest_path: SHARED_GUEST, shared_fs_type: 'virtio-9p' });
   });
   afterAll(async () => {
     await guest?.stop();

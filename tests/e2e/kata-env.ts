@@ -59,13 +59,22 @@ export function builtGuest(): { kernel: string; image: string; initrd: string } 
   return { kernel: path.join(guest, 'vmlinux'), image: path.join(guest, 'rootfs.img'), initrd: path.join(guest, 'initrd.img') };
 }
 
+/**
+ * KATATS_E2E_SHARED_FS=virtio-fs runs the suites with the sandbox directory shared over
+ * virtio-fs (make test-virtiofs); unset, the default (virtio-9p).
+ */
+export function sharedFsFromEnv(): { sharedFs?: string } {
+  const sharedFs = process.env.KATATS_E2E_SHARED_FS;
+  return sharedFs ? { sharedFs } : {};
+}
+
 export function writeConfig(file: string, stateDir: string, overrides: ConfigOverrides = {}): void {
   const { kernel, image, initrd } = builtGuest();
   // The rootfs image (DAX), as installed; a test that wants the initrd says so.
   const rootfs = overrides.hypervisor && 'initrd' in overrides.hypervisor ? { initrd } : { image };
   const config = {
     // Guests hang under nested KVM on these machines; production hosts use kvm.
-    hypervisor: { accelerator: 'tcg', kernel, ...rootfs, memoryMiB: 1024, ...overrides.hypervisor },
+    hypervisor: { accelerator: 'tcg', kernel, ...rootfs, memoryMiB: 1024, ...sharedFsFromEnv(), ...overrides.hypervisor },
     agent: { bootTimeoutMs: 180_000, ...overrides.agent },
     runtime: { stateDir },
   };

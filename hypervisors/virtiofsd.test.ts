@@ -1,0 +1,51 @@
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { processStartTime } from '../lib/recorded-process';
+import { flavourOf, killRecordedVirtiofsDaemons, virtiofsdArgs, virtiofsdFlavour } from './virtiofsd';
+
+describe('virtiofsd', () => {
+  it("tells QEMU's C virtiofsd from the Rust one by --version", () => {
+    expect(flavourOf('virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright (c) 2003-2022 Fabrice Bellard\n', 'v')).toBe('c');
+    expect(flavourOf('virtiofsd 1.13.0\n', 'v')).toBe('rust');
+    expect(() => flavourOf('GNU bash, version 5.2\n', '/bin/bash')).toThrow("'/bin/bash --version' does not say which virtiofsd it is");
+  });
+
+  const debianVirtiofsd = '/usr/lib/qemu/virtiofsd';
+  (fs.existsSync(debianVirtiofsd) ? it : it.skip)("finds Debian 12's /usr/lib/qemu/virtiofsd to be QEMU's", async () => {
+    expect(await virtiofsdFlavour(debianVirtiofsd)).toBe('c');
+  });
+
+  it('refuses a virtiofsd that is not there, saying what to do', async () => {
+    await expect(virtiofsdFlavour('/nonexistent/virtiofsd')).rejects.toThrow("virtiofsd binary '/nonexistent/virtiofsd' is not an executable file; install it");
+  });
+
+  it('confines either flavour: namespaces, no mknod, no xattrs; C calls "never" none', () => {
+    const c = virtiofsdArgs('c', '/w/virtiofsd-0.sock', '/w/shared', 'never');
+    expect(c).toEqual([
+      '--socket-path=/w/virtiofsd-0.sock', '-o', 'source=/w/shared', '-o', 'cache=none', '-o', 'sandbox=namespace',
+      '-o', 'modcaps=-mknod:-setfcap', '-o', 'no_xattr', '-o', 'announce_submounts', '-o', 'log_level=err',
+    ]);
+    const rust = virtiofsdArgs('rust', '/w/virtiofsd-0.sock', '/w/shared', 'auto');
+    expect(rust).toEqual(expect.arrayContaining(['--shared-dir=/w/shared', '--cache=auto', '--sandbox=namespace', '--seccomp=kill', '--modcaps=-mknod:-setfcap']));
+  });
+
+  it('after a crash, kills the virtiofsd a work dir records, and leaves a reused pid alone', async () => {
+    const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'virtiofsd-'));
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      await new Promise((resolve) => child.once('spawn', resolve));
+      fs.writeFileSync(path.join(workDir, 'virtiofsd-0.pid'), `${child.pid} ${processStartTime(child.pid!)}\n`);
+      // This process's pid with another start time: what a reused pid looks like.
+      fs.writeFileSync(path.join(workDir, 'virtiofsd-1.pid'), `${process.pid} 1\n`);
+      expect(await killRecordedVirtiofsDaemons(workDir)).toEqual([child.pid]);
+      await exited;
+      expect(await killRecordedVirtiofsDaemons(path.join(workDir, 'gone'))).toEqual([]);
+    } finally {
+      child.kill('SIGKILL');
+      fs.rmSync(workDir, { recursive: true, force: true });
+    }
+  });
+});

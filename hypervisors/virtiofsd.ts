@@ -1,0 +1,162 @@
+// virtio-fs needs a vhost-user daemon per shared directory: the VMM only connects to
+// its socket. The sandbox's driver (QEMU with shared_fs = "virtio-fs", Cloud
+// Hypervisor always) starts one virtiofsd per directory before the VMM and stops it
+// after; each is recorded (pid + start time) so `delete` after a crash finds it.
+//
+// virtiofsd serves the guest's file requests as root on the host, so it runs confined:
+// its own mount, pid and net namespaces, pivoted into the shared directory (the guest's
+// paths cannot leave it, whatever symlinks the guest makes), under its seccomp filter,
+// without CAP_MKNOD (guest root could otherwise make a real device node on the host),
+// and without extended attributes or CAP_SETFCAP (no file capabilities, no security.*
+// labels). It sets its own capabilities from a list that includes CAP_SETFCAP, which
+// the VMM launch (vmm-launch.ts) removes from the bounding set, so that one is taken
+// off the list too: otherwise it fails ("capng_apply failed") once QEMU connects.
+//
+// Two implementations speak it: QEMU's C virtiofsd (Debian 12: /usr/lib/qemu/virtiofsd,
+// `-o source=…`) and the Rust one (gitlab.com/virtio-fs/virtiofsd: `--shared-dir=…`,
+// Kata's and Cloud Hypervisor's). Their flags differ; `--version` tells them apart.
+import * as fs from 'fs';
+import * as path from 'path';
+import { runBounded } from '../lib/bounded-command';
+import { HypervisorError } from '../lib/errors';
+import { Logger } from '../lib/logger';
+import { killAndWait, readProcessRecord, recordAlive, writeProcessRecord } from '../lib/recorded-process';
+import { SharedDirectory } from './hypervisor';
+import { resolveExecutable, VmmProcess } from './vmm-process';
+
+const SOCKET_TIMEOUT_MS = 10_000;
+const VERSION_TIMEOUT_MS = 10_000;
+
+export type VirtiofsdFlavour = 'c' | 'rust';
+
+/** Kata's virtio_fs_cache values: never (no guest page cache of shared files), auto, always. */
+export const VIRTIO_FS_CACHE_MODES = ['never', 'auto', 'always'] as const;
+export type VirtioFsCache = (typeof VIRTIO_FS_CACHE_MODES)[number];
+
+export interface VirtiofsdOptions {
+  binaryPath: string;
+  cache: VirtioFsCache;
+}
+
+/** The vhost-user socket of the virtiofsd serving sharedDirectories[index]. */
+export function virtiofsSocket(workDir: string, index: number): string {
+  return path.join(workDir, `virtiofsd-${index}.sock`);
+}
+
+/** The record (pid + start time) of that virtiofsd, for `delete` after a crash. */
+export function virtiofsdRecord(workDir: string, index: number): string {
+  return path.join(workDir, `virtiofsd-${index}.pid`);
+}
+
+/** Which virtiofsd `binaryPath` is, by what `--version` prints. */
+export async function virtiofsdFlavour(binaryPath: string): Promise<VirtiofsdFlavour> {
+  const binary = resolveExecutable(binaryPath);
+  if (!binary) throw new HypervisorError(`virtiofsd binary '${binaryPath}' is not an executable file; install it (Debian 12: qemu-system-common, /usr/lib/qemu/virtiofsd) or set virtio_fs_daemon`);
+  let output: string;
+  try {
+    const { stdout, stderr } = await runBounded(binary, ['--version'], VERSION_TIMEOUT_MS);
+    output = `${stdout}\n${stderr}`;
+  } catch (err) {
+    throw new HypervisorError(`virtiofsd '${binaryPath}' cannot be used: ${(err as Error).message}; install it (Debian 12: qemu-system-common, /usr/lib/qemu/virtiofsd) or set virtio_fs_daemon`, { cause: err });
+  }
+  return flavourOf(output, binaryPath);
+}
+
+/** QEMU's prints "virtiofsd version 7.2.x (…)"; the Rust one "virtiofsd 1.x.y". */
+export function flavourOf(versionOutput: string, binaryPath: string): VirtiofsdFlavour {
+  if (/virtiofsd version \d/.test(versionOutput)) return 'c';
+  if (/virtiofsd v?\d+\.\d+/.test(versionOutput)) return 'rust';
+  throw new HypervisorError(`'${binaryPath} --version' does not say which virtiofsd it is (${JSON.stringify(versionOutput.trim().slice(0, 200))}); expected QEMU's or the Rust virtiofsd`);
+}
+
+/** The command line of one confined virtiofsd (see the top of this file). */
+export function virtiofsdArgs(flavour: VirtiofsdFlavour, socketPath: string, sharedDir: string, cache: VirtioFsCache): string[] {
+  if (flavour === 'c') {
+    return [
+      `--socket-path=${socketPath}`,
+      '-o', `source=${sharedDir}`,
+      // QEMU's virtiofsd calls "never" none.
+      '-o', `cache=${cache === 'never' ? 'none' : cache}`,
+      '-o', 'sandbox=namespace',
+      '-o', 'modcaps=-mknod:-setfcap',
+      '-o', 'no_xattr',
+      // Each container rootfs is its own host mount under the share: the guest gets
+      // them as submounts with their own st_dev, as it did over 9p.
+      '-o', 'announce_submounts',
+      // Only errors reach the shim's log (the guest decides how many warnings there are).
+      '-o', 'log_level=err',
+    ];
+  }
+  return [
+    `--socket-path=${socketPath}`,
+    `--shared-dir=${sharedDir}`,
+    `--cache=${cache}`,
+    '--sandbox=namespace',
+    '--seccomp=kill',
+    '--modcaps=-mknod:-setfcap',
+    '--announce-submounts',
+    '--log-level=error',
+  ];
+}
+
+/** Starts one virtiofsd per share and waits for each socket; on failure stops those it started. */
+export async function startVirtiofsDaemons(options: VirtiofsdOptions, workDir: string, shares: readonly SharedDirectory[], logger: Logger): Promise<VmmProcess[]> {
+  if (shares.length === 0) return [];
+  const flavour = await virtiofsdFlavour(options.binaryPath);
+  const daemons: VmmProcess[] = [];
+  try {
+    for (const [index, share] of shares.entries()) {
+      const socketPath = virtiofsSocket(workDir, index);
+      // One a crashed predecessor left would be taken for this daemon's.
+      fs.rmSync(socketPath, { force: true });
+      const daemon = VmmProcess.spawn({
+        name: `virtiofsd (${share.tag})`,
+        binaryPath: options.binaryPath,
+        args: virtiofsdArgs(flavour, socketPath, share.hostPath, options.cache),
+        logger,
+      });
+      daemons.push(daemon);
+      recordDaemon(virtiofsdRecord(workDir, index), daemon);
+      await daemon.waitForSocketFile(socketPath, SOCKET_TIMEOUT_MS);
+    }
+    return daemons;
+  } catch (err) {
+    await stopVirtiofsDaemons(daemons);
+    throw err;
+  }
+}
+
+function recordDaemon(file: string, daemon: VmmProcess): void {
+  if (daemon.pid === undefined) return;
+  try {
+    writeProcessRecord(file, daemon.pid);
+  } catch {
+    // It exited at once: waiting for its socket reports why, with its stderr.
+  }
+}
+
+/** Stops the daemons (each exits by itself once its VMM is gone; SIGTERM, then SIGKILL, otherwise). */
+export async function stopVirtiofsDaemons(daemons: readonly VmmProcess[]): Promise<void> {
+  await Promise.all(daemons.map((d) => d.stop(0, async () => d.signal('SIGTERM'))));
+}
+
+/**
+ * For `delete` after a crash: kills the virtiofsd processes `workDir` records that still
+ * run (same pid and start time: a reused pid is left alone). Returns their pids.
+ */
+export async function killRecordedVirtiofsDaemons(workDir: string): Promise<number[]> {
+  let names: string[];
+  try {
+    names = fs.readdirSync(workDir).filter((name) => /^virtiofsd-\d+\.pid$/.test(name));
+  } catch {
+    return [];
+  }
+  const killed: number[] = [];
+  for (const name of names) {
+    const record = readProcessRecord(path.join(workDir, name));
+    if (!recordAlive(record)) continue;
+    await killAndWait(record.pid);
+    killed.push(record.pid);
+  }
+  return killed;
+}

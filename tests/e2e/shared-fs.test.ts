@@ -1,0 +1,67 @@
+// shared_fs = "virtio-fs" for QEMU: the sandbox directory reaches the guest through one
+// confined virtiofsd (hypervisors/virtiofsd.ts) instead of 9p, and guest root gains
+// nothing on the host by it. (`make test-virtiofs` runs the spine, Task API, CRI and
+// pod-sizing suites this way too.)
+import * as fs from 'fs';
+import * as path from 'path';
+import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
+import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+
+jest.setTimeout(300_000);
+
+describe('shared_fs = "virtio-fs" (QEMU)', () => {
+  let env: KataEnv;
+  let before: HostSnapshot;
+  let baseline: HostSnapshot;
+  let hostDir: string;
+
+  beforeAll(async () => {
+    before = await snapshotHost();
+    env = await startKataEnv({ hypervisor: { sharedFs: 'virtio-fs' } });
+    baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
+    hostDir = fs.mkdtempSync('/tmp/kt-virtiofs-volume-');
+    fs.writeFileSync(path.join(hostDir, 'from-host'), 'written on the host\n');
+  });
+
+  afterAll(async () => {
+    await env?.stop();
+    if (hostDir) fs.rmSync(hostDir, { recursive: true, force: true });
+    if (before) expect(diffSnapshots(before, await snapshotHost())).toEqual([]);
+  });
+
+  async function expectNothingLeft(): Promise<void> {
+    // virtiofsd processes and their sockets included (leaks.ts counts virtiofsd as a VMM).
+    expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
+  }
+
+  it('runs the container from a virtio-fs share, with a host volume read and written through it', async () => {
+    const script = [
+      "awk '$2 == \"/\" { print $3 }' /proc/mounts",
+      'cat /data/from-host',
+      'echo written in the guest > /data/from-guest',
+      'echo hi; exit 3',
+    ].join('; ');
+    const result = await env.containerd.ctr(
+      ['run', '--rm', '--runtime', RUNTIME, '--mount', `type=bind,src=${hostDir},dst=/data,options=rbind:rw`, env.image, 'vfs-1', 'sh', '-c', script],
+      { timeoutMs: 240_000 },
+    );
+    expect({ stdout: result.stdout, stderr: result.stderr, code: result.code }).toEqual({ stdout: 'virtiofs\nwritten on the host\nhi\n', stderr: '', code: 3 });
+    expect(fs.readFileSync(path.join(hostDir, 'from-guest'), 'utf8')).toBe('written in the guest\n');
+    await expectNothingLeft();
+  });
+
+  it('gives guest root no device nodes on the host (virtiofsd runs without CAP_MKNOD); FIFOs stay FIFOs', async () => {
+    // The container runs as root with CAP_MKNOD in the guest: only virtiofsd can refuse.
+    const script = 'mknod /data/disk b 8 0; echo "block rc=$?"; mknod /data/null c 1 3; echo "char rc=$?"; mkfifo /data/fifo; echo "fifo rc=$?"';
+    const result = await env.containerd.ctr(
+      ['run', '--rm', '--runtime', RUNTIME, '--mount', `type=bind,src=${hostDir},dst=/data,options=rbind:rw`, env.image, 'vfs-2', 'sh', '-c', script],
+      { timeoutMs: 240_000 },
+    );
+    expect(result.stdout).toBe('block rc=1\nchar rc=1\nfifo rc=0\n');
+    expect(result.stderr).toMatch(/Operation not permitted/);
+    expect(fs.existsSync(path.join(hostDir, 'disk'))).toBe(false);
+    expect(fs.existsSync(path.join(hostDir, 'null'))).toBe(false);
+    expect(fs.lstatSync(path.join(hostDir, 'fifo')).isFIFO()).toBe(true);
+    await expectNothingLeft();
+  });
+});
