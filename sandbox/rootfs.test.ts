@@ -2,9 +2,17 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { isMountPoint, mountsBelow, removeUnlessMounted } from './rootfs';
+import { isMountPoint, mountsBelow, removeUnlessMounted, withHostFlags } from './rootfs';
 
 const asRoot = process.getuid?.() === 0 ? it : it.skip;
+
+describe('rootfs mount options', () => {
+  it('always adds nosuid and nodev (the guest writes the tree as root), dropping suid/dev', () => {
+    expect(withHostFlags(['lowerdir=/a', 'upperdir=/b', 'workdir=/c'])).toBe('lowerdir=/a,upperdir=/b,workdir=/c,nosuid,nodev');
+    expect(withHostFlags(['rbind', 'rw', 'suid', 'dev'])).toBe('rbind,rw,nosuid,nodev');
+    expect(withHostFlags([])).toBe('nosuid,nodev');
+  });
+});
 
 describe('removing what the shim made', () => {
   asRoot('never deletes through a mount that is still there', () => {

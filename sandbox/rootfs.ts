@@ -29,8 +29,10 @@ export async function mountAll(mounts: MountSpec[], target: string): Promise<voi
   try {
     for (const m of mounts) {
       if (!m.type) throw new InvalidArgumentError(`rootfs mount of ${m.source} has no type`);
-      const options = m.options.join(',');
-      const args = m.type === 'bind' ? ['-o', options || 'bind', m.source, target] : ['-t', m.type, ...(options ? ['-o', options] : []), m.source, target];
+      // nosuid,nodev: the guest writes this tree (through the share, as root), and the
+      // host never runs or opens devices from it; set-id bits still work in the guest.
+      const options = withHostFlags(m.type === 'bind' && !m.options.includes('bind') && !m.options.includes('rbind') ? ['bind', ...m.options] : m.options);
+      const args = m.type === 'bind' ? ['-o', options, m.source, target] : ['-t', m.type, '-o', options, m.source, target];
       await runMount(args);
       done.push(target);
     }
@@ -38,6 +40,11 @@ export async function mountAll(mounts: MountSpec[], target: string): Promise<voi
     for (const t of done.reverse()) await unmount(t).catch(() => undefined);
     throw err;
   }
+}
+
+/** `options` with nosuid and nodev, as one mount(8) option string. */
+export function withHostFlags(options: string[]): string {
+  return [...options.filter((o) => o !== 'suid' && o !== 'dev'), 'nosuid', 'nodev'].join(',');
 }
 
 /**
