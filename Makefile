@@ -50,7 +50,7 @@ test-matrix: guest
 # The same suites with the sandbox directory shared over virtio-fs (shared_fs = "virtio-fs",
 # Debian 12's /usr/lib/qemu/virtiofsd) instead of virtio-9p; tests/e2e/shared-fs.test.ts
 # (in test-e2e) covers what is particular to it.
-VIRTIOFS_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/pod-sizing.test.ts
+VIRTIOFS_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/pod-sizing.test.ts tests/e2e/boundary.test.ts
 test-virtiofs: guest
 	KATATS_E2E_SHARED_FS=virtio-fs $(MAKE) test-e2e E2E="$(VIRTIOFS_E2E)"
 

@@ -97,7 +97,7 @@ function report(results: Record<Mode, Measures>, tarBytes: number): string {
   return [
     '# Shared filesystem: virtio-9p against virtio-fs',
     '',
-    `\`make bench-shared-fs\` on ${new Date().toISOString().slice(0, 10)} (${os.cpus().length} cores, ${os.release()}, QEMU TCG, Debian 12's C virtiofsd, cache=auto).`,
+    `\`make bench-shared-fs\` on ${new Date().toISOString().slice(0, 10)} (${os.cpus().length} cores, ${os.release()}, QEMU TCG, Debian 12's C virtiofsd, virtio_fs_cache = "never", the default).`,
     'Same guest, same containerd, one run; each measure in a fresh VM (cold guest caches, warm host page cache).',
     '',
     '| measure | virtio-9p | virtio-fs | virtio-fs / 9p |',

@@ -136,7 +136,7 @@ describe("Kata's own configuration keys", () => {
     write(main, '[hypervisor.qemu]\nshared_fs = "virtio-fs"\nvirtio_fs_daemon = "/opt/virtiofsd"\nvirtio_fs_cache = "never"\n');
     expect(loadTomlConfig(main)).toMatchObject({ config: { hypervisor: { sharedFs: 'virtio-fs', virtioFsDaemon: '/opt/virtiofsd', virtioFsCache: 'never' } }, ignoredKeys: [] });
     write(main, '[hypervisor.qemu]\n');
-    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'auto' });
+    expect(loadTomlConfig(main).config.hypervisor).toMatchObject({ sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'never' });
   });
 
   it('reports a key set by several files once, with the file that set it last', () => {

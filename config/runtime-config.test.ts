@@ -40,6 +40,7 @@ describe('runtime configuration', () => {
     [{ hypervisor: { kind: 'clh', accelerator: 'kvm' } }, 'hypervisor.accelerator: not a Cloud Hypervisor setting'],
     [{ hypervisor: { kind: 'firecracker', image: '/r.img' } }, 'hypervisor.image: not a Firecracker setting'],
     [{ hypervisor: { kind: 'firecracker', initrd: '/i', virtioFsDaemon: '/v' } }, 'hypervisor.virtioFsDaemon: not a Firecracker setting'],
+    [{ hypervisor: { sharedFs: 'virtio-fs', virtioFsDaemon: 'virtiofsd' } }, 'hypervisor.virtioFsDaemon: must be an absolute path, got "virtiofsd"'],
     [{ hypervisor: { sharedFs: 'virtio-fs', virtioFsDaemon: '' } }, 'hypervisor.virtioFsDaemon: must name the virtiofsd binary: the shared filesystem is virtio-fs'],
     [{ hypervisor: { accelerator: 'hvf' } }, 'hypervisor.accelerator: must be "kvm" or "tcg"'],
     [{ hypervisor: { memoryMiB: '1G' } }, 'hypervisor.memoryMiB: must be a number'],

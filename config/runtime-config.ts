@@ -136,8 +136,10 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       sharedFs: kind === 'clh' ? 'virtio-fs' : 'virtio-9p',
       // Where Debian's packages put them: QEMU's C virtiofsd (Debian 12), the Rust one (Debian 13).
       virtioFsDaemon: kind === 'clh' ? '/usr/libexec/virtiofsd' : kind === 'qemu' ? '/usr/lib/qemu/virtiofsd' : '',
-      // Cloud Hypervisor's docs recommend never; QEMU's virtiofsd defaults to auto (close-to-open consistency).
-      virtioFsCache: kind === 'clh' ? 'never' : 'auto',
+      // never: the guest caches no names or attributes of shared files. With auto, a
+      // container re-created under the same id (ctr allows it) found an empty rootfs for
+      // a while: the guest kept the dentries of the previous one (boundary.test.ts 3).
+      virtioFsCache: 'never',
       seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
       pmu: true,
       enableAnnotations: [],
@@ -276,6 +278,8 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   if (!SHARED_FS_KINDS.includes(h.sharedFs)) fail('hypervisor', 'sharedFs', `must be one of ${SHARED_FS_KINDS.map((k) => JSON.stringify(k)).join(', ')}, got ${JSON.stringify(h.sharedFs)}`);
   if (h.kind === 'clh' && h.sharedFs !== 'virtio-fs') fail('hypervisor', 'sharedFs', 'must be "virtio-fs": Cloud Hypervisor has no virtio-9p');
   if (!VIRTIO_FS_CACHE_MODES.includes(h.virtioFsCache)) fail('hypervisor', 'virtioFsCache', `must be one of ${VIRTIO_FS_CACHE_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(h.virtioFsCache)}`);
+  // Started as root: a bare name would be whatever PATH finds first.
+  if (h.virtioFsDaemon && !path.isAbsolute(h.virtioFsDaemon)) fail('hypervisor', 'virtioFsDaemon', `must be an absolute path, got ${JSON.stringify(h.virtioFsDaemon)}`);
   if (h.kind !== 'firecracker' && h.sharedFs === 'virtio-fs' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', `must name the virtiofsd binary: ${h.kind === 'clh' ? 'Cloud Hypervisor shares the sandbox directory only over virtio-fs' : 'the shared filesystem is virtio-fs'}`);
 }
 

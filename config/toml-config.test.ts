@@ -42,7 +42,7 @@ state_dir = "/run/kt"
 ksm = "off"
 `);
     const { config } = loadTomlConfig(main);
-    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'auto', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, pmu: true, enableAnnotations: [] });
+    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'never', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, pmu: true, enableAnnotations: [] });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000, debugConsole: true });
     expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [], killGraceMs: 10_000 });
     expect(defaultConfig().runtime.ksm).toBe('unchanged');

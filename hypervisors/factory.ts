@@ -14,7 +14,7 @@ export interface DriverChoice {
   sharedFs?: string;
   /** The virtiofsd binary for shared directories over virtio-fs. */
   virtioFsDaemon: string;
-  /** virtiofsd's cache mode; default: QEMU auto, Cloud Hypervisor never. */
+  /** virtiofsd's cache mode; default never. */
   virtioFsCache?: VirtioFsCache;
   /** QEMU: whether the guest CPU keeps its virtual PMU (false: -cpu …,pmu=off); default true. */
   pmu?: boolean;
@@ -25,7 +25,7 @@ export function createHypervisor(choice: DriverChoice, logger: Logger): Hypervis
     case 'qemu':
       return new QemuHypervisor(logger.child({ component: 'qemu' }), {
         pmu: choice.pmu,
-        virtioFs: choice.sharedFs === 'virtio-fs' ? { binaryPath: choice.virtioFsDaemon, cache: choice.virtioFsCache ?? 'auto' } : undefined,
+        virtioFs: choice.sharedFs === 'virtio-fs' ? { binaryPath: choice.virtioFsDaemon, cache: choice.virtioFsCache ?? 'never' } : undefined,
       });
     case 'clh':
       return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined, virtioFsCache: choice.virtioFsCache });

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { processStartTime } from '../lib/recorded-process';
-import { flavourOf, killRecordedVirtiofsDaemons, virtiofsdArgs, virtiofsdFlavour } from './virtiofsd';
+import { cVirtiofsdLockFile, flavourOf, killRecordedVirtiofsDaemons, virtiofsdArgs, virtiofsdFlavour } from './virtiofsd';
 
 describe('virtiofsd', () => {
   it("tells QEMU's C virtiofsd from the Rust one by --version", () => {
@@ -25,27 +25,40 @@ describe('virtiofsd', () => {
     const c = virtiofsdArgs('c', '/w/virtiofsd-0.sock', '/w/shared', 'never');
     expect(c).toEqual([
       '--socket-path=/w/virtiofsd-0.sock', '-o', 'source=/w/shared', '-o', 'cache=none', '-o', 'sandbox=namespace',
-      '-o', 'modcaps=-mknod:-setfcap', '-o', 'no_xattr', '-o', 'announce_submounts', '-o', 'log_level=err',
+      '-o', 'modcaps=-mknod:-setfcap', '-o', 'no_xattr', '-o', 'announce_submounts',
+      '-o', 'no_posix_lock', '-o', 'no_flock', '-o', 'no_allow_direct_io', '-o', 'no_writeback', '-o', 'log_level=err',
     ]);
     const rust = virtiofsdArgs('rust', '/w/virtiofsd-0.sock', '/w/shared', 'auto');
     expect(rust).toEqual(expect.arrayContaining(['--shared-dir=/w/shared', '--cache=auto', '--sandbox=namespace', '--seccomp=kill', '--modcaps=-mknod:-setfcap']));
   });
 
-  it('after a crash, kills the virtiofsd a work dir records, and leaves a reused pid alone', async () => {
+  it('after a crash, kills the virtiofsd and serving child a work dir records, leaves a reused pid alone, and removes the lock file', async () => {
     const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'virtiofsd-'));
+    const parent = spawn('sleep', ['60'], { stdio: 'ignore' });
     const child = spawn('sleep', ['60'], { stdio: 'ignore' });
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const exited = Promise.all([parent, child].map((p) => new Promise((resolve) => p.once('exit', resolve))));
+    const lock = cVirtiofsdLockFile(path.join(workDir, 'virtiofsd-0.sock'));
     try {
-      await new Promise((resolve) => child.once('spawn', resolve));
-      fs.writeFileSync(path.join(workDir, 'virtiofsd-0.pid'), `${child.pid} ${processStartTime(child.pid!)}\n`);
+      await Promise.all([parent, child].map((p) => new Promise((resolve) => p.once('spawn', resolve))));
+      fs.writeFileSync(path.join(workDir, 'virtiofsd-0.pid'), `${parent.pid} ${processStartTime(parent.pid!)}\n`);
+      fs.writeFileSync(path.join(workDir, 'virtiofsd-0-child.pid'), `${child.pid} ${processStartTime(child.pid!)}\n`);
       // This process's pid with another start time: what a reused pid looks like.
       fs.writeFileSync(path.join(workDir, 'virtiofsd-1.pid'), `${process.pid} 1\n`);
-      expect(await killRecordedVirtiofsDaemons(workDir)).toEqual([child.pid]);
+      fs.mkdirSync(path.dirname(lock), { recursive: true });
+      fs.writeFileSync(lock, '1\n');
+      expect((await killRecordedVirtiofsDaemons(workDir)).sort()).toEqual([parent.pid, child.pid].sort());
       await exited;
+      expect(fs.existsSync(lock)).toBe(false);
       expect(await killRecordedVirtiofsDaemons(path.join(workDir, 'gone'))).toEqual([]);
     } finally {
+      parent.kill('SIGKILL');
       child.kill('SIGKILL');
+      fs.rmSync(lock, { force: true });
       fs.rmSync(workDir, { recursive: true, force: true });
     }
+  });
+
+  it("names the C daemon's lock file as it does: the socket path with '/' as '.'", () => {
+    expect(cVirtiofsdLockFile('/run/kata-ts/k8s.io/sb1/virtiofsd-0.sock')).toBe('/run/virtiofsd/.run.kata-ts.k8s.io.sb1.virtiofsd-0.sock.pid');
   });
 });

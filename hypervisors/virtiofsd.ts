@@ -83,6 +83,9 @@ export function virtiofsdArgs(flavour: VirtiofsdFlavour, socketPath: string, sha
       // Each container rootfs is its own host mount under the share: the guest gets
       // them as submounts with their own st_dev, as it did over 9p.
       '-o', 'announce_submounts',
+      // QEMU 7.2's defaults, pinned: no locks or direct I/O passed to the host on the
+      // guest's behalf, no writeback caching of guest writes.
+      '-o', 'no_posix_lock', '-o', 'no_flock', '-o', 'no_allow_direct_io', '-o', 'no_writeback',
       // Only errors reach the shim's log (the guest decides how many warnings there are).
       '-o', 'log_level=err',
     ];
@@ -99,64 +102,134 @@ export function virtiofsdArgs(flavour: VirtiofsdFlavour, socketPath: string, sha
   ];
 }
 
+/** One running virtiofsd and the files that name it. */
+export interface VirtiofsDaemon {
+  process: VmmProcess;
+  flavour: VirtiofsdFlavour;
+  socketPath: string;
+  /** The record of the process we spawned. */
+  recordFile: string;
+  /**
+   * The record of the child that serves the guest: with sandbox=namespace, the C
+   * virtiofsd forks once its VMM connected; the parent only waits for it.
+   */
+  childRecordFile: string;
+}
+
+/** How long a daemon may take to exit by itself after its VMM went (its socket closed). */
+export const DAEMON_EXIT_GRACE_MS = 2000;
+
+/**
+ * QEMU's C virtiofsd locks /run/virtiofsd/<socket path with '/' as '.'>.pid and leaves
+ * the file behind when it exits.
+ */
+export function cVirtiofsdLockFile(socketPath: string): string {
+  return path.join('/run/virtiofsd', `${socketPath.replace(/\//g, '.')}.pid`);
+}
+
 /** Starts one virtiofsd per share and waits for each socket; on failure stops those it started. */
-export async function startVirtiofsDaemons(options: VirtiofsdOptions, workDir: string, shares: readonly SharedDirectory[], logger: Logger): Promise<VmmProcess[]> {
+export async function startVirtiofsDaemons(options: VirtiofsdOptions, workDir: string, shares: readonly SharedDirectory[], logger: Logger): Promise<VirtiofsDaemon[]> {
   if (shares.length === 0) return [];
   const flavour = await virtiofsdFlavour(options.binaryPath);
-  const daemons: VmmProcess[] = [];
+  const daemons: VirtiofsDaemon[] = [];
   try {
     for (const [index, share] of shares.entries()) {
       const socketPath = virtiofsSocket(workDir, index);
       // One a crashed predecessor left would be taken for this daemon's.
       fs.rmSync(socketPath, { force: true });
-      const daemon = VmmProcess.spawn({
+      const process = VmmProcess.spawn({
         name: `virtiofsd (${share.tag})`,
         binaryPath: options.binaryPath,
         args: virtiofsdArgs(flavour, socketPath, share.hostPath, options.cache),
         logger,
       });
+      const daemon = { process, flavour, socketPath, recordFile: virtiofsdRecord(workDir, index), childRecordFile: virtiofsdChildRecord(workDir, index) };
       daemons.push(daemon);
-      recordDaemon(virtiofsdRecord(workDir, index), daemon);
-      await daemon.waitForSocketFile(socketPath, SOCKET_TIMEOUT_MS);
+      recordProcess(daemon.recordFile, process.pid);
+      await process.waitForSocketFile(socketPath, SOCKET_TIMEOUT_MS);
     }
     return daemons;
   } catch (err) {
-    await stopVirtiofsDaemons(daemons);
+    await stopVirtiofsDaemons(daemons, 0);
     throw err;
   }
 }
 
-function recordDaemon(file: string, daemon: VmmProcess): void {
-  if (daemon.pid === undefined) return;
+/** The record of the child serving sharedDirectories[index] (see VirtiofsDaemon). */
+export function virtiofsdChildRecord(workDir: string, index: number): string {
+  return path.join(workDir, `virtiofsd-${index}-child.pid`);
+}
+
+/**
+ * Records each daemon's serving child, once the VMM connected (the driver calls this
+ * after its VMM is up): killing the parent alone would leave it running, since the
+ * parent-death signal does not reach the init of a pid namespace.
+ */
+export function recordServingChildren(daemons: readonly VirtiofsDaemon[]): void {
+  for (const daemon of daemons) {
+    const pid = daemon.process.pid;
+    if (pid === undefined) continue;
+    let children: string;
+    try {
+      children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8');
+    } catch {
+      continue; // gone already
+    }
+    const child = Number(children.trim().split(/\s+/)[0]);
+    if (child > 0) recordProcess(daemon.childRecordFile, child);
+  }
+}
+
+function recordProcess(file: string, pid: number | undefined): void {
+  if (pid === undefined) return;
   try {
-    writeProcessRecord(file, daemon.pid);
+    writeProcessRecord(file, pid);
   } catch {
     // It exited at once: waiting for its socket reports why, with its stderr.
   }
 }
 
-/** Stops the daemons (each exits by itself once its VMM is gone; SIGTERM, then SIGKILL, otherwise). */
-export async function stopVirtiofsDaemons(daemons: readonly VmmProcess[]): Promise<void> {
-  await Promise.all(daemons.map((d) => d.stop(0, async () => d.signal('SIGTERM'))));
+/**
+ * Stops the daemons: each gets `graceMs` to exit by itself (it does once its VMM is
+ * gone), then SIGTERM, then SIGKILL; a serving child left behind is killed; the C
+ * daemon's lock file is removed. Safe to call more than once.
+ */
+export async function stopVirtiofsDaemons(daemons: readonly VirtiofsDaemon[], graceMs = DAEMON_EXIT_GRACE_MS): Promise<void> {
+  await Promise.all(
+    daemons.map(async (daemon) => {
+      await daemon.process.stop(graceMs, async () => daemon.process.signal('SIGTERM'));
+      await killIfRecordedAlive(daemon.childRecordFile);
+      if (daemon.flavour === 'c') fs.rmSync(cVirtiofsdLockFile(daemon.socketPath), { force: true });
+    }),
+  );
+}
+
+async function killIfRecordedAlive(file: string): Promise<number | undefined> {
+  const record = readProcessRecord(file);
+  if (!recordAlive(record)) return undefined;
+  await killAndWait(record.pid);
+  return record.pid;
 }
 
 /**
  * For `delete` after a crash: kills the virtiofsd processes `workDir` records that still
- * run (same pid and start time: a reused pid is left alone). Returns their pids.
+ * run (same pid and start time: a reused pid is left alone), children too, and removes
+ * the C daemon's lock files. Returns the pids killed.
  */
 export async function killRecordedVirtiofsDaemons(workDir: string): Promise<number[]> {
   let names: string[];
   try {
-    names = fs.readdirSync(workDir).filter((name) => /^virtiofsd-\d+\.pid$/.test(name));
+    names = fs.readdirSync(workDir);
   } catch {
     return [];
   }
   const killed: number[] = [];
   for (const name of names) {
-    const record = readProcessRecord(path.join(workDir, name));
-    if (!recordAlive(record)) continue;
-    await killAndWait(record.pid);
-    killed.push(record.pid);
+    const match = /^virtiofsd-(\d+)(-child)?\.pid$/.exec(name);
+    if (!match) continue;
+    const pid = await killIfRecordedAlive(path.join(workDir, name));
+    if (pid !== undefined) killed.push(pid);
+    if (!match[2]) fs.rmSync(cVirtiofsdLockFile(virtiofsSocket(workDir, Number(match[1]))), { force: true });
   }
   return killed;
 }

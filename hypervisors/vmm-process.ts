@@ -16,6 +16,32 @@ const QUIT_GRACE_MS = 3000;
 /** A VMM dying mid-request resets the connection a moment before its exit is reaped. */
 const EXIT_REAP_MS = 1000;
 const POLL_MS = 20;
+/** stderr chunks logged per process and minute; the rest are counted. */
+const STDERR_LOG_LINES_PER_MINUTE = 20;
+
+/**
+ * A gate that opens `limit` times per `windowMs`; when a window with refusals ends (at
+ * the next call), `onSuppressed` is told how many there were.
+ */
+export function rateLimited(limit: number, windowMs: number, onSuppressed: (count: number) => void, now: () => number = Date.now): () => boolean {
+  let windowStart = now();
+  let used = 0;
+  let suppressed = 0;
+  return () => {
+    if (now() - windowStart >= windowMs) {
+      if (suppressed > 0) onSuppressed(suppressed);
+      windowStart = now();
+      used = 0;
+      suppressed = 0;
+    }
+    if (used < limit) {
+      used++;
+      return true;
+    }
+    suppressed++;
+    return false;
+  };
+}
 
 export interface VmmProcessOptions {
   /** Names the process in messages, e.g. 'cloud-hypervisor'. */
@@ -52,9 +78,13 @@ export class VmmProcess {
         settle({ code: null, signal: null });
       });
     });
+    const logStderr = rateLimited(STDERR_LOG_LINES_PER_MINUTE, 60_000, (suppressed) =>
+      options.logger.warn({ suppressed }, `${options.name} stderr: ${suppressed} more chunks in the last minute not logged`),
+    );
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderr.push(chunk);
-      options.logger.warn({ stderr: chunk.toString().trim() }, `${options.name} stderr`);
+      // A guest can make a VMM or virtiofsd complain once per request it sends.
+      if (logStderr()) options.logger.warn({ stderr: chunk.toString().trim() }, `${options.name} stderr`);
     });
   }
 

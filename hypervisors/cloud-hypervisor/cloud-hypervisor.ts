@@ -8,7 +8,7 @@ import { RestVmmDriver } from '../rest-vmm-driver';
 import { requireGuestImage } from '../vm-requirements';
 import { prepareWorkDir, VmmProcess } from '../vmm-process';
 import { ClhVmConfig, ClhVmState, CloudHypervisorApi } from './api';
-import { startVirtiofsDaemons, stopVirtiofsDaemons } from '../virtiofsd';
+import { recordServingChildren, startVirtiofsDaemons, stopVirtiofsDaemons, VirtiofsDaemon } from '../virtiofsd';
 import { buildClhVmConfig, clhArgs, clhDisk, clhNet, clhPaths, clhResize, CloudHypervisorOptions, VMM_NAME } from './vm-config';
 
 const API_READY_TIMEOUT_MS = 10_000;
@@ -24,7 +24,7 @@ export class CloudHypervisor extends RestVmmDriver<CloudHypervisorApi> {
   private booted!: ClhVmConfig;
   /** What the last vm.resize asked for (the boot size before any). */
   private size!: VmSize;
-  private virtiofsDaemons: VmmProcess[] = [];
+  private virtiofsDaemons: VirtiofsDaemon[] = [];
 
   constructor(logger: Logger, private readonly options: CloudHypervisorOptions = {}) {
     super(logger);
@@ -51,8 +51,9 @@ export class CloudHypervisor extends RestVmmDriver<CloudHypervisorApi> {
         await vmm.guard(api.createVm(vmConfig), 'vm.create');
         await vmm.guard(api.bootVm(), 'vm.boot');
       });
+      recordServingChildren(this.virtiofsDaemons);
     } catch (err) {
-      await stopVirtiofsDaemons(this.virtiofsDaemons);
+      await stopVirtiofsDaemons(this.virtiofsDaemons, 0);
       throw err;
     }
   }

@@ -3,6 +3,7 @@
 // stops it gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
 import { ChildProcess, spawn } from 'child_process';
 import { vmmCommand } from '../vmm-launch';
+import { rateLimited } from '../vmm-process';
 import * as fs from 'fs';
 import { FailedPreconditionError, HypervisorError, NotImplementedError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
@@ -13,8 +14,7 @@ import { buildQemuArgs, hotplugPortIds, MEMORY_HOTPLUG_SLOTS, QemuOptions, qemuP
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 import { QemuResize } from './vm-resize';
-import { startVirtiofsDaemons, stopVirtiofsDaemons } from '../virtiofsd';
-import { VmmProcess } from '../vmm-process';
+import { recordServingChildren, startVirtiofsDaemons, stopVirtiofsDaemons, VirtiofsDaemon } from '../virtiofsd';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
@@ -34,7 +34,7 @@ export class QemuHypervisor implements Hypervisor {
   readonly exited: Promise<VmExit>;
   private hasExited = false;
   /** One virtiofsd per shared directory (virtio-fs only); they outlive QEMU by at most a stop. */
-  private virtiofsDaemons: VmmProcess[] = [];
+  private virtiofsDaemons: VirtiofsDaemon[] = [];
   readonly sharedFsKind: SharedFsKind;
 
   constructor(
@@ -55,7 +55,7 @@ export class QemuHypervisor implements Hypervisor {
     try {
       await this.launch(config, args);
     } catch (err) {
-      await stopVirtiofsDaemons(this.virtiofsDaemons);
+      await stopVirtiofsDaemons(this.virtiofsDaemons, 0);
       throw err;
     }
   }
@@ -72,9 +72,10 @@ export class QemuHypervisor implements Hypervisor {
     const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
     child.stdout?.on('data', (chunk: Buffer) => console.push(chunk));
+    const logStderr = rateLimited(20, 60_000, (suppressed) => this.logger.warn({ suppressed }, `qemu stderr: ${suppressed} more chunks in the last minute not logged`));
     child.stderr?.on('data', (chunk: Buffer) => {
       stderr.push(chunk);
-      this.logger.warn({ qemu: chunk.toString().trim() }, 'qemu stderr');
+      if (logStderr()) this.logger.warn({ qemu: chunk.toString().trim() }, 'qemu stderr');
     });
     const spawnFailure = new Promise<never>((_, reject) => {
       child.once('error', (err) => reject(new HypervisorError(`cannot run ${config.binaryPath}: ${err.message}`, { cause: err })));
@@ -93,6 +94,8 @@ export class QemuHypervisor implements Hypervisor {
     });
     try {
       this.qmp = await Promise.race([QmpClient.connect(paths.qmpSocket, QMP_CONNECT_TIMEOUT_MS), spawnFailure, earlyExit]);
+      // QEMU connected to each virtiofsd before it answered QMP: their serving children exist.
+      recordServingChildren(this.virtiofsDaemons);
       // QEMU made its sockets (before it answered QMP) with its umask; whoever connects to
       // this one gets a root shell in the guest. An unrestricted console fails the start.
       if (config.debugConsole) fs.chmodSync(config.debugConsole.socketPath, 0o600);

@@ -63,9 +63,10 @@ export function builtGuest(): { kernel: string; image: string; initrd: string } 
  * KATATS_E2E_SHARED_FS=virtio-fs runs the suites with the sandbox directory shared over
  * virtio-fs (make test-virtiofs); unset, the default (virtio-9p).
  */
-export function sharedFsFromEnv(): { sharedFs?: string } {
+export function sharedFsFromEnv(): { sharedFs?: string; virtioFsCache?: string } {
   const sharedFs = process.env.KATATS_E2E_SHARED_FS;
-  return sharedFs ? { sharedFs } : {};
+  const cache = process.env.KATATS_E2E_VIRTIO_FS_CACHE;
+  return { ...(sharedFs ? { sharedFs } : {}), ...(cache ? { virtioFsCache: cache } : {}) };
 }
 
 export function writeConfig(file: string, stateDir: string, overrides: ConfigOverrides = {}): void {

@@ -30,7 +30,7 @@ describe('shared_fs = "virtio-fs" (QEMU)', () => {
   });
 
   async function expectNothingLeft(): Promise<void> {
-    // virtiofsd processes and their sockets included (leaks.ts counts virtiofsd as a VMM).
+    // virtiofsd processes, their sockets and lock files included (leaks.ts).
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   }
 
@@ -51,7 +51,9 @@ describe('shared_fs = "virtio-fs" (QEMU)', () => {
   });
 
   it('gives guest root no device nodes on the host (virtiofsd runs without CAP_MKNOD); FIFOs stay FIFOs', async () => {
-    // The container runs as root with CAP_MKNOD in the guest: only virtiofsd can refuse.
+    // The container runs as root with CAP_MKNOD in the guest: only the host side can
+    // refuse. virtiofsd lacks CAP_MKNOD twice over: its own modcaps, and the bounding
+    // set every VMM process is launched with (vmm-launch.ts).
     const script = 'mknod /data/disk b 8 0; echo "block rc=$?"; mknod /data/null c 1 3; echo "char rc=$?"; mkfifo /data/fifo; echo "fifo rc=$?"';
     const result = await env.containerd.ctr(
       ['run', '--rm', '--runtime', RUNTIME, '--mount', `type=bind,src=${hostDir},dst=/data,options=rbind:rw`, env.image, 'vfs-2', 'sh', '-c', script],

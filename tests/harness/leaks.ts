@@ -39,6 +39,9 @@ export interface SnapshotOptions {
   dirs?: string[];
 }
 
+/** Where QEMU's C virtiofsd keeps its lock files (hypervisors/virtiofsd.ts cVirtiofsdLockFile). */
+const VIRTIOFSD_LOCK_DIR = '/run/virtiofsd';
+
 export interface HostSnapshot {
   takenAt: Date;
   /** Processes that belong to the system under test (see isRelevantProcess). */
@@ -49,6 +52,8 @@ export interface HostSnapshot {
   sockets: string[];
   /** Names from `ip netns list`. */
   netns: string[];
+  /** Lock files QEMU's C virtiofsd leaves in /run/virtiofsd, one per socket it served. */
+  virtiofsdLocks: string[];
   /**
    * Host network interfaces (`ip -o link`), by name: a pod's veth, a VM's tap or a
    * harness bridge left behind shows up here.
@@ -89,13 +94,14 @@ export function isRelevantProcess(p: Pick<ProcessInfo, 'argv' | 'comm'>): boolea
 
 export async function snapshotHost(opts: SnapshotOptions = {}): Promise<HostSnapshot> {
   const socketDirs = [...new Set([...DEFAULT_SOCKET_DIRS, ...(opts.dirs ?? []).map((d) => path.resolve(d))])];
-  const [{ processes, foreignDirs }, mounts, sockets, netns, cgroups, links] = await Promise.all([
+  const [{ processes, foreignDirs }, mounts, sockets, netns, cgroups, links, virtiofsdLocks] = await Promise.all([
     listProcesses(),
     readMounts(),
     Promise.all(socketDirs.map((d) => findSockets(d, SOCKET_SCAN_DEPTH))),
     listNetns(),
     listCgroups(),
     listLinks(),
+    fs.promises.readdir(VIRTIOFSD_LOCK_DIR).catch(() => [] as string[]),
   ]);
   const foreignBridges = new Set(foreignDirs.map((d) => `${CRI_BRIDGE_PREFIX}${d.slice(CONTAINERD_DIR_PREFIX.length)}`));
   const foreignLinks = links.filter((l) => foreignBridges.has(l.name) || (l.master !== undefined && foreignBridges.has(l.master)));
@@ -105,6 +111,7 @@ export async function snapshotHost(opts: SnapshotOptions = {}): Promise<HostSnap
     mounts: mounts.map((m) => `${m.source} on ${m.target} type ${m.fstype}`),
     sockets: [...new Set(sockets.flat())].sort(),
     netns,
+    virtiofsdLocks: virtiofsdLocks.sort(),
     links: links.map((l) => l.name).sort(),
     foreignLinks: foreignLinks.map((l) => l.name).sort(),
     cgroups,
@@ -145,6 +152,11 @@ export function diffSnapshots(before: HostSnapshot, after: HostSnapshot, opts: D
     if (!inForeignDir(s)) leaks.push(`socket: ${s}`);
   }
   for (const n of multisetMinus(after.netns, before.netns)) leaks.push(`netns: ${n}`);
+  // Named after the socket path ('/' as '.'): one under another harness's dir is its own.
+  const foreignLock = (name: string): boolean => foreign.some((d) => name.startsWith(`${d.replace(/\//g, '.')}.`));
+  for (const l of multisetMinus(after.virtiofsdLocks ?? [], before.virtiofsdLocks ?? [])) {
+    if (!foreignLock(l)) leaks.push(`virtiofsd lock file: ${path.join(VIRTIOFSD_LOCK_DIR, l)}`);
+  }
   const foreignLinks = new Set(opts.includeForeign ? [] : after.foreignLinks);
   for (const l of multisetMinus(after.links, before.links)) {
     if (!foreignLinks.has(l)) leaks.push(`link: ${l}`);
