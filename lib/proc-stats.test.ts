@@ -15,8 +15,8 @@ describe('process stats from /proc', () => {
     expect(cpuSecondsFromStat('')).toBeUndefined();
   });
 
-  it('reads this process: memory, CPU, threads, files', () => {
-    const stats = readProcessStats(process.pid)!;
+  it('reads this process: memory, CPU, threads, files', async () => {
+    const stats = (await readProcessStats(process.pid))!;
     expect(stats.rssBytes).toBeGreaterThan(1024 * 1024);
     expect(stats.pssBytes).toBeGreaterThan(0);
     expect(stats.cpuSeconds).toBeGreaterThan(0);
@@ -24,11 +24,11 @@ describe('process stats from /proc', () => {
     expect(stats.openFds).toBeGreaterThan(2);
   });
 
-  it('answers undefined for a process that is not there', () => {
+  it('answers undefined for a process that is not there', async () => {
     const proc = fs.mkdtempSync(path.join(os.tmpdir(), 'proc-'));
     try {
-      expect(readProcessStats(12345, proc)).toBeUndefined();
-      expect(readProcessStats(0)).toBeUndefined();
+      expect(await readProcessStats(12345, proc)).toBeUndefined();
+      expect(await readProcessStats(0)).toBeUndefined();
     } finally {
       fs.rmSync(proc, { recursive: true, force: true });
     }

@@ -2,7 +2,7 @@
 // shim's own): resident and proportional memory, CPU time, threads and open files.
 // PSS is what operators sum across pods: the shared rootfs image and QEMU's binary
 // count once across all VMs, where RSS would count them in every one.
-import * as fs from 'fs';
+import { promises as fsp } from 'fs';
 import * as path from 'path';
 
 export interface ProcessStats {
@@ -36,28 +36,32 @@ export function cpuSecondsFromStat(stat: string): number | undefined {
   return Number.isFinite(utime) && Number.isFinite(stime) && stat.includes(')') ? (utime + stime) / USER_HZ : undefined;
 }
 
-function readOptional(file: string): string | undefined {
+async function readOptional(file: string): Promise<string | undefined> {
   try {
-    return fs.readFileSync(file, 'utf8');
+    return await fsp.readFile(file, 'utf8');
   } catch {
     return undefined;
   }
 }
 
-/** The process's figures, or undefined when it is gone (or was never there). */
-export function readProcessStats(pid: number, procDir = '/proc'): ProcessStats | undefined {
+/**
+ * The process's figures, or undefined when it is gone (or was never there). Read off
+ * the event loop: the kernel's walk of the address space for smaps_rollup runs in
+ * libuv's pool, not in the thread that answers the Task API.
+ */
+export async function readProcessStats(pid: number, procDir = '/proc'): Promise<ProcessStats | undefined> {
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   const dir = path.join(procDir, String(pid));
-  const status = readOptional(path.join(dir, 'status'));
-  const stat = readOptional(path.join(dir, 'stat'));
+  const [status, stat, rollup, openFds] = await Promise.all([
+    readOptional(path.join(dir, 'status')),
+    readOptional(path.join(dir, 'stat')),
+    readOptional(path.join(dir, 'smaps_rollup')),
+    fsp.readdir(path.join(dir, 'fd')).then(
+      (entries) => entries.length,
+      () => 0, // exited meanwhile
+    ),
+  ]);
   if (status === undefined || stat === undefined) return undefined;
-  const rollup = readOptional(path.join(dir, 'smaps_rollup'));
-  let openFds = 0;
-  try {
-    openFds = fs.readdirSync(path.join(dir, 'fd')).length;
-  } catch {
-    /* exited meanwhile */
-  }
   const threads = /^Threads:\s+(\d+)$/m.exec(status);
   return {
     // A kernel thread or zombie has no VmRSS line: nothing resident.

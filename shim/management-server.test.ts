@@ -18,7 +18,7 @@ import { ObservedSandbox, SandboxObserver } from '../sandbox/sandbox-observer';
 import { fakeAgent, FakeAgent } from '../sandbox/testing/fake-agent';
 import { fakeDriver } from '../sandbox/testing/fake-driver';
 import { ManagementServer } from './management-server';
-import { boundedEntries, MAX_MEMINFO_ENTRIES, readProcessStatsAsync, ShimMetrics } from './shim-metrics';
+import { boundedEntries, MAX_MEMINFO_ENTRIES, ShimMetrics } from './shim-metrics';
 
 const asRoot = process.getuid?.() === 0 ? it : it.skip;
 const MiB = 1024 * 1024;
@@ -190,15 +190,5 @@ describe('shim metrics rendering', () => {
     const families = parseExposition(await metrics.render(observed({ ...GUEST_REPORT, meminfo_bytes: huge })));
     expect(samplesOf(families, 'kata_guest_meminfo_bytes')).toEqual([]);
     expect(valueOf(families, 'kata_guest_tasks', { item: 'total' })).toBe(42);
-  });
-
-  it('reads /proc asynchronously, as the synchronous reader did', async () => {
-    const stats = (await readProcessStatsAsync(process.pid))!;
-    expect(stats.rssBytes).toBeGreaterThan(MiB);
-    expect(stats.threads).toBeGreaterThan(0);
-    expect(stats.openFds).toBeGreaterThan(0);
-    expect(stats.cpuSeconds).toBeGreaterThan(0);
-    expect(await readProcessStatsAsync(0)).toBeUndefined();
-    expect(await readProcessStatsAsync(12345, path.join(os.tmpdir(), 'no-such-proc'))).toBeUndefined();
   });
 });

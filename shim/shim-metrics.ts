@@ -3,11 +3,9 @@
 // calls, events, hot-plugs); the rest is read at each scrape: the VMM's and the shim's
 // footprint from /proc, and the guest's memory and load from the agent. Series carry
 // no sandbox label: kata-ts-monitor adds sandbox_id and the CRI labels.
-import { promises as fsp } from 'fs';
-import * as path from 'path';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Logger } from '../lib/logger';
-import { cpuSecondsFromStat, kibField, ProcessStats } from '../lib/proc-stats';
+import { ProcessStats, readProcessStats } from '../lib/proc-stats';
 import { GuestMetricsReport } from '../sandbox/agent-client';
 import { HotplugDevice, HotplugOp, ObservedSandbox, SandboxObserver } from '../sandbox/sandbox-observer';
 import { EventDropReason, EventObserver } from './events';
@@ -79,39 +77,6 @@ export interface ShimMetricsOptions {
   minRenderIntervalMs?: number;
   /** Milliseconds, monotonic; for tests. */
   now?: () => number;
-}
-
-async function readOptional(file: string): Promise<string | undefined> {
-  try {
-    return await fsp.readFile(file, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
-/** lib/proc-stats.ts's readProcessStats, off the event loop: the kernel's work for smaps_rollup runs in libuv's pool. */
-export async function readProcessStatsAsync(pid: number, procDir = '/proc'): Promise<ProcessStats | undefined> {
-  if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  const dir = path.join(procDir, String(pid));
-  const [status, stat, rollup, fds] = await Promise.all([
-    readOptional(path.join(dir, 'status')),
-    readOptional(path.join(dir, 'stat')),
-    readOptional(path.join(dir, 'smaps_rollup')),
-    fsp.readdir(path.join(dir, 'fd')).then(
-      (entries) => entries.length,
-      () => 0, // exited meanwhile
-    ),
-  ]);
-  if (status === undefined || stat === undefined) return undefined;
-  const threads = /^Threads:\s+(\d+)$/m.exec(status);
-  return {
-    // A kernel thread or zombie has no VmRSS line: nothing resident.
-    rssBytes: kibField(status, 'VmRSS') ?? 0,
-    pssBytes: rollup === undefined ? undefined : kibField(rollup, 'Pss'),
-    cpuSeconds: cpuSecondsFromStat(stat) ?? 0,
-    threads: threads ? Number(threads[1]) : 0,
-    openFds: fds,
-  };
 }
 
 /** At most `max` of the guest map's own entries, in its order: a bloated map costs no more than that. */
@@ -241,8 +206,8 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
   private async refresh(sandbox: ObservedSandbox | undefined): Promise<void> {
     const { procDir } = this.options;
     const [shim, hypervisor] = await Promise.all([
-      readProcessStatsAsync(this.options.shimPid ?? process.pid, procDir),
-      sandbox ? readProcessStatsAsync(sandbox.hypervisorPid(), procDir) : undefined,
+      readProcessStats(this.options.shimPid ?? process.pid, procDir),
+      sandbox ? readProcessStats(sandbox.hypervisorPid(), procDir) : undefined,
     ]);
     this.shim.set(shim);
     this.hypervisor.set(hypervisor);
