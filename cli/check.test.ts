@@ -3,7 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { defaultConfig, KsmMode, RuntimeConfig } from '../config/runtime-config';
 import { HostKsm } from '../sandbox/ksm';
-import { CheckLine, hasFatalFailure, ksmCheck, runChecks } from './check';
+import { CheckLine, hasFatalFailure, ksmCheck, runChecks, sharedFsCheck } from './check';
 
 describe('kata-ts-runtime check', () => {
   let dir: string;
@@ -45,6 +45,22 @@ describe('kata-ts-runtime check', () => {
     const line = ksmCheck(withKsm('off'), new HostKsm(path.join(dir, 'ksm')));
     expect(line.verdict).toBe('FAIL');
     expect(line.detail).toContain(`ksm = "off" needs run = 0, but ${path.join(dir, 'ksm')}/run is not writable here`);
+  });
+
+  it('says how container files reach the guest, and fails virtio-fs without a usable virtiofsd', async () => {
+    expect(await sharedFsCheck(defaultConfig())).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining('virtio-9p') });
+    const missing = defaultConfig();
+    Object.assign(missing.hypervisor, { sharedFs: 'virtio-fs', virtioFsDaemon: path.join(dir, 'no-such-virtiofsd') });
+    const line = await sharedFsCheck(missing);
+    expect(line).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('is not an executable file') });
+    expect(hasFatalFailure([line])).toBe(true);
+    expect((await sharedFsCheck(defaultConfig('firecracker'))).detail).toBe('none: Firecracker has no shared filesystem');
+  });
+
+  (fs.existsSync('/usr/lib/qemu/virtiofsd') ? it : it.skip)("names Debian 12's virtiofsd, its flavour and version, when virtio-fs is configured", async () => {
+    const config = defaultConfig();
+    config.hypervisor.sharedFs = 'virtio-fs';
+    expect(await sharedFsCheck(config)).toMatchObject({ verdict: 'PASS', detail: expect.stringMatching(/^virtio-fs through \/usr\/lib\/qemu\/virtiofsd \(QEMU's C virtiofsd: virtiofsd version 7\./) });
   });
 
   it('checks the configured VMM and says why its sandboxes cannot start yet', async () => {

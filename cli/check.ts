@@ -11,6 +11,7 @@ import { createHypervisor } from '../hypervisors/factory';
 import { Accelerator, HypervisorKind } from '../hypervisors/hypervisor';
 import { silentLogger } from '../lib/logger';
 import { describeKsm, HostKsm } from '../sandbox/ksm';
+import { virtiofsdFlavour } from '../hypervisors/virtiofsd';
 import { agentChannelFor, SHARED_FS_TAG } from '../sandbox/sandbox';
 
 export type Verdict = 'PASS' | 'WARN' | 'FAIL';
@@ -28,7 +29,7 @@ const VMM_LINE: Record<HypervisorKind, string> = { qemu: 'qemu', clh: 'clh', fir
 
 /** FAILs of these lines mean sandboxes cannot start with this configuration (exit status 1). */
 export function hasFatalFailure(lines: CheckLine[]): boolean {
-  const fatal = new Set(['configuration', 'guest image', 'ksm', ...Object.values(VMM_LINE)]);
+  const fatal = new Set(['configuration', 'guest image', 'ksm', 'shared fs', ...Object.values(VMM_LINE)]);
   return lines.some((l) => l.verdict === 'FAIL' && fatal.has(l.name));
 }
 
@@ -77,6 +78,20 @@ function vmmVersion(kind: HypervisorKind, binary: string): CheckLine {
     return { verdict: 'PASS', name, detail: `${binary}: ${version}` };
   } catch (err) {
     return { verdict: 'FAIL', name, detail: `${binary} does not run (${(err as Error).message.split('\n')[0]}); install ${PACKAGES[kind]} or set hypervisor.${kind}.path` };
+  }
+}
+
+/** How sandboxes share container files with their guest, and whether what that needs is here. */
+export async function sharedFsCheck(config: RuntimeConfig): Promise<CheckLine> {
+  const h = config.hypervisor;
+  if (h.kind === 'firecracker') return { verdict: 'WARN', name: 'shared fs', detail: 'none: Firecracker has no shared filesystem' };
+  if (h.sharedFs === 'virtio-9p') return { verdict: 'PASS', name: 'shared fs', detail: "virtio-9p (QEMU's own 9p server: no daemon, guest RAM private); shared_fs = \"virtio-fs\" would use virtiofsd" };
+  try {
+    const flavour = await virtiofsdFlavour(h.virtioFsDaemon);
+    const version = execFileSync(h.virtioFsDaemon, ['--version'], { encoding: 'utf8', timeout: 10_000 }).split('\n')[0];
+    return { verdict: 'PASS', name: 'shared fs', detail: `virtio-fs through ${h.virtioFsDaemon} (${flavour === 'c' ? "QEMU's C virtiofsd" : 'the Rust virtiofsd'}: ${version}), cache ${h.virtioFsCache}, guest RAM shared` };
+  } catch (err) {
+    return { verdict: 'FAIL', name: 'shared fs', detail: `virtio-fs is configured, but ${(err as Error).message}: sandboxes will not start` };
   }
 }
 
@@ -132,6 +147,7 @@ export async function runChecks(config: RuntimeConfig, opts: { kvmTimeoutMs: num
   } else {
     lines.push({ verdict: 'PASS', name: 'vhost-vsock', detail: `not needed: ${VMM_NAMES[kind]} reaches the agent over hybrid vsock, a device of its own` });
   }
+  lines.push(await sharedFsCheck(config));
   lines.push(ksmCheck(config, opts.ksm ?? new HostKsm()));
   lines.push(configurationLine(config, works));
   return lines;
@@ -139,7 +155,7 @@ export async function runChecks(config: RuntimeConfig, opts: { kvmTimeoutMs: num
 
 /** Why sandboxes cannot start under a VMM yet, whatever this host can do: the driver boots VMs, the guest side is missing. */
 const NOT_YET: Partial<Record<HypervisorKind, string>> = {
-  clh: 'the guest agent listens only on virtio-serial, which Cloud Hypervisor lacks (no vsock listener in the guest yet), and mounts the shared directory over 9p, not virtio-fs',
+  clh: 'the guest agent listens only on virtio-serial, which Cloud Hypervisor lacks (no vsock listener in the guest yet)',
   firecracker: 'Firecracker has no shared filesystem for container rootfs, and rootfs as block devices is not implemented',
 };
 

@@ -60,6 +60,15 @@ describe('kata-ts-runtime check', () => {
     expect(tcg.lines.get('ksm')).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining(ksmRun === undefined ? 'this host has no KSM' : `run = ${ksmRun} (`) });
     expect(tcg.lines.get('configuration')).toMatchObject({ verdict: 'PASS', detail: 'accelerator = "tcg" boots guests' });
     expect(tcg.code).toBe(0);
+    expect(tcg.lines.get('shared fs')).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining('virtio-9p') });
+
+    // With virtio-fs the boot probe goes through virtiofsd, as sandboxes do.
+    const vfsConfig = path.join(dir, 'virtio-fs.json');
+    writeConfig(vfsConfig, path.join(dir, 'vm'), { hypervisor: { sharedFs: 'virtio-fs' } });
+    const vfs = await check(vfsConfig);
+    expect(vfs.lines.get('shared fs')).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining('virtio-fs through /usr/lib/qemu/virtiofsd') });
+    expect(vfs.lines.get('tcg boot')?.verdict).toBe('PASS');
+    expect(vfs.code).toBe(0);
 
     // With accelerator = "kvm", the configuration verdict must follow the KVM boot probe.
     const kvmConfig = path.join(dir, 'kvm.json');
