@@ -3,7 +3,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { defaultConfig, KsmMode, RuntimeConfig } from '../config/runtime-config';
 import { HostKsm } from '../sandbox/ksm';
-import { CheckLine, hasFatalFailure, ksmCheck, runChecks, sharedFsCheck } from './check';
+import { VmExit } from '../hypervisors/hypervisor';
+import { bootProbe, CheckLine, hasFatalFailure, ksmCheck, ProbedHypervisor, runChecks, sharedFsCheck } from './check';
 
 describe('kata-ts-runtime check', () => {
   let dir: string;
@@ -74,5 +75,29 @@ describe('kata-ts-runtime check', () => {
     expect(byName.get('vhost-vsock')).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining('not needed') });
     expect(byName.get('configuration')).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('[hypervisor.clh]: sandboxes cannot start yet: the guest agent listens only on virtio-serial') });
     expect(hasFatalFailure(lines)).toBe(true);
+  });
+
+  it('counts a guest that printed its init marker and powered off between two polls as booted', async () => {
+    // The smoke guest powers off once its check ran. Here the VMM is gone before the
+    // probe's first look, and its last console output arrives only after the exit.
+    let console = '';
+    let resolveExit: (exit: VmExit) => void = () => undefined;
+    const exited = new Promise<VmExit>((resolve) => (resolveExit = resolve));
+    const vmm: ProbedHypervisor = {
+      agentChannelKind: 'virtio-serial',
+      exited,
+      consoleTail: () => console,
+      async start() {
+        setImmediate(() => {
+          resolveExit({ code: 0, signal: null });
+          setTimeout(() => (console = 'katats-init: smoke check at 0.9 s\nsmoke: ok\nreboot: Power down\n'), 20);
+        });
+      },
+      stop: async () => undefined,
+    };
+    expect(await bootProbe(defaultConfig(), 'tcg', 10_000, vmm)).toMatchObject({ booted: true });
+
+    const silent: ProbedHypervisor = { ...vmm, exited: Promise.resolve({ code: 1, signal: null }), consoleTail: () => 'Kernel panic - not syncing: VFS\n', start: async () => undefined };
+    expect(await bootProbe(defaultConfig(), 'tcg', 10_000, silent)).toEqual({ booted: false, seconds: expect.any(Number), detail: 'QEMU exited early (console: Kernel panic - not syncing: VFS)' });
   });
 });
