@@ -138,8 +138,13 @@ export class VmmProcess {
   }
 
   /** Waits for a daemon's listening socket to appear (connecting could take its only client slot). */
+  /**
+   * Waits until the daemon listens on `socketPath`. The file appears at bind(), a moment
+   * before listen(): a VMM that connected in between would be refused and give up, so the
+   * socket must also be listening (/proc/net/unix) before the VMM is started.
+   */
   async waitForSocketFile(socketPath: string, timeoutMs: number): Promise<void> {
-    await this.poll(timeoutMs, `${socketPath} to appear`, async () => (isSocket(socketPath) ? { value: true } : undefined));
+    await this.poll(timeoutMs, `${socketPath} to be listened on`, async () => (isSocket(socketPath) && (await listeningUnixSocket(socketPath)) ? { value: true } : undefined));
   }
 
   /** Retries `attempt` until it yields a value, the deadline passes or the process exits. */
@@ -218,6 +223,28 @@ export function resolveExecutable(binary: string): string | undefined {
 export function prepareWorkDir(workDir: string, sockets: string[]): void {
   fs.mkdirSync(workDir, { recursive: true });
   for (const socket of sockets) fs.rmSync(socket, { force: true });
+}
+
+/** __SO_ACCEPTCON in /proc/net/unix's Flags column: the socket listens. */
+const SO_ACCEPTCON = 0x10000;
+
+/**
+ * Whether a socket bound at `socketPath` listens, as this network namespace's
+ * /proc/net/unix says (columns: Num RefCount Protocol Flags Type St Inode Path). Where
+ * that table cannot be read, the socket file is taken as enough.
+ */
+export async function listeningUnixSocket(socketPath: string, table = '/proc/net/unix'): Promise<boolean> {
+  let text: string;
+  try {
+    text = await fs.promises.readFile(table, 'utf8');
+  } catch {
+    return true;
+  }
+  for (const line of text.split('\n').slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length >= 8 && fields.slice(7).join(' ') === socketPath && (parseInt(fields[3], 16) & SO_ACCEPTCON) !== 0) return true;
+  }
+  return false;
 }
 
 function isSocket(file: string): boolean {
