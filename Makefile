@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-under-load demo bench bench-guest bench-shared-fs soak install uninstall clean
+.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-under-load demo bench bench-guest bench-shared-fs bench-agent-channel soak install uninstall clean
 
 all: build guest
 
@@ -29,8 +29,9 @@ guest: build
 protos: build
 	node dist/scripts/generate-proto-types.js
 
+# The vsock backend's tests drive the real vhost-device-vsock (fetched once, cached).
 test-unit: build
-	npx jest --selectProjects unit
+	KATATS_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" npx jest --selectProjects unit
 
 # CONTAINERD=trixie|unstable runs the e2e suites (or E2E=<paths>) against Debian's
 # containerd 1.7 / 2.x, fetched into a cache and put first on PATH (never installed);
@@ -38,7 +39,7 @@ test-unit: build
 CONTAINERD ?=
 E2E ?=
 test-e2e: guest
-	$(if $(CONTAINERD),PATH="$$(./scripts/fetch-containerd.sh $(CONTAINERD)):$$PATH") npx jest $(E2E) --selectProjects e2e --runInBand
+	$(if $(CONTAINERD),PATH="$$(./scripts/fetch-containerd.sh $(CONTAINERD)):$$PATH") KATATS_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" npx jest $(E2E) --selectProjects e2e --runInBand
 
 # containerd 1.7 (trixie) and 2.x (unstable), fetched into a cache, never installed:
 # the spine, Task API and CRI pod suites (the full suite runs on the system's 1.6).
@@ -54,7 +55,14 @@ VIRTIOFS_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri
 test-virtiofs: guest
 	KATATS_E2E_SHARED_FS=virtio-fs $(MAKE) test-e2e E2E="$(VIRTIOFS_E2E)"
 
-test: test-unit test-e2e test-matrix test-virtiofs
+# The same suites, and the debug console, with the agent reached over vsock
+# (agent_channel = "hybrid-vsock": vhost-user-vsock-pci + vhost-device-vsock, fetched
+# from Debian unstable into a cache by scripts/fetch-vhost-device-vsock.sh).
+VSOCK_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/pod-sizing.test.ts tests/e2e/debug-console.test.ts
+test-vsock: guest
+	KATATS_E2E_AGENT_CHANNEL=hybrid-vsock KATATS_E2E_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" $(MAKE) test-e2e E2E="$(VSOCK_E2E)"
+
+test: test-unit test-e2e test-matrix test-virtiofs test-vsock
 
 # Not part of `make test`: the fault and stress suites ROUNDS (3) times in a row with
 # stress-ng keeping every core busy; results in bench/under-load.md.
@@ -71,6 +79,10 @@ bench: guest
 # virtio-9p against virtio-fs, same guest and workload, one run (bench/shared-fs.md).
 bench-shared-fs: guest
 	node dist/bench/shared-fs.js
+
+# The agent round trip over virtio-serial and hybrid vsock (bench/agent-channel.md).
+bench-agent-channel: guest
+	KATATS_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" node dist/bench/agent-channel.js
 
 # Only the guest kernels and rootfs formats (bench/guest-boot.md), a few minutes.
 bench-guest: guest

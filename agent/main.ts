@@ -1,10 +1,12 @@
 // Guest agent entry point: started by the guest's /init (PID 1), serves the
-// AgentService over ttrpc on the virtio-serial port until DestroySandbox, and the
-// debug console on its own port when the sandbox has one.
+// AgentService over ttrpc on the virtio-serial port, or on vsock through a relay
+// (KATATS_AGENT_SOCKET), until DestroySandbox, and the debug console on its own port
+// when the sandbox has one.
 // The channel's blocking reads hold one libuv pool thread for good; give the pool
 // room (read lazily by libuv, so setting it before the first file operation works).
 process.env.UV_THREADPOOL_SIZE ??= '16';
 import * as fs from 'fs';
+import * as net from 'net';
 import * as path from 'path';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 import { createLogger, Logger } from '../lib/logger';
@@ -12,7 +14,7 @@ import { AGENT_SERVICE, lookupService } from '../lib/protos';
 import { TtrpcServer } from '../ttrpc';
 import { AgentService } from './agent-service';
 import { CharDeviceStream, findVirtioPort } from './channel';
-import { DebugConsole } from './debug-console';
+import { DebugConsole, serveConnection as serveConsoleConnection } from './debug-console';
 import { spawnDebugShell } from './debug-shell';
 import { OciRuntime } from './oci-runtime';
 
@@ -56,12 +58,38 @@ async function main(): Promise<void> {
   });
   const server = new TtrpcServer({ logger });
   server.addService(lookupService(AGENT_SERVICE), service.handlers());
+  const agentSocket = process.env.KATATS_AGENT_SOCKET;
+  if (agentSocket) {
+    // vsock: the host connects to port 1024, katats-vsock-relay (guest/init) to us here.
+    await listenUnix(agentSocket, (connection) => server.serveConnection(connection));
+    logger.info({ socket: agentSocket, version }, 'agent ready (vsock port 1024 through the relay)');
+    const consoleSocket = process.env.KATATS_CONSOLE_SOCKET;
+    if (consoleSocket) {
+      const consoleLogger = logger.child({ component: 'debug-console' });
+      await listenUnix(consoleSocket, (connection) => void serveConsoleConnection(connection, () => spawnDebugShell(), Buffer.alloc(0), consoleLogger));
+      consoleLogger.info({ socket: consoleSocket }, 'debug console enabled (vsock port 1026)');
+    }
+    return;
+  }
   const device = await waitForPort(PORT_NAME, 30_000);
   if (!device) throw new Error(`virtio-serial port ${PORT_NAME} did not appear`);
   const stream = new CharDeviceStream(fs.openSync(device, 'r+'));
   server.serveConnection(stream);
   logger.info({ device, version }, 'agent ready');
   void serveDebugConsole(logger.child({ component: 'debug-console' }));
+}
+
+/** A Unix socket only root in the guest can reach (the relay runs as root). */
+function listenUnix(socketPath: string, onConnection: (connection: net.Socket) => void): Promise<void> {
+  fs.rmSync(socketPath, { force: true });
+  const listener = net.createServer({ allowHalfOpen: true }, onConnection);
+  return new Promise((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen(socketPath, () => {
+      fs.chmodSync(socketPath, 0o600);
+      resolve();
+    });
+  });
 }
 
 main().catch((err) => {

@@ -4,7 +4,7 @@ import * as path from 'path';
 import { defaultConfig, KsmMode, RuntimeConfig } from '../config/runtime-config';
 import { HostKsm } from '../sandbox/ksm';
 import { VmExit } from '../hypervisors/hypervisor';
-import { bootProbe, CheckLine, hasFatalFailure, ksmCheck, ProbedHypervisor, runChecks, sharedFsCheck } from './check';
+import { agentChannelCheck, bootProbe, CheckLine, hasFatalFailure, ksmCheck, ProbedHypervisor, runChecks, sharedFsCheck } from './check';
 
 describe('kata-ts-runtime check', () => {
   let dir: string;
@@ -64,6 +64,21 @@ describe('kata-ts-runtime check', () => {
     expect(await sharedFsCheck(config)).toMatchObject({ verdict: 'PASS', detail: expect.stringMatching(/^virtio-fs through \/usr\/lib\/qemu\/virtiofsd \(QEMU's C virtiofsd: virtiofsd version 7\./) });
   });
 
+  it('says how the agent is reached, and fails hybrid vsock without a usable vhost-device-vsock', async () => {
+    expect(await agentChannelCheck(defaultConfig())).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining('virtio-serial (no daemon') });
+    const missing = defaultConfig();
+    Object.assign(missing.hypervisor, { agentChannel: 'hybrid-vsock', vsockBackend: path.join(dir, 'no-such-backend') });
+    const line = await agentChannelCheck(missing);
+    expect(line).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('is not an executable file; fetch it with scripts/fetch-vhost-device-vsock.sh') });
+    expect(hasFatalFailure([line])).toBe(true);
+    expect((await agentChannelCheck(defaultConfig('firecracker'))).detail).toBe("hybrid vsock, Firecracker's own vsock device");
+    const backend = process.env.KATATS_VSOCK_BACKEND;
+    if (backend) {
+      Object.assign(missing.hypervisor, { vsockBackend: backend });
+      expect(await agentChannelCheck(missing)).toMatchObject({ verdict: 'PASS', detail: expect.stringMatching(/^hybrid vsock through .* \(vhost-device-vsock \d/) });
+    }
+  });
+
   it('checks the configured VMM and says why its sandboxes cannot start yet', async () => {
     const config = defaultConfig('clh');
     config.hypervisor.path = path.join(dir, 'no-such-cloud-hypervisor');
@@ -73,7 +88,7 @@ describe('kata-ts-runtime check', () => {
     expect(byName.has('qemu')).toBe(false);
     expect(byName.has('tcg boot')).toBe(false); // only QEMU emulates
     expect(byName.get('vhost-vsock')).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining('not needed') });
-    expect(byName.get('configuration')).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('[hypervisor.clh]: sandboxes cannot start yet: the guest agent listens only on virtio-serial') });
+    expect(byName.get('configuration')).toMatchObject({ verdict: 'FAIL', detail: expect.stringContaining('[hypervisor.clh]: sandboxes cannot start yet: its driver does not yet switch on the guest agent\'s vsock listener') });
     expect(hasFatalFailure(lines)).toBe(true);
   });
 

@@ -72,8 +72,8 @@ describe('kata-ts-runtime exec', () => {
       await fakeVm('sb1');
       const socketPath = path.join(dir, 'default', 'sb1', 'debug-console.sock');
       await fakeConsole(socketPath);
-      expect(findDebugConsole(config, 'sb1')).toBe(socketPath);
-      expect(findDebugConsole(config, 'sb1', 'default')).toBe(socketPath);
+      expect(findDebugConsole(config, 'sb1')).toEqual({ kind: 'unix', socketPath });
+      expect(findDebugConsole(config, 'sb1', 'default')).toEqual({ kind: 'unix', socketPath });
     });
 
     it('asks for the namespace when two namespaces have the sandbox id', () => {
@@ -92,7 +92,7 @@ describe('kata-ts-runtime exec', () => {
       fs.renameSync(listening, stale);
       await new Promise((resolve) => server.close(resolve));
       expect(fs.statSync(stale).isSocket()).toBe(true);
-      await expect(connectDebugConsole(stale, 'sb1')).rejects.toThrow(new FailedPreconditionError(`sandbox sb1 is not running: nothing serves its debug console ${stale}`));
+      await expect(connectDebugConsole({ kind: 'unix', socketPath: stale }, 'sb1')).rejects.toThrow(new FailedPreconditionError(`sandbox sb1 is not running: nothing serves its debug console ${stale}`));
     });
   });
 
@@ -102,7 +102,7 @@ describe('kata-ts-runtime exec', () => {
       const guest = await fakeConsole(socketPath);
       const stdin = new PassThrough();
       const stdout = captureOutput();
-      const relay = relayConsole(await connectDebugConsole(socketPath, 'sb1'), { stdin, stdout: stdout.stream }, 'sb1');
+      const relay = relayConsole(await connectDebugConsole({ kind: 'unix', socketPath }, 'sb1'), { stdin, stdout: stdout.stream }, 'sb1');
       const socket = await guest.connection;
       stdin.end('uname -r; exit 3\n');
       await waitUntil(() => guest.received().length > 0 && guest.received().endsWith('\x04'));
@@ -119,7 +119,7 @@ describe('kata-ts-runtime exec', () => {
       const guest = await fakeConsole(socketPath);
       const modes: boolean[] = [];
       const stdin = Object.assign(new PassThrough(), { isTTY: true, setRawMode: (raw: boolean) => modes.push(raw) }) as ConsoleIo['stdin'];
-      const relay = relayConsole(await connectDebugConsole(socketPath, 'sb1'), { stdin, stdout: captureOutput().stream }, 'sb1');
+      const relay = relayConsole(await connectDebugConsole({ kind: 'unix', socketPath }, 'sb1'), { stdin, stdout: captureOutput().stream }, 'sb1');
       expect(modes).toEqual([true]);
       (await guest.connection).destroy();
       await expect(relay).rejects.toThrow(new UnavailableError('sandbox sb1: the debug console closed before the shell exited (did the VM stop?)'));

@@ -8,12 +8,13 @@ import * as path from 'path';
 import { Readable, Writable } from 'stream';
 import { RuntimeConfig } from '../config/runtime-config';
 import { qemuPaths } from '../hypervisors/qemu';
-import { ShellExitScanner } from '../lib/debug-console';
-import { FailedPreconditionError, NotFoundError, UnavailableError } from '../lib/errors';
+import { DEBUG_CONSOLE_VSOCK_PORT, ShellExitScanner } from '../lib/debug-console';
+import { connectHybridVsock } from '../hypervisors/hybrid-vsock';
+import { DeadlineExceededError, FailedPreconditionError, NotFoundError, UnavailableError } from '../lib/errors';
 import { recordedProcessRunning } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { canonical } from '../sandbox/rootfs';
-import { Sandbox } from '../sandbox/sandbox';
+import { agentChannelFor, Sandbox } from '../sandbox/sandbox';
 
 /** What a terminal sends for end of input; the shell exits on it at an empty prompt. */
 const END_OF_INPUT = Buffer.from('\x04');
@@ -38,20 +39,38 @@ export function findSandboxDir(config: RuntimeConfig, sandboxId: string, namespa
   return Sandbox.workDirFor(config, namespaces[0], sandboxId);
 }
 
-/** The socket of the sandbox's debug console, or why there is none to use. */
-export function findDebugConsole(config: RuntimeConfig, sandboxId: string, namespace?: string): string {
+/** Where a sandbox's debug console is: QEMU's socket for its virtio-serial port, or vsock port 1026 behind the hybrid vsock. */
+export type DebugConsoleEndpoint = { kind: 'unix'; socketPath: string } | { kind: 'hybrid-vsock'; socketPath: string; port: number };
+
+/** How long the guest gets to accept vsock port 1026 (it listens there from boot on, or never). */
+const VSOCK_CONSOLE_TIMEOUT_MS = 5000;
+
+/** The debug console of the sandbox, or why there is none to use. */
+export function findDebugConsole(config: RuntimeConfig, sandboxId: string, namespace?: string): DebugConsoleEndpoint {
   const workDir = findSandboxDir(config, sandboxId, namespace);
   // The debug console exists only with QEMU, which writes its pid file and names it in its argv.
   const { pidFile } = qemuPaths(workDir);
   if (!recordedProcessRunning(pidFile, pidFile)) throw new FailedPreconditionError(`sandbox ${sandboxId} is not running: its VM is not up`);
   const socket = Sandbox.debugConsoleSocket(workDir);
-  if (!fs.existsSync(socket)) {
-    throw new FailedPreconditionError(`debug console is not enabled for sandbox ${sandboxId}: set [agent.kata] debug_console_enabled = true (it applies to sandboxes started afterwards)`);
-  }
-  return socket;
+  if (fs.existsSync(socket)) return { kind: 'unix', socketPath: socket };
+  // agent_channel = "hybrid-vsock": the guest serves the console on vsock port 1026, if enabled.
+  const vsock = agentChannelFor('hybrid-vsock', workDir);
+  if (vsock.kind === 'hybrid-vsock' && fs.existsSync(vsock.socketPath)) return { kind: 'hybrid-vsock', socketPath: vsock.socketPath, port: DEBUG_CONSOLE_VSOCK_PORT };
+  throw new FailedPreconditionError(`debug console is not enabled for sandbox ${sandboxId}: set [agent.kata] debug_console_enabled = true (it applies to sandboxes started afterwards)`);
 }
 
-export function connectDebugConsole(socketPath: string, sandboxId: string): Promise<net.Socket> {
+export async function connectDebugConsole(endpoint: DebugConsoleEndpoint, sandboxId: string): Promise<net.Socket> {
+  if (endpoint.kind === 'hybrid-vsock') {
+    try {
+      return await connectHybridVsock(endpoint.socketPath, endpoint.port, VSOCK_CONSOLE_TIMEOUT_MS);
+    } catch (err) {
+      if (err instanceof DeadlineExceededError) {
+        throw new FailedPreconditionError(`debug console is not enabled for sandbox ${sandboxId}: set [agent.kata] debug_console_enabled = true (it applies to sandboxes started afterwards; nothing in its guest accepts vsock port ${endpoint.port})`, { cause: err });
+      }
+      throw err;
+    }
+  }
+  const { socketPath } = endpoint;
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(socketPath);
     socket.once('connect', () => {

@@ -7,10 +7,14 @@ import { InvalidArgumentError } from '../lib/errors';
 import { Accelerator, GuestRootfs, HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
 import type { IgnoredKey } from './kata-keys';
 import { VIRTIO_FS_CACHE_MODES, VirtioFsCache } from '../hypervisors/virtiofsd';
+import { DEFAULT_VSOCK_BACKEND } from '../hypervisors/vsock-backend';
 
 /** Kata's shared_fs values kata-ts implements. */
 export const SHARED_FS_KINDS = ['virtio-9p', 'virtio-fs'] as const;
 export type SharedFs = (typeof SHARED_FS_KINDS)[number];
+/** How the shim reaches the agent in a QEMU guest (Cloud Hypervisor and Firecracker: hybrid vsock only). */
+export const QEMU_AGENT_CHANNELS = ['virtio-serial', 'hybrid-vsock'] as const;
+export type QemuAgentChannel = (typeof QEMU_AGENT_CHANNELS)[number];
 
 export interface HypervisorConfig {
   /** Which driver runs the VM: the one `[hypervisor.<kind>]` section of the TOML form. */
@@ -41,6 +45,15 @@ export interface HypervisorConfig {
   virtioFsDaemon: string;
   /** Kata's virtio_fs_cache: "never", "auto" or "always" (how much of the shared files the guest may cache). */
   virtioFsCache: VirtioFsCache;
+  /**
+   * QEMU only: how the shim reaches the agent. "virtio-serial" (the default: no daemon,
+   * private guest RAM) or "hybrid-vsock": vsock ports 1024 (agent) and 1026 (debug
+   * console), as Kata's, through vhost-user-vsock-pci and one vhost-device-vsock per
+   * sandbox (guest RAM in shared memory), the protocol Cloud Hypervisor and Firecracker speak.
+   */
+  agentChannel: QemuAgentChannel;
+  /** The vhost-device-vsock binary for agentChannel "hybrid-vsock" (scripts/fetch-vhost-device-vsock.sh). */
+  vsockBackend: string;
   /**
    * QEMU only: its `-sandbox` option (a seccomp filter QEMU installs on itself), as
    * Kata's `seccompsandbox`; '' leaves QEMU unfiltered.
@@ -140,6 +153,8 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       // container re-created under the same id (ctr allows it) found an empty rootfs for
       // a while: the guest kept the dentries of the previous one (boundary.test.ts 3).
       virtioFsCache: 'never',
+      agentChannel: 'virtio-serial',
+      vsockBackend: kind === 'qemu' ? DEFAULT_VSOCK_BACKEND : '',
       seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
       pmu: true,
       enableAnnotations: [],
@@ -159,6 +174,8 @@ const ONLY_FOR: Partial<Record<keyof HypervisorConfig, { kinds: readonly Hypervi
   virtioFsDaemon: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem, so no virtiofsd' },
   virtioFsCache: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem, so no virtiofsd' },
   image: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead' },
+  agentChannel: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker reach the agent over their own hybrid vsock, always' },
+  vsockBackend: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker have their own vsock device; only QEMU needs vhost-device-vsock' },
   seccompSandbox: { kinds: ['qemu'], reason: "it is QEMU's -sandbox option; Cloud Hypervisor and Firecracker install their own seccomp filters" },
   pmu: { kinds: ['qemu'], reason: "it is a flag of QEMU's -cpu option; kata-ts passes Cloud Hypervisor and Firecracker no CPU features" },
 };
@@ -280,6 +297,8 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   if (!VIRTIO_FS_CACHE_MODES.includes(h.virtioFsCache)) fail('hypervisor', 'virtioFsCache', `must be one of ${VIRTIO_FS_CACHE_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(h.virtioFsCache)}`);
   // Started as root: a bare name would be whatever PATH finds first.
   if (h.virtioFsDaemon && !path.isAbsolute(h.virtioFsDaemon)) fail('hypervisor', 'virtioFsDaemon', `must be an absolute path, got ${JSON.stringify(h.virtioFsDaemon)}`);
+  if (!QEMU_AGENT_CHANNELS.includes(h.agentChannel)) fail('hypervisor', 'agentChannel', `must be one of ${QEMU_AGENT_CHANNELS.map((c) => JSON.stringify(c)).join(', ')}, got ${JSON.stringify(h.agentChannel)}`);
+  if (h.kind === 'qemu' && h.agentChannel === 'hybrid-vsock' && !path.isAbsolute(h.vsockBackend)) fail('hypervisor', 'vsockBackend', `must be the absolute path of vhost-device-vsock (the agent channel is hybrid-vsock), got ${JSON.stringify(h.vsockBackend)}`);
   if (h.kind !== 'firecracker' && h.sharedFs === 'virtio-fs' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', `must name the virtiofsd binary: ${h.kind === 'clh' ? 'Cloud Hypervisor shares the sandbox directory only over virtio-fs' : 'the shared filesystem is virtio-fs'}`);
 }
 
@@ -302,6 +321,9 @@ function checkRuntime(config: RuntimeConfig, fail: Fail): void {
   // vhost-user needs the guest RAM in shared memory, and KSM merges only private anonymous pages.
   if (ksm === 'on' && config.hypervisor.kind !== 'firecracker' && config.hypervisor.sharedFs === 'virtio-fs') {
     fail('runtime', 'ksm', '"on" cannot work with shared_fs = "virtio-fs": virtiofsd needs the guest RAM in shared memory, which KSM does not merge; use virtio-9p (QEMU) or ksm = "unchanged"');
+  }
+  if (ksm === 'on' && config.hypervisor.kind === 'qemu' && config.hypervisor.agentChannel === 'hybrid-vsock') {
+    fail('runtime', 'ksm', '"on" cannot work with agent_channel = "hybrid-vsock": vhost-device-vsock needs the guest RAM in shared memory, which KSM does not merge; use virtio-serial or ksm = "unchanged"');
   }
 }
 

@@ -37,6 +37,8 @@ const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
   shared_fs: { field: 'sharedFs' },
   virtio_fs_daemon: { field: 'virtioFsDaemon' },
   virtio_fs_cache: { field: 'virtioFsCache' },
+  agent_channel: { field: 'agentChannel' },
+  vsock_backend: { field: 'vsockBackend' },
   seccompsandbox: { field: 'seccompSandbox' },
   cpu_features: { field: 'pmu', convert: cpuFeatures },
   enable_annotations: { field: 'enableAnnotations' },

@@ -330,6 +330,9 @@ log "katats-ctty (terminal helper) ..."
 mkdir -p usr/libexec/katats
 gcc -static -Os -s -Wall -Werror -o usr/libexec/katats/ctty "$GUEST_DIR/ctty.c" ||
 	die "cannot build guest/ctty.c statically: apt-get install gcc libc6-dev"
+log "katats-vsock-relay (the agent's vsock ports) ..."
+gcc -static -Os -s -Wall -Werror -o usr/libexec/katats/vsock-relay "$GUEST_DIR/vsock-relay.c" ||
+	die "cannot build guest/vsock-relay.c statically: apt-get install gcc libc6-dev linux-libc-dev"
 
 log "node $("$NODE_BIN" --version) from $NODE_BIN ..."
 if command -v strip >/dev/null; then

@@ -6,6 +6,7 @@ import { Firecracker } from './firecracker';
 import { Hypervisor, HypervisorKind } from './hypervisor';
 import { QemuHypervisor } from './qemu';
 import { VirtioFsCache } from './virtiofsd';
+import { DEFAULT_VSOCK_BACKEND } from './vsock-backend';
 
 /** What picks and sets up a driver (the configuration's hypervisor section has these). */
 export interface DriverChoice {
@@ -18,6 +19,9 @@ export interface DriverChoice {
   virtioFsCache?: VirtioFsCache;
   /** QEMU: whether the guest CPU keeps its virtual PMU (false: -cpu …,pmu=off); default true. */
   pmu?: boolean;
+  /** QEMU: "hybrid-vsock" reaches the agent through vsockBackend (vhost-device-vsock); anything else over virtio-serial. */
+  agentChannel?: string;
+  vsockBackend?: string;
 }
 
 export function createHypervisor(choice: DriverChoice, logger: Logger): Hypervisor {
@@ -26,6 +30,7 @@ export function createHypervisor(choice: DriverChoice, logger: Logger): Hypervis
       return new QemuHypervisor(logger.child({ component: 'qemu' }), {
         pmu: choice.pmu,
         virtioFs: choice.sharedFs === 'virtio-fs' ? { binaryPath: choice.virtioFsDaemon, cache: choice.virtioFsCache ?? 'never' } : undefined,
+        vsockBackend: choice.agentChannel === 'hybrid-vsock' ? choice.vsockBackend || DEFAULT_VSOCK_BACKEND : undefined,
       });
     case 'clh':
       return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined, virtioFsCache: choice.virtioFsCache });

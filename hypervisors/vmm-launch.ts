@@ -13,9 +13,12 @@ export const VMM_DROPPED_CAPABILITIES = [
 ] as const;
 
 /** The command and argv that start `binary args` with the reduced capabilities, in `netnsPath` if given. */
-export function vmmCommand(binary: string, args: string[], netnsPath?: string): [string, string[]] {
+export function vmmCommand(binary: string, args: string[], netnsPath?: string, capabilities: 'vmm' | 'none' = 'vmm'): [string, string[]] {
   const inNetns = netnsPath ? ['nsenter', `--net=${netnsPath}`, '--'] : [];
+  // 'none' (a daemon that only moves bytes between sockets it creates in a root-owned
+  // directory): no capability at all, the bounding set included.
+  const bounding = capabilities === 'none' ? '-all' : VMM_DROPPED_CAPABILITIES.map((c) => `-${c}`).join(',');
   // The inheritable and ambient sets go too: a root process keeps what is inheritable across
   // exec whatever the bounding set says, and containerd may have been started with some.
-  return ['setpriv', ['--inh-caps=-all', '--ambient-caps=-all', '--bounding-set', VMM_DROPPED_CAPABILITIES.map((c) => `-${c}`).join(','), '--', ...inNetns, binary, ...args]];
+  return ['setpriv', ['--inh-caps=-all', '--ambient-caps=-all', '--bounding-set', bounding, '--', ...inNetns, binary, ...args]];
 }

@@ -53,6 +53,8 @@ export interface VmmProcessOptions {
   stdoutFile?: string;
   /** Run inside this network namespace (the pod's), where the VMM opens its taps. */
   netnsPath?: string;
+  /** 'vmm' (default): VMM_DROPPED_CAPABILITIES removed; 'none': every capability removed. */
+  capabilities?: 'vmm' | 'none';
 }
 
 export class VmmProcess {
@@ -95,7 +97,7 @@ export class VmmProcess {
     const stdout = options.stdoutFile ? fs.openSync(options.stdoutFile, 'a') : 'ignore';
     try {
       // nsenter joins the netns and execs the VMM: same pid, and the VMM sees the taps.
-      const [command, args] = vmmCommand(binary, options.args, options.netnsPath);
+      const [command, args] = vmmCommand(binary, options.args, options.netnsPath, options.capabilities);
       // Own process group: a signal meant for the shim's group does not stop the VM.
       const child = spawn(command, args, { stdio: ['ignore', stdout, 'pipe'], detached: true });
       return new VmmProcess(child, options);

@@ -17,6 +17,7 @@ import { defaultConfig, RuntimeConfig } from '../config/runtime-config';
 import { Logger } from '../lib/logger';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { killRecordedVirtiofsDaemons } from '../hypervisors/virtiofsd';
+import { killRecordedVsockBackend } from '../hypervisors/vsock-backend';
 import { killAndWait, readProcessRecord, readTrimmed, recordAlive, recordedProcessRunning } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../sandbox/pod';
@@ -94,6 +95,9 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
     // Each exits with its VM; one whose VM never connected to it would stay.
     const daemons = await killRecordedVirtiofsDaemons(workDir);
     if (daemons.length > 0) logger.info({ pids: daemons }, 'killed the virtiofsd processes its dead shim left');
+    // It never exits by itself (it waits for the next VMM).
+    const vsockBackend = await killRecordedVsockBackend(workDir);
+    if (vsockBackend !== undefined) logger.info({ pid: vsockBackend }, 'killed the vhost-device-vsock its dead shim left');
     await removeRecordedCgroup(path.join(workDir, CGROUP_RECORD_FILE), logger);
     // Seconds may have passed: a new run of this id may own the directory by now.
     if (ownedByLiveDaemon(workDir)) {

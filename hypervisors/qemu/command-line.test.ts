@@ -49,6 +49,24 @@ describe('QEMU command line', () => {
     expect(valueAfter(buildQemuArgs({ ...base, sharedDirectories: [] }, { virtioFs: { binaryPath: 'v', cache: 'auto' } }), '-object')).toEqual([]);
   });
 
+  it('reaches the agent over hybrid vsock through vhost-device-vsock when asked: shared guest RAM, the relay switched on in the guest, the console on vsock', () => {
+    const vsock: VmConfig = { ...base, agentChannel: { kind: 'hybrid-vsock', socketPath: '/run/kata-ts/sb1/vsock.sock', port: 1024 }, debugConsole: { socketPath: '/run/kata-ts/sb1/console.sock', portName: 'console.debug.0' } };
+    const args = buildQemuArgs(vsock, { vsockBackend: '/opt/vhost-device-vsock' });
+    expect(valueAfter(args, '-machine')).toEqual(['q35,accel=tcg,memory-backend=ram0']);
+    expect(valueAfter(args, '-object')).toEqual(['memory-backend-memfd,id=ram0,size=512M,share=on']);
+    expect(valueAfter(args, '-chardev')).toContain('socket,id=vsock,path=/run/kata-ts/sb1/vhost-vsock.sock');
+    expect(valueAfter(args, '-device')).toContain('vhost-user-vsock-pci,chardev=vsock');
+    // No virtio-serial port at all: the agent and the console are vsock ports 1024 and 1026.
+    expect(valueAfter(args, '-device').filter((d) => d.startsWith('virtserialport') || d.startsWith('virtio-serial'))).toEqual([]);
+    expect(valueAfter(args, '-append')).toEqual(['console=ttyS0 quiet katats.agent_vsock=1 katats.debug_console_vsock=1']);
+    expect(valueAfter(buildQemuArgs({ ...vsock, debugConsole: undefined }, { vsockBackend: '/v' }), '-append')).toEqual(['console=ttyS0 quiet katats.agent_vsock=1']);
+    // A backend maps at most 8 memory regions: boot RAM and 7 DIMMs (the read-only NVDIMM has a slot of its own).
+    const growing = buildQemuArgs({ ...vsock, maxMemoryMiB: 2048, rootfs: { kind: 'image', path: '/r.img' } }, { vsockBackend: '/v' }, { rootfsImageBytes: 211 * 1024 * 1024 });
+    expect(valueAfter(growing, '-m')).toEqual(['512M,slots=8,maxmem=2260M']);
+    expect(() => buildQemuArgs(vsock)).toThrow('only through a vsock backend');
+    expect(() => buildQemuArgs(base, { vsockBackend: '/v' })).toThrow('the agent channel is virtio-serial');
+  });
+
   it('sets memory merging (KSM) only when asked, leaving QEMU\'s default otherwise', () => {
     expect(valueAfter(buildQemuArgs({ ...base, memoryMerge: true }), '-machine')).toEqual(['q35,accel=tcg,mem-merge=on']);
     expect(valueAfter(buildQemuArgs({ ...base, memoryMerge: false }), '-machine')).toEqual(['q35,accel=tcg,mem-merge=off']);

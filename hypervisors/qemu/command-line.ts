@@ -4,6 +4,7 @@ import { VmConfig, VmSize } from '../hypervisor';
 import { rootfsKernelParams } from '../rootfs-params';
 import { hotplugLimits } from '../vm-requirements';
 import { virtiofsSocket, VirtiofsdOptions } from '../virtiofsd';
+import { BACKEND_MEMORY_SLOTS, vsockBackendPaths } from '../vsock-backend';
 
 export interface QemuPaths {
   qmpSocket: string;
@@ -28,12 +29,26 @@ export interface QemuOptions {
    * starts (vhost-user-fs-pci, guest RAM in shared memory). Unset: virtio-9p.
    */
   virtioFs?: VirtiofsdOptions;
+  /**
+   * Set: the agent channel is hybrid vsock through this vhost-device-vsock binary
+   * (vhost-user-vsock-pci, guest RAM in shared memory; vsock-backend.ts). Unset: virtio-serial.
+   */
+  vsockBackend?: string;
 }
 
 export const DEFAULT_HOTPLUG_PORTS = 4;
 
 /** DIMM slots kept free for memory hot-plug when the VM may grow. */
 export const MEMORY_HOTPLUG_SLOTS = 8;
+
+/**
+ * The DIMM slots this VM gets for memory hot-plug: MEMORY_HOTPLUG_SLOTS, fewer with
+ * the vsock backend, which maps at most BACKEND_MEMORY_SLOTS regions, the boot RAM
+ * being one (the read-only rootfs NVDIMM is not passed to vhost-user backends).
+ */
+export function memoryHotplugSlots(options: QemuOptions): number {
+  return options.vsockBackend ? Math.min(MEMORY_HOTPLUG_SLOTS, BACKEND_MEMORY_SLOTS - 1) : MEMORY_HOTPLUG_SLOTS;
+}
 
 /** What the command line needs to know about the host files it names. */
 export interface QemuHostFacts {
@@ -62,15 +77,21 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   const image = config.rootfs.kind === 'image' ? config.rootfs : undefined;
   if (image && !host.rootfsImageBytes) throw new Error('buildQemuArgs: the rootfs image size is required');
   const limits = hotplugLimits(config, 'qemu');
-  // vhost-user backends (virtiofsd) map the guest's RAM: it must be shared memory.
-  const sharedRam = options.virtioFs !== undefined && config.sharedDirectories.length > 0;
+  const channel = config.agentChannel;
+  if (channel.kind === 'hybrid-vsock' && !options.vsockBackend) throw new Error('QEMU reaches a hybrid vsock only through a vsock backend (vhost-device-vsock); none is configured');
+  if (channel.kind !== 'hybrid-vsock' && options.vsockBackend) throw new Error(`a vsock backend is configured, but the agent channel is ${channel.kind}`);
+  const vsock = channel.kind === 'hybrid-vsock';
+  // vhost-user backends (virtiofsd, vhost-device-vsock) map the guest's RAM: it must be shared memory.
+  const sharedRam = (options.virtioFs !== undefined && config.sharedDirectories.length > 0) || vsock;
+  // Over vsock the guest's init starts the relay the agent is reached through (guest/init).
+  const channelParams = vsock ? ['katats.agent_vsock=1', ...(config.debugConsole ? ['katats.debug_console_vsock=1'] : [])] : [];
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
     '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}${sharedRam ? `,memory-backend=${BOOT_RAM_ID}` : ''}`,
     // pmu=off: no virtual performance counters (QEMU 7.2 takes it for host under KVM and max under TCG).
     '-cpu', `${config.accelerator === 'kvm' ? 'host' : 'max'}${options.pmu === false ? ',pmu=off' : ''}`,
-    '-m', memoryOption(config.memoryMiB, limits, image ? host.rootfsImageBytes! : 0),
+    '-m', memoryOption(config.memoryMiB, limits, image ? host.rootfsImageBytes! : 0, memoryHotplugSlots(options)),
     '-smp', limits.vcpus > config.vcpus ? `${config.vcpus},maxcpus=${limits.vcpus}` : String(config.vcpus),
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-qmp', `unix:${escapeOptionValue(paths.qmpSocket)},server=on,wait=off`,
@@ -81,7 +102,7 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
     '-chardev', 'stdio,id=console,signal=off',
     '-serial', 'chardev:console',
     '-kernel', config.kernelPath,
-    '-append', [...rootfsKernelParams(config.rootfs), ...config.kernelParams].join(' '),
+    '-append', [...rootfsKernelParams(config.rootfs), ...config.kernelParams, ...channelParams].join(' '),
     '-device', 'virtio-rng-pci',
   ];
   if (sharedRam) args.push('-object', `memory-backend-memfd,id=${BOOT_RAM_ID},size=${config.memoryMiB}M,share=on`);
@@ -98,12 +119,11 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
     args.push('-initrd', config.rootfs.path);
   }
 
-  const channel = config.agentChannel;
-  if (channel.kind === 'hybrid-vsock') throw new Error('QEMU has no hybrid vsock; use virtio-serial or vsock');
   const serialPorts = [
     // The debug console comes first: the guest learns port names in this order, so by
-    // the time the agent finds its own port, the console's is known as well.
-    ...(config.debugConsole ? [{ chardev: 'debugconsole', ...config.debugConsole }] : []),
+    // the time the agent finds its own port, the console's is known as well. Over vsock
+    // it is vsock port 1026 instead.
+    ...(config.debugConsole && !vsock ? [{ chardev: 'debugconsole', ...config.debugConsole }] : []),
     ...(channel.kind === 'virtio-serial' ? [{ chardev: 'agent', socketPath: channel.socketPath, portName: channel.portName }] : []),
   ];
   if (serialPorts.length > 0) args.push('-device', 'virtio-serial-pci,id=serial0');
@@ -114,6 +134,12 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
     );
   }
   if (channel.kind === 'vsock') args.push('-device', `vhost-vsock-pci,id=vsock0,guest-cid=${channel.guestCid}`);
+  if (vsock) {
+    args.push(
+      '-chardev', `socket,id=vsock,path=${escapeOptionValue(vsockBackendPaths(config.workDir, channel.socketPath).vhostUserSocket)}`,
+      '-device', 'vhost-user-vsock-pci,chardev=vsock',
+    );
+  }
 
   config.sharedDirectories.forEach((dir, index) => {
     const id = `fs${index}`;
@@ -152,10 +178,10 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
  * `-m`: boot memory, plus (when the VM may grow, or has an NVDIMM) the slots and the
  * ceiling of the device memory area that hot-plugged DIMMs and the NVDIMM live in.
  */
-function memoryOption(bootMiB: number, limits: VmSize, nvdimmBytes: number): string {
+function memoryOption(bootMiB: number, limits: VmSize, nvdimmBytes: number, hotplugSlots: number): string {
   const hotplugMiB = limits.memoryMiB - bootMiB;
   const nvdimmMiB = Math.ceil(nvdimmBytes / NVDIMM_ALIGN) * (NVDIMM_ALIGN / MiB);
-  const slots = (hotplugMiB > 0 ? MEMORY_HOTPLUG_SLOTS : 0) + (nvdimmBytes > 0 ? 1 : 0);
+  const slots = (hotplugMiB > 0 ? hotplugSlots : 0) + (nvdimmBytes > 0 ? 1 : 0);
   if (slots === 0) return `${bootMiB}M`;
   return `${bootMiB}M,slots=${slots},maxmem=${bootMiB + hotplugMiB + nvdimmMiB}M`;
 }

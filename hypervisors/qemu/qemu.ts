@@ -10,11 +10,12 @@ import { Logger } from '../../lib/logger';
 import { Hypervisor, SharedFsKind, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
-import { buildQemuArgs, hotplugPortIds, MEMORY_HOTPLUG_SLOTS, QemuOptions, qemuPaths } from './command-line';
+import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 import { QemuResize } from './vm-resize';
 import { recordServingChildren, startVirtiofsDaemons, stopVirtiofsDaemons, VirtiofsDaemon } from '../virtiofsd';
+import { startVsockBackend, stopVsockBackend, VsockBackend, vsockBackendPaths } from '../vsock-backend';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
@@ -22,8 +23,11 @@ const CONSOLE_TAIL_BYTES = 128 * 1024;
 
 export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu';
-  /** vhost-vsock would do too, but neither this host nor Node has AF_VSOCK to dial it. */
-  readonly agentChannelKind = 'virtio-serial';
+  /**
+   * virtio-serial, or hybrid vsock through vhost-device-vsock (options.vsockBackend).
+   * Kernel vhost-vsock would do too, but Node has no AF_VSOCK to dial it.
+   */
+  readonly agentChannelKind: 'virtio-serial' | 'hybrid-vsock';
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
   private hotplug: BlockHotplug | undefined;
@@ -35,6 +39,8 @@ export class QemuHypervisor implements Hypervisor {
   private hasExited = false;
   /** One virtiofsd per shared directory (virtio-fs only); they outlive QEMU by at most a stop. */
   private virtiofsDaemons: VirtiofsDaemon[] = [];
+  /** The agent's vsock (hybrid-vsock only); killed after QEMU, which it would outlive. */
+  private vsockBackend: VsockBackend | undefined;
   readonly sharedFsKind: SharedFsKind;
 
   constructor(
@@ -43,6 +49,7 @@ export class QemuHypervisor implements Hypervisor {
   ) {
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
     this.sharedFsKind = options.virtioFs ? 'virtio-fs' : 'virtio-9p';
+    this.agentChannelKind = options.vsockBackend ? 'hybrid-vsock' : 'virtio-serial';
   }
 
   async start(config: VmConfig): Promise<void> {
@@ -51,11 +58,14 @@ export class QemuHypervisor implements Hypervisor {
     requireGuestImage(config);
     const rootfsImageBytes = config.rootfs.kind === 'image' ? fs.statSync(config.rootfs.path).size : undefined;
     const args = buildQemuArgs(config, this.options, { rootfsImageBytes });
-    if (this.options.virtioFs) this.virtiofsDaemons = await startVirtiofsDaemons(this.options.virtioFs, config.workDir, config.sharedDirectories, this.logger);
     try {
+      if (this.options.virtioFs) this.virtiofsDaemons = await startVirtiofsDaemons(this.options.virtioFs, config.workDir, config.sharedDirectories, this.logger);
+      if (this.options.vsockBackend && config.agentChannel.kind === 'hybrid-vsock') {
+        this.vsockBackend = await startVsockBackend(this.options.vsockBackend, vsockBackendPaths(config.workDir, config.agentChannel.socketPath), this.logger.child({ component: 'vsock-backend' }));
+      }
       await this.launch(config, args);
     } catch (err) {
-      await stopVirtiofsDaemons(this.virtiofsDaemons, 0);
+      await this.stopDaemons(0);
       throw err;
     }
   }
@@ -83,8 +93,9 @@ export class QemuHypervisor implements Hypervisor {
     child.once('exit', (code, signal) => {
       this.hasExited = true;
       this.qmp?.close();
-      // Each exits by itself once its vhost-user peer is gone; this makes sure of it.
-      void stopVirtiofsDaemons(this.virtiofsDaemons);
+      // virtiofsd exits by itself once its vhost-user peer is gone (this makes sure of
+      // it); the vsock backend would wait for another VMM.
+      void this.stopDaemons();
       this.logger.info({ code, signal }, 'qemu exited');
       this.resolveExited({ code, signal });
     });
@@ -98,7 +109,7 @@ export class QemuHypervisor implements Hypervisor {
       recordServingChildren(this.virtiofsDaemons);
       // QEMU made its sockets (before it answered QMP) with its umask; whoever connects to
       // this one gets a root shell in the guest. An unrestricted console fails the start.
-      if (config.debugConsole) fs.chmodSync(config.debugConsole.socketPath, 0o600);
+      if (config.debugConsole && this.agentChannelKind === 'virtio-serial') fs.chmodSync(config.debugConsole.socketPath, 0o600);
     } catch (err) {
       // A QEMU that aborts mid-handshake resets the QMP socket first; its stderr
       // (e.g. KVM refusing an MSR) is the reason a person can act on.
@@ -110,13 +121,18 @@ export class QemuHypervisor implements Hypervisor {
     earlyExit.catch(() => undefined); // later exits are reported through `exited`
     this.hotplug = new BlockHotplug(this.qmp, hotplugPortIds(this.options));
     const limits = hotplugLimits(config, this.name);
-    const sharedMemory = this.sharedFsKind === 'virtio-fs' && config.sharedDirectories.length > 0;
-    this.resizer = new QemuResize(this.qmp, config.memoryMiB, limits, limits.memoryMiB > config.memoryMiB ? MEMORY_HOTPLUG_SLOTS : 0, sharedMemory);
+    const sharedMemory = (this.sharedFsKind === 'virtio-fs' && config.sharedDirectories.length > 0) || this.vsockBackend !== undefined;
+    this.resizer = new QemuResize(this.qmp, config.memoryMiB, limits, limits.memoryMiB > config.memoryMiB ? memoryHotplugSlots(this.options) : 0, sharedMemory);
   }
 
   async stop(graceMs: number): Promise<void> {
     await this.stopQemu(graceMs);
-    await stopVirtiofsDaemons(this.virtiofsDaemons);
+    await this.stopDaemons();
+  }
+
+  /** The vhost-user daemons QEMU was connected to. Safe to call more than once. */
+  private async stopDaemons(virtiofsdGraceMs?: number): Promise<void> {
+    await Promise.all([stopVirtiofsDaemons(this.virtiofsDaemons, virtiofsdGraceMs), stopVsockBackend(this.vsockBackend)]);
   }
 
   private async stopQemu(graceMs: number): Promise<void> {

@@ -9,7 +9,7 @@ import * as path from 'path';
 import * as pty from 'node-pty';
 import { run, RunResult } from '../harness/exec';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
-import { KataEnv, REPO, removeContainer, RUNTIME, startKataEnv, writeConfig } from './kata-env';
+import { dataPathFromEnv, KataEnv, REPO, removeContainer, RUNTIME, startKataEnv, writeConfig } from './kata-env';
 
 jest.setTimeout(300_000);
 const CLI = path.join(REPO, 'dist', 'cli', 'main.js');
@@ -19,6 +19,8 @@ const BOOT_ID = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})
 const KERNEL_RELEASE = /^(\d+\.\d+\.\d+\S*?)\r?$/gm;
 /** ash's prompt; it then asks the terminal where the cursor is (ESC [6n), which this one never answers. */
 const PROMPT = /# (\x1b\[6n)?$/;
+/** make test-vsock: the agent and the console are reached over vsock. */
+const OVER_VSOCK = dataPathFromEnv().agentChannel === 'hybrid-vsock';
 
 describe('kata-ts-runtime exec (debug console)', () => {
   let env: KataEnv;
@@ -52,7 +54,8 @@ describe('kata-ts-runtime exec (debug console)', () => {
   it("opens a root shell in the guest's own namespaces: the container's kernel and boot, not the host's", async () => {
     const id = 'dbg-shell';
     await withContainer(id, async () => {
-      const socket = fs.statSync(path.join(env.stateDir, env.containerd.namespace, id, 'debug-console.sock'));
+      // Over vsock the console is port 1026 behind the sandbox's hybrid vsock socket.
+      const socket = fs.statSync(path.join(env.stateDir, env.containerd.namespace, id, OVER_VSOCK ? 'vsock.sock' : 'debug-console.sock'));
       expect(socket.isSocket()).toBe(true);
       expect(socket.mode & 0o777).toBe(0o600);
 

@@ -60,13 +60,19 @@ export function builtGuest(): { kernel: string; image: string; initrd: string } 
 }
 
 /**
- * KATATS_E2E_SHARED_FS=virtio-fs runs the suites with the sandbox directory shared over
- * virtio-fs (make test-virtiofs); unset, the default (virtio-9p).
+ * The data path the suites run on, from the environment: KATATS_E2E_SHARED_FS=virtio-fs
+ * shares the sandbox directory over virtio-fs (make test-virtiofs);
+ * KATATS_E2E_AGENT_CHANNEL=hybrid-vsock reaches the agent over vsock through
+ * KATATS_E2E_VSOCK_BACKEND (make test-vsock). Unset: the defaults (virtio-9p, virtio-serial).
  */
-export function sharedFsFromEnv(): { sharedFs?: string; virtioFsCache?: string } {
-  const sharedFs = process.env.KATATS_E2E_SHARED_FS;
-  const cache = process.env.KATATS_E2E_VIRTIO_FS_CACHE;
-  return { ...(sharedFs ? { sharedFs } : {}), ...(cache ? { virtioFsCache: cache } : {}) };
+export function dataPathFromEnv(): { sharedFs?: string; virtioFsCache?: string; agentChannel?: string; vsockBackend?: string } {
+  const env = process.env;
+  return {
+    ...(env.KATATS_E2E_SHARED_FS ? { sharedFs: env.KATATS_E2E_SHARED_FS } : {}),
+    ...(env.KATATS_E2E_VIRTIO_FS_CACHE ? { virtioFsCache: env.KATATS_E2E_VIRTIO_FS_CACHE } : {}),
+    ...(env.KATATS_E2E_AGENT_CHANNEL ? { agentChannel: env.KATATS_E2E_AGENT_CHANNEL } : {}),
+    ...(env.KATATS_E2E_VSOCK_BACKEND ? { vsockBackend: env.KATATS_E2E_VSOCK_BACKEND } : {}),
+  };
 }
 
 export function writeConfig(file: string, stateDir: string, overrides: ConfigOverrides = {}): void {
@@ -75,7 +81,7 @@ export function writeConfig(file: string, stateDir: string, overrides: ConfigOve
   const rootfs = overrides.hypervisor && 'initrd' in overrides.hypervisor ? { initrd } : { image };
   const config = {
     // Guests hang under nested KVM on these machines; production hosts use kvm.
-    hypervisor: { accelerator: 'tcg', kernel, ...rootfs, memoryMiB: 1024, ...sharedFsFromEnv(), ...overrides.hypervisor },
+    hypervisor: { accelerator: 'tcg', kernel, ...rootfs, memoryMiB: 1024, ...dataPathFromEnv(), ...overrides.hypervisor },
     agent: { bootTimeoutMs: 180_000, ...overrides.agent },
     runtime: { stateDir },
   };

@@ -7,7 +7,9 @@ import * as path from 'path';
 import { Accelerator, GuestRootfs, VmConfig } from '../../hypervisors/hypervisor';
 import { QemuHypervisor } from '../../hypervisors/qemu';
 import { silentLogger } from '../../lib/logger';
+import { DEBUG_CONSOLE_PORT_NAME } from '../../lib/debug-console';
 import { GuestDetails, TtrpcAgentClient } from '../../sandbox/agent-client';
+import { agentChannelFor, Sandbox } from '../../sandbox/sandbox';
 
 import { GUEST_CURRENT } from './repo';
 
@@ -53,13 +55,17 @@ export interface BootOptions {
   kernelParams?: string[];
   bootTimeoutMs?: number;
   callTimeoutMs?: number;
+  /** Set: the agent is reached over hybrid vsock through this vhost-device-vsock (agent_channel = "hybrid-vsock"). */
+  vsockBackend?: string;
+  /** The debug console (virtio-serial port, or vsock port 1026 with vsockBackend). */
+  debugConsole?: boolean;
 }
 
 /** Boots `variant` to agent-ready; on failure nothing is left running. */
 export async function bootToAgent(variant: GuestVariant, options: BootOptions = {}): Promise<BootedGuest> {
   const vm = guestVmConfig('kt-guest-', variant, options, ['quiet']);
   const workDir = vm.workDir;
-  const hypervisor = new QemuHypervisor(silentLogger());
+  const hypervisor = new QemuHypervisor(silentLogger(), { vsockBackend: options.vsockBackend });
   const started = Date.now();
   const stop = async (): Promise<void> => {
     await hypervisor.stop(0).catch(() => undefined);
@@ -98,7 +104,7 @@ export async function bootToAgent(variant: GuestVariant, options: BootOptions = 
  */
 export async function bootToSmokeCheck(variant: GuestVariant, options: BootOptions = {}): Promise<string> {
   const vm = guestVmConfig('kt-smoke-', variant, options, ['katats.smoke=1']);
-  const hypervisor = new QemuHypervisor(silentLogger());
+  const hypervisor = new QemuHypervisor(silentLogger(), { vsockBackend: options.vsockBackend });
   try {
     await hypervisor.start(vm);
     let exited = false;
@@ -118,7 +124,7 @@ export async function bootToSmokeCheck(variant: GuestVariant, options: BootOptio
   }
 }
 
-/** A VmConfig as the sandbox makes one (9p share, agent on virtio-serial), in a fresh workDir. */
+/** A VmConfig as the sandbox makes one (9p share, agent on virtio-serial or hybrid vsock), in a fresh workDir. */
 function guestVmConfig(prefix: string, variant: GuestVariant, options: BootOptions, params: string[]): VmConfig {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   fs.mkdirSync(path.join(workDir, 'shared'));
@@ -134,7 +140,8 @@ function guestVmConfig(prefix: string, variant: GuestVariant, options: BootOptio
     vcpus: 1,
     maxVcpus: options.maxVcpus,
     maxMemoryMiB: options.maxMemoryMiB,
-    agentChannel: { kind: 'virtio-serial', socketPath: path.join(workDir, 'agent.sock'), portName: 'agent.channel.0' },
+    agentChannel: agentChannelFor(options.vsockBackend ? 'hybrid-vsock' : 'virtio-serial', workDir),
+    debugConsole: options.debugConsole ? { socketPath: Sandbox.debugConsoleSocket(workDir), portName: DEBUG_CONSOLE_PORT_NAME } : undefined,
     sharedDirectories: [{ tag: 'kataShared', hostPath: path.join(workDir, 'shared') }],
   };
 }

@@ -78,7 +78,7 @@ export interface HostSnapshot {
 
 /**
  * Which processes a snapshot records: VMMs, any containerd shim (kata or runc), the kata
- * shim's node daemon, virtiofsd, and harness-started containerds. Matching looks at the
+ * shim's node daemon, virtiofsd, vhost-device-vsock, and harness-started containerds. Matching looks at the
  * executable, the first argument (the script, for `node script.js`) and comm (what is
  * left of a zombie), never the whole command line, so a shell merely mentioning
  * "qemu-system" is not mistaken for a VM.
@@ -87,7 +87,8 @@ export function isRelevantProcess(p: Pick<ProcessInfo, 'argv' | 'comm'>): boolea
   const exe = path.basename(p.argv[0] ?? '');
   const arg1 = p.argv[1] ?? '';
   const ids = [exe, path.basename(arg1), p.comm];
-  if (ids.some((s) => /^qemu-system-/.test(s) || /^containerd-shim/.test(s) || /^virtiofsd/.test(s))) return true;
+  // comm holds 15 characters: "vhost-device-vs".
+  if (ids.some((s) => /^qemu-system-/.test(s) || /^containerd-shim/.test(s) || /^virtiofsd/.test(s) || /^vhost-device-vs/.test(s))) return true;
   if (/(^|\/)dist\/shim\/main\.js$/.test(arg1)) return true;
   return exe === 'containerd' && p.argv.some((a) => a.startsWith(CONTAINERD_DIR_PREFIX));
 }
