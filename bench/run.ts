@@ -11,6 +11,8 @@ import { measureCriPodStart } from './cri-pods';
 import { benchDir, GUEST_BOOT_INTRO, measureGuestBoot } from './guest-boot';
 import { memoryPlotSvg } from './plot';
 
+/** Tables other targets write, copied into results.md. */
+const SEPARATE_RUNS = ['shared-fs.md', 'agent-channel.md'];
 const RUNC = 'io.containerd.runc.v2';
 const RUNTIMES = [
   { name: 'runc', runtime: RUNC },
@@ -198,9 +200,15 @@ async function main(): Promise<void> {
     '',
     ...guest.table,
     '',
+    ...separateRuns(dir),
   ].join('\n');
   fs.writeFileSync(path.join(dir, 'results.md'), report);
   process.stdout.write(report);
+}
+
+/** The data-path tables, measured by their own targets (make bench-shared-fs, bench-agent-channel), as they last wrote them. */
+function separateRuns(dir: string): string[] {
+  return SEPARATE_RUNS.filter((name) => fs.existsSync(path.join(dir, name))).flatMap((name) => [fs.readFileSync(path.join(dir, name), 'utf8').replace(/^# /, '## ').trimEnd(), '']);
 }
 
 main().catch((err) => {
