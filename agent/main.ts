@@ -5,10 +5,12 @@
 // The channel's blocking reads hold one libuv pool thread for good; give the pool
 // room (read lazily by libuv, so setting it before the first file operation works).
 process.env.UV_THREADPOOL_SIZE ??= '16';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
+import { AGENT_VSOCK_PORT, DEBUG_CONSOLE_VSOCK_PORT } from '../lib/vsock-ports';
 import { createLogger, Logger } from '../lib/logger';
 import { AGENT_SERVICE, lookupService } from '../lib/protos';
 import { TtrpcServer } from '../ttrpc';
@@ -20,6 +22,9 @@ import { OciRuntime } from './oci-runtime';
 
 const PORT_NAME = process.env.KATATS_AGENT_PORT ?? 'agent.channel.0';
 const STATE_ROOT = '/run/katats-agent';
+/** guest/vsock-relay.c, built statically by guest/build.sh. */
+const VSOCK_RELAY = '/usr/libexec/katats/vsock-relay';
+
 const DEBUG_CONSOLE_PORT_WAIT_MS = 2000;
 
 /** The device of the virtio-serial port `name`, once the guest knows it; undefined after `timeoutMs`. */
@@ -60,15 +65,17 @@ async function main(): Promise<void> {
   server.addService(lookupService(AGENT_SERVICE), service.handlers());
   const agentSocket = process.env.KATATS_AGENT_SOCKET;
   if (agentSocket) {
-    // vsock: the host connects to port 1024, katats-vsock-relay (guest/init) to us here.
+    // vsock: the host connects to port 1024, katats-vsock-relay to us here.
     await listenUnix(agentSocket, (connection) => server.serveConnection(connection));
-    logger.info({ socket: agentSocket, version }, 'agent ready (vsock port 1024 through the relay)');
+    const ports = [`${AGENT_VSOCK_PORT}=${agentSocket}`];
     const consoleSocket = process.env.KATATS_CONSOLE_SOCKET;
     if (consoleSocket) {
       const consoleLogger = logger.child({ component: 'debug-console' });
       await listenUnix(consoleSocket, (connection) => void serveConsoleConnection(connection, () => spawnDebugShell(), Buffer.alloc(0), consoleLogger));
-      consoleLogger.info({ socket: consoleSocket }, 'debug console enabled (vsock port 1026)');
+      ports.push(`${DEBUG_CONSOLE_VSOCK_PORT}=${consoleSocket}`);
     }
+    startVsockRelay(ports, logger);
+    logger.info({ socket: agentSocket, console: consoleSocket, version }, 'agent ready (vsock ports through the relay)');
     return;
   }
   const device = await waitForPort(PORT_NAME, 30_000);
@@ -77,6 +84,23 @@ async function main(): Promise<void> {
   server.serveConnection(stream);
   logger.info({ device, version }, 'agent ready');
   void serveDebugConsole(logger.child({ component: 'debug-console' }));
+}
+
+/**
+ * Started only once we listen, so the host's CONNECT is refused (and retried) until the
+ * agent can answer. Without the relay nothing owns the ports: any guest process could
+ * bind them. So its end is the agent's end, and /init then powers the VM off.
+ */
+function startVsockRelay(ports: string[], logger: Logger): void {
+  const relay = spawn(VSOCK_RELAY, ports, { stdio: ['ignore', 'inherit', 'inherit'] });
+  relay.once('error', (err) => {
+    logger.error({ err: err.message }, 'vsock relay cannot start; the host cannot reach the agent');
+    process.exit(1);
+  });
+  relay.once('exit', (code, signal) => {
+    logger.error({ code, signal }, 'vsock relay exited; the host cannot reach the agent any more');
+    process.exit(1);
+  });
 }
 
 /** A Unix socket only root in the guest can reach (the relay runs as root). */

@@ -23,9 +23,9 @@ describe('kata-ts-runtime exec', () => {
   });
 
   /** A process standing in for the sandbox's QEMU, once it runs with its argv (spawn returns before the exec). */
-  async function fakeVm(sandboxId: string): Promise<ChildProcess> {
+  async function fakeVm(sandboxId: string, kernelParams = 'console=ttyS0'): Promise<ChildProcess> {
     const pidFile = path.join(dir, 'default', sandboxId, 'qemu.pid');
-    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '--', '-pidfile', pidFile], { stdio: 'ignore' });
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '--', '-pidfile', pidFile, '-append', kernelParams], { stdio: 'ignore' });
     cleanups.push(() => child.kill('SIGKILL'));
     fs.mkdirSync(path.dirname(pidFile), { recursive: true });
     fs.writeFileSync(pidFile, `${child.pid}\n`);
@@ -74,6 +74,19 @@ describe('kata-ts-runtime exec', () => {
       await fakeConsole(socketPath);
       expect(findDebugConsole(config, 'sb1')).toEqual({ kind: 'unix', socketPath });
       expect(findDebugConsole(config, 'sb1', 'default')).toEqual({ kind: 'unix', socketPath });
+    });
+
+    it('over vsock, is port 1026 behind the hybrid vsock socket, only if QEMU was started with the console', async () => {
+      const socketPath = path.join(dir, 'default', 'sb1', 'vsock', 'vsock.sock');
+      fs.mkdirSync(path.dirname(socketPath), { recursive: true });
+      await fakeConsole(socketPath);
+      // Without the console, anything in the guest could listen on 1026: never dialled.
+      const plain = await fakeVm('sb1', 'console=ttyS0 katats.agent_vsock=1');
+      expect(() => findDebugConsole(config, 'sb1')).toThrow('debug console is not enabled for sandbox sb1: set [agent.kata] debug_console_enabled = true');
+      plain.kill('SIGKILL');
+      await new Promise((r) => plain.once('exit', r));
+      await fakeVm('sb1', 'console=ttyS0 katats.agent_vsock=1 katats.debug_console_vsock=1');
+      expect(findDebugConsole(config, 'sb1')).toEqual({ kind: 'hybrid-vsock', socketPath, port: 1026 });
     });
 
     it('asks for the namespace when two namespaces have the sandbox id', () => {

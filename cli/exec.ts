@@ -7,11 +7,12 @@ import * as net from 'net';
 import * as path from 'path';
 import { Readable, Writable } from 'stream';
 import { RuntimeConfig } from '../config/runtime-config';
-import { qemuPaths } from '../hypervisors/qemu';
-import { DEBUG_CONSOLE_VSOCK_PORT, ShellExitScanner } from '../lib/debug-console';
+import { DEBUG_CONSOLE_VSOCK_PARAM, qemuPaths } from '../hypervisors/qemu';
+import { ShellExitScanner } from '../lib/debug-console';
+import { DEBUG_CONSOLE_VSOCK_PORT } from '../lib/vsock-ports';
 import { connectHybridVsock } from '../hypervisors/hybrid-vsock';
 import { DeadlineExceededError, FailedPreconditionError, NotFoundError, UnavailableError } from '../lib/errors';
-import { recordedProcessRunning } from '../lib/recorded-process';
+import { processArgs, readTrimmed, recordedProcessRunning } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { canonical } from '../sandbox/rootfs';
 import { agentChannelFor, Sandbox } from '../sandbox/sandbox';
@@ -53,9 +54,12 @@ export function findDebugConsole(config: RuntimeConfig, sandboxId: string, names
   if (!recordedProcessRunning(pidFile, pidFile)) throw new FailedPreconditionError(`sandbox ${sandboxId} is not running: its VM is not up`);
   const socket = Sandbox.debugConsoleSocket(workDir);
   if (fs.existsSync(socket)) return { kind: 'unix', socketPath: socket };
-  // agent_channel = "hybrid-vsock": the guest serves the console on vsock port 1026, if enabled.
+  // agent_channel = "hybrid-vsock": the guest serves the console on vsock port 1026 if
+  // the VM was started with it. Asked of QEMU's own command line, not of the guest: with
+  // the console off, any process in the guest could listen on 1026 and get our keystrokes.
   const vsock = agentChannelFor('hybrid-vsock', workDir);
-  if (vsock.kind === 'hybrid-vsock' && fs.existsSync(vsock.socketPath)) return { kind: 'hybrid-vsock', socketPath: vsock.socketPath, port: DEBUG_CONSOLE_VSOCK_PORT };
+  const consoleOnVsock = processArgs(Number(readTrimmed(pidFile))).some((arg) => arg.split(' ').includes(DEBUG_CONSOLE_VSOCK_PARAM));
+  if (vsock.kind === 'hybrid-vsock' && consoleOnVsock && fs.existsSync(vsock.socketPath)) return { kind: 'hybrid-vsock', socketPath: vsock.socketPath, port: DEBUG_CONSOLE_VSOCK_PORT };
   throw new FailedPreconditionError(`debug console is not enabled for sandbox ${sandboxId}: set [agent.kata] debug_console_enabled = true (it applies to sandboxes started afterwards)`);
 }
 

@@ -8,9 +8,9 @@
  * carries the bytes: one forked child per connection, which copies both ways until
  * each side has ended, passing a half-close on as one.
  *
- * The agent may not be listening yet when the host connects (the shim dials as soon
- * as the VM starts), so a child retries its Unix connect for a while; the host's
- * bytes wait in the vsock socket meanwhile.
+ * The agent starts the relay once it listens, and ends when the relay does (nothing
+ * else may own these ports). A child still retries its Unix connect for a while, in
+ * case the agent's listener is briefly unable to accept.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -68,9 +68,12 @@ static int connect_unix(const char *path)
 			return -1;
 		if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
 			return fd;
+		int failure = errno;
 		close(fd);
-		if (errno != ENOENT && errno != ECONNREFUSED && errno != EAGAIN)
+		if (failure != ENOENT && failure != ECONNREFUSED && failure != EAGAIN && failure != EINTR) {
+			errno = failure;
 			return -1;
+		}
 		nanosleep(&pause, NULL);
 	}
 	errno = ETIMEDOUT;
@@ -174,8 +177,12 @@ int main(int argc, char **argv)
 			if (!(fds[i].revents & POLLIN))
 				continue;
 			int conn = accept4(ports[i].listen_fd, NULL, NULL, SOCK_CLOEXEC);
-			if (conn < 0)
+			if (conn < 0) {
+				/* Out of fds or memory: the connection stays queued; do not spin on it. */
+				if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
+					nanosleep(&(struct timespec){ .tv_nsec = 100 * 1000000L }, NULL);
 				continue;
+			}
 			pid_t pid = fork();
 			if (pid == 0) {
 				for (int j = 0; j < count; j++)

@@ -13,12 +13,23 @@ export const VMM_DROPPED_CAPABILITIES = [
 ] as const;
 
 /** The command and argv that start `binary args` with the reduced capabilities, in `netnsPath` if given. */
-export function vmmCommand(binary: string, args: string[], netnsPath?: string, capabilities: 'vmm' | 'none' = 'vmm'): [string, string[]] {
+export function vmmCommand(binary: string, args: string[], netnsPath?: string): [string, string[]] {
   const inNetns = netnsPath ? ['nsenter', `--net=${netnsPath}`, '--'] : [];
-  // 'none' (a daemon that only moves bytes between sockets it creates in a root-owned
-  // directory): no capability at all, the bounding set included.
-  const bounding = capabilities === 'none' ? '-all' : VMM_DROPPED_CAPABILITIES.map((c) => `-${c}`).join(',');
   // The inheritable and ambient sets go too: a root process keeps what is inheritable across
   // exec whatever the bounding set says, and containerd may have been started with some.
-  return ['setpriv', ['--inh-caps=-all', '--ambient-caps=-all', '--bounding-set', bounding, '--', ...inNetns, binary, ...args]];
+  return ['setpriv', ['--inh-caps=-all', '--ambient-caps=-all', '--bounding-set', VMM_DROPPED_CAPABILITIES.map((c) => `-${c}`).join(','), '--', ...inNetns, binary, ...args]];
+}
+
+/** Debian's nobody and nogroup: owns nothing on the host. */
+export const UNPRIVILEGED_ID = 65534;
+
+/**
+ * The command and argv that start a daemon which only moves bytes between sockets in a
+ * directory of its own (vhost-device-vsock): as nobody, with no capability, no way to
+ * gain one (no_new_privs), and its own network and IPC namespaces (no abstract Unix
+ * sockets, no TCP to the host's loopback services). Both exec: same pid.
+ */
+export function unprivilegedCommand(binary: string, args: string[]): [string, string[]] {
+  const id = String(UNPRIVILEGED_ID);
+  return ['unshare', ['--net', '--ipc', '--', 'setpriv', `--reuid=${id}`, `--regid=${id}`, '--clear-groups', '--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all', '--', binary, ...args]];
 }

@@ -8,7 +8,7 @@ import * as path from 'path';
 import { HypervisorError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { VmExit } from './hypervisor';
-import { vmmCommand } from './vmm-launch';
+import { unprivilegedCommand, vmmCommand } from './vmm-launch';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from './tail-buffer';
 
 /** How long a VMM may take to quit once asked, before SIGKILL. */
@@ -53,8 +53,10 @@ export interface VmmProcessOptions {
   stdoutFile?: string;
   /** Run inside this network namespace (the pod's), where the VMM opens its taps. */
   netnsPath?: string;
-  /** 'vmm' (default): VMM_DROPPED_CAPABILITIES removed; 'none': every capability removed. */
-  capabilities?: 'vmm' | 'none';
+  /** 'vmm' (default): vmmCommand; 'unprivileged': unprivilegedCommand (netnsPath is then ignored). */
+  confinement?: 'vmm' | 'unprivileged';
+  /** Its working directory (entered while still root: an unprivileged daemon may not be able to reach it by path). */
+  cwd?: string;
 }
 
 export class VmmProcess {
@@ -97,9 +99,9 @@ export class VmmProcess {
     const stdout = options.stdoutFile ? fs.openSync(options.stdoutFile, 'a') : 'ignore';
     try {
       // nsenter joins the netns and execs the VMM: same pid, and the VMM sees the taps.
-      const [command, args] = vmmCommand(binary, options.args, options.netnsPath, options.capabilities);
+      const [command, args] = options.confinement === 'unprivileged' ? unprivilegedCommand(binary, options.args) : vmmCommand(binary, options.args, options.netnsPath);
       // Own process group: a signal meant for the shim's group does not stop the VM.
-      const child = spawn(command, args, { stdio: ['ignore', stdout, 'pipe'], detached: true });
+      const child = spawn(command, args, { stdio: ['ignore', stdout, 'pipe'], detached: true, cwd: options.cwd });
       return new VmmProcess(child, options);
     } finally {
       if (typeof stdout === 'number') fs.closeSync(stdout);
@@ -145,8 +147,10 @@ export class VmmProcess {
    * before listen(): a VMM that connected in between would be refused and give up, so the
    * socket must also be listening (/proc/net/unix) before the VMM is started.
    */
-  async waitForSocketFile(socketPath: string, timeoutMs: number): Promise<void> {
-    await this.poll(timeoutMs, `${socketPath} to be listened on`, async () => (isSocket(socketPath) && (await listeningUnixSocket(socketPath)) ? { value: true } : undefined));
+  async waitForSocketFile(socketPath: string, timeoutMs: number, opts: { unixTable?: string; boundAs?: string } = {}): Promise<void> {
+    // The table names a socket as it was bound: relative, if the daemon bound it so.
+    const listed = opts.boundAs ?? socketPath;
+    await this.poll(timeoutMs, `${socketPath} to be listened on`, async () => (isSocket(socketPath) && (await listeningUnixSocket(listed, opts.unixTable)) ? { value: true } : undefined));
   }
 
   /** Retries `attempt` until it yields a value, the deadline passes or the process exits. */
@@ -224,7 +228,10 @@ export function resolveExecutable(binary: string): string | undefined {
 /** Creates `workDir` and removes sockets a previous run left: the VMMs refuse to bind over them. */
 export function prepareWorkDir(workDir: string, sockets: string[]): void {
   fs.mkdirSync(workDir, { recursive: true });
-  for (const socket of sockets) fs.rmSync(socket, { force: true });
+  for (const socket of sockets) {
+    fs.mkdirSync(path.dirname(socket), { recursive: true });
+    fs.rmSync(socket, { force: true });
+  }
 }
 
 /** __SO_ACCEPTCON in /proc/net/unix's Flags column: the socket listens. */

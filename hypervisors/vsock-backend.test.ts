@@ -16,9 +16,11 @@ describe('vsock backend (vhost-device-vsock)', () => {
   beforeEach(() => (workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vsock-backend-'))));
   afterEach(() => fs.rmSync(workDir, { recursive: true, force: true }));
 
-  it('gets a guest CID, its vhost-user socket and the hybrid socket in the work dir', () => {
-    const paths = vsockBackendPaths('/w', '/w/vsock.sock');
-    expect(vsockBackendArgs(paths)).toEqual(['--guest-cid=3', '--socket=/w/vhost-vsock.sock', '--uds-path=/w/vsock.sock']);
+  it('gets a guest CID, its vhost-user socket and the hybrid socket in a directory of its own, its record outside it', () => {
+    const paths = vsockBackendPaths('/w', '/w/vsock/vsock.sock');
+    expect(paths).toEqual({ dir: '/w/vsock', vhostUserSocket: '/w/vsock/vhost.sock', hybridSocket: '/w/vsock/vsock.sock', record: '/w/vsock-backend.pid' });
+    expect(vsockBackendArgs(paths)).toEqual(['--guest-cid=3', '--socket=vhost.sock', '--uds-path=vsock.sock']);
+    expect(() => vsockBackendPaths('/w', '/w/vsock.sock')).toThrow('must be in a directory of its own');
   });
 
   it('refuses a backend that is missing or is something else, saying what to do', async () => {
@@ -26,21 +28,33 @@ describe('vsock backend (vhost-device-vsock)', () => {
     await expect(vsockBackendVersion('/bin/true')).rejects.toThrow("not vhost-device-vsock's version");
   });
 
-  (BACKEND ? it : it.skip)('starts the real backend with no capabilities, listening and root-only, and stop leaves no process or socket', async () => {
+  (BACKEND ? it : it.skip)('starts the real backend as nobody, without capabilities, in namespaces of its own, listening and root-only; stop leaves no process or socket', async () => {
     expect(await vsockBackendVersion(BACKEND!)).toMatch(/^vhost-device-vsock \d+\.\d+/);
-    const paths = vsockBackendPaths(workDir, path.join(workDir, 'vsock.sock'));
+    const paths = vsockBackendPaths(workDir, path.join(workDir, 'vsock', 'vsock.sock'));
+    // A crashed predecessor's directory, with a symlink out: removed, not followed.
+    fs.mkdirSync(paths.dir);
+    fs.symlinkSync(workDir, path.join(paths.dir, 'out'));
     const backend = await startVsockBackend(BACKEND!, paths, silentLogger());
+    const pid = backend.process.pid!;
     try {
-      expect(await listeningUnixSocket(paths.vhostUserSocket)).toBe(true);
+      expect(await listeningUnixSocket('vhost.sock', `/proc/${pid}/net/unix`)).toBe(true);
       expect(fs.statSync(paths.hybridSocket).mode & 0o777).toBe(0o600);
-      const status = fs.readFileSync(`/proc/${backend.process.pid}/status`, 'utf8');
+      const dir = fs.statSync(paths.dir);
+      expect({ uid: dir.uid, gid: dir.gid, mode: dir.mode & 0o777, entries: fs.readdirSync(paths.dir).sort() }).toEqual({ uid: 65534, gid: 65534, mode: 0o700, entries: ['vhost.sock', 'vsock.sock'] });
+      const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
       for (const set of ['CapPrm', 'CapEff', 'CapBnd', 'CapInh', 'CapAmb']) expect(status).toMatch(new RegExp(`^${set}:\\s+0+$`, 'm'));
+      expect(status).toMatch(/^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
+      expect(status).toMatch(/^Gid:\s+65534\s+65534\s+65534\s+65534$/m);
+      expect(status).toMatch(/^Groups:\s*$/m);
+      expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
+      for (const ns of ['net', 'ipc']) expect(fs.readlinkSync(`/proc/${pid}/ns/${ns}`)).not.toBe(fs.readlinkSync(`/proc/self/ns/${ns}`));
       expect(recordAlive(readProcessRecord(paths.record))).toBe(true);
     } finally {
       await stopVsockBackend(backend);
     }
     expect(await backend.process.exitsWithin(0)).toBe(true);
-    expect(fs.existsSync(paths.vhostUserSocket) || fs.existsSync(paths.hybridSocket)).toBe(false);
+    expect(fs.existsSync(paths.dir)).toBe(false);
+    expect(fs.existsSync(workDir)).toBe(true);
     // Before QEMU connects, a hybrid-vsock client is refused rather than left hanging.
     await expect(new Promise((resolve, reject) => net.createConnection(paths.hybridSocket).once('connect', resolve).once('error', reject))).rejects.toThrow('ENOENT');
   });

@@ -8,15 +8,19 @@
 // socket at start-up) and recorded (pid + start time) for `delete` after a crash. It
 // does not exit with QEMU (it waits for the next VMM), so the driver kills it.
 //
-// It parses guest-controlled virtqueues as root on the host, so it runs with no
-// capability at all. A guest connecting out to host port P reaches `<uds>_P`: the
-// sockets live in the sandbox's work dir, where nothing listens under such a name.
+// It parses guest-controlled virtqueues, so it runs as nobody, with no capability and
+// no_new_privs, in network and IPC namespaces of its own (vmm-launch.ts). Its sockets
+// are in a directory of its own in the work dir (`vsock/`, nobody's, mode 0700): it
+// can write nothing else, and its pid record stays in the root-owned work dir. A
+// guest connecting out to host port P reaches `<uds>_P` in that directory, where
+// nothing listens under such a name.
 import * as fs from 'fs';
 import * as path from 'path';
 import { runBounded } from '../lib/bounded-command';
 import { HypervisorError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { killAndWait, readProcessRecord, recordAlive, writeProcessRecord } from '../lib/recorded-process';
+import { UNPRIVILEGED_ID } from './vmm-launch';
 import { resolveExecutable, VmmProcess } from './vmm-process';
 
 /** Debian's package (unstable) installs it here; scripts/fetch-vhost-device-vsock.sh caches it elsewhere. */
@@ -34,19 +38,32 @@ const SOCKET_TIMEOUT_MS = 10_000;
 const VERSION_TIMEOUT_MS = 10_000;
 
 export interface VsockBackendPaths {
+  /** The backend's own directory (the hybrid socket's): nobody's, mode 0700. */
+  dir: string;
   /** QEMU's vhost-user connection. */
   vhostUserSocket: string;
   /** Hybrid vsock: where the shim dials the guest. */
   hybridSocket: string;
+  /** Its pid record, outside `dir`, where the backend cannot rewrite it. */
   record: string;
 }
 
 export function vsockBackendPaths(workDir: string, hybridSocket: string): VsockBackendPaths {
-  return { vhostUserSocket: path.join(workDir, 'vhost-vsock.sock'), hybridSocket, record: path.join(workDir, 'vsock-backend.pid') };
+  const dir = path.dirname(hybridSocket);
+  if (dir === workDir) throw new Error(`the hybrid vsock socket ${hybridSocket} must be in a directory of its own below the work dir`);
+  return { dir, vhostUserSocket: path.join(dir, 'vhost.sock'), hybridSocket, record: vsockBackendRecord(workDir) };
 }
 
+function vsockBackendRecord(workDir: string): string {
+  return path.join(workDir, 'vsock-backend.pid');
+}
+
+/**
+ * Relative to its directory, which is its working directory: as nobody it cannot reach
+ * the directory by path through the root-only work dir, but it is already in it.
+ */
 export function vsockBackendArgs(paths: VsockBackendPaths): string[] {
-  return [`--guest-cid=${BACKEND_GUEST_CID}`, `--socket=${paths.vhostUserSocket}`, `--uds-path=${paths.hybridSocket}`];
+  return [`--guest-cid=${BACKEND_GUEST_CID}`, `--socket=${path.basename(paths.vhostUserSocket)}`, `--uds-path=${path.basename(paths.hybridSocket)}`];
 }
 
 /** The first line `--version` prints ("vhost-device-vsock 0.3.0"); throws what a person can act on. */
@@ -70,14 +87,18 @@ export interface VsockBackend {
 
 /** Starts the backend and waits until QEMU can connect to it. */
 export async function startVsockBackend(binaryPath: string, paths: VsockBackendPaths, logger: Logger): Promise<VsockBackend> {
-  // A crashed predecessor's sockets: the backend refuses to bind over them.
-  for (const socket of [paths.vhostUserSocket, paths.hybridSocket]) fs.rmSync(socket, { force: true });
-  const process = VmmProcess.spawn({ name: 'vhost-device-vsock', binaryPath, args: vsockBackendArgs(paths), logger, capabilities: 'none' });
+  // A crashed predecessor's directory goes (rmSync follows no symlink it may have left).
+  fs.rmSync(paths.dir, { recursive: true, force: true });
+  fs.mkdirSync(paths.dir, { mode: 0o700 });
+  fs.chownSync(paths.dir, UNPRIVILEGED_ID, UNPRIVILEGED_ID);
+  const process = VmmProcess.spawn({ name: 'vhost-device-vsock', binaryPath, args: vsockBackendArgs(paths), logger, confinement: 'unprivileged', cwd: paths.dir });
   const backend = { process, paths };
   try {
     if (process.pid !== undefined) writeProcessRecord(paths.record, process.pid);
-    await process.waitForSocketFile(paths.vhostUserSocket, SOCKET_TIMEOUT_MS);
-    // Whoever connects here reaches the agent (and the debug console): root only.
+    // In its own network namespace: its listening socket is in that namespace's table, not ours.
+    await process.waitForSocketFile(paths.vhostUserSocket, SOCKET_TIMEOUT_MS, { unixTable: `/proc/${process.pid}/net/unix`, boundAs: path.basename(paths.vhostUserSocket) });
+    // Whoever connects here reaches the agent (and the debug console): root only (the
+    // directory is nobody's 0700 already; this is for a mode that outlives a chown).
     fs.chmodSync(paths.hybridSocket, 0o600);
     return backend;
   } catch (err) {
@@ -86,16 +107,16 @@ export async function startVsockBackend(binaryPath: string, paths: VsockBackendP
   }
 }
 
-/** Kills the backend (it would wait for another VMM forever) and removes its sockets. Safe to call more than once. */
+/** Kills the backend (it would wait for another VMM forever) and removes its directory. Safe to call more than once. */
 export async function stopVsockBackend(backend: VsockBackend | undefined): Promise<void> {
   if (!backend) return;
   await backend.process.stop(0, async () => backend.process.signal('SIGTERM'));
-  for (const socket of [backend.paths.vhostUserSocket, backend.paths.hybridSocket]) fs.rmSync(socket, { force: true });
+  fs.rmSync(backend.paths.dir, { recursive: true, force: true });
 }
 
 /** For `delete` after a crash: kills the backend `workDir` records if it still runs (a reused pid is left alone). */
 export async function killRecordedVsockBackend(workDir: string): Promise<number | undefined> {
-  const record = readProcessRecord(path.join(workDir, 'vsock-backend.pid'));
+  const record = readProcessRecord(vsockBackendRecord(workDir));
   if (!recordAlive(record)) return undefined;
   await killAndWait(record.pid);
   return record.pid;

@@ -7,8 +7,6 @@
 
 /** The guest's virtio-serial port name (Kata's agent uses vsock port 1026 instead). */
 export const DEBUG_CONSOLE_PORT_NAME = 'console.debug.0';
-/** Its vsock port where the agent is reached over vsock (Kata's; guest/init relays it). */
-export const DEBUG_CONSOLE_VSOCK_PORT = 1026;
 
 /**
  * An OSC escape sequence: terminals swallow OSC codes they do not know, so a raw

@@ -45,7 +45,8 @@ export function recordedProcessRunning(pidFile: string, argument: string): boole
   return pid > 0 && processArgs(pid).includes(argument) && !isZombie(pid);
 }
 
-function processArgs(pid: number): string[] {
+/** The argv of `pid` (empty if it is gone or unreadable). */
+export function processArgs(pid: number): string[] {
   return readTrimmed(`/proc/${pid}/cmdline`).split('\0');
 }
 

@@ -49,6 +49,26 @@ describe('TtrpcAgentClient.connect', () => {
       expect(agent.requests.get('ListProcesses')).toEqual({ container_id: 'c1' });
     });
 
+    it('dials again, after a pause, when the guest accepts and then closes before its agent answers', async () => {
+      // What a guest relay does that accepted before its agent listened and gave up, or
+      // root in the guest closing the connection: the client must neither spin on the
+      // dead connection nor give up before the boot deadline.
+      const socketPath = path.join(dir, 'vsock.sock');
+      const agent = fakeAgent({});
+      let accepted = 0;
+      const vmm = await serveHybridVsock(socketPath, {
+        isListening: (port) => port === 1024,
+        accept: (_port, stream) => (++accepted <= 2 ? stream.destroy() : agent.server.serveConnection(stream)),
+      });
+      cleanups.push(() => new Promise((r) => vmm.close(r)), () => agent.server.close());
+      const started = Date.now();
+      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(5000));
+      cleanups.push(() => client.close());
+      expect(details).toEqual(FAKE_GUEST);
+      expect(accepted).toBe(3);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(200); // two pauses, no busy loop
+    });
+
     it('waits for the VMM to create its socket', async () => {
       const socketPath = path.join(dir, 'vsock.sock');
       const connecting = TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(5000));

@@ -63,6 +63,8 @@ export interface AgentClient {
 }
 
 const VM_EXITED = 'the VM exited before its agent answered';
+/** The pause between two tries to reach a booting agent. */
+const REDIAL_PAUSE_MS = 100;
 /** GetGuestMetrics answers beyond this are refused undecoded (the guest's meminfo has ~60 entries). */
 const GUEST_METRICS_MAX_BYTES = 64 * 1024;
 
@@ -106,7 +108,8 @@ export class TtrpcAgentClient implements AgentClient {
    * until `vmExited` settles. The guest may still be booting. On virtio-serial the VMM
    * accepts the connection at once and the first requests sit in the channel until the
    * agent reads them, so we retry with short per-try deadlines; on hybrid vsock the VMM
-   * refuses the connection until the agent listens, so the dialling itself retries.
+   * refuses the connection until something in the guest listens, so the dialling itself
+   * retries, and a connection the guest closes before its agent answered is dialled again.
    */
   static async connect(
     channel: AgentChannel,
@@ -119,22 +122,36 @@ export class TtrpcAgentClient implements AgentClient {
       vmGone = true;
       vmGoneSignal.abort();
     });
-    const socket = await openChannel(channel, opts.bootTimeoutMs, vmGoneSignal.signal);
-    const agent = new TtrpcAgentClient(new TtrpcClient(socket), opts.callTimeoutMs);
+    const dial = async (): Promise<{ agent: TtrpcAgentClient; lost: () => boolean }> => {
+      const agent = new TtrpcAgentClient(new TtrpcClient(await openChannel(channel, Math.max(1, deadline - Date.now()), vmGoneSignal.signal)), opts.callTimeoutMs);
+      let lost = false;
+      void agent.disconnected.then(() => (lost = true));
+      return { agent, lost: () => lost };
+    };
+    let current = await dial();
     let attempt = 0;
     while (!vmGone && Date.now() < deadline) {
       attempt++;
       try {
-        const details = await agent.guestDetails(Math.min(3000, Math.max(1, deadline - Date.now())));
+        const details = await current.agent.guestDetails(Math.min(3000, Math.max(1, deadline - Date.now())));
         opts.logger.info({ attempt, channel: channel.kind, ...details }, 'agent ready');
-        agent.observeCall = opts.observeCall;
-        return { agent, details };
+        current.agent.observeCall = opts.observeCall;
+        return { agent: current.agent, details };
       } catch (err) {
         opts.logger.debug({ attempt, err: (err as Error).message }, 'agent not ready yet');
         if (vmGone) break;
       }
+      // A failed try may have failed at once (the guest closed the connection): never
+      // retry without a pause, or the loop would hold the event loop until the deadline.
+      await new Promise((r) => setTimeout(r, REDIAL_PAUSE_MS));
+      if (current.lost() && !vmGone && Date.now() < deadline) {
+        // Over vsock the guest may accept and then close (its relay gave up, or root in
+        // the guest closed it): dial again rather than ask a dead connection.
+        current.agent.close();
+        current = await dial();
+      }
     }
-    agent.close();
+    current.agent.close();
     if (vmGone) throw new UnavailableError(VM_EXITED);
     throw new DeadlineExceededError(`the guest agent did not answer within ${opts.bootTimeoutMs} ms`);
   }

@@ -30,7 +30,7 @@ describe('Sandbox and the agent channel', () => {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it.each([
-    ['hybrid-vsock', { kind: 'hybrid-vsock', socketPath: 'vsock.sock', port: 1024 }],
+    ['hybrid-vsock', { kind: 'hybrid-vsock', socketPath: 'vsock/vsock.sock', port: 1024 }],
     ['virtio-serial', { kind: 'virtio-serial', socketPath: 'agent.sock', portName: 'agent.channel.0' }],
   ] as const)('boots a driver that takes %s and reaches the agent over it', async (kind, expected) => {
     const config = defaultConfig('clh');

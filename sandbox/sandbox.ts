@@ -34,8 +34,8 @@ export const SANDBOX_OWNER_FILE = 'owner';
 /** The sandbox cgroup's record (host-cgroup.ts CgroupRecord), for `delete` after a crash. */
 export const CGROUP_RECORD_FILE = 'cgroup.json';
 const AGENT_PORT_NAME = 'agent.channel.0';
-/** The guest vsock port the agent listens on, as Kata's agent does. */
-export const AGENT_VSOCK_PORT = 1024;
+import { AGENT_VSOCK_PORT } from '../lib/vsock-ports';
+export { AGENT_VSOCK_PORT };
 
 /** sun_path is 108 bytes, NUL included. */
 const UNIX_SOCKET_PATH_MAX = 107;
@@ -54,7 +54,8 @@ export function agentChannelFor(kind: AgentChannel['kind'], workDir: string): Ag
     case 'virtio-serial':
       return { kind, socketPath: path.join(workDir, 'agent.sock'), portName: AGENT_PORT_NAME };
     case 'hybrid-vsock':
-      return { kind, socketPath: path.join(workDir, 'vsock.sock'), port: AGENT_VSOCK_PORT };
+      // In a directory of its own: QEMU's vsock backend runs as nobody and creates it there.
+      return { kind, socketPath: path.join(workDir, 'vsock', 'vsock.sock'), port: AGENT_VSOCK_PORT };
     case 'vsock':
       throw new NotImplementedError('a driver that offers the agent only AF_VSOCK cannot be used: Node has no AF_VSOCK sockets to dial it');
   }

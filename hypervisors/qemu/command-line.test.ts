@@ -50,11 +50,11 @@ describe('QEMU command line', () => {
   });
 
   it('reaches the agent over hybrid vsock through vhost-device-vsock when asked: shared guest RAM, the relay switched on in the guest, the console on vsock', () => {
-    const vsock: VmConfig = { ...base, agentChannel: { kind: 'hybrid-vsock', socketPath: '/run/kata-ts/sb1/vsock.sock', port: 1024 }, debugConsole: { socketPath: '/run/kata-ts/sb1/console.sock', portName: 'console.debug.0' } };
+    const vsock: VmConfig = { ...base, agentChannel: { kind: 'hybrid-vsock', socketPath: '/run/kata-ts/sb1/vsock/vsock.sock', port: 1024 }, debugConsole: { socketPath: '/run/kata-ts/sb1/console.sock', portName: 'console.debug.0' } };
     const args = buildQemuArgs(vsock, { vsockBackend: '/opt/vhost-device-vsock' });
     expect(valueAfter(args, '-machine')).toEqual(['q35,accel=tcg,memory-backend=ram0']);
     expect(valueAfter(args, '-object')).toEqual(['memory-backend-memfd,id=ram0,size=512M,share=on']);
-    expect(valueAfter(args, '-chardev')).toContain('socket,id=vsock,path=/run/kata-ts/sb1/vhost-vsock.sock');
+    expect(valueAfter(args, '-chardev')).toContain('socket,id=vsock,path=/run/kata-ts/sb1/vsock/vhost.sock');
     expect(valueAfter(args, '-device')).toContain('vhost-user-vsock-pci,chardev=vsock');
     // No virtio-serial port at all: the agent and the console are vsock ports 1024 and 1026.
     expect(valueAfter(args, '-device').filter((d) => d.startsWith('virtserialport') || d.startsWith('virtio-serial'))).toEqual([]);

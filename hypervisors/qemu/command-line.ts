@@ -50,6 +50,10 @@ export function memoryHotplugSlots(options: QemuOptions): number {
   return options.vsockBackend ? Math.min(MEMORY_HOTPLUG_SLOTS, BACKEND_MEMORY_SLOTS - 1) : MEMORY_HOTPLUG_SLOTS;
 }
 
+/** Kernel parameters that tell the guest its agent (and debug console) are reached over vsock. */
+export const AGENT_VSOCK_PARAM = 'katats.agent_vsock=1';
+export const DEBUG_CONSOLE_VSOCK_PARAM = 'katats.debug_console_vsock=1';
+
 /** What the command line needs to know about the host files it names. */
 export interface QemuHostFacts {
   /** Size of the rootfs image in bytes (rootfs kind "image"). */
@@ -83,8 +87,8 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   const vsock = channel.kind === 'hybrid-vsock';
   // vhost-user backends (virtiofsd, vhost-device-vsock) map the guest's RAM: it must be shared memory.
   const sharedRam = (options.virtioFs !== undefined && config.sharedDirectories.length > 0) || vsock;
-  // Over vsock the guest's init starts the relay the agent is reached through (guest/init).
-  const channelParams = vsock ? ['katats.agent_vsock=1', ...(config.debugConsole ? ['katats.debug_console_vsock=1'] : [])] : [];
+  // Over vsock the guest's agent listens behind its vsock relay (guest/init, agent/main.ts).
+  const channelParams = vsock ? [AGENT_VSOCK_PARAM, ...(config.debugConsole ? [DEBUG_CONSOLE_VSOCK_PARAM] : [])] : [];
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).

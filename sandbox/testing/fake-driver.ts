@@ -1,3 +1,5 @@
+import * as fs from 'fs';
+import * as path from 'path';
 // A VMM for host-side tests whose "guest" is our fake agent (testing/fake-agent.ts)
 // behind the channel kind the driver claims, as QEMU or Cloud Hypervisor would serve it.
 import * as net from 'net';
@@ -18,6 +20,7 @@ export function fakeDriver(agentChannelKind: AgentChannel['kind'], agent: FakeAg
       await startGate; // a VM that takes its time to boot
       const channel = config.agentChannel;
       if (channel.kind === 'hybrid-vsock') {
+        fs.mkdirSync(path.dirname(channel.socketPath), { recursive: true }); // as a VMM driver does (prepareWorkDir)
         endpoint = await serveHybridVsock(channel.socketPath, { isListening: (port) => port === channel.port, accept: (_port, stream) => agent.server.serveConnection(stream) });
       } else if (channel.kind === 'virtio-serial') {
         endpoint = net.createServer((stream) => agent.server.serveConnection(stream));

@@ -55,7 +55,7 @@ describe('kata-ts-runtime exec (debug console)', () => {
     const id = 'dbg-shell';
     await withContainer(id, async () => {
       // Over vsock the console is port 1026 behind the sandbox's hybrid vsock socket.
-      const socket = fs.statSync(path.join(env.stateDir, env.containerd.namespace, id, OVER_VSOCK ? 'vsock.sock' : 'debug-console.sock'));
+      const socket = fs.statSync(path.join(env.stateDir, env.containerd.namespace, id, OVER_VSOCK ? 'vsock/vsock.sock' : 'debug-console.sock'));
       expect(socket.isSocket()).toBe(true);
       expect(socket.mode & 0o777).toBe(0o600);
 

@@ -8,7 +8,7 @@ import * as net from 'net';
 import * as path from 'path';
 import { connectHybridVsock } from '../../hypervisors/hybrid-vsock';
 import { DeadlineExceededError } from '../../lib/errors';
-import { DEBUG_CONSOLE_VSOCK_PORT } from '../../lib/debug-console';
+import { DEBUG_CONSOLE_VSOCK_PORT } from '../../lib/vsock-ports';
 import { TtrpcAgentClient } from '../../sandbox/agent-client';
 import { AGENT_VSOCK_PORT } from '../../sandbox/sandbox';
 import { silentLogger } from '../../lib/logger';
@@ -50,7 +50,7 @@ describe('hybrid vsock against a real backend (vhost-device-vsock attached to QE
 
   it("reaches the agent on vsock port 1024, as the Cloud Hypervisor and Firecracker drivers dial it", async () => {
     // bootToAgent already dialled once; a second client is what a restarted shim does.
-    const socketPath = path.join(guest!.workDir, 'vsock.sock');
+    const socketPath = path.join(guest!.workDir, 'vsock', 'vsock.sock');
     expect(fs.statSync(socketPath).mode & 0o777).toBe(0o600);
     const { agent, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: AGENT_VSOCK_PORT }, { bootTimeoutMs: 30_000, callTimeoutMs: 30_000, vmExited: guest!.hypervisor.exited, logger: silentLogger() });
     try {
@@ -62,7 +62,7 @@ describe('hybrid vsock against a real backend (vhost-device-vsock attached to QE
   });
 
   it('serves the debug console on vsock port 1026: a root shell in the guest', async () => {
-    const socket = await connectHybridVsock(path.join(guest!.workDir, 'vsock.sock'), DEBUG_CONSOLE_VSOCK_PORT, 30_000);
+    const socket = await connectHybridVsock(path.join(guest!.workDir, 'vsock', 'vsock.sock'), DEBUG_CONSOLE_VSOCK_PORT, 30_000);
     try {
       const answer = readUntil(socket, /uid=0 answer=42/, 60_000);
       socket.write('echo "uid=$(id -u) answer=$((6 * 7))"\n');
@@ -74,7 +74,7 @@ describe('hybrid vsock against a real backend (vhost-device-vsock attached to QE
 
   it('gives up on a port nothing in the guest listens on, within its deadline', async () => {
     const started = Date.now();
-    await expect(connectHybridVsock(path.join(guest!.workDir, 'vsock.sock'), 1025, 2000)).rejects.toThrow(DeadlineExceededError);
+    await expect(connectHybridVsock(path.join(guest!.workDir, 'vsock', 'vsock.sock'), 1025, 2000)).rejects.toThrow(DeadlineExceededError);
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
