@@ -20,7 +20,7 @@ import * as path from 'path';
 import { runBounded } from '../lib/bounded-command';
 import { HypervisorError } from '../lib/errors';
 import { Logger } from '../lib/logger';
-import { killAndWait, readProcessRecord, recordAlive, writeProcessRecord } from '../lib/recorded-process';
+import { killRecordedIfAlive, writeProcessRecord } from '../lib/recorded-process';
 import { SharedDirectory } from './hypervisor';
 import { resolveExecutable, VmmProcess } from './vmm-process';
 
@@ -198,17 +198,10 @@ export async function stopVirtiofsDaemons(daemons: readonly VirtiofsDaemon[], gr
   await Promise.all(
     daemons.map(async (daemon) => {
       await daemon.process.stop(graceMs, async () => daemon.process.signal('SIGTERM'));
-      await killIfRecordedAlive(daemon.childRecordFile);
+      await killRecordedIfAlive(daemon.childRecordFile);
       if (daemon.flavour === 'c') fs.rmSync(cVirtiofsdLockFile(daemon.socketPath), { force: true });
     }),
   );
-}
-
-async function killIfRecordedAlive(file: string): Promise<number | undefined> {
-  const record = readProcessRecord(file);
-  if (!recordAlive(record)) return undefined;
-  await killAndWait(record.pid);
-  return record.pid;
 }
 
 /**
@@ -227,7 +220,7 @@ export async function killRecordedVirtiofsDaemons(workDir: string): Promise<numb
   for (const name of names) {
     const match = /^virtiofsd-(\d+)(-child)?\.pid$/.exec(name);
     if (!match) continue;
-    const pid = await killIfRecordedAlive(path.join(workDir, name));
+    const pid = await killRecordedIfAlive(path.join(workDir, name));
     if (pid !== undefined) killed.push(pid);
     if (!match[2]) fs.rmSync(cVirtiofsdLockFile(virtiofsSocket(workDir, Number(match[1]))), { force: true });
   }

@@ -19,7 +19,7 @@ import * as path from 'path';
 import { runBounded } from '../lib/bounded-command';
 import { HypervisorError } from '../lib/errors';
 import { Logger } from '../lib/logger';
-import { killAndWait, readProcessRecord, recordAlive, writeProcessRecord } from '../lib/recorded-process';
+import { killRecordedIfAlive, writeProcessRecord } from '../lib/recorded-process';
 import { UNPRIVILEGED_ID } from './vmm-launch';
 import { resolveExecutable, VmmProcess } from './vmm-process';
 
@@ -116,8 +116,5 @@ export async function stopVsockBackend(backend: VsockBackend | undefined): Promi
 
 /** For `delete` after a crash: kills the backend `workDir` records if it still runs (a reused pid is left alone). */
 export async function killRecordedVsockBackend(workDir: string): Promise<number | undefined> {
-  const record = readProcessRecord(vsockBackendRecord(workDir));
-  if (!recordAlive(record)) return undefined;
-  await killAndWait(record.pid);
-  return record.pid;
+  return killRecordedIfAlive(vsockBackendRecord(workDir));
 }

@@ -72,3 +72,11 @@ export function readTrimmed(file: string): string {
     return '';
   }
 }
+
+/** Kills the process `file` records if it still runs (same pid and start time: a reused pid is left alone); its pid if so. */
+export async function killRecordedIfAlive(file: string): Promise<number | undefined> {
+  const record = readProcessRecord(file);
+  if (!recordAlive(record)) return undefined;
+  await killAndWait(record.pid);
+  return record.pid;
+}

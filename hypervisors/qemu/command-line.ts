@@ -50,6 +50,14 @@ export function memoryHotplugSlots(options: QemuOptions): number {
   return options.vsockBackend ? Math.min(MEMORY_HOTPLUG_SLOTS, BACKEND_MEMORY_SLOTS - 1) : MEMORY_HOTPLUG_SLOTS;
 }
 
+/**
+ * Whether the guest RAM (boot RAM and every hot-plugged DIMM) must be shared memory:
+ * vhost-user backends (virtiofsd, vhost-device-vsock) map it.
+ */
+export function needsSharedRam(config: Pick<VmConfig, 'sharedDirectories'>, options: QemuOptions): boolean {
+  return (options.virtioFs !== undefined && config.sharedDirectories.length > 0) || options.vsockBackend !== undefined;
+}
+
 /** Kernel parameters that tell the guest its agent (and debug console) are reached over vsock. */
 export const AGENT_VSOCK_PARAM = 'katats.agent_vsock=1';
 export const DEBUG_CONSOLE_VSOCK_PARAM = 'katats.debug_console_vsock=1';
@@ -85,8 +93,7 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   if (channel.kind === 'hybrid-vsock' && !options.vsockBackend) throw new Error('QEMU reaches a hybrid vsock only through a vsock backend (vhost-device-vsock); none is configured');
   if (channel.kind !== 'hybrid-vsock' && options.vsockBackend) throw new Error(`a vsock backend is configured, but the agent channel is ${channel.kind}`);
   const vsock = channel.kind === 'hybrid-vsock';
-  // vhost-user backends (virtiofsd, vhost-device-vsock) map the guest's RAM: it must be shared memory.
-  const sharedRam = (options.virtioFs !== undefined && config.sharedDirectories.length > 0) || vsock;
+  const sharedRam = needsSharedRam(config, options);
   // Over vsock the guest's agent listens behind its vsock relay (guest/init, agent/main.ts).
   const channelParams = vsock ? [AGENT_VSOCK_PARAM, ...(config.debugConsole ? [DEBUG_CONSOLE_VSOCK_PARAM] : [])] : [];
   const args: string[] = [

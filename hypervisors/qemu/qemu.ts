@@ -10,7 +10,7 @@ import { Logger } from '../../lib/logger';
 import { Hypervisor, SharedFsKind, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
-import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, QemuOptions, qemuPaths } from './command-line';
+import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, needsSharedRam, QemuOptions, qemuPaths } from './command-line';
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 import { QemuResize } from './vm-resize';
@@ -121,8 +121,7 @@ export class QemuHypervisor implements Hypervisor {
     earlyExit.catch(() => undefined); // later exits are reported through `exited`
     this.hotplug = new BlockHotplug(this.qmp, hotplugPortIds(this.options));
     const limits = hotplugLimits(config, this.name);
-    const sharedMemory = (this.sharedFsKind === 'virtio-fs' && config.sharedDirectories.length > 0) || this.vsockBackend !== undefined;
-    this.resizer = new QemuResize(this.qmp, config.memoryMiB, limits, limits.memoryMiB > config.memoryMiB ? memoryHotplugSlots(this.options) : 0, sharedMemory);
+    this.resizer = new QemuResize(this.qmp, config.memoryMiB, limits, limits.memoryMiB > config.memoryMiB ? memoryHotplugSlots(this.options) : 0, needsSharedRam(config, this.options));
   }
 
   async stop(graceMs: number): Promise<void> {
