@@ -82,12 +82,51 @@ describe('connectHybridVsock', () => {
     await serve({ isListening: () => false });
     const abort = new AbortController();
     const started = Date.now();
-    const connecting = connectHybridVsock(socketPath, 1024, 10_000, abort.signal);
+    const connecting = connectHybridVsock(socketPath, 1024, 10_000, { signal: abort.signal });
     setTimeout(() => abort.abort(), 200);
     const err = await connecting.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnavailableError);
     expect((err as Error).message).toMatch(/guest port 1024 was abandoned \(last attempt: the VMM closed the connection/);
     expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('abandons an attempt the VMM never answers and dials again, with a longer wait each time', async () => {
+    // The first two requests are swallowed (the VMM read them, the guest never answered,
+    // nothing closes them); the third is answered.
+    const silent: net.Socket[] = [];
+    const closedByClient: boolean[] = [];
+    const server = net.createServer((s) => {
+      s.once('data', () => {
+        if (silent.length < 2) {
+          const index = silent.push(s) - 1;
+          closedByClient[index] = false;
+          s.on('close', () => (closedByClient[index] = true));
+        } else {
+          s.end('OK 1073741824\n');
+        }
+      });
+      s.on('error', () => undefined);
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(socketPath, r));
+    const started = Date.now();
+    const socket = await connectHybridVsock(socketPath, 1024, 20_000, { firstAnswerTimeoutMs: 200 });
+    const elapsed = Date.now() - started;
+    socket.destroy();
+    expect(silent).toHaveLength(2);
+    expect(closedByClient).toEqual([true, true]);
+    // 200 ms, then 400 ms: well before the deadline, and the second wait was the longer.
+    expect(elapsed).toBeGreaterThanOrEqual(600);
+    expect(elapsed).toBeLessThan(10_000);
+  });
+
+  it('gives up at the deadline when nothing ever answers, saying so', async () => {
+    const server = net.createServer((s) => s.resume().on('error', () => undefined));
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(socketPath, r));
+    const err = await connectHybridVsock(socketPath, 1024, 500, { firstAnswerTimeoutMs: 100 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeadlineExceededError);
+    expect((err as Error).message).toMatch(/last attempt: no answer within \d+ ms/);
   });
 
   it('rejects a port that is not a vsock port', async () => {

@@ -4,29 +4,53 @@
 // vsock port. From then on the stream is the guest's. If nothing in the guest listens
 // on the port (yet: the guest may still boot), the VMM closes the connection instead,
 // so connecting means retrying until a deadline.
+//
+// An attempt may also get no answer at all: the VMM forwards the request to the guest,
+// and a request that reaches the guest while its vsock driver is still starting (or
+// resetting the device) can be dropped, with nothing left to ever answer or close.
+// So no single attempt may wait for the whole deadline: an unanswered attempt is
+// abandoned and retried, with a bound that doubles each time in case the guest is
+// merely slow (a busy TCG guest), never shorter than the first.
 import * as net from 'net';
 import { DeadlineExceededError, UnavailableError } from '../lib/errors';
 
 /** Longest acknowledgement we accept ("OK " and a 32-bit port fit in 14 bytes). */
 const MAX_ACK_BYTES = 32;
 const RETRY_DELAY_MS = 50;
+/** The first attempt's wait for an answer; a running guest answers in milliseconds. */
+export const FIRST_ANSWER_TIMEOUT_MS = 2_000;
+const MAX_ANSWER_TIMEOUT_MS = 30_000;
 
-/** One refused attempt, retried until the deadline. */
-class AttemptFailed extends Error {}
+export interface HybridVsockOptions {
+  /** Stops the retrying early (e.g. once the VM is gone): the promise then rejects with UnavailableError. */
+  signal?: AbortSignal;
+  /** The first attempt's wait for the VMM's answer (doubled after each unanswered attempt). */
+  firstAnswerTimeoutMs?: number;
+}
 
-/** `signal` stops the retrying early (e.g. once the VM is gone): the promise then rejects with UnavailableError. */
-export async function connectHybridVsock(socketPath: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
+/** One refused (or unanswered) attempt, retried until the deadline. */
+class AttemptFailed extends Error {
+  constructor(message: string, readonly unanswered = false) {
+    super(message);
+  }
+}
+
+/** A connection to guest vsock `port` through the VMM's hybrid socket, retried until `timeoutMs`. */
+export async function connectHybridVsock(socketPath: string, port: number, timeoutMs: number, opts: HybridVsockOptions = {}): Promise<net.Socket> {
   if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) throw new RangeError(`vsock port must be a 32-bit unsigned integer, got ${port}`);
+  const { signal } = opts;
   const deadline = Date.now() + timeoutMs;
+  let answerTimeoutMs = opts.firstAnswerTimeoutMs ?? FIRST_ANSWER_TIMEOUT_MS;
   let lastFailure = 'no attempt finished';
   const aborted = (): UnavailableError => new UnavailableError(`hybrid vsock ${socketPath}: connecting to guest port ${port} was abandoned (last attempt: ${lastFailure})`);
   for (;;) {
     if (signal?.aborted) throw aborted();
     try {
-      return await attempt(socketPath, port, Math.max(1, deadline - Date.now()), signal);
+      return await attempt(socketPath, port, Math.max(1, Math.min(answerTimeoutMs, deadline - Date.now())), signal);
     } catch (err) {
       if (!(err instanceof AttemptFailed)) throw err;
       if (!signal?.aborted) lastFailure = err.message;
+      if (err.unanswered) answerTimeoutMs = Math.min(answerTimeoutMs * 2, MAX_ANSWER_TIMEOUT_MS);
     }
     if (Date.now() + RETRY_DELAY_MS >= deadline) break;
     await pause(RETRY_DELAY_MS, signal);
@@ -52,13 +76,13 @@ function attempt(socketPath: string, port: number, timeoutMs: number, signal: Ab
     const socket = net.createConnection(socketPath);
     let received = Buffer.alloc(0);
     const onAbort = (): void => fail('abandoned');
-    const fail = (reason: string): void => {
+    const fail = (reason: string, unanswered = false): void => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       socket.destroy();
-      reject(new AttemptFailed(reason));
+      reject(new AttemptFailed(reason, unanswered));
     };
-    const timer = setTimeout(() => fail(`no acknowledgement within ${timeoutMs} ms`), timeoutMs);
+    const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`, true), timeoutMs);
     signal?.addEventListener('abort', onAbort);
     const onError = (err: Error): void => fail(err.message); // ENOENT/ECONNREFUSED: the VMM is not up yet
     const onClose = (): void => fail('the VMM closed the connection (nothing listens on that port in the guest yet)');

@@ -69,6 +69,24 @@ describe('TtrpcAgentClient.connect', () => {
       expect(Date.now() - started).toBeGreaterThanOrEqual(200); // two pauses, no busy loop
     });
 
+    it('dials again when the guest accepts and then never answers on that connection', async () => {
+      // An acknowledged connection that stays silent is stuck on its way (a lost packet,
+      // a stuck relay): asking it again until the boot deadline would never succeed.
+      const socketPath = path.join(dir, 'vsock.sock');
+      const agent = fakeAgent({});
+      const silent: net.Socket[] = [];
+      const vmm = await serveHybridVsock(socketPath, {
+        isListening: (port) => port === 1024,
+        accept: (_port, stream) => (silent.length < 1 ? silent.push(stream.on('data', () => undefined)) : agent.server.serveConnection(stream)),
+      });
+      cleanups.push(() => new Promise((r) => vmm.close(r)), () => agent.server.close(), () => silent.forEach((s) => s.destroy()));
+      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(20_000));
+      cleanups.push(() => client.close());
+      expect(details).toEqual(FAKE_GUEST);
+      expect(silent).toHaveLength(1);
+      expect(silent[0].destroyed || silent[0].readableEnded).toBe(true); // the stuck connection was given up
+    }, 20_000);
+
     it('waits for the VMM to create its socket', async () => {
       const socketPath = path.join(dir, 'vsock.sock');
       const connecting = TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(5000));

@@ -65,6 +65,17 @@ export interface AgentClient {
 const VM_EXITED = 'the VM exited before its agent answered';
 /** The pause between two tries to reach a booting agent. */
 const REDIAL_PAUSE_MS = 100;
+/** A boot-time try's wait for GetGuestDetails. */
+const BOOT_TRY_TIMEOUT_MS = 3000;
+/**
+ * Over hybrid vsock, unanswered tries on one connection before it is dialled anew. The
+ * VMM acknowledges a connection only once the guest accepted it, and the guest relay
+ * starts only after its agent listens, so an acknowledged connection that stays silent
+ * is stuck somewhere on the way (a lost packet in the VMM's vsock device, a stuck relay
+ * child), not waiting for a booting guest; a new connection takes a new path. Two
+ * tries, so a merely slow guest is not abandoned at its first slow answer.
+ */
+const SILENT_TRIES_BEFORE_REDIAL = 2;
 /** GetGuestMetrics answers beyond this are refused undecoded (the guest's meminfo has ~60 entries). */
 const GUEST_METRICS_MAX_BYTES = 64 * 1024;
 
@@ -79,7 +90,7 @@ async function openChannel(channel: AgentChannel, timeoutMs: number, vmGone: Abo
       });
     case 'hybrid-vsock':
       try {
-        return await connectHybridVsock(channel.socketPath, channel.port, timeoutMs, vmGone);
+        return await connectHybridVsock(channel.socketPath, channel.port, timeoutMs, { signal: vmGone });
       } catch (err) {
         if (vmGone.aborted) throw new UnavailableError(VM_EXITED, { cause: err });
         if (err instanceof DeadlineExceededError) throw new DeadlineExceededError(`the guest agent did not answer within ${timeoutMs} ms: ${err.message}`, { cause: err });
@@ -130,25 +141,31 @@ export class TtrpcAgentClient implements AgentClient {
     };
     let current = await dial();
     let attempt = 0;
+    let silentTries = 0;
     while (!vmGone && Date.now() < deadline) {
       attempt++;
       try {
-        const details = await current.agent.guestDetails(Math.min(3000, Math.max(1, deadline - Date.now())));
+        const details = await current.agent.guestDetails(Math.min(BOOT_TRY_TIMEOUT_MS, Math.max(1, deadline - Date.now())));
         opts.logger.info({ attempt, channel: channel.kind, ...details }, 'agent ready');
         current.agent.observeCall = opts.observeCall;
         return { agent: current.agent, details };
       } catch (err) {
         opts.logger.debug({ attempt, err: (err as Error).message }, 'agent not ready yet');
         if (vmGone) break;
+        if (err instanceof DeadlineExceededError) silentTries++;
       }
       // A failed try may have failed at once (the guest closed the connection): never
       // retry without a pause, or the loop would hold the event loop until the deadline.
       await new Promise((r) => setTimeout(r, REDIAL_PAUSE_MS));
-      if (current.lost() && !vmGone && Date.now() < deadline) {
+      const stuck = channel.kind === 'hybrid-vsock' && silentTries >= SILENT_TRIES_BEFORE_REDIAL;
+      if ((current.lost() || stuck) && !vmGone && Date.now() < deadline) {
         // Over vsock the guest may accept and then close (its relay gave up, or root in
-        // the guest closed it): dial again rather than ask a dead connection.
+        // the guest closed it), or accept and never answer: dial again rather than ask
+        // a dead connection. (On virtio-serial there is only the one connection.)
+        if (stuck) opts.logger.info({ attempt, silentTries }, 'the agent accepted the vsock connection but did not answer on it; dialling again');
         current.agent.close();
         current = await dial();
+        silentTries = 0;
       }
     }
     current.agent.close();

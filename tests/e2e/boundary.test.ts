@@ -9,7 +9,7 @@ import { removeCgroupTree } from '../harness/cgroups';
 import { run } from '../harness/exec';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { readMounts } from '../harness/mounts';
-import { builtGuest, guestShell, KataEnv, removeContainer, RUNTIME, RUNTIME_CLI, startKataEnv } from './kata-env';
+import { builtGuest, guestShell, KataEnv, removeContainer, RUNTIME, RUNTIME_CLI, startKataEnv, expectCtrOk } from './kata-env';
 
 jest.setTimeout(900_000);
 
@@ -57,7 +57,7 @@ describe('the VM boundary: root in the guest gains nothing on the host', () => {
   async function withPod(id: string, mounts: string[], body: () => Promise<void>): Promise<void> {
     const started = await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, ...mounts.flatMap((m) => ['--mount', m]), env.image, id, 'sleep', '600'], { timeoutMs: 240_000 });
     try {
-      expect(started).toMatchObject({ code: 0 });
+      expectCtrOk(started, () => env.containerd.logs(), id);
       await body();
     } finally {
       await removeTask(id);
@@ -309,7 +309,7 @@ describe('the VM boundary: root in the guest gains nothing on the host', () => {
     fs.writeFileSync(config, ['[hypervisor.qemu]', 'accelerator = "tcg"', `kernel = ${q(kernel)}`, `image = ${q(image)}`, '[agent.kata]', 'dial_timeout = 180', '[runtime]', `state_dir = ${q(linkedState)}`, ''].join('\n'));
     const id = 'bnd-crash';
     const started = await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, '--runtime-config-path', config, '--mount', bind(volume.dir, '/data', 'rw'), env.image, id, 'sleep', '600'], { timeoutMs: 240_000 });
-    expect(started).toMatchObject({ code: 0 });
+    expectCtrOk(started, () => env.containerd.logs(), id);
     const workDir = path.join(realState, env.containerd.namespace, id);
     expect((await readMounts()).some((m) => m.target.startsWith(`${workDir}/`))).toBe(true);
     const bundle = path.join(env.containerd.state, 'io.containerd.runtime.v2.task', env.containerd.namespace, id);

@@ -9,7 +9,7 @@ import * as path from 'path';
 import * as pty from 'node-pty';
 import { run, RunResult } from '../harness/exec';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
-import { dataPathFromEnv, KataEnv, REPO, removeContainer, RUNTIME, startKataEnv, writeConfig } from './kata-env';
+import { dataPathFromEnv, KataEnv, REPO, removeContainer, RUNTIME, startKataEnv, writeConfig, expectCtrOk } from './kata-env';
 
 jest.setTimeout(300_000);
 const CLI = path.join(REPO, 'dist', 'cli', 'main.js');
@@ -43,7 +43,7 @@ describe('kata-ts-runtime exec (debug console)', () => {
   async function withContainer(id: string, body: () => Promise<void>): Promise<void> {
     const result = await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 });
     try {
-      expect(result).toMatchObject({ code: 0 });
+      expectCtrOk(result, () => env.containerd.logs(), id);
       await body();
     } finally {
       await removeContainer((args) => env.containerd.ctr(args), id);

@@ -195,3 +195,18 @@ export async function removeContainer(ctr: Ctr, id: string): Promise<void> {
   }
   await ctr(['containers', 'rm', id]);
 }
+
+/**
+ * Requires a `ctr` call about container `id` to have succeeded; otherwise fails with
+ * ctr's own output and the log lines containerd and the shim wrote about `id`, so a
+ * failure seen only in CI names its cause.
+ */
+export function expectCtrOk(result: { code: number | null; stdout: string; stderr: string }, logs: () => string, id: string): void {
+  if (result.code === 0) return;
+  const quoted = `"${id}"`;
+  const lines = logs().split('\n').filter((line) => line.includes(quoted) || line.includes(`/${id}/`)).slice(-80);
+  throw new Error(
+    `ctr failed (code ${result.code}) for ${id}\n--- ctr stdout ---\n${result.stdout}\n--- ctr stderr ---\n${result.stderr}\n` +
+      `--- containerd and shim log lines about ${id} (last ${lines.length}) ---\n${lines.join('\n')}`,
+  );
+}

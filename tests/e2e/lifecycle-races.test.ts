@@ -15,7 +15,7 @@ import { lookupService, TASK_SERVICE } from '../../lib/protos';
 import { Code, TtrpcClient, TtrpcError } from '../../ttrpc';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { EventLog } from './events';
-import { KataEnv, removeContainer, RUNTIME, startKataEnv } from './kata-env';
+import { KataEnv, removeContainer, RUNTIME, startKataEnv, expectCtrOk } from './kata-env';
 
 jest.setTimeout(900_000);
 const task = lookupService(TASK_SERVICE);
@@ -42,7 +42,7 @@ describe('lifecycle races', () => {
 
   /** A pod run by containerd, and a ttrpc client to its shim. */
   async function podWithClient(id: string): Promise<{ client: TtrpcClient; call: (method: string, req: object, timeoutMs?: number) => Promise<Record<string, unknown>> }> {
-    expect(await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '3600'], { timeoutMs: 240_000 })).toMatchObject({ code: 0 });
+    expectCtrOk(await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '3600'], { timeoutMs: 240_000 }), () => env.containerd.logs(), id);
     const address = fs.readFileSync(path.join(bundleOf(id), 'address'), 'utf8').trim().replace(/^unix:\/\//, '');
     const client = await TtrpcClient.connect(address);
     const call = (method: string, req: object, timeoutMs = 60_000) =>

@@ -11,7 +11,7 @@ import { KATA_HANDLER } from '../harness/containerd';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { EventLog } from './events';
-import { CriKataEnv, guestShell, KataEnv, RUNTIME, startCriKataEnv, startKataEnv } from './kata-env';
+import { CriKataEnv, guestShell, KataEnv, RUNTIME, startCriKataEnv, startKataEnv, expectCtrOk } from './kata-env';
 
 jest.setTimeout(300_000);
 const KILL_GRACE_MS = 10_000;
@@ -39,7 +39,7 @@ describe('a guest that stops answering', () => {
 
   /** A pod running `sleep` as its init and as exec 'bg'. */
   async function podWithExec(id: string): Promise<void> {
-    expect(await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).toMatchObject({ code: 0 });
+    expectCtrOk(await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 }), () => env.containerd.logs(), id);
     expect(await env.containerd.ctr(['task', 'exec', '-d', '--exec-id', 'bg', id, 'sleep', '600'])).toMatchObject({ code: 0 });
   }
 

@@ -367,6 +367,7 @@ class ContainerdProcess implements PrivateContainerd {
       }
     }
     process.removeListener('exit', this.killOnExit);
+    keepLogIfAsked(this.dir, this.logs());
 
     // Shims are daemonised and outlive containerd. Anything still tied to our dir
     // (a hung shim, or everything when containerd itself was unresponsive) goes now.
@@ -589,4 +590,15 @@ async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * KATATS_E2E_KEEP_LOGS=<dir>: each stopped containerd's log (the shims' lines among
+ * them) is written there, for a run whose failures or rare paths need reading later.
+ */
+function keepLogIfAsked(dir: string, log: string): void {
+  const keep = process.env.KATATS_E2E_KEEP_LOGS;
+  if (!keep) return;
+  fs.mkdirSync(keep, { recursive: true });
+  fs.writeFileSync(path.join(keep, `containerd-${path.basename(dir)}.log`), log);
 }
