@@ -14,6 +14,20 @@ export function requireKvm(config: VmConfig, vmm: string): void {
 /** A hybrid vsock needs a CID, but no other VM sees its socket: any valid one will do. */
 const HYBRID_VSOCK_GUEST_CID = 3;
 
+/** Kernel parameters that tell the guest its agent (and debug console) are reached over vsock. */
+export const AGENT_VSOCK_PARAM = 'katats.agent_vsock=1';
+export const DEBUG_CONSOLE_VSOCK_PARAM = 'katats.debug_console_vsock=1';
+
+/**
+ * What every driver whose agent channel is a vsock adds to the kernel command line:
+ * the guest agent listens on virtio-serial unless told otherwise, and then starts its
+ * vsock relay (ports 1024 and, with the debug console, 1026; guest/init, agent/main.ts).
+ */
+export function vsockChannelKernelParams(config: Pick<VmConfig, 'agentChannel' | 'debugConsole'>): string[] {
+  if (config.agentChannel.kind === 'virtio-serial') return [];
+  return [AGENT_VSOCK_PARAM, ...(config.debugConsole ? [DEBUG_CONSOLE_VSOCK_PARAM] : [])];
+}
+
 /** Their only host↔guest channel is virtio-vsock behind a Unix socket (hybrid vsock). */
 export function hybridVsock(config: VmConfig, vmm: string): { socketPath: string; guestCid: number } {
   const channel = config.agentChannel;

@@ -49,7 +49,7 @@ describe('CloudHypervisor driver (recorded-request fake)', () => {
         path: `${v1}/vm.create`,
         status: 204,
         body: {
-          payload: { kernel: vm.kernelPath, initramfs: vm.rootfs.path, cmdline: 'console=ttyS0 quiet' },
+          payload: { kernel: vm.kernelPath, initramfs: vm.rootfs.path, cmdline: 'console=ttyS0 quiet katats.agent_vsock=1' },
           cpus: { boot_vcpus: 2, max_vcpus: 4 },
           memory: { size: 512 * MiB, hotplug_size: 512 * MiB },
           serial: { mode: 'File', file: `${vm.workDir}/console.log` },

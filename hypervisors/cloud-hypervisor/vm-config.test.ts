@@ -15,6 +15,11 @@ describe('Cloud Hypervisor VM configuration', () => {
     expect(roomy.memory).toEqual({ size: 512 * MiB, hotplug_size: 1024 * MiB });
   });
 
+  it("tells the guest agent to listen on vsock, its only channel, after the configuration's own parameters", () => {
+    expect(buildClhVmConfig(vm, {}, []).payload.cmdline).toBe('console=ttyS0 quiet katats.agent_vsock=1');
+    expect(buildClhVmConfig({ ...vm, rootfs: { kind: 'image', path: '/rootfs.img' } }, {}, []).payload.cmdline).toMatch(/^root=\/dev\/pmem0 .* console=ttyS0 quiet katats\.agent_vsock=1$/);
+  });
+
   it('marks guest memory mergeable for KSM only when told either way', () => {
     expect(buildClhVmConfig({ ...vm, memoryMerge: true }, {}, []).memory).toEqual({ size: 512 * MiB, mergeable: true });
     expect(buildClhVmConfig({ ...vm, memoryMerge: false }, {}, []).memory).toEqual({ size: 512 * MiB, mergeable: false });

@@ -3,7 +3,7 @@
 import * as path from 'path';
 import { InvalidArgumentError } from '../../lib/errors';
 import { VmConfig, VmDevice, VmResize, VmSize } from '../hypervisor';
-import { hotplugLimits, hybridVsock, podNetworkDevices, refuseBeyondLimits, refuseDebugConsole, requireKvm } from '../vm-requirements';
+import { hotplugLimits, hybridVsock, podNetworkDevices, refuseBeyondLimits, refuseDebugConsole, requireKvm, vsockChannelKernelParams } from '../vm-requirements';
 import { ClhDiskConfig, ClhNetConfig, ClhResize, ClhVmConfig } from './api';
 import { rootfsKernelParams } from '../rootfs-params';
 import { virtiofsSocket, VirtioFsCache } from '../virtiofsd';
@@ -58,7 +58,7 @@ export function buildClhVmConfig(config: VmConfig, options: CloudHypervisorOptio
     payload: {
       kernel: config.kernelPath,
       ...(config.rootfs.kind === 'initrd' ? { initramfs: config.rootfs.path } : {}),
-      cmdline: [...rootfsKernelParams(config.rootfs), ...config.kernelParams].join(' '),
+      cmdline: [...rootfsKernelParams(config.rootfs), ...config.kernelParams, ...vsockChannelKernelParams(config)].join(' '),
     },
     cpus: { boot_vcpus: config.vcpus, max_vcpus: limits.vcpus },
     memory: {

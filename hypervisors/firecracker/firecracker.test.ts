@@ -37,7 +37,7 @@ describe('Firecracker driver (recorded-request fake)', () => {
     expect(fake.argv()).toEqual(['--api-sock', `${vm.workDir}/firecracker-api.sock`]);
     expect(fake.requests()).toEqual([
       { method: 'GET', path: '/', status: 200 },
-      { method: 'PUT', path: '/boot-source', status: 204, body: { kernel_image_path: vm.kernelPath, initrd_path: vm.rootfs.path, boot_args: 'console=ttyS0 quiet' } },
+      { method: 'PUT', path: '/boot-source', status: 204, body: { kernel_image_path: vm.kernelPath, initrd_path: vm.rootfs.path, boot_args: 'console=ttyS0 quiet katats.agent_vsock=1' } },
       { method: 'PUT', path: '/machine-config', status: 204, body: { vcpu_count: 2, mem_size_mib: 512 } },
       { method: 'PUT', path: '/drives/image0', status: 204, body: { drive_id: 'image0', path_on_host: '/img/base.raw', is_root_device: false, is_read_only: true } },
       { method: 'PUT', path: '/network-interfaces/eth0', status: 204, body: { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: '02:00:00:00:00:01' } },

@@ -16,6 +16,10 @@ describe('Firecracker boot plan', () => {
     expect(plan.drives).toEqual([{ drive_id: 'disk0', path_on_host: '/d', is_root_device: false, is_read_only: false }]);
   });
 
+  it("tells the guest agent to listen on vsock, its only channel, after the configuration's own parameters", () => {
+    expect(buildFirecrackerPlan(vmConfigIn('/w', 'firecracker'), []).bootSource.boot_args).toBe('console=ttyS0 quiet katats.agent_vsock=1');
+  });
+
   it('refuses mergeable memory, which Firecracker cannot give KSM', () => {
     expect(() => buildFirecrackerPlan(vmConfigIn('/w', 'firecracker', { memoryMerge: true }), [])).toThrow(new InvalidArgumentError('firecracker never marks guest memory mergeable, so KSM cannot merge it; do not ask for memoryMerge'));
     expect(buildFirecrackerPlan(vmConfigIn('/w', 'firecracker', { memoryMerge: false }), []).machineConfig).toEqual({ vcpu_count: 2, mem_size_mib: 512 });

@@ -3,7 +3,7 @@
 import * as path from 'path';
 import { InvalidArgumentError, NotImplementedError } from '../../lib/errors';
 import { VmConfig, VmDevice } from '../hypervisor';
-import { hybridVsock, podNetworkDevices, refuseDebugConsole, requireKvm } from '../vm-requirements';
+import { hybridVsock, podNetworkDevices, refuseDebugConsole, requireKvm, vsockChannelKernelParams } from '../vm-requirements';
 import { FcBootSource, FcDrive, FcMachineConfig, FcNetworkInterface, FcVsock } from './api';
 
 export const VMM_NAME = 'firecracker';
@@ -52,7 +52,7 @@ export function buildFirecrackerPlan(config: VmConfig, coldDevices: readonly VmD
   }
   const devices = [...podNetworkDevices(config), ...coldDevices];
   return {
-    bootSource: { kernel_image_path: config.kernelPath, initrd_path: config.rootfs.path, boot_args: config.kernelParams.join(' ') },
+    bootSource: { kernel_image_path: config.kernelPath, initrd_path: config.rootfs.path, boot_args: [...config.kernelParams, ...vsockChannelKernelParams(config)].join(' ') },
     machineConfig: { vcpu_count: config.vcpus, mem_size_mib: config.memoryMiB },
     drives: devices.flatMap((d) => (d.kind === 'block' ? [{ drive_id: d.id, path_on_host: d.hostPath, is_root_device: false, is_read_only: d.readOnly }] : [])),
     networkInterfaces: devices.flatMap((d) => (d.kind === 'network' ? [{ iface_id: d.id, host_dev_name: d.tapName, ...(d.macAddress ? { guest_mac: d.macAddress } : {}) }] : [])),

@@ -2,7 +2,7 @@
 import * as path from 'path';
 import { VmConfig, VmSize } from '../hypervisor';
 import { rootfsKernelParams } from '../rootfs-params';
-import { hotplugLimits } from '../vm-requirements';
+import { hotplugLimits, vsockChannelKernelParams } from '../vm-requirements';
 import { virtiofsSocket, VirtiofsdOptions } from '../virtiofsd';
 import { BACKEND_MEMORY_SLOTS, vsockBackendPaths } from '../vsock-backend';
 
@@ -58,10 +58,6 @@ export function needsSharedRam(config: Pick<VmConfig, 'sharedDirectories'>, opti
   return (options.virtioFs !== undefined && config.sharedDirectories.length > 0) || options.vsockBackend !== undefined;
 }
 
-/** Kernel parameters that tell the guest its agent (and debug console) are reached over vsock. */
-export const AGENT_VSOCK_PARAM = 'katats.agent_vsock=1';
-export const DEBUG_CONSOLE_VSOCK_PARAM = 'katats.debug_console_vsock=1';
-
 /** What the command line needs to know about the host files it names. */
 export interface QemuHostFacts {
   /** Size of the rootfs image in bytes (rootfs kind "image"). */
@@ -94,8 +90,7 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   if (channel.kind !== 'hybrid-vsock' && options.vsockBackend) throw new Error(`a vsock backend is configured, but the agent channel is ${channel.kind}`);
   const vsock = channel.kind === 'hybrid-vsock';
   const sharedRam = needsSharedRam(config, options);
-  // Over vsock the guest's agent listens behind its vsock relay (guest/init, agent/main.ts).
-  const channelParams = vsock ? [AGENT_VSOCK_PARAM, ...(config.debugConsole ? [DEBUG_CONSOLE_VSOCK_PARAM] : [])] : [];
+  const channelParams = vsockChannelKernelParams(config);
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).

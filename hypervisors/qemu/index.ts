@@ -1,2 +1,2 @@
 export { QemuHypervisor } from './qemu';
-export { buildQemuArgs, DEBUG_CONSOLE_VSOCK_PARAM, qemuPaths } from './command-line';
+export { buildQemuArgs, qemuPaths } from './command-line';

@@ -10,7 +10,9 @@ import { connectHybridVsock } from '../../hypervisors/hybrid-vsock';
 import { DeadlineExceededError } from '../../lib/errors';
 import { DEBUG_CONSOLE_VSOCK_PORT } from '../../lib/vsock-ports';
 import { TtrpcAgentClient } from '../../sandbox/agent-client';
-import { AGENT_VSOCK_PORT } from '../../sandbox/sandbox';
+import { agentChannelFor, AGENT_VSOCK_PORT } from '../../sandbox/sandbox';
+import { CloudHypervisor } from '../../hypervisors/cloud-hypervisor';
+import { Firecracker } from '../../hypervisors/firecracker';
 import { silentLogger } from '../../lib/logger';
 import { BootedGuest, bootToAgent, guestVariants } from '../harness/guest-vm';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
@@ -48,11 +50,17 @@ describe('hybrid vsock against a real backend (vhost-device-vsock attached to QE
     await guest?.stop();
   });
 
-  it("reaches the agent on vsock port 1024, as the Cloud Hypervisor and Firecracker drivers dial it", async () => {
-    // bootToAgent already dialled once; a second client is what a restarted shim does.
+  it.each([
+    ['Cloud Hypervisor', () => new CloudHypervisor(silentLogger())],
+    ['Firecracker', () => new Firecracker(silentLogger())],
+  ])('reaches the agent on vsock port 1024 through the channel the %s driver gives the sandbox', async (_name, driver) => {
+    // The sandbox dials agentChannelFor(driver.agentChannelKind, workDir) for every
+    // driver; bootToAgent already dialled once, a second client is what a restarted shim does.
+    const channel = agentChannelFor(driver().agentChannelKind, guest!.workDir);
     const socketPath = path.join(guest!.workDir, 'vsock', 'vsock.sock');
+    expect(channel).toEqual({ kind: 'hybrid-vsock', socketPath, port: AGENT_VSOCK_PORT });
     expect(fs.statSync(socketPath).mode & 0o777).toBe(0o600);
-    const { agent, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: AGENT_VSOCK_PORT }, { bootTimeoutMs: 30_000, callTimeoutMs: 30_000, vmExited: guest!.hypervisor.exited, logger: silentLogger() });
+    const { agent, details } = await TtrpcAgentClient.connect(channel, { bootTimeoutMs: 30_000, callTimeoutMs: 30_000, vmExited: guest!.hypervisor.exited, logger: silentLogger() });
     try {
       expect(details.boot_id).toBe(guest!.details.boot_id);
       expect(Number((await agent.guestMetrics()).meminfo_bytes.MemTotal)).toBeGreaterThan(0);
