@@ -79,7 +79,25 @@ describe('kata-ts-runtime check', () => {
     }
   });
 
-  it('checks the configured VMM and says why its sandboxes cannot start yet', async () => {
+  it('says which channel agent_channel = "auto" gets on this host, and why', async () => {
+    const auto = defaultConfig();
+    Object.assign(auto.hypervisor, { agentChannel: 'auto', vsockBackend: path.join(dir, 'no-such-backend') });
+    expect(await agentChannelCheck(auto)).toEqual({
+      verdict: 'PASS',
+      name: 'agent channel',
+      detail: `virtio-serial (no daemon, guest RAM private): agent_channel = "auto": no vsock backend at ${dir}/no-such-backend (scripts/fetch-vhost-device-vsock.sh fetches one); kernel vhost-vsock is not used (Node has no AF_VSOCK to dial a guest CID)`,
+    });
+    // Installed but not what it claims to be: the channel auto chose cannot start.
+    const installed = { backendInstalled: () => true };
+    expect(await agentChannelCheck(auto, installed)).toMatchObject({ verdict: 'FAIL', detail: expect.stringMatching(/^agent_channel = "auto": \S+ is installed, but vsock backend '\S+' is not an executable file; .*: sandboxes will not start$/) });
+    const backend = process.env.KATATS_VSOCK_BACKEND;
+    if (backend) {
+      Object.assign(auto.hypervisor, { vsockBackend: backend });
+      expect(await agentChannelCheck(auto)).toMatchObject({ verdict: 'PASS', detail: expect.stringContaining(`agent_channel = "auto": ${backend} is installed`) });
+    }
+  });
+
+  it('checks the configured VMM, and says Cloud Hypervisor boots but is untested here', async () => {
     const config = defaultConfig('clh');
     config.hypervisor.path = path.join(dir, 'no-such-cloud-hypervisor');
     const lines = await runChecks(config, { kvmTimeoutMs: 1000, tcgTimeoutMs: 1000, ksm: hostKsm('0') });

@@ -14,6 +14,7 @@ import { describeKsm, HostKsm } from '../sandbox/ksm';
 import { virtiofsdFlavour } from '../hypervisors/virtiofsd';
 import { vsockBackendVersion } from '../hypervisors/vsock-backend';
 import { agentChannelFor, SHARED_FS_TAG } from '../sandbox/sandbox';
+import { AgentChannelHost, chooseAgentChannel, HOST_AGENT_CHANNEL } from '../hypervisors/qemu/agent-channel-choice';
 
 export type Verdict = 'PASS' | 'WARN' | 'FAIL';
 export interface CheckLine {
@@ -40,7 +41,7 @@ export function hasFatalFailure(lines: CheckLine[]): boolean {
 /** What the boot probe needs of a VMM driver (a seam for its unit test). */
 export type ProbedHypervisor = Pick<Hypervisor, 'start' | 'stop' | 'exited' | 'consoleTail' | 'agentChannelKind'>;
 
-export async function bootProbe(config: RuntimeConfig, accelerator: Accelerator, timeoutMs: number, hypervisor: ProbedHypervisor = createHypervisor(config.hypervisor, silentLogger())): Promise<{ booted: boolean; seconds: number; detail: string }> {
+export async function bootProbe(config: RuntimeConfig, accelerator: Accelerator, timeoutMs: number, hypervisor: ProbedHypervisor = createHypervisor({ ...config.hypervisor, ksm: config.runtime.ksm }, silentLogger())): Promise<{ booted: boolean; seconds: number; detail: string }> {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-check-'));
   fs.mkdirSync(path.join(workDir, 'shared'));
   const started = Date.now();
@@ -110,15 +111,21 @@ export async function sharedFsCheck(config: RuntimeConfig): Promise<CheckLine> {
 }
 
 /** How the shim reaches the agent, and whether what that needs is here. */
-export async function agentChannelCheck(config: RuntimeConfig): Promise<CheckLine> {
+export async function agentChannelCheck(config: RuntimeConfig, host: AgentChannelHost = HOST_AGENT_CHANNEL): Promise<CheckLine> {
   const h = config.hypervisor;
   if (h.kind !== 'qemu') return { verdict: 'PASS', name: 'agent channel', detail: `hybrid vsock, ${VMM_NAMES[h.kind]}'s own vsock device` };
-  if (h.agentChannel === 'virtio-serial') return { verdict: 'PASS', name: 'agent channel', detail: 'virtio-serial (no daemon, guest RAM private); agent_channel = "hybrid-vsock" would use vhost-device-vsock' };
+  const choice = chooseAgentChannel(h.agentChannel, { vsockBackend: h.vsockBackend, ksm: config.runtime.ksm }, host);
+  // Kernel vhost-vsock would need AF_VSOCK in the shim, which Node lacks: said once, here.
+  const kernelVsock = 'kernel vhost-vsock is not used (Node has no AF_VSOCK to dial a guest CID)';
+  if (choice.channel === 'virtio-serial') {
+    const alternative = h.agentChannel === 'virtio-serial' ? '; agent_channel = "hybrid-vsock" would use vhost-device-vsock' : '';
+    return { verdict: 'PASS', name: 'agent channel', detail: `virtio-serial (no daemon, guest RAM private): ${choice.reason}${alternative}; ${kernelVsock}` };
+  }
   try {
     const version = await vsockBackendVersion(h.vsockBackend);
-    return { verdict: 'PASS', name: 'agent channel', detail: `hybrid vsock through ${h.vsockBackend} (${version}): agent on vsock port 1024, debug console on 1026, guest RAM shared` };
+    return { verdict: 'PASS', name: 'agent channel', detail: `hybrid vsock through ${h.vsockBackend} (${version}): ${choice.reason}; agent on vsock port 1024, debug console on 1026, guest RAM shared; ${kernelVsock}` };
   } catch (err) {
-    return { verdict: 'FAIL', name: 'agent channel', detail: `agent_channel = "hybrid-vsock", but ${(err as Error).message}: sandboxes will not start` };
+    return { verdict: 'FAIL', name: 'agent channel', detail: `${choice.reason}, but ${(err as Error).message}: sandboxes will not start` };
   }
 }
 

@@ -13,7 +13,7 @@ import { DEFAULT_VSOCK_BACKEND } from '../hypervisors/vsock-backend';
 export const SHARED_FS_KINDS = ['virtio-9p', 'virtio-fs'] as const;
 export type SharedFs = (typeof SHARED_FS_KINDS)[number];
 /** How the shim reaches the agent in a QEMU guest (Cloud Hypervisor and Firecracker: hybrid vsock only). */
-export const QEMU_AGENT_CHANNELS = ['virtio-serial', 'hybrid-vsock'] as const;
+export const QEMU_AGENT_CHANNELS = ['virtio-serial', 'hybrid-vsock', 'auto'] as const;
 export type QemuAgentChannel = (typeof QEMU_AGENT_CHANNELS)[number];
 
 export interface HypervisorConfig {
@@ -50,6 +50,8 @@ export interface HypervisorConfig {
    * private guest RAM) or "hybrid-vsock": vsock ports 1024 (agent) and 1026 (debug
    * console), as Kata's, through vhost-user-vsock-pci and one vhost-device-vsock per
    * sandbox (guest RAM in shared memory), the protocol Cloud Hypervisor and Firecracker speak.
+   * "auto": hybrid-vsock where vsockBackend is installed and ksm is not "on",
+   * virtio-serial otherwise (hypervisors/qemu/agent-channel-choice.ts).
    */
   agentChannel: QemuAgentChannel;
   /** The vhost-device-vsock binary for agentChannel "hybrid-vsock" (scripts/fetch-vhost-device-vsock.sh). */
@@ -298,7 +300,7 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   // Started as root: a bare name would be whatever PATH finds first.
   if (h.virtioFsDaemon && !path.isAbsolute(h.virtioFsDaemon)) fail('hypervisor', 'virtioFsDaemon', `must be an absolute path, got ${JSON.stringify(h.virtioFsDaemon)}`);
   if (!QEMU_AGENT_CHANNELS.includes(h.agentChannel)) fail('hypervisor', 'agentChannel', `must be one of ${QEMU_AGENT_CHANNELS.map((c) => JSON.stringify(c)).join(', ')}, got ${JSON.stringify(h.agentChannel)}`);
-  if (h.kind === 'qemu' && h.agentChannel === 'hybrid-vsock' && !path.isAbsolute(h.vsockBackend)) fail('hypervisor', 'vsockBackend', `must be the absolute path of vhost-device-vsock (the agent channel is hybrid-vsock), got ${JSON.stringify(h.vsockBackend)}`);
+  if (h.kind === 'qemu' && h.agentChannel !== 'virtio-serial' && !path.isAbsolute(h.vsockBackend)) fail('hypervisor', 'vsockBackend', `must be the absolute path of vhost-device-vsock (the agent channel is hybrid-vsock), got ${JSON.stringify(h.vsockBackend)}`);
   if (h.kind !== 'firecracker' && h.sharedFs === 'virtio-fs' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', `must name the virtiofsd binary: ${h.kind === 'clh' ? 'Cloud Hypervisor shares the sandbox directory only over virtio-fs' : 'the shared filesystem is virtio-fs'}`);
 }
 

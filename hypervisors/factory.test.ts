@@ -19,6 +19,16 @@ describe('createHypervisor', () => {
     expect(hypervisor.agentChannelKind).toBe(channel);
   });
 
+  it('resolves agent_channel = "auto" for QEMU from what the host has', () => {
+    const choice = { kind: 'qemu', virtioFsDaemon: '', agentChannel: 'auto', vsockBackend: '/opt/vhost-device-vsock' } as const;
+    const withBackend = { backendInstalled: () => true };
+    const without = { backendInstalled: () => false };
+    expect(createHypervisor(choice, silentLogger(), withBackend).agentChannelKind).toBe('hybrid-vsock');
+    expect(createHypervisor(choice, silentLogger(), without).agentChannelKind).toBe('virtio-serial');
+    expect(createHypervisor({ ...choice, ksm: 'on' }, silentLogger(), withBackend).agentChannelKind).toBe('virtio-serial');
+    expect(createHypervisor({ ...choice, agentChannel: 'hybrid-vsock' }, silentLogger(), without).agentChannelKind).toBe('hybrid-vsock');
+  });
+
   it('gives Cloud Hypervisor the configured virtiofsd for the shared directory', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'factory-'));
     try {

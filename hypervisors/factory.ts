@@ -5,6 +5,7 @@ import { CloudHypervisor } from './cloud-hypervisor';
 import { Firecracker } from './firecracker';
 import { Hypervisor, HypervisorKind } from './hypervisor';
 import { QemuHypervisor } from './qemu';
+import { AgentChannelHost, chooseAgentChannel, HOST_AGENT_CHANNEL } from './qemu/agent-channel-choice';
 import { VirtioFsCache } from './virtiofsd';
 import { DEFAULT_VSOCK_BACKEND } from './vsock-backend';
 
@@ -19,19 +20,25 @@ export interface DriverChoice {
   virtioFsCache?: VirtioFsCache;
   /** QEMU: whether the guest CPU keeps its virtual PMU (false: -cpu …,pmu=off); default true. */
   pmu?: boolean;
-  /** QEMU: "hybrid-vsock" reaches the agent through vsockBackend (vhost-device-vsock); anything else over virtio-serial. */
+  /** QEMU: "hybrid-vsock" reaches the agent through vsockBackend (vhost-device-vsock), "auto" chooses (agent-channel-choice.ts); anything else over virtio-serial. */
   agentChannel?: string;
   vsockBackend?: string;
+  /** The runtime's ksm mode: "on" keeps "auto" on virtio-serial. */
+  ksm?: string;
 }
 
-export function createHypervisor(choice: DriverChoice, logger: Logger): Hypervisor {
+export function createHypervisor(choice: DriverChoice, logger: Logger, host: AgentChannelHost = HOST_AGENT_CHANNEL): Hypervisor {
   switch (choice.kind) {
-    case 'qemu':
+    case 'qemu': {
+      const vsockBackend = choice.vsockBackend || DEFAULT_VSOCK_BACKEND;
+      const agentChannel = chooseAgentChannel(choice.agentChannel ?? 'virtio-serial', { vsockBackend, ksm: choice.ksm ?? 'unchanged' }, host);
+      if (choice.agentChannel === 'auto') logger.info({ agentChannel: agentChannel.channel, reason: agentChannel.reason }, 'agent channel chosen');
       return new QemuHypervisor(logger.child({ component: 'qemu' }), {
         pmu: choice.pmu,
         virtioFs: choice.sharedFs === 'virtio-fs' ? { binaryPath: choice.virtioFsDaemon, cache: choice.virtioFsCache ?? 'never' } : undefined,
-        vsockBackend: choice.agentChannel === 'hybrid-vsock' ? choice.vsockBackend || DEFAULT_VSOCK_BACKEND : undefined,
+        vsockBackend: agentChannel.channel === 'hybrid-vsock' ? vsockBackend : undefined,
       });
+    }
     case 'clh':
       return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined, virtioFsCache: choice.virtioFsCache });
     case 'firecracker':

@@ -101,7 +101,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
         process.exit(0);
       })());
     // The configuration is read at the first Create: only then are the runtime options and the sandbox's spec known.
-    const pod = new Pod({ namespace: flags.namespace, resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (config, l) => createHypervisor(config.hypervisor, l) }, {
+    const pod = new Pod({ namespace: flags.namespace, resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (config, l) => createHypervisor({ ...config.hypervisor, ksm: config.runtime.ksm }, l) }, {
       onExit: (c, p, exit) => publishExit(events, c, p, exit),
       onOom: (id) => events.publish('/tasks/oom', { container_id: id }),
     }, logger);
