@@ -300,7 +300,7 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   // Started as root: a bare name would be whatever PATH finds first.
   if (h.virtioFsDaemon && !path.isAbsolute(h.virtioFsDaemon)) fail('hypervisor', 'virtioFsDaemon', `must be an absolute path, got ${JSON.stringify(h.virtioFsDaemon)}`);
   if (!QEMU_AGENT_CHANNELS.includes(h.agentChannel)) fail('hypervisor', 'agentChannel', `must be one of ${QEMU_AGENT_CHANNELS.map((c) => JSON.stringify(c)).join(', ')}, got ${JSON.stringify(h.agentChannel)}`);
-  if (h.kind === 'qemu' && h.agentChannel !== 'virtio-serial' && !path.isAbsolute(h.vsockBackend)) fail('hypervisor', 'vsockBackend', `must be the absolute path of vhost-device-vsock (the agent channel is hybrid-vsock), got ${JSON.stringify(h.vsockBackend)}`);
+  if (h.kind === 'qemu' && h.agentChannel !== 'virtio-serial' && !path.isAbsolute(h.vsockBackend)) fail('hypervisor', 'vsockBackend', `must be the absolute path of vhost-device-vsock (the agent channel is ${h.agentChannel}), got ${JSON.stringify(h.vsockBackend)}`);
   if (h.kind !== 'firecracker' && h.sharedFs === 'virtio-fs' && !h.virtioFsDaemon) fail('hypervisor', 'virtioFsDaemon', `must name the virtiofsd binary: ${h.kind === 'clh' ? 'Cloud Hypervisor shares the sandbox directory only over virtio-fs' : 'the shared filesystem is virtio-fs'}`);
 }
 

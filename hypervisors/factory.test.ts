@@ -14,13 +14,13 @@ describe('createHypervisor', () => {
     ['clh', 'hybrid-vsock', CloudHypervisor],
     ['firecracker', 'hybrid-vsock', Firecracker],
   ] as const)('builds the %s driver, which takes the agent over %s', (kind, channel, driver) => {
-    const hypervisor = createHypervisor({ kind, virtioFsDaemon: '' }, silentLogger());
+    const hypervisor = createHypervisor({ kind, virtioFsDaemon: '', ksm: 'unchanged' }, silentLogger());
     expect(hypervisor).toBeInstanceOf(driver);
     expect(hypervisor.agentChannelKind).toBe(channel);
   });
 
   it('resolves agent_channel = "auto" for QEMU from what the host has', () => {
-    const choice = { kind: 'qemu', virtioFsDaemon: '', agentChannel: 'auto', vsockBackend: '/opt/vhost-device-vsock' } as const;
+    const choice = { kind: 'qemu', virtioFsDaemon: '', agentChannel: 'auto', vsockBackend: '/opt/vhost-device-vsock', ksm: 'unchanged' } as const;
     const withBackend = { backendInstalled: () => true };
     const without = { backendInstalled: () => false };
     expect(createHypervisor(choice, silentLogger(), withBackend).agentChannelKind).toBe('hybrid-vsock');
@@ -47,8 +47,8 @@ describe('createHypervisor', () => {
         sharedDirectories: [{ tag: 'kataShared', hostPath: dir }],
       };
       // The daemon is started before the VMM, so its path shows in the first error.
-      await expect(createHypervisor({ kind: 'clh', virtioFsDaemon: '/nonexistent/virtiofsd' }, silentLogger()).start(vm)).rejects.toThrow("binary '/nonexistent/virtiofsd' is not an executable file");
-      await expect(createHypervisor({ kind: 'clh', virtioFsDaemon: '' }, silentLogger()).start(vm)).rejects.toThrow('shares directories over virtio-fs only, which needs virtiofsd');
+      await expect(createHypervisor({ kind: 'clh', virtioFsDaemon: '/nonexistent/virtiofsd', ksm: 'unchanged' }, silentLogger()).start(vm)).rejects.toThrow("binary '/nonexistent/virtiofsd' is not an executable file");
+      await expect(createHypervisor({ kind: 'clh', virtioFsDaemon: '', ksm: 'unchanged' }, silentLogger()).start(vm)).rejects.toThrow('shares directories over virtio-fs only, which needs virtiofsd');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -23,15 +23,15 @@ export interface DriverChoice {
   /** QEMU: "hybrid-vsock" reaches the agent through vsockBackend (vhost-device-vsock), "auto" chooses (agent-channel-choice.ts); anything else over virtio-serial. */
   agentChannel?: string;
   vsockBackend?: string;
-  /** The runtime's ksm mode: "on" keeps "auto" on virtio-serial. */
-  ksm?: string;
+  /** The runtime's ksm mode: "on" keeps "auto" on virtio-serial (required, so no caller forgets it). */
+  ksm: string;
 }
 
 export function createHypervisor(choice: DriverChoice, logger: Logger, host: AgentChannelHost = HOST_AGENT_CHANNEL): Hypervisor {
   switch (choice.kind) {
     case 'qemu': {
       const vsockBackend = choice.vsockBackend || DEFAULT_VSOCK_BACKEND;
-      const agentChannel = chooseAgentChannel(choice.agentChannel ?? 'virtio-serial', { vsockBackend, ksm: choice.ksm ?? 'unchanged' }, host);
+      const agentChannel = chooseAgentChannel(choice.agentChannel ?? 'virtio-serial', { vsockBackend, ksm: choice.ksm }, host);
       if (choice.agentChannel === 'auto') logger.info({ agentChannel: agentChannel.channel, reason: agentChannel.reason }, 'agent channel chosen');
       return new QemuHypervisor(logger.child({ component: 'qemu' }), {
         pmu: choice.pmu,

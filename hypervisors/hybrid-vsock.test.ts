@@ -120,6 +120,33 @@ describe('connectHybridVsock', () => {
     expect(elapsed).toBeLessThan(10_000);
   });
 
+  it('waits briefly again after a refusal: one early silence does not slow every later attempt', async () => {
+    // Silent, silent, refused, silent, answered: the last silence is waited for 100 ms again, not 400.
+    const script = ['silent', 'silent', 'refuse', 'silent', 'ok'];
+    const stamps: number[] = [];
+    const held: net.Socket[] = [];
+    const server = net.createServer((s) => {
+      s.on('error', () => undefined);
+      s.once('data', () => {
+        stamps.push(Date.now());
+        const step = script.shift();
+        if (step === 'refuse') s.destroy();
+        else if (step === 'ok') s.end('OK 1073741824\n');
+        else held.push(s);
+      });
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(socketPath, r));
+    const socket = await connectHybridVsock(socketPath, 1024, 20_000, { firstAnswerTimeoutMs: 100 });
+    socket.destroy();
+    held.forEach((s) => s.destroy());
+    expect(stamps).toHaveLength(5);
+    // The fourth attempt (silent) is abandoned after ~100 ms, not ~400 ms: the fifth follows soon.
+    expect(stamps[4] - stamps[3]).toBeLessThan(350);
+    // The second wait was the doubled one.
+    expect(stamps[2] - stamps[1]).toBeGreaterThanOrEqual(200);
+  });
+
   it('gives up at the deadline when nothing ever answers, saying so', async () => {
     const server = net.createServer((s) => s.resume().on('error', () => undefined));
     servers.push(server);

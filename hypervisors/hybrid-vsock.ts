@@ -10,7 +10,7 @@
 // resetting the device) can be dropped, with nothing left to ever answer or close.
 // So no single attempt may wait for the whole deadline: an unanswered attempt is
 // abandoned and retried, with a bound that doubles each time in case the guest is
-// merely slow (a busy TCG guest), never shorter than the first.
+// merely slow (a busy TCG guest), and starts again from the first after a refusal.
 import * as net from 'net';
 import { DeadlineExceededError, UnavailableError } from '../lib/errors';
 
@@ -40,7 +40,8 @@ export async function connectHybridVsock(socketPath: string, port: number, timeo
   if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) throw new RangeError(`vsock port must be a 32-bit unsigned integer, got ${port}`);
   const { signal } = opts;
   const deadline = Date.now() + timeoutMs;
-  let answerTimeoutMs = opts.firstAnswerTimeoutMs ?? FIRST_ANSWER_TIMEOUT_MS;
+  const firstAnswerTimeoutMs = opts.firstAnswerTimeoutMs ?? FIRST_ANSWER_TIMEOUT_MS;
+  let answerTimeoutMs = firstAnswerTimeoutMs;
   let lastFailure = 'no attempt finished';
   const aborted = (): UnavailableError => new UnavailableError(`hybrid vsock ${socketPath}: connecting to guest port ${port} was abandoned (last attempt: ${lastFailure})`);
   for (;;) {
@@ -50,7 +51,8 @@ export async function connectHybridVsock(socketPath: string, port: number, timeo
     } catch (err) {
       if (!(err instanceof AttemptFailed)) throw err;
       if (!signal?.aborted) lastFailure = err.message;
-      if (err.unanswered) answerTimeoutMs = Math.min(answerTimeoutMs * 2, MAX_ANSWER_TIMEOUT_MS);
+      // A prompt refusal shows the path answers again: the next silence is waited for briefly again.
+      answerTimeoutMs = err.unanswered ? Math.min(answerTimeoutMs * 2, MAX_ANSWER_TIMEOUT_MS) : firstAnswerTimeoutMs;
     }
     if (Date.now() + RETRY_DELAY_MS >= deadline) break;
     await pause(RETRY_DELAY_MS, signal);

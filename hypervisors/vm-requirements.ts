@@ -24,7 +24,7 @@ export const DEBUG_CONSOLE_VSOCK_PARAM = 'katats.debug_console_vsock=1';
  * vsock relay (ports 1024 and, with the debug console, 1026; guest/init, agent/main.ts).
  */
 export function vsockChannelKernelParams(config: Pick<VmConfig, 'agentChannel' | 'debugConsole'>): string[] {
-  if (config.agentChannel.kind === 'virtio-serial') return [];
+  if (config.agentChannel.kind !== 'hybrid-vsock') return [];
   return [AGENT_VSOCK_PARAM, ...(config.debugConsole ? [DEBUG_CONSOLE_VSOCK_PARAM] : [])];
 }
 

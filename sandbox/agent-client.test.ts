@@ -80,12 +80,32 @@ describe('TtrpcAgentClient.connect', () => {
         accept: (_port, stream) => (silent.length < 1 ? silent.push(stream.on('data', () => undefined)) : agent.server.serveConnection(stream)),
       });
       cleanups.push(() => new Promise((r) => vmm.close(r)), () => agent.server.close(), () => silent.forEach((s) => s.destroy()));
-      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(20_000));
+      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, options(10_000));
       cleanups.push(() => client.close());
       expect(details).toEqual(FAKE_GUEST);
       expect(silent).toHaveLength(1);
       expect(silent[0].destroyed || silent[0].readableEnded).toBe(true); // the stuck connection was given up
     }, 20_000);
+
+    it('waits longer after each redial, so a guest slower than the first wait still gets through', async () => {
+      // Every connection's first answer takes 350 ms; the tries wait 100 ms at first.
+      const socketPath = path.join(dir, 'vsock.sock');
+      const agent = fakeAgent({ GetGuestDetails: () => new Promise((resolve) => setTimeout(() => resolve(FAKE_GUEST), 350)) });
+      let connections = 0;
+      const vmm = await serveHybridVsock(socketPath, {
+        isListening: (port) => port === 1024,
+        accept: (_port, stream) => {
+          connections++;
+          agent.server.serveConnection(stream);
+        },
+      });
+      cleanups.push(() => new Promise((r) => vmm.close(r)), () => agent.server.close());
+      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(10_000), firstTryTimeoutMs: 100 });
+      cleanups.push(() => client.close());
+      expect(details).toEqual(FAKE_GUEST);
+      // 100 ms twice, 200 ms twice, then 400 ms: the third connection's first try is answered.
+      expect(connections).toBe(3);
+    });
 
     it('waits for the VMM to create its socket', async () => {
       const socketPath = path.join(dir, 'vsock.sock');

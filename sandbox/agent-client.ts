@@ -65,22 +65,25 @@ export interface AgentClient {
 const VM_EXITED = 'the VM exited before its agent answered';
 /** The pause between two tries to reach a booting agent. */
 const REDIAL_PAUSE_MS = 100;
-/** A boot-time try's wait for GetGuestDetails. */
+/** A boot-time try's first wait for GetGuestDetails; doubled after each stuck-connection redial, up to the cap. */
 const BOOT_TRY_TIMEOUT_MS = 3000;
+const MAX_BOOT_TRY_TIMEOUT_MS = 30_000;
 /**
  * Over hybrid vsock, unanswered tries on one connection before it is dialled anew. The
  * VMM acknowledges a connection only once the guest accepted it, and the guest relay
  * starts only after its agent listens, so an acknowledged connection that stays silent
  * is stuck somewhere on the way (a lost packet in the VMM's vsock device, a stuck relay
  * child), not waiting for a booting guest; a new connection takes a new path. Two
- * tries, so a merely slow guest is not abandoned at its first slow answer.
+ * tries, so a merely slow guest is not abandoned at its first slow answer, and each
+ * redial doubles the tries' wait, so a guest slower than any fixed wait still gets through.
  */
 const SILENT_TRIES_BEFORE_REDIAL = 2;
 /** GetGuestMetrics answers beyond this are refused undecoded (the guest's meminfo has ~60 entries). */
 const GUEST_METRICS_MAX_BYTES = 64 * 1024;
 
 /** The host end of the agent channel, connected; `vmGone` aborts the wait. */
-async function openChannel(channel: AgentChannel, timeoutMs: number, vmGone: AbortSignal): Promise<net.Socket> {
+/** `timeoutMs` is what is left of `bootTimeoutMs`, which the error names (the limit a person can change). */
+async function openChannel(channel: AgentChannel, timeoutMs: number, bootTimeoutMs: number, vmGone: AbortSignal): Promise<net.Socket> {
   switch (channel.kind) {
     case 'virtio-serial':
       return new Promise<net.Socket>((resolve, reject) => {
@@ -93,7 +96,7 @@ async function openChannel(channel: AgentChannel, timeoutMs: number, vmGone: Abo
         return await connectHybridVsock(channel.socketPath, channel.port, timeoutMs, { signal: vmGone });
       } catch (err) {
         if (vmGone.aborted) throw new UnavailableError(VM_EXITED, { cause: err });
-        if (err instanceof DeadlineExceededError) throw new DeadlineExceededError(`the guest agent did not answer within ${timeoutMs} ms: ${err.message}`, { cause: err });
+        if (err instanceof DeadlineExceededError) throw new DeadlineExceededError(`the guest agent did not answer within ${bootTimeoutMs} ms: ${err.message}`, { cause: err });
         throw err;
       }
     case 'vsock':
@@ -124,7 +127,7 @@ export class TtrpcAgentClient implements AgentClient {
    */
   static async connect(
     channel: AgentChannel,
-    opts: { bootTimeoutMs: number; callTimeoutMs: number; vmExited: Promise<unknown>; logger: Logger; observeCall?: AgentCallObserver },
+    opts: { bootTimeoutMs: number; callTimeoutMs: number; vmExited: Promise<unknown>; logger: Logger; observeCall?: AgentCallObserver; firstTryTimeoutMs?: number },
   ): Promise<{ agent: TtrpcAgentClient; details: GuestDetails }> {
     const deadline = Date.now() + opts.bootTimeoutMs;
     let vmGone = false;
@@ -134,7 +137,7 @@ export class TtrpcAgentClient implements AgentClient {
       vmGoneSignal.abort();
     });
     const dial = async (): Promise<{ agent: TtrpcAgentClient; lost: () => boolean }> => {
-      const agent = new TtrpcAgentClient(new TtrpcClient(await openChannel(channel, Math.max(1, deadline - Date.now()), vmGoneSignal.signal)), opts.callTimeoutMs);
+      const agent = new TtrpcAgentClient(new TtrpcClient(await openChannel(channel, Math.max(1, deadline - Date.now()), opts.bootTimeoutMs, vmGoneSignal.signal)), opts.callTimeoutMs);
       let lost = false;
       void agent.disconnected.then(() => (lost = true));
       return { agent, lost: () => lost };
@@ -142,10 +145,11 @@ export class TtrpcAgentClient implements AgentClient {
     let current = await dial();
     let attempt = 0;
     let silentTries = 0;
+    let tryTimeoutMs = opts.firstTryTimeoutMs ?? BOOT_TRY_TIMEOUT_MS;
     while (!vmGone && Date.now() < deadline) {
       attempt++;
       try {
-        const details = await current.agent.guestDetails(Math.min(BOOT_TRY_TIMEOUT_MS, Math.max(1, deadline - Date.now())));
+        const details = await current.agent.guestDetails(Math.min(tryTimeoutMs, Math.max(1, deadline - Date.now())));
         opts.logger.info({ attempt, channel: channel.kind, ...details }, 'agent ready');
         current.agent.observeCall = opts.observeCall;
         return { agent: current.agent, details };
@@ -162,7 +166,10 @@ export class TtrpcAgentClient implements AgentClient {
         // Over vsock the guest may accept and then close (its relay gave up, or root in
         // the guest closed it), or accept and never answer: dial again rather than ask
         // a dead connection. (On virtio-serial there is only the one connection.)
-        if (stuck) opts.logger.info({ attempt, silentTries }, 'the agent accepted the vsock connection but did not answer on it; dialling again');
+        if (stuck) {
+          opts.logger.info({ attempt, silentTries, tryTimeoutMs }, 'the agent accepted the vsock connection but did not answer on it; dialling again');
+          tryTimeoutMs = Math.min(tryTimeoutMs * 2, MAX_BOOT_TRY_TIMEOUT_MS);
+        }
         current.agent.close();
         current = await dial();
         silentTries = 0;

@@ -8,6 +8,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as pty from 'node-pty';
 import { run, RunResult } from '../harness/exec';
+import { chooseAgentChannel } from '../../hypervisors/qemu/agent-channel-choice';
+import { DEFAULT_VSOCK_BACKEND } from '../../hypervisors/vsock-backend';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { dataPathFromEnv, KataEnv, REPO, removeContainer, RUNTIME, startKataEnv, writeConfig, expectCtrOk } from './kata-env';
 
@@ -19,8 +21,8 @@ const BOOT_ID = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})
 const KERNEL_RELEASE = /^(\d+\.\d+\.\d+\S*?)\r?$/gm;
 /** ash's prompt; it then asks the terminal where the cursor is (ESC [6n), which this one never answers. */
 const PROMPT = /# (\x1b\[6n)?$/;
-/** make test-vsock: the agent and the console are reached over vsock. */
-const OVER_VSOCK = dataPathFromEnv().agentChannel === 'hybrid-vsock';
+/** make test-vsock: the agent and the console are reached over vsock (agent_channel "hybrid-vsock", or "auto" resolving to it). */
+const OVER_VSOCK = ((dataPath) => chooseAgentChannel(dataPath.agentChannel ?? 'virtio-serial', { vsockBackend: dataPath.vsockBackend ?? DEFAULT_VSOCK_BACKEND, ksm: 'unchanged' }).channel === 'hybrid-vsock')(dataPathFromEnv());
 
 describe('kata-ts-runtime exec (debug console)', () => {
   let env: KataEnv;

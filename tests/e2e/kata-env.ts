@@ -203,10 +203,15 @@ export async function removeContainer(ctr: Ctr, id: string): Promise<void> {
  */
 export function expectCtrOk(result: { code: number | null; stdout: string; stderr: string }, logs: () => string, id: string): void {
   if (result.code === 0) return;
-  const quoted = `"${id}"`;
-  const lines = logs().split('\n').filter((line) => line.includes(quoted) || line.includes(`/${id}/`)).slice(-80);
+  // The shim's JSON lines carry "shim":"<id>"; containerd's own, id=<id> or a path with /<id>/ in it.
+  const mentions = new RegExp(`"${escapeRegExp(id)}"|\\bid=${escapeRegExp(id)}\\b|/${escapeRegExp(id)}/`);
+  const lines = logs().split('\n').filter((line) => mentions.test(line)).slice(-80);
   throw new Error(
     `ctr failed (code ${result.code}) for ${id}\n--- ctr stdout ---\n${result.stdout}\n--- ctr stderr ---\n${result.stderr}\n` +
       `--- containerd and shim log lines about ${id} (last ${lines.length}) ---\n${lines.join('\n')}`,
   );
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

@@ -599,6 +599,11 @@ function sleep(ms: number): Promise<void> {
 function keepLogIfAsked(dir: string, log: string): void {
   const keep = process.env.KATATS_E2E_KEEP_LOGS;
   if (!keep) return;
-  fs.mkdirSync(keep, { recursive: true });
-  fs.writeFileSync(path.join(keep, `containerd-${path.basename(dir)}.log`), log);
+  try {
+    fs.mkdirSync(keep, { recursive: true });
+    fs.writeFileSync(path.join(keep, `containerd-${path.basename(dir)}.log`), log);
+  } catch (err) {
+    // Never at the cost of the clean-up that follows.
+    console.warn(`KATATS_E2E_KEEP_LOGS: cannot keep the log in ${keep}: ${(err as Error).message}`);
+  }
 }
