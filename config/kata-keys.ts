@@ -153,7 +153,6 @@ export function kataHypervisorKeys(kind: HypervisorKind): Record<string, KataKey
     valid_virtio_fs_daemon_paths: harmless('strings', `${share}; a pod cannot choose a virtiofsd`),
     virtio_fs_cache_size: harmless('integer', share),
     virtio_fs_queue_size: harmless('integer', share),
-    virtio_fs_extra_args: harmless('strings', share),
     msize_9p: harmless('integer', share),
     // Network. vhost-net only makes the NIC faster.
     disable_vhost_net: harmless('boolean', "the NIC is served by the VMM's own virtio-net backend, never vhost-net"),

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { Accelerator, GuestRootfs, HYPERVISOR_KINDS, HypervisorKind } from '../hypervisors/hypervisor';
 import type { IgnoredKey } from './kata-keys';
-import { VIRTIO_FS_CACHE_MODES, VirtioFsCache } from '../hypervisors/virtiofsd';
+import { extraArgsRefusal, VIRTIO_FS_CACHE_MODES, VirtioFsCache } from '../hypervisors/virtiofsd';
 import { DEFAULT_VSOCK_BACKEND } from '../hypervisors/vsock-backend';
 
 /** Kata's shared_fs values kata-ts implements. */
@@ -45,6 +45,8 @@ export interface HypervisorConfig {
   virtioFsDaemon: string;
   /** Kata's virtio_fs_cache: "never", "auto" or "always" (how much of the shared files the guest may cache). */
   virtioFsCache: VirtioFsCache;
+  /** Kata's virtio_fs_extra_args: only --thread-pool-size=N and --announce-submounts (hypervisors/virtiofsd.ts). */
+  virtioFsExtraArgs: string[];
   /**
    * QEMU only: how the shim reaches the agent. "virtio-serial" (the default: no daemon,
    * private guest RAM) or "hybrid-vsock": vsock ports 1024 (agent) and 1026 (debug
@@ -155,6 +157,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       // container re-created under the same id (ctr allows it) found an empty rootfs for
       // a while: the guest kept the dentries of the previous one (boundary.test.ts 3).
       virtioFsCache: 'never',
+      virtioFsExtraArgs: [],
       agentChannel: 'virtio-serial',
       vsockBackend: kind === 'qemu' ? DEFAULT_VSOCK_BACKEND : '',
       seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
@@ -175,6 +178,7 @@ const ONLY_FOR: Partial<Record<keyof HypervisorConfig, { kinds: readonly Hypervi
   sharedFs: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem' },
   virtioFsDaemon: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem, so no virtiofsd' },
   virtioFsCache: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem, so no virtiofsd' },
+  virtioFsExtraArgs: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no shared filesystem, so no virtiofsd' },
   image: { kinds: ['qemu', 'clh'], reason: 'Firecracker has no NVDIMM or virtio-pmem device to map a DAX image; set initrd instead' },
   agentChannel: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker reach the agent over their own hybrid vsock, always' },
   vsockBackend: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker have their own vsock device; only QEMU needs vhost-device-vsock' },
@@ -296,6 +300,9 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   }
   if (!SHARED_FS_KINDS.includes(h.sharedFs)) fail('hypervisor', 'sharedFs', `must be one of ${SHARED_FS_KINDS.map((k) => JSON.stringify(k)).join(', ')}, got ${JSON.stringify(h.sharedFs)}`);
   if (h.kind === 'clh' && h.sharedFs !== 'virtio-fs') fail('hypervisor', 'sharedFs', 'must be "virtio-fs": Cloud Hypervisor has no virtio-9p');
+  if (!Array.isArray(h.virtioFsExtraArgs) || !h.virtioFsExtraArgs.every((a) => typeof a === 'string')) fail('hypervisor', 'virtioFsExtraArgs', 'must be a list of strings');
+  const extraArgsRefused = extraArgsRefusal(h.virtioFsExtraArgs);
+  if (extraArgsRefused) fail('hypervisor', 'virtioFsExtraArgs', extraArgsRefused);
   if (!VIRTIO_FS_CACHE_MODES.includes(h.virtioFsCache)) fail('hypervisor', 'virtioFsCache', `must be one of ${VIRTIO_FS_CACHE_MODES.map((m) => JSON.stringify(m)).join(', ')}, got ${JSON.stringify(h.virtioFsCache)}`);
   // Started as root: a bare name would be whatever PATH finds first.
   if (h.virtioFsDaemon && !path.isAbsolute(h.virtioFsDaemon)) fail('hypervisor', 'virtioFsDaemon', `must be an absolute path, got ${JSON.stringify(h.virtioFsDaemon)}`);

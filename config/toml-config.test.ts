@@ -42,7 +42,7 @@ state_dir = "/run/kt"
 ksm = "off"
 `);
     const { config } = loadTomlConfig(main);
-    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'never', agentChannel: 'virtio-serial', vsockBackend: '/usr/bin/vhost-device-vsock', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, pmu: true, enableAnnotations: [] });
+    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'never', virtioFsExtraArgs: [], agentChannel: 'virtio-serial', vsockBackend: '/usr/bin/vhost-device-vsock', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, pmu: true, enableAnnotations: [] });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000, debugConsole: true });
     expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [], killGraceMs: 10_000 });
     expect(defaultConfig().runtime.ksm).toBe('unchanged');
@@ -116,7 +116,7 @@ ksm = "off"
     ['[hypervisor.dragonball]\npath = "/x"\n', '[hypervisor.dragonball]: kata-ts has no driver for this VMM (it drives [hypervisor.qemu], [hypervisor.clh], [hypervisor.firecracker])'],
     ['[hypervisor.qemu.extra]\nx = 1\n', '[hypervisor.qemu.extra]: unknown section'],
     ['colour = "red"\n', 'colour: unknown key at the top level'],
-    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu]: neither kata-ts nor Kata has it; kata-ts implements path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, shared_fs, virtio_fs_daemon, virtio_fs_cache, agent_channel, vsock_backend, seccompsandbox, cpu_features, enable_annotations'],
+    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu]: neither kata-ts nor Kata has it; kata-ts implements path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, shared_fs, virtio_fs_daemon, virtio_fs_cache, virtio_fs_extra_args, agent_channel, vsock_backend, seccompsandbox, cpu_features, enable_annotations'],
     ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker]: neither kata-ts nor Kata has it; kata-ts implements path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, enable_annotations'],
     ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata]: neither kata-ts nor Kata has it; kata-ts implements dial_timeout, call_timeout, debug_console_enabled'],
     ['[runtime]\nstate_dri = "/run/kt"\n', 'runtime.state_dri: unknown key in [runtime]: did you mean state_dir?'],

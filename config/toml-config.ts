@@ -37,6 +37,7 @@ const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
   shared_fs: { field: 'sharedFs' },
   virtio_fs_daemon: { field: 'virtioFsDaemon' },
   virtio_fs_cache: { field: 'virtioFsCache' },
+  virtio_fs_extra_args: { field: 'virtioFsExtraArgs' },
   agent_channel: { field: 'agentChannel' },
   vsock_backend: { field: 'vsockBackend' },
   seccompsandbox: { field: 'seccompSandbox' },

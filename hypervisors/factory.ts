@@ -18,6 +18,8 @@ export interface DriverChoice {
   virtioFsDaemon: string;
   /** virtiofsd's cache mode; default never. */
   virtioFsCache?: VirtioFsCache;
+  /** Kata's virtio_fs_extra_args (validated by the configuration; virtiofsdArgs refuses them again). */
+  virtioFsExtraArgs?: readonly string[];
   /** QEMU: whether the guest CPU keeps its virtual PMU (false: -cpu …,pmu=off); default true. */
   pmu?: boolean;
   /** QEMU: "hybrid-vsock" reaches the agent through vsockBackend (vhost-device-vsock), "auto" chooses (agent-channel-choice.ts); anything else over virtio-serial. */
@@ -35,12 +37,12 @@ export function createHypervisor(choice: DriverChoice, logger: Logger, host: Age
       if (choice.agentChannel === 'auto') logger.info({ agentChannel: agentChannel.channel, reason: agentChannel.reason }, 'agent channel chosen');
       return new QemuHypervisor(logger.child({ component: 'qemu' }), {
         pmu: choice.pmu,
-        virtioFs: choice.sharedFs === 'virtio-fs' ? { binaryPath: choice.virtioFsDaemon, cache: choice.virtioFsCache ?? 'never' } : undefined,
+        virtioFs: choice.sharedFs === 'virtio-fs' ? { binaryPath: choice.virtioFsDaemon, cache: choice.virtioFsCache ?? 'never', extraArgs: choice.virtioFsExtraArgs } : undefined,
         vsockBackend: agentChannel.channel === 'hybrid-vsock' ? vsockBackend : undefined,
       });
     }
     case 'clh':
-      return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined, virtioFsCache: choice.virtioFsCache });
+      return new CloudHypervisor(logger.child({ component: 'cloud-hypervisor' }), { virtiofsdPath: choice.virtioFsDaemon || undefined, virtioFsCache: choice.virtioFsCache, virtioFsExtraArgs: choice.virtioFsExtraArgs });
     case 'firecracker':
       return new Firecracker(logger.child({ component: 'firecracker' }));
   }

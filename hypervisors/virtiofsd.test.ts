@@ -3,7 +3,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { processStartTime } from '../lib/recorded-process';
-import { cVirtiofsdLockFile, flavourOf, killRecordedVirtiofsDaemons, virtiofsdArgs, virtiofsdFlavour } from './virtiofsd';
+import { runBounded } from '../lib/bounded-command';
+import { cVirtiofsdLockFile, extraArgsRefusal, flavourOf, killRecordedVirtiofsDaemons, virtiofsdArgs, virtiofsdFlavour } from './virtiofsd';
 
 describe('virtiofsd', () => {
   it("tells QEMU's C virtiofsd from the Rust one by --version", () => {
@@ -30,6 +31,24 @@ describe('virtiofsd', () => {
     ]);
     const rust = virtiofsdArgs('rust', '/w/virtiofsd-0.sock', '/w/shared', 'auto');
     expect(rust).toEqual(expect.arrayContaining(['--shared-dir=/w/shared', '--cache=auto', '--sandbox=namespace', '--seccomp=kill', '--modcaps=-mknod:-setfcap']));
+  });
+
+  it("passes Kata's default extra args, after its own flags, and refuses any that could loosen it", () => {
+    const kataDefault = ['--thread-pool-size=1', '--announce-submounts'];
+    // --announce-submounts is passed already (C: -o announce_submounts): not twice.
+    expect(virtiofsdArgs('c', '/w/s.sock', '/w/shared', 'never', kataDefault).slice(-3)).toEqual(['-o', 'log_level=err', '--thread-pool-size=1']);
+    expect(virtiofsdArgs('rust', '/w/s.sock', '/w/shared', 'never', kataDefault).filter((a) => a === '--announce-submounts')).toHaveLength(1);
+    expect(virtiofsdArgs('rust', '/w/s.sock', '/w/shared', 'never', kataDefault).at(-1)).toBe('--thread-pool-size=1');
+    expect(extraArgsRefusal(kataDefault)).toBeUndefined();
+    for (const loosening of ['--sandbox=none', '--seccomp=none', '--modcaps=+mknod', '--xattr', '-o', 'xattr', '--shared-dir=/', '--thread-pool-size=1 --xattr', '--thread-pool-size=99999', '--thread-pool-size']) {
+      expect(extraArgsRefusal([loosening])).toContain(`${JSON.stringify(loosening)} is not passed to virtiofsd`);
+      expect(() => virtiofsdArgs('rust', '/w/s.sock', '/w/shared', 'never', ['--thread-pool-size=2', loosening])).toThrow(/^virtio_fs_extra_args: .* kata-ts allows only --thread-pool-size=N/);
+    }
+  });
+
+  (fs.existsSync('/usr/lib/qemu/virtiofsd') ? it : it.skip)("Debian 12's virtiofsd knows --thread-pool-size", async () => {
+    const { stdout } = await runBounded('/usr/lib/qemu/virtiofsd', ['--help'], 10_000);
+    expect(stdout).toMatch(/--thread-pool-size=NUM/);
   });
 
   it('after a crash, kills the virtiofsd and serving child a work dir records, leaves a reused pid alone, and removes the lock file', async () => {

@@ -36,6 +36,29 @@ export type VirtioFsCache = (typeof VIRTIO_FS_CACHE_MODES)[number];
 export interface VirtiofsdOptions {
   binaryPath: string;
   cache: VirtioFsCache;
+  /** Kata's virtio_fs_extra_args, as far as allowed (extraArgsRefusal). */
+  extraArgs?: readonly string[];
+}
+
+/**
+ * Kata's virtio_fs_extra_args, honoured only where a flag cannot loosen the daemon:
+ * its default (`--thread-pool-size=1`, `--announce-submounts`). Any other flag could
+ * undo the confinement (`--sandbox`, `--seccomp`, `--modcaps`, `--xattr`, `-o …`) or
+ * widen the share, so it is refused with the reason, not passed on.
+ */
+const THREAD_POOL_SIZE = /^--thread-pool-size=(\d{1,4})$/;
+const MAX_THREAD_POOL_SIZE = 1024;
+const ANNOUNCE_SUBMOUNTS = '--announce-submounts';
+
+/** Why `args` cannot be passed to virtiofsd, or undefined if they all can. */
+export function extraArgsRefusal(args: readonly string[]): string | undefined {
+  for (const arg of args) {
+    if (arg === ANNOUNCE_SUBMOUNTS) continue;
+    const pool = THREAD_POOL_SIZE.exec(arg);
+    if (pool && Number(pool[1]) <= MAX_THREAD_POOL_SIZE) continue;
+    return `${JSON.stringify(arg)} is not passed to virtiofsd: kata-ts allows only --thread-pool-size=N (N up to ${MAX_THREAD_POOL_SIZE}) and --announce-submounts, since other flags can undo its confinement (sandbox, seccomp, capabilities, xattrs) or widen its share`;
+  }
+  return undefined;
 }
 
 /** The vhost-user socket of the virtiofsd serving sharedDirectories[index]. */
@@ -70,7 +93,15 @@ export function flavourOf(versionOutput: string, binaryPath: string): VirtiofsdF
 }
 
 /** The command line of one confined virtiofsd (see the top of this file). */
-export function virtiofsdArgs(flavour: VirtiofsdFlavour, socketPath: string, sharedDir: string, cache: VirtioFsCache): string[] {
+export function virtiofsdArgs(flavour: VirtiofsdFlavour, socketPath: string, sharedDir: string, cache: VirtioFsCache, extraArgs: readonly string[] = []): string[] {
+  const refusal = extraArgsRefusal(extraArgs);
+  if (refusal) throw new HypervisorError(`virtio_fs_extra_args: ${refusal}`);
+  // Both flavours take --thread-pool-size=N; --announce-submounts is passed already.
+  const extra = extraArgs.filter((arg) => arg !== ANNOUNCE_SUBMOUNTS);
+  return [...confinedArgs(flavour, socketPath, sharedDir, cache), ...extra];
+}
+
+function confinedArgs(flavour: VirtiofsdFlavour, socketPath: string, sharedDir: string, cache: VirtioFsCache): string[] {
   if (flavour === 'c') {
     return [
       `--socket-path=${socketPath}`,
@@ -140,7 +171,7 @@ export async function startVirtiofsDaemons(options: VirtiofsdOptions, workDir: s
       const process = VmmProcess.spawn({
         name: `virtiofsd (${share.tag})`,
         binaryPath: options.binaryPath,
-        args: virtiofsdArgs(flavour, socketPath, share.hostPath, options.cache),
+        args: virtiofsdArgs(flavour, socketPath, share.hostPath, options.cache, options.extraArgs),
         logger,
       });
       const daemon = { process, flavour, socketPath, recordFile: virtiofsdRecord(workDir, index), childRecordFile: virtiofsdChildRecord(workDir, index) };

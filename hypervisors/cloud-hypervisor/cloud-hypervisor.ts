@@ -37,7 +37,7 @@ export class CloudHypervisor extends RestVmmDriver<CloudHypervisorApi> {
     const paths = clhPaths(config.workDir);
     prepareWorkDir(config.workDir, [paths.apiSocket, vmConfig.vsock.socket]);
     if (this.options.virtiofsdPath) {
-      const daemon = { binaryPath: this.options.virtiofsdPath, cache: this.options.virtioFsCache ?? 'never' };
+      const daemon = { binaryPath: this.options.virtiofsdPath, cache: this.options.virtioFsCache ?? 'never', extraArgs: this.options.virtioFsExtraArgs };
       this.virtiofsDaemons = await startVirtiofsDaemons(daemon, config.workDir, config.sharedDirectories, this.logger);
     }
     const api = new CloudHypervisorApi(paths.apiSocket);

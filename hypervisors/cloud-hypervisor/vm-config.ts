@@ -18,6 +18,8 @@ export interface CloudHypervisorOptions {
   virtiofsdPath?: string;
   /** virtiofsd's cache mode (Kata's virtio_fs_cache); default never, as Cloud Hypervisor's docs/fs.md recommends. */
   virtioFsCache?: VirtioFsCache;
+  /** Kata's virtio_fs_extra_args (hypervisors/virtiofsd.ts allows only a few). */
+  virtioFsExtraArgs?: readonly string[];
 }
 
 export interface ClhPaths {

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
-import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+import { expectCtrOk, KataEnv, removeContainer, RUNTIME, startKataEnv } from './kata-env';
 
 jest.setTimeout(300_000);
 
@@ -17,7 +17,8 @@ describe('shared_fs = "virtio-fs" (QEMU)', () => {
 
   beforeAll(async () => {
     before = await snapshotHost();
-    env = await startKataEnv({ hypervisor: { sharedFs: 'virtio-fs' } });
+    // Kata's default virtio_fs_extra_args: the ones kata-ts passes on.
+    env = await startKataEnv({ hypervisor: { sharedFs: 'virtio-fs', virtioFsExtraArgs: ['--thread-pool-size=1', '--announce-submounts'] } });
     baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
     hostDir = fs.mkdtempSync('/tmp/kt-virtiofs-volume-');
     fs.writeFileSync(path.join(hostDir, 'from-host'), 'written on the host\n');
@@ -66,4 +67,32 @@ describe('shared_fs = "virtio-fs" (QEMU)', () => {
     expect(fs.lstatSync(path.join(hostDir, 'fifo')).isFIFO()).toBe(true);
     await expectNothingLeft();
   });
+
+  it("runs virtiofsd with Kata's default extra args after kata-ts's own flags, each once", async () => {
+    const id = 'vfs-args';
+    expectCtrOk(await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 }), () => env.containerd.logs(), id);
+    try {
+      const daemons = processArgvs().filter((argv) => path.basename(argv[0]) === 'virtiofsd' && argv.some((a) => a.includes(path.join(env.stateDir, env.containerd.namespace, id))));
+      expect(daemons.length).toBeGreaterThanOrEqual(1);
+      for (const argv of daemons) {
+        expect(argv.at(-1)).toBe('--thread-pool-size=1');
+        expect(argv).toEqual(expect.arrayContaining(['-o', 'sandbox=namespace', '-o', 'modcaps=-mknod:-setfcap', '-o', 'announce_submounts']));
+        expect(argv.filter((a) => a.includes('announce'))).toHaveLength(1);
+      }
+    } finally {
+      await removeContainer((args) => env.containerd.ctr(args), id);
+    }
+    await expectNothingLeft();
+  });
 });
+
+/** Every process's argv (those that exit while being read are skipped). */
+function processArgvs(): string[][] {
+  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).flatMap((pid) => {
+    try {
+      return [fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean)];
+    } catch {
+      return [];
+    }
+  });
+}
