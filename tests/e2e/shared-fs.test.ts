@@ -86,11 +86,12 @@ describe('shared_fs = "virtio-fs" (QEMU)', () => {
   });
 });
 
-/** Every process's argv (those that exit while being read are skipped). */
+/** Every user process's argv (those that exit while being read are skipped). */
 function processArgvs(): string[][] {
   return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).flatMap((pid) => {
     try {
-      return [fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean)];
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+      return argv.length > 0 ? [argv] : []; // kernel threads have none
     } catch {
       return [];
     }
