@@ -81,8 +81,10 @@ const SILENT_TRIES_BEFORE_REDIAL = 2;
 /** GetGuestMetrics answers beyond this are refused undecoded (the guest's meminfo has ~60 entries). */
 const GUEST_METRICS_MAX_BYTES = 64 * 1024;
 
-/** The host end of the agent channel, connected; `vmGone` aborts the wait. */
-/** `timeoutMs` is what is left of `bootTimeoutMs`, which the error names (the limit a person can change). */
+/**
+ * The host end of the agent channel, connected; `vmGone` aborts the wait. `timeoutMs`
+ * is what is left of `bootTimeoutMs`, which the error names (the limit a person can change).
+ */
 async function openChannel(channel: AgentChannel, timeoutMs: number, bootTimeoutMs: number, vmGone: AbortSignal): Promise<net.Socket> {
   switch (channel.kind) {
     case 'virtio-serial':
