@@ -72,7 +72,10 @@ describe('shared_fs = "virtio-fs" (QEMU)', () => {
     const id = 'vfs-args';
     expectCtrOk(await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 }), () => env.containerd.logs(), id);
     try {
-      const daemons = processArgvs().filter((argv) => path.basename(argv[0]) === 'virtiofsd' && argv.some((a) => a.includes(path.join(env.stateDir, env.containerd.namespace, id))));
+      // The leak harness's snapshot records every virtiofsd with its argv.
+      const daemons = (await snapshotHost()).processes
+        .map((p) => p.argv)
+        .filter((argv) => path.basename(argv[0]) === 'virtiofsd' && argv.some((a) => a.includes(path.join(env.stateDir, env.containerd.namespace, id))));
       expect(daemons.length).toBeGreaterThanOrEqual(1);
       for (const argv of daemons) {
         expect(argv.at(-1)).toBe('--thread-pool-size=1');
@@ -85,15 +88,3 @@ describe('shared_fs = "virtio-fs" (QEMU)', () => {
     await expectNothingLeft();
   });
 });
-
-/** Every user process's argv (those that exit while being read are skipped). */
-function processArgvs(): string[][] {
-  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).flatMap((pid) => {
-    try {
-      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-      return argv.length > 0 ? [argv] : []; // kernel threads have none
-    } catch {
-      return [];
-    }
-  });
-}
