@@ -14,6 +14,7 @@ import { applyDisks, findDisks } from './devices';
 import { GuestProcess } from './guest-process';
 import { GuestNetwork } from './network';
 import { onlineCpuMem } from './online-cpu-mem';
+import { setGuestDateTime } from './guest-clock';
 import { readGuestMetrics } from './guest-metrics';
 import { joinSandboxNamespaces } from './sandbox-namespaces';
 import { applyPodNetworkSysctls } from './pod-sysctls';
@@ -54,7 +55,7 @@ export class AgentService {
 
   handlers(): AgentHandlers {
     return {
-      GetGuestDetails: () => this.guestDetails(),
+      GetGuestDetails: (req) => this.guestDetails(req.without_boot_id),
       CreateSandbox: (req) => this.createSandbox(req),
       DestroySandbox: () => this.destroySandbox(),
       CreateContainer: async (req) => {
@@ -153,6 +154,11 @@ export class AgentService {
         return { online_cpus: online.cpus, online_memory_mib: online.memoryMiB };
       },
       GetGuestMetrics: async () => readGuestMetrics(),
+      SetGuestDateTime: async (req) => {
+        const seconds = await setGuestDateTime(req.sec, req.usec);
+        this.opts.logger.info({ seconds }, 'guest clock set');
+        return {};
+      },
     };
   }
 
@@ -167,11 +173,11 @@ export class AgentService {
     return this.container(req.container_id).ready(req.exec_id);
   }
 
-  private async guestDetails(): Promise<katats.agent.v1.IGuestDetails> {
+  private async guestDetails(withoutBootId: boolean): Promise<katats.agent.v1.IGuestDetails> {
     return {
       agent_version: this.opts.agentVersion,
       kernel_release: os.release(),
-      boot_id: readTrimmed('/proc/sys/kernel/random/boot_id'),
+      boot_id: withoutBootId ? '' : readTrimmed('/proc/sys/kernel/random/boot_id'),
       oci_runtime: await this.opts.runtime.version().catch((err) => `unavailable: ${(err as Error).message}`),
     };
   }

@@ -32,9 +32,20 @@ describe('GuestNetwork', () => {
   });
 
   it('names the MACs it has when none matches', async () => {
-    const net = new GuestNetwork(ip, fakeSysfs({ eth0: '52:54:00:12:34:56' }));
-    await expect(net.updateInterface({ name: 'eth0', hw_addr: '0a:58:0a:58:00:05', mtu: 0, addresses: [] })).rejects.toThrow('no guest network interface has MAC 0a:58:0a:58:00:05 (the VM has: eth0 52:54:00:12:34:56)');
+    const net = new GuestNetwork(ip, fakeSysfs({ eth0: '52:54:00:12:34:56' }), 100);
+    await expect(net.updateInterface({ name: 'eth0', hw_addr: '0a:58:0a:58:00:05', mtu: 0, addresses: [] })).rejects.toThrow('no guest network interface has MAC 0a:58:0a:58:00:05 after 100 ms (the VM has: eth0 52:54:00:12:34:56)');
     expect(calls).toEqual([]);
+  });
+
+  it('waits a bounded time for a hot-plugged NIC to appear', async () => {
+    const sysfs = fakeSysfs({ lo: '00:00:00:00:00:00' });
+    const net = new GuestNetwork(ip, sysfs, 5000);
+    setTimeout(() => {
+      fs.mkdirSync(path.join(sysfs, 'eth1'));
+      fs.writeFileSync(path.join(sysfs, 'eth1', 'address'), '0a:58:0a:58:00:07\n');
+    }, 200);
+    await net.updateInterface({ name: 'eth0', hw_addr: '0a:58:0a:58:00:07', mtu: 0, addresses: [] });
+    expect(calls[1]).toBe('link set dev eth1 name eth0');
   });
 
   it('refuses names and MACs that are not', async () => {

@@ -42,10 +42,19 @@ const runIp: IpCommand = async (args) => {
 const NAME = /^[A-Za-z0-9_.-]{1,15}$/;
 const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 
+/**
+ * How long UpdateInterface waits for a NIC that is not there yet. A VM cloned from a
+ * template gets the pod's NIC by hot-plug just before the call, and the guest's PCI
+ * hot-plug and virtio-net probe take a moment (longer under TCG on a busy host).
+ */
+export const NIC_APPEAR_TIMEOUT_MS = 10_000;
+const NIC_POLL_MS = 50;
+
 export class GuestNetwork {
   constructor(
     private readonly ip: IpCommand = runIp,
     private readonly sysClassNet = '/sys/class/net',
+    private readonly nicAppearTimeoutMs = NIC_APPEAR_TIMEOUT_MS,
   ) {}
 
   /** Configures the NIC whose MAC is `iface.hw_addr`; returns what was applied. */
@@ -53,8 +62,8 @@ export class GuestNetwork {
     const mac = (iface.hw_addr ?? '').toLowerCase();
     if (!MAC.test(mac)) throw new InvalidArgumentError(`interface ${iface.name}: '${iface.hw_addr}' is not a MAC address`);
     if (!NAME.test(iface.name ?? '')) throw new InvalidArgumentError(`'${iface.name}' is not a valid interface name`);
-    const current = this.linkWithMac(mac);
-    if (!current) throw new NotFoundError(`no guest network interface has MAC ${mac} (the VM has: ${this.describeLinks()})`);
+    const current = await this.waitForLinkWithMac(mac);
+    if (!current) throw new NotFoundError(`no guest network interface has MAC ${mac} after ${this.nicAppearTimeoutMs} ms (the VM has: ${this.describeLinks()})`);
     // Renaming needs the link down; addresses are replaced wholesale so a retry is idempotent.
     await this.ip(['link', 'set', 'dev', current, 'down']);
     if (current !== iface.name) await this.ip(['link', 'set', 'dev', current, 'name', iface.name]);
@@ -79,6 +88,15 @@ export class GuestNetwork {
       await this.ip(args);
     }
     return ordered;
+  }
+
+  private async waitForLinkWithMac(mac: string): Promise<string | undefined> {
+    const deadline = Date.now() + this.nicAppearTimeoutMs;
+    for (;;) {
+      const name = this.linkWithMac(mac);
+      if (name || Date.now() >= deadline) return name;
+      await new Promise((resolve) => setTimeout(resolve, NIC_POLL_MS));
+    }
   }
 
   private linkWithMac(mac: string): string | undefined {

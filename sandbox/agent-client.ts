@@ -57,6 +57,8 @@ export interface AgentClient {
   onlineCpuMem(want: { cpus: number; memoryMiB: number }): Promise<{ cpus: number; memoryMiB: number }>;
   /** The guest's memory, load and agent footprint, for the shim's metrics. */
   guestMetrics(timeoutMs?: number): Promise<GuestMetricsReport>;
+  /** Sets the guest's wall clock (a clone wakes with its template's time). */
+  setGuestDateTime(epochMs: number): Promise<void>;
   close(): void;
   /** Settles when the connection to the agent is lost. */
   readonly disconnected: Promise<void>;
@@ -129,7 +131,16 @@ export class TtrpcAgentClient implements AgentClient {
    */
   static async connect(
     channel: AgentChannel,
-    opts: { bootTimeoutMs: number; callTimeoutMs: number; vmExited: Promise<unknown>; logger: Logger; observeCall?: AgentCallObserver; firstTryTimeoutMs?: number },
+    opts: {
+      bootTimeoutMs: number;
+      callTimeoutMs: number;
+      vmExited: Promise<unknown>;
+      logger: Logger;
+      observeCall?: AgentCallObserver;
+      firstTryTimeoutMs?: number;
+      /** A template VM being made: its agent must not read (and so fix) the kernel's boot_id. */
+      withoutBootId?: boolean;
+    },
   ): Promise<{ agent: TtrpcAgentClient; details: GuestDetails }> {
     const deadline = Date.now() + opts.bootTimeoutMs;
     let vmGone = false;
@@ -151,7 +162,7 @@ export class TtrpcAgentClient implements AgentClient {
     while (!vmGone && Date.now() < deadline) {
       attempt++;
       try {
-        const details = await current.agent.guestDetails(Math.min(tryTimeoutMs, Math.max(1, deadline - Date.now())));
+        const details = await current.agent.guestDetails(Math.min(tryTimeoutMs, Math.max(1, deadline - Date.now())), opts.withoutBootId);
         opts.logger.info({ attempt, channel: channel.kind, ...details }, 'agent ready');
         current.agent.observeCall = opts.observeCall;
         return { agent: current.agent, details };
@@ -182,8 +193,8 @@ export class TtrpcAgentClient implements AgentClient {
     throw new DeadlineExceededError(`the guest agent did not answer within ${opts.bootTimeoutMs} ms`);
   }
 
-  guestDetails(timeoutMs = this.callTimeoutMs): Promise<GuestDetails> {
-    return this.call('GetGuestDetails', {}, timeoutMs);
+  guestDetails(timeoutMs = this.callTimeoutMs, withoutBootId = false): Promise<GuestDetails> {
+    return this.call('GetGuestDetails', withoutBootId ? { without_boot_id: true } : {}, timeoutMs);
   }
   async createSandbox(req: { sandbox_id: string; hostname: string; shared_fs_tag: string; shared_dir_guest_path: string; shared_fs_type: SharedFsKind }): Promise<void> {
     await this.call('CreateSandbox', req);
@@ -256,6 +267,9 @@ export class TtrpcAgentClient implements AgentClient {
     // An honest answer is a few KiB; a hostile one could make decoding it (a map of
     // hundreds of thousands of entries) block the shim for a second.
     return this.call('GetGuestMetrics', {}, timeoutMs, GUEST_METRICS_MAX_BYTES);
+  }
+  async setGuestDateTime(epochMs: number): Promise<void> {
+    await this.call('SetGuestDateTime', { sec: Math.floor(epochMs / 1000), usec: Math.floor((epochMs % 1000) * 1000) });
   }
   async getOomEvent(): Promise<string> {
     return (await this.call('GetOOMEvent', {}, 0)).container_id;

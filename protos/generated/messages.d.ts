@@ -3790,6 +3790,20 @@ export namespace katats {
                  * @returns Promise
                  */
                 public getGuestMetrics(request: katats.agent.v1.IGetGuestMetricsRequest): Promise<katats.agent.v1.GuestMetrics>;
+
+                /**
+                 * Calls SetGuestDateTime.
+                 * @param request SetGuestDateTimeRequest message or plain object
+                 * @param callback Node-style callback called with the error, if any, and Empty
+                 */
+                public setGuestDateTime(request: katats.agent.v1.ISetGuestDateTimeRequest, callback: katats.agent.v1.AgentService.SetGuestDateTimeCallback): void;
+
+                /**
+                 * Calls SetGuestDateTime.
+                 * @param request SetGuestDateTimeRequest message or plain object
+                 * @returns Promise
+                 */
+                public setGuestDateTime(request: katats.agent.v1.ISetGuestDateTimeRequest): Promise<google.protobuf.Empty>;
             }
 
             namespace AgentService {
@@ -3968,10 +3982,46 @@ export namespace katats {
                  * @param [response] GuestMetrics
                  */
                 type GetGuestMetricsCallback = (error: (Error|null), response?: katats.agent.v1.GuestMetrics) => void;
+
+                /**
+                 * Callback as used by {@link katats.agent.v1.AgentService#setGuestDateTime}.
+                 * @param error Error, if any
+                 * @param [response] Empty
+                 */
+                type SetGuestDateTimeCallback = (error: (Error|null), response?: google.protobuf.Empty) => void;
+            }
+
+            /** Properties of a SetGuestDateTimeRequest. */
+            interface ISetGuestDateTimeRequest {
+
+                /** SetGuestDateTimeRequest sec */
+                sec?: (number|Long|null);
+
+                /** SetGuestDateTimeRequest usec */
+                usec?: (number|Long|null);
+            }
+
+            /** Represents a SetGuestDateTimeRequest. */
+            class SetGuestDateTimeRequest implements ISetGuestDateTimeRequest {
+
+                /**
+                 * Constructs a new SetGuestDateTimeRequest.
+                 * @param [properties] Properties to set
+                 */
+                constructor(properties?: katats.agent.v1.ISetGuestDateTimeRequest);
+
+                /** SetGuestDateTimeRequest sec. */
+                public sec: (number|Long);
+
+                /** SetGuestDateTimeRequest usec. */
+                public usec: (number|Long);
             }
 
             /** Properties of a GuestDetailsRequest. */
             interface IGuestDetailsRequest {
+
+                /** GuestDetailsRequest without_boot_id */
+                without_boot_id?: (boolean|null);
             }
 
             /** Represents a GuestDetailsRequest. */
@@ -3982,6 +4032,9 @@ export namespace katats {
                  * @param [properties] Properties to set
                  */
                 constructor(properties?: katats.agent.v1.IGuestDetailsRequest);
+
+                /** GuestDetailsRequest without_boot_id. */
+                public without_boot_id: boolean;
             }
 
             /** Properties of a GuestDetails. */
