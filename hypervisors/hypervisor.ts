@@ -90,6 +90,12 @@ export interface VmExit {
   signal: NodeJS.Signals | null;
 }
 
+/** A template's files (sandbox/vm-templates.ts): its RAM, and its saved device and CPU state. */
+export interface TemplateFiles {
+  memoryPath: string;
+  statePath: string;
+}
+
 export interface Hypervisor {
   readonly name: string;
   /** The kind of VmConfig.agentChannel start() takes: the one host↔guest channel this VMM offers the agent. */
@@ -123,4 +129,24 @@ export interface Hypervisor {
    * may differ a little from the target.
    */
   resize?(target: VmResize): Promise<VmSize>;
+
+  // VM templates (sandbox/vm-templates.ts): all five, or none.
+  /** Why a VM like `config` cannot be, or start from, a template; undefined when it can. */
+  templateRefusal?(config: VmConfig): string | undefined;
+  /**
+   * What a template of `config` is made of, as the guest sees it (for QEMU: its command
+   * line, host paths aside, and the binary). Clones may only come from a template with
+   * the same identity.
+   */
+  templateIdentity?(config: VmConfig): string;
+  /** Boots a VM whose RAM is `files.memoryPath`, to be saved once its agent answers. */
+  startTemplate?(config: VmConfig, files: TemplateFiles): Promise<void>;
+  /** Saves the (idle) template VM's state to `files.statePath` and ends it. */
+  saveTemplate?(): Promise<void>;
+  /**
+   * Starts a VM from a saved template and runs it; config.network's NICs are
+   * hot-plugged once it runs. Fails (leaving nothing running) when the template
+   * cannot be restored.
+   */
+  startClone?(config: VmConfig, files: TemplateFiles): Promise<void>;
 }

@@ -5,7 +5,8 @@
 // go; the device is gone when QEMU emits DEVICE_DELETED, and only then may its block
 // node be dropped (blockdev-del) and its port reused.
 import * as fs from 'fs';
-import { AlreadyExistsError, FailedPreconditionError, HypervisorError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../../lib/errors';
+import { AlreadyExistsError, FailedPreconditionError, HypervisorError, InvalidArgumentError, NotFoundError } from '../../lib/errors';
+import { HotplugPorts } from './hotplug-ports';
 import { VmDevice } from '../hypervisor';
 import { QmpClient } from './qmp';
 
@@ -29,26 +30,28 @@ function nodeName(id: string): string {
 }
 
 export class BlockHotplug {
-  /** Device id → the root port it occupies; held from the first QMP command on. */
-  private readonly portOf = new Map<string, string>();
+  /** Each plugged device's root port, held from the first QMP command on; shared with NIC hot-plug. */
+  private readonly ports: HotplugPorts;
+  /** The devices this plugged (ids), so another kind's device is never unplugged here. */
+  private readonly plugged = new Set<string>();
   /** Devices whose unplug timed out, still waiting for the guest to let go. */
   private readonly releasing = new Set<string>();
 
   constructor(
     private readonly qmp: QmpClient,
     /** Root ports reserved on the command line (command-line.ts hotplugPortIds). */
-    private readonly ports: string[],
+    ports: HotplugPorts | string[],
     private readonly unplugTimeoutMs = DEFAULT_UNPLUG_TIMEOUT_MS,
-  ) {}
+  ) {
+    this.ports = Array.isArray(ports) ? new HotplugPorts(ports) : ports;
+  }
 
   async add(device: BlockDevice): Promise<void> {
     if (!DEVICE_ID.test(device.id)) throw new InvalidArgumentError(`block device id '${device.id}' must be a letter then up to 19 letters, digits, '.', '_' or '-' (it is the virtio-blk serial)`);
-    if (this.portOf.has(device.id)) throw new AlreadyExistsError(`block device ${device.id} is already plugged`);
-    const used = new Set(this.portOf.values());
-    const port = this.ports.find((p) => !used.has(p));
-    if (!port) throw new ResourceExhaustedError(`block device ${device.id}: all ${this.ports.length} hot-plug ports of the VM are in use`);
+    if (this.ports.has(device.id)) throw new AlreadyExistsError(`device ${device.id} is already plugged`);
     const driver = blockDriver(statSource(device));
-    this.portOf.set(device.id, port);
+    const port = this.ports.take(device.id, `block device ${device.id}`);
+    this.plugged.add(device.id);
     const node = nodeName(device.id);
     try {
       await this.qmp.execute('blockdev-add', { driver, 'node-name': node, filename: device.hostPath, 'read-only': device.readOnly });
@@ -59,13 +62,18 @@ export class BlockHotplug {
         throw err;
       }
     } catch (err) {
-      this.portOf.delete(device.id);
+      this.forget(device.id);
       throw err;
     }
   }
 
+  private forget(id: string): void {
+    this.plugged.delete(id);
+    this.ports.release(id);
+  }
+
   async remove(id: string): Promise<void> {
-    if (!this.portOf.has(id)) throw new NotFoundError(`block device ${id} is not plugged`);
+    if (!this.plugged.has(id)) throw new NotFoundError(`block device ${id} is not plugged`);
     if (this.releasing.has(id)) throw new FailedPreconditionError(`block device ${id}: an unplug is already waiting for the guest to let go`);
     // Registered before device_del: the event may come before the command's return.
     const deleted = this.qmp.waitForEvent('DEVICE_DELETED', (data) => data.path === `/machine/peripheral/${id}`, this.unplugTimeoutMs);
@@ -104,7 +112,7 @@ export class BlockHotplug {
 
   private async release(id: string): Promise<void> {
     // The port is free once the device is gone, even if dropping the node fails.
-    this.portOf.delete(id);
+    this.forget(id);
     await this.qmp.execute('blockdev-del', { 'node-name': nodeName(id) });
   }
 }

@@ -64,6 +64,23 @@ export interface QemuHostFacts {
   rootfsImageBytes?: number;
 }
 
+/**
+ * A VM that is, or starts from, a template (sandbox/vm-templates.ts). Both boot with the
+ * same device set, so the state migrates; the RAM is one file: the template maps it
+ * shared (its pages are the file), each clone privately (copy-on-write).
+ */
+export interface QemuTemplateRole {
+  role: 'template' | 'clone';
+  memoryPath: string;
+}
+
+/** Why this VM cannot be, or start from, a template; undefined when it can. */
+export function templateRefusal(config: Pick<VmConfig, 'sharedDirectories'>, options: QemuOptions): string | undefined {
+  if (options.virtioFs && config.sharedDirectories.length > 0) return 'virtio-fs maps the guest RAM from virtiofsd, which a clone\'s private (copy-on-write) RAM cannot be';
+  if (options.vsockBackend) return 'the vsock backend maps the guest RAM, which a clone\'s private (copy-on-write) RAM cannot be';
+  return undefined;
+}
+
 const MiB = 1024 * 1024;
 /** The boot RAM's memory backend when it must be shared (virtio-fs). */
 const BOOT_RAM_ID = 'ram0';
@@ -80,7 +97,7 @@ function escapeOptionValue(value: string): string {
   return value.replace(/,/g, ',,');
 }
 
-export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host: QemuHostFacts = {}): string[] {
+export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host: QemuHostFacts = {}, template?: QemuTemplateRole): string[] {
   const paths = qemuPaths(config.workDir);
   const image = config.rootfs.kind === 'image' ? config.rootfs : undefined;
   if (image && !host.rootfsImageBytes) throw new Error('buildQemuArgs: the rootfs image size is required');
@@ -90,11 +107,18 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   if (channel.kind !== 'hybrid-vsock' && options.vsockBackend) throw new Error(`a vsock backend is configured, but the agent channel is ${channel.kind}`);
   const vsock = channel.kind === 'hybrid-vsock';
   const sharedRam = needsSharedRam(config, options);
+  if (template) {
+    const refusal = templateRefusal(config, options);
+    if (refusal) throw new Error(`a VM template cannot be used: ${refusal}`);
+    // The clone's command line must be the template's: its NICs are hot-plugged (qemu.ts).
+    if (config.network && config.network.nics.length > 0) throw new Error('a template or clone VM boots without NICs; they are hot-plugged once it runs');
+  }
+  const ramBackend = sharedRam || template !== undefined;
   const channelParams = vsockChannelKernelParams(config);
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
-    '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}${sharedRam ? `,memory-backend=${BOOT_RAM_ID}` : ''}`,
+    '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}${ramBackend ? `,memory-backend=${BOOT_RAM_ID}` : ''}`,
     // pmu=off: no virtual performance counters (QEMU 7.2 takes it for host under KVM and max under TCG).
     '-cpu', `${config.accelerator === 'kvm' ? 'host' : 'max'}${options.pmu === false ? ',pmu=off' : ''}`,
     '-m', memoryOption(config.memoryMiB, limits, image ? host.rootfsImageBytes! : 0, memoryHotplugSlots(options)),
@@ -111,7 +135,20 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
     '-append', [...rootfsKernelParams(config.rootfs), ...config.kernelParams, ...channelParams].join(' '),
     '-device', 'virtio-rng-pci',
   ];
-  if (sharedRam) args.push('-object', `memory-backend-memfd,id=${BOOT_RAM_ID},size=${config.memoryMiB}M,share=on`);
+  if (template) {
+    // share=on in the template: x-ignore-shared then leaves its RAM out of the saved
+    // state (the file is the RAM). share=off in a clone: its writes stay its own.
+    args.push(
+      '-object', `memory-backend-file,id=${BOOT_RAM_ID},size=${config.memoryMiB}M,mem-path=${escapeOptionValue(template.memoryPath)},share=${template.role === 'template' ? 'on' : 'off'}`,
+      // A new generation id in each clone: the guest kernel reseeds its RNG on the change,
+      // or clones of one template would read the same "random" bytes.
+      '-device', 'vmgenid,guid=auto',
+    );
+    // A clone waits, paused, for the template's state (migrate-incoming in qemu.ts).
+    if (template.role === 'clone') args.push('-S', '-incoming', 'defer');
+  } else if (sharedRam) {
+    args.push('-object', `memory-backend-memfd,id=${BOOT_RAM_ID},size=${config.memoryMiB}M,share=on`);
+  }
   // QEMU filters its own syscalls once set up: what a guest that took over device emulation can ask the host kernel.
   if (config.seccompSandbox) args.push('-sandbox', config.seccompSandbox);
   if (image) {

@@ -1,16 +1,20 @@
 // The QEMU driver: launches qemu-system as a child, drives it over QMP (pause/resume,
 // block device hot-plug in block-hotplug.ts, vCPU/memory hot-plug in vm-resize.ts),
 // stops it gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
-import { ChildProcess, spawn } from 'child_process';
+import { ChildProcess, execFileSync, spawn } from 'child_process';
 import { vmmCommand } from '../vmm-launch';
 import { rateLimited } from '../vmm-process';
 import * as fs from 'fs';
-import { FailedPreconditionError, HypervisorError, NotImplementedError } from '../../lib/errors';
+import * as path from 'path';
+import { FailedPreconditionError, HypervisorError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
-import { Hypervisor, SharedFsKind, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
+import { Hypervisor, SharedFsKind, TemplateFiles, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
-import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, needsSharedRam, QemuOptions, qemuPaths } from './command-line';
+import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, needsSharedRam, QemuOptions, qemuPaths, QemuTemplateRole, templateRefusal } from './command-line';
+import { HotplugPorts } from './hotplug-ports';
+import { plugNic } from './nic-hotplug';
+import { restoreTemplateState, saveTemplateState } from './template-migration';
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 import { QemuResize } from './vm-resize';
@@ -18,6 +22,10 @@ import { recordServingChildren, startVirtiofsDaemons, stopVirtiofsDaemons, Virti
 import { startVsockBackend, stopVsockBackend, VsockBackend, vsockBackendPaths } from '../vsock-backend';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
+/** The socket a template's state goes through (template-migration.ts), in the work dir. */
+const MIGRATION_SOCKET = 'migrate.sock';
+/** Where templateIdentity() puts a template, so host paths do not change the identity. */
+const IDENTITY_DIR = '/template';
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
 const CONSOLE_TAIL_BYTES = 128 * 1024;
 
@@ -31,6 +39,9 @@ export class QemuHypervisor implements Hypervisor {
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
   private hotplug: BlockHotplug | undefined;
+  private ports: HotplugPorts | undefined;
+  /** Set by startTemplate: where saveTemplate() puts the state. */
+  private template: { workDir: string; files: TemplateFiles } | undefined;
   private resizer: QemuResize | undefined;
   /** The guest console (QEMU's stdout), its end only: the guest decides how much it prints. */
   private console: TailBuffer | undefined;
@@ -53,11 +64,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async start(config: VmConfig): Promise<void> {
-    if (this.child) throw new HypervisorError(`VM ${config.id} already started`);
-    await assertExecutable(config.binaryPath);
-    requireGuestImage(config);
-    const rootfsImageBytes = config.rootfs.kind === 'image' ? fs.statSync(config.rootfs.path).size : undefined;
-    const args = buildQemuArgs(config, this.options, { rootfsImageBytes });
+    const args = await this.argsFor(config);
     try {
       if (this.options.virtioFs) this.virtiofsDaemons = await startVirtiofsDaemons(this.options.virtioFs, config.workDir, config.sharedDirectories, this.logger);
       if (this.options.vsockBackend && config.agentChannel.kind === 'hybrid-vsock') {
@@ -68,6 +75,58 @@ export class QemuHypervisor implements Hypervisor {
       await this.stopDaemons(0);
       throw err;
     }
+  }
+
+  private async argsFor(config: VmConfig, template?: QemuTemplateRole): Promise<string[]> {
+    if (this.child) throw new HypervisorError(`VM ${config.id} already started`);
+    await assertExecutable(config.binaryPath);
+    requireGuestImage(config);
+    return buildQemuArgs(config, this.options, hostFacts(config), template);
+  }
+
+  templateRefusal(config: VmConfig): string | undefined {
+    return templateRefusal(config, this.options);
+  }
+
+  templateIdentity(config: VmConfig): string {
+    const placed: VmConfig = { ...config, id: 'template', workDir: IDENTITY_DIR, sharedDirectories: config.sharedDirectories.map((d) => ({ ...d, hostPath: IDENTITY_DIR })) };
+    const args = buildQemuArgs(placed, this.options, hostFacts(config), { role: 'template', memoryPath: `${IDENTITY_DIR}/memory` });
+    return JSON.stringify({ binary: fileIdentity(config.binaryPath), args });
+  }
+
+  async startTemplate(config: VmConfig, files: TemplateFiles): Promise<void> {
+    const args = await this.argsFor(config, { role: 'template', memoryPath: files.memoryPath });
+    // Root's only: every clone's RAM starts as these pages. QEMU sizes the file itself.
+    fs.closeSync(fs.openSync(files.memoryPath, 'wx', 0o600));
+    this.template = { workDir: config.workDir, files };
+    await this.launch(config, args);
+  }
+
+  async saveTemplate(): Promise<void> {
+    const qmp = this.requireQmp('saving a template');
+    if (!this.template) throw new FailedPreconditionError('qemu: this VM was not started as a template');
+    await saveTemplateState(qmp, path.join(this.template.workDir, MIGRATION_SOCKET), this.template.files.statePath, this.exited);
+    this.logger.info('template state saved');
+    // Its state is saved and its vCPUs stopped: nothing is lost by ending it now.
+    await settlesWithin(qmp.execute('quit').catch(() => undefined), 3000);
+    if (!(await settlesWithin(this.exited, 3000))) this.killNow();
+    await this.exited;
+  }
+
+  async startClone(config: VmConfig, files: TemplateFiles): Promise<void> {
+    const nics = config.network?.nics ?? [];
+    const withoutNics: VmConfig = { ...config, network: config.network && { ...config.network, nics: [] } };
+    const args = await this.argsFor(withoutNics, { role: 'clone', memoryPath: files.memoryPath });
+    await this.launch(withoutNics, args);
+    try {
+      await restoreTemplateState(this.qmp!, path.join(config.workDir, MIGRATION_SOCKET), files.statePath, this.exited);
+      await this.qmp!.execute('cont');
+      for (const [index, nic] of nics.entries()) await plugNic(this.qmp!, this.ports!, { kind: 'network', id: `nic${index}`, tapName: nic.tapName, macAddress: nic.mac });
+    } catch (err) {
+      await this.stopQemu(0);
+      throw err;
+    }
+    this.logger.info({ nics: nics.length }, 'VM restored from its template and running');
   }
 
   private async launch(config: VmConfig, args: string[]): Promise<void> {
@@ -119,7 +178,8 @@ export class QemuHypervisor implements Hypervisor {
       throw err;
     }
     earlyExit.catch(() => undefined); // later exits are reported through `exited`
-    this.hotplug = new BlockHotplug(this.qmp, hotplugPortIds(this.options));
+    this.ports = new HotplugPorts(hotplugPortIds(this.options));
+    this.hotplug = new BlockHotplug(this.qmp, this.ports);
     const limits = hotplugLimits(config, this.name);
     this.resizer = new QemuResize(this.qmp, config.memoryMiB, limits, limits.memoryMiB > config.memoryMiB ? memoryHotplugSlots(this.options) : 0, needsSharedRam(config, this.options));
   }
@@ -170,9 +230,14 @@ export class QemuHypervisor implements Hypervisor {
     return size;
   }
 
-  /** Hot-plugs a block device into the running VM (no cold-plug: the sandbox adds devices per container). */
+  /** Hot-plugs a block device or NIC into the running VM (no cold-plug: the sandbox adds disks per container). */
   async addDevice(device: VmDevice): Promise<void> {
-    if (device.kind !== 'block') throw new NotImplementedError(`qemu: hot-plugging ${device.kind} device ${device.id} is not implemented (block devices only)`);
+    if (device.kind === 'network') {
+      this.requireHotplug(device.id);
+      await plugNic(this.qmp!, this.ports!, device);
+      this.logger.info({ device: device.id, tap: device.tapName }, 'NIC hot-plugged');
+      return;
+    }
     await this.requireHotplug(device.id).add(device);
     this.logger.info({ device: device.id, hostPath: device.hostPath, readOnly: device.readOnly }, 'block device hot-plugged');
   }
@@ -205,17 +270,33 @@ export class QemuHypervisor implements Hypervisor {
   }
 }
 
+function hostFacts(config: VmConfig): { rootfsImageBytes?: number } {
+  return { rootfsImageBytes: config.rootfs.kind === 'image' ? fs.statSync(config.rootfs.path).size : undefined };
+}
+
+/** Which file a binary is now (a replaced QEMU makes another template). */
+function fileIdentity(binary: string): string {
+  const file = resolveBinary(binary) || binary;
+  try {
+    const st = fs.statSync(file, { bigint: true });
+    return `${file}:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  } catch {
+    return file; // start() names the problem
+  }
+}
+
+/** The binary's path: as given, or found on PATH; '' when it is not there. */
+function resolveBinary(binary: string): string {
+  if (binary.includes('/')) return binary;
+  try {
+    return execFileSync('sh', ['-c', 'command -v "$1"', 'sh', binary], { encoding: 'utf8' }).trim();
+  } catch {
+    return '';
+  }
+}
+
 async function assertExecutable(binary: string): Promise<void> {
-  const { execFileSync } = await import('child_process');
-  const resolved = binary.includes('/')
-    ? binary
-    : (() => {
-        try {
-          return execFileSync('sh', ['-c', 'command -v "$1"', 'sh', binary], { encoding: 'utf8' }).trim();
-        } catch {
-          return '';
-        }
-      })();
+  const resolved = resolveBinary(binary);
   try {
     if (!resolved) throw new Error('not found on PATH');
     fs.accessSync(resolved, fs.constants.X_OK);

@@ -1,0 +1,27 @@
+// The PCIe root ports QEMU reserves at boot (command-line.ts hotplugPortIds), shared by
+// every kind of hot-plugged device: one device per port, q35 plugs nowhere else.
+import { ResourceExhaustedError } from '../../lib/errors';
+
+export class HotplugPorts {
+  /** Device id → the root port it occupies. */
+  private readonly portOf = new Map<string, string>();
+
+  constructor(private readonly ports: string[]) {}
+
+  has(deviceId: string): boolean {
+    return this.portOf.has(deviceId);
+  }
+
+  /** A free port for `deviceId`, held until release(); `what` names the device in the error. */
+  take(deviceId: string, what: string): string {
+    const used = new Set(this.portOf.values());
+    const port = this.ports.find((p) => !used.has(p));
+    if (!port) throw new ResourceExhaustedError(`${what}: all ${this.ports.length} hot-plug ports of the VM are in use`);
+    this.portOf.set(deviceId, port);
+    return port;
+  }
+
+  release(deviceId: string): void {
+    this.portOf.delete(deviceId);
+  }
+}

@@ -1,0 +1,38 @@
+// Pod NICs hot-plugged into a running QEMU over QMP: a VM cloned from a template has
+// no NIC on its command line (it must match the template's), so it gets the pod's tap
+// once it runs. netdev_add opens the tap by name: QEMU runs inside the pod's netns.
+// NICs stay until the VM ends (a pod's network never changes), so there is no unplug.
+import { AlreadyExistsError, InvalidArgumentError } from '../../lib/errors';
+import { VmDevice } from '../hypervisor';
+import { HotplugPorts } from './hotplug-ports';
+import { QmpClient } from './qmp';
+
+export type NetworkDevice = Extract<VmDevice, { kind: 'network' }>;
+
+const DEVICE_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,30}$/;
+/** IFNAMSIZ less the NUL; the same characters `ip` allows in our pods. */
+const TAP_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
+
+export async function plugNic(qmp: QmpClient, ports: HotplugPorts, device: NetworkDevice): Promise<void> {
+  if (!DEVICE_ID.test(device.id)) throw new InvalidArgumentError(`network device id '${device.id}' must be a letter then up to 30 letters, digits, '.', '_' or '-'`);
+  if (!TAP_NAME.test(device.tapName)) throw new InvalidArgumentError(`network device ${device.id}: '${device.tapName}' is not a tap name`);
+  const mac = device.macAddress?.toLowerCase();
+  if (mac !== undefined && !MAC.test(mac)) throw new InvalidArgumentError(`network device ${device.id}: '${device.macAddress}' is not a MAC address`);
+  if (ports.has(device.id)) throw new AlreadyExistsError(`device ${device.id} is already plugged`);
+  const port = ports.take(device.id, `network device ${device.id}`);
+  const netdev = `netdev-${device.id}`;
+  try {
+    // As on the cold-boot command line: vhost-net off (no /dev/vhost-net use; nothing gained under TCG).
+    await qmp.execute('netdev_add', { type: 'tap', id: netdev, ifname: device.tapName, script: 'no', downscript: 'no', vhost: false });
+    try {
+      await qmp.execute('device_add', { driver: 'virtio-net-pci', id: device.id, netdev, bus: port, ...(mac ? { mac } : {}) });
+    } catch (err) {
+      await qmp.execute('netdev_del', { id: netdev }).catch(() => undefined);
+      throw err;
+    }
+  } catch (err) {
+    ports.release(device.id);
+    throw err;
+  }
+}

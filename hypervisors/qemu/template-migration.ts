@@ -1,0 +1,95 @@
+// Saving a template VM's state and restoring it into a clone, over QMP: QEMU migrates
+// to or from a Unix socket, whose other end the shim copies to or from the state file.
+// (QEMU 7.2 has no file: migration, fd: needs SCM_RIGHTS that Node cannot send, and
+// exec: needs the fork that QEMU's -sandbox spawn=deny forbids.) x-ignore-shared leaves
+// the RAM out: the template's RAM is a shared file mapping that the clone maps
+// privately, so the state is only the devices' and vCPUs' (well under a MiB).
+import * as fs from 'fs';
+import * as net from 'net';
+import { pipeline } from 'stream/promises';
+import { HypervisorError } from '../../lib/errors';
+import { VmExit } from '../hypervisor';
+import { QmpClient } from './qmp';
+
+/** A saved template is well under a MiB; loading it takes a fraction of a second even on a busy host. */
+export const MIGRATION_TIMEOUT_MS = 60_000;
+const POLL_MS = 20;
+
+interface MigrationInfo {
+  status?: string;
+  'error-desc'?: string;
+}
+
+const IGNORE_SHARED = { capabilities: [{ capability: 'x-ignore-shared', state: true }] };
+
+/**
+ * Stops the vCPUs and writes the VM's state to `statePath` (created, mode 0600), through
+ * a socket the shim listens on at `socketPath`; the VM stays stopped.
+ */
+export async function saveTemplateState(qmp: QmpClient, socketPath: string, statePath: string, exited: Promise<VmExit>, timeoutMs = MIGRATION_TIMEOUT_MS): Promise<void> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve));
+  try {
+    const received = new Promise<void>((resolve, reject) => {
+      server.once('connection', (socket) => {
+        server.close(); // one stream only
+        pipeline(socket, fs.createWriteStream(statePath, { flags: 'wx', mode: 0o600 })).then(resolve, reject);
+      });
+    });
+    received.catch(() => undefined);
+    await qmp.execute('stop');
+    await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
+    await qmp.execute('migrate', { uri: `unix:${socketPath}` });
+    await waitForMigration(qmp, 'saving the template', exited, timeoutMs);
+    await withTimeout(received, timeoutMs, 'saving the template: the state stream did not end');
+  } finally {
+    server.close();
+    fs.rmSync(socketPath, { force: true });
+  }
+}
+
+/**
+ * Loads the state in `statePath` into a QEMU started with `-incoming defer -S`: QEMU
+ * listens on `socketPath`, the shim streams the file into it.
+ */
+export async function restoreTemplateState(qmp: QmpClient, socketPath: string, statePath: string, exited: Promise<VmExit>, timeoutMs = MIGRATION_TIMEOUT_MS): Promise<void> {
+  // O_NOFOLLOW: the template directory is root's, but a path is checked, not trusted.
+  const state = fs.createReadStream('', { fd: fs.openSync(statePath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) });
+  try {
+    await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
+    await qmp.execute('migrate-incoming', { uri: `unix:${socketPath}` });
+    const socket = net.connect(socketPath);
+    const sent = pipeline(state, socket);
+    sent.catch(() => undefined); // a failed load shows in QEMU's migration status or exit
+    await waitForMigration(qmp, 'restoring the template', exited, timeoutMs);
+  } finally {
+    state.destroy();
+    fs.rmSync(socketPath, { force: true });
+  }
+}
+
+async function withTimeout(promise: Promise<void>, ms: number, message: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new HypervisorError(message)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function waitForMigration(qmp: QmpClient, what: string, exited: Promise<VmExit>, timeoutMs: number): Promise<void> {
+  let gone: VmExit | undefined;
+  void exited.then((exit) => (gone = exit));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    // QEMU ends itself when an incoming migration fails to load.
+    if (gone) throw new HypervisorError(`${what}: QEMU exited (code ${gone.code}, signal ${gone.signal})`);
+    const info = await qmp.execute<MigrationInfo>('query-migrate').catch((err: Error) => {
+      throw new HypervisorError(`${what}: ${err.message}`, { cause: err });
+    });
+    if (info.status === 'completed') return;
+    if (info.status === 'failed' || info.status === 'cancelled') throw new HypervisorError(`${what} failed: ${info['error-desc'] ?? info.status}`);
+    if (Date.now() > deadline) throw new HypervisorError(`${what}: not done after ${timeoutMs} ms (status ${info.status ?? 'none'})`);
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
