@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-under-load demo bench bench-guest bench-shared-fs bench-agent-channel soak install uninstall clean
+.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-template test-under-load demo bench bench-guest bench-shared-fs bench-agent-channel soak install uninstall clean
 
 all: build guest
 
@@ -62,7 +62,14 @@ VSOCK_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-ka
 test-vsock: guest
 	KATATS_E2E_AGENT_CHANNEL=hybrid-vsock KATATS_E2E_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" $(MAKE) test-e2e E2E="$(VSOCK_E2E)"
 
-test: test-unit test-e2e test-matrix test-virtiofs test-vsock
+# The same suites with VM templates on ([factory] enable_template): every pod is a clone
+# of one template, kept in a directory made for the run and removed after it;
+# tests/e2e/vm-templates.test.ts (in test-e2e) covers what is particular to templates.
+TEMPLATE_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/pod-sizing.test.ts tests/e2e/cri-devices.test.ts
+test-template: guest
+	dir=$$(mktemp -d /var/tmp/kt-templates-XXXXXX); KATATS_E2E_TEMPLATE_PATH=$$dir $(MAKE) test-e2e E2E="$(TEMPLATE_E2E)"; rc=$$?; rm -rf "$$dir"; exit $$rc
+
+test: test-unit test-e2e test-matrix test-virtiofs test-vsock test-template
 
 # Not part of `make test`: the fault and stress suites ROUNDS (3) times in a row with
 # stress-ng keeping every core busy; results in bench/under-load.md.

@@ -30,6 +30,7 @@ const IMPLEMENTED = [
   'hypervisor.qemu.default_vcpus', 'hypervisor.qemu.default_maxvcpus', 'hypervisor.qemu.default_maxmemory', 'hypervisor.qemu.seccompsandbox', 'hypervisor.qemu.cpu_features',
   'hypervisor.qemu.shared_fs', 'hypervisor.qemu.virtio_fs_daemon', 'hypervisor.qemu.virtio_fs_cache', 'hypervisor.qemu.virtio_fs_extra_args',
   'hypervisor.qemu.enable_annotations', 'agent.kata.dial_timeout', 'agent.kata.debug_console_enabled', 'runtime.sandbox_cgroup_only',
+  'factory.enable_template', 'factory.template_path',
 ];
 
 describe("Kata's own configuration keys", () => {
@@ -89,7 +90,6 @@ describe("Kata's own configuration keys", () => {
     ['[runtime]\njaeger_password = "s3cret"\n', 'runtime.jaeger_password'],
     // at a value kata-ts matches anyway
     ['[hypervisor.qemu]\nmachine_type = "q35"\n', 'hypervisor.qemu.machine_type'],
-    ['[factory]\nenable_template = false\n', 'factory.enable_template'],
     ['[runtime]\ninternetworking_model = "tcfilter"\n', 'runtime.internetworking_model'],
     ['[image]\nservice_offload = false\n', 'image.service_offload'],
   ])('accepts %j with one warning', (text, key) => {
@@ -109,7 +109,7 @@ describe("Kata's own configuration keys", () => {
     ['[hypervisor.qemu]\nshared_fs = "virtio-fs"\n[runtime]\nksm = "on"\n', 'runtime.ksm: "on" cannot work with shared_fs = "virtio-fs"'],
     ['[hypervisor.qemu]\nenable_hugepages = true\n', 'hypervisor.qemu.enable_hugepages: true cannot be honoured: guest memory is backed by normal pages'],
     ['[hypervisor.qemu]\npflashes = ["/f.img"]\n', 'hypervisor.qemu.pflashes: ["/f.img"] cannot be honoured: kata-ts attaches no flash images (accepted: [])'],
-    ['[factory]\nenable_template = true\n', 'factory.enable_template: true cannot be honoured: kata-ts boots every VM from scratch; it has no VM templates (accepted: false)'],
+    ['[factory]\ntemplate_path = "templates"\n', 'factory.template_path: must be an absolute path, got "templates"'],
     ['[factory]\nvm_cache_number = 2\n', 'factory.vm_cache_number: 2 cannot be honoured: kata-ts has no VMCache'],
     ['[agent.kata]\nkernel_modules = ["e1000e"]\n', 'agent.kata.kernel_modules: ["e1000e"] cannot be honoured: the agent loads no kernel modules'],
     ['[runtime]\ninternetworking_model = "macvtap"\n', 'runtime.internetworking_model: "macvtap" cannot be honoured: kata-ts connects the VM with tc mirroring'],

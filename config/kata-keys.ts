@@ -170,10 +170,8 @@ export function kataHypervisorKeys(kind: HypervisorKind): Record<string, KataKey
   };
 }
 
-/** `[factory]`: VM templates and VMCache. */
+/** `[factory]`: VMCache (templates are implemented: toml-config.ts). */
 export const KATA_FACTORY_KEYS: Record<string, KataKeyRule> = {
-  enable_template: only('boolean', [false], 'kata-ts boots every VM from scratch; it has no VM templates'),
-  template_path: harmless('string', 'kata-ts has no VM templates'),
   vm_cache_number: only('integer', [0], 'kata-ts has no VMCache'),
   vm_cache_endpoint: harmless('string', 'kata-ts has no VMCache'),
 };

@@ -49,8 +49,8 @@ describe('per-pod overrides through io.katacontainers.config.hypervisor.* annota
     [{ default_memory: '8192' }, `annotation ${key('default_memory')}: 8192 MiB is more than the VM's maximum (default_maxmemory: 4096 MiB)`],
     [{ default_memory: '4096', default_maxmemory: '2048' }, `annotation ${key('default_memory')}: 4096 MiB is more than the VM's maximum (default_maxmemory: 2048 MiB)`],
     [{ default_maxmemory: String(hostMiB + 1) }, `annotation ${key('default_maxmemory')}: ${hostMiB + 1} MiB is more than the host's memory (${hostMiB} MiB)`],
-    // the [factory] rule of the file: no VM templates
-    [{ enable_template: 'true' }, `annotation ${key('enable_template')}: true cannot be honoured: kata-ts boots every VM from scratch; it has no VM templates (accepted: false)`],
+    // a pod may turn VM templates off, never on
+    [{ enable_template: 'true' }, `annotation ${key('enable_template')}: true cannot be honoured: a pod may only turn VM templates off; set [factory] enable_template in the configuration to use them`],
     [{ enable_template: 'yes' }, `annotation ${key('enable_template')}: must be "true" or "false", got "yes"`],
   ])('refuses %j with the rule the file follows', (values, message) => {
     const config = configWith(['.*'], { maxMemoryMiB: 4096 });
@@ -67,10 +67,17 @@ describe('per-pod overrides through io.katacontainers.config.hypervisor.* annota
     expect(apply(config, { [key('kernel_params')]: long(1530) }).hypervisor.kernelParams).toHaveLength(2);
   });
 
-  it('accepts enable_template = "false": it changes nothing', () => {
+  it('accepts enable_template = "false": it changes nothing where templates are off', () => {
     const config = configWith(['enable_template']);
     const before = JSON.stringify(config);
     expect(JSON.stringify(apply(config, { [key('enable_template')]: 'false' }))).toBe(before);
+  });
+
+  it('lets a pod turn VM templates off where the configuration has them on, and keep them on', () => {
+    const on = configWith(['enable_template']);
+    on.factory.enableTemplate = true;
+    expect(apply(structuredClone(on), { [key('enable_template')]: 'true' }).factory.enableTemplate).toBe(true);
+    expect(apply(structuredClone(on), { [key('enable_template')]: 'false' }).factory.enableTemplate).toBe(false);
   });
 
   it("adds kernel parameters, each replacing the configuration's of the same name (Kata's rule)", () => {

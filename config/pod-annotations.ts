@@ -8,7 +8,6 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { annotationEnabled, checkConfig, ConfigValueError, HypervisorConfig, RuntimeConfig, splitKernelParams } from './runtime-config';
-import { KATA_FACTORY_KEYS, refusal } from './kata-keys';
 import { hostSize, vmCap } from '../sandbox/resources';
 
 /** The OCI annotation Kata reads a sandbox's configuration path from. */
@@ -21,7 +20,7 @@ const HYPERVISOR_ANNOTATION_PREFIX = `${CONFIG_ANNOTATION_PREFIX}hypervisor.`;
 interface Override {
   /** The field it sets, so that a value rule it breaks names the annotation; none for a key that sets nothing. */
   field?: keyof HypervisorConfig;
-  apply(h: HypervisorConfig, value: string, annotation: string): void;
+  apply(h: HypervisorConfig, value: string, annotation: string, config: RuntimeConfig): void;
 }
 
 /**
@@ -47,12 +46,13 @@ const HYPERVISOR_OVERRIDES: Record<string, Override> = {
       h.kernelParams = overrideKernelParams(h.kernelParams, params);
     },
   },
-  // Kata has [factory] enable_template only in the file; the pod's value passes the same rule ("false" only).
+  // A pod may opt out of templating (its VM then shares no pages with other pods'), not
+  // in: where templates are made and kept is the administrator's choice.
   enable_template: {
-    apply: (_h, value, annotation) => {
+    apply: (_h, value, annotation, config) => {
       if (value !== 'true' && value !== 'false') throw new InvalidArgumentError(`annotation ${annotation}: must be "true" or "false", got ${JSON.stringify(value)}`);
-      const refused = refusal(KATA_FACTORY_KEYS.enable_template, value === 'true');
-      if (refused) throw new InvalidArgumentError(`annotation ${annotation}: ${refused}`);
+      if (value === 'true' && !config.factory.enableTemplate) throw new InvalidArgumentError(`annotation ${annotation}: true cannot be honoured: a pod may only turn VM templates off; set [factory] enable_template in the configuration to use them`);
+      config.factory.enableTemplate = value === 'true';
     },
   },
 };
@@ -174,10 +174,12 @@ export function applyConfigAnnotations(config: RuntimeConfig, annotations: Recor
     }
     const override = HYPERVISOR_OVERRIDES[name];
     if (!override) throw new InvalidArgumentError(`annotation ${key} is enabled but kata-ts cannot apply it per pod (it can: ${Object.keys(HYPERVISOR_OVERRIDES).join(', ')})`);
-    override.apply(next.hypervisor, value, key);
+    override.apply(next.hypervisor, value, key, next);
     if (override.field) setBy.set(override.field, key);
   }
-  if (setBy.size === 0) return;
-  checkOverrides(next, setBy, source);
-  Object.assign(config.hypervisor, next.hypervisor);
+  if (setBy.size > 0) {
+    checkOverrides(next, setBy, source);
+    Object.assign(config.hypervisor, next.hypervisor);
+  }
+  config.factory.enableTemplate = next.factory.enableTemplate;
 }

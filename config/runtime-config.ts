@@ -119,7 +119,15 @@ export interface RuntimeConfig {
      */
     killGraceMs: number;
   };
+  /** Kata's [factory]: pods start as clones of a template VM (sandbox/vm-templates.ts). */
+  factory: {
+    enableTemplate: boolean;
+    /** Where templates are kept, one directory each, root's only. A disk filesystem: on tmpfs the file grows as clones write. */
+    templatePath: string;
+  };
 }
+
+export const DEFAULT_TEMPLATE_PATH = '/var/lib/kata-ts/vm-templates';
 
 /** A bad configuration value; `key` and `reason` let other formats word it their way. */
 export class ConfigValueError extends InvalidArgumentError {
@@ -166,6 +174,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
     runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [], killGraceMs: 10_000 },
+    factory: { enableTemplate: false, templatePath: DEFAULT_TEMPLATE_PATH },
   };
 }
 
@@ -259,6 +268,7 @@ export function checkConfig(config: RuntimeConfig, naming: ConfigNaming): void {
   checkHypervisor(config.hypervisor, fail, naming);
   checkAgent(config.agent, fail);
   checkRuntime(config, fail);
+  checkFactory(config, fail);
 }
 
 /** Kata's kernel_params: one string of space-separated parameters. */
@@ -315,6 +325,10 @@ function checkAgent(agent: RuntimeConfig['agent'], fail: Fail): void {
   for (const key of ['bootTimeoutMs', 'callTimeoutMs'] as const) {
     if (!(agent[key] > 0)) fail('agent', key, 'must be a positive number of milliseconds');
   }
+}
+
+function checkFactory(config: RuntimeConfig, fail: Fail): void {
+  if (!path.isAbsolute(config.factory.templatePath)) fail('factory', 'templatePath', `must be an absolute path, got ${JSON.stringify(config.factory.templatePath)}`);
 }
 
 function checkRuntime(config: RuntimeConfig, fail: Fail): void {

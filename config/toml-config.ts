@@ -60,6 +60,11 @@ const RUNTIME_KEYS: Record<string, KeyMapping> = {
   kill_grace: { field: 'killGraceMs', convert: seconds },
 };
 
+const FACTORY_KEYS: Record<string, KeyMapping> = {
+  enable_template: { field: 'enableTemplate' },
+  template_path: { field: 'templatePath' },
+};
+
 interface Block {
   /** The RuntimeConfig section the implemented keys fill; none for a block kata-ts implements nothing of. */
   section?: keyof RuntimeConfig;
@@ -75,7 +80,7 @@ const BLOCKS: Record<string, Block> = {
   ...Object.fromEntries(HYPERVISOR_KINDS.map((kind) => [`hypervisor.${kind}`, { section: 'hypervisor', keys: HYPERVISOR_KEYS, kata: kataHypervisorKeys(kind), kind }])),
   'agent.kata': { section: 'agent', keys: AGENT_KEYS, kata: KATA_AGENT_KEYS },
   runtime: { section: 'runtime', keys: RUNTIME_KEYS, kata: KATA_RUNTIME_KEYS },
-  factory: { keys: {}, kata: KATA_FACTORY_KEYS },
+  factory: { section: 'factory', keys: FACTORY_KEYS, kata: KATA_FACTORY_KEYS },
   image: { keys: {}, kata: KATA_IMAGE_KEYS },
 };
 

@@ -7,6 +7,7 @@ import { Logger } from '../lib/logger';
 import { Hypervisor } from '../hypervisors/hypervisor';
 import { Container } from './container';
 import { MountSpec } from './rootfs';
+import { VmTemplates } from './vm-templates';
 import { Sandbox } from './sandbox';
 import { refuseWhatAVmCannotMean } from './host-namespaces';
 import { rootfsInsideBundle, validateId } from './identifiers';
@@ -326,6 +327,7 @@ export class Pod {
         cgroupsPath,
         config,
         hypervisor: this.deps.newHypervisor(config, logger),
+        templates: config.factory.enableTemplate ? new VmTemplates(config.factory.templatePath, () => this.deps.newHypervisor(config, logger.child({ vm: 'template' })), config.agent, logger) : undefined,
         events: { onProcessExit: (c, p, exit) => this.events.onExit(c, p, exit), onOom: (id) => this.events.onOom(id) },
         logger,
       });

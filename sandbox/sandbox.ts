@@ -27,6 +27,7 @@ import { cgroupRelativePath, HostCgroups, SandboxCgroup } from './host-cgroup';
 import { VmSizer } from './vm-sizer';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 import { countingResize, installedSandboxObserver, ObservedSandbox, SandboxObserver } from './sandbox-observer';
+import { VmTemplates } from './vm-templates';
 
 export const SHARED_FS_TAG = 'kataShared';
 /** The record of the daemon that owns a sandbox's state directory (pid + start time). */
@@ -98,8 +99,10 @@ export class Sandbox implements ObservedSandbox {
   private readonly execSpecs = new WeakMap<TaskProcess, Buffer>();
   private agent: AgentClient | undefined;
   private network: PodNetwork | undefined;
-  /** Block devices hot-plugged per container; the VM's end releases any left. */
-  private readonly devices: ContainerDevices;
+  /** Block devices hot-plugged per container; the VM's end releases any left. Replaced with the driver when the VM is a clone. */
+  private devices: ContainerDevices;
+  /** Set once the VM runs: it came from a template (vm-templates.ts), not a cold boot. */
+  cloned = false;
   /** Grows the VM for its containers' resources; set once the agent answers. */
   private sizer: VmSizer | undefined;
   private destroyed = false;
@@ -116,12 +119,14 @@ export class Sandbox implements ObservedSandbox {
   private constructor(
     readonly id: string,
     readonly workDir: string,
-    private readonly hypervisor: Hypervisor,
+    /** The driver passed in, or the clone's own when the VM starts from a template. */
+    private hypervisor: Hypervisor,
     private readonly config: RuntimeConfig,
     private readonly events: SandboxEvents,
     private readonly logger: Logger,
     private readonly hostKsm: HostKsm,
     private readonly observer: SandboxObserver,
+    private readonly templates: VmTemplates | undefined,
   ) {
     this.devices = new ContainerDevices(hypervisor, logger, undefined, observer);
     this.share = shareLayout(workDir);
@@ -171,6 +176,8 @@ export class Sandbox implements ObservedSandbox {
     hostCgroups?: HostCgroups;
     /** Told when the work dir exists and goes, and of agent calls and hot-plugs (default: the daemon's, see sandbox-observer.ts). */
     observer?: SandboxObserver;
+    /** Set when VM templates are on: the VM starts as a clone where it can, else cold. */
+    templates?: VmTemplates;
   }): Promise<Sandbox> {
     const { id, config } = params;
     const workDir = Sandbox.workDirFor(config, params.namespace, id);
@@ -182,7 +189,7 @@ export class Sandbox implements ObservedSandbox {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       throw new AlreadyExistsError(`sandbox ${id} in namespace ${params.namespace}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
     }
-    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger, params.hostKsm ?? new HostKsm(), params.observer ?? installedSandboxObserver());
+    const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger, params.hostKsm ?? new HostKsm(), params.observer ?? installedSandboxObserver(), params.templates);
     try {
       // A late `delete` (of an earlier run of this id, or of another container of the pod) leaves alone what a live owner has.
       writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
@@ -455,16 +462,7 @@ export class Sandbox implements ObservedSandbox {
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };
     const launched = performance.now();
-    await this.hypervisor.start(vm);
-    this.moveShimToOverhead();
-    this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
-    const { agent, details } = await TtrpcAgentClient.connect(vm.agentChannel, {
-      bootTimeoutMs: this.config.agent.bootTimeoutMs,
-      callTimeoutMs: this.config.agent.callTimeoutMs,
-      vmExited: this.hypervisor.exited,
-      logger: this.logger,
-      observeCall: this.observer.agentCall,
-    });
+    const { agent, details } = (await this.startClone(vm)) ?? (await this.bootCold(vm));
     this.bootSeconds = (performance.now() - launched) / 1000;
     this.agent = agent;
     this.details = details;
@@ -475,6 +473,32 @@ export class Sandbox implements ObservedSandbox {
       if (this.network.routes.length > 0) await agent.updateRoutes(this.network.routes);
     }
     void this.forwardOomEvents(agent);
+  }
+
+  /** The VM as a clone of its template, with its NICs plugged and clock set; undefined when it cannot be one. */
+  private async startClone(vm: VmConfig): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
+    const clone = await this.templates?.startClone(vm, this.logger);
+    if (!clone) return undefined;
+    this.hypervisor = clone.hypervisor;
+    this.devices = new ContainerDevices(clone.hypervisor, this.logger, undefined, this.observer);
+    this.cloned = true;
+    this.moveShimToOverhead();
+    this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
+    this.logger.info('VM started from its template');
+    return clone;
+  }
+
+  private async bootCold(vm: VmConfig): Promise<{ agent: AgentClient; details: GuestDetails }> {
+    await this.hypervisor.start(vm);
+    this.moveShimToOverhead();
+    this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
+    return TtrpcAgentClient.connect(vm.agentChannel, {
+      bootTimeoutMs: this.config.agent.bootTimeoutMs,
+      callTimeoutMs: this.config.agent.callTimeoutMs,
+      vmExited: this.hypervisor.exited,
+      logger: this.logger,
+      observeCall: this.observer.agentCall,
+    });
   }
 
   /**

@@ -46,6 +46,16 @@ export function writeShimLauncher(dir: string): string {
 export interface ConfigOverrides {
   hypervisor?: Record<string, unknown>;
   agent?: Record<string, unknown>;
+  factory?: Record<string, unknown>;
+}
+
+/**
+ * KATATS_E2E_TEMPLATE_PATH=<dir> runs the suites with VM templates on, kept in <dir>
+ * (make test-template): every pod then starts as a clone.
+ */
+export function factoryFromEnv(): Record<string, unknown> {
+  const dir = process.env.KATATS_E2E_TEMPLATE_PATH;
+  return dir ? { enableTemplate: true, templatePath: dir } : {};
 }
 
 /** The built guest's kernel, rootfs image and initrd. */
@@ -84,6 +94,7 @@ export function writeConfig(file: string, stateDir: string, overrides: ConfigOve
     hypervisor: { accelerator: 'tcg', kernel, ...rootfs, memoryMiB: 1024, ...dataPathFromEnv(), ...overrides.hypervisor },
     agent: { bootTimeoutMs: 180_000, ...overrides.agent },
     runtime: { stateDir },
+    factory: { ...factoryFromEnv(), ...overrides.factory },
   };
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
 }

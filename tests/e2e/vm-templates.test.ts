@@ -1,0 +1,113 @@
+// Pods started from a template VM ([factory] enable_template): real containerd, real
+// QEMU (TCG). The first pod makes the template; every pod after is a clone of it.
+import * as fs from 'fs';
+import * as path from 'path';
+import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
+import { expectCtrOk, KataEnv, RUNTIME, startKataEnv } from './kata-env';
+
+jest.setTimeout(600_000);
+
+describe('VM templates', () => {
+  let env: KataEnv;
+  let templatePath: string;
+  let baseline: HostSnapshot;
+
+  beforeAll(async () => {
+    templatePath = fs.mkdtempSync('/var/tmp/kt-templates-');
+    env = await startKataEnv({ factory: { enableTemplate: true, templatePath } });
+    baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
+  });
+
+  afterAll(async () => {
+    await env?.stop();
+    if (templatePath) fs.rmSync(templatePath, { recursive: true, force: true });
+  });
+
+  function templates(): string[] {
+    return fs.readdirSync(templatePath).filter((e) => !e.startsWith('.'));
+  }
+
+  function meta(): { createdAt: string; stateSha256: string } {
+    const [dir] = templates();
+    return JSON.parse(fs.readFileSync(path.join(templatePath, dir, 'template.json'), 'utf8'));
+  }
+
+  /** The shim's log lines for one pod (containerd collects them). */
+  function shimSays(id: string, message: string): boolean {
+    return env.containerd.logs().split('\n').some((l) => l.includes(id) && l.includes(message));
+  }
+
+  async function run(id: string, script: string): Promise<string> {
+    const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, id, 'sh', '-c', script], { timeoutMs: 400_000 });
+    expectCtrOk(result, () => env.containerd.logs(), id);
+    return result.stdout;
+  }
+
+  const ENTROPY_AND_CLOCK = 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s';
+
+  it('makes a template on first use, and clones differ in entropy and keep the host clock', async () => {
+    const outputs: Array<{ random: string; clockSkew: number }> = [];
+    for (const id of ['tpl-1', 'tpl-2', 'tpl-3']) {
+      const started = Date.now() / 1000;
+      const [random, seconds] = (await run(id, ENTROPY_AND_CLOCK)).trim().split('\n');
+      const ended = Date.now() / 1000;
+      // The guest read its clock between the two host readings; how far outside them it was.
+      const guest = Number(seconds);
+      outputs.push({ random, clockSkew: Math.max(0, started - (guest + 1), guest - ended) });
+      expect(shimSays(id, 'VM started from its template')).toBe(true);
+    }
+    expect(templates()).toHaveLength(1);
+    // One template, root's only: every clone's RAM starts as its pages.
+    const dir = path.join(templatePath, templates()[0]);
+    expect((fs.statSync(dir).mode & 0o777).toString(8)).toBe('700');
+    expect(fs.readdirSync(dir).sort()).toEqual(['memory', 'state', 'template.json']);
+    // vmgenid: each clone's kernel reseeded its RNG, so no two read the same bytes.
+    expect(outputs.map((o) => o.random)).toHaveLength(3);
+    expect(new Set(outputs.map((o) => o.random)).size).toBe(3);
+    for (const o of outputs) expect(o.random).toMatch(/^[0-9a-f]{32}$/);
+    // SetGuestDateTime: the clone does not keep the template's time (saved 10 s and more
+    // before the second and third pods); `date +%s` truncates, hence guest + 1 above.
+    for (const o of outputs) expect(o.clockSkew).toBeLessThanOrEqual(2);
+    const leaks = await waitForNoLeaks(baseline, 20_000);
+    expect(leaks).toEqual([]);
+  });
+
+  it('replaces a corrupt template before cloning from it', async () => {
+    const before = meta();
+    const [dir] = templates();
+    const state = path.join(templatePath, dir, 'state');
+    const bytes = fs.readFileSync(state);
+    bytes[bytes.length >> 1] ^= 0xff;
+    fs.writeFileSync(state, bytes);
+    expect((await run('tpl-corrupt', 'echo ok')).trim()).toBe('ok');
+    expect(shimSays('tpl-corrupt', 'VM template is stale or corrupt; replacing it')).toBe(true);
+    expect(shimSays('tpl-corrupt', 'VM started from its template')).toBe(true);
+    expect(meta().createdAt).not.toBe(before.createdAt);
+  });
+
+  it('boots cold when a template cannot be restored, and the next pod gets a new one', async () => {
+    // A state file QEMU cannot load, described as valid: only the restore finds out.
+    const [dir] = templates();
+    const state = path.join(templatePath, dir, 'state');
+    fs.writeFileSync(state, Buffer.from('not a QEMU migration stream'));
+    const metaFile = path.join(templatePath, dir, 'template.json');
+    const described = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+    described.stateSha256 = require('crypto').createHash('sha256').update(fs.readFileSync(state)).digest('hex');
+    fs.writeFileSync(metaFile, JSON.stringify(described));
+    expect((await run('tpl-cold', 'echo cold')).trim()).toBe('cold');
+    expect(shimSays('tpl-cold', 'the clone did not start; removing its template and booting cold')).toBe(true);
+    expect(shimSays('tpl-cold', 'VM started from its template')).toBe(false);
+    expect(templates()).toEqual([]);
+    expect((await run('tpl-after', 'echo again')).trim()).toBe('again');
+    expect(shimSays('tpl-after', 'VM started from its template')).toBe(true);
+    expect(templates()).toHaveLength(1);
+    const leaks = await waitForNoLeaks(baseline, 20_000);
+    expect(leaks).toEqual([]);
+  });
+
+  it('leaves no process, mount or socket of the template behind', async () => {
+    const now = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
+    expect(diffSnapshots(baseline, now)).toEqual([]);
+    expect(fs.readdirSync(templatePath).filter((e) => e.startsWith('.'))).toEqual([]);
+  });
+});
