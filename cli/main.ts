@@ -4,14 +4,19 @@
 //   env                                         the effective configuration, the files it came from and the Kata keys it ignored, as JSON
 //   exec [--namespace NS] <sandbox-id>          a root shell in the sandbox's guest (debug console)
 //   metrics [--namespace NS] <sandbox-id>       the sandbox's metrics (Prometheus text) from its shim
+//   factory init|status|destroy                 VM templates: make this configuration's now, list them, remove them
 import * as os from 'os';
 import { resolveConfig } from '../config/config-location';
 import { errorMessage } from '../lib/errors';
 import { formatChecks, hasFatalFailure, runChecks } from './check';
 import { connectDebugConsole, findDebugConsole, relayConsole } from './exec';
 import { findManagementSocket, readSandboxMetrics } from './metrics';
+import { factoryDestroy, factoryInit, factoryStatus } from './factory';
+import { createHypervisor } from '../hypervisors/factory';
+import { createLogger } from '../lib/logger';
+import { RuntimeConfig } from '../config/runtime-config';
 
-const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec [--namespace NS] <sandbox-id> | metrics [--namespace NS] <sandbox-id>\n';
+const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec [--namespace NS] <sandbox-id> | metrics [--namespace NS] <sandbox-id> | factory init|status|destroy\n';
 
 /** `<sandbox-id>` or `--namespace NS <sandbox-id>` (also -n). */
 function sandboxArgs(args: string[]): { sandboxId?: string; namespace?: string } {
@@ -25,6 +30,10 @@ function option(args: string[], name: string, fallback: number): number {
   const value = i >= 0 ? Number(args[i + 1]) : fallback;
   if (!(value > 0)) throw new Error(`${name} takes a positive number of seconds`);
   return value;
+}
+
+function driverChoice(config: RuntimeConfig) {
+  return { ...config.hypervisor, ksm: config.runtime.ksm };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -60,6 +69,22 @@ async function main(argv: string[]): Promise<number> {
       const { sandboxId, namespace } = sandboxArgs(args);
       if (!sandboxId) break;
       process.stdout.write(await readSandboxMetrics(findManagementSocket(resolveConfig({}).config, sandboxId, namespace)));
+      return 0;
+    }
+    case 'factory': {
+      const { config } = resolveConfig({});
+      // Progress and problems on stderr; the answer on stdout.
+      const logger = createLogger(2);
+      const newHypervisor = () => createHypervisor(driverChoice(config), logger);
+      if (args.length !== 1) break;
+      const actions: Record<string, () => Promise<string> | string> = {
+        init: () => factoryInit(config, newHypervisor, logger),
+        status: () => factoryStatus(config, newHypervisor),
+        destroy: () => factoryDestroy(config),
+      };
+      const action = actions[args[0]];
+      if (!action) break;
+      process.stdout.write(await action());
       return 0;
     }
   }

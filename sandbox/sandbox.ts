@@ -22,7 +22,7 @@ import { mountShares, planVolumes } from './volumes';
 import { ContainerDevices } from './devices';
 import { HostKsm, memoryMergeFor } from './ksm';
 import { GUEST_SHARED_DIR } from '../lib/guest-paths';
-import { containerResources, hostSize, LinuxResources, vmSizing } from './resources';
+import { containerResources, hostSize, LinuxResources, vmSizing, VmSizing } from './resources';
 import { cgroupRelativePath, HostCgroups, SandboxCgroup } from './host-cgroup';
 import { VmSizer } from './vm-sizer';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
@@ -60,6 +60,32 @@ export function agentChannelFor(kind: AgentChannel['kind'], workDir: string): Ag
     case 'vsock':
       throw new NotImplementedError('a driver that offers the agent only AF_VSOCK cannot be used: Node has no AF_VSOCK sockets to dial it');
   }
+}
+
+/**
+ * The VM a pod gets from the configuration, without its network (the sandbox attaches
+ * that). Also what `kata-ts-runtime factory init` makes a template of.
+ */
+export function podVmConfig(config: RuntimeConfig, hypervisor: Pick<Hypervisor, 'agentChannelKind'>, pod: { id: string; workDir: string; sharedDir: string; sizing: VmSizing }): VmConfig {
+  const h = config.hypervisor;
+  return {
+    id: pod.id,
+    workDir: pod.workDir,
+    binaryPath: h.path,
+    accelerator: h.accelerator,
+    kernelPath: h.kernel,
+    rootfs: guestRootfs(config),
+    kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', ...h.kernelParams],
+    memoryMiB: pod.sizing.boot.memoryMiB,
+    vcpus: pod.sizing.boot.vcpus,
+    maxMemoryMiB: pod.sizing.max.memoryMiB,
+    maxVcpus: pod.sizing.max.vcpus,
+    memoryMerge: memoryMergeFor(config.runtime.ksm),
+    seccompSandbox: h.seccompSandbox,
+    agentChannel: agentChannelFor(hypervisor.agentChannelKind, pod.workDir),
+    debugConsole: config.agent.debugConsole ? { socketPath: Sandbox.debugConsoleSocket(pod.workDir), portName: DEBUG_CONSOLE_PORT_NAME } : undefined,
+    sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: pod.sharedDir }],
+  };
 }
 
 export interface SandboxEvents {
@@ -443,22 +469,7 @@ export class Sandbox implements ObservedSandbox {
     this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
     if (netnsPath) this.network = await PodNetwork.attach(netnsPath, this.logger);
     const vm: VmConfig = {
-      id: this.id,
-      workDir: this.workDir,
-      binaryPath: h.path,
-      accelerator: h.accelerator,
-      kernelPath: h.kernel,
-      rootfs: guestRootfs(this.config),
-      kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', ...h.kernelParams],
-      memoryMiB: sizing.boot.memoryMiB,
-      vcpus: sizing.boot.vcpus,
-      maxMemoryMiB: sizing.max.memoryMiB,
-      maxVcpus: sizing.max.vcpus,
-      memoryMerge: memoryMergeFor(ksm),
-      seccompSandbox: h.seccompSandbox,
-      agentChannel: agentChannelFor(this.hypervisor.agentChannelKind, this.workDir),
-      debugConsole: this.config.agent.debugConsole ? { socketPath: Sandbox.debugConsoleSocket(this.workDir), portName: DEBUG_CONSOLE_PORT_NAME } : undefined,
-      sharedDirectories: [{ tag: SHARED_FS_TAG, hostPath: this.share.guestDir }],
+      ...podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing }),
       network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
     };
     const launched = performance.now();

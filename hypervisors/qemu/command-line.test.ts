@@ -154,4 +154,37 @@ describe('QEMU command line', () => {
     ]);
     expect(ports(buildQemuArgs(base, { hotplugPorts: 0 }))).toEqual([]);
   });
+
+  describe('templates and clones', () => {
+    const template = { role: 'template' as const, memoryPath: '/var/lib/kata-ts/vm-templates/k/memory' };
+    const clone = { role: 'clone' as const, memoryPath: template.memoryPath };
+
+    it('maps the RAM file shared in the template and copy-on-write in a clone, with vmgenid in both', () => {
+      const t = buildQemuArgs(base, {}, {}, template);
+      const c = buildQemuArgs(base, {}, {}, clone);
+      expect(valueAfter(t, '-machine')).toEqual(['q35,accel=tcg,memory-backend=ram0']);
+      expect(valueAfter(t, '-object')).toEqual(['memory-backend-file,id=ram0,size=512M,mem-path=/var/lib/kata-ts/vm-templates/k/memory,share=on']);
+      expect(valueAfter(c, '-object')).toEqual(['memory-backend-file,id=ram0,size=512M,mem-path=/var/lib/kata-ts/vm-templates/k/memory,share=off']);
+      expect(valueAfter(t, '-device')).toContain('vmgenid,guid=auto');
+      expect(valueAfter(c, '-device')).toContain('vmgenid,guid=auto');
+      // A clone waits for the template's state; a template boots.
+      expect(valueAfter(c, '-incoming')).toEqual(['defer']);
+      expect(c).toContain('-S');
+      expect(t).not.toContain('-incoming');
+      expect(t).not.toContain('-S');
+      expect(buildQemuArgs(base)).not.toContain('vmgenid,guid=auto');
+    });
+
+    it('gives a clone the same devices as its template: only host paths and the migration flags differ', () => {
+      const elsewhere: VmConfig = { ...base, id: 'sb2', workDir: '/run/kata-ts/sb2', agentChannel: { kind: 'virtio-serial', socketPath: '/run/kata-ts/sb2/agent.sock', portName: 'agent.channel.0' } };
+      const devices = (args: string[]) => valueAfter(args, '-device');
+      expect(devices(buildQemuArgs(elsewhere, {}, {}, clone))).toEqual(devices(buildQemuArgs(base, {}, {}, template)));
+    });
+
+    it('refuses NICs on the command line (a clone gets them by hot-plug) and RAM a vhost-user backend must share', () => {
+      const withNic: VmConfig = { ...base, network: { netnsPath: '/var/run/netns/p', nics: [{ tapName: 'tap0', mac: '0a:58:0a:58:00:05' }] } };
+      expect(() => buildQemuArgs(withNic, {}, {}, clone)).toThrow('a template or clone VM boots without NICs');
+      expect(() => buildQemuArgs(base, { virtioFs: { binary: '/usr/lib/qemu/virtiofsd', flavour: 'c', cache: 'auto' } as never }, {}, template)).toThrow(/virtio-fs maps the guest RAM/);
+    });
+  });
 });

@@ -85,6 +85,16 @@ export function dataPathFromEnv(): { sharedFs?: string; virtioFsCache?: string; 
   };
 }
 
+/**
+ * With KATATS_E2E_TEMPLATE_PATH, a suite proves something about clones only if its pods
+ * were clones: a pod that booted cold instead fails the run, with the shim's reason.
+ */
+export function expectOnlyClones(containerdLogs: string): void {
+  if (!process.env.KATATS_E2E_TEMPLATE_PATH) return;
+  const cold = containerdLogs.split('\n').filter((l) => /booting (it )?cold/.test(l));
+  if (cold.length > 0) throw new Error(`VM templates are on, but ${cold.length} pod(s) booted cold:\n${cold.join('\n')}`);
+}
+
 export function writeConfig(file: string, stateDir: string, overrides: ConfigOverrides = {}): void {
   const { kernel, image, initrd } = builtGuest();
   // The rootfs image (DAX), as installed; a test that wants the initrd says so.
@@ -122,8 +132,10 @@ export async function startKataEnv(opts: ConfigOverrides & { containerdLogLevel?
     stateDir,
     configPath,
     async stop() {
+      const logs = containerd.logs();
       await containerd.stop();
       fs.rmSync(dir, { recursive: true, force: true });
+      expectOnlyClones(logs);
     },
   };
 }
@@ -176,8 +188,10 @@ export async function startCriKataEnv(tmpPrefix: string, configure?: (dir: strin
     baseline,
     async stop() {
       cri.close();
+      const logs = cd.logs();
       const report = await cd.stop();
       fs.rmSync(dir, { recursive: true, force: true });
+      expectOnlyClones(logs);
       return report.leftovers;
     },
   };

@@ -3,7 +3,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
-import { expectCtrOk, KataEnv, RUNTIME, startKataEnv } from './kata-env';
+import { run as runCommand } from '../harness/exec';
+import { expectCtrOk, KataEnv, RUNTIME, RUNTIME_CLI, startKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
 
@@ -43,9 +44,27 @@ describe('VM templates', () => {
     return result.stdout;
   }
 
+  function factory(action: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return runCommand(process.execPath, [RUNTIME_CLI, 'factory', action], { timeoutMs: 300_000, env: { ...process.env, KATATS_CONFIG: env.configPath } });
+  }
+
   const ENTROPY_AND_CLOCK = 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s';
 
+  it('makes the template ahead of time (factory init), which the pods then clone', async () => {
+    const init = await factory('init');
+    expect(init).toMatchObject({ code: 0, stdout: expect.stringMatching(/^template ready: /) });
+    const [key] = templates();
+    expect((await factory('status')).stdout).toContain(`${key}  `);
+    expect((await factory('status')).stdout).toContain('(this configuration)');
+    expect((await run('tpl-0', 'echo from a clone')).trim()).toBe('from a clone');
+    expect(shimSays('tpl-0', 'VM started from its template')).toBe(true);
+    expect(shimSays('tpl-0', 'making a VM template')).toBe(false);
+    expect(templates()).toEqual([key]);
+  });
+
   it('makes a template on first use, and clones differ in entropy and keep the host clock', async () => {
+    expect((await factory('destroy')).stdout).toMatch(/^removed 1 template /);
+    expect(templates()).toEqual([]);
     const outputs: Array<{ random: string; clockSkew: number }> = [];
     for (const id of ['tpl-1', 'tpl-2', 'tpl-3']) {
       const started = Date.now() / 1000;
@@ -55,6 +74,7 @@ describe('VM templates', () => {
       const guest = Number(seconds);
       outputs.push({ random, clockSkew: Math.max(0, started - (guest + 1), guest - ended) });
       expect(shimSays(id, 'VM started from its template')).toBe(true);
+      expect(shimSays(id, 'making a VM template')).toBe(id === 'tpl-1');
     }
     expect(templates()).toHaveLength(1);
     // One template, root's only: every clone's RAM starts as its pages.
@@ -105,9 +125,11 @@ describe('VM templates', () => {
     expect(leaks).toEqual([]);
   });
 
-  it('leaves no process, mount or socket of the template behind', async () => {
+  it('leaves no process, mount or socket of the template behind, and factory destroy removes the templates', async () => {
     const now = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
     expect(diffSnapshots(baseline, now)).toEqual([]);
     expect(fs.readdirSync(templatePath).filter((e) => e.startsWith('.'))).toEqual([]);
+    expect((await factory('destroy')).code).toBe(0);
+    expect(fs.readdirSync(templatePath)).toEqual([]);
   });
 });

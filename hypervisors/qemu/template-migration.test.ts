@@ -1,0 +1,113 @@
+// Saving and restoring a template's state over QMP, against a fake QMP server that
+// plays QEMU's part of the stream: it writes to the shim's socket on `migrate` and reads
+// from its own listening socket on `migrate-incoming`.
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { FakeQmp, QmpAnswer, QmpCommand } from '../testing/fake-qmp';
+import { VmExit } from '../hypervisor';
+import { QmpClient } from './qmp';
+import { restoreTemplateState, saveTemplateState } from './template-migration';
+
+describe('template state over QMP', () => {
+  let dir: string;
+  let fake: FakeQmp;
+  let qmp: QmpClient;
+  const running: Promise<VmExit> = new Promise(() => undefined);
+
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpl-mig-'))));
+  afterEach(async () => {
+    qmp?.close();
+    await fake?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function connect(answer: (command: QmpCommand) => QmpAnswer): Promise<void> {
+    fake = await FakeQmp.start(answer);
+    qmp = await QmpClient.connect(fake.socketPath, 2000);
+  }
+
+  it('stops the VM, leaves shared RAM out and writes the stream QEMU sends into a new 0600 file', async () => {
+    const stream = Buffer.from('QEVM device state '.repeat(1000));
+    let polls = 0;
+    await connect((c) => {
+      if (c.execute === 'migrate') {
+        const socket = net.connect(String(c.arguments?.uri).replace(/^unix:/, ''));
+        socket.end(stream);
+      }
+      if (c.execute === 'query-migrate') return { return: { status: ++polls < 3 ? 'active' : 'completed' } };
+      return {};
+    });
+    const state = path.join(dir, 'state');
+    await saveTemplateState(qmp, path.join(dir, 'migrate.sock'), state, running);
+    expect(fake.commands.slice(0, 3)).toEqual([
+      { execute: 'stop' },
+      { execute: 'migrate-set-capabilities', arguments: { capabilities: [{ capability: 'x-ignore-shared', state: true }] } },
+      { execute: 'migrate', arguments: { uri: `unix:${path.join(dir, 'migrate.sock')}` } },
+    ]);
+    expect(fs.readFileSync(state)).toEqual(stream);
+    expect(fs.statSync(state).mode & 0o777).toBe(0o600);
+    expect(fs.existsSync(path.join(dir, 'migrate.sock'))).toBe(false);
+  });
+
+  it('never writes through a file or symlink that is already there', async () => {
+    await connect((c) => {
+      if (c.execute === 'migrate') net.connect(String(c.arguments?.uri).replace(/^unix:/, '')).on('error', () => undefined).end('stream');
+      return c.execute === 'query-migrate' ? { return: { status: 'completed' } } : {};
+    });
+    const target = path.join(dir, 'target');
+    fs.writeFileSync(target, 'keep');
+    const state = path.join(dir, 'state');
+    fs.symlinkSync(target, state);
+    await expect(saveTemplateState(qmp, path.join(dir, 'migrate.sock'), state, running, 2000)).rejects.toThrow(/EEXIST/);
+    expect(fs.readFileSync(target, 'utf8')).toBe('keep');
+  });
+
+  it('names the failure QEMU reports', async () => {
+    await connect((c) => (c.execute === 'query-migrate' ? { return: { status: 'failed', 'error-desc': 'Unable to write to socket' } } : {}));
+    await expect(saveTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), running)).rejects.toThrow('saving the template failed: Unable to write to socket');
+  });
+
+  it('streams the state file into the socket QEMU listens on, and waits for the load', async () => {
+    const content = Buffer.from('saved state');
+    fs.writeFileSync(path.join(dir, 'state'), content);
+    let received: Buffer | undefined;
+    const incoming = path.join(dir, 'migrate.sock');
+    await connect((c) => {
+      if (c.execute === 'migrate-incoming') {
+        // As QEMU: listen on the URI's socket and read the stream to its end.
+        const server = net.createServer((socket) => {
+          const chunks: Buffer[] = [];
+          socket.on('data', (d) => chunks.push(d)).on('end', () => {
+            received = Buffer.concat(chunks);
+            server.close();
+          });
+        });
+        server.listen(String(c.arguments?.uri).replace(/^unix:/, ''));
+      }
+      if (c.execute === 'query-migrate') return { return: { status: received ? 'completed' : 'active' } };
+      return {};
+    });
+    // QEMU's listen happens while answering migrate-incoming, before the shim dials.
+    await restoreTemplateState(qmp, incoming, path.join(dir, 'state'), running);
+    expect(received).toEqual(content);
+    expect(fake.commands[0]).toEqual({ execute: 'migrate-set-capabilities', arguments: { capabilities: [{ capability: 'x-ignore-shared', state: true }] } });
+    expect(fake.commands[1]).toEqual({ execute: 'migrate-incoming', arguments: { uri: `unix:${incoming}` } });
+  });
+
+  it('fails at once when QEMU exits during the load (as it does on a bad stream)', async () => {
+    fs.writeFileSync(path.join(dir, 'state'), 'garbage');
+    await connect((c) => (c.execute === 'query-migrate' ? { return: { status: 'active' } } : {}));
+    const exited = Promise.resolve({ code: 1, signal: null });
+    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), exited)).rejects.toThrow('restoring the template: QEMU exited (code 1, signal null)');
+  });
+
+  it('refuses a state file that is a symlink', async () => {
+    fs.writeFileSync(path.join(dir, 'real'), 'x');
+    fs.symlinkSync(path.join(dir, 'real'), path.join(dir, 'state'));
+    await connect(() => ({}));
+    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), running)).rejects.toThrow(/ELOOP/);
+    expect(fake.commands).toEqual([]);
+  });
+});
