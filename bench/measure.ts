@@ -19,6 +19,22 @@ export function rssKiB(pid: number): number {
   }
 }
 
+/**
+ * A process's proportional set size and private memory in KiB (/proc/<pid>/smaps_rollup;
+ * 0 if it is gone). PSS counts a page shared by N processes as 1/N to each, so summing it
+ * over pods counts the DAX rootfs and a VM template's pages once, where RSS sums count
+ * them in every pod.
+ */
+export function pssKiB(pid: number): { pss: number; private: number } {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+    return { pss: field('Pss'), private: field('Private_Clean') + field('Private_Dirty') };
+  } catch {
+    return { pss: 0, private: 0 };
+  }
+}
+
 /** CPU time (user + system) of a process, in clock ticks. */
 export function cpuTicks(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { TtrpcClient } from '../ttrpc';
 import { KataEnv, RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
-import { cpuTicks, descendants, median, rssKiB, timeCtrRun } from './measure';
+import { cpuTicks, descendants, median, pssKiB, rssKiB, timeCtrRun } from './measure';
 import { measureCriPodStart } from './cri-pods';
 import { benchDir, GUEST_BOOT_INTRO, measureGuestBoot } from './guest-boot';
 import { memoryPlotSvg } from './plot';
@@ -14,11 +14,6 @@ import { memoryPlotSvg } from './plot';
 /** Tables other targets write, copied into results.md. */
 const SEPARATE_RUNS = ['shared-fs.md', 'agent-channel.md'];
 const RUNC = 'io.containerd.runc.v2';
-const RUNTIMES = [
-  { name: 'runc', runtime: RUNC },
-  { name: 'kata-ts', runtime: KATA },
-] as const;
-type RuntimeName = (typeof RUNTIMES)[number]['name'];
 const START_SAMPLES = Number(process.env.BENCH_START_SAMPLES ?? 5);
 const POD_COUNTS = [1, 5, 10];
 const TTRPC_CALLS = 1000;
@@ -82,9 +77,15 @@ class Bench {
   }
 
   /** Host memory of a pod: its shim and every process under it (VMM or container). */
-  async podRssKiB(id: string): Promise<number> {
+  async podMemoryKiB(id: string): Promise<{ pss: number; private: number; rss: number }> {
     const shim = await this.shimPid(id);
-    return [shim, ...descendants(shim)].reduce((sum, pid) => sum + rssKiB(pid), 0);
+    return [shim, ...descendants(shim)].reduce(
+      (sum, pid) => {
+        const m = pssKiB(pid);
+        return { pss: sum.pss + m.pss, private: sum.private + m.private, rss: sum.rss + rssKiB(pid) };
+      },
+      { pss: 0, private: 0, rss: 0 },
+    );
   }
 
   /** The shim's own idle RSS and CPU share over `windowMs`. */
@@ -125,58 +126,92 @@ class Bench {
   }
 }
 
-const ratio = (ours: number, theirs: number): string => (theirs > 0 ? `${(ours / theirs).toFixed(1)}×` : 'n/a');
+const ratio = (ours: number, theirs: number): string => (theirs > 0 ? `${(ours / theirs).toFixed(2)}×` : 'n/a');
 const mib = (kib: number): string => (kib / 1024).toFixed(1);
+/** The density line: idle pods in this much host memory, at the 10-pod PSS. */
+const DENSITY_MIB = 8192;
+
+/** One way of running pods: runc, kata-ts booting each VM, kata-ts cloning a template. */
+interface Arm {
+  name: string;
+  bench: Bench;
+  runtime: string;
+}
 
 async function main(): Promise<void> {
-  say('starting a private containerd (TCG guests: this takes several minutes) ...');
+  say('starting two private containerds, one with VM templates on (TCG guests: this takes a while) ...');
+  const templatePath = fs.mkdtempSync('/var/tmp/kt-bench-templates-');
   const env = await startKataEnv();
-  const bench = new Bench(env);
+  const templateEnv = await startKataEnv({ factory: { enableTemplate: true, templatePath } });
+  const arms: Arm[] = [
+    { name: 'runc', bench: new Bench(env), runtime: RUNC },
+    { name: 'kata-ts', bench: new Bench(env), runtime: KATA },
+    { name: 'kata-ts template', bench: new Bench(templateEnv), runtime: KATA },
+  ];
   const rows: string[] = [];
-  const memory: Record<RuntimeName, Array<{ pods: number; perPodMiB: number }>> = { runc: [], 'kata-ts': [] };
+  const row = (measure: string, values: number[], unit: string, digits = 0): string =>
+    `| ${measure} | ${values.map((v) => `${v.toFixed(digits)} ${unit}`).join(' | ')} | ${ratio(values[1], values[0])} | ${ratio(values[2], values[0])} | ${ratio(values[2], values[1])} |`;
+  const memory: Record<string, Array<{ pods: number; perPodMiB: number }>> = {};
   try {
-    const latency = {} as Record<RuntimeName, { firstOutputMs: number; exitMs: number }>;
-    for (const { name, runtime } of RUNTIMES) {
-      say(`${name}: ${START_SAMPLES} × ctr run --rm ... echo ready`);
-      latency[name] = await bench.startLatency(runtime);
+    // The template arm's first pod makes the template; it is made ahead, as `factory init` would.
+    say('kata-ts template: making the template with one pod');
+    await arms[2].bench.removeAll([await arms[2].bench.startIdle(KATA)]);
+    const latency = [];
+    for (const arm of arms) {
+      say(`${arm.name}: ${START_SAMPLES} × ctr run --rm ... echo ready`);
+      latency.push(await arm.bench.startLatency(arm.runtime));
     }
-    rows.push(`| ctr run → first output (median of ${START_SAMPLES}) | ${latency.runc.firstOutputMs.toFixed(0)} ms | ${latency['kata-ts'].firstOutputMs.toFixed(0)} ms | ${ratio(latency['kata-ts'].firstOutputMs, latency.runc.firstOutputMs)} |`);
-    rows.push(`| ctr run → exit (median of ${START_SAMPLES}) | ${latency.runc.exitMs.toFixed(0)} ms | ${latency['kata-ts'].exitMs.toFixed(0)} ms | ${ratio(latency['kata-ts'].exitMs, latency.runc.exitMs)} |`);
+    rows.push(row(`ctr run → first output (median of ${START_SAMPLES})`, latency.map((l) => l.firstOutputMs), 'ms'));
+    rows.push(row(`ctr run → exit (median of ${START_SAMPLES})`, latency.map((l) => l.exitMs), 'ms'));
     const pods = await measureCriPodStart(START_SAMPLES, say);
-    rows.push(`| CRI RunPodSandbox (median of ${START_SAMPLES}) | ${pods.runc.sandboxMs.toFixed(0)} ms | ${pods['kata-ts'].sandboxMs.toFixed(0)} ms | ${ratio(pods['kata-ts'].sandboxMs, pods.runc.sandboxMs)} |`);
-    rows.push(`| CRI pod start: RunPodSandbox + CreateContainer + StartContainer (median of ${START_SAMPLES}) | ${pods.runc.podMs.toFixed(0)} ms | ${pods['kata-ts'].podMs.toFixed(0)} ms | ${ratio(pods['kata-ts'].podMs, pods.runc.podMs)} |`);
+    rows.push(row(`CRI RunPodSandbox (median of ${START_SAMPLES})`, [pods.runc.sandboxMs, pods['kata-ts'].sandboxMs, pods['kata-ts template'].sandboxMs], 'ms'));
+    rows.push(row(`CRI pod start: RunPodSandbox + CreateContainer + StartContainer (median of ${START_SAMPLES})`, [pods.runc.podMs, pods['kata-ts'].podMs, pods['kata-ts template'].podMs], 'ms'));
 
-    const idle = {} as Record<RuntimeName, { rssKiB: number; cpuPercent: number; ttrpc: { medianUs: number; callsPerSecond: number } }>;
-    for (const { name, runtime } of RUNTIMES) {
-      say(`${name}: idle shim and ttrpc round trips`);
-      const id = await bench.startIdle(runtime);
-      idle[name] = { ...(await bench.shimIdle(id)), ttrpc: await bench.ttrpc(id) };
-      await bench.removeAll([id]);
+    const idle = [];
+    for (const arm of arms) {
+      say(`${arm.name}: idle shim and ttrpc round trips`);
+      const id = await arm.bench.startIdle(arm.runtime);
+      idle.push({ ...(await arm.bench.shimIdle(id)), ttrpc: await arm.bench.ttrpc(id) });
+      await arm.bench.removeAll([id]);
     }
-    rows.push(`| shim RSS at idle | ${mib(idle.runc.rssKiB)} MiB | ${mib(idle['kata-ts'].rssKiB)} MiB | ${ratio(idle['kata-ts'].rssKiB, idle.runc.rssKiB)} |`);
-    rows.push(`| shim CPU at idle (10 s window) | ${idle.runc.cpuPercent.toFixed(2)} % | ${idle['kata-ts'].cpuPercent.toFixed(2)} % | – |`);
-    rows.push(`| ttrpc Task.Connect round trip (median of ${TTRPC_CALLS}) | ${idle.runc.ttrpc.medianUs.toFixed(0)} µs | ${idle['kata-ts'].ttrpc.medianUs.toFixed(0)} µs | ${ratio(idle['kata-ts'].ttrpc.medianUs, idle.runc.ttrpc.medianUs)} |`);
-    rows.push(`| ttrpc Task.Connect throughput (${TTRPC_CONCURRENCY} in flight) | ${idle.runc.ttrpc.callsPerSecond.toFixed(0)} /s | ${idle['kata-ts'].ttrpc.callsPerSecond.toFixed(0)} /s | ${ratio(idle['kata-ts'].ttrpc.callsPerSecond, idle.runc.ttrpc.callsPerSecond)} |`);
+    rows.push(row('shim RSS at idle', idle.map((i) => i.rssKiB / 1024), 'MiB', 1));
+    rows.push(`| shim CPU at idle (10 s window) | ${idle.map((i) => `${i.cpuPercent.toFixed(2)} %`).join(' | ')} | – | – | – |`);
+    rows.push(row(`ttrpc Task.Connect round trip (median of ${TTRPC_CALLS})`, idle.map((i) => i.ttrpc.medianUs), 'µs'));
+    rows.push(row(`ttrpc Task.Connect throughput (${TTRPC_CONCURRENCY} in flight)`, idle.map((i) => i.ttrpc.callsPerSecond), '/s'));
 
-    for (const { name, runtime } of RUNTIMES) {
+    const perPod: Record<string, Array<{ pods: number; pss: number; private: number; rss: number }>> = {};
+    for (const arm of arms) {
       const ids: string[] = [];
-      for (const pods of POD_COUNTS) {
-        while (ids.length < pods) ids.push(await bench.startIdle(runtime));
+      perPod[arm.name] = [];
+      for (const count of POD_COUNTS) {
+        while (ids.length < count) ids.push(await arm.bench.startIdle(arm.runtime));
         await new Promise((r) => setTimeout(r, 5000)); // let the guests settle
-        let total = 0;
-        for (const id of ids) total += await bench.podRssKiB(id);
-        memory[name].push({ pods, perPodMiB: total / pods / 1024 });
-        say(`${name}: ${pods} idle pods, ${mib(total / pods)} MiB per pod`);
+        const total = { pss: 0, private: 0, rss: 0 };
+        for (const id of ids) {
+          const m = await arm.bench.podMemoryKiB(id);
+          total.pss += m.pss;
+          total.private += m.private;
+          total.rss += m.rss;
+        }
+        perPod[arm.name].push({ pods: count, pss: total.pss / count, private: total.private / count, rss: total.rss / count });
+        say(`${arm.name}: ${count} idle pods, ${mib(total.pss / count)} MiB PSS per pod (${mib(total.private / count)} private, ${mib(total.rss / count)} RSS)`);
       }
-      await bench.removeAll(ids);
+      await arm.bench.removeAll(ids);
+      memory[arm.name] = perPod[arm.name].map((p) => ({ pods: p.pods, perPodMiB: p.pss / 1024 }));
     }
-    for (const [i, pods] of POD_COUNTS.entries()) {
-      const r = memory.runc[i].perPodMiB;
-      const k = memory['kata-ts'][i].perPodMiB;
-      rows.push(`| host memory per idle pod, ${pods} pod${pods > 1 ? 's' : ''} (shim + VMM or container) | ${r.toFixed(1)} MiB | ${k.toFixed(1)} MiB | ${ratio(k, r)} |`);
+    for (const [i, count] of POD_COUNTS.entries()) {
+      const at = (what: 'pss' | 'private' | 'rss') => arms.map((a) => perPod[a.name][i][what] / 1024);
+      const pl = count > 1 ? 's' : '';
+      rows.push(row(`host memory per idle pod, ${count} pod${pl}: PSS (shim + VMM or container)`, at('pss'), 'MiB', 1));
+      rows.push(row(`host memory per idle pod, ${count} pod${pl}: private`, at('private'), 'MiB', 1));
+      rows.push(row(`host memory per idle pod, ${count} pod${pl}: RSS (shared pages counted in every pod)`, at('rss'), 'MiB', 1));
     }
+    const last = POD_COUNTS.length - 1;
+    const density = arms.map((a) => Math.floor(DENSITY_MIB / (perPod[a.name][last].pss / 1024)));
+    rows.push(`| idle pods that fit in ${DENSITY_MIB / 1024} GiB of host memory (at the ${POD_COUNTS[last]}-pod PSS) | ${density.join(' | ')} | ${ratio(density[1], density[0])} | ${ratio(density[2], density[0])} | ${ratio(density[2], density[1])} |`);
   } finally {
-    await env.stop();
+    await Promise.all([env.stop(), templateEnv.stop()]);
+    fs.rmSync(templatePath, { recursive: true, force: true });
   }
   say(`guest kernels: ${GUEST_BOOT_SAMPLES} boots to agent-ready per variant, no containerd`);
   const guest = await measureGuestBoot(GUEST_BOOT_SAMPLES, say);
@@ -186,13 +221,13 @@ async function main(): Promise<void> {
   const report = [
     '# kata-ts benchmarks',
     '',
-    `Measured ${new Date().toISOString()} on ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, QEMU **TCG** (software emulation; KVM hosts boot far faster), one private containerd 1.6, image busybox, runc and kata-ts side by side in one run. Medians; ratio = kata-ts / runc (lower is better, except throughput).`,
+    `Measured ${new Date().toISOString()} on ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, QEMU **TCG** (software emulation; KVM hosts boot far faster), private containerd 1.6, image busybox; runc, kata-ts (every VM booted) and kata-ts with VM templates (\`[factory] enable_template\`: every VM a clone of one template, made before the measurements) side by side in one run. Medians. Ratios: kata-ts / runc, template / runc, template / kata-ts booted (lower is better, except throughput and density). Memory is the sum over the pod's shim and every process under it: PSS (a page shared by N processes counts 1/N to each: the DAX rootfs and the template's pages are counted once over all pods), private, and RSS for comparison with earlier runs.`,
     '',
-    '| measure | runc | kata-ts | ratio |',
-    '| --- | --- | --- | --- |',
+    '| measure | runc | kata-ts | kata-ts template | kata-ts / runc | template / runc | template / kata-ts |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
-    '![host memory per idle pod](memory-per-pod.svg)',
+    '![host memory (PSS) per idle pod](memory-per-pod.svg)',
     '',
     '## Guest kernels and rootfs formats',
     '',
