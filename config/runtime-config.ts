@@ -122,7 +122,11 @@ export interface RuntimeConfig {
   /** Kata's [factory]: pods start as clones of a template VM (sandbox/vm-templates.ts). */
   factory: {
     enableTemplate: boolean;
-    /** Where templates are kept, one directory each, root's only. A disk filesystem: on tmpfs the file grows as clones write. */
+    /**
+     * Where templates are kept, one directory each, root's only. A disk filesystem: on
+     * tmpfs, pages a clone touches that the template never used are allocated in the
+     * template's file (measured: host Shmem grew with what a clone wrote).
+     */
     templatePath: string;
   };
 }

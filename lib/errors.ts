@@ -64,6 +64,8 @@ export class HypervisorError extends KataError {
   readonly grpcCode = GrpcCode.UNAVAILABLE;
   readonly code = 'ERR_HYPERVISOR';
 }
+/** A VM template's saved state could not be loaded into a clone: the template itself is bad. */
+export class TemplateRestoreError extends HypervisorError {}
 /**
  * An OCI hook the shim ran on the host failed: it exited non-zero, was killed at its
  * timeout, could not be started, or named a file the guest can write. Its kind, path

@@ -327,7 +327,7 @@ export class Pod {
         cgroupsPath,
         config,
         hypervisor: this.deps.newHypervisor(config, logger),
-        templates: config.factory.enableTemplate ? new VmTemplates(config.factory.templatePath, () => this.deps.newHypervisor(config, logger.child({ vm: 'template' })), config.agent, logger) : undefined,
+        templates: config.factory.enableTemplate ? new VmTemplates(config.factory.templatePath, () => this.deps.newHypervisor(config, logger.child({ vm: 'template or clone' })), config.agent, logger) : undefined,
         events: { onProcessExit: (c, p, exit) => this.events.onExit(c, p, exit), onOom: (id) => this.events.onOom(id) },
         logger,
       });

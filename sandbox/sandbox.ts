@@ -488,7 +488,7 @@ export class Sandbox implements ObservedSandbox {
 
   /** The VM as a clone of its template, with its NICs plugged and clock set; undefined when it cannot be one. */
   private async startClone(vm: VmConfig): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
-    const clone = await this.templates?.startClone(vm, this.logger);
+    const clone = await this.templates?.startClone(vm, this.observer.agentCall);
     if (!clone) return undefined;
     this.hypervisor = clone.hypervisor;
     this.devices = new ContainerDevices(clone.hypervisor, this.logger, undefined, this.observer);

@@ -7,7 +7,9 @@ import { silentLogger } from '../lib/logger';
 import { VmConfig } from '../hypervisors/hypervisor';
 import { QemuHypervisor } from '../hypervisors/qemu/qemu';
 import { CloudHypervisor } from '../hypervisors/cloud-hypervisor/cloud-hypervisor';
-import { cloneRefusal, listTemplates, templateKey, templateVm } from './vm-templates';
+import { spawn } from 'child_process';
+import { writeProcessRecord } from '../lib/recorded-process';
+import { cloneRefusal, listTemplates, templateKey, templateVm, withTemplateLock } from './vm-templates';
 
 describe('VM template keys', () => {
   let dir: string;
@@ -84,5 +86,49 @@ describe('VM template keys', () => {
     expect(listed.map((t) => [path.basename(t.dir), t.meta?.key])).toEqual([['abc', 'abc']]);
     expect(listed[0].bytes).toBeGreaterThanOrEqual(8192);
     expect(listTemplates(path.join(dir, 'none'))).toEqual([]);
+  });
+});
+
+describe('the template lock', () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpl-lock-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('lets one holder of a key in at a time, and leaves nothing behind', async () => {
+    const order: string[] = [];
+    const hold = (name: string) =>
+      withTemplateLock(dir, 'k', 5000, silentLogger(), async () => {
+        order.push(`${name} in`);
+        await new Promise((r) => setTimeout(r, 150));
+        order.push(`${name} out`);
+      });
+    await Promise.all([hold('a'), hold('b'), withTemplateLock(dir, 'other-key', 5000, silentLogger(), async () => void order.push('other'))]);
+    expect(order.filter((o) => o !== 'other')).toEqual(['a in', 'a out', 'b in', 'b out']);
+    // Another key did not wait for them.
+    expect(order.indexOf('other')).toBeLessThan(order.indexOf('a out'));
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it("takes over a dead shim's lock: kills the template VM it recorded and removes its unfinished build", async () => {
+    const lock = path.join(dir, '.lock-k');
+    fs.mkdirSync(lock);
+    fs.writeFileSync(path.join(lock, 'owner'), '999999999 1\n'); // no such process
+    const vmm = spawn('sleep', ['60']);
+    await new Promise((r) => vmm.once('spawn', r));
+    writeProcessRecord(path.join(lock, 'vmm'), vmm.pid!);
+    fs.mkdirSync(path.join(dir, '.building-k-x1'));
+    const ran = await withTemplateLock(dir, 'k', 5000, silentLogger(), async () => 'ran');
+    expect(ran).toBe('ran');
+    await new Promise((r) => (vmm.exitCode !== null || vmm.signalCode ? r(undefined) : vmm.once('exit', r)));
+    expect(vmm.signalCode).toBe('SIGKILL');
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it("waits for a live holder, and fails naming it when it keeps the lock too long", async () => {
+    const lock = path.join(dir, '.lock-k');
+    fs.mkdirSync(lock);
+    writeProcessRecord(path.join(lock, 'owner'), process.pid);
+    await expect(withTemplateLock(dir, 'k', 300, silentLogger(), async () => 'never')).rejects.toThrow(`the VM template lock ${lock} is still held by {"pid":${process.pid}`);
+    expect(fs.existsSync(lock)).toBe(true); // not ours: left alone
   });
 });

@@ -6,34 +6,46 @@
 //
 // Templates are keyed by what the guest sees (the driver's templateIdentity(): for
 // QEMU, its command line with host paths aside, the binary, the kernel and image
-// files): a changed configuration or guest makes another template, never a wrong clone.
-// Each is made under a lock and appears by an atomic rename; it is checked before use;
-// whatever fails, the pod boots cold, with a log line saying why.
-import { createHash } from 'crypto';
+// files) and by the host's boot: a changed configuration, guest or host makes another
+// template, never a wrong clone. Each key has a lock; a template is made under it and
+// appears by an atomic rename, and is checked and restored under it too, so no clone
+// pairs one template's RAM with another's state. Whatever fails, the pod boots cold,
+// with a log line saying why.
+import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Logger } from '../lib/logger';
-import { ProcessRecord, readProcessRecord, recordAlive, writeProcessRecord } from '../lib/recorded-process';
+import { killRecordedIfAlive, ProcessRecord, readProcessRecord, readTrimmed, recordAlive, writeProcessRecord } from '../lib/recorded-process';
 import { Hypervisor, TemplateFiles, VmConfig } from '../hypervisors/hypervisor';
-import { AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
+import { AgentCallObserver, AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
 import { agentChannelFor } from './sandbox';
-import { FailedPreconditionError } from '../lib/errors';
+import { FailedPreconditionError, TemplateRestoreError } from '../lib/errors';
 
-/** What the template directory of one template holds. */
+/** What the directory of one template holds. */
 const MEMORY_FILE = 'memory';
 const STATE_FILE = 'state';
 const META_FILE = 'template.json';
-const LOCK_DIR = '.lock';
+/** `.lock-<key>`: held while its template is made, checked or restored. */
+const LOCK_PREFIX = '.lock-';
+const BUILDING_PREFIX = '.building-';
 const OWNER_FILE = 'owner';
+/** The template VM's own record in the lock: a shim that takes a stale lock over kills it. */
+const VMM_FILE = 'vmm';
 /** Bump when what a template directory holds changes. */
 const FORMAT = 1;
+/** Templates kept; the least recently cloned go first (each distinct pod size or kernel parameter set makes one). */
+export const MAX_TEMPLATES = 8;
+/** A restored agent answers within a second or two: a clone gets this long, not a whole boot. */
+const CLONE_AGENT_TIMEOUT_MS = 30_000;
+const LOCK_POLL_MS = 100;
 
 export interface TemplateMeta {
   format: number;
   key: string;
   /** sha256 of the state file: a clone of a truncated or altered state is never started. */
   stateSha256: string;
-  memoryBytes: number;
+  /** The memory file as saved: any write to it (a compromised VMM with the file open) changes its ctime. */
+  memory: { bytes: number; ino: string; ctimeNs: string };
   createdAt: string;
 }
 
@@ -57,12 +69,17 @@ export function cloneRefusal(hypervisor: Hypervisor, vm: VmConfig): string | und
   return hypervisor.templateRefusal(vm);
 }
 
-/** The template's key: a hash of what the guest sees, the guest files' identities included. */
+/**
+ * The template's key: a hash of what the guest sees, the guest files' identities, and
+ * the host's boot (a template's CPU state is the host's of that boot: a new host
+ * kernel, microcode or QEMU package comes with a reboot, and then a new template).
+ */
 export function templateKey(hypervisor: Hypervisor, vm: VmConfig): string {
   const files = [vm.kernelPath, vm.rootfs.path].map(fileIdentity);
   // As a template of it would be made, in one fixed place: the pod's own paths and id are no part of it.
   const identity = hypervisor.templateIdentity!(templateVm(vm, '/template', hypervisor));
-  return createHash('sha256').update(JSON.stringify({ format: FORMAT, identity, files })).digest('hex').slice(0, 32);
+  const hostBoot = readTrimmed('/proc/sys/kernel/random/boot_id');
+  return createHash('sha256').update(JSON.stringify({ format: FORMAT, identity, files, hostBoot })).digest('hex').slice(0, 32);
 }
 
 function fileIdentity(file: string): string {
@@ -103,59 +120,85 @@ export class VmTemplates {
    * Starts `vm` as a clone, making its template first if there is none. Undefined (and
    * nothing left running) when it cannot: the caller boots the VM cold.
    */
-  async startClone(vm: VmConfig, vmExitedLogger: Logger = this.logger): Promise<Clone | undefined> {
-    const probe = this.newHypervisor();
-    const refusal = cloneRefusal(probe, vm);
+  async startClone(vm: VmConfig, observeCall?: AgentCallObserver): Promise<Clone | undefined> {
+    const hypervisor = this.newHypervisor();
+    const refusal = cloneRefusal(hypervisor, vm);
     if (refusal) {
       this.logger.info({ reason: refusal }, 'VM templates are on, but this VM cannot be a clone; booting it cold');
       return undefined;
     }
-    let dir: string;
+    let dir: string | undefined;
+    let restored = false;
     try {
-      dir = await this.ensureTemplate(vm, probe);
-    } catch (err) {
-      this.logger.warn({ err: (err as Error).message }, 'no VM template could be made; booting cold');
-      return undefined;
-    }
-    const hypervisor = this.newHypervisor();
-    try {
-      await hypervisor.startClone!(vm, templateFiles(dir));
-      const { agent, details } = await TtrpcAgentClient.connect(vm.agentChannel, { ...this.agentOptions, vmExited: hypervisor.exited, logger: vmExitedLogger });
+      const key = templateKey(hypervisor, vm);
+      dir = path.join(this.templatePath, key);
+      // Checked and restored under the key's lock: a template being replaced meanwhile
+      // would give QEMU one template's RAM and another's state.
+      await this.withTemplate(vm, key, hypervisor, async (templateDir) => {
+        await hypervisor.startClone!(vm, templateFiles(templateDir));
+        restored = true;
+        touch(path.join(templateDir, META_FILE)); // most recently used: kept longest
+      });
+      const connectOptions = { ...this.agentOptions, bootTimeoutMs: Math.min(this.agentOptions.bootTimeoutMs, CLONE_AGENT_TIMEOUT_MS), vmExited: hypervisor.exited, logger: this.logger, observeCall };
+      // boot_id is made on its first read: not before the RNG was reseeded for this clone (below).
+      const { agent } = await TtrpcAgentClient.connect(vm.agentChannel, { ...connectOptions, withoutBootId: true });
       try {
         // The clone woke with the template's clock.
         await agent.setGuestDateTime(Date.now());
+        const details = await agent.guestDetails();
+        return { hypervisor, agent, details };
       } catch (err) {
         agent.close();
         throw err;
       }
-      return { hypervisor, agent, details };
     } catch (err) {
       await hypervisor.stop(0).catch(() => undefined);
-      // A template that cannot be restored is replaced by the next pod that needs it.
-      this.logger.warn({ template: dir, err: (err as Error).message, console: hypervisor.consoleTail(1024) }, 'the clone did not start; removing its template and booting cold');
-      removeTemplate(dir);
+      const why = { template: dir, err: (err as Error).message, console: hypervisor.consoleTail(1024) };
+      if (err instanceof TemplateRestoreError && dir) {
+        // Only a template whose state does not load is bad; the next pod that needs it makes it anew.
+        this.logger.warn(why, 'the clone did not start: its template cannot be restored; removing it and booting cold');
+        await this.removeBadTemplate(dir);
+      } else {
+        this.logger.warn(why, restored ? 'the clone did not start; booting cold' : 'no clone could be made; booting cold');
+      }
       return undefined;
     }
   }
 
-  /** The directory of a valid template for `vm`, made now if there is none. */
+  /** The directory of a valid template for `vm`, made now if there is none (`kata-ts-runtime factory init`). */
   async ensureTemplate(vm: VmConfig, hypervisor: Hypervisor = this.newHypervisor()): Promise<string> {
     const refusal = cloneRefusal(hypervisor, vm);
     if (refusal) throw new FailedPreconditionError(`no template can be made: ${refusal}`);
-    const key = templateKey(hypervisor, vm);
+    let made = '';
+    await this.withTemplate(vm, templateKey(hypervisor, vm), hypervisor, async (dir) => void (made = dir));
+    return made;
+  }
+
+  /** Runs `use` on a valid template for `vm` (made first if need be), holding the key's lock. */
+  private async withTemplate(vm: VmConfig, key: string, hypervisor: Hypervisor, use: (dir: string) => Promise<void>): Promise<void> {
+    this.checkTemplatePath();
     const dir = path.join(this.templatePath, key);
-    if (this.validTemplate(dir, key)) return dir;
-    fs.mkdirSync(this.templatePath, { recursive: true, mode: 0o700 });
-    return this.underLock(async () => {
-      // Another shim may have made it while this one waited.
-      if (this.validTemplate(dir, key)) return dir;
-      if (fs.existsSync(dir)) removeTemplate(dir);
-      await this.makeTemplate(vm, key, dir);
-      return dir;
+    await this.underLock(key, async (lock) => {
+      if (!this.validTemplate(dir, key)) {
+        if (fs.existsSync(dir)) removeTemplate(dir);
+        await this.makeTemplate(vm, key, dir, lock);
+        this.evictBeyond(MAX_TEMPLATES, key);
+      }
+      await use(dir);
     });
   }
 
-  /** True when `dir` holds a whole template for `key`; a broken one is logged and removed. */
+  /** The template directory must be root's and closed to others: every clone's RAM starts there. */
+  private checkTemplatePath(): void {
+    fs.mkdirSync(this.templatePath, { recursive: true, mode: 0o700 });
+    const st = fs.lstatSync(this.templatePath);
+    const uid = process.getuid?.() ?? 0;
+    if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0) {
+      throw new FailedPreconditionError(`[factory] template_path ${this.templatePath} must be a directory (not a symlink) owned by uid ${uid} with no access for group or others (mode 0700); it is ${st.isSymbolicLink() ? 'a symlink' : `mode ${(st.mode & 0o777).toString(8)}, owner ${st.uid}`}`);
+    }
+  }
+
+  /** True when `dir` holds a whole, unaltered template for `key`; a broken one is logged. */
   private validTemplate(dir: string, key: string): boolean {
     let meta: TemplateMeta;
     try {
@@ -166,11 +209,12 @@ export class VmTemplates {
       return false;
     }
     const files = templateFiles(dir);
+    const memory = memoryIdentity(files.memoryPath);
     const problem =
       meta.format !== FORMAT || meta.key !== key
         ? 'it was made for another VM'
-        : fileSize(files.memoryPath) !== meta.memoryBytes
-          ? 'its memory file has the wrong size'
+        : !memory || memory.bytes !== meta.memory?.bytes || memory.ino !== meta.memory.ino || memory.ctimeNs !== meta.memory.ctimeNs
+          ? 'its memory file was changed or replaced after it was saved'
           : sha256File(files.statePath) !== meta.stateSha256
             ? 'its state file is not the one saved'
             : undefined;
@@ -178,8 +222,8 @@ export class VmTemplates {
     return problem === undefined;
   }
 
-  private async makeTemplate(vm: VmConfig, key: string, dir: string): Promise<void> {
-    const building = fs.mkdtempSync(path.join(this.templatePath, `.building-${key.slice(0, 8)}-`));
+  private async makeTemplate(vm: VmConfig, key: string, dir: string, lock: string): Promise<void> {
+    const building = fs.mkdtempSync(path.join(this.templatePath, `${BUILDING_PREFIX}${key.slice(0, 8)}-`));
     const started = performance.now();
     const hypervisor = this.newHypervisor();
     try {
@@ -189,58 +233,131 @@ export class VmTemplates {
       const files = templateFiles(building);
       this.logger.info({ template: dir }, 'making a VM template (a full boot, once)');
       await hypervisor.startTemplate!(config, files);
+      const pid = hypervisor.pid();
+      if (pid) writeProcessRecord(path.join(lock, VMM_FILE), pid);
+      // The template must not read boot_id: the kernel would fix it for every clone.
       const { agent } = await TtrpcAgentClient.connect(config.agentChannel, { ...this.agentOptions, vmExited: hypervisor.exited, logger: this.logger, withoutBootId: true });
       // No call may be in flight when the state is saved: a clone would answer it to nobody.
       agent.close();
       await hypervisor.saveTemplate!();
-      const meta: TemplateMeta = { format: FORMAT, key, stateSha256: sha256File(files.statePath), memoryBytes: fileSize(files.memoryPath), createdAt: new Date().toISOString() };
-      fs.writeFileSync(path.join(building, META_FILE), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600 });
+      for (const file of [files.memoryPath, files.statePath]) fsyncFile(file);
+      const memory = memoryIdentity(files.memoryPath)!;
+      const meta: TemplateMeta = { format: FORMAT, key, stateSha256: sha256File(files.statePath), memory, createdAt: new Date().toISOString() };
+      fs.writeFileSync(path.join(building, META_FILE), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600, flush: true });
       // Only the template's files stay: the sockets and share were the template VM's.
       for (const entry of fs.readdirSync(building)) if (![MEMORY_FILE, STATE_FILE, META_FILE].includes(entry)) fs.rmSync(path.join(building, entry), { recursive: true, force: true });
+      fsyncFile(building);
       fs.renameSync(building, dir);
+      fsyncFile(this.templatePath);
       this.logger.info({ template: dir, seconds: ((performance.now() - started) / 1000).toFixed(1), stateBytes: fileSize(path.join(dir, STATE_FILE)) }, 'VM template made');
     } catch (err) {
       await hypervisor.stop(0).catch(() => undefined);
       fs.rmSync(building, { recursive: true, force: true });
       throw err;
+    } finally {
+      fs.rmSync(path.join(lock, VMM_FILE), { force: true });
     }
   }
 
-  /**
-   * Runs `fn` holding the template directory's lock (a directory: mkdir is atomic). A
-   * lock whose owner is gone (a shim killed mid-build) is taken over.
-   */
-  private async underLock<T>(fn: () => Promise<T>): Promise<T> {
-    const lock = path.join(this.templatePath, LOCK_DIR);
-    const deadline = Date.now() + this.agentOptions.bootTimeoutMs * 2;
-    for (;;) {
+  /** Under the key's lock, so a template another shim just made in its place is not the one removed. */
+  private async removeBadTemplate(dir: string): Promise<void> {
+    const key = path.basename(dir);
+    await this.underLock(key, async () => {
+      const trash = path.join(this.templatePath, `.trash-${randomBytes(4).toString('hex')}`);
       try {
-        fs.mkdirSync(lock, { mode: 0o700 });
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        fs.renameSync(dir, trash);
+      } catch {
+        return; // gone already
       }
-      const owner: ProcessRecord | undefined = readProcessRecord(path.join(lock, OWNER_FILE));
-      // A lock just made has no owner record yet: that is not a dead owner.
-      if (owner && !recordAlive(owner)) {
-        this.logger.warn({ lock, owner }, 'the VM template lock is held by a process that is gone; taking it over');
-        fs.rmSync(lock, { recursive: true, force: true });
+      removeTemplate(trash);
+    }).catch((err) => this.logger.warn({ template: dir, err: (err as Error).message }, 'could not remove the VM template'));
+  }
+
+  /** Keeps the `max` most recently used templates (by their description's mtime), `keep` among them. */
+  private evictBeyond(max: number, keep: string): void {
+    const templates = listTemplates(this.templatePath)
+      .filter((t) => path.basename(t.dir) !== keep)
+      .sort((a, b) => b.usedMs - a.usedMs);
+    for (const t of templates.slice(Math.max(0, max - 1))) {
+      this.logger.info({ template: t.dir }, `more than ${max} VM templates: removing the least recently used`);
+      removeTemplate(t.dir);
+    }
+  }
+
+  private underLock<T>(key: string, fn: (lock: string) => Promise<T>): Promise<T> {
+    return withTemplateLock(this.templatePath, key, this.agentOptions.bootTimeoutMs, this.logger, fn);
+  }
+}
+
+/**
+ * Runs `fn` holding `<templatePath>/.lock-<key>`. The lock appears whole (made aside
+ * with its owner record, then renamed into place), so every lock names a live or dead
+ * owner. A lock whose owner is gone (a shim killed mid-build) is taken over: it is
+ * renamed away, then checked to be the dead owner's (two shims that found it dead at
+ * once: the second must not take the first's new lock; it puts that back), its template
+ * VM killed and its unfinished build removed. An owner removes only its own lock.
+ */
+export async function withTemplateLock<T>(templatePath: string, key: string, waitMs: number, logger: Logger, fn: (lock: string) => Promise<T>): Promise<T> {
+  const lock = path.join(templatePath, `${LOCK_PREFIX}${key}`);
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const candidate = fs.mkdtempSync(path.join(templatePath, '.lock-new-'));
+    writeProcessRecord(path.join(candidate, OWNER_FILE), process.pid);
+    try {
+      fs.renameSync(candidate, lock); // fails while a (non-empty) lock is there
+      break;
+    } catch (err) {
+      fs.rmSync(candidate, { recursive: true, force: true });
+      if (!['ENOTEMPTY', 'EEXIST'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    }
+    const owner: ProcessRecord | undefined = readProcessRecord(path.join(lock, OWNER_FILE));
+    if (owner && !recordAlive(owner)) {
+      const stale = path.join(templatePath, `.stale-${randomBytes(4).toString('hex')}`);
+      try {
+        fs.renameSync(lock, stale);
+      } catch {
+        continue; // another shim took it over first
+      }
+      if (!sameRecord(readProcessRecord(path.join(stale, OWNER_FILE)), owner)) {
+        // A live shim's new lock, not the dead one: its own again (if that fails, it finds
+        // its lock gone and leaves what is there alone).
+        try {
+          fs.renameSync(stale, lock);
+        } catch {
+          fs.rmSync(stale, { recursive: true, force: true });
+        }
         continue;
       }
-      if (Date.now() > deadline) throw new FailedPreconditionError(`the VM template lock ${lock} is still held (by ${JSON.stringify(owner ?? 'a process that has not recorded itself yet')})`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      logger.warn({ lock, owner }, 'the VM template lock was held by a shim that is gone; taking it over');
+      await killRecordedIfAlive(path.join(stale, VMM_FILE));
+      fs.rmSync(stale, { recursive: true, force: true });
+      removeUnfinishedBuilds(templatePath, key);
+      continue;
     }
-    try {
-      writeProcessRecord(path.join(lock, OWNER_FILE), process.pid);
-      return await fn();
-    } finally {
-      fs.rmSync(lock, { recursive: true, force: true });
-    }
+    if (Date.now() > deadline) throw new FailedPreconditionError(`the VM template lock ${lock} is still held by ${JSON.stringify(owner)} after ${waitMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+  }
+  const mine = readProcessRecord(path.join(lock, OWNER_FILE));
+  try {
+    return await fn(lock);
+  } finally {
+    if (sameRecord(readProcessRecord(path.join(lock, OWNER_FILE)), mine)) fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+function sameRecord(a: ProcessRecord | undefined, b: ProcessRecord | undefined): boolean {
+  return a !== undefined && b !== undefined && a.pid === b.pid && a.startTime === b.startTime;
+}
+
+/** Builds of `key` that a dead shim left (their VM is killed by then). */
+function removeUnfinishedBuilds(templatePath: string, key: string): void {
+  for (const e of fs.readdirSync(templatePath)) {
+    if (e.startsWith(`${BUILDING_PREFIX}${key.slice(0, 8)}-`)) fs.rmSync(path.join(templatePath, e), { recursive: true, force: true });
   }
 }
 
 /** Every template under `templatePath`, for `kata-ts-runtime factory status`. */
-export function listTemplates(templatePath: string): Array<{ dir: string; meta?: TemplateMeta; bytes: number }> {
+export function listTemplates(templatePath: string): Array<{ dir: string; meta?: TemplateMeta; bytes: number; usedMs: number }> {
   let entries: string[];
   try {
     entries = fs.readdirSync(templatePath);
@@ -252,19 +369,44 @@ export function listTemplates(templatePath: string): Array<{ dir: string; meta?:
     .map((e) => {
       const dir = path.join(templatePath, e);
       let meta: TemplateMeta | undefined;
+      let usedMs = 0;
       try {
         meta = JSON.parse(fs.readFileSync(path.join(dir, META_FILE), 'utf8')) as TemplateMeta;
+        usedMs = fs.statSync(path.join(dir, META_FILE)).mtimeMs;
       } catch {
         meta = undefined;
       }
       const bytes = [MEMORY_FILE, STATE_FILE].reduce((sum, f) => sum + allocatedBytes(path.join(dir, f)), 0);
-      return { dir, meta, bytes };
+      return { dir, meta, bytes, usedMs };
     });
 }
 
 /** Removes one template; clones running from it keep their mapping of the (now unlinked) file. */
 export function removeTemplate(dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
+}
+
+function memoryIdentity(file: string): TemplateMeta['memory'] | undefined {
+  try {
+    const st = fs.statSync(file, { bigint: true });
+    return { bytes: Number(st.size), ino: String(st.ino), ctimeNs: String(st.ctimeNs) };
+  } catch {
+    return undefined;
+  }
+}
+
+function touch(file: string): void {
+  const now = new Date();
+  fs.utimesSync(file, now, now);
+}
+
+function fsyncFile(file: string): void {
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function fileSize(file: string): number {

@@ -6,7 +6,7 @@ import { vmmCommand } from '../vmm-launch';
 import { rateLimited } from '../vmm-process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { FailedPreconditionError, HypervisorError } from '../../lib/errors';
+import { FailedPreconditionError, HypervisorError, TemplateRestoreError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
 import { Hypervisor, SharedFsKind, TemplateFiles, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
@@ -119,7 +119,9 @@ export class QemuHypervisor implements Hypervisor {
     const args = await this.argsFor(withoutNics, { role: 'clone', memoryPath: files.memoryPath });
     await this.launch(withoutNics, args);
     try {
-      await restoreTemplateState(this.qmp!, path.join(config.workDir, MIGRATION_SOCKET), files.statePath, this.exited);
+      await restoreTemplateState(this.qmp!, path.join(config.workDir, MIGRATION_SOCKET), files.statePath, this.exited).catch((err: Error) => {
+        throw new TemplateRestoreError(err.message, { cause: err });
+      });
       await this.qmp!.execute('cont');
       for (const [index, nic] of nics.entries()) await plugNic(this.qmp!, this.ports!, { kind: 'network', id: `nic${index}`, tapName: nic.tapName, macAddress: nic.mac });
     } catch (err) {

@@ -98,9 +98,23 @@ describe('template state over QMP', () => {
 
   it('fails at once when QEMU exits during the load (as it does on a bad stream)', async () => {
     fs.writeFileSync(path.join(dir, 'state'), 'garbage');
-    await connect((c) => (c.execute === 'query-migrate' ? { return: { status: 'active' } } : {}));
+    const servers: net.Server[] = [];
+    await connect((c) => {
+      // QEMU listens and takes the stream, then gives up on it.
+      if (c.execute === 'migrate-incoming') servers.push(net.createServer((socket) => socket.resume()).listen(String(c.arguments?.uri).replace(/^unix:/, '')));
+      return c.execute === 'query-migrate' ? { return: { status: 'active' } } : {};
+    });
     const exited = Promise.resolve({ code: 1, signal: null });
     await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), exited)).rejects.toThrow('restoring the template: QEMU exited (code 1, signal null)');
+    for (const server of servers) server.close();
+  });
+
+  it('fails at once, not at the timeout, when the state cannot be sent', async () => {
+    fs.writeFileSync(path.join(dir, 'state'), 'state');
+    // Nobody listens on the socket: QEMU did not take migrate-incoming's URI.
+    await connect((c) => (c.execute === 'query-migrate' ? { return: { status: 'setup' } } : {}));
+    // The migration status never ends; the answer is the send's failure, not the (60 s) timeout's.
+    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), running)).rejects.toThrow(/restoring the template: sending the state failed: connect ENOENT/);
   });
 
   it('refuses a state file that is a symlink', async () => {

@@ -60,8 +60,15 @@ export async function restoreTemplateState(qmp: QmpClient, socketPath: string, s
     await qmp.execute('migrate-incoming', { uri: `unix:${socketPath}` });
     const socket = net.connect(socketPath);
     const sent = pipeline(state, socket);
-    sent.catch(() => undefined); // a failed load shows in QEMU's migration status or exit
-    await waitForMigration(qmp, 'restoring the template', exited, timeoutMs);
+    // A stream that could not be sent ends the wait at once; once loaded, its end no longer matters.
+    const sendFailed = sent.then(
+      () => new Promise<never>(() => undefined),
+      (err: Error) => {
+        throw new HypervisorError(`restoring the template: sending the state failed: ${err.message}`, { cause: err });
+      },
+    );
+    sendFailed.catch(() => undefined);
+    await Promise.race([waitForMigration(qmp, 'restoring the template', exited, timeoutMs), sendFailed]);
   } finally {
     state.destroy();
     fs.rmSync(socketPath, { force: true });

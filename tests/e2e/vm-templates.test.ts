@@ -48,7 +48,7 @@ describe('VM templates', () => {
     return runCommand(process.execPath, [RUNTIME_CLI, 'factory', action], { timeoutMs: 300_000, env: { ...process.env, KATATS_CONFIG: env.configPath } });
   }
 
-  const ENTROPY_AND_CLOCK = 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s';
+  const ENTROPY_AND_CLOCK = 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s; cat /proc/sys/kernel/random/boot_id; dmesg | grep -c "crng reseeded due to virtual machine fork"';
 
   it('makes the template ahead of time (factory init), which the pods then clone', async () => {
     const init = await factory('init');
@@ -65,14 +65,14 @@ describe('VM templates', () => {
   it('makes a template on first use, and clones differ in entropy and keep the host clock', async () => {
     expect((await factory('destroy')).stdout).toMatch(/^removed 1 template /);
     expect(templates()).toEqual([]);
-    const outputs: Array<{ random: string; clockSkew: number }> = [];
+    const outputs: Array<{ random: string; clockSkew: number; bootId: string; reseeds: string }> = [];
     for (const id of ['tpl-1', 'tpl-2', 'tpl-3']) {
       const started = Date.now() / 1000;
-      const [random, seconds] = (await run(id, ENTROPY_AND_CLOCK)).trim().split('\n');
+      const [random, seconds, bootId, reseeds] = (await run(id, ENTROPY_AND_CLOCK)).trim().split('\n');
       const ended = Date.now() / 1000;
       // The guest read its clock between the two host readings; how far outside them it was.
       const guest = Number(seconds);
-      outputs.push({ random, clockSkew: Math.max(0, started - (guest + 1), guest - ended) });
+      outputs.push({ random, clockSkew: Math.max(0, started - (guest + 1), guest - ended), bootId, reseeds });
       expect(shimSays(id, 'VM started from its template')).toBe(true);
       expect(shimSays(id, 'making a VM template')).toBe(id === 'tpl-1');
     }
@@ -85,6 +85,9 @@ describe('VM templates', () => {
     expect(outputs.map((o) => o.random)).toHaveLength(3);
     expect(new Set(outputs.map((o) => o.random)).size).toBe(3);
     for (const o of outputs) expect(o.random).toMatch(/^[0-9a-f]{32}$/);
+    // The reseed was vmgenid's, not the kernel's timed one; and each clone made its own boot_id after it.
+    expect(outputs.map((o) => o.reseeds)).toEqual(['1', '1', '1']);
+    expect(new Set(outputs.map((o) => o.bootId)).size).toBe(3);
     // SetGuestDateTime: the clone does not keep the template's time (saved 10 s and more
     // before the second and third pods); `date +%s` truncates, hence guest + 1 above.
     for (const o of outputs) expect(o.clockSkew).toBeLessThanOrEqual(2);
@@ -103,6 +106,17 @@ describe('VM templates', () => {
     expect(shimSays('tpl-corrupt', 'VM template is stale or corrupt; replacing it')).toBe(true);
     expect(shimSays('tpl-corrupt', 'VM started from its template')).toBe(true);
     expect(meta().createdAt).not.toBe(before.createdAt);
+
+    // A write into the RAM file (what a compromised VMM with it open could do) is refused too.
+    const rebuilt = meta();
+    const memory = path.join(templatePath, templates()[0], 'memory');
+    const fd = fs.openSync(memory, 'r+');
+    fs.writeSync(fd, Buffer.from([0x90]), 0, 1, 4096);
+    fs.closeSync(fd);
+    expect((await run('tpl-memory', 'echo ok')).trim()).toBe('ok');
+    expect(shimSays('tpl-memory', 'its memory file was changed or replaced after it was saved')).toBe(true);
+    expect(shimSays('tpl-memory', 'VM started from its template')).toBe(true);
+    expect(meta().createdAt).not.toBe(rebuilt.createdAt);
   });
 
   it('boots cold when a template cannot be restored, and the next pod gets a new one', async () => {
@@ -115,7 +129,7 @@ describe('VM templates', () => {
     described.stateSha256 = require('crypto').createHash('sha256').update(fs.readFileSync(state)).digest('hex');
     fs.writeFileSync(metaFile, JSON.stringify(described));
     expect((await run('tpl-cold', 'echo cold')).trim()).toBe('cold');
-    expect(shimSays('tpl-cold', 'the clone did not start; removing its template and booting cold')).toBe(true);
+    expect(shimSays('tpl-cold', 'the clone did not start: its template cannot be restored; removing it and booting cold')).toBe(true);
     expect(shimSays('tpl-cold', 'VM started from its template')).toBe(false);
     expect(templates()).toEqual([]);
     expect((await run('tpl-after', 'echo again')).trim()).toBe('again');
