@@ -14,6 +14,8 @@ import { QmpClient } from './qmp';
 /** A saved template is well under a MiB; loading it takes a fraction of a second even on a busy host. */
 export const MIGRATION_TIMEOUT_MS = 60_000;
 const POLL_MS = 20;
+/** After the state stream broke, how long QEMU's migration status may still say it loaded. */
+const SEND_FAILURE_GRACE_MS = 5000;
 
 interface MigrationInfo {
   status?: string;
@@ -60,15 +62,15 @@ export async function restoreTemplateState(qmp: QmpClient, socketPath: string, s
     await qmp.execute('migrate-incoming', { uri: `unix:${socketPath}` });
     const socket = net.connect(socketPath);
     const sent = pipeline(state, socket);
-    // A stream that could not be sent ends the wait at once; once loaded, its end no longer matters.
-    const sendFailed = sent.then(
-      () => new Promise<never>(() => undefined),
-      (err: Error) => {
-        throw new HypervisorError(`restoring the template: sending the state failed: ${err.message}`, { cause: err });
-      },
-    );
-    sendFailed.catch(() => undefined);
-    await Promise.race([waitForMigration(qmp, 'restoring the template', exited, timeoutMs), sendFailed]);
+    const loaded = waitForMigration(qmp, 'restoring the template', exited, timeoutMs);
+    loaded.catch(() => undefined);
+    const sendFailure = await Promise.race([loaded.then(() => undefined), sent.then(() => undefined, (err: Error) => err)]);
+    if (sendFailure) {
+      // QEMU may read the whole state and close its end before the copy noticed it was
+      // done ("premature close"): the migration status decides, but not for long.
+      await withTimeout(loaded, SEND_FAILURE_GRACE_MS, `restoring the template: sending the state failed: ${sendFailure.message}`);
+    }
+    await loaded;
   } finally {
     state.destroy();
     fs.rmSync(socketPath, { force: true });
