@@ -3,8 +3,12 @@ import * as os from 'os';
 import * as path from 'path';
 import { GuestNetwork } from './network';
 
+const made: string[] = [];
+afterAll(() => made.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
+
 function fakeSysfs(links: Record<string, string>): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-net-'));
+  made.push(dir);
   for (const [name, mac] of Object.entries(links)) {
     fs.mkdirSync(path.join(dir, name));
     fs.writeFileSync(path.join(dir, name, 'address'), `${mac}\n`);

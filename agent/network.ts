@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { promisify } from 'util';
 import { InvalidArgumentError, NotFoundError } from '../lib/errors';
+import { INTERFACE_NAME, MAC_ADDRESS } from '../lib/net-names';
 
 const execFileAsync = promisify(execFile);
 
@@ -39,8 +40,8 @@ const runIp: IpCommand = async (args) => {
   }
 };
 
-const NAME = /^[A-Za-z0-9_.-]{1,15}$/;
-const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
+const NAME = INTERFACE_NAME;
+const MAC = MAC_ADDRESS;
 
 /**
  * How long UpdateInterface waits for a NIC that is not there yet. A VM cloned from a

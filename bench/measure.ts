@@ -2,6 +2,7 @@
 // ctr run to its first output byte and to its exit, and medians.
 import { spawn } from 'child_process';
 import * as fs from 'fs';
+import { kibField } from '../lib/proc-stats';
 
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -28,8 +29,8 @@ export function rssKiB(pid: number): number {
 export function pssKiB(pid: number): { pss: number; private: number } {
   try {
     const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-    return { pss: field('Pss'), private: field('Private_Clean') + field('Private_Dirty') };
+    const kib = (name: string): number => (kibField(text, name) ?? 0) / 1024;
+    return { pss: kib('Pss'), private: kib('Private_Clean') + kib('Private_Dirty') };
   } catch {
     return { pss: 0, private: 0 };
   }

@@ -1,6 +1,5 @@
 // `kata-ts-runtime factory init|status|destroy`: VM templates ahead of time, what is
 // kept, and their removal (Kata's `kata-runtime factory`).
-import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { RuntimeConfig } from '../config/runtime-config';
@@ -8,7 +7,7 @@ import { Hypervisor } from '../hypervisors/hypervisor';
 import { Logger } from '../lib/logger';
 import { hostSize, vmSizing } from '../sandbox/resources';
 import { podVmConfig } from '../sandbox/sandbox';
-import { cloneRefusal, listTemplates, removeTemplate, templateKey, VmTemplates } from '../sandbox/vm-templates';
+import { cloneRefusal, listTemplates, removeAbandoned, removeTemplate, templateKey, VmTemplates } from '../sandbox/vm-templates';
 
 /** Where `init` puts the template's VM description: a pod's paths play no part in the key. */
 const PLACEHOLDER_POD = 'factory-init';
@@ -22,12 +21,10 @@ function podVm(config: RuntimeConfig, hypervisor: Hypervisor) {
 export async function factoryInit(config: RuntimeConfig, newHypervisor: () => Hypervisor, logger: Logger): Promise<string> {
   if (!config.factory.enableTemplate) throw new Error('[factory] enable_template is false: pods would not use a template; set it to true first');
   const hypervisor = newHypervisor();
-  const vm = podVm(config, hypervisor);
-  const refusal = cloneRefusal(hypervisor, vm);
-  if (refusal) throw new Error(`no template can be made with this configuration: ${refusal}`);
   const templates = new VmTemplates(config.factory.templatePath, newHypervisor, config.agent, logger);
-  const dir = await templates.ensureTemplate(vm, hypervisor);
-  return `template ready: ${dir} (key ${templateKey(hypervisor, vm)})\n`;
+  // ensureTemplate says why when this configuration cannot have one.
+  const dir = await templates.ensureTemplate(podVm(config, hypervisor), hypervisor);
+  return `template ready: ${dir} (key ${path.basename(dir)})\n`;
 }
 
 export function factoryStatus(config: RuntimeConfig, newHypervisor: () => Hypervisor): string {
@@ -47,16 +44,10 @@ export function factoryStatus(config: RuntimeConfig, newHypervisor: () => Hyperv
   return lines.join(os.EOL) + os.EOL;
 }
 
-/** Removes every template; clones that run keep their (now unlinked) RAM file mapped. */
+/** Removes every template, and what shims that died left; clones that run keep their (now unlinked) RAM file mapped. */
 export function factoryDestroy(config: RuntimeConfig): string {
   const templates = listTemplates(config.factory.templatePath);
   for (const t of templates) removeTemplate(t.dir);
-  // Unfinished builds of a shim that died; a live build holds the lock and is left alone.
-  const lockHeld = fs.existsSync(path.join(config.factory.templatePath, '.lock'));
-  if (!lockHeld) {
-    for (const e of fs.existsSync(config.factory.templatePath) ? fs.readdirSync(config.factory.templatePath) : []) {
-      if (e.startsWith('.building-')) fs.rmSync(path.join(config.factory.templatePath, e), { recursive: true, force: true });
-    }
-  }
-  return `removed ${templates.length} template${templates.length === 1 ? '' : 's'} from ${config.factory.templatePath}${lockHeld ? ' (a template is being made now: it is left alone)' : ''}\n`;
+  const abandoned = removeAbandoned(config.factory.templatePath);
+  return `removed ${templates.length} template${templates.length === 1 ? '' : 's'}${abandoned > 0 ? ` and ${abandoned} unfinished build${abandoned === 1 ? '' : 's'}` : ''} from ${config.factory.templatePath}\n`;
 }

@@ -144,9 +144,10 @@ export interface Hypervisor {
   /** Saves the (idle) template VM's state to `files.statePath` and ends it. */
   saveTemplate?(): Promise<void>;
   /**
-   * Starts a VM from a saved template and runs it; config.network's NICs are
-   * hot-plugged once it runs. Fails (leaving nothing running) when the template
-   * cannot be restored.
+   * Starts a VM from a saved template (its RAM file, and `state`: the saved state's
+   * bytes, as the caller checked them) and runs it; config.network's NICs are
+   * hot-plugged once it runs. Fails (leaving nothing running) with
+   * TemplateRestoreError when the state does not load.
    */
-  startClone?(config: VmConfig, files: TemplateFiles): Promise<void>;
+  startClone?(config: VmConfig, files: TemplateFiles, state: Buffer): Promise<void>;
 }

@@ -127,8 +127,6 @@ export class Sandbox implements ObservedSandbox {
   private network: PodNetwork | undefined;
   /** Block devices hot-plugged per container; the VM's end releases any left. Replaced with the driver when the VM is a clone. */
   private devices: ContainerDevices;
-  /** Set once the VM runs: it came from a template (vm-templates.ts), not a cold boot. */
-  cloned = false;
   /** Grows the VM for its containers' resources; set once the agent answers. */
   private sizer: VmSizer | undefined;
   private destroyed = false;
@@ -486,23 +484,26 @@ export class Sandbox implements ObservedSandbox {
     void this.forwardOomEvents(agent);
   }
 
+  /** Once the VMM runs (in the pod's cgroup): the shim may leave it, and the VM's end is watched. */
+  private vmRunning(): void {
+    this.moveShimToOverhead();
+    this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
+  }
+
   /** The VM as a clone of its template, with its NICs plugged and clock set; undefined when it cannot be one. */
   private async startClone(vm: VmConfig): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
     const clone = await this.templates?.startClone(vm, this.observer.agentCall);
     if (!clone) return undefined;
     this.hypervisor = clone.hypervisor;
     this.devices = new ContainerDevices(clone.hypervisor, this.logger, undefined, this.observer);
-    this.cloned = true;
-    this.moveShimToOverhead();
-    this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
+    this.vmRunning();
     this.logger.info('VM started from its template');
     return clone;
   }
 
   private async bootCold(vm: VmConfig): Promise<{ agent: AgentClient; details: GuestDetails }> {
     await this.hypervisor.start(vm);
-    this.moveShimToOverhead();
-    this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
+    this.vmRunning();
     return TtrpcAgentClient.connect(vm.agentChannel, {
       bootTimeoutMs: this.config.agent.bootTimeoutMs,
       callTimeoutMs: this.config.agent.callTimeoutMs,

@@ -9,7 +9,7 @@ import { QemuHypervisor } from '../hypervisors/qemu/qemu';
 import { CloudHypervisor } from '../hypervisors/cloud-hypervisor/cloud-hypervisor';
 import { spawn } from 'child_process';
 import { writeProcessRecord } from '../lib/recorded-process';
-import { cloneRefusal, listTemplates, templateKey, templateVm, withTemplateLock } from './vm-templates';
+import { cloneRefusal, listTemplates, removeAbandoned, templateKey, templateVm, withTemplateLock } from './vm-templates';
 
 describe('VM template keys', () => {
   let dir: string;
@@ -78,10 +78,10 @@ describe('VM template keys', () => {
 
   it('lists templates with their size on disk, and skips the lock and unfinished builds', () => {
     fs.mkdirSync(path.join(dir, 'store', 'abc'), { recursive: true });
-    fs.mkdirSync(path.join(dir, 'store', '.lock'));
+    fs.mkdirSync(path.join(dir, 'store', '.lock-abc'));
     fs.mkdirSync(path.join(dir, 'store', '.building-abc-1'));
     fs.writeFileSync(path.join(dir, 'store', 'abc', 'state'), Buffer.alloc(8192, 1));
-    fs.writeFileSync(path.join(dir, 'store', 'abc', 'template.json'), JSON.stringify({ format: 1, key: 'abc', stateSha256: 'x', memoryBytes: 0, createdAt: 'now' }));
+    fs.writeFileSync(path.join(dir, 'store', 'abc', 'template.json'), JSON.stringify({ format: 1, key: 'abc', stateSha256: 'x', memory: { bytes: 0, ino: '1', ctimeNs: '1' }, createdAt: 'now' }));
     const listed = listTemplates(path.join(dir, 'store'));
     expect(listed.map((t) => [path.basename(t.dir), t.meta?.key])).toEqual([['abc', 'abc']]);
     expect(listed[0].bytes).toBeGreaterThanOrEqual(8192);
@@ -130,5 +130,19 @@ describe('the template lock', () => {
     writeProcessRecord(path.join(lock, 'owner'), process.pid);
     await expect(withTemplateLock(dir, 'k', 300, silentLogger(), async () => 'never')).rejects.toThrow(`the VM template lock ${lock} is still held by {"pid":${process.pid}`);
     expect(fs.existsSync(lock)).toBe(true); // not ours: left alone
+  });
+});
+
+describe('what dead shims left in the template directory', () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpl-abandoned-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('is removed, but not a build whose key a live shim holds the lock of', () => {
+    for (const d of ['.building-aaaaaaaa-1', '.building-bbbbbbbb-1', '.trash-1', '.stale-1', '.lock-bbbbbbbbcccc', '.lock-aaaaaaaacccc', 'keyed']) fs.mkdirSync(path.join(dir, d));
+    writeProcessRecord(path.join(dir, '.lock-bbbbbbbbcccc', 'owner'), process.pid); // alive: its build stays
+    fs.writeFileSync(path.join(dir, '.lock-aaaaaaaacccc', 'owner'), '999999999 1\n'); // dead: its build goes
+    expect(removeAbandoned(dir)).toBe(3);
+    expect(fs.readdirSync(dir).sort()).toEqual(['.building-bbbbbbbb-1', '.lock-aaaaaaaacccc', '.lock-bbbbbbbbcccc', 'keyed']);
   });
 });

@@ -14,6 +14,7 @@
 import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { fileIdentity } from '../lib/file-identity';
 import { Logger } from '../lib/logger';
 import { killRecordedIfAlive, ProcessRecord, readProcessRecord, readTrimmed, recordAlive, writeProcessRecord } from '../lib/recorded-process';
 import { Hypervisor, TemplateFiles, VmConfig } from '../hypervisors/hypervisor';
@@ -82,11 +83,6 @@ export function templateKey(hypervisor: Hypervisor, vm: VmConfig): string {
   return createHash('sha256').update(JSON.stringify({ format: FORMAT, identity, files, hostBoot })).digest('hex').slice(0, 32);
 }
 
-function fileIdentity(file: string): string {
-  const st = fs.statSync(file, { bigint: true });
-  return `${file}:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
-}
-
 export function templateFiles(dir: string): TemplateFiles {
   return { memoryPath: path.join(dir, MEMORY_FILE), statePath: path.join(dir, STATE_FILE) };
 }
@@ -134,8 +130,8 @@ export class VmTemplates {
       dir = path.join(this.templatePath, key);
       // Checked and restored under the key's lock: a template being replaced meanwhile
       // would give QEMU one template's RAM and another's state.
-      await this.withTemplate(vm, key, hypervisor, async (templateDir) => {
-        await hypervisor.startClone!(vm, templateFiles(templateDir));
+      await this.withTemplate(vm, key, hypervisor, async (templateDir, state) => {
+        await hypervisor.startClone!(vm, templateFiles(templateDir), state);
         restored = true;
         touch(path.join(templateDir, META_FILE)); // most recently used: kept longest
       });
@@ -174,17 +170,23 @@ export class VmTemplates {
     return made;
   }
 
-  /** Runs `use` on a valid template for `vm` (made first if need be), holding the key's lock. */
-  private async withTemplate(vm: VmConfig, key: string, hypervisor: Hypervisor, use: (dir: string) => Promise<void>): Promise<void> {
+  /**
+   * Runs `use` on a valid template for `vm` (made first if need be) and its saved state,
+   * the bytes that were checked, holding the key's lock.
+   */
+  private async withTemplate(vm: VmConfig, key: string, hypervisor: Hypervisor, use: (dir: string, state: Buffer) => Promise<void>): Promise<void> {
     this.checkTemplatePath();
     const dir = path.join(this.templatePath, key);
     await this.underLock(key, async (lock) => {
-      if (!this.validTemplate(dir, key)) {
+      let state = this.checkedState(dir, key);
+      if (!state) {
         if (fs.existsSync(dir)) removeTemplate(dir);
         await this.makeTemplate(vm, key, dir, lock);
         this.evictBeyond(MAX_TEMPLATES, key);
+        state = this.checkedState(dir, key);
+        if (!state) throw new FailedPreconditionError(`the VM template ${dir} just made does not pass its own check`);
       }
-      await use(dir);
+      await use(dir, state);
     });
   }
 
@@ -198,28 +200,29 @@ export class VmTemplates {
     }
   }
 
-  /** True when `dir` holds a whole, unaltered template for `key`; a broken one is logged. */
-  private validTemplate(dir: string, key: string): boolean {
+  /** The saved state when `dir` holds a whole, unaltered template for `key`; undefined (a broken one logged) otherwise. */
+  private checkedState(dir: string, key: string): Buffer | undefined {
     let meta: TemplateMeta;
     try {
       meta = JSON.parse(fs.readFileSync(path.join(dir, META_FILE), 'utf8')) as TemplateMeta;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(dir)) return false;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(dir)) return undefined;
       this.logger.warn({ template: dir, err: (err as Error).message }, 'VM template has no readable description; replacing it');
-      return false;
+      return undefined;
     }
     const files = templateFiles(dir);
     const memory = memoryIdentity(files.memoryPath);
+    const state = readNoFollow(files.statePath);
     const problem =
       meta.format !== FORMAT || meta.key !== key
         ? 'it was made for another VM'
         : !memory || memory.bytes !== meta.memory?.bytes || memory.ino !== meta.memory.ino || memory.ctimeNs !== meta.memory.ctimeNs
           ? 'its memory file was changed or replaced after it was saved'
-          : sha256File(files.statePath) !== meta.stateSha256
+          : !state || sha256(state) !== meta.stateSha256
             ? 'its state file is not the one saved'
             : undefined;
     if (problem) this.logger.warn({ template: dir, problem }, 'VM template is stale or corrupt; replacing it');
-    return problem === undefined;
+    return problem === undefined ? state : undefined;
   }
 
   private async makeTemplate(vm: VmConfig, key: string, dir: string, lock: string): Promise<void> {
@@ -242,7 +245,7 @@ export class VmTemplates {
       await hypervisor.saveTemplate!();
       for (const file of [files.memoryPath, files.statePath]) fsyncFile(file);
       const memory = memoryIdentity(files.memoryPath)!;
-      const meta: TemplateMeta = { format: FORMAT, key, stateSha256: sha256File(files.statePath), memory, createdAt: new Date().toISOString() };
+      const meta: TemplateMeta = { format: FORMAT, key, stateSha256: sha256(fs.readFileSync(files.statePath)), memory, createdAt: new Date().toISOString() };
       fs.writeFileSync(path.join(building, META_FILE), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600, flush: true });
       // Only the template's files stay: the sockets and share were the template VM's.
       for (const entry of fs.readdirSync(building)) if (![MEMORY_FILE, STATE_FILE, META_FILE].includes(entry)) fs.rmSync(path.join(building, entry), { recursive: true, force: true });
@@ -356,6 +359,30 @@ function removeUnfinishedBuilds(templatePath: string, key: string): void {
   }
 }
 
+/**
+ * What shims that died left in `templatePath` (`factory destroy`): unfinished builds
+ * whose key no live shim holds the lock of, and the renamed-away locks and templates
+ * that were being removed. A build under a live lock is left alone. Answers how many.
+ */
+export function removeAbandoned(templatePath: string): number {
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(templatePath);
+  } catch {
+    return 0;
+  }
+  const liveLocks = entries.filter((e) => e.startsWith(LOCK_PREFIX) && recordAlive(readProcessRecord(path.join(templatePath, e, OWNER_FILE))));
+  const abandoned = entries.filter((e) => {
+    if (e.startsWith(BUILDING_PREFIX)) {
+      const key8 = e.slice(BUILDING_PREFIX.length, BUILDING_PREFIX.length + 8);
+      return !liveLocks.some((lock) => lock.slice(LOCK_PREFIX.length).startsWith(key8));
+    }
+    return e.startsWith('.stale-') || e.startsWith('.trash-');
+  });
+  for (const e of abandoned) fs.rmSync(path.join(templatePath, e), { recursive: true, force: true });
+  return abandoned.length;
+}
+
 /** Every template under `templatePath`, for `kata-ts-runtime factory status`. */
 export function listTemplates(templatePath: string): Array<{ dir: string; meta?: TemplateMeta; bytes: number; usedMs: number }> {
   let entries: string[];
@@ -426,10 +453,20 @@ function allocatedBytes(file: string): number {
   }
 }
 
-function sha256File(file: string): string {
+function sha256(bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** The file's bytes, never through a symlink; undefined when it cannot be read. */
+function readNoFollow(file: string): Buffer | undefined {
   try {
-    return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      return fs.readFileSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch {
-    return '';
+    return undefined;
   }
 }

@@ -5,7 +5,7 @@
 // go; the device is gone when QEMU emits DEVICE_DELETED, and only then may its block
 // node be dropped (blockdev-del) and its port reused.
 import * as fs from 'fs';
-import { AlreadyExistsError, FailedPreconditionError, HypervisorError, InvalidArgumentError, NotFoundError } from '../../lib/errors';
+import { FailedPreconditionError, HypervisorError, InvalidArgumentError, NotFoundError } from '../../lib/errors';
 import { HotplugPorts } from './hotplug-ports';
 import { VmDevice } from '../hypervisor';
 import { QmpClient } from './qmp';
@@ -48,7 +48,6 @@ export class BlockHotplug {
 
   async add(device: BlockDevice): Promise<void> {
     if (!DEVICE_ID.test(device.id)) throw new InvalidArgumentError(`block device id '${device.id}' must be a letter then up to 19 letters, digits, '.', '_' or '-' (it is the virtio-blk serial)`);
-    if (this.ports.has(device.id)) throw new AlreadyExistsError(`device ${device.id} is already plugged`);
     const driver = blockDriver(statSource(device));
     const port = this.ports.take(device.id, `block device ${device.id}`);
     this.plugged.add(device.id);

@@ -1,6 +1,6 @@
 // The PCIe root ports QEMU reserves at boot (command-line.ts hotplugPortIds), shared by
 // every kind of hot-plugged device: one device per port, q35 plugs nowhere else.
-import { ResourceExhaustedError } from '../../lib/errors';
+import { AlreadyExistsError, ResourceExhaustedError } from '../../lib/errors';
 
 export class HotplugPorts {
   /** Device id → the root port it occupies. */
@@ -12,8 +12,9 @@ export class HotplugPorts {
     return this.portOf.has(deviceId);
   }
 
-  /** A free port for `deviceId`, held until release(); `what` names the device in the error. */
+  /** A free port for `deviceId`, held until release(); `what` names the device in the errors. */
   take(deviceId: string, what: string): string {
+    if (this.portOf.has(deviceId)) throw new AlreadyExistsError(`${what} is already plugged`);
     const used = new Set(this.portOf.values());
     const port = this.ports.find((p) => !used.has(p));
     if (!port) throw new ResourceExhaustedError(`${what}: all ${this.ports.length} hot-plug ports of the VM are in use`);

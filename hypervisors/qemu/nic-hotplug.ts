@@ -2,7 +2,8 @@
 // no NIC on its command line (it must match the template's), so it gets the pod's tap
 // once it runs. netdev_add opens the tap by name: QEMU runs inside the pod's netns.
 // NICs stay until the VM ends (a pod's network never changes), so there is no unplug.
-import { AlreadyExistsError, InvalidArgumentError } from '../../lib/errors';
+import { InvalidArgumentError } from '../../lib/errors';
+import { INTERFACE_NAME, MAC_ADDRESS } from '../../lib/net-names';
 import { VmDevice } from '../hypervisor';
 import { HotplugPorts } from './hotplug-ports';
 import { QmpClient } from './qmp';
@@ -10,16 +11,12 @@ import { QmpClient } from './qmp';
 export type NetworkDevice = Extract<VmDevice, { kind: 'network' }>;
 
 const DEVICE_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,30}$/;
-/** IFNAMSIZ less the NUL; the same characters `ip` allows in our pods. */
-const TAP_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
-const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 
 export async function plugNic(qmp: QmpClient, ports: HotplugPorts, device: NetworkDevice): Promise<void> {
   if (!DEVICE_ID.test(device.id)) throw new InvalidArgumentError(`network device id '${device.id}' must be a letter then up to 30 letters, digits, '.', '_' or '-'`);
-  if (!TAP_NAME.test(device.tapName)) throw new InvalidArgumentError(`network device ${device.id}: '${device.tapName}' is not a tap name`);
+  if (!INTERFACE_NAME.test(device.tapName)) throw new InvalidArgumentError(`network device ${device.id}: '${device.tapName}' is not a tap name`);
   const mac = device.macAddress?.toLowerCase();
-  if (mac !== undefined && !MAC.test(mac)) throw new InvalidArgumentError(`network device ${device.id}: '${device.macAddress}' is not a MAC address`);
-  if (ports.has(device.id)) throw new AlreadyExistsError(`device ${device.id} is already plugged`);
+  if (mac !== undefined && !MAC_ADDRESS.test(mac)) throw new InvalidArgumentError(`network device ${device.id}: '${device.macAddress}' is not a MAC address`);
   const port = ports.take(device.id, `network device ${device.id}`);
   const netdev = `netdev-${device.id}`;
   try {

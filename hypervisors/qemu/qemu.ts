@@ -1,9 +1,10 @@
 // The QEMU driver: launches qemu-system as a child, drives it over QMP (pause/resume,
 // block device hot-plug in block-hotplug.ts, vCPU/memory hot-plug in vm-resize.ts),
 // stops it gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
-import { ChildProcess, execFileSync, spawn } from 'child_process';
+import { ChildProcess, spawn } from 'child_process';
 import { vmmCommand } from '../vmm-launch';
-import { rateLimited } from '../vmm-process';
+import { rateLimited, resolveExecutable } from '../vmm-process';
+import { fileIdentity } from '../../lib/file-identity';
 import * as fs from 'fs';
 import * as path from 'path';
 import { FailedPreconditionError, HypervisorError, TemplateRestoreError } from '../../lib/errors';
@@ -24,8 +25,6 @@ import { startVsockBackend, stopVsockBackend, VsockBackend, vsockBackendPaths } 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** The socket a template's state goes through (template-migration.ts), in the work dir. */
 const MIGRATION_SOCKET = 'migrate.sock';
-/** Where templateIdentity() puts a template, so host paths do not change the identity. */
-const IDENTITY_DIR = '/template';
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
 const CONSOLE_TAIL_BYTES = 128 * 1024;
 
@@ -88,10 +87,11 @@ export class QemuHypervisor implements Hypervisor {
     return templateRefusal(config, this.options);
   }
 
+  /** The command line of a template of `config` (placed by the caller) and which QEMU binary runs it. */
   templateIdentity(config: VmConfig): string {
-    const placed: VmConfig = { ...config, id: 'template', workDir: IDENTITY_DIR, sharedDirectories: config.sharedDirectories.map((d) => ({ ...d, hostPath: IDENTITY_DIR })) };
-    const args = buildQemuArgs(placed, this.options, hostFacts(config), { role: 'template', memoryPath: `${IDENTITY_DIR}/memory` });
-    return JSON.stringify({ binary: fileIdentity(config.binaryPath), args });
+    const args = buildQemuArgs(config, this.options, hostFacts(config), { role: 'template', memoryPath: path.join(config.workDir, 'memory') });
+    const binary = resolveExecutable(config.binaryPath);
+    return JSON.stringify({ binary: binary ? fileIdentity(binary) : config.binaryPath, args });
   }
 
   async startTemplate(config: VmConfig, files: TemplateFiles): Promise<void> {
@@ -108,18 +108,16 @@ export class QemuHypervisor implements Hypervisor {
     await saveTemplateState(qmp, path.join(this.template.workDir, MIGRATION_SOCKET), this.template.files.statePath, this.exited);
     this.logger.info('template state saved');
     // Its state is saved and its vCPUs stopped: nothing is lost by ending it now.
-    await settlesWithin(qmp.execute('quit').catch(() => undefined), 3000);
-    if (!(await settlesWithin(this.exited, 3000))) this.killNow();
-    await this.exited;
+    await this.quitOrKill();
   }
 
-  async startClone(config: VmConfig, files: TemplateFiles): Promise<void> {
+  async startClone(config: VmConfig, files: TemplateFiles, state: Buffer): Promise<void> {
     const nics = config.network?.nics ?? [];
     const withoutNics: VmConfig = { ...config, network: config.network && { ...config.network, nics: [] } };
     const args = await this.argsFor(withoutNics, { role: 'clone', memoryPath: files.memoryPath });
     await this.launch(withoutNics, args);
     try {
-      await restoreTemplateState(this.qmp!, path.join(config.workDir, MIGRATION_SOCKET), files.statePath, this.exited).catch((err: Error) => {
+      await restoreTemplateState(this.qmp!, path.join(config.workDir, MIGRATION_SOCKET), state, this.exited).catch((err: Error) => {
         throw new TemplateRestoreError(err.message, { cause: err });
       });
       await this.qmp!.execute('cont');
@@ -200,6 +198,11 @@ export class QemuHypervisor implements Hypervisor {
     if (!this.child || this.hasExited) return;
     if (await settlesWithin(this.exited, graceMs)) return;
     this.logger.warn('guest did not power off in time; sending QMP quit');
+    await this.quitOrKill();
+  }
+
+  /** QMP quit, then SIGKILL if QEMU is still there 3 s later. */
+  private async quitOrKill(): Promise<void> {
     // Bounded: a QEMU that is stopped (SIGSTOP) or wedged never answers QMP.
     await settlesWithin(this.qmp?.execute('quit').catch(() => undefined) ?? Promise.resolve(), 3000);
     if (await settlesWithin(this.exited, 3000)) return;
@@ -276,29 +279,8 @@ function hostFacts(config: VmConfig): { rootfsImageBytes?: number } {
   return { rootfsImageBytes: config.rootfs.kind === 'image' ? fs.statSync(config.rootfs.path).size : undefined };
 }
 
-/** Which file a binary is now (a replaced QEMU makes another template). */
-function fileIdentity(binary: string): string {
-  const file = resolveBinary(binary) || binary;
-  try {
-    const st = fs.statSync(file, { bigint: true });
-    return `${file}:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
-  } catch {
-    return file; // start() names the problem
-  }
-}
-
-/** The binary's path: as given, or found on PATH; '' when it is not there. */
-function resolveBinary(binary: string): string {
-  if (binary.includes('/')) return binary;
-  try {
-    return execFileSync('sh', ['-c', 'command -v "$1"', 'sh', binary], { encoding: 'utf8' }).trim();
-  } catch {
-    return '';
-  }
-}
-
 async function assertExecutable(binary: string): Promise<void> {
-  const resolved = resolveBinary(binary);
+  const resolved = binary.includes('/') ? binary : (resolveExecutable(binary) ?? '');
   try {
     if (!resolved) throw new Error('not found on PATH');
     fs.accessSync(resolved, fs.constants.X_OK);

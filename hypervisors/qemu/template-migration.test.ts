@@ -71,7 +71,6 @@ describe('template state over QMP', () => {
 
   it('streams the state file into the socket QEMU listens on, and waits for the load', async () => {
     const content = Buffer.from('saved state');
-    fs.writeFileSync(path.join(dir, 'state'), content);
     let received: Buffer | undefined;
     const incoming = path.join(dir, 'migrate.sock');
     await connect((c) => {
@@ -90,14 +89,13 @@ describe('template state over QMP', () => {
       return {};
     });
     // QEMU's listen happens while answering migrate-incoming, before the shim dials.
-    await restoreTemplateState(qmp, incoming, path.join(dir, 'state'), running);
+    await restoreTemplateState(qmp, incoming, content, running);
     expect(received).toEqual(content);
     expect(fake.commands[0]).toEqual({ execute: 'migrate-set-capabilities', arguments: { capabilities: [{ capability: 'x-ignore-shared', state: true }] } });
     expect(fake.commands[1]).toEqual({ execute: 'migrate-incoming', arguments: { uri: `unix:${incoming}` } });
   });
 
   it('fails at once when QEMU exits during the load (as it does on a bad stream)', async () => {
-    fs.writeFileSync(path.join(dir, 'state'), 'garbage');
     const servers: net.Server[] = [];
     await connect((c) => {
       // QEMU listens and takes the stream, then gives up on it.
@@ -105,12 +103,11 @@ describe('template state over QMP', () => {
       return c.execute === 'query-migrate' ? { return: { status: 'active' } } : {};
     });
     const exited = Promise.resolve({ code: 1, signal: null });
-    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), exited)).rejects.toThrow('restoring the template: QEMU exited (code 1, signal null)');
+    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('garbage'), exited)).rejects.toThrow('restoring the template: QEMU exited (code 1, signal null)');
     for (const server of servers) server.close();
   });
 
   it('takes a load QEMU reports done even when QEMU closed the stream before the copy finished', async () => {
-    fs.writeFileSync(path.join(dir, 'state'), Buffer.alloc(4 * 1024 * 1024, 7));
     let closed = false;
     const servers: net.Server[] = [];
     await connect((c) => {
@@ -128,23 +125,14 @@ describe('template state over QMP', () => {
       }
       return c.execute === 'query-migrate' ? { return: { status: closed ? 'completed' : 'active' } } : {};
     });
-    await restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), running);
+    await restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.alloc(4 * 1024 * 1024, 7), running);
     for (const server of servers) server.close();
   });
 
   it('fails after a short grace, not at the timeout, when the state cannot be sent', async () => {
-    fs.writeFileSync(path.join(dir, 'state'), 'state');
     // Nobody listens on the socket: QEMU did not take migrate-incoming's URI.
     await connect((c) => (c.execute === 'query-migrate' ? { return: { status: 'setup' } } : {}));
     // The migration status never ends; the answer is the send's failure, not the (60 s) timeout's.
-    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), running)).rejects.toThrow(/restoring the template: sending the state failed: connect ENOENT/);
+    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('state'), running)).rejects.toThrow(/restoring the template: sending the state failed: connect ENOENT/);
   }, 20_000);
-
-  it('refuses a state file that is a symlink', async () => {
-    fs.writeFileSync(path.join(dir, 'real'), 'x');
-    fs.symlinkSync(path.join(dir, 'real'), path.join(dir, 'state'));
-    await connect(() => ({}));
-    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), path.join(dir, 'state'), running)).rejects.toThrow(/ELOOP/);
-    expect(fake.commands).toEqual([]);
-  });
 });

@@ -6,6 +6,7 @@
 // privately, so the state is only the devices' and vCPUs' (well under a MiB).
 import * as fs from 'fs';
 import * as net from 'net';
+import { Readable } from 'stream';
 import { pipeline } from 'stream/promises';
 import { HypervisorError } from '../../lib/errors';
 import { VmExit } from '../hypervisor';
@@ -51,17 +52,14 @@ export async function saveTemplateState(qmp: QmpClient, socketPath: string, stat
 }
 
 /**
- * Loads the state in `statePath` into a QEMU started with `-incoming defer -S`: QEMU
- * listens on `socketPath`, the shim streams the file into it.
+ * Loads `state` (a saved template's bytes) into a QEMU started with `-incoming defer
+ * -S`: QEMU listens on `socketPath`, the shim streams the bytes into it.
  */
-export async function restoreTemplateState(qmp: QmpClient, socketPath: string, statePath: string, exited: Promise<VmExit>, timeoutMs = MIGRATION_TIMEOUT_MS): Promise<void> {
-  // O_NOFOLLOW: the template directory is root's, but a path is checked, not trusted.
-  const state = fs.createReadStream('', { fd: fs.openSync(statePath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) });
+export async function restoreTemplateState(qmp: QmpClient, socketPath: string, state: Buffer, exited: Promise<VmExit>, timeoutMs = MIGRATION_TIMEOUT_MS): Promise<void> {
   try {
     await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
     await qmp.execute('migrate-incoming', { uri: `unix:${socketPath}` });
-    const socket = net.connect(socketPath);
-    const sent = pipeline(state, socket);
+    const sent = pipeline(Readable.from([state]), net.connect(socketPath));
     const loaded = waitForMigration(qmp, 'restoring the template', exited, timeoutMs);
     loaded.catch(() => undefined);
     const sendFailure = await Promise.race([loaded.then(() => undefined), sent.then(() => undefined, (err: Error) => err)]);
@@ -72,7 +70,6 @@ export async function restoreTemplateState(qmp: QmpClient, socketPath: string, s
     }
     await loaded;
   } finally {
-    state.destroy();
     fs.rmSync(socketPath, { force: true });
   }
 }
