@@ -70,6 +70,13 @@ export interface HypervisorConfig {
    */
   pmu: boolean;
   /**
+   * QEMU under TCG only: a cap, in MiB, on QEMU's buffer of translated guest code
+   * (`-accel tcg,tb-size=N`); 0 (the default) leaves QEMU's own size (1 GiB, touched as
+   * code is translated). A smaller buffer holds less host memory per VM and costs boot
+   * time: translations are thrown away and redone when it fills.
+   */
+  tcgTbSizeMiB: number;
+  /**
    * Which `io.katacontainers.config.hypervisor.<key>` pod annotations may override this
    * configuration: regular expressions over <key>, as Kata's enable_annotations. Empty:
    * none (config/pod-annotations.ts).
@@ -174,6 +181,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
       vsockBackend: kind === 'qemu' ? DEFAULT_VSOCK_BACKEND : '',
       seccompSandbox: kind === 'qemu' ? DEFAULT_QEMU_SECCOMP_SANDBOX : '',
       pmu: true,
+      tcgTbSizeMiB: 0,
       enableAnnotations: [],
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
@@ -197,6 +205,7 @@ const ONLY_FOR: Partial<Record<keyof HypervisorConfig, { kinds: readonly Hypervi
   vsockBackend: { kinds: ['qemu'], reason: 'Cloud Hypervisor and Firecracker have their own vsock device; only QEMU needs vhost-device-vsock' },
   seccompSandbox: { kinds: ['qemu'], reason: "it is QEMU's -sandbox option; Cloud Hypervisor and Firecracker install their own seccomp filters" },
   pmu: { kinds: ['qemu'], reason: "it is a flag of QEMU's -cpu option; kata-ts passes Cloud Hypervisor and Firecracker no CPU features" },
+  tcgTbSizeMiB: { kinds: ['qemu'], reason: "it sizes QEMU's TCG translation buffer; Cloud Hypervisor and Firecracker run guests under KVM only" },
 };
 
 /** Whether a `[hypervisor.<kind>]` block may set `field`. */
@@ -287,6 +296,9 @@ export function splitKernelParams(value: string): string[] {
  */
 export const MAX_KERNEL_PARAMS_BYTES = 1536;
 
+/** QEMU's largest TCG translation buffer on a 64-bit host (2 GiB). */
+export const MAX_TCG_TB_SIZE_MIB = 2048;
+
 // Value checks, one function per section: a new key's rule goes beside its section's others.
 
 function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming): void {
@@ -304,6 +316,8 @@ function checkHypervisor(h: HypervisorConfig, fail: Fail, naming: ConfigNaming):
   // A NUL cannot travel in QEMU's argv, and other control characters are no kernel parameter.
   if (/[\x00-\x1f\x7f]/.test(cmdline)) fail('hypervisor', 'kernelParams', `must not contain control characters, got ${JSON.stringify(cmdline)}`);
   if (Buffer.byteLength(cmdline) > MAX_KERNEL_PARAMS_BYTES) fail('hypervisor', 'kernelParams', `must be at most ${MAX_KERNEL_PARAMS_BYTES} bytes together (the guest's command line holds 2048, and kata-ts adds its own), got ${Buffer.byteLength(cmdline)}`);
+  if (!Number.isInteger(h.tcgTbSizeMiB) || h.tcgTbSizeMiB < 0 || h.tcgTbSizeMiB > MAX_TCG_TB_SIZE_MIB) fail('hypervisor', 'tcgTbSizeMiB', `must be an integer of MiB from 1 to ${MAX_TCG_TB_SIZE_MIB} (or 0: QEMU's own size), got ${JSON.stringify(h.tcgTbSizeMiB)}`);
+  else if (h.tcgTbSizeMiB > 0 && h.accelerator !== 'tcg') fail('hypervisor', 'tcgTbSizeMiB', `sizes the TCG translation buffer, but ${naming.keyName('hypervisor', 'accelerator')} is ${JSON.stringify(h.accelerator)}; set it to 0 or use "tcg"`);
   if (h.seccompSandbox && !/^(on|off)(,[a-z]+=(allow|deny|children))*$/.test(h.seccompSandbox)) fail('hypervisor', 'seccompSandbox', `must be QEMU -sandbox syntax such as ${JSON.stringify(DEFAULT_QEMU_SECCOMP_SANDBOX)} (or "" for none), got ${JSON.stringify(h.seccompSandbox)}`);
   for (const re of h.enableAnnotations) {
     try {

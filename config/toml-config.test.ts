@@ -42,7 +42,7 @@ state_dir = "/run/kt"
 ksm = "off"
 `);
     const { config } = loadTomlConfig(main);
-    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'never', virtioFsExtraArgs: [], agentChannel: 'virtio-serial', vsockBackend: '/usr/bin/vhost-device-vsock', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, pmu: true, enableAnnotations: [] });
+    expect(config.hypervisor).toEqual({ kind: 'qemu', path: '/opt/qemu/bin/qemu-system-x86_64', accelerator: 'tcg', kernel: '/k', image: '', initrd: '/i', kernelParams: ['quiet', 'systemd.show_status=0'], memoryMiB: 2048, vcpus: 2, maxVcpus: 4, maxMemoryMiB: 8192, sharedFs: 'virtio-9p', virtioFsDaemon: '/usr/lib/qemu/virtiofsd', virtioFsCache: 'never', virtioFsExtraArgs: [], agentChannel: 'virtio-serial', vsockBackend: '/usr/bin/vhost-device-vsock', seccompSandbox: DEFAULT_QEMU_SECCOMP_SANDBOX, pmu: true, tcgTbSizeMiB: 0, enableAnnotations: [] });
     expect(config.agent).toEqual({ bootTimeoutMs: 90_000, callTimeoutMs: 10_000, debugConsole: true });
     expect(config.runtime).toEqual({ stateDir: '/run/kt', ksm: 'off', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [], killGraceMs: 10_000 });
     expect(defaultConfig().runtime.ksm).toBe('unchanged');
@@ -116,7 +116,7 @@ ksm = "off"
     ['[hypervisor.dragonball]\npath = "/x"\n', '[hypervisor.dragonball]: kata-ts has no driver for this VMM (it drives [hypervisor.qemu], [hypervisor.clh], [hypervisor.firecracker])'],
     ['[hypervisor.qemu.extra]\nx = 1\n', '[hypervisor.qemu.extra]: unknown section'],
     ['colour = "red"\n', 'colour: unknown key at the top level'],
-    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu]: neither kata-ts nor Kata has it; kata-ts implements path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, shared_fs, virtio_fs_daemon, virtio_fs_cache, virtio_fs_extra_args, agent_channel, vsock_backend, seccompsandbox, cpu_features, enable_annotations'],
+    ['[hypervisor.qemu]\ncolour = "red"\n', 'hypervisor.qemu.colour: unknown key in [hypervisor.qemu]: neither kata-ts nor Kata has it; kata-ts implements path, accelerator, kernel, image, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, shared_fs, virtio_fs_daemon, virtio_fs_cache, virtio_fs_extra_args, agent_channel, vsock_backend, seccompsandbox, cpu_features, tcg_tb_size, enable_annotations'],
     ['[hypervisor.firecracker]\ncolour = "red"\n', 'hypervisor.firecracker.colour: unknown key in [hypervisor.firecracker]: neither kata-ts nor Kata has it; kata-ts implements path, kernel, initrd, kernel_params, default_memory, default_vcpus, default_maxvcpus, default_maxmemory, enable_annotations'],
     ['[agent.kata]\ndebug = true\n', 'agent.kata.debug: unknown key in [agent.kata]: neither kata-ts nor Kata has it; kata-ts implements dial_timeout, call_timeout, debug_console_enabled'],
     ['[runtime]\nstate_dri = "/run/kt"\n', 'runtime.state_dri: unknown key in [runtime]: did you mean state_dir?'],
@@ -196,6 +196,23 @@ ksm = "off"
     // The other VMMs get no CPU flags: accepted as Kata's, with the warning.
     write(main, '[hypervisor.clh]\ncpu_features = "pmu=off"\n');
     expect(loadTomlConfig(main).ignoredKeys).toEqual([{ key: 'hypervisor.clh.cpu_features', file: main, reason: expect.stringContaining('no CPU feature flags') }]);
+  });
+
+  it('caps the TCG translation buffer (tcg_tb_size) only under TCG, in MiB from 1 to 2048, and only for QEMU', () => {
+    write(main, '[hypervisor.qemu]\naccelerator = "tcg"\ntcg_tb_size = 64\n');
+    expect(loadTomlConfig(main).config.hypervisor.tcgTbSizeMiB).toBe(64);
+    expect(defaultConfig().hypervisor.tcgTbSizeMiB).toBe(0); // QEMU's own size
+    const dropIn = write(path.join(dir, 'config.d', '10-tb.toml'), '[hypervisor.qemu]\naccelerator = "kvm"\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${main}: hypervisor.qemu.tcg_tb_size: sizes the TCG translation buffer, but hypervisor.qemu.accelerator is "kvm"; set it to 0 or use "tcg"`);
+    for (const bad of ['-1', '1.5', '4096']) {
+      write(dropIn, `[hypervisor.qemu]\ntcg_tb_size = ${bad}\n`);
+      expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: hypervisor.qemu.tcg_tb_size: must be an integer of MiB from 1 to 2048 (or 0: QEMU's own size)`);
+    }
+    write(dropIn, '[hypervisor.qemu]\ntcg_tb_size = "64"\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${dropIn}: hypervisor.qemu.tcg_tb_size: must be a number, got "64"`);
+    fs.rmSync(dropIn);
+    write(main, '[hypervisor.clh]\ntcg_tb_size = 64\n');
+    expect(() => loadTomlConfig(main)).toThrow('hypervisor.clh.tcg_tb_size');
   });
 
   it('warns once at load when enable_annotations lets pods set kernel_params, naming the file that set it', () => {

@@ -42,6 +42,7 @@ const HYPERVISOR_KEYS: Record<string, KeyMapping> = {
   vsock_backend: { field: 'vsockBackend' },
   seccompsandbox: { field: 'seccompSandbox' },
   cpu_features: { field: 'pmu', convert: cpuFeatures },
+  tcg_tb_size: { field: 'tcgTbSizeMiB' },
   enable_annotations: { field: 'enableAnnotations' },
 };
 

@@ -22,6 +22,8 @@ export interface DriverChoice {
   virtioFsExtraArgs?: readonly string[];
   /** QEMU: whether the guest CPU keeps its virtual PMU (false: -cpu …,pmu=off); default true. */
   pmu?: boolean;
+  /** QEMU under TCG: the translation buffer's cap in MiB; 0 or unset: QEMU's own size. */
+  tcgTbSizeMiB?: number;
   /** QEMU: "hybrid-vsock" reaches the agent through vsockBackend (vhost-device-vsock), "auto" chooses (agent-channel-choice.ts); anything else over virtio-serial. */
   agentChannel?: string;
   vsockBackend?: string;
@@ -37,6 +39,7 @@ export function createHypervisor(choice: DriverChoice, logger: Logger, host: Age
       if (choice.agentChannel === 'auto') logger.info({ agentChannel: agentChannel.channel, reason: agentChannel.reason }, 'agent channel chosen');
       return new QemuHypervisor(logger.child({ component: 'qemu' }), {
         pmu: choice.pmu,
+        tcgTbSizeMiB: choice.tcgTbSizeMiB || undefined,
         virtioFs: choice.sharedFs === 'virtio-fs' ? { binaryPath: choice.virtioFsDaemon, cache: choice.virtioFsCache ?? 'never', extraArgs: choice.virtioFsExtraArgs } : undefined,
         vsockBackend: agentChannel.channel === 'hybrid-vsock' ? vsockBackend : undefined,
       });

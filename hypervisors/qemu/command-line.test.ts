@@ -29,6 +29,16 @@ describe('QEMU command line', () => {
     expect(valueAfter(kvm, '-cpu')).toEqual(['host']);
   });
 
+  it('caps the TCG translation buffer when asked, through -accel (which excludes -machine accel=); never under KVM', () => {
+    const capped = buildQemuArgs(base, { tcgTbSizeMiB: 64 });
+    expect(valueAfter(capped, '-accel')).toEqual(['tcg,tb-size=64']);
+    expect(valueAfter(capped, '-machine')).toEqual(['q35']);
+    expect(valueAfter(buildQemuArgs(base), '-accel')).toEqual([]);
+    const kvm = buildQemuArgs({ ...base, accelerator: 'kvm' }, { tcgTbSizeMiB: 64 });
+    expect(valueAfter(kvm, '-accel')).toEqual([]);
+    expect(valueAfter(kvm, '-machine')).toEqual(['q35,accel=kvm']);
+  });
+
   it('turns the guest PMU off when asked (Kata\'s cpu_features = "pmu=off"), under KVM and TCG', () => {
     expect(valueAfter(buildQemuArgs({ ...base, accelerator: 'kvm' }, { pmu: false }), '-cpu')).toEqual(['host,pmu=off']);
     expect(valueAfter(buildQemuArgs(base, { pmu: false }), '-cpu')).toEqual(['max,pmu=off']);

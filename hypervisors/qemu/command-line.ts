@@ -25,6 +25,11 @@ export interface QemuOptions {
   /** Whether the guest CPU keeps QEMU's virtual PMU; false adds pmu=off to -cpu (Kata's cpu_features = "pmu=off"). Default true. */
   pmu?: boolean;
   /**
+   * Under TCG: the translation buffer's cap in MiB (`-accel tcg,tb-size=N`). Unset:
+   * QEMU's own size. (QEMU takes tb-size only on -accel, and -accel excludes -machine accel=.)
+   */
+  tcgTbSizeMiB?: number;
+  /**
    * Set: shared directories go over virtio-fs, each served by a virtiofsd the driver
    * starts (vhost-user-fs-pci, guest RAM in shared memory). Unset: virtio-9p.
    */
@@ -115,10 +120,12 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   }
   const ramBackend = sharedRam || template !== undefined;
   const channelParams = vsockChannelKernelParams(config);
+  const tbSize = config.accelerator === 'tcg' && options.tcgTbSizeMiB ? options.tcgTbSizeMiB : undefined;
   const args: string[] = [
     '-name', `sandbox-${config.id},debug-threads=on`,
+    ...(tbSize ? ['-accel', `tcg,tb-size=${tbSize}`] : []),
     // q35 + PCI devices; accel chosen by configuration (tcg where KVM is unusable).
-    '-machine', `q35,accel=${config.accelerator}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}${ramBackend ? `,memory-backend=${BOOT_RAM_ID}` : ''}`,
+    '-machine', `q35${tbSize ? '' : `,accel=${config.accelerator}`}${image ? ',nvdimm=on' : ''}${config.memoryMerge === undefined ? '' : `,mem-merge=${config.memoryMerge ? 'on' : 'off'}`}${ramBackend ? `,memory-backend=${BOOT_RAM_ID}` : ''}`,
     // pmu=off: no virtual performance counters (QEMU 7.2 takes it for host under KVM and max under TCG).
     '-cpu', `${config.accelerator === 'kvm' ? 'host' : 'max'}${options.pmu === false ? ',pmu=off' : ''}`,
     '-m', memoryOption(config.memoryMiB, limits, image ? host.rootfsImageBytes! : 0, memoryHotplugSlots(options)),
