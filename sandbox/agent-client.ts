@@ -121,6 +121,11 @@ export class TtrpcAgentClient implements AgentClient {
     this.disconnected = new Promise((resolve) => client.on('close', () => resolve()));
   }
 
+  /** The stream id this connection's next call takes (ids below it were used). */
+  get unusedStreamId(): number {
+    return this.client.unusedStreamId;
+  }
+
   /**
    * Dials the agent and waits until it answers, within `bootTimeoutMs` of the call or
    * until `vmExited` settles. The guest may still be booting. On virtio-serial the VMM
@@ -140,6 +145,8 @@ export class TtrpcAgentClient implements AgentClient {
       firstTryTimeoutMs?: number;
       /** A template VM being made: its agent must not read (and so fix) the kernel's boot_id. */
       withoutBootId?: boolean;
+      /** A clone continues its template's session with the agent: its calls take ids past the template's (ttrpc ClientOptions.firstStreamId). */
+      firstStreamId?: number;
     },
   ): Promise<{ agent: TtrpcAgentClient; details: GuestDetails }> {
     const deadline = Date.now() + opts.bootTimeoutMs;
@@ -150,7 +157,7 @@ export class TtrpcAgentClient implements AgentClient {
       vmGoneSignal.abort();
     });
     const dial = async (): Promise<{ agent: TtrpcAgentClient; lost: () => boolean }> => {
-      const agent = new TtrpcAgentClient(new TtrpcClient(await openChannel(channel, Math.max(1, deadline - Date.now()), opts.bootTimeoutMs, vmGoneSignal.signal)), opts.callTimeoutMs);
+      const agent = new TtrpcAgentClient(new TtrpcClient(await openChannel(channel, Math.max(1, deadline - Date.now()), opts.bootTimeoutMs, vmGoneSignal.signal), { firstStreamId: opts.firstStreamId }), opts.callTimeoutMs);
       let lost = false;
       void agent.disconnected.then(() => (lost = true));
       return { agent, lost: () => lost };

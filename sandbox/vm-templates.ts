@@ -33,7 +33,7 @@ const OWNER_FILE = 'owner';
 /** The template VM's own record in the lock: a shim that takes a stale lock over kills it. */
 const VMM_FILE = 'vmm';
 /** Bump when what a template directory holds changes. */
-const FORMAT = 1;
+const FORMAT = 2;
 /** Templates kept; the least recently cloned go first (each distinct pod size or kernel parameter set makes one). */
 export const MAX_TEMPLATES = 8;
 /** A restored agent answers within a second or two: a clone gets this long, not a whole boot. */
@@ -47,6 +47,13 @@ export interface TemplateMeta {
   stateSha256: string;
   /** The memory file as saved: any write to it (a compromised VMM with the file open) changes its ctime. */
   memory: { bytes: number; ino: string; ctimeNs: string };
+  /**
+   * The ttrpc stream id the template's agent session would have used next. On
+   * virtio-serial the restored agent cannot tell that the host reconnected: it refuses
+   * ids that do not increase, and its answers to the template's timed-out boot polls may
+   * still be queued in the clone's port. A clone's calls start here.
+   */
+  agentStreamId: number;
   createdAt: string;
 }
 
@@ -104,6 +111,12 @@ export function templateVm(vm: VmConfig, dir: string, hypervisor: Hypervisor): V
   };
 }
 
+/** A template that passed its check: its description, and the state bytes that were checked (the ones a clone loads). */
+interface CheckedTemplate {
+  state: Buffer;
+  meta: TemplateMeta;
+}
+
 export class VmTemplates {
   constructor(
     private readonly templatePath: string,
@@ -130,12 +143,14 @@ export class VmTemplates {
       dir = path.join(this.templatePath, key);
       // Checked and restored under the key's lock: a template being replaced meanwhile
       // would give QEMU one template's RAM and another's state.
-      await this.withTemplate(vm, key, hypervisor, async (templateDir, state) => {
+      let agentStreamId = 1;
+      await this.withTemplate(vm, key, hypervisor, async (templateDir, { state, meta }) => {
         await hypervisor.startClone!(vm, templateFiles(templateDir), state);
         restored = true;
+        agentStreamId = meta.agentStreamId;
         touch(path.join(templateDir, META_FILE)); // most recently used: kept longest
       });
-      const connectOptions = { ...this.agentOptions, bootTimeoutMs: Math.min(this.agentOptions.bootTimeoutMs, CLONE_AGENT_TIMEOUT_MS), vmExited: hypervisor.exited, logger: this.logger, observeCall };
+      const connectOptions = { ...this.agentOptions, bootTimeoutMs: Math.min(this.agentOptions.bootTimeoutMs, CLONE_AGENT_TIMEOUT_MS), vmExited: hypervisor.exited, logger: this.logger, observeCall, firstStreamId: agentStreamId };
       // boot_id is made on its first read: not before the RNG was reseeded for this clone (below).
       const { agent } = await TtrpcAgentClient.connect(vm.agentChannel, { ...connectOptions, withoutBootId: true });
       try {
@@ -174,19 +189,19 @@ export class VmTemplates {
    * Runs `use` on a valid template for `vm` (made first if need be) and its saved state,
    * the bytes that were checked, holding the key's lock.
    */
-  private async withTemplate(vm: VmConfig, key: string, hypervisor: Hypervisor, use: (dir: string, state: Buffer) => Promise<void>): Promise<void> {
+  private async withTemplate(vm: VmConfig, key: string, hypervisor: Hypervisor, use: (dir: string, checked: CheckedTemplate) => Promise<void>): Promise<void> {
     this.checkTemplatePath();
     const dir = path.join(this.templatePath, key);
     await this.underLock(key, async (lock) => {
-      let state = this.checkedState(dir, key);
-      if (!state) {
+      let checked = this.checkedTemplate(dir, key);
+      if (!checked) {
         if (fs.existsSync(dir)) removeTemplate(dir);
         await this.makeTemplate(vm, key, dir, lock);
         this.evictBeyond(MAX_TEMPLATES, key);
-        state = this.checkedState(dir, key);
-        if (!state) throw new FailedPreconditionError(`the VM template ${dir} just made does not pass its own check`);
+        checked = this.checkedTemplate(dir, key);
+        if (!checked) throw new FailedPreconditionError(`the VM template ${dir} just made does not pass its own check`);
       }
-      await use(dir, state);
+      await use(dir, checked);
     });
   }
 
@@ -200,8 +215,8 @@ export class VmTemplates {
     }
   }
 
-  /** The saved state when `dir` holds a whole, unaltered template for `key`; undefined (a broken one logged) otherwise. */
-  private checkedState(dir: string, key: string): Buffer | undefined {
+  /** The description and saved state when `dir` holds a whole, unaltered template for `key`; undefined (a broken one logged) otherwise. */
+  private checkedTemplate(dir: string, key: string): CheckedTemplate | undefined {
     let meta: TemplateMeta;
     try {
       meta = JSON.parse(fs.readFileSync(path.join(dir, META_FILE), 'utf8')) as TemplateMeta;
@@ -216,13 +231,15 @@ export class VmTemplates {
     const problem =
       meta.format !== FORMAT || meta.key !== key
         ? 'it was made for another VM'
+        : !(Number.isInteger(meta.agentStreamId) && meta.agentStreamId % 2 === 1 && meta.agentStreamId > 0)
+          ? 'its description is incomplete'
         : !memory || memory.bytes !== meta.memory?.bytes || memory.ino !== meta.memory.ino || memory.ctimeNs !== meta.memory.ctimeNs
           ? 'its memory file was changed or replaced after it was saved'
           : !state || sha256(state) !== meta.stateSha256
             ? 'its state file is not the one saved'
             : undefined;
     if (problem) this.logger.warn({ template: dir, problem }, 'VM template is stale or corrupt; replacing it');
-    return problem === undefined ? state : undefined;
+    return problem === undefined ? { state: state!, meta } : undefined;
   }
 
   private async makeTemplate(vm: VmConfig, key: string, dir: string, lock: string): Promise<void> {
@@ -241,11 +258,13 @@ export class VmTemplates {
       // The template must not read boot_id: the kernel would fix it for every clone.
       const { agent } = await TtrpcAgentClient.connect(config.agentChannel, { ...this.agentOptions, vmExited: hypervisor.exited, logger: this.logger, withoutBootId: true });
       // No call may be in flight when the state is saved: a clone would answer it to nobody.
+      // (The boot polls that timed out may still be answered into the port: see agentStreamId.)
+      const agentStreamId = agent.unusedStreamId;
       agent.close();
       await hypervisor.saveTemplate!();
       for (const file of [files.memoryPath, files.statePath]) fsyncFile(file);
       const memory = memoryIdentity(files.memoryPath)!;
-      const meta: TemplateMeta = { format: FORMAT, key, stateSha256: sha256(fs.readFileSync(files.statePath)), memory, createdAt: new Date().toISOString() };
+      const meta: TemplateMeta = { format: FORMAT, key, stateSha256: sha256(fs.readFileSync(files.statePath)), memory, agentStreamId, createdAt: new Date().toISOString() };
       fs.writeFileSync(path.join(building, META_FILE), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600, flush: true });
       // Only the template's files stay: the sockets and share were the template VM's.
       for (const entry of fs.readdirSync(building)) if (![MEMORY_FILE, STATE_FILE, META_FILE].includes(entry)) fs.rmSync(path.join(building, entry), { recursive: true, force: true });

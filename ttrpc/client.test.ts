@@ -1,3 +1,4 @@
+import { PassThrough } from 'stream';
 import { Code } from './codes';
 import { TtrpcError } from './errors';
 import { FrameType, encodeFrame } from './frame';
@@ -231,6 +232,22 @@ describe('TtrpcClient against a raw peer', () => {
     expect((await p1).text).toBe('one!');
     const e = await rejection(p2);
     expect([e.code, e.message]).toEqual([Code.ABORTED, 'nope']);
+  });
+
+  it('continues another session past its stream ids when asked (firstStreamId): its late answers match no call', async () => {
+    client = await TtrpcClient.connect(raw.path, { firstStreamId: 7 });
+    expect(client.unusedStreamId).toBe(7);
+    const call = client.call(EchoService, 'Echo', { text: 'mine' });
+    expect(client.unusedStreamId).toBe(9);
+    const peer = await raw.peer();
+    await peer.frameOn(7);
+    // What a template's session left queued: an answer to its stream 3, an error on 5.
+    peer.sendFrame(3, FrameType.Response, 0, encodeResponse(Code.OK, '', echoBytes('stale')));
+    peer.sendFrame(5, FrameType.Response, 0, encodeResponse(Code.INVALID_ARGUMENT, 'stale error'));
+    peer.sendFrame(7, FrameType.Response, 0, encodeResponse(Code.OK, '', echoBytes('fresh')));
+    expect((await call).text).toBe('fresh');
+    expect(peer.frames.map((f) => f.streamId)).toEqual([7]);
+    for (const bad of [0, 2, -1, 1.5, 2 ** 32 + 1]) expect(() => new TtrpcClient(new PassThrough(), { firstStreamId: bad })).toThrow(RangeError);
   });
 
   it('times out locally when the server never answers, and ignores a late response', async () => {

@@ -38,6 +38,13 @@ export interface ClientOptions {
   /** Largest frame data sent or accepted, in bytes (default 4 MiB). */
   maxMessageSize?: number;
   logger?: pino.Logger;
+  /**
+   * The first stream id (odd; default 1). A client that continues another's session on
+   * the same server connection (a VM clone's agent, whose virtio-serial port cannot tell
+   * that the host reconnected) starts past the ids that session used: the server refuses
+   * an id that does not increase, and a late answer to an old id must not match a new call.
+   */
+  firstStreamId?: number;
 }
 
 export interface CallOptions {
@@ -76,7 +83,7 @@ export class TtrpcClient extends EventEmitter {
   private readonly logger: pino.Logger;
   private readonly decoder: FrameDecoder;
   private readonly calls = new Map<number, ClientCall>();
-  private nextStreamId = 1;
+  private nextStreamId: number;
   private closing = false;
   private closeEmitted = false;
 
@@ -86,6 +93,9 @@ export class TtrpcClient extends EventEmitter {
   ) {
     super();
     this.maxMessageSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    const first = opts.firstStreamId ?? 1;
+    if (!Number.isInteger(first) || first % 2 !== 1 || first < 1 || first > MAX_STREAM_ID) throw new RangeError(`ttrpc: the first stream id must be an odd integer from 1 to ${MAX_STREAM_ID}, got ${first}`);
+    this.nextStreamId = first;
     this.logger = opts.logger ?? pino({ level: 'silent' });
     this.decoder = new FrameDecoder(this.maxMessageSize);
     stream.on('data', (chunk: Buffer) => this.onChunk(chunk));
@@ -105,6 +115,11 @@ export class TtrpcClient extends EventEmitter {
         this.emit('close');
       }
     });
+  }
+
+  /** The id the next call gets: every id below it was used (or skipped) on this connection. */
+  get unusedStreamId(): number {
+    return this.nextStreamId;
   }
 
   /** Connect to a ttrpc server on a unix socket. */
