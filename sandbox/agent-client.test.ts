@@ -2,11 +2,15 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
+import { Duplex, PassThrough } from 'stream';
 import { DeadlineExceededError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { silentLogger } from '../lib/logger';
 import { serveHybridVsock } from '../hypervisors/testing/fake-hybrid-vsock';
 import { TtrpcAgentClient } from './agent-client';
-import { FAKE_GUEST, fakeAgent } from './testing/fake-agent';
+import { FAKE_GUEST, FakeAgent, fakeAgent } from './testing/fake-agent';
+import { Code } from '../ttrpc';
+import { encodeFrame, FrameType } from '../ttrpc/frame';
+import { encodeResponse } from '../ttrpc/messages';
 
 const never = new Promise<void>(() => undefined);
 const options = (bootTimeoutMs: number, vmExited: Promise<unknown> = never) => ({ bootTimeoutMs, callTimeoutMs: 2000, vmExited, logger: silentLogger() });
@@ -153,6 +157,66 @@ describe('TtrpcAgentClient.connect', () => {
       const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'virtio-serial', socketPath, portName: 'agent.channel.0' }, options(5000));
       client.close();
       expect(details).toEqual(FAKE_GUEST);
+    });
+
+    /**
+     * A virtio-serial port as the guest sees it: one stream for the agent that outlives
+     * every host connection (QEMU's chardev socket), with what the agent writes while no
+     * host is connected kept for the next one. Records the stream ids hosts send.
+     */
+    async function persistentPort(socketPath: string, agent: FakeAgent, opts: { dropFirstConnection?: boolean } = {}) {
+      const toAgent = new PassThrough();
+      const fromAgent = new PassThrough();
+      agent.server.serveConnection(Duplex.from({ readable: toAgent, writable: fromAgent }));
+      const streamIds: number[][] = [];
+      let connections = 0;
+      const vmm = net.createServer((host) => {
+        const ids: number[] = [];
+        streamIds.push(ids);
+        const drop = opts.dropFirstConnection && ++connections === 1;
+        host.on('data', (chunk: Buffer) => {
+          // Each test request arrives whole in one chunk: its header's stream id.
+          for (let at = 0; at + 10 <= chunk.length; at += 10 + chunk.readUInt32BE(at)) ids.push(chunk.readUInt32BE(at + 4));
+          toAgent.write(chunk);
+          if (drop) host.destroy(); // the chardev connection lost after one request
+        });
+        fromAgent.pipe(host, { end: false });
+        host.on('close', () => fromAgent.unpipe(host));
+        host.on('error', () => undefined);
+      });
+      await new Promise<void>((r) => vmm.listen(socketPath, r));
+      cleanups.push(() => new Promise((r) => vmm.close(r)), () => agent.server.close());
+      return { streamIds, queueAnswer: (frame: Uint8Array) => fromAgent.write(frame) };
+    }
+
+    it("continues a session the agent still holds (a clone of a template): ids past the old ones, the old session's late answers matched to nothing", async () => {
+      const socketPath = path.join(dir, 'agent.sock');
+      const port = await persistentPort(socketPath, fakeAgent({ ListProcesses: () => ({ pids: [3] }) }));
+      const channel = { kind: 'virtio-serial', socketPath, portName: 'agent.channel.0' } as const;
+      const first = await TtrpcAgentClient.connect(channel, options(5000));
+      const next = first.agent.unusedStreamId;
+      first.agent.close();
+      await first.agent.disconnected;
+      // An answer the agent gave the first session after it had gone, still in the port.
+      port.queueAnswer(encodeFrame(1, FrameType.Response, 0, encodeResponse(Code.INVALID_ARGUMENT, 'a late answer')));
+      const second = await TtrpcAgentClient.connect(channel, { ...options(5000), firstStreamId: next });
+      cleanups.push(() => second.agent.close());
+      expect(second.details).toEqual(FAKE_GUEST);
+      expect(await second.agent.listProcesses('c1')).toEqual([3]);
+      // No id refused by the agent as reused (each would have been polled again).
+      expect(port.streamIds).toEqual([[1], [3, 5]]);
+    });
+
+    it('carries the stream ids on when it dials again, so the agent never sees one twice', async () => {
+      const socketPath = path.join(dir, 'agent.sock');
+      const port = await persistentPort(socketPath, fakeAgent(), { dropFirstConnection: true });
+      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'virtio-serial', socketPath, portName: 'agent.channel.0' }, options(5000));
+      cleanups.push(() => client.close());
+      expect(details).toEqual(FAKE_GUEST);
+      const ids = port.streamIds.flat();
+      expect(port.streamIds.length).toBe(2);
+      expect(ids).toEqual([...ids].sort((a, b) => a - b));
+      expect(new Set(ids).size).toBe(ids.length);
     });
 
     it('fails at once when nothing listens on the socket', async () => {

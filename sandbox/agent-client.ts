@@ -156,13 +156,15 @@ export class TtrpcAgentClient implements AgentClient {
       vmGone = true;
       vmGoneSignal.abort();
     });
-    const dial = async (): Promise<{ agent: TtrpcAgentClient; lost: () => boolean }> => {
-      const agent = new TtrpcAgentClient(new TtrpcClient(await openChannel(channel, Math.max(1, deadline - Date.now()), opts.bootTimeoutMs, vmGoneSignal.signal), { firstStreamId: opts.firstStreamId }), opts.callTimeoutMs);
+    // Stream ids carry on across dials: over virtio-serial the agent's end of the channel
+    // outlives the host's connection, and wants ids that increase.
+    const dial = async (firstStreamId: number | undefined): Promise<{ agent: TtrpcAgentClient; lost: () => boolean }> => {
+      const agent = new TtrpcAgentClient(new TtrpcClient(await openChannel(channel, Math.max(1, deadline - Date.now()), opts.bootTimeoutMs, vmGoneSignal.signal), { firstStreamId }), opts.callTimeoutMs);
       let lost = false;
       void agent.disconnected.then(() => (lost = true));
       return { agent, lost: () => lost };
     };
-    let current = await dial();
+    let current = await dial(opts.firstStreamId);
     let attempt = 0;
     let silentTries = 0;
     let tryTimeoutMs = opts.firstTryTimeoutMs ?? BOOT_TRY_TIMEOUT_MS;
@@ -191,7 +193,7 @@ export class TtrpcAgentClient implements AgentClient {
           tryTimeoutMs = Math.min(tryTimeoutMs * 2, MAX_BOOT_TRY_TIMEOUT_MS);
         }
         current.agent.close();
-        current = await dial();
+        current = await dial(current.agent.unusedStreamId);
         silentTries = 0;
       }
     }

@@ -39,6 +39,8 @@ export const MAX_TEMPLATES = 8;
 /** A restored agent answers within a second or two: a clone gets this long, not a whole boot. */
 const CLONE_AGENT_TIMEOUT_MS = 30_000;
 const LOCK_POLL_MS = 100;
+/** A template's agent session uses a few ids (one per boot poll); far more means a broken description. */
+const MAX_AGENT_STREAM_ID = 2 ** 20;
 
 export interface TemplateMeta {
   format: number;
@@ -53,7 +55,7 @@ export interface TemplateMeta {
    * ids that do not increase, and its answers to the template's timed-out boot polls may
    * still be queued in the clone's port. A clone's calls start here.
    */
-  agentStreamId: number;
+  nextAgentStreamId: number;
   createdAt: string;
 }
 
@@ -143,14 +145,14 @@ export class VmTemplates {
       dir = path.join(this.templatePath, key);
       // Checked and restored under the key's lock: a template being replaced meanwhile
       // would give QEMU one template's RAM and another's state.
-      let agentStreamId = 1;
+      let nextAgentStreamId = 1;
       await this.withTemplate(vm, key, hypervisor, async (templateDir, { state, meta }) => {
         await hypervisor.startClone!(vm, templateFiles(templateDir), state);
         restored = true;
-        agentStreamId = meta.agentStreamId;
+        nextAgentStreamId = meta.nextAgentStreamId;
         touch(path.join(templateDir, META_FILE)); // most recently used: kept longest
       });
-      const connectOptions = { ...this.agentOptions, bootTimeoutMs: Math.min(this.agentOptions.bootTimeoutMs, CLONE_AGENT_TIMEOUT_MS), vmExited: hypervisor.exited, logger: this.logger, observeCall, firstStreamId: agentStreamId };
+      const connectOptions = { ...this.agentOptions, bootTimeoutMs: Math.min(this.agentOptions.bootTimeoutMs, CLONE_AGENT_TIMEOUT_MS), vmExited: hypervisor.exited, logger: this.logger, observeCall, firstStreamId: nextAgentStreamId };
       // boot_id is made on its first read: not before the RNG was reseeded for this clone (below).
       const { agent } = await TtrpcAgentClient.connect(vm.agentChannel, { ...connectOptions, withoutBootId: true });
       try {
@@ -231,8 +233,8 @@ export class VmTemplates {
     const problem =
       meta.format !== FORMAT || meta.key !== key
         ? 'it was made for another VM'
-        : !(Number.isInteger(meta.agentStreamId) && meta.agentStreamId % 2 === 1 && meta.agentStreamId > 0)
-          ? 'its description is incomplete'
+        : !(Number.isInteger(meta.nextAgentStreamId) && meta.nextAgentStreamId % 2 === 1 && meta.nextAgentStreamId > 0 && meta.nextAgentStreamId <= MAX_AGENT_STREAM_ID)
+          ? 'its description is malformed'
         : !memory || memory.bytes !== meta.memory?.bytes || memory.ino !== meta.memory.ino || memory.ctimeNs !== meta.memory.ctimeNs
           ? 'its memory file was changed or replaced after it was saved'
           : !state || sha256(state) !== meta.stateSha256
@@ -258,13 +260,13 @@ export class VmTemplates {
       // The template must not read boot_id: the kernel would fix it for every clone.
       const { agent } = await TtrpcAgentClient.connect(config.agentChannel, { ...this.agentOptions, vmExited: hypervisor.exited, logger: this.logger, withoutBootId: true });
       // No call may be in flight when the state is saved: a clone would answer it to nobody.
-      // (The boot polls that timed out may still be answered into the port: see agentStreamId.)
-      const agentStreamId = agent.unusedStreamId;
+      // (The boot polls that timed out may still be answered into the port: see nextAgentStreamId.)
+      const nextAgentStreamId = agent.unusedStreamId;
       agent.close();
       await hypervisor.saveTemplate!();
       for (const file of [files.memoryPath, files.statePath]) fsyncFile(file);
       const memory = memoryIdentity(files.memoryPath)!;
-      const meta: TemplateMeta = { format: FORMAT, key, stateSha256: sha256(fs.readFileSync(files.statePath)), memory, agentStreamId, createdAt: new Date().toISOString() };
+      const meta: TemplateMeta = { format: FORMAT, key, stateSha256: sha256(fs.readFileSync(files.statePath)), memory, nextAgentStreamId, createdAt: new Date().toISOString() };
       fs.writeFileSync(path.join(building, META_FILE), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600, flush: true });
       // Only the template's files stay: the sockets and share were the template VM's.
       for (const entry of fs.readdirSync(building)) if (![MEMORY_FILE, STATE_FILE, META_FILE].includes(entry)) fs.rmSync(path.join(building, entry), { recursive: true, force: true });
@@ -295,11 +297,15 @@ export class VmTemplates {
     }).catch((err) => this.logger.warn({ template: dir, err: (err as Error).message }, 'could not remove the VM template'));
   }
 
-  /** Keeps the `max` most recently used templates (by their description's mtime), `keep` among them. */
+  /** Keeps the `max` most recently used templates (by their description's mtime), `keep` among them, and none of an older format. */
   private evictBeyond(max: number, keep: string): void {
-    const templates = listTemplates(this.templatePath)
-      .filter((t) => path.basename(t.dir) !== keep)
-      .sort((a, b) => b.usedMs - a.usedMs);
+    const all = listTemplates(this.templatePath).filter((t) => path.basename(t.dir) !== keep);
+    // An older kata-ts's format is keyed apart from every current template: no pod of this one would use it.
+    for (const t of all.filter((t) => t.meta && t.meta.format !== FORMAT)) {
+      this.logger.info({ template: t.dir, format: t.meta!.format }, 'removing a VM template of an older format');
+      removeTemplate(t.dir);
+    }
+    const templates = all.filter((t) => !t.meta || t.meta.format === FORMAT).sort((a, b) => b.usedMs - a.usedMs);
     for (const t of templates.slice(Math.max(0, max - 1))) {
       this.logger.info({ template: t.dir }, `more than ${max} VM templates: removing the least recently used`);
       removeTemplate(t.dir);

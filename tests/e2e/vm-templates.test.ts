@@ -28,7 +28,7 @@ describe('VM templates', () => {
     return fs.readdirSync(templatePath).filter((e) => !e.startsWith('.'));
   }
 
-  function meta(): { createdAt: string; stateSha256: string; agentStreamId: number } {
+  function meta(): { createdAt: string; stateSha256: string; nextAgentStreamId: number } {
     const [dir] = templates();
     return JSON.parse(fs.readFileSync(path.join(templatePath, dir, 'template.json'), 'utf8'));
   }
@@ -86,8 +86,8 @@ describe('VM templates', () => {
     expect((fs.statSync(dir).mode & 0o777).toString(8)).toBe('700');
     expect(fs.readdirSync(dir).sort()).toEqual(['memory', 'state', 'template.json']);
     // Where the clones' agent calls start: past every boot poll of the template's session.
-    expect(meta().agentStreamId % 2).toBe(1);
-    expect(meta().agentStreamId).toBeGreaterThanOrEqual(3);
+    expect(meta().nextAgentStreamId % 2).toBe(1);
+    expect(meta().nextAgentStreamId).toBeGreaterThanOrEqual(3);
     // vmgenid: each clone's kernel reseeded its RNG, so no two read the same bytes.
     expect(outputs.map((o) => o.random)).toHaveLength(3);
     expect(new Set(outputs.map((o) => o.random)).size).toBe(3);
