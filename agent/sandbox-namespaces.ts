@@ -1,6 +1,7 @@
 // Containers of a CRI pod share the pause container's IPC, UTS (and, if asked, PID)
 // namespaces. The shim marks such entries with SANDBOX_NS_DIR paths; here they
 // become the pause container's /proc/<pid>/ns entries in the guest.
+import { CRI_SANDBOX_ID } from '../lib/cri-annotations';
 import * as path from 'path';
 import { FailedPreconditionError, InvalidArgumentError } from '../lib/errors';
 import { SANDBOX_NS_DIR } from '../lib/guest-paths';
@@ -8,7 +9,6 @@ import { SANDBOX_NS_DIR } from '../lib/guest-paths';
 /** OCI namespace type → its file under /proc/<pid>/ns. */
 const NS_FILES: Record<string, string> = { ipc: 'ipc', uts: 'uts', pid: 'pid', mount: 'mnt', network: 'net', user: 'user', cgroup: 'cgroup' };
 
-export const CRI_SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
 
 interface SpecWithNamespaces {
   annotations?: Record<string, string>;

@@ -18,10 +18,10 @@
 // Only CRI containers are checked: a plain `ctr run` spec without a namespace entry
 // (`--net-host`, or a test that shares the guest's PID namespace) keeps its meaning
 // inside the VM, as it always had.
+import { CRI_CONTAINER_TYPE } from '../lib/cri-annotations';
 import { FailedPreconditionError } from '../lib/errors';
 import type { OciSpec } from './spec';
 
-export const CRI_CONTAINER_TYPE = 'io.kubernetes.cri.container-type';
 const CRI_SANDBOX_NAME = 'io.kubernetes.cri.sandbox-name';
 const CRI_SANDBOX_NAMESPACE = 'io.kubernetes.cri.sandbox-namespace';
 const CRI_CONTAINER_NAME = 'io.kubernetes.cri.container-name';

@@ -1,5 +1,6 @@
 // The containers a shim daemon serves, all in one sandbox (VM). The first Create
 // boots the VM (for a CRI pod that is the pause container); later ones join it.
+import { CRI_SANDBOX_ID } from '../lib/cri-annotations';
 import { ConfigHints, LoadedConfig, recordConfigSource } from '../config/config-location';
 import { RuntimeConfig } from '../config/runtime-config';
 import { FailedPreconditionError, GrpcCode, grpcCodeOf, NotFoundError } from '../lib/errors';
@@ -15,7 +16,6 @@ import { ContainerHooks } from './oci-hooks';
 import { readBundleSpec } from './spec';
 import { ExitInfo, TaskProcess } from './task-process';
 
-export const CRI_SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
 const SIGKILL = 9;
 const DEFAULT_KILL_GRACE_MS = 10_000;
 

@@ -20,7 +20,7 @@ import { killRecordedVirtiofsDaemons } from '../hypervisors/virtiofsd';
 import { killRecordedVsockBackend } from '../hypervisors/vsock-backend';
 import { killAndWait, readProcessRecord, readTrimmed, recordAlive, recordedProcessRunning } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
-import { CRI_SANDBOX_ID } from '../sandbox/pod';
+import { CRI_SANDBOX_ID } from '../lib/cri-annotations';
 import { mountsBelow, removeUnlessMounted, unmount } from '../sandbox/rootfs';
 import { CGROUP_RECORD_FILE, Sandbox, SANDBOX_OWNER_FILE } from '../sandbox/sandbox';
 import { CGROUP_ROOT, CgroupRecord, removeCreated } from '../sandbox/host-cgroup';
@@ -32,6 +32,7 @@ import { qemuPaths } from '../hypervisors/qemu';
 import { Code, TtrpcClient } from '../ttrpc';
 import { ShimFlags } from './flags';
 import { removeSocket } from './socket';
+import { SHIM_PID_FILE } from './bundle-files';
 
 export const KILLED_EXIT_STATUS = 137;
 /** How long a live daemon may take to finish its own teardown before we look closer. */
@@ -39,7 +40,6 @@ const DAEMON_GRACE_MS = 10_000;
 /** How long a daemon has to answer a Connect before it counts as hung. */
 const DAEMON_ANSWER_MS = 5_000;
 /** The daemon's pid file in the bundle (pid + start time). */
-export const SHIM_PID_FILE = 'shim.pid';
 
 export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<void> {
   const bundle = flags.bundle || process.cwd();

@@ -4,14 +4,13 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { FailedPreconditionError, InternalError } from '../lib/errors';
-import { CRI_SANDBOX_ID } from '../sandbox/pod';
+import { CRI_CONTAINER_TYPE, CRI_SANDBOX_ID } from '../lib/cri-annotations';
 import { readBundleSpec } from '../sandbox/spec';
 import { daemonArgs, ShimFlags } from './flags';
 import { isListening, removeSocket, shimSocketPath } from './socket';
-import { SHIM_PID_FILE } from './delete';
+import { SHIM_PID_FILE } from './bundle-files';
 import { writeProcessRecord } from '../lib/recorded-process';
 
-const CRI_CONTAINER_TYPE = 'io.kubernetes.cri.container-type';
 const DAEMON_READY_TIMEOUT_MS = 30_000;
 
 export async function startAction(flags: ShimFlags): Promise<string> {
