@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-template test-under-load demo bench bench-guest bench-shared-fs bench-agent-channel soak install uninstall clean
+.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-template test-under-load demo bench bench-guest bench-shared-fs bench-agent-channel bench-agent-startup soak install uninstall clean
 
 all: build guest
 
@@ -90,6 +90,10 @@ bench-shared-fs: guest
 # The agent round trip over virtio-serial and hybrid vsock (bench/agent-channel.md).
 bench-agent-channel: guest
 	KATATS_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" node dist/bench/agent-channel.js
+
+# The Node agent's start-up in a cold boot, and what node/V8 flags save (bench/agent-startup.md).
+bench-agent-startup: guest
+	node dist/bench/agent-startup.js
 
 # Only the guest kernels and rootfs formats (bench/guest-boot.md), a few minutes.
 bench-guest: guest

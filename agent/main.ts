@@ -8,6 +8,7 @@ process.env.UV_THREADPOOL_SIZE ??= '16';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
+import * as os from 'os';
 import * as path from 'path';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 import { AGENT_VSOCK_PORT, DEBUG_CONSOLE_VSOCK_PORT } from '../lib/vsock-ports';
@@ -50,7 +51,20 @@ async function serveDebugConsole(logger: Logger): Promise<void> {
   await new DebugConsole(device, () => spawnDebugShell(), logger).run();
 }
 
+/** How long the agent took to start, for the console ('agent ready'): make bench-agent-startup reads it. */
+function startupTimes(mainStarted: number): Record<string, number> {
+  const bootstrapped = performance.nodeTiming.bootstrapComplete;
+  return {
+    nodeMs: Math.round(bootstrapped), // Node's own bootstrap, from process start
+    modulesMs: Math.round(mainStarted - bootstrapped), // loading main.js and everything it requires
+    initMs: Math.round(performance.now() - mainStarted), // main(): the service built, the channel open
+    modules: Object.keys(require.cache).length, // JavaScript files loaded (Node's own built-ins not counted)
+    uptimeS: os.uptime(),
+  };
+}
+
 async function main(): Promise<void> {
+  const mainStarted = performance.now();
   const logger = createLogger(process.stderr, process.env.KATATS_DEBUG ? 'debug' : 'info').child({ component: 'agent' });
   const version = (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
   fs.mkdirSync(path.join(STATE_ROOT, 'bundles'), { recursive: true, mode: 0o700 });
@@ -75,14 +89,14 @@ async function main(): Promise<void> {
       ports.push(`${DEBUG_CONSOLE_VSOCK_PORT}=${consoleSocket}`);
     }
     startVsockRelay(ports, logger);
-    logger.info({ socket: agentSocket, console: consoleSocket, version }, 'agent ready (vsock ports through the relay)');
+    logger.info({ socket: agentSocket, console: consoleSocket, version, startup: startupTimes(mainStarted) }, 'agent ready (vsock ports through the relay)');
     return;
   }
   const device = await waitForPort(PORT_NAME, 30_000);
   if (!device) throw new Error(`virtio-serial port ${PORT_NAME} did not appear`);
   const stream = new CharDeviceStream(fs.openSync(device, 'r+'));
   server.serveConnection(stream);
-  logger.info({ device, version }, 'agent ready');
+  logger.info({ device, version, startup: startupTimes(mainStarted) }, 'agent ready');
   void serveDebugConsole(logger.child({ component: 'debug-console' }));
 }
 

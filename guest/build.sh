@@ -23,12 +23,18 @@
 #   GUEST_NODE_DEPS   extra npm packages to embed (the agent's require()s are found by scan)
 #   GUEST_KEEP        how many built images to keep (default 3)
 #   GUEST_CACHE       downloaded/extracted packages (default out/cache); shared by clones
+#   AGENT_NODE_FLAGS  node/V8 flags the guest's init starts the agent with (default none;
+#                     make bench-agent-startup compares some); part of the image's hash
 # The last line on stdout is the image directory; progress goes to stderr.
 set -euo pipefail
 
 GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 AGENT_DIR=$(cd "${1:-${AGENT_DIR:-$GUEST_DIR/..}}" && pwd)
 OUT=${GUEST_OUT:-$GUEST_DIR/out}
+# Word-split into node's argv by init: flags only, nothing a shell would expand.
+for flag in ${AGENT_NODE_FLAGS:-}; do
+	[[ $flag =~ ^--[a-z0-9-]+(=[A-Za-z0-9._/-]+)?$ ]] || { echo "guest: AGENT_NODE_FLAGS: $flag is not a --flag[=value]" >&2; exit 2; }
+done
 CACHE=${GUEST_CACHE:-$OUT/cache}
 NODE_BIN=${GUEST_NODE:-/usr/bin/node}
 ARCH=amd64
@@ -244,6 +250,7 @@ hash_inputs() {
 	echo "modules $REQUIRED_MODULES | $OPTIONAL_MODULES"
 	echo "strip $(command -v strip >/dev/null && echo yes || echo no)"
 	echo "placeholder-agent ${PLACEHOLDER:-0}"
+	echo "agent-node-flags ${AGENT_NODE_FLAGS:-}"
 	sha256sum "$NODE_BIN" | awk '{ print "node", $1, $2 }'
 	# Host libraries copied for node and crun (crun is extracted from its cached .deb).
 	{ libs_of "$NODE_BIN"; libs_of "$CRUN_DIR/usr/bin/crun"; } |
@@ -384,6 +391,8 @@ EOF
 fi
 
 install -m 0755 "$GUEST_DIR/init" init
+mkdir -p etc/katats
+printf '%s\n' "${AGENT_NODE_FLAGS:-}" >etc/katats/agent-node-flags
 cat >etc/passwd <<'EOF'
 root:x:0:0:root:/root:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin

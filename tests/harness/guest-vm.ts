@@ -59,13 +59,15 @@ export interface BootOptions {
   vsockBackend?: string;
   /** The debug console (virtio-serial port, or vsock port 1026 with vsockBackend). */
   debugConsole?: boolean;
+  /** [hypervisor.qemu] tcg_tb_size: QEMU's translated-code buffer, in MiB. */
+  tcgTbSizeMiB?: number;
 }
 
 /** Boots `variant` to agent-ready; on failure nothing is left running. */
 export async function bootToAgent(variant: GuestVariant, options: BootOptions = {}): Promise<BootedGuest> {
   const vm = guestVmConfig('kt-guest-', variant, options, ['quiet']);
   const workDir = vm.workDir;
-  const hypervisor = new QemuHypervisor(silentLogger(), { vsockBackend: options.vsockBackend });
+  const hypervisor = new QemuHypervisor(silentLogger(), { vsockBackend: options.vsockBackend, tcgTbSizeMiB: options.tcgTbSizeMiB });
   const started = Date.now();
   const stop = async (): Promise<void> => {
     await hypervisor.stop(0).catch(() => undefined);
