@@ -92,3 +92,43 @@ export function timeCtrRun(address: string, namespace: string, args: string[]): 
     });
   });
 }
+
+/** What a VMM's memory holds, as PSS in KiB: how a pod's VM memory splits up. */
+export interface VmmMemory {
+  /** The guest's RAM: anonymous, or a template's RAM file (its pages counted 1/N to each of N clones). */
+  guestRam: number;
+  /** QEMU's buffer of translated guest code (TCG only): an anonymous executable mapping. */
+  translatedCode: number;
+  /** The DAX rootfs image, shared by every VM. */
+  rootfsImage: number;
+  /** QEMU's own heap, stacks and libraries. */
+  rest: number;
+}
+
+/** Mappings this large are guest RAM or the TCG buffer, never QEMU's heap arenas. */
+const LARGE_MAPPING_KIB = 256 * 1024;
+
+/** A VMM process's PSS by what its mappings hold (/proc/<pid>/smaps); zeros if it is gone. */
+export function vmmMemoryKiB(pid: number): VmmMemory {
+  const out: VmmMemory = { guestRam: 0, translatedCode: 0, rootfsImage: 0, rest: 0 };
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  } catch {
+    return out;
+  }
+  let kind: keyof VmmMemory = 'rest';
+  for (const line of text.split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const sizeKiB = (parseInt(head[2], 16) - parseInt(head[1], 16)) / 1024;
+      const [perms, name] = [head[3], head[4]];
+      const anonymousLarge = name === '' && sizeKiB >= LARGE_MAPPING_KIB;
+      kind = anonymousLarge && perms.includes('x') ? 'translatedCode' : anonymousLarge || name.endsWith('/memory') ? 'guestRam' : name.endsWith('/rootfs.img') ? 'rootfsImage' : 'rest';
+      continue;
+    }
+    const pss = /^Pss:\s+(\d+) kB/.exec(line);
+    if (pss) out[kind] += Number(pss[1]);
+  }
+  return out;
+}

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { TtrpcClient } from '../ttrpc';
 import { KataEnv, RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
-import { cpuTicks, descendants, median, pssKiB, rssKiB, timeCtrRun } from './measure';
+import { cpuTicks, descendants, median, pssKiB, rssKiB, timeCtrRun, VmmMemory, vmmMemoryKiB } from './measure';
 import { measureCriPodStart } from './cri-pods';
 import { benchDir, GUEST_BOOT_INTRO, measureGuestBoot } from './guest-boot';
 import { memoryPlotSvg } from './plot';
@@ -16,6 +16,8 @@ const SEPARATE_RUNS = ['shared-fs.md', 'agent-channel.md'];
 const RUNC = 'io.containerd.runc.v2';
 const START_SAMPLES = Number(process.env.BENCH_START_SAMPLES ?? 5);
 const POD_COUNTS = [1, 5, 10];
+/** The pod count the issue's memory target is set at: where the PSS is split by what it holds. */
+const SPLIT_AT = 5;
 const TTRPC_CALLS = 1000;
 const TTRPC_CONCURRENCY = 32;
 const GUEST_BOOT_SAMPLES = Number(process.env.BENCH_BOOT_SAMPLES ?? 3);
@@ -86,6 +88,17 @@ class Bench {
       },
       { pss: 0, private: 0, rss: 0 },
     );
+  }
+
+  /** A pod's PSS split: its shim, and what its VMM's memory holds (a runc pod has no VMM: its container counts as the rest). */
+  async podMemorySplitKiB(id: string): Promise<{ shim: number } & VmmMemory> {
+    const shim = await this.shimPid(id);
+    const split = { shim: pssKiB(shim).pss, guestRam: 0, translatedCode: 0, rootfsImage: 0, rest: 0 };
+    for (const pid of descendants(shim)) {
+      const vmm = vmmMemoryKiB(pid);
+      for (const key of ['guestRam', 'translatedCode', 'rootfsImage', 'rest'] as const) split[key] += vmm[key];
+    }
+    return split;
   }
 
   /** The shim's own idle RSS and CPU share over `windowMs`. */
@@ -180,6 +193,8 @@ async function main(): Promise<void> {
     rows.push(row(`ttrpc Task.Connect throughput (${TTRPC_CONCURRENCY} in flight)`, idle.map((i) => i.ttrpc.callsPerSecond), '/s'));
 
     const perPod: Record<string, Array<{ pods: number; pss: number; private: number; rss: number }>> = {};
+    /** At SPLIT_AT pods: the per-pod PSS by where it goes. */
+    const split: Record<string, Record<string, number>> = {};
     for (const arm of arms) {
       const ids: string[] = [];
       perPod[arm.name] = [];
@@ -194,6 +209,11 @@ async function main(): Promise<void> {
           total.rss += m.rss;
         }
         perPod[arm.name].push({ pods: count, pss: total.pss / count, private: total.private / count, rss: total.rss / count });
+        if (count === SPLIT_AT) {
+          const sum: Record<string, number> = {};
+          for (const id of ids) for (const [key, kib] of Object.entries(await arm.bench.podMemorySplitKiB(id))) sum[key] = (sum[key] ?? 0) + kib / count;
+          split[arm.name] = sum;
+        }
         say(`${arm.name}: ${count} idle pods, ${mib(total.pss / count)} MiB PSS per pod (${mib(total.private / count)} private, ${mib(total.rss / count)} RSS)`);
       }
       await arm.bench.removeAll(ids);
@@ -206,6 +226,8 @@ async function main(): Promise<void> {
       rows.push(row(`host memory per idle pod, ${count} pod${pl}: private`, at('private'), 'MiB', 1));
       rows.push(row(`host memory per idle pod, ${count} pod${pl}: RSS (shared pages counted in every pod)`, at('rss'), 'MiB', 1));
     }
+    const parts: Array<[string, string]> = [['shim', 'the shim'], ['guestRam', 'guest RAM'], ['translatedCode', 'translated code (TCG)'], ['rootfsImage', 'rootfs image (DAX)'], ['rest', 'QEMU itself (runc: the container)']];
+    for (const [key, what] of parts) rows.push(row(`of the PSS per idle pod at ${SPLIT_AT} pods: ${what}`, arms.map((a) => (split[a.name]?.[key] ?? 0) / 1024), 'MiB', 1));
     const last = POD_COUNTS.length - 1;
     const density = arms.map((a) => Math.floor(DENSITY_MIB / (perPod[a.name][last].pss / 1024)));
     rows.push(`| idle pods that fit in ${DENSITY_MIB / 1024} GiB of host memory (at the ${POD_COUNTS[last]}-pod PSS) | ${density.join(' | ')} | ${ratio(density[1], density[0])} | ${ratio(density[2], density[0])} | ${ratio(density[2], density[1])} |`);
