@@ -38,6 +38,8 @@ export interface RunOptions {
 }
 
 export class OciRuntime {
+  private versionLine: Promise<string> | undefined;
+
   constructor(readonly binary: string, private readonly stateRoot: string) {}
 
   run(id: string, opts: RunOptions): Promise<ProcessHandle> {
@@ -86,9 +88,19 @@ export class OciRuntime {
     }
   }
 
+  /**
+   * The runtime's first `--version` line, asked once: the binary is on the read-only
+   * rootfs. (Every GetGuestDetails wants it; a VM clone then inherits the template's
+   * answer instead of starting a process while its translated code is still cold.)
+   */
   async version(): Promise<string> {
-    const { stdout } = await execFileAsync(this.binary, ['--version']);
-    return stdout.split('\n')[0] ?? '';
+    this.versionLine ??= execFileAsync(this.binary, ['--version']).then(({ stdout }) => stdout.split('\n')[0] ?? '');
+    try {
+      return await this.versionLine;
+    } catch (err) {
+      this.versionLine = undefined; // asked again next time
+      throw err;
+    }
   }
 
   /** The runtime's own error message from its log file, for failures before exec. */
