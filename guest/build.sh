@@ -23,14 +23,19 @@
 #   GUEST_NODE_DEPS   extra npm packages to embed (the agent's require()s are found by scan)
 #   GUEST_KEEP        how many built images to keep (default 3)
 #   GUEST_CACHE       downloaded/extracted packages (default out/cache); shared by clones
-#   AGENT_NODE_FLAGS  node/V8 flags the guest's init starts the agent with (default none;
-#                     make bench-agent-startup compares some); part of the image's hash
+#   AGENT_NODE_FLAGS  node/V8 flags the guest's init starts the agent with (default
+#                     --jitless; set empty for none; make bench-agent-startup compares
+#                     some); part of the image's hash
 # The last line on stdout is the image directory; progress goes to stderr.
 set -euo pipefail
 
 GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 AGENT_DIR=$(cd "${1:-${AGENT_DIR:-$GUEST_DIR/..}}" && pwd)
 OUT=${GUEST_OUT:-$GUEST_DIR/out}
+# --jitless: V8 generates no machine code. Under TCG every page of generated code is
+# translated again, and the translations stay in QEMU's memory: about 55 MiB less per
+# VM, start-up no slower (bench/agent-startup.md). The agent waits on I/O, not on JS.
+AGENT_NODE_FLAGS=${AGENT_NODE_FLAGS---jitless}
 # Word-split into node's argv by init: flags only, nothing a shell would expand.
 for flag in ${AGENT_NODE_FLAGS:-}; do
 	[[ $flag =~ ^--[a-z0-9-]+(=[A-Za-z0-9._/-]+)?$ ]] || { echo "guest: AGENT_NODE_FLAGS: $flag is not a --flag[=value]" >&2; exit 2; }
