@@ -95,40 +95,49 @@ export function timeCtrRun(address: string, namespace: string, args: string[]): 
 
 /** What a VMM's memory holds, as PSS in KiB: how a pod's VM memory splits up. */
 export interface VmmMemory {
-  /** The guest's RAM: anonymous, or a template's RAM file (its pages counted 1/N to each of N clones). */
+  /** The guest's RAM: anonymous, a memfd (vhost-user backends), or a template's RAM file (counted 1/N to each of N clones). */
   guestRam: number;
-  /** QEMU's buffer of translated guest code (TCG only): an anonymous executable mapping. */
+  /** QEMU's buffer of translated guest code (TCG only): anonymous executable mappings, split into regions by guard pages. */
   translatedCode: number;
   /** The DAX rootfs image, shared by every VM. */
   rootfsImage: number;
-  /** QEMU's own heap, stacks and libraries. */
+  /** QEMU's own heap, stacks and libraries (and hot-plugged DIMMs, which no idle pod has). */
   rest: number;
 }
 
-/** Mappings this large are guest RAM or the TCG buffer, never QEMU's heap arenas. */
+/** Anonymous writable mappings this large are guest RAM, never QEMU's heap arenas (64 MiB at most). */
 const LARGE_MAPPING_KIB = 256 * 1024;
 
-/** A VMM process's PSS by what its mappings hold (/proc/<pid>/smaps); zeros if it is gone. */
-export function vmmMemoryKiB(pid: number): VmmMemory {
+/** Which part of a VMM's memory a mapping is, from its permissions, size and name. */
+function mappingKind(perms: string, sizeKiB: number, rawName: string): keyof VmmMemory {
+  const name = rawName.replace(/ \(deleted\)$/, '');
+  if (name === '' && perms.includes('x')) return 'translatedCode';
+  if ((name === '' && sizeKiB >= LARGE_MAPPING_KIB) || name.startsWith('/memfd:') || name.endsWith('/memory')) return 'guestRam';
+  if (name.endsWith('/rootfs.img')) return 'rootfsImage';
+  return 'rest';
+}
+
+/** PSS in KiB by part, from the text of /proc/<pid>/smaps. */
+export function vmmMemoryFromSmaps(text: string): VmmMemory {
   const out: VmmMemory = { guestRam: 0, translatedCode: 0, rootfsImage: 0, rest: 0 };
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/smaps`, 'utf8');
-  } catch {
-    return out;
-  }
   let kind: keyof VmmMemory = 'rest';
   for (const line of text.split('\n')) {
     const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (head) {
-      const sizeKiB = (parseInt(head[2], 16) - parseInt(head[1], 16)) / 1024;
-      const [perms, name] = [head[3], head[4]];
-      const anonymousLarge = name === '' && sizeKiB >= LARGE_MAPPING_KIB;
-      kind = anonymousLarge && perms.includes('x') ? 'translatedCode' : anonymousLarge || name.endsWith('/memory') ? 'guestRam' : name.endsWith('/rootfs.img') ? 'rootfsImage' : 'rest';
+      kind = mappingKind(head[3], (parseInt(head[2], 16) - parseInt(head[1], 16)) / 1024, head[4]);
       continue;
     }
     const pss = /^Pss:\s+(\d+) kB/.exec(line);
     if (pss) out[kind] += Number(pss[1]);
   }
   return out;
+}
+
+/** A VMM process's PSS by part (/proc/<pid>/smaps); zeros if it is gone. */
+export function vmmMemoryKiB(pid: number): VmmMemory {
+  try {
+    return vmmMemoryFromSmaps(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'));
+  } catch {
+    return { guestRam: 0, translatedCode: 0, rootfsImage: 0, rest: 0 };
+  }
 }

@@ -1,0 +1,31 @@
+import { vmmMemoryFromSmaps } from './measure';
+
+/** One smaps entry: a header line and its Pss line. */
+function mapping(start: number, sizeKiB: number, perms: string, name: string, pssKiB: number): string {
+  const hex = (n: number): string => n.toString(16).padStart(12, '0');
+  return `${hex(start)}-${hex(start + sizeKiB * 1024)} ${perms} 00000000 00:00 0          ${name}\nRss:  ${pssKiB} kB\nPss:  ${pssKiB} kB\n`;
+}
+
+describe('vmmMemoryFromSmaps', () => {
+  it("splits a QEMU's PSS into guest RAM, translated code, the DAX rootfs and the rest", () => {
+    const MiB = 1024;
+    let at = 0x7f0000000000;
+    const next = (sizeKiB: number): number => {
+      const start = at;
+      at += sizeKiB * 1024 + 4096;
+      return start;
+    };
+    const smaps = [
+      mapping(next(1024 * MiB), 1024 * MiB, 'rw-p', '', 200 * MiB), // a cold VM's anonymous RAM
+      mapping(next(1024 * MiB), 1024 * MiB, 'rw-p', '/memfd:ram0 (deleted)', 10 * MiB), // vhost-user: memfd RAM
+      mapping(next(1024 * MiB), 1024 * MiB, 'rw-p', '/var/lib/kata-ts/vm-templates/k/memory (deleted)', 5 * MiB), // a clone, template removed
+      mapping(next(64 * MiB), 64 * MiB, 'rwxp', '', 30 * MiB), // TCG regions between guard pages
+      mapping(next(64 * MiB), 64 * MiB, 'rwxp', '', 20 * MiB),
+      mapping(next(4), 4, '---p', '', 0), // a guard page
+      mapping(next(140 * MiB), 140 * MiB, 'r--s', '/usr/share/kata-ts/guest/rootfs.img', 7 * MiB),
+      mapping(next(64 * MiB), 64 * MiB, 'rw-p', '', 3 * MiB), // a malloc arena
+      mapping(next(20 * MiB), 20 * MiB, 'r-xp', '/usr/bin/qemu-system-x86_64', 2 * MiB),
+    ].join('');
+    expect(vmmMemoryFromSmaps(smaps)).toEqual({ guestRam: 215 * MiB, translatedCode: 50 * MiB, rootfsImage: 7 * MiB, rest: 5 * MiB });
+  });
+});
