@@ -16,7 +16,8 @@ import { median, pssKiB } from './measure';
 
 const BOOTS = Number(process.env.BENCH_AGENT_STARTUP_BOOTS ?? 3);
 const CALLS = 200;
-const SCRATCH = process.env.BENCH_AGENT_STARTUP_DIR ?? '/var/tmp/kt-agent-startup';
+/** Where the variant guests are built: a new directory under this one, removed afterwards. */
+const SCRATCH_PARENT = process.env.BENCH_AGENT_STARTUP_DIR ?? '/var/tmp';
 
 /**
  * Flags that shape start-up: the JIT tiers (under TCG, generated code is translated
@@ -61,10 +62,10 @@ function repoRoot(): string {
 }
 
 /** Builds the guest with `flags` into the scratch directory (the kernel and packages come from the main cache); its image directory. */
-function buildVariant(flags: string): string {
+function buildVariant(flags: string, scratch: string): string {
   const root = repoRoot();
   const out = execFileSync(path.join(root, 'guest', 'build.sh'), [], {
-    env: { ...process.env, GUEST_OUT: path.join(SCRATCH, 'out'), GUEST_CACHE: path.join(root, 'guest', 'out', 'cache'), GUEST_KEEP: String(VARIANTS.length + 1), AGENT_NODE_FLAGS: flags },
+    env: { ...process.env, GUEST_OUT: path.join(scratch, 'out'), GUEST_CACHE: process.env.GUEST_CACHE ?? path.join(root, 'guest', 'out', 'cache'), GUEST_KEEP: String(VARIANTS.length + 1), AGENT_NODE_FLAGS: flags },
     stdio: ['ignore', 'pipe', 'inherit'],
     encoding: 'utf8',
   });
@@ -99,12 +100,12 @@ async function boot(imageDir: string, tcgTbSizeMiB: number | undefined): Promise
 const med = (samples: Sample[], pick: (s: Sample) => number): number => median(samples.map(pick));
 
 async function main(): Promise<void> {
-  fs.mkdirSync(SCRATCH, { recursive: true });
+  const scratch = fs.mkdtempSync(path.join(SCRATCH_PARENT, 'kt-agent-startup-'));
   const results: Array<{ name: string; flags: string; tcgTbSizeMiB?: number; samples: Sample[] }> = [];
   try {
     for (const variant of VARIANTS) {
       say(`${variant.name}: building the guest (AGENT_NODE_FLAGS="${variant.flags}")`);
-      const imageDir = buildVariant(variant.flags);
+      const imageDir = buildVariant(variant.flags, scratch);
       const samples: Sample[] = [];
       for (let i = 1; i <= BOOTS; i++) {
         say(`${variant.name}: boot ${i}/${BOOTS}`);
@@ -113,7 +114,7 @@ async function main(): Promise<void> {
       results.push({ ...variant, samples });
     }
   } finally {
-    fs.rmSync(SCRATCH, { recursive: true, force: true });
+    fs.rmSync(scratch, { recursive: true, force: true });
   }
   const base = results[0].samples;
   const ratio = (value: number, baseline: number): string => (value / baseline).toFixed(2);

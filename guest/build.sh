@@ -32,12 +32,13 @@ set -euo pipefail
 GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 AGENT_DIR=$(cd "${1:-${AGENT_DIR:-$GUEST_DIR/..}}" && pwd)
 OUT=${GUEST_OUT:-$GUEST_DIR/out}
-# --jitless: V8 generates no machine code. Under TCG every page of generated code is
-# translated again, and the translations stay in QEMU's memory: about 55 MiB less per
-# VM, start-up no slower (bench/agent-startup.md). The agent waits on I/O, not on JS.
+# --jitless: V8 generates no machine code, which under TCG is translated again: about
+# 55 MiB less QEMU private memory per VM, start-up within the noise between runs
+# (bench/agent-startup.md). The agent waits on I/O, not on JavaScript.
 AGENT_NODE_FLAGS=${AGENT_NODE_FLAGS---jitless}
 # Word-split into node's argv by init: flags only, nothing a shell would expand.
-for flag in ${AGENT_NODE_FLAGS:-}; do
+read -ra agent_node_flags <<<"${AGENT_NODE_FLAGS:-}"
+for flag in "${agent_node_flags[@]}"; do
 	[[ $flag =~ ^--[a-z0-9-]+(=[A-Za-z0-9._/-]+)?$ ]] || { echo "guest: AGENT_NODE_FLAGS: $flag is not a --flag[=value]" >&2; exit 2; }
 done
 CACHE=${GUEST_CACHE:-$OUT/cache}
