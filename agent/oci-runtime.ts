@@ -94,11 +94,11 @@ export class OciRuntime {
    * answer instead of starting a process while its translated code is still cold.)
    */
   async version(): Promise<string> {
-    this.versionLine ??= execFileAsync(this.binary, ['--version']).then(({ stdout }) => stdout.split('\n')[0] ?? '');
+    const asked = (this.versionLine ??= execFileAsync(this.binary, ['--version']).then(({ stdout }) => stdout.split('\n')[0] ?? ''));
     try {
-      return await this.versionLine;
+      return await asked;
     } catch (err) {
-      this.versionLine = undefined; // asked again next time
+      if (this.versionLine === asked) this.versionLine = undefined; // asked again next time
       throw err;
     }
   }

@@ -9,7 +9,6 @@ import { SANDBOX_NS_DIR } from '../lib/guest-paths';
 /** OCI namespace type → its file under /proc/<pid>/ns. */
 const NS_FILES: Record<string, string> = { ipc: 'ipc', uts: 'uts', pid: 'pid', mount: 'mnt', network: 'net', user: 'user', cgroup: 'cgroup' };
 
-
 interface SpecWithNamespaces {
   annotations?: Record<string, string>;
   linux?: { namespaces?: Array<{ type: string; path?: string }> };

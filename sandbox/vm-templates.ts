@@ -300,12 +300,13 @@ export class VmTemplates {
   /** Keeps the `max` most recently used templates (by their description's mtime), `keep` among them, and none of an older format. */
   private evictBeyond(max: number, keep: string): void {
     const all = listTemplates(this.templatePath).filter((t) => path.basename(t.dir) !== keep);
-    // An older kata-ts's format is keyed apart from every current template: no pod of this one would use it.
-    for (const t of all.filter((t) => t.meta && t.meta.format !== FORMAT)) {
+    // An older kata-ts's format is keyed apart from every current template: no pod of this one
+    // would use it. (A newer one's is left to the newer kata-ts sharing the directory.)
+    for (const t of all.filter((t) => t.meta && t.meta.format < FORMAT)) {
       this.logger.info({ template: t.dir, format: t.meta!.format }, 'removing a VM template of an older format');
       removeTemplate(t.dir);
     }
-    const templates = all.filter((t) => !t.meta || t.meta.format === FORMAT).sort((a, b) => b.usedMs - a.usedMs);
+    const templates = all.filter((t) => !t.meta || t.meta.format >= FORMAT).sort((a, b) => b.usedMs - a.usedMs);
     for (const t of templates.slice(Math.max(0, max - 1))) {
       this.logger.info({ template: t.dir }, `more than ${max} VM templates: removing the least recently used`);
       removeTemplate(t.dir);

@@ -8,6 +8,7 @@ describe('planVolumes', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-vol-'));
   const file = path.join(dir, 'hosts');
   fs.writeFileSync(file, '127.0.0.1 localhost\n');
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('shares host files and directories under the container and points the spec at the guest paths', async () => {
     const plan = await planVolumes(

@@ -39,7 +39,6 @@ export const KILLED_EXIT_STATUS = 137;
 const DAEMON_GRACE_MS = 10_000;
 /** How long a daemon has to answer a Connect before it counts as hung. */
 const DAEMON_ANSWER_MS = 5_000;
-/** The daemon's pid file in the bundle (pid + start time). */
 
 export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<void> {
   const bundle = flags.bundle || process.cwd();

@@ -28,7 +28,7 @@ async function main(): Promise<void> {
     case 'daemon':
       return (await import('./daemon')).runDaemon(flags);
     case 'version':
-      process.stdout.write(`containerd-shim-kata-v2 ${(await import('./task-service')).SHIM_VERSION}\n`);
+      process.stdout.write(`containerd-shim-kata-v2 ${(await import('./version')).SHIM_VERSION}\n`);
       return;
     default:
       throw new Error(`unknown action '${flags.action}'; expected start, delete or -v`);

@@ -1,5 +1,6 @@
 // containerd.task.v2.Task: translates ttrpc requests into Pod calls and publishes
 // the matching events. No lifecycle logic lives here.
+import { SHIM_VERSION } from './version';
 import { InvalidArgumentError, NotImplementedError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { timestamp } from '../lib/protos';
@@ -10,7 +11,6 @@ import { ExitInfo, TaskProcess } from '../sandbox/task-process';
 import { EventPublisher } from './events';
 import { configPathFromOptions } from './runtime-options';
 
-export const SHIM_VERSION = '0.1.0';
 
 /** containerd.v1.types.Status */
 const TaskStatus = { created: 1, running: 2, stopped: 3, paused: 4 } as const;
