@@ -72,8 +72,9 @@ export interface HypervisorConfig {
   /**
    * QEMU under TCG only: a cap, in MiB, on QEMU's buffer of translated guest code
    * (`-accel tcg,tb-size=N`); 0 (the default) leaves QEMU's own size (the smaller of
-   * 1 GiB and an eighth of the host's memory, touched as code is translated). A smaller buffer holds less host memory per VM and costs boot
-   * time: translations are thrown away and redone when it fills.
+   * 1 GiB and an eighth of the host's memory, touched as code is translated). A smaller
+   * buffer holds less host memory per VM and may cost boot time: translations are
+   * thrown away and redone when it fills (bench/agent-startup.md).
    */
   tcgTbSizeMiB: number;
   /**
