@@ -60,9 +60,14 @@ describe('runtime configuration', () => {
   });
 
   it('names the file when it is not JSON', () => {
-    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cfg-')), 'config.json');
-    fs.writeFileSync(file, '{ nope');
-    expect(() => loadConfigFile(file)).toThrow(new RegExp(`^${file}: not valid JSON`));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfg-'));
+    try {
+      const file = path.join(dir, 'config.json');
+      fs.writeFileSync(file, '{ nope');
+      expect(() => loadConfigFile(file)).toThrow(new RegExp(`^${file}: not valid JSON`));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('fails clearly for an explicitly named file that is missing', () => {

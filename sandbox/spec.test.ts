@@ -7,8 +7,12 @@ import { guestSpec, readBundleSpec } from './spec';
 describe('bundle spec', () => {
   it('rejects a config.json that is not JSON, naming the file', () => {
     const bundle = fs.mkdtempSync(path.join(os.tmpdir(), 'bundle-'));
-    fs.writeFileSync(path.join(bundle, 'config.json'), 'this is not json');
-    expect(() => readBundleSpec(bundle)).toThrow(`OCI spec ${bundle}/config.json is not valid JSON`);
+    try {
+      fs.writeFileSync(path.join(bundle, 'config.json'), 'this is not json');
+      expect(() => readBundleSpec(bundle)).toThrow(`OCI spec ${bundle}/config.json is not valid JSON`);
+    } finally {
+      fs.rmSync(bundle, { recursive: true, force: true });
+    }
   });
 
   it('rewrites the rootfs and mounts to guest paths and drops host-only parts', () => {
