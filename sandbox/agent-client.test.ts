@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Duplex, PassThrough } from 'stream';
 import { DeadlineExceededError, NotImplementedError, UnavailableError } from '../lib/errors';
-import { silentLogger } from '../lib/logger';
+import { createLogger, silentLogger } from '../lib/logger';
 import { serveHybridVsock } from '../hypervisors/testing/fake-hybrid-vsock';
 import { TtrpcAgentClient } from './agent-client';
 import { FAKE_GUEST, FakeAgent, fakeAgent } from './testing/fake-agent';
@@ -232,13 +232,26 @@ describe('TtrpcAgentClient.connect', () => {
     // The fake answers ListProcesses; any other method is unimplemented there.
     const observed: string[] = [];
     const observeCall = (method: string, seconds: number, failed: boolean) => observed.push(`${method}${failed ? ' failed' : ''}${seconds >= 0 ? '' : ' negative'}`);
-    const { agent: client } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(5000), observeCall });
+    // At debug level each timed call is logged too, to see where a pod's start goes.
+    const logged = new PassThrough();
+    const logger = createLogger(logged, 'debug');
+    const { agent: client } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(5000), observeCall, logger });
     cleanups.push(() => client.close());
     expect(observed).toEqual([]);
     await client.listProcesses('c1');
     await expect(client.removeContainer('c1')).rejects.toThrow();
     await expect(client.waitProcess('c1', '')).rejects.toThrow(); // no deadline: blocks by design, not timed
     expect(observed).toEqual(['ListProcesses', 'RemoveContainer failed']);
+    await new Promise((r) => setImmediate(r));
+    const calls = String(logged.read() ?? '')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { msg: string; method?: string; ms?: number; failed?: boolean })
+      .filter((line) => line.msg === 'agent call');
+    expect(calls.map((c) => [c.method, c.failed, typeof c.ms])).toEqual([
+      ['ListProcesses', false, 'number'],
+      ['RemoveContainer', true, 'number'],
+    ]);
   });
 
   it('refuses AF_VSOCK, which it cannot dial', async () => {

@@ -116,6 +116,8 @@ export class TtrpcAgentClient implements AgentClient {
   private closing = false;
   /** Set once the agent answered: the boot-time polls are not calls worth timing. */
   private observeCall: AgentCallObserver | undefined;
+  /** Set with observeCall: each call's time at debug level, to see where a pod's start goes. */
+  private callLogger: Logger | undefined;
 
   constructor(private readonly client: TtrpcClient, private readonly callTimeoutMs: number) {
     this.disconnected = new Promise((resolve) => client.on('close', () => resolve()));
@@ -174,6 +176,7 @@ export class TtrpcAgentClient implements AgentClient {
         const details = await current.agent.guestDetails(Math.min(tryTimeoutMs, Math.max(1, deadline - Date.now())), opts.withoutBootId);
         opts.logger.info({ attempt, channel: channel.kind, ...details }, 'agent ready');
         current.agent.observeCall = opts.observeCall;
+        current.agent.callLogger = opts.logger;
         return { agent: current.agent, details };
       } catch (err) {
         opts.logger.debug({ attempt, err: (err as Error).message }, 'agent not ready yet');
@@ -292,7 +295,10 @@ export class TtrpcAgentClient implements AgentClient {
   private async call<M extends keyof AgentServiceMethods>(method: M, request: CallRequest<Agent, M>, timeoutMs = this.callTimeoutMs, maxResponseBytes?: number): Promise<CallResponse<Agent, M>> {
     const started = performance.now();
     const observe = (failed: boolean): void => {
-      if (timeoutMs > 0) this.observeCall?.(method, (performance.now() - started) / 1000, failed);
+      if (timeoutMs <= 0) return;
+      const seconds = (performance.now() - started) / 1000;
+      this.observeCall?.(method, seconds, failed);
+      this.callLogger?.debug({ method, ms: Math.round(seconds * 1000), failed }, 'agent call');
     };
     try {
       // (CallRequest is a message interface; TypeScript cannot see it is an object while M is open.)

@@ -1,6 +1,8 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
+import pino from 'pino';
+import { PassThrough } from 'stream';
 
 import { Code } from './codes';
 import { TtrpcError } from './errors';
@@ -489,5 +491,41 @@ describe('TtrpcServer lifecycle', () => {
     await server.close();
     await p.closed;
     await new Promise((r) => listener.close(r));
+  });
+});
+
+describe('TtrpcServer debug log', () => {
+  it("logs each call's method and time at debug level, and a failed one's code", async () => {
+    const logged = new PassThrough();
+    const server = new TtrpcServer({ logger: pino({ level: 'debug' }, logged) });
+    server.addService(EchoService, {
+      Echo: async (req: { text: string; delayMs: number }) => {
+        await sleep(req.delayMs);
+        if (req.text === 'fail') throw new TtrpcError(Code.NOT_FOUND, 'no such thing');
+        return { text: req.text };
+      },
+    });
+    const sockPath = tmpSocketPath();
+    await server.listen(sockPath);
+    const p = await RawPeer.connect(sockPath);
+    try {
+      p.sendRequest(1, { service: SVC, method: 'Echo', payload: encodeEcho({ text: 'hi', delayMs: 50 }) });
+      await p.responseOn(1);
+      p.sendRequest(3, { service: SVC, method: 'Echo', payload: encodeEcho({ text: 'fail', delayMs: 0 }) });
+      await p.responseOn(3);
+      await sleep(10);
+      const lines = String(logged.read() ?? '')
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { msg: string; method?: string; ms?: number; code?: number });
+      const handled = lines.find((l) => l.msg === 'ttrpc: handled');
+      expect(handled).toMatchObject({ method: 'Echo' });
+      expect(handled!.ms).toBeGreaterThanOrEqual(45); // the handler's own time, not the send's
+      expect(lines.find((l) => l.msg === 'ttrpc: handler returned error')).toMatchObject({ method: 'Echo', code: Code.NOT_FOUND, ms: expect.any(Number) });
+    } finally {
+      p.destroy();
+      await server.close({ graceMs: 0 });
+      removeTmpDirs();
+    }
   });
 });

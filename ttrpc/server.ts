@@ -438,6 +438,7 @@ class ServerCall {
     const arg = method.requestStream ? this.input : first;
     const handler = method.handler as (...args: unknown[]) => unknown;
     let result: Promise<unknown>;
+    const started = performance.now(); // for the debug line: where a slow call's time went
     this.handlerRunning = true;
     try {
       result = Promise.resolve(method.responseStream ? handler(arg, ctx, (m: object) => this.send(m)) : handler(arg, ctx));
@@ -447,6 +448,7 @@ class ServerCall {
     result.then(
       (value) => {
         this.handlerRunning = false;
+        this.conn.logger.debug({ service: req.service, method: req.method, ms: Math.round(performance.now() - started) }, 'ttrpc: handled');
         this.complete(value);
       },
       (err: unknown) => {
@@ -456,7 +458,7 @@ class ServerCall {
         if (st.code === Code.UNKNOWN) {
           this.conn.logger.warn({ err, service: req.service, method: req.method }, 'ttrpc: handler failed');
         } else {
-          this.conn.logger.debug({ err, service: req.service, method: req.method, code: st.code }, 'ttrpc: handler returned error');
+          this.conn.logger.debug({ err, service: req.service, method: req.method, code: st.code, ms: Math.round(performance.now() - started) }, 'ttrpc: handler returned error');
         }
         this.finish(st.code, st.message);
       },
