@@ -1,7 +1,7 @@
 // Pod start through CRI, as kubelet does it: RunPodSandbox (netns, CNI, pause
 // container), then CreateContainer + StartContainer of one app container. Measured
 // for the runc and kata handlers against one private CRI containerd, and for the kata
-// handler with VM templates on against another.
+// handler with VM templates on against another running beside it, arms interleaved.
 import * as fs from 'fs';
 import * as path from 'path';
 import { removeCgroupTree } from '../tests/harness/cgroups';
@@ -20,42 +20,45 @@ export interface PodStartTimes {
 export type CriArm = 'runc' | 'kata-ts' | 'kata-ts template';
 
 export async function measureCriPodStart(samples: number, say: (line: string) => void): Promise<Record<CriArm, PodStartTimes>> {
-  const cold = await measureIn(samples, say, [['runc', RUNC_HANDLER], ['kata-ts', KATA_HANDLER]]);
   const templatePath = fs.mkdtempSync('/var/tmp/kt-bench-templates-');
+  const envs: CriKataEnv[] = [];
   try {
-    const template = await measureIn(samples, say, [['kata-ts template', KATA_HANDLER]], templatePath);
-    return { ...cold, ...template } as Record<CriArm, PodStartTimes>;
+    // Two CRI containerds side by side: one whose kata handler boots every VM (runc's
+    // handler too), one whose kata handler clones a template.
+    const cold = await criEnv();
+    envs.push(cold);
+    const templated = await criEnv(templatePath);
+    envs.push(templated);
+    // The template arm's first pod makes the template (as `factory init` would): not measured.
+    await startPod(templated, KATA_HANDLER, 'bench-template-warm-up');
+    const arms: Array<[CriArm, CriKataEnv, string]> = [
+      ['runc', cold, RUNC_HANDLER],
+      ['kata-ts', cold, KATA_HANDLER],
+      ['kata-ts template', templated, KATA_HANDLER],
+    ];
+    // Round by round, each arm once per round, so the host's drift in speed over the
+    // minutes this takes falls on every arm alike.
+    say(`${samples} rounds of CRI RunPodSandbox + CreateContainer + StartContainer, one per arm (${arms.map(([name]) => name).join(', ')})`);
+    const times = new Map<CriArm, PodStartTimes[]>(arms.map(([name]) => [name, []]));
+    for (let i = 0; i < samples; i++) {
+      for (const [name, env, handler] of arms) times.get(name)!.push(await startPod(env, handler, `bench-${name.replace(/ /g, '-')}-${i}`));
+    }
+    const result = {} as Record<CriArm, PodStartTimes>;
+    for (const [name, list] of times) result[name] = { sandboxMs: median(list.map((t) => t.sandboxMs)), podMs: median(list.map((t) => t.podMs)) };
+    return result;
   } finally {
+    for (const env of envs) await env.stop();
     fs.rmSync(templatePath, { recursive: true, force: true });
   }
 }
 
-/** The arms against one CRI containerd; with `templatePath`, its kata configuration has VM templates on. */
-async function measureIn(samples: number, say: (line: string) => void, arms: Array<[CriArm, string]>, templatePath?: string): Promise<Partial<Record<CriArm, PodStartTimes>>> {
-  const env = await startCriKataEnv('/tmp/kt-bench-cri-', (dir) => {
+/** A CRI containerd with both handlers; with `templatePath`, its kata configuration has VM templates on. */
+function criEnv(templatePath?: string): Promise<CriKataEnv> {
+  return startCriKataEnv('/tmp/kt-bench-cri-', (dir) => {
     const config = path.join(dir, 'config.json');
     writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 }, factory: templatePath ? { enableTemplate: true, templatePath } : {} });
     return { env: { KATATS_CONFIG: config } };
   });
-  try {
-    const result: Partial<Record<CriArm, PodStartTimes>> = {};
-    // The first pod of a template arm makes the template (as `factory init` would): not measured.
-    if (templatePath) await startPod(env, KATA_HANDLER, 'bench-template-warm-up');
-    for (const [name, handler] of arms) {
-      say(`${name}: ${samples} × CRI RunPodSandbox + CreateContainer + StartContainer`);
-      const sandbox: number[] = [];
-      const pod: number[] = [];
-      for (let i = 0; i < samples; i++) {
-        const t = await startPod(env, handler, `bench-${name.replace(/ /g, '-')}-${i}`);
-        sandbox.push(t.sandboxMs);
-        pod.push(t.podMs);
-      }
-      result[name] = { sandboxMs: median(sandbox), podMs: median(pod) };
-    }
-    return result;
-  } finally {
-    await env.stop();
-  }
 }
 
 /** One pod started, timed, and removed. */

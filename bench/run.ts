@@ -52,15 +52,9 @@ class Bench {
     return fs.readFileSync(path.join(this.bundle(id), 'address'), 'utf8').trim().replace(/^unix:\/\//, '');
   }
 
-  async startLatency(runtime: string): Promise<{ firstOutputMs: number; exitMs: number }> {
-    const first: number[] = [];
-    const exit: number[] = [];
-    for (let i = 0; i < START_SAMPLES; i++) {
-      const t = await timeCtrRun(this.env.containerd.address, this.env.containerd.namespace, ['run', '--rm', '--runtime', runtime, this.env.image, `lat-${this.seq++}`, 'sh', '-c', 'echo ready']);
-      first.push(t.firstOutputMs);
-      exit.push(t.exitMs);
-    }
-    return { firstOutputMs: median(first), exitMs: median(exit) };
+  /** One `ctr run --rm ... echo ready`, timed. */
+  startOnce(runtime: string): Promise<{ firstOutputMs: number; exitMs: number }> {
+    return timeCtrRun(this.env.containerd.address, this.env.containerd.namespace, ['run', '--rm', '--runtime', runtime, this.env.image, `lat-${this.seq++}`, 'sh', '-c', 'echo ready']);
   }
 
   async startIdle(runtime: string): Promise<string> {
@@ -169,13 +163,19 @@ async function main(): Promise<void> {
     // The template arm's first pod makes the template; it is made ahead, as `factory init` would.
     say('kata-ts template: making the template with one pod');
     await arms[2].bench.removeAll([await arms[2].bench.startIdle(KATA)]);
-    const latency = [];
-    for (const arm of arms) {
-      say(`${arm.name}: ${START_SAMPLES} × ctr run --rm ... echo ready`);
-      latency.push(await arm.bench.startLatency(arm.runtime));
+    // Round by round, each arm once per round: the host's speed drifts over minutes
+    // (other tenants), and arms measured one after the other would see different hosts.
+    say(`${START_SAMPLES} rounds of ctr run --rm ... echo ready, one per arm (${arms.map((a) => a.name).join(', ')})`);
+    const samples = arms.map(() => ({ first: [] as number[], exit: [] as number[] }));
+    for (let i = 0; i < START_SAMPLES; i++) {
+      for (const [a, arm] of arms.entries()) {
+        const t = await arm.bench.startOnce(arm.runtime);
+        samples[a].first.push(t.firstOutputMs);
+        samples[a].exit.push(t.exitMs);
+      }
     }
-    rows.push(row(`ctr run → first output (median of ${START_SAMPLES})`, latency.map((l) => l.firstOutputMs), 'ms'));
-    rows.push(row(`ctr run → exit (median of ${START_SAMPLES})`, latency.map((l) => l.exitMs), 'ms'));
+    rows.push(row(`ctr run → first output (median of ${START_SAMPLES}, arms interleaved)`, samples.map((s) => median(s.first)), 'ms'));
+    rows.push(row(`ctr run → exit (median of ${START_SAMPLES}, arms interleaved)`, samples.map((s) => median(s.exit)), 'ms'));
     const pods = await measureCriPodStart(START_SAMPLES, say);
     rows.push(row(`CRI RunPodSandbox (median of ${START_SAMPLES})`, [pods.runc.sandboxMs, pods['kata-ts'].sandboxMs, pods['kata-ts template'].sandboxMs], 'ms'));
     rows.push(row(`CRI pod start: RunPodSandbox + CreateContainer + StartContainer (median of ${START_SAMPLES})`, [pods.runc.podMs, pods['kata-ts'].podMs, pods['kata-ts template'].podMs], 'ms'));
