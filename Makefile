@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-template test-under-load demo bench bench-guest bench-shared-fs bench-agent-channel bench-agent-startup soak install uninstall clean
+.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-template test-under-load demo bench bench-guest bench-shared-fs bench-agent-channel bench-agent-startup bench-clone-profile soak install uninstall clean
 
 all: build guest
 
@@ -94,6 +94,10 @@ bench-agent-channel: guest
 # The Node agent's start-up in a cold boot, and what node/V8 flags save (bench/agent-startup.md).
 bench-agent-startup: guest
 	node dist/bench/agent-startup.js
+
+# Where a VM template clone's pod start goes on the guest's side: perf on QEMU's vCPU thread (bench/clone-profile.md).
+bench-clone-profile: guest
+	node dist/bench/clone-profile.js
 
 # Only the guest kernels and rootfs formats (bench/guest-boot.md), a few minutes.
 bench-guest: guest
