@@ -9,18 +9,23 @@ import * as path from 'path';
 import { RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
 import { benchDir } from './guest-boot';
 import { median, timeCtrRun } from './measure';
-import { agentCallPhases, firstLogged, parsePerfScript, Phase, PhaseSplit, SampleKind, splitByPhase } from './perf-split';
+import { agentCallPhases, firstLogged, parsePerfScript, Phase, PhaseSplit, SAMPLE_KINDS, SampleKind, splitByPhase } from './perf-split';
 
 const RUNS = Number(process.env.BENCH_PROFILE_RUNS ?? 3);
-const FREQUENCY_HZ = 1999;
+/** One sample per 0.5 ms of a thread's CPU time: counts are CPU time, not a rate perf may lower. */
+const PERIOD_NS = 500_000;
+const PERF_STOP_TIMEOUT_MS = 30_000;
 
 function say(line: string): void {
   process.stderr.write(`bench-clone-profile: ${line}\n`);
 }
 
-/** perf samples the whole host (-a) with wall-clock timestamps, to match the shim's log. */
-async function recorded<T>(file: string, during: () => Promise<T>): Promise<T> {
-  const perf = spawn('perf', ['record', '-q', '-a', '-k', 'CLOCK_REALTIME', '-F', String(FREQUENCY_HZ), '-o', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+/**
+ * Runs `during` while perf samples the whole host (-a), with wall-clock timestamps to
+ * match the shim's log; -N: no copies of the binaries in ~/.debug.
+ */
+async function whilePerfRecords<T>(file: string, during: () => Promise<T>): Promise<T> {
+  const perf = spawn('perf', ['record', '-q', '-N', '-a', '-k', 'CLOCK_REALTIME', '-e', 'cpu-clock', '-c', String(PERIOD_NS), '-o', file], { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((resolve) => perf.once('exit', resolve));
   await new Promise((r) => setTimeout(r, 500)); // perf is sampling
   try {
@@ -28,27 +33,40 @@ async function recorded<T>(file: string, during: () => Promise<T>): Promise<T> {
   } finally {
     await new Promise((r) => setTimeout(r, 300));
     perf.kill('SIGINT');
-    await exited;
+    const stopped = await Promise.race([exited.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), PERF_STOP_TIMEOUT_MS))]);
+    if (!stopped) {
+      perf.kill('SIGKILL');
+      await exited;
+    }
   }
 }
 
-/** The clone's phases: QEMU restoring, the agent's first answer, then each agent call. */
-function clonePhases(log: string, podId: string): Phase[] {
+/** The clone's QEMU and its phases: restoring, the agent's first answer, then each agent call. */
+function clonePhases(log: string, podId: string): { vmmPid: number; phases: Phase[] } {
   const at = firstLogged(log, podId);
-  const launched = at.get('starting qemu');
-  const restored = at.get('VM restored from its template and running');
-  const ready = at.get('agent ready');
-  if (launched === undefined || restored === undefined || ready === undefined) throw new Error(`pod ${podId} was not a clone (no restore in its shim log)`);
-  return [{ name: '(QEMU restores the template)', start: launched, end: restored }, { name: "(the agent's first answer)", start: restored, end: ready }, ...agentCallPhases(log, podId)];
+  const mark = (msg: string) => {
+    const line = at.get(msg);
+    if (!line) throw new Error(`the shim log of pod ${podId} has no "${msg}" line (not a clone, or the line was lost)`);
+    return line;
+  };
+  const launched = mark('starting qemu');
+  const restored = mark('VM restored from its template and running');
+  const ready = mark('agent ready');
+  const vmmPid = Number(restored.fields.pid);
+  if (!Number.isInteger(vmmPid) || vmmPid <= 0) throw new Error(`the shim log of pod ${podId} does not name its QEMU's pid`);
+  return {
+    vmmPid,
+    phases: [{ name: '(QEMU restores the template)', start: launched.time, end: restored.time }, { name: "(the agent's first answer)", start: restored.time, end: ready.time }, ...agentCallPhases(log, podId)],
+  };
 }
 
-const KINDS: Array<[SampleKind, string]> = [
-  ['guestCode', 'guest code'],
-  ['translating', 'translating (named TCG functions)'],
-  ['qemuOther', 'QEMU, other'],
-  ['hostKernel', 'host kernel'],
-  ['other', 'other'],
-];
+const KIND_LABELS: Record<SampleKind, string> = {
+  guestCode: 'guest code',
+  translating: 'translating (named TCG functions)',
+  qemuOther: 'QEMU, other',
+  hostKernel: 'host kernel',
+  other: 'other',
+};
 
 function table(runs: PhaseSplit[][]): string[] {
   const names = [...new Set(runs.flatMap((run) => run.map((p) => p.name)))];
@@ -56,9 +74,9 @@ function table(runs: PhaseSplit[][]): string[] {
   const rows = names.map((name) => {
     const of = runs.map((run) => run.find((p) => p.name === name)).filter((p): p is PhaseSplit => p !== undefined);
     const med = (pick: (p: PhaseSplit) => number): number => median(of.map(pick));
-    return `| ${name} | ${med((p) => p.ms).toFixed(0)} ms | ${pct(med((p) => p.busy))} | ${KINDS.map(([k]) => pct(med((p) => p.share[k]))).join(' | ')} |`;
+    return `| ${name} | ${med((p) => p.ms).toFixed(0)} ms | ${pct(med((p) => p.busy))} | ${SAMPLE_KINDS.map((k) => pct(med((p) => p.share[k]))).join(' | ')} |`;
   });
-  return [`| phase | time | vCPU busy | ${KINDS.map(([, label]) => label).join(' | ')} |`, `| --- | --- | --- | ${KINDS.map(() => '---').join(' | ')} |`, ...rows];
+  return [`| phase | time | vCPU busy | ${SAMPLE_KINDS.map((k) => KIND_LABELS[k]).join(' | ')} |`, `| --- | --- | --- | ${SAMPLE_KINDS.map(() => '---').join(' | ')} |`, ...rows];
 }
 
 async function main(): Promise<void> {
@@ -68,38 +86,43 @@ async function main(): Promise<void> {
     throw new Error('perf is needed: apt-get install linux-perf');
   }
   process.env.KATATS_LOG_LEVEL = 'debug'; // the shims log each agent call's time
-  const templatePath = fs.mkdtempSync('/var/tmp/kt-bench-templates-');
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-clone-profile-'));
-  const env = await startKataEnv({ factory: { enableTemplate: true, templatePath }, containerdLogLevel: 'debug' });
   const runs: PhaseSplit[][] = [];
   const firstOutput: number[] = [];
+  const templatePath = fs.mkdtempSync('/var/tmp/kt-bench-templates-');
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-clone-profile-'));
+  let env: Awaited<ReturnType<typeof startKataEnv>> | undefined;
   try {
-    const ctrRun = (id: string) => timeCtrRun(env.containerd.address, env.containerd.namespace, ['run', '--rm', '--runtime', KATA, env.image, id, 'sh', '-c', 'echo ready']);
+    env = await startKataEnv({ factory: { enableTemplate: true, templatePath }, containerdLogLevel: 'debug' });
+    const { containerd, image } = env;
+    const ctrRun = (id: string) => timeCtrRun(containerd.address, containerd.namespace, ['run', '--rm', '--runtime', KATA, image, id, 'sh', '-c', 'echo ready']);
     say('making the template, then one clone unmeasured');
     await ctrRun('profile-template');
     await ctrRun('profile-warm-up');
     for (let i = 0; i < RUNS; i++) {
       const id = `profile-${i}`;
       const file = path.join(work, `${id}.data`);
-      const t = await recorded(file, () => ctrRun(id));
+      const t = await whilePerfRecords(file, () => ctrRun(id));
       firstOutput.push(t.firstOutputMs);
-      const samples = parsePerfScript(execFileSync('perf', ['script', '-i', file, '-F', 'comm,tid,time,ip,sym,dso'], { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] }));
-      runs.push(splitByPhase(samples, clonePhases(env.containerd.logs(), id), FREQUENCY_HZ));
-      say(`${id}: first output after ${t.firstOutputMs.toFixed(0)} ms, ${samples.length} samples`);
+      const { vmmPid, phases } = clonePhases(containerd.logs(), id);
+      // Only that QEMU's vCPU thread: perf filters before the text is made.
+      const script = execFileSync('perf', ['script', '-i', file, '--pid', String(vmmPid), '-F', 'comm,pid,tid,time,ip,sym,dso'], { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024, stdio: ['ignore', 'pipe', 'pipe'] });
+      const { samples, unparsed } = parsePerfScript(script);
+      runs.push(splitByPhase(samples, vmmPid, phases, PERIOD_NS / 1e9));
+      say(`${id}: first output after ${t.firstOutputMs.toFixed(0)} ms; ${samples.length} samples of its QEMU${unparsed ? `, ${unparsed} lines not understood` : ''}`);
     }
   } finally {
-    await env.stop();
+    await env?.stop();
     fs.rmSync(templatePath, { recursive: true, force: true });
     fs.rmSync(work, { recursive: true, force: true });
   }
   const report = [
     '# Where a template clone\'s pod start goes (TCG)',
     '',
-    `Measured ${new Date().toISOString()} by \`make bench-clone-profile\` on ${os.cpus().length} cores, QEMU **TCG**, VM templates on: ${RUNS} runs of \`ctr run --rm ... echo ready\`, each a clone of one template (first output after ${median(firstOutput).toFixed(0)} ms, median). \`perf record -a\` at ${FREQUENCY_HZ} Hz; the samples of QEMU's vCPU thread are split by the phases the shim logs at debug level: QEMU restoring the template, the agent's first answer, then each agent call (its time as the shim waited for it). Medians over the runs.`,
+    `Measured ${new Date().toISOString()} by \`make bench-clone-profile\` on ${os.cpus().length} cores, QEMU **TCG**, VM templates on: ${RUNS} runs of \`ctr run --rm ... echo ready\`, each a clone of one template (first output after ${median(firstOutput).toFixed(0)} ms, median). \`perf record -a -e cpu-clock\`, a sample per ${PERIOD_NS / 1e6} ms of CPU time; the samples of the clone's vCPU thread (1 vCPU) are split by the phases its shim logs at debug level: QEMU restoring the template, the agent's first answer, then each agent call (its time as the shim waited for it). Each cell is a median over the runs, so a row's shares need not add up to 100 %.`,
     '',
-    '- **vCPU busy**: the vCPU thread\'s samples over those a fully busy thread would give in that time.',
-    "- **guest code**: running code TCG had already translated (perf's JIT map of QEMU's code buffer).",
-    "- **translating (named TCG functions)**: `tcg_*`, `translator_*`, `gen_*`, `tb_gen_code`. Debian's QEMU keeps only its dynamic symbols, so the x86 decoder's static functions count under **QEMU, other**: this column is a lower bound on translation.",
+    "- **vCPU busy**: the vCPU thread's CPU time in the phase over the phase's time.",
+    "- **guest code**: running code TCG had already translated (QEMU's code buffer, an anonymous executable mapping).",
+    "- **translating (named TCG functions)**: `tcg_*`, `translator_*`, `gen_*`, `tb_gen_code`. Debian's QEMU keeps only its dynamic symbols, so the x86 decoder's static functions count under **QEMU, other**, together with TCG's instruction helpers, softmmu TLB fills, translation-block lookups and device emulation: this column is a lower bound on translation.",
     '',
     ...table(runs),
     '',

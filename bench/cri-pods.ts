@@ -8,7 +8,7 @@ import { removeCgroupTree } from '../tests/harness/cgroups';
 import { KATA_HANDLER, RUNC_HANDLER } from '../tests/harness/containerd';
 import { containerConfig, podSandboxConfig } from '../tests/harness/cri-pod';
 import { CriKataEnv, startCriKataEnv, writeConfig } from '../tests/e2e/kata-env';
-import { median } from './measure';
+import { median, roundOrder } from './measure';
 
 export interface PodStartTimes {
   /** RunPodSandbox alone (for kata: the VM boot). */
@@ -22,6 +22,7 @@ export type CriArm = 'runc' | 'kata-ts' | 'kata-ts template';
 export async function measureCriPodStart(samples: number, say: (line: string) => void): Promise<Record<CriArm, PodStartTimes>> {
   const templatePath = fs.mkdtempSync('/var/tmp/kt-bench-templates-');
   const envs: CriKataEnv[] = [];
+  let measured: Record<CriArm, PodStartTimes> | undefined;
   try {
     // Two CRI containerds side by side: one whose kata handler boots every VM (runc's
     // handler too), one whose kata handler clones a template.
@@ -36,20 +37,28 @@ export async function measureCriPodStart(samples: number, say: (line: string) =>
       ['kata-ts', cold, KATA_HANDLER],
       ['kata-ts template', templated, KATA_HANDLER],
     ];
-    // Round by round, each arm once per round, so the host's drift in speed over the
-    // minutes this takes falls on every arm alike.
+    // Round by round, each arm once per round and each round starting with the next,
+    // so the host's drift in speed over the minutes this takes is spread over all arms.
     say(`${samples} rounds of CRI RunPodSandbox + CreateContainer + StartContainer, one per arm (${arms.map(([name]) => name).join(', ')})`);
     const times = new Map<CriArm, PodStartTimes[]>(arms.map(([name]) => [name, []]));
     for (let i = 0; i < samples; i++) {
-      for (const [name, env, handler] of arms) times.get(name)!.push(await startPod(env, handler, `bench-${name.replace(/ /g, '-')}-${i}`));
+      for (const a of roundOrder(arms.length, i)) {
+        const [name, env, handler] = arms[a];
+        times.get(name)!.push(await startPod(env, handler, `bench-${name.replace(/ /g, '-')}-${i}`));
+      }
+      say(`CRI round ${i + 1} of ${samples} done`);
     }
     const result = {} as Record<CriArm, PodStartTimes>;
     for (const [name, list] of times) result[name] = { sandboxMs: median(list.map((t) => t.sandboxMs)), podMs: median(list.map((t) => t.podMs)) };
-    return result;
+    measured = result;
   } finally {
-    for (const env of envs) await env.stop();
+    // Both stopped even if one's stop fails (it throws on a pod that booted cold, or a leftover mount).
+    const stopped = await Promise.allSettled(envs.map((env) => env.stop()));
     fs.rmSync(templatePath, { recursive: true, force: true });
+    const failure = stopped.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failure && measured) throw failure.reason; // else the measurement's own error is the one to see
   }
+  return measured;
 }
 
 /** A CRI containerd with both handlers; with `templatePath`, its kata configuration has VM templates on. */

@@ -1,4 +1,4 @@
-import { vmmMemoryFromSmaps } from './measure';
+import { roundOrder, vmmMemoryFromSmaps } from './measure';
 
 /** One smaps entry: a header line and its Pss line. */
 function mapping(start: number, sizeKiB: number, perms: string, name: string, pssKiB: number): string {
@@ -27,5 +27,16 @@ describe('vmmMemoryFromSmaps', () => {
       mapping(next(20 * MiB), 20 * MiB, 'r-xp', '/usr/bin/qemu-system-x86_64', 2 * MiB),
     ].join('');
     expect(vmmMemoryFromSmaps(smaps)).toEqual({ guestRam: 215 * MiB, translatedCode: 50 * MiB, rootfsImage: 7 * MiB, rest: 5 * MiB });
+  });
+});
+
+describe('roundOrder', () => {
+  it('runs every arm once a round, each round starting with the next arm', () => {
+    expect([0, 1, 2, 3].map((round) => roundOrder(3, round))).toEqual([
+      [0, 1, 2],
+      [1, 2, 0],
+      [2, 0, 1],
+      [0, 1, 2],
+    ]);
   });
 });

@@ -4,6 +4,11 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { kibField } from '../lib/proc-stats';
 
+/** Round `round` of interleaved measurements: every arm once, starting with arm `round mod arms`. */
+export function roundOrder(arms: number, round: number): number[] {
+  return Array.from({ length: arms }, (_, k) => (round + k) % arms);
+}
+
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);

@@ -1,58 +1,66 @@
 import { agentCallPhases, firstLogged, parsePerfScript, sampleKind, splitByPhase } from './perf-split';
 
+// As `perf script -F comm,pid,tid,time,ip,sym,dso` prints them.
 const PERF = [
-  '       CPU 0/TCG 31431 1796323533.100000:      561dbbe0e3ef tcg_gen_code+0x5d4 (/usr/bin/qemu-system-x86_64)',
-  '       CPU 0/TCG 31431 1796323533.101000:      7faebc00b31d [unknown] (/tmp/perf-31428.map)',
-  '       CPU 0/TCG 31431 1796323533.102000:      7faebc00b31d [unknown] (/tmp/perf-31428.map)',
-  '       CPU 0/TCG 31431 1796323533.103000:      561dbbe0e3ef [unknown] (/usr/bin/qemu-system-x86_64)',
-  '       CPU 0/TCG 31431 1796323533.104000:      ffffffff8a0c [k] do_sys_poll+0x12 ([kernel.kallsyms])',
-  '            node  1842 1796323533.104500:      7f0000001000 Builtins_Foo+0x1 (/usr/bin/node)',
-  '       CPU 0/TCG 31431 1796323533.300000:      561dbbe0e3ef translator_ldub+0x4 (/usr/bin/qemu-system-x86_64)',
-  'garbage line',
+  '       CPU 0/TCG  7746/7749  1796323533.100000:      55ecb2cd23ef tcg_gen_code (/usr/bin/qemu-system-x86_64)',
+  '       CPU 0/TCG  7746/7749  1796323533.101000:      7faebc00b31d [unknown] (/tmp/perf-7746.map)',
+  '       CPU 0/TCG  7746/7749  1796323533.102000:      7faebc00b31d [unknown] (/tmp/perf-7746.map)',
+  '       CPU 0/TCG  7746/7749  1796323533.103000:      55ecb2cd23ef [unknown] (/usr/bin/qemu-system-x86_64)',
+  '       CPU 0/TCG  7746/7749  1796323533.104000:  ffffffff813ae453 finish_task_switch.isra.0 ([kernel.kallsyms])',
+  '            node  7713/7713  1796323533.104500:      7f0000001000 (anonymous namespace)::Foo(int) const (/usr/bin/node)',
+  '       CPU 0/TCG  9999/9001  1796323533.101500:      55ecb2cd23ef tcg_optimize (/usr/bin/qemu-system-x86_64)',
+  '       CPU 0/TCG  7746/7749  1796323533.105000:      7f0000002000 [unknown] (/memfd:ram0 (deleted))',
+  '       CPU 0/TCG  7746/7749  1796323533.300000:      55ecb2cd23ef translator_ldub (/usr/bin/qemu-system-x86_64)',
+  '       CPU 0/TCG  7746/7749  1796323533.301000:  ffffffffc0a01234 kvm_foo ([kvm])',
+  'not a sample',
 ].join('\n');
 
 describe('perf samples split by phase', () => {
-  it('parses perf script lines, names with spaces included', () => {
-    const samples = parsePerfScript(PERF);
-    expect(samples).toHaveLength(7);
-    expect(samples[0]).toEqual({ comm: 'CPU 0/TCG', tid: 31431, time: 1796323533.1, sym: 'tcg_gen_code', dso: '/usr/bin/qemu-system-x86_64' });
-    expect(samples[5].comm).toBe('node');
+  it('parses perf script lines: names with spaces, symbols with parentheses, a dso with its own', () => {
+    const { samples, unparsed } = parsePerfScript(PERF);
+    expect(unparsed).toBe(1);
+    expect(samples).toHaveLength(10);
+    expect(samples[0]).toEqual({ comm: 'CPU 0/TCG', pid: 7746, tid: 7749, time: 1796323533.1, sym: 'tcg_gen_code', dso: '/usr/bin/qemu-system-x86_64' });
+    expect(samples[5]).toMatchObject({ comm: 'node', sym: '(anonymous namespace)::Foo(int) const', dso: '/usr/bin/node' });
+    expect(samples[7].dso).toBe('/memfd:ram0 (deleted)');
   });
 
-  it('tells running guest code from translating it, QEMU otherwise, and the host kernel', () => {
-    expect(parsePerfScript(PERF).map(sampleKind)).toEqual(['translating', 'guestCode', 'guestCode', 'qemuOther', 'hostKernel', 'other', 'translating']);
+  it('tells running guest code from translating it, QEMU otherwise, and the host kernel with its modules', () => {
+    expect(parsePerfScript(PERF).samples.map(sampleKind)).toEqual(['translating', 'guestCode', 'guestCode', 'qemuOther', 'hostKernel', 'other', 'translating', 'other', 'translating', 'hostKernel']);
   });
 
-  it("counts only the vCPU thread's samples inside each phase, with its busy share", () => {
+  it("counts only that QEMU's vCPU samples inside each phase; busy is their CPU time over the phase's", () => {
     const [first, second] = splitByPhase(
-      parsePerfScript(PERF),
+      parsePerfScript(PERF).samples,
+      7746,
       [
         { name: 'SetGuestDateTime', start: 1796323533.1, end: 1796323533.1025 },
         { name: 'CreateSandbox', start: 1796323533.2, end: 1796323533.4 },
       ],
-      2000,
+      0.0005,
     );
     expect(first.name).toBe('SetGuestDateTime');
     expect(first.ms).toBeCloseTo(2.5, 3);
-    expect(first.busy).toBeCloseTo(3 / 5, 3); // 3 samples where 2.5 ms at 2 kHz gives 5
+    expect(first.busy).toBeCloseTo((3 * 0.5) / 2.5, 3); // 3 samples of 0.5 ms CPU in 2.5 ms; the other QEMU's not counted
     expect(first.share).toEqual({ guestCode: 2 / 3, translating: 1 / 3, qemuOther: 0, hostKernel: 0, other: 0 });
-    expect(second.share.translating).toBe(1);
-    expect(second.busy).toBeCloseTo(1 / 400, 5);
+    expect(second.share).toEqual({ guestCode: 0, translating: 0.5, qemuOther: 0, hostKernel: 0.5, other: 0 });
   });
 
-  it("reads one pod's agent calls and first log times from the shim's debug log", () => {
+  it("reads one pod's agent calls, numbering repeats, and its first log lines, from the shim's debug log", () => {
     const log = [
       'time="2026-12-03T18:24:56.900Z" level=debug msg="containerd line"',
-      '{"level":30,"time":"2026-12-03T18:24:56.740Z","shim":"lat-1","msg":"agent ready"}',
-      '{"level":20,"time":"2026-12-03T18:24:56.977Z","shim":"lat-1","msg":"agent call","method":"SetGuestDateTime","ms":236,"failed":false}',
+      '{"level":30,"time":"2026-12-03T18:24:56.740Z","shim":"lat-1","msg":"VM restored from its template and running","pid":4242}',
+      '{"level":20,"time":"2026-12-03T18:24:56.977Z","shim":"lat-1","msg":"agent call","method":"SetGuestDateTime","ms":236.4,"failed":false}',
       '{"level":20,"time":"2026-12-03T18:24:56.977Z","shim":"lat-2","msg":"agent call","method":"CreateSandbox","ms":10,"failed":false}',
-      '{"level":30,"time":"2026-12-03T18:24:57.000Z","shim":"lat-1","msg":"agent ready"}',
+      '{"level":20,"time":"2026-12-03T18:24:57.100Z","shim":"lat-1","msg":"agent call","method":"SetGuestDateTime","ms":20,"failed":false}',
+      '{"level":30,"time":"2026-12-03T18:24:57.200Z","shim":"lat-1","msg":"VM restored from its template and running","pid":1}',
     ].join('\n');
     const phases = agentCallPhases(log, 'lat-1');
-    expect(phases).toHaveLength(1);
-    expect(phases[0].name).toBe('SetGuestDateTime');
-    expect(phases[0].end - phases[0].start).toBeCloseTo(0.236, 6);
+    expect(phases.map((p) => p.name)).toEqual(['SetGuestDateTime', 'SetGuestDateTime #2']);
+    expect(phases[0].end - phases[0].start).toBeCloseTo(0.2364, 6);
     expect(phases[0].end).toBeCloseTo(Date.parse('2026-12-03T18:24:56.977Z') / 1000, 6);
-    expect(firstLogged(log, 'lat-1').get('agent ready')).toBeCloseTo(Date.parse('2026-12-03T18:24:56.740Z') / 1000, 6);
+    const restored = firstLogged(log, 'lat-1').get('VM restored from its template and running');
+    expect(restored?.time).toBeCloseTo(Date.parse('2026-12-03T18:24:56.740Z') / 1000, 6);
+    expect(restored?.fields.pid).toBe(4242);
   });
 });

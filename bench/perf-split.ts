@@ -3,9 +3,10 @@
 // bench/clone-profile.ts records the samples; this splits them by the agent calls the
 // shim logged at debug level.
 
-/** One sample of `perf script -F comm,tid,time,ip,sym,dso`. */
+/** One sample of `perf script -F comm,pid,tid,time,ip,sym,dso`. */
 export interface PerfSample {
   comm: string;
+  pid: number;
   tid: number;
   /** Seconds; CLOCK_REALTIME when recorded with `-k CLOCK_REALTIME`. */
   time: number;
@@ -13,31 +14,38 @@ export interface PerfSample {
   dso: string;
 }
 
-const SAMPLE = /^\s*(.+?)\s+(\d+)\s+(\d+\.\d+):\s+[0-9a-f]+\s+(.*?)\s+\(([^()]*)\)\s*$/;
+// The dso is the last parenthesised part, which may hold one level of its own
+// ("/memfd:ram0 (deleted)"); a symbol may hold parentheses and spaces.
+const SAMPLE = /^\s*(.+?)\s+(\d+)\/(\d+)\s+(\d+\.\d+):\s+[0-9a-f]+\s+(.*?)\s+\(((?:[^()]|\([^()]*\))*)\)\s*$/;
 
-export function parsePerfScript(text: string): PerfSample[] {
-  const out: PerfSample[] = [];
+/** The samples, and how many non-empty lines were not samples (to report, not to hide). */
+export function parsePerfScript(text: string): { samples: PerfSample[]; unparsed: number } {
+  const samples: PerfSample[] = [];
+  let unparsed = 0;
   for (const line of text.split('\n')) {
     const m = SAMPLE.exec(line);
-    if (m) out.push({ comm: m[1], tid: Number(m[2]), time: Number(m[3]), sym: m[4].replace(/\+0x[0-9a-f]+$/, ''), dso: m[5] });
+    if (m) samples.push({ comm: m[1], pid: Number(m[2]), tid: Number(m[3]), time: Number(m[4]), sym: m[5].replace(/\+0x[0-9a-f]+$/, ''), dso: m[6] });
+    else if (line.trim()) unparsed++;
   }
-  return out;
+  return { samples, unparsed };
 }
 
 /** QEMU names its TCG vCPU threads "CPU <n>/TCG" (debug-threads=on). */
 export const isVcpuThread = (s: PerfSample): boolean => /^CPU \d+\/TCG$/.test(s.comm);
 
 export type SampleKind = 'guestCode' | 'translating' | 'qemuOther' | 'hostKernel' | 'other';
+export const SAMPLE_KINDS: SampleKind[] = ['guestCode', 'translating', 'qemuOther', 'hostKernel', 'other'];
 
 /**
- * guestCode: in TCG's code buffer (perf names it after the JIT map, perf-<pid>.map).
- * translating: in QEMU's named translation functions (tcg_*, translator_*, gen_*,
- * tb_gen_code). Debian's QEMU is stripped to its dynamic symbols, so the x86 decoder's
- * static functions land in qemuOther: `translating` is a lower bound.
+ * guestCode: in TCG's code buffer (an anonymous executable mapping, which perf names
+ * perf-<pid>.map). translating: in QEMU's named translation functions (tcg_*,
+ * translator_*, gen_*, tb_gen_code). Debian's QEMU keeps only its dynamic symbols, so
+ * the x86 decoder's static functions land in qemuOther, beside TCG's helpers, softmmu
+ * TLB fills, TB lookups and device emulation: `translating` is a lower bound.
  */
 export function sampleKind(s: PerfSample): SampleKind {
   if (/perf-\d+\.map$|\[JIT\]/.test(s.dso)) return 'guestCode';
-  if (s.dso.includes('[kernel')) return 'hostKernel';
+  if (s.dso.startsWith('[')) return 'hostKernel'; // [kernel.kallsyms], and modules: [kvm], [tun]
   if (/qemu-system-/.test(s.dso)) return /^(tcg_|translator_|gen_|tb_gen_code)/.test(s.sym) ? 'translating' : 'qemuOther';
   return 'other';
 }
@@ -52,23 +60,25 @@ export interface Phase {
 export interface PhaseSplit {
   name: string;
   ms: number;
-  /** vCPU samples in the phase over the samples a fully busy vCPU would give. */
+  /** The vCPU's CPU time in the phase over the phase's time (one vCPU). */
   busy: number;
   /** Shares of the vCPU samples, summing to 1 (all 0 without samples). */
   share: Record<SampleKind, number>;
 }
 
-const KINDS: SampleKind[] = ['guestCode', 'translating', 'qemuOther', 'hostKernel', 'other'];
-
-export function splitByPhase(samples: PerfSample[], phases: Phase[], frequencyHz: number): PhaseSplit[] {
-  const vcpu = samples.filter(isVcpuThread);
+/**
+ * The vCPU samples of QEMU process `vmmPid` by phase. Samples are taken every
+ * `periodSeconds` of CPU time (perf -e cpu-clock -c N), so their count is CPU time.
+ */
+export function splitByPhase(samples: PerfSample[], vmmPid: number, phases: Phase[], periodSeconds: number): PhaseSplit[] {
+  const vcpu = samples.filter((s) => s.pid === vmmPid && isVcpuThread(s));
   return phases.map((phase) => {
     const inside = vcpu.filter((s) => s.time >= phase.start && s.time < phase.end);
-    const count = Object.fromEntries(KINDS.map((k) => [k, 0])) as Record<SampleKind, number>;
+    const count = Object.fromEntries(SAMPLE_KINDS.map((k) => [k, 0])) as Record<SampleKind, number>;
     for (const s of inside) count[sampleKind(s)]++;
     const seconds = phase.end - phase.start;
-    const share = Object.fromEntries(KINDS.map((k) => [k, inside.length ? count[k] / inside.length : 0])) as Record<SampleKind, number>;
-    return { name: phase.name, ms: seconds * 1000, busy: seconds > 0 ? inside.length / (seconds * frequencyHz) : 0, share };
+    const share = Object.fromEntries(SAMPLE_KINDS.map((k) => [k, inside.length ? count[k] / inside.length : 0])) as Record<SampleKind, number>;
+    return { name: phase.name, ms: seconds * 1000, busy: seconds > 0 ? (inside.length * periodSeconds) / seconds : 0, share };
   });
 }
 
@@ -88,19 +98,20 @@ export function agentCallPhases(shimLog: string, podId: string): Phase[] {
     }
     if (entry.shim !== podId || entry.msg !== 'agent call' || typeof entry.ms !== 'number' || !entry.time || !entry.method) continue;
     const end = Date.parse(entry.time) / 1000;
-    phases.push({ name: entry.method, start: end - entry.ms / 1000, end });
+    const earlier = phases.filter((p) => p.name === entry.method || p.name.startsWith(`${entry.method} #`)).length;
+    phases.push({ name: earlier ? `${entry.method} #${earlier + 1}` : entry.method, start: end - entry.ms / 1000, end });
   }
   return phases;
 }
 
-/** When the shim of `podId` first logged each message (seconds). */
-export function firstLogged(shimLog: string, podId: string): Map<string, number> {
-  const seen = new Map<string, number>();
+/** The first line the shim of `podId` logged with each message: its time (seconds) and fields. */
+export function firstLogged(shimLog: string, podId: string): Map<string, { time: number; fields: Record<string, unknown> }> {
+  const seen = new Map<string, { time: number; fields: Record<string, unknown> }>();
   for (const line of shimLog.split('\n')) {
     if (!line.startsWith('{')) continue;
     try {
-      const entry = JSON.parse(line) as { msg?: string; shim?: string; time?: string };
-      if (entry.shim === podId && entry.msg && entry.time && !seen.has(entry.msg)) seen.set(entry.msg, Date.parse(entry.time) / 1000);
+      const entry = JSON.parse(line) as { msg?: string; shim?: string; time?: string } & Record<string, unknown>;
+      if (entry.shim === podId && entry.msg && entry.time && !seen.has(entry.msg)) seen.set(entry.msg, { time: Date.parse(entry.time) / 1000, fields: entry });
     } catch {
       /* not a shim line */
     }

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { TtrpcClient } from '../ttrpc';
 import { KataEnv, RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
-import { cpuTicks, descendants, median, pssKiB, rssKiB, timeCtrRun, VmmMemory, vmmMemoryKiB } from './measure';
+import { cpuTicks, descendants, median, pssKiB, roundOrder, rssKiB, timeCtrRun, VmmMemory, vmmMemoryKiB } from './measure';
 import { measureCriPodStart } from './cri-pods';
 import { benchDir, GUEST_BOOT_INTRO, measureGuestBoot } from './guest-boot';
 import { memoryPlotSvg } from './plot';
@@ -52,9 +52,9 @@ class Bench {
     return fs.readFileSync(path.join(this.bundle(id), 'address'), 'utf8').trim().replace(/^unix:\/\//, '');
   }
 
-  /** One `ctr run --rm ... echo ready`, timed. */
-  startOnce(runtime: string): Promise<{ firstOutputMs: number; exitMs: number }> {
-    return timeCtrRun(this.env.containerd.address, this.env.containerd.namespace, ['run', '--rm', '--runtime', runtime, this.env.image, `lat-${this.seq++}`, 'sh', '-c', 'echo ready']);
+  /** One `ctr run --rm ... echo ready`, timed; `prefix` keeps arms sharing a containerd apart. */
+  startOnce(runtime: string, prefix: string): Promise<{ firstOutputMs: number; exitMs: number }> {
+    return timeCtrRun(this.env.containerd.address, this.env.containerd.namespace, ['run', '--rm', '--runtime', runtime, this.env.image, `${prefix}-${this.seq++}`, 'sh', '-c', 'echo ready']);
   }
 
   async startIdle(runtime: string): Promise<string> {
@@ -165,11 +165,12 @@ async function main(): Promise<void> {
     await arms[2].bench.removeAll([await arms[2].bench.startIdle(KATA)]);
     // Round by round, each arm once per round: the host's speed drifts over minutes
     // (other tenants), and arms measured one after the other would see different hosts.
+    // Each round starts with the next arm, so no arm always follows the same one's teardown.
     say(`${START_SAMPLES} rounds of ctr run --rm ... echo ready, one per arm (${arms.map((a) => a.name).join(', ')})`);
     const samples = arms.map(() => ({ first: [] as number[], exit: [] as number[] }));
     for (let i = 0; i < START_SAMPLES; i++) {
-      for (const [a, arm] of arms.entries()) {
-        const t = await arm.bench.startOnce(arm.runtime);
+      for (const a of roundOrder(arms.length, i)) {
+        const t = await arms[a].bench.startOnce(arms[a].runtime, `lat-${a}`);
         samples[a].first.push(t.firstOutputMs);
         samples[a].exit.push(t.exitMs);
       }
@@ -177,8 +178,8 @@ async function main(): Promise<void> {
     rows.push(row(`ctr run → first output (median of ${START_SAMPLES}, arms interleaved)`, samples.map((s) => median(s.first)), 'ms'));
     rows.push(row(`ctr run → exit (median of ${START_SAMPLES}, arms interleaved)`, samples.map((s) => median(s.exit)), 'ms'));
     const pods = await measureCriPodStart(START_SAMPLES, say);
-    rows.push(row(`CRI RunPodSandbox (median of ${START_SAMPLES})`, [pods.runc.sandboxMs, pods['kata-ts'].sandboxMs, pods['kata-ts template'].sandboxMs], 'ms'));
-    rows.push(row(`CRI pod start: RunPodSandbox + CreateContainer + StartContainer (median of ${START_SAMPLES})`, [pods.runc.podMs, pods['kata-ts'].podMs, pods['kata-ts template'].podMs], 'ms'));
+    rows.push(row(`CRI RunPodSandbox (median of ${START_SAMPLES}, arms interleaved)`, [pods.runc.sandboxMs, pods['kata-ts'].sandboxMs, pods['kata-ts template'].sandboxMs], 'ms'));
+    rows.push(row(`CRI pod start: RunPodSandbox + CreateContainer + StartContainer (median of ${START_SAMPLES}, arms interleaved)`, [pods.runc.podMs, pods['kata-ts'].podMs, pods['kata-ts template'].podMs], 'ms'));
 
     const idle = [];
     for (const arm of arms) {

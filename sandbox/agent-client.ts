@@ -298,13 +298,12 @@ export class TtrpcAgentClient implements AgentClient {
       if (timeoutMs <= 0) return;
       const seconds = (performance.now() - started) / 1000;
       this.observeCall?.(method, seconds, failed);
-      this.callLogger?.debug({ method, ms: Math.round(seconds * 1000), failed }, 'agent call');
+      this.callLogger?.debug({ method, ms: Math.round(seconds * 10_000) / 10, failed }, 'agent call');
     };
+    let answer: CallResponse<Agent, M>;
     try {
       // (CallRequest is a message interface; TypeScript cannot see it is an object while M is open.)
-      const answer = await this.client.call<CallResponse<Agent, M>>(this.service, method, request as object, { ...(timeoutMs > 0 ? { timeoutMs } : {}), maxResponseBytes });
-      observe(false);
-      return answer;
+      answer = await this.client.call<CallResponse<Agent, M>>(this.service, method, request as object, { ...(timeoutMs > 0 ? { timeoutMs } : {}), maxResponseBytes });
     } catch (err) {
       observe(true);
       const code = (err as { code?: unknown }).code;
@@ -321,5 +320,8 @@ export class TtrpcAgentClient implements AgentClient {
       }
       throw err;
     }
+    // Outside the try: a throwing observer would otherwise count an answered call as failed too.
+    observe(false);
+    return answer;
   }
 }

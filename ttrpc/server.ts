@@ -448,15 +448,17 @@ class ServerCall {
     result.then(
       (value) => {
         this.handlerRunning = false;
-        this.conn.logger.debug({ service: req.service, method: req.method, ms: Math.round(performance.now() - started) }, 'ttrpc: handled');
+        // A call already answered (expired, cancelled) is not this handler's to report.
+        const answered = this.settled;
         this.complete(value);
+        if (!answered && this.conn.logger.isLevelEnabled('debug')) this.conn.logger.debug({ service: req.service, method: req.method, ms: Math.round(performance.now() - started) }, 'ttrpc: handled');
       },
       (err: unknown) => {
         this.handlerRunning = false;
         if (this.settled) return;
         const st = statusFromError(err, this.controller.signal);
         if (st.code === Code.UNKNOWN) {
-          this.conn.logger.warn({ err, service: req.service, method: req.method }, 'ttrpc: handler failed');
+          this.conn.logger.warn({ err, service: req.service, method: req.method, ms: Math.round(performance.now() - started) }, 'ttrpc: handler failed');
         } else {
           this.conn.logger.debug({ err, service: req.service, method: req.method, code: st.code, ms: Math.round(performance.now() - started) }, 'ttrpc: handler returned error');
         }

@@ -126,7 +126,7 @@ export class QemuHypervisor implements Hypervisor {
       await this.stopQemu(0);
       throw err;
     }
-    this.logger.info({ nics: nics.length }, 'VM restored from its template and running');
+    this.logger.info({ nics: nics.length, pid: this.child?.pid }, 'VM restored from its template and running');
   }
 
   private async launch(config: VmConfig, args: string[]): Promise<void> {
