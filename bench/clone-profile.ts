@@ -9,7 +9,7 @@ import * as path from 'path';
 import { RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
 import { benchDir } from './guest-boot';
 import { median, timeCtrRun } from './measure';
-import { agentCallPhases, firstLogged, parsePerfScript, Phase, PhaseSplit, SAMPLE_KINDS, SampleKind, splitByPhase } from './perf-split';
+import { agentCallPhases, firstLogged, isVcpuThread, parsePerfScript, PerfSample, Phase, PhaseSplit, SAMPLE_KINDS, SampleKind, sampleKind, splitByPhase, unnamedByNeighbour, ExecMapping } from './perf-split';
 
 const RUNS = Number(process.env.BENCH_PROFILE_RUNS ?? 3);
 /** One sample per 0.5 ms of a thread's CPU time: counts are CPU time, not a rate perf may lower. */
@@ -79,6 +79,38 @@ function table(runs: PhaseSplit[][]): string[] {
   return [`| phase | time | vCPU busy | ${SAMPLE_KINDS.map((k) => KIND_LABELS[k]).join(' | ')} |`, `| --- | --- | --- | ${SAMPLE_KINDS.map(() => '---').join(' | ')} |`, ...rows];
 }
 
+/**
+ * The binary's exported functions by file offset, if its code is mapped at its file
+ * offsets (as in Debian's PIE builds; checked with readelf), else undefined.
+ */
+function exportedFunctions(binary: string): Array<{ offset: number; name: string }> | undefined {
+  const segments = execFileSync('readelf', ['-lW', binary], { encoding: 'utf8' });
+  const code = segments.split('\n').find((line) => /^\s*LOAD\b/.test(line) && /\sR E\s/.test(line));
+  const fields = code?.trim().split(/\s+/);
+  if (!fields || parseInt(fields[1], 16) !== parseInt(fields[2], 16)) return undefined;
+  return execFileSync('nm', ['-D', '--defined-only', binary], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f.length === 3 && /^[TtWw]$/.test(f[1]))
+    .map(([address, , name]) => ({ offset: parseInt(address, 16), name }));
+}
+
+/** The rows of the "QEMU, other" table: where the unnamed vCPU samples in QEMU fall. */
+function neighbourhoodRows(samples: PerfSample[], mappings: ExecMapping[]): string[] {
+  const vcpu = samples.filter(isVcpuThread);
+  const unnamed = vcpu.filter((s) => sampleKind(s) === 'qemuOther' && s.sym === '[unknown]');
+  const binary = unnamed[0]?.dso;
+  const symbols = binary ? exportedFunctions(binary) : undefined;
+  if (!binary || !symbols) return ['(no unnamed QEMU samples, or QEMU is not mapped at its file offsets: not split)'];
+  const counts = [...unnamedByNeighbour(unnamed, mappings, binary, symbols)].sort((a, b) => b[1] - a[1]).slice(0, 12);
+  return [
+    '| nearest exported symbol below | share of all vCPU samples |',
+    '| --- | --- |',
+    ...counts.map(([name, n]) => `| \`${name}\` | ${((n / vcpu.length) * 100).toFixed(1)} % |`),
+    `| (all unnamed QEMU samples) | ${((unnamed.length / vcpu.length) * 100).toFixed(1)} % |`,
+  ];
+}
+
 async function main(): Promise<void> {
   try {
     execFileSync('perf', ['--version'], { stdio: 'ignore' });
@@ -88,6 +120,8 @@ async function main(): Promise<void> {
   process.env.KATATS_LOG_LEVEL = 'debug'; // the shims log each agent call's time
   const runs: PhaseSplit[][] = [];
   const firstOutput: number[] = [];
+  const allSamples: PerfSample[] = [];
+  const allMappings: ExecMapping[] = [];
   const templatePath = fs.mkdtempSync('/var/tmp/kt-bench-templates-');
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-clone-profile-'));
   let env: Awaited<ReturnType<typeof startKataEnv>> | undefined;
@@ -105,9 +139,13 @@ async function main(): Promise<void> {
       firstOutput.push(t.firstOutputMs);
       const { vmmPid, phases } = clonePhases(containerd.logs(), id);
       // Only that QEMU's vCPU thread: perf filters before the text is made.
-      const script = execFileSync('perf', ['script', '-i', file, '--pid', String(vmmPid), '-F', 'comm,pid,tid,time,ip,sym,dso'], { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024, stdio: ['ignore', 'pipe', 'pipe'] });
-      const { samples, unparsed } = parsePerfScript(script);
+      const script = execFileSync('perf', ['script', '-i', file, '--pid', String(vmmPid), '--show-mmap-events', '-F', 'comm,pid,tid,time,ip,sym,dso'], { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024, stdio: ['ignore', 'pipe', 'pipe'] });
+      const { samples, mappings, unparsed } = parsePerfScript(script);
       runs.push(splitByPhase(samples, vmmPid, phases, PERIOD_NS / 1e9));
+      // Only the pod start's samples (up to StartContainer's answer) for the neighbourhood table.
+      const started = phases.find((p) => p.name === 'StartContainer')?.end ?? Infinity;
+      allSamples.push(...samples.filter((s) => s.pid === vmmPid && s.time < started));
+      allMappings.push(...mappings);
       say(`${id}: first output after ${t.firstOutputMs.toFixed(0)} ms; ${samples.length} samples of its QEMU${unparsed ? `, ${unparsed} lines not understood` : ''}`);
     }
   } finally {
@@ -125,6 +163,12 @@ async function main(): Promise<void> {
     "- **translating (named TCG functions)**: `tcg_*`, `translator_*`, `gen_*`, `tb_gen_code`. Debian's QEMU keeps only its dynamic symbols, so the x86 decoder's static functions count under **QEMU, other**, together with TCG's instruction helpers, softmmu TLB fills, translation-block lookups and device emulation: this column is a lower bound on translation.",
     '',
     ...table(runs),
+    '',
+    '## "QEMU, other", by neighbourhood',
+    '',
+    "The unnamed samples in QEMU's own code from QEMU start to StartContainer's answer, all runs, counted under the nearest exported symbol below their address: a static function sits beside the exported ones of its source file, so this names where in QEMU the time went, not the function.",
+    '',
+    ...neighbourhoodRows(allSamples, allMappings),
     '',
   ].join('\n');
   fs.writeFileSync(path.join(benchDir(), 'clone-profile.md'), report);

@@ -1,4 +1,4 @@
-import { agentCallPhases, firstLogged, parsePerfScript, sampleKind, splitByPhase } from './perf-split';
+import { agentCallPhases, firstLogged, parsePerfScript, sampleKind, splitByPhase, unnamedByNeighbour } from './perf-split';
 
 // As `perf script -F comm,pid,tid,time,ip,sym,dso` prints them.
 const PERF = [
@@ -20,7 +20,7 @@ describe('perf samples split by phase', () => {
     const { samples, unparsed } = parsePerfScript(PERF);
     expect(unparsed).toBe(1);
     expect(samples).toHaveLength(10);
-    expect(samples[0]).toEqual({ comm: 'CPU 0/TCG', pid: 7746, tid: 7749, time: 1796323533.1, sym: 'tcg_gen_code', dso: '/usr/bin/qemu-system-x86_64' });
+    expect(samples[0]).toEqual({ comm: 'CPU 0/TCG', pid: 7746, tid: 7749, time: 1796323533.1, ip: 0x55ecb2cd23ef, sym: 'tcg_gen_code', dso: '/usr/bin/qemu-system-x86_64' });
     expect(samples[5]).toMatchObject({ comm: 'node', sym: '(anonymous namespace)::Foo(int) const', dso: '/usr/bin/node' });
     expect(samples[7].dso).toBe('/memfd:ram0 (deleted)');
   });
@@ -62,5 +62,28 @@ describe('perf samples split by phase', () => {
     const restored = firstLogged(log, 'lat-1').get('VM restored from its template and running');
     expect(restored?.time).toBeCloseTo(Date.parse('2026-12-03T18:24:56.740Z') / 1000, 6);
     expect(restored?.fields.pid).toBe(4242);
+  });
+
+  it("counts a stripped binary's unnamed samples under the nearest exported symbol below them", () => {
+    const text = [
+      ' qemu-system-x86  7746/7746  1796323533.263146: PERF_RECORD_MMAP2 7746/7746: [0x55ecb28f9000(0x597000) @ 0x407000 fe:00 2170908 3118837963]: r-xp /usr/bin/qemu-system-x86_64',
+      '       CPU 0/TCG  7746/7749  1796323533.300000:      55ecb28fa010 [unknown] (/usr/bin/qemu-system-x86_64)', // offset 0x408010
+      '       CPU 0/TCG  7746/7749  1796323533.300500:      55ecb28fb000 [unknown] (/usr/bin/qemu-system-x86_64)', // offset 0x409000
+      '       CPU 0/TCG  7746/7749  1796323533.301000:      55ecb28fa020 [unknown] (/usr/bin/qemu-system-x86_64)', // offset 0x408020
+      '       CPU 0/TCG  7746/7749  1796323533.301500:      55ecb28fa020 tcg_gen_code (/usr/bin/qemu-system-x86_64)', // named: not counted
+      '       CPU 0/TCG  7746/7749  1796323533.302000:      10 [unknown] (/usr/bin/qemu-system-x86_64)', // outside the mapping
+    ].join('\n');
+    const { samples, mappings, unparsed } = parsePerfScript(text);
+    expect(unparsed).toBe(0);
+    expect(mappings).toEqual([{ start: 0x55ecb28f9000, length: 0x597000, fileOffset: 0x407000, path: '/usr/bin/qemu-system-x86_64' }]);
+    const symbols = [
+      { offset: 0x408000, name: 'tcg_op_remove' },
+      { offset: 0x408f00, name: 'curr_cflags' },
+      { offset: 0x407000, name: 'first' },
+    ];
+    expect([...unnamedByNeighbour(samples, mappings, '/usr/bin/qemu-system-x86_64', symbols)]).toEqual([
+      ['tcg_op_remove', 2],
+      ['curr_cflags', 1],
+    ]);
   });
 });

@@ -8,6 +8,8 @@ export interface PerfSample {
   comm: string;
   pid: number;
   tid: number;
+  /** The sampled address (user space: below 2^53, exact as a number). */
+  ip: number;
   /** Seconds; CLOCK_REALTIME when recorded with `-k CLOCK_REALTIME`. */
   time: number;
   sym: string;
@@ -16,18 +18,65 @@ export interface PerfSample {
 
 // The dso is the last parenthesised part, which may hold one level of its own
 // ("/memfd:ram0 (deleted)"); a symbol may hold parentheses and spaces.
-const SAMPLE = /^\s*(.+?)\s+(\d+)\/(\d+)\s+(\d+\.\d+):\s+[0-9a-f]+\s+(.*?)\s+\(((?:[^()]|\([^()]*\))*)\)\s*$/;
+const SAMPLE = /^\s*(.+?)\s+(\d+)\/(\d+)\s+(\d+\.\d+):\s+([0-9a-f]+)\s+(.*?)\s+\(((?:[^()]|\([^()]*\))*)\)\s*$/;
+/** `--show-mmap-events`: an executable mapping of a file, its start, length and file offset. */
+const MMAP = /PERF_RECORD_MMAP2? \d+\/\d+: \[0x([0-9a-f]+)\(0x([0-9a-f]+)\) @ 0x([0-9a-f]+)[^\]]*\]: r-xp (.+)$/;
 
-/** The samples, and how many non-empty lines were not samples (to report, not to hide). */
-export function parsePerfScript(text: string): { samples: PerfSample[]; unparsed: number } {
+export interface ExecMapping {
+  start: number;
+  length: number;
+  fileOffset: number;
+  path: string;
+}
+
+/** The samples, executable file mappings, and how many non-empty lines were neither (to report, not to hide). */
+export function parsePerfScript(text: string): { samples: PerfSample[]; mappings: ExecMapping[]; unparsed: number } {
   const samples: PerfSample[] = [];
+  const mappings: ExecMapping[] = [];
   let unparsed = 0;
   for (const line of text.split('\n')) {
+    const map = MMAP.exec(line);
+    if (map) {
+      mappings.push({ start: parseInt(map[1], 16), length: parseInt(map[2], 16), fileOffset: parseInt(map[3], 16), path: map[4].trim() });
+      continue;
+    }
+    if (/PERF_RECORD_/.test(line)) continue; // other side-band events
     const m = SAMPLE.exec(line);
-    if (m) samples.push({ comm: m[1], pid: Number(m[2]), tid: Number(m[3]), time: Number(m[4]), sym: m[5].replace(/\+0x[0-9a-f]+$/, ''), dso: m[6] });
+    if (m) samples.push({ comm: m[1], pid: Number(m[2]), tid: Number(m[3]), time: Number(m[4]), ip: parseInt(m[5], 16), sym: m[6].replace(/\+0x[0-9a-f]+$/, ''), dso: m[7] });
     else if (line.trim()) unparsed++;
   }
-  return { samples, unparsed };
+  return { samples, mappings, unparsed };
+}
+
+/**
+ * Where the unnamed samples in a stripped binary fall: each is counted under the
+ * nearest exported symbol at or below its address (`symbols`: file offset and name,
+ * as `nm -D` gives them for a PIE, whose text is mapped at its file offsets). Static
+ * functions sit beside the exported ones of their source file, so this names the
+ * neighbourhood, not the function.
+ */
+export function unnamedByNeighbour(samples: PerfSample[], mappings: ExecMapping[], binary: string, symbols: Array<{ offset: number; name: string }>): Map<string, number> {
+  const sorted = [...symbols].sort((a, b) => a.offset - b.offset);
+  const counts = new Map<string, number>();
+  for (const s of samples) {
+    if (s.dso !== binary || s.sym !== '[unknown]') continue;
+    const map = mappings.find((m) => m.path === binary && s.ip >= m.start && s.ip < m.start + m.length);
+    if (!map) continue;
+    const offset = s.ip - map.start + map.fileOffset;
+    let lo = 0;
+    let hi = sorted.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (sorted[mid].offset <= offset) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    const name = found >= 0 ? sorted[found].name : '(before any symbol)';
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return counts;
 }
 
 /** QEMU names its TCG vCPU threads "CPU <n>/TCG" (debug-threads=on). */
