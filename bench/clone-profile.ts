@@ -15,6 +15,8 @@ const RUNS = Number(process.env.BENCH_PROFILE_RUNS ?? 3);
 /** One sample per 0.5 ms of a thread's CPU time: counts are CPU time, not a rate perf may lower. */
 const PERIOD_NS = 500_000;
 const PERF_STOP_TIMEOUT_MS = 30_000;
+const MIN_SAMPLES_FOR_SHARES = 20;
+const NEIGHBOURHOOD_ROWS = 12;
 
 function say(line: string): void {
   process.stderr.write(`bench-clone-profile: ${line}\n`);
@@ -74,9 +76,12 @@ function table(runs: PhaseSplit[][]): string[] {
   const rows = names.map((name) => {
     const of = runs.map((run) => run.find((p) => p.name === name)).filter((p): p is PhaseSplit => p !== undefined);
     const med = (pick: (p: PhaseSplit) => number): number => median(of.map(pick));
-    return `| ${name} | ${med((p) => p.ms).toFixed(0)} ms | ${pct(med((p) => p.busy))} | ${SAMPLE_KINDS.map((k) => pct(med((p) => p.share[k]))).join(' | ')} |`;
+    const samples = med((p) => p.samples);
+    // Shares of a handful of samples say nothing.
+    const shares = SAMPLE_KINDS.map((k) => (samples >= MIN_SAMPLES_FOR_SHARES ? pct(med((p) => p.share[k])) : '–'));
+    return `| ${name} | ${med((p) => p.ms).toFixed(0)} ms | ${pct(med((p) => p.busy))} | ${samples.toFixed(0)} | ${shares.join(' | ')} |`;
   });
-  return [`| phase | time | vCPU busy | ${SAMPLE_KINDS.map((k) => KIND_LABELS[k]).join(' | ')} |`, `| --- | --- | --- | ${SAMPLE_KINDS.map(() => '---').join(' | ')} |`, ...rows];
+  return [`| phase | time | vCPU busy | samples | ${SAMPLE_KINDS.map((k) => KIND_LABELS[k]).join(' | ')} |`, `| --- | --- | --- | --- | ${SAMPLE_KINDS.map(() => '---').join(' | ')} |`, ...rows];
 }
 
 /**
@@ -100,14 +105,23 @@ function neighbourhoodRows(samples: PerfSample[], mappings: ExecMapping[]): stri
   const vcpu = samples.filter(isVcpuThread);
   const unnamed = vcpu.filter((s) => sampleKind(s) === 'qemuOther' && s.sym === '[unknown]');
   const binary = unnamed[0]?.dso;
-  const symbols = binary ? exportedFunctions(binary) : undefined;
-  if (!binary || !symbols) return ['(no unnamed QEMU samples, or QEMU is not mapped at its file offsets: not split)'];
-  const counts = [...unnamedByNeighbour(unnamed, mappings, binary, symbols)].sort((a, b) => b[1] - a[1]).slice(0, 12);
+  if (!binary) return ['(no unnamed QEMU samples: not split)'];
+  let symbols;
+  try {
+    symbols = exportedFunctions(binary);
+  } catch (err) {
+    return [`(not split: ${(err as Error).message.split('\n')[0]})`];
+  }
+  if (!symbols) return [`(not split: ${binary}'s code is not mapped at its file offsets)`];
+  const all = [...unnamedByNeighbour(unnamed, mappings, binary, symbols)].sort((a, b) => b[1] - a[1]);
+  const share = (n: number): string => `${((n / vcpu.length) * 100).toFixed(1)} %`;
+  const rest = all.slice(NEIGHBOURHOOD_ROWS).reduce((sum, [, n]) => sum + n, 0);
   return [
-    '| nearest exported symbol below | share of all vCPU samples |',
+    '| address range (exported symbol … the next one) | share of all vCPU samples |',
     '| --- | --- |',
-    ...counts.map(([name, n]) => `| \`${name}\` | ${((n / vcpu.length) * 100).toFixed(1)} % |`),
-    `| (all unnamed QEMU samples) | ${((unnamed.length / vcpu.length) * 100).toFixed(1)} % |`,
+    ...all.slice(0, NEIGHBOURHOOD_ROWS).map(([name, n]) => `| \`${name}\` | ${share(n)} |`),
+    ...(rest ? [`| (the other ranges) | ${share(rest)} |`] : []),
+    `| (all unnamed QEMU samples) | ${share(unnamed.length)} |`,
   ];
 }
 
@@ -149,9 +163,12 @@ async function main(): Promise<void> {
       say(`${id}: first output after ${t.firstOutputMs.toFixed(0)} ms; ${samples.length} samples of its QEMU${unparsed ? `, ${unparsed} lines not understood` : ''}`);
     }
   } finally {
-    await env?.stop();
-    fs.rmSync(templatePath, { recursive: true, force: true });
-    fs.rmSync(work, { recursive: true, force: true });
+    try {
+      await env?.stop();
+    } finally {
+      fs.rmSync(templatePath, { recursive: true, force: true });
+      fs.rmSync(work, { recursive: true, force: true });
+    }
   }
   const report = [
     '# Where a template clone\'s pod start goes (TCG)',
@@ -160,13 +177,14 @@ async function main(): Promise<void> {
     '',
     "- **vCPU busy**: the vCPU thread's CPU time in the phase over the phase's time.",
     "- **guest code**: running code TCG had already translated (QEMU's code buffer, an anonymous executable mapping).",
-    "- **translating (named TCG functions)**: `tcg_*`, `translator_*`, `gen_*`, `tb_gen_code`. Debian's QEMU keeps only its dynamic symbols, so the x86 decoder's static functions count under **QEMU, other**, together with TCG's instruction helpers, softmmu TLB fills, translation-block lookups and device emulation: this column is a lower bound on translation.",
+    "- **translating (named TCG functions)**: QEMU's exported `tcg_*` (except those of the execution loop), `translator_*`, `gen_*` and `tb_gen_code`. Debian's QEMU keeps only its dynamic symbols, so the x86 decoder's static functions count under **QEMU, other**, together with TCG's instruction helpers, softmmu TLB fills, translation-block lookups and device emulation.",
+    `- Shares are left out (–) for a phase with fewer than ${MIN_SAMPLES_FOR_SHARES} samples.`,
     '',
     ...table(runs),
     '',
     '## "QEMU, other", by neighbourhood',
     '',
-    "The unnamed samples in QEMU's own code from QEMU start to StartContainer's answer, all runs, counted under the nearest exported symbol below their address: a static function sits beside the exported ones of its source file, so this names where in QEMU the time went, not the function.",
+    "The unnamed samples in QEMU's own code from QEMU start to StartContainer's answer, all runs, counted under the address range between the nearest exported symbol below and the next one. Such a range also holds static functions, mostly of the same source file (at its edges, of a neighbouring one): it says roughly where in QEMU the time went, not which function.",
     '',
     ...neighbourhoodRows(allSamples, allMappings),
     '',

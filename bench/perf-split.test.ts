@@ -12,6 +12,8 @@ const PERF = [
   '       CPU 0/TCG  7746/7749  1796323533.105000:      7f0000002000 [unknown] (/memfd:ram0 (deleted))',
   '       CPU 0/TCG  7746/7749  1796323533.300000:      55ecb2cd23ef translator_ldub (/usr/bin/qemu-system-x86_64)',
   '       CPU 0/TCG  7746/7749  1796323533.301000:  ffffffffc0a01234 kvm_foo ([kvm])',
+  '       CPU 0/TCG  7746/7749  1796323533.301500:      7ffd1234a000 __vdso_clock_gettime ([vdso])',
+  '       CPU 0/TCG  7746/7749  1796323533.302000:      55ecb2cd23ef tcg_cpus_exec (/usr/bin/qemu-system-x86_64)',
   'not a sample',
 ].join('\n');
 
@@ -19,14 +21,15 @@ describe('perf samples split by phase', () => {
   it('parses perf script lines: names with spaces, symbols with parentheses, a dso with its own', () => {
     const { samples, unparsed } = parsePerfScript(PERF);
     expect(unparsed).toBe(1);
-    expect(samples).toHaveLength(10);
+    expect(samples).toHaveLength(12);
     expect(samples[0]).toEqual({ comm: 'CPU 0/TCG', pid: 7746, tid: 7749, time: 1796323533.1, ip: 0x55ecb2cd23ef, sym: 'tcg_gen_code', dso: '/usr/bin/qemu-system-x86_64' });
     expect(samples[5]).toMatchObject({ comm: 'node', sym: '(anonymous namespace)::Foo(int) const', dso: '/usr/bin/node' });
     expect(samples[7].dso).toBe('/memfd:ram0 (deleted)');
   });
 
-  it('tells running guest code from translating it, QEMU otherwise, and the host kernel with its modules', () => {
-    expect(parsePerfScript(PERF).samples.map(sampleKind)).toEqual(['translating', 'guestCode', 'guestCode', 'qemuOther', 'hostKernel', 'other', 'translating', 'other', 'translating', 'hostKernel']);
+  it('tells running guest code from translating it, QEMU otherwise, and the host kernel with its modules by address', () => {
+    // [vdso] is user space, tcg_cpus_exec runs guest code rather than translating it.
+    expect(parsePerfScript(PERF).samples.map(sampleKind)).toEqual(['translating', 'guestCode', 'guestCode', 'qemuOther', 'hostKernel', 'other', 'translating', 'other', 'translating', 'hostKernel', 'other', 'qemuOther']);
   });
 
   it("counts only that QEMU's vCPU samples inside each phase; busy is their CPU time over the phase's", () => {
@@ -41,9 +44,10 @@ describe('perf samples split by phase', () => {
     );
     expect(first.name).toBe('SetGuestDateTime');
     expect(first.ms).toBeCloseTo(2.5, 3);
+    expect(first.samples).toBe(3);
     expect(first.busy).toBeCloseTo((3 * 0.5) / 2.5, 3); // 3 samples of 0.5 ms CPU in 2.5 ms; the other QEMU's not counted
     expect(first.share).toEqual({ guestCode: 2 / 3, translating: 1 / 3, qemuOther: 0, hostKernel: 0, other: 0 });
-    expect(second.share).toEqual({ guestCode: 0, translating: 0.5, qemuOther: 0, hostKernel: 0.5, other: 0 });
+    expect(second.share).toEqual({ guestCode: 0, translating: 0.25, qemuOther: 0.25, hostKernel: 0.25, other: 0.25 });
   });
 
   it("reads one pod's agent calls, numbering repeats, and its first log lines, from the shim's debug log", () => {
@@ -72,18 +76,24 @@ describe('perf samples split by phase', () => {
       '       CPU 0/TCG  7746/7749  1796323533.301000:      55ecb28fa020 [unknown] (/usr/bin/qemu-system-x86_64)', // offset 0x408020
       '       CPU 0/TCG  7746/7749  1796323533.301500:      55ecb28fa020 tcg_gen_code (/usr/bin/qemu-system-x86_64)', // named: not counted
       '       CPU 0/TCG  7746/7749  1796323533.302000:      10 [unknown] (/usr/bin/qemu-system-x86_64)', // outside the mapping
+      '       CPU 0/TCG  8000/8003  1796323533.302500:      55ecb28fa010 [unknown] (/usr/bin/qemu-system-x86_64)', // another QEMU, whose mapping is not known
+      ' other-process  9000/9000  1796323533.263146: PERF_RECORD_MMAP2 9000/9000: [0x400000(0x1000) @ 0 fe:00 12 34]: r-xp /usr/bin/other',
     ].join('\n');
     const { samples, mappings, unparsed } = parsePerfScript(text);
     expect(unparsed).toBe(0);
-    expect(mappings).toEqual([{ start: 0x55ecb28f9000, length: 0x597000, fileOffset: 0x407000, path: '/usr/bin/qemu-system-x86_64' }]);
+    expect(mappings).toEqual([
+      { pid: 7746, start: 0x55ecb28f9000, length: 0x597000, fileOffset: 0x407000, path: '/usr/bin/qemu-system-x86_64' },
+      { pid: 9000, start: 0x400000, length: 0x1000, fileOffset: 0, path: '/usr/bin/other' },
+    ]);
     const symbols = [
       { offset: 0x408000, name: 'tcg_op_remove' },
       { offset: 0x408f00, name: 'curr_cflags' },
       { offset: 0x407000, name: 'first' },
     ];
     expect([...unnamedByNeighbour(samples, mappings, '/usr/bin/qemu-system-x86_64', symbols)]).toEqual([
-      ['tcg_op_remove', 2],
-      ['curr_cflags', 1],
+      ['tcg_op_remove … curr_cflags', 2],
+      ['curr_cflags … (end)', 1],
+      ['(no mapping)', 2],
     ]);
   });
 });

@@ -19,15 +19,22 @@ export interface PerfSample {
 // The dso is the last parenthesised part, which may hold one level of its own
 // ("/memfd:ram0 (deleted)"); a symbol may hold parentheses and spaces.
 const SAMPLE = /^\s*(.+?)\s+(\d+)\/(\d+)\s+(\d+\.\d+):\s+([0-9a-f]+)\s+(.*?)\s+\(((?:[^()]|\([^()]*\))*)\)\s*$/;
-/** `--show-mmap-events`: an executable mapping of a file, its start, length and file offset. */
-const MMAP = /PERF_RECORD_MMAP2? \d+\/\d+: \[0x([0-9a-f]+)\(0x([0-9a-f]+)\) @ 0x([0-9a-f]+)[^\]]*\]: r-xp (.+)$/;
+/**
+ * `--show-mmap-events`: an executable mapping of a file by process `pid`, its start,
+ * length and file offset (perf prints offset 0 as "0", others as "0x…").
+ */
+const MMAP = /PERF_RECORD_MMAP2 (\d+)\/\d+: \[0x([0-9a-f]+)\(0x([0-9a-f]+)\) @ (?:0x)?([0-9a-f]+)[^\]]*\]: r-xp (.+)$/;
 
 export interface ExecMapping {
+  pid: number;
   start: number;
   length: number;
   fileOffset: number;
   path: string;
 }
+
+/** x86-64 kernel addresses start here; a user-space dso in brackets ([vdso]) is below. */
+const KERNEL_SPACE = 0xffff800000000000;
 
 /** The samples, executable file mappings, and how many non-empty lines were neither (to report, not to hide). */
 export function parsePerfScript(text: string): { samples: PerfSample[]; mappings: ExecMapping[]; unparsed: number } {
@@ -37,7 +44,7 @@ export function parsePerfScript(text: string): { samples: PerfSample[]; mappings
   for (const line of text.split('\n')) {
     const map = MMAP.exec(line);
     if (map) {
-      mappings.push({ start: parseInt(map[1], 16), length: parseInt(map[2], 16), fileOffset: parseInt(map[3], 16), path: map[4].trim() });
+      mappings.push({ pid: Number(map[1]), start: parseInt(map[2], 16), length: parseInt(map[3], 16), fileOffset: parseInt(map[4], 16), path: map[5].trim() });
       continue;
     }
     if (/PERF_RECORD_/.test(line)) continue; // other side-band events
@@ -50,18 +57,23 @@ export function parsePerfScript(text: string): { samples: PerfSample[]; mappings
 
 /**
  * Where the unnamed samples in a stripped binary fall: each is counted under the
- * nearest exported symbol at or below its address (`symbols`: file offset and name,
- * as `nm -D` gives them for a PIE, whose text is mapped at its file offsets). Static
- * functions sit beside the exported ones of their source file, so this names the
- * neighbourhood, not the function.
+ * address range from the nearest exported symbol at or below it to the next one
+ * (`symbols`: file offset and name, as `nm -D` gives them for a PIE whose code is
+ * mapped at its file offsets). Those ranges hold static functions too, from the same
+ * source file or, at its edges, the next: they say roughly where, not which function.
+ * A sample of no known mapping of its process counts under "(no mapping)".
  */
 export function unnamedByNeighbour(samples: PerfSample[], mappings: ExecMapping[], binary: string, symbols: Array<{ offset: number; name: string }>): Map<string, number> {
   const sorted = [...symbols].sort((a, b) => a.offset - b.offset);
+  const ofBinary = mappings.filter((m) => m.path === binary);
   const counts = new Map<string, number>();
   for (const s of samples) {
     if (s.dso !== binary || s.sym !== '[unknown]') continue;
-    const map = mappings.find((m) => m.path === binary && s.ip >= m.start && s.ip < m.start + m.length);
-    if (!map) continue;
+    const map = ofBinary.find((m) => m.pid === s.pid && s.ip >= m.start && s.ip < m.start + m.length);
+    if (!map) {
+      counts.set('(no mapping)', (counts.get('(no mapping)') ?? 0) + 1);
+      continue;
+    }
     const offset = s.ip - map.start + map.fileOffset;
     let lo = 0;
     let hi = sorted.length - 1;
@@ -73,7 +85,7 @@ export function unnamedByNeighbour(samples: PerfSample[], mappings: ExecMapping[
         lo = mid + 1;
       } else hi = mid - 1;
     }
-    const name = found >= 0 ? sorted[found].name : '(before any symbol)';
+    const name = found < 0 ? '(before any symbol)' : `${sorted[found].name} … ${sorted[found + 1]?.name ?? '(end)'}`;
     counts.set(name, (counts.get(name) ?? 0) + 1);
   }
   return counts;
@@ -87,17 +99,21 @@ export const SAMPLE_KINDS: SampleKind[] = ['guestCode', 'translating', 'qemuOthe
 
 /**
  * guestCode: in TCG's code buffer (an anonymous executable mapping, which perf names
- * perf-<pid>.map). translating: in QEMU's named translation functions (tcg_*,
- * translator_*, gen_*, tb_gen_code). Debian's QEMU keeps only its dynamic symbols, so
- * the x86 decoder's static functions land in qemuOther, beside TCG's helpers, softmmu
- * TLB fills, TB lookups and device emulation: `translating` is a lower bound.
+ * perf-<pid>.map). translating: in QEMU's exported translation functions (tcg_*,
+ * translator_*, gen_*, tb_gen_code, without the tcg_* that run guest code). Debian's
+ * QEMU keeps only its dynamic symbols, so the x86 decoder's static functions land in
+ * qemuOther, beside TCG's helpers, softmmu TLB fills, TB lookups and device emulation.
  */
 export function sampleKind(s: PerfSample): SampleKind {
   if (/perf-\d+\.map$|\[JIT\]/.test(s.dso)) return 'guestCode';
-  if (s.dso.startsWith('[')) return 'hostKernel'; // [kernel.kallsyms], and modules: [kvm], [tun]
-  if (/qemu-system-/.test(s.dso)) return /^(tcg_|translator_|gen_|tb_gen_code)/.test(s.sym) ? 'translating' : 'qemuOther';
+  if (s.ip >= KERNEL_SPACE) return 'hostKernel'; // the kernel and its modules
+  if (/qemu-system-/.test(s.dso)) return TRANSLATING.test(s.sym) && !RUNNING.test(s.sym) ? 'translating' : 'qemuOther';
   return 'other';
 }
+
+const TRANSLATING = /^(tcg_|translator_|gen_|tb_gen_code)/;
+/** tcg_* functions of the execution loop, not of translation. */
+const RUNNING = /^tcg_(cpus?_|handle_interrupt|tb_lookup|exec)/;
 
 /** A span of wall-clock time (seconds) named after what the shim was waiting for. */
 export interface Phase {
@@ -111,6 +127,8 @@ export interface PhaseSplit {
   ms: number;
   /** The vCPU's CPU time in the phase over the phase's time (one vCPU). */
   busy: number;
+  /** How many vCPU samples the shares are of. */
+  samples: number;
   /** Shares of the vCPU samples, summing to 1 (all 0 without samples). */
   share: Record<SampleKind, number>;
 }
@@ -127,7 +145,7 @@ export function splitByPhase(samples: PerfSample[], vmmPid: number, phases: Phas
     for (const s of inside) count[sampleKind(s)]++;
     const seconds = phase.end - phase.start;
     const share = Object.fromEntries(SAMPLE_KINDS.map((k) => [k, inside.length ? count[k] / inside.length : 0])) as Record<SampleKind, number>;
-    return { name: phase.name, ms: seconds * 1000, busy: seconds > 0 ? (inside.length * periodSeconds) / seconds : 0, share };
+    return { name: phase.name, ms: seconds * 1000, busy: seconds > 0 ? (inside.length * periodSeconds) / seconds : 0, samples: inside.length, share };
   });
 }
 

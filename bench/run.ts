@@ -159,6 +159,7 @@ async function main(): Promise<void> {
   const row = (measure: string, values: number[], unit: string, digits = 0): string =>
     `| ${measure} | ${values.map((v) => `${v.toFixed(digits)} ${unit}`).join(' | ')} | ${ratio(values[1], values[0])} | ${ratio(values[2], values[0])} | ${ratio(values[2], values[1])} |`;
   const memory: Record<string, Array<{ pods: number; perPodMiB: number }>> = {};
+  let measured = false;
   try {
     // The template arm's first pod makes the template; it is made ahead, as `factory init` would.
     say('kata-ts template: making the template with one pod');
@@ -232,9 +233,14 @@ async function main(): Promise<void> {
     const last = POD_COUNTS.length - 1;
     const density = arms.map((a) => Math.floor(DENSITY_MIB / (perPod[a.name][last].pss / 1024)));
     rows.push(`| idle pods that fit in ${DENSITY_MIB / 1024} GiB of host memory (at the ${POD_COUNTS[last]}-pod PSS) | ${density.join(' | ')} | ${ratio(density[1], density[0])} | ${ratio(density[2], density[0])} | ${ratio(density[2], density[1])} |`);
+    measured = true;
   } finally {
-    await Promise.all([env.stop(), templateEnv.stop()]);
+    // Both stopped before the template goes, whichever fails first.
+    const stopped = await Promise.allSettled([env.stop(), templateEnv.stop()]);
     fs.rmSync(templatePath, { recursive: true, force: true });
+    const failed = stopped.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed && measured) throw failed.reason;
+    if (failed) say(`stopping a containerd also failed: ${(failed.reason as Error).message}`); // the measurement's error is thrown
   }
   say(`guest kernels: ${GUEST_BOOT_SAMPLES} boots to agent-ready per variant, no containerd`);
   const guest = await measureGuestBoot(GUEST_BOOT_SAMPLES, say);

@@ -254,6 +254,19 @@ describe('TtrpcAgentClient.connect', () => {
     ]);
   });
 
+  it('answers a call whatever its observer throws', async () => {
+    const socketPath = path.join(dir, 'vsock.sock');
+    await hybridVsockVm(socketPath);
+    const observeCall = () => {
+      throw new Error('metrics broke');
+    };
+    const { agent: client } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(5000), observeCall });
+    cleanups.push(() => client.close());
+    expect(await client.listProcesses('c1')).toEqual([1, 7]);
+    // A failed call keeps its own error, mapped as ever.
+    await expect(client.removeContainer('c1')).rejects.not.toThrow('metrics broke');
+  });
+
   it('refuses AF_VSOCK, which it cannot dial', async () => {
     await expect(TtrpcAgentClient.connect({ kind: 'vsock', guestCid: 3, port: 1024 }, options(1000))).rejects.toThrow(NotImplementedError);
   });

@@ -297,8 +297,12 @@ export class TtrpcAgentClient implements AgentClient {
     const observe = (failed: boolean): void => {
       if (timeoutMs <= 0) return;
       const seconds = (performance.now() - started) / 1000;
-      this.observeCall?.(method, seconds, failed);
       this.callLogger?.debug({ method, ms: Math.round(seconds * 10_000) / 10, failed }, 'agent call');
+      try {
+        this.observeCall?.(method, seconds, failed);
+      } catch {
+        // Metrics are not worth a call: its answer or error stands as it came.
+      }
     };
     let answer: CallResponse<Agent, M>;
     try {
@@ -320,7 +324,6 @@ export class TtrpcAgentClient implements AgentClient {
       }
       throw err;
     }
-    // Outside the try: a throwing observer would otherwise count an answered call as failed too.
     observe(false);
     return answer;
   }

@@ -529,6 +529,8 @@ class ServerCall {
     try {
       payload = encodeMessage(this.method.responseType, value, 'response');
     } catch (err) {
+      // A handler's answer that does not fit its response type is a bug on our side: say so.
+      this.conn.logger.warn({ err, method: this.method.name }, 'ttrpc: cannot encode the handler\'s answer');
       this.finish(Code.INTERNAL, `ttrpc: error marshaling payload: ${errorMessage(err)}`);
       return;
     }
