@@ -1,4 +1,4 @@
-import { roundOrder, vmmMemoryFromSmaps } from './measure';
+import { roundOrder, stopAll, vmmMemoryFromSmaps } from './measure';
 
 /** One smaps entry: a header line and its Pss line. */
 function mapping(start: number, sizeKiB: number, perms: string, name: string, pssKiB: number): string {
@@ -38,5 +38,23 @@ describe('roundOrder', () => {
       [2, 0, 1],
       [0, 1, 2],
     ]);
+  });
+});
+
+describe('stopAll', () => {
+  const fail = (message: string) => Promise.reject(new Error(message));
+
+  it('waits for every stop and throws a failed one after a good measurement', async () => {
+    let second = false;
+    const slow = new Promise<void>((r) => setTimeout(() => ((second = true), r()), 20));
+    await expect(stopAll([fail('mount left'), slow], true, () => undefined)).rejects.toThrow('mount left');
+    expect(second).toBe(true);
+    await expect(stopAll([fail('a'), fail('b')], true, () => undefined)).rejects.toThrow('2 environments failed to stop cleanly');
+  });
+
+  it('only says a failed stop after a failed measurement, whose error is the one to see', async () => {
+    const said: string[] = [];
+    await stopAll([fail('mount left'), Promise.resolve()], false, (line) => said.push(line));
+    expect(said).toEqual(['stopping an environment also failed: mount left']);
   });
 });

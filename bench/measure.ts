@@ -4,6 +4,17 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { kibField } from '../lib/proc-stats';
 
+/**
+ * Waits for every stop, whichever fails. After a good measurement a failed stop is
+ * thrown (a pod that booted cold, a leftover mount); after a failed one it is only
+ * said, so the measurement's own error is the one thrown.
+ */
+export async function stopAll(stops: Array<Promise<unknown>>, measured: boolean, say: (line: string) => void): Promise<void> {
+  const failures = (await Promise.allSettled(stops)).filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
+  if (failures.length > 0 && measured) throw failures.length === 1 ? failures[0] : new AggregateError(failures, `${failures.length} environments failed to stop cleanly`);
+  for (const err of failures) say(`stopping an environment also failed: ${err.message}`);
+}
+
 /** Round `round` of interleaved measurements: every arm once, starting with arm `round mod arms`. */
 export function roundOrder(arms: number, round: number): number[] {
   return Array.from({ length: arms }, (_, k) => (round + k) % arms);

@@ -149,24 +149,40 @@ export function splitByPhase(samples: PerfSample[], vmmPid: number, phases: Phas
   });
 }
 
+/** A line of one pod's shim log: its message, time (seconds) and every field. */
+interface ShimLine {
+  msg: string;
+  time: number;
+  fields: Record<string, unknown>;
+}
+
+/** The JSON lines that the shim of `podId` logged with a message and a time; containerd's own lines and broken ones skipped. */
+function shimLines(shimLog: string, podId: string): ShimLine[] {
+  const out: ShimLine[] = [];
+  for (const line of shimLog.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let fields: Record<string, unknown>;
+    try {
+      fields = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue; // not a whole shim line
+    }
+    if (fields.shim === podId && typeof fields.msg === 'string' && typeof fields.time === 'string') out.push({ msg: fields.msg, time: Date.parse(fields.time) / 1000, fields });
+  }
+  return out;
+}
+
 /**
  * The agent calls of one pod, as the shim logs them at debug level ("agent call", with
  * `ms`, logged when the answer came), for the shim whose `shim` field is `podId`.
  */
 export function agentCallPhases(shimLog: string, podId: string): Phase[] {
   const phases: Phase[] = [];
-  for (const line of shimLog.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    let entry: { msg?: string; shim?: string; time?: string; method?: string; ms?: number };
-    try {
-      entry = JSON.parse(line) as typeof entry;
-    } catch {
-      continue;
-    }
-    if (entry.shim !== podId || entry.msg !== 'agent call' || typeof entry.ms !== 'number' || !entry.time || !entry.method) continue;
-    const end = Date.parse(entry.time) / 1000;
-    const earlier = phases.filter((p) => p.name === entry.method || p.name.startsWith(`${entry.method} #`)).length;
-    phases.push({ name: earlier ? `${entry.method} #${earlier + 1}` : entry.method, start: end - entry.ms / 1000, end });
+  for (const { msg, time: end, fields } of shimLines(shimLog, podId)) {
+    const { method, ms } = fields;
+    if (msg !== 'agent call' || typeof ms !== 'number' || typeof method !== 'string' || !method) continue;
+    const earlier = phases.filter((p) => p.name === method || p.name.startsWith(`${method} #`)).length;
+    phases.push({ name: earlier ? `${method} #${earlier + 1}` : method, start: end - ms / 1000, end });
   }
   return phases;
 }
@@ -174,14 +190,6 @@ export function agentCallPhases(shimLog: string, podId: string): Phase[] {
 /** The first line the shim of `podId` logged with each message: its time (seconds) and fields. */
 export function firstLogged(shimLog: string, podId: string): Map<string, { time: number; fields: Record<string, unknown> }> {
   const seen = new Map<string, { time: number; fields: Record<string, unknown> }>();
-  for (const line of shimLog.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      const entry = JSON.parse(line) as { msg?: string; shim?: string; time?: string } & Record<string, unknown>;
-      if (entry.shim === podId && entry.msg && entry.time && !seen.has(entry.msg)) seen.set(entry.msg, { time: Date.parse(entry.time) / 1000, fields: entry });
-    } catch {
-      /* not a shim line */
-    }
-  }
+  for (const { msg, time, fields } of shimLines(shimLog, podId)) if (!seen.has(msg)) seen.set(msg, { time, fields });
   return seen;
 }

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { TtrpcClient } from '../ttrpc';
 import { KataEnv, RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
-import { cpuTicks, descendants, median, pssKiB, roundOrder, rssKiB, timeCtrRun, VmmMemory, vmmMemoryKiB } from './measure';
+import { cpuTicks, descendants, median, pssKiB, roundOrder, rssKiB, stopAll, timeCtrRun, VmmMemory, vmmMemoryKiB } from './measure';
 import { measureCriPodStart } from './cri-pods';
 import { benchDir, GUEST_BOOT_INTRO, measureGuestBoot } from './guest-boot';
 import { memoryPlotSvg } from './plot';
@@ -235,12 +235,11 @@ async function main(): Promise<void> {
     rows.push(`| idle pods that fit in ${DENSITY_MIB / 1024} GiB of host memory (at the ${POD_COUNTS[last]}-pod PSS) | ${density.join(' | ')} | ${ratio(density[1], density[0])} | ${ratio(density[2], density[0])} | ${ratio(density[2], density[1])} |`);
     measured = true;
   } finally {
-    // Both stopped before the template goes, whichever fails first.
-    const stopped = await Promise.allSettled([env.stop(), templateEnv.stop()]);
-    fs.rmSync(templatePath, { recursive: true, force: true });
-    const failed = stopped.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed && measured) throw failed.reason;
-    if (failed) say(`stopping a containerd also failed: ${(failed.reason as Error).message}`); // the measurement's error is thrown
+    try {
+      await stopAll([env.stop(), templateEnv.stop()], measured, say); // both stopped before the template goes
+    } finally {
+      fs.rmSync(templatePath, { recursive: true, force: true });
+    }
   }
   say(`guest kernels: ${GUEST_BOOT_SAMPLES} boots to agent-ready per variant, no containerd`);
   const guest = await measureGuestBoot(GUEST_BOOT_SAMPLES, say);
