@@ -47,7 +47,12 @@ describe('the guest: our kernel, the DAX rootfs image and the initrd', () => {
   it('mounts the image from /dev/pmem0 read-only with DAX, and runs a container on it', async () => {
     // The smoke check fails unless a pmem root carries the dax option; it also runs crun.
     const console = await bootToSmokeCheck(variants.dax);
-    expect(console).toMatch(/Kernel command line: root=\/dev\/pmem0 /);
+    // The kernel prints its command line twice ('Command line:' from setup_arch, 'Kernel
+    // command line:' from start_kernel); either will do. One CI run on a loaded host showed
+    // the first and not the second (its log kept only the console's ends); five smoke boots
+    // with both cores busy printed both. The serial console is not promised to be lossless:
+    // QEMU's 16550 drops a byte its backend keeps refusing.
+    expect(console).toMatch(/\bCommand line: root=\/dev\/pmem0 /i);
     const root = /smoke: root: (\S+) (\S+) \(nvdimm: ([^)]*)\)/.exec(console);
     expect(root?.[1]).toBe('ext4');
     expect(root?.[2].split(',')).toEqual(expect.arrayContaining(['ro', 'dax=always']));
