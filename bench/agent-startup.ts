@@ -26,11 +26,12 @@ const SCRATCH_PARENT = process.env.BENCH_AGENT_STARTUP_DIR ?? '/var/tmp';
  */
 const DEFAULT_VARIANTS: Array<{ name: string; flags: string; tcgTbSizeMiB?: number }> = [
   { name: 'no flags', flags: '' },
-  { name: 'no JIT: interpreter only (the default)', flags: '--jitless' },
+  { name: 'no JIT: interpreter only', flags: '--jitless' },
+  { name: 'no JIT, no memory reducer (the default)', flags: '--jitless --no-memory-reducer' },
   { name: 'no optimising tiers', flags: '--no-opt --no-sparkplug' },
   { name: 'no V8 helper threads', flags: '--single-threaded' },
   { name: 'small young generation', flags: '--max-semi-space-size=1' },
-  { name: 'the default, QEMU tcg_tb_size = 64', flags: '--jitless', tcgTbSizeMiB: 64 },
+  { name: 'the default, QEMU tcg_tb_size = 64', flags: '--jitless --no-memory-reducer', tcgTbSizeMiB: 64 },
 ];
 
 /** BENCH_AGENT_STARTUP_FLAGS="--a;--b --c": those flag sets instead, after no flags. */
@@ -130,7 +131,7 @@ async function main(): Promise<void> {
   const text = [
     '# The Node agent\'s start-up in a cold boot',
     '',
-    `\`make bench-agent-startup\` on ${new Date().toISOString().slice(0, 10)} (${os.cpus().length} cores, ${os.release()}, QEMU TCG, our kernel + DAX rootfs, 1 vCPU, 1 GiB). Each variant is the same guest built with other node flags (guest/build.sh AGENT_NODE_FLAGS), booted ${BOOTS} times straight through the QEMU driver; medians. Ratios are to the agent started with no flags (lower is better); the guest ships with \`--jitless\`.`,
+    `\`make bench-agent-startup\` on ${new Date().toISOString().slice(0, 10)} (${os.cpus().length} cores, ${os.release()}, QEMU TCG, our kernel + DAX rootfs, 1 vCPU, 1 GiB). Each variant is the same guest built with other node flags (guest/build.sh AGENT_NODE_FLAGS), booted ${BOOTS} times straight through the QEMU driver; medians. Ratios are to the agent started with no flags (lower is better); the guest ships with \`--jitless --no-memory-reducer\`.`,
     '',
     `The agent loads ${base[0].startup.modules} JavaScript files. "node / modules / main" is its own report: Node's bootstrap (process start to user code), loading main.js and everything it requires, and main() until it serves the channel. "Guest uptime" is when the agent was ready, by the guest's clock.`,
     '',
