@@ -18,6 +18,12 @@ const START_SAMPLES = Number(process.env.BENCH_START_SAMPLES ?? 5);
 const POD_COUNTS = [1, 5, 10];
 /** The pod count the issue's memory target is set at: where the PSS is split by what it holds. */
 const SPLIT_AT = 5;
+/**
+ * How long the newest pod is left idle before memory is measured: a shim's V8 gives back
+ * its start-up heap about 10 s into idle (its memory reducer), and a clone's QEMU was seen
+ * to grow for 30 s after its start: the memory reported is the idle pod's, not its start's.
+ */
+const IDLE_SETTLE_MS = 30_000;
 const TTRPC_CALLS = 1000;
 const TTRPC_CONCURRENCY = 32;
 const GUEST_BOOT_SAMPLES = Number(process.env.BENCH_BOOT_SAMPLES ?? 3);
@@ -201,8 +207,13 @@ async function main(): Promise<void> {
       const ids: string[] = [];
       perPod[arm.name] = [];
       for (const count of POD_COUNTS) {
-        while (ids.length < count) ids.push(await arm.bench.startIdle(arm.runtime));
-        await new Promise((r) => setTimeout(r, 5000)); // let the guests settle
+        let newest = 0;
+        while (ids.length < count) {
+          ids.push(await arm.bench.startIdle(arm.runtime));
+          newest = Date.now();
+        }
+        // Every pod idle as long: a fast-starting arm's pods would otherwise be measured younger.
+        await new Promise((r) => setTimeout(r, Math.max(0, newest + IDLE_SETTLE_MS - Date.now())));
         const total = { pss: 0, private: 0, rss: 0 };
         for (const id of ids) {
           const m = await arm.bench.podMemoryKiB(id);
@@ -249,7 +260,7 @@ async function main(): Promise<void> {
   const report = [
     '# kata-ts benchmarks',
     '',
-    `Measured ${new Date().toISOString()} on ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, QEMU **TCG** (software emulation; KVM hosts boot far faster), private containerd 1.6, image busybox; runc, kata-ts (every VM booted) and kata-ts with VM templates (\`[factory] enable_template\`: every VM a clone of one template, made before the measurements) side by side in one run. Medians. Ratios: kata-ts / runc, template / runc, template / kata-ts booted (lower is better, except throughput and density). Memory is the sum over the pod's shim and every process under it: PSS (a page shared by N processes counts 1/N to each: the DAX rootfs and the template's pages are counted once over all pods), private, and RSS for comparison with earlier runs.`,
+    `Measured ${new Date().toISOString()} on ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, QEMU **TCG** (software emulation; KVM hosts boot far faster), private containerd 1.6, image busybox; runc, kata-ts (every VM booted) and kata-ts with VM templates (\`[factory] enable_template\`: every VM a clone of one template, made before the measurements) side by side in one run. Medians. Ratios: kata-ts / runc, template / runc, template / kata-ts booted (lower is better, except throughput and density). Memory is the sum over the pod's shim and every process under it: PSS (a page shared by N processes counts 1/N to each: the DAX rootfs and the template's pages are counted once over all pods), private, and RSS for comparison with earlier runs; taken when the newest pod has been idle ${IDLE_SETTLE_MS / 1000} s.`,
     '',
     '| measure | runc | kata-ts | kata-ts template | kata-ts / runc | template / runc | template / kata-ts |',
     '| --- | --- | --- | --- | --- | --- | --- |',
