@@ -20,8 +20,9 @@ const POD_COUNTS = [1, 5, 10];
 const SPLIT_AT = 5;
 /**
  * How long the newest pod is left idle before memory is measured: a shim's V8 gives back
- * its start-up heap about 10 s into idle (its memory reducer), and a clone's QEMU was seen
- * to grow for 30 s after its start: the memory reported is the idle pod's, not its start's.
+ * its start-up heap about 10 s into idle (its memory reducer), and clones' QEMU grew for
+ * 20-30 s after their start and not from 30 to 60 s (a probe of 3 pods each way): the
+ * memory reported is the idle pod's, not its start's.
  */
 const IDLE_SETTLE_MS = 30_000;
 const TTRPC_CALLS = 1000;
@@ -212,7 +213,7 @@ async function main(): Promise<void> {
           ids.push(await arm.bench.startIdle(arm.runtime));
           newest = Date.now();
         }
-        // Every pod idle as long: a fast-starting arm's pods would otherwise be measured younger.
+        // Every pod idle at least IDLE_SETTLE_MS: a fast-starting arm's pods would otherwise be measured younger.
         await new Promise((r) => setTimeout(r, Math.max(0, newest + IDLE_SETTLE_MS - Date.now())));
         const total = { pss: 0, private: 0, rss: 0 };
         for (const id of ids) {
@@ -260,7 +261,7 @@ async function main(): Promise<void> {
   const report = [
     '# kata-ts benchmarks',
     '',
-    `Measured ${new Date().toISOString()} on ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, QEMU **TCG** (software emulation; KVM hosts boot far faster), private containerd 1.6, image busybox; runc, kata-ts (every VM booted) and kata-ts with VM templates (\`[factory] enable_template\`: every VM a clone of one template, made before the measurements) side by side in one run. Medians. Ratios: kata-ts / runc, template / runc, template / kata-ts booted (lower is better, except throughput and density). Memory is the sum over the pod's shim and every process under it: PSS (a page shared by N processes counts 1/N to each: the DAX rootfs and the template's pages are counted once over all pods), private, and RSS for comparison with earlier runs; taken when the newest pod has been idle ${IDLE_SETTLE_MS / 1000} s.`,
+    `Measured ${new Date().toISOString()} on ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, QEMU **TCG** (software emulation; KVM hosts boot far faster), private containerd 1.6, image busybox; runc, kata-ts (every VM booted) and kata-ts with VM templates (\`[factory] enable_template\`: every VM a clone of one template, made before the measurements) side by side in one run. Medians. Ratios: kata-ts / runc, template / runc, template / kata-ts booted (lower is better, except throughput and density). Memory is the sum over the pod's shim and every process under it: PSS (a page shared by N processes counts 1/N to each: the DAX rootfs and the template's pages are counted once over all pods), private, and RSS for comparison with earlier runs; the per-pod rows are taken when the newest pod has been idle ${IDLE_SETTLE_MS / 1000} s (shim RSS at idle: 10 s into idle, at the end of its CPU window).`,
     '',
     '| measure | runc | kata-ts | kata-ts template | kata-ts / runc | template / runc | template / kata-ts |',
     '| --- | --- | --- | --- | --- | --- | --- |',

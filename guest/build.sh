@@ -35,11 +35,14 @@ OUT=${GUEST_OUT:-$GUEST_DIR/out}
 # --jitless: V8 generates no machine code, which under TCG is translated again: about
 # 55 MiB less QEMU private memory per VM, start-up within the noise between runs
 # (bench/agent-startup.md). The agent waits on I/O, not on JavaScript.
-# --no-memory-reducer: no extra full GC once the agent falls idle. In a VM it frees
-# nothing for the host (guest RAM the agent touched stays the VM's), and its compaction
-# writes to pages: about 10 MiB more host memory per cold-booted VM and 20 MiB per clone
-# (every page written is copied from the template), measured 60 s into idle pods.
-# V8's ordinary GCs, driven by allocation, still bound the heap.
+# --no-memory-reducer: no extra full GC once the agent falls idle. It gives the guest
+# pages back, not the host (no balloon or free-page reporting here: guest RAM the agent
+# touched stays the VM's), and it costs host memory: 60 s into 3 idle pods each way, a
+# clone's QEMU had 108 MiB PSS without it against 128 with it (a page a clone writes is
+# copied from the template), a cold VM's 237 against 251 (a probe; bench/results.md
+# measures only the default). The trade: an agent idle after a burst keeps its heap as
+# the burst left it until allocation brings the next GC; V8 sets that point from the
+# heap live after its last full GC (a small multiple of it), not from its maximum.
 AGENT_NODE_FLAGS=${AGENT_NODE_FLAGS---jitless --no-memory-reducer}
 # Word-split into node's argv by init: flags only, nothing a shell would expand.
 read -ra agent_node_flags <<<"${AGENT_NODE_FLAGS:-}"
