@@ -227,12 +227,17 @@ export async function removeContainer(ctr: Ctr, id: string): Promise<void> {
  * failure seen only in CI names its cause.
  */
 export function expectCtrOk(result: { code: number | null; stdout: string; stderr: string }, logs: () => string, id: string): void {
-  if (result.code === 0) return;
+  expectCtrExit(result, 0, logs, id);
+}
+
+/** As expectCtrOk, for a `ctr run` whose container must end with `expected` (137: OOM-killed). */
+export function expectCtrExit(result: { code: number | null; stdout: string; stderr: string }, expected: number, logs: () => string, id: string): void {
+  if (result.code === expected) return;
   // The shim's JSON lines carry "shim":"<id>"; containerd's own, id=<id> or a path with /<id>/ in it.
   const mentions = new RegExp(`"${escapeRegExp(id)}"|\\bid=${escapeRegExp(id)}\\b|/${escapeRegExp(id)}/`);
   const lines = logs().split('\n').filter((line) => mentions.test(line)).slice(-80);
   throw new Error(
-    `ctr failed (code ${result.code}) for ${id}\n--- ctr stdout ---\n${result.stdout}\n--- ctr stderr ---\n${result.stderr}\n` +
+    `ctr ended with code ${result.code}, not ${expected}, for ${id}\n--- ctr stdout ---\n${result.stdout}\n--- ctr stderr ---\n${result.stderr}\n` +
       `--- containerd and shim log lines about ${id} (last ${lines.length}) ---\n${lines.join('\n')}`,
   );
 }

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { updateTaskResources } from '../harness/containerd-api';
-import { builtGuest, KataEnv, RUNTIME, sandboxWorkDir, startKataEnv } from './kata-env';
+import { builtGuest, expectCtrOk, KataEnv, RUNTIME, sandboxWorkDir, startKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
 const VM_MS = 240_000;
@@ -52,6 +52,7 @@ describe('VM sizing from container resources', () => {
     env = await startKataEnv({ hypervisor: { vcpus: 1, maxVcpus: 3, maxMemoryMiB: 2048, enableAnnotations: ['default_memory'] } });
     baseline = await snapshotHost({ dirs: [env.stateDir, env.containerd.state] });
     const plain = await ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'size-plain', 'sh', '-c', REPORT]);
+    expectCtrOk(plain, () => env.containerd.logs(), 'size-plain');
     expect({ code: plain.code, stderr: plain.stderr }).toEqual({ code: 0, stderr: '' });
     bootSize = parseReport(plain.stdout);
   });
@@ -100,6 +101,7 @@ describe('VM sizing from container resources', () => {
 
     beforeAll(async () => {
       const started = await ctr(['run', '-d', '--runtime', RUNTIME, '--memory-limit', String(256 * MiB), '--cpus', '1', env.image, id, 'sleep', '600']);
+      expectCtrOk(started, () => env.containerd.logs(), id);
       expect({ code: started.code, stderr: started.stderr }).toEqual({ code: 0, stderr: '' });
     });
 

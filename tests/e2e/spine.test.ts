@@ -5,7 +5,7 @@ import * as os from 'os';
 import { createTask, deleteTask, killTask } from '../harness/containerd-api';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { EventLog } from './events';
-import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+import { expectCtrExit, expectCtrOk, KataEnv, RUNTIME, startKataEnv } from './kata-env';
 
 jest.setTimeout(300_000);
 
@@ -36,6 +36,7 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
     const events = new EventLog(env.containerd);
     try {
       const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spine-1', 'sh', '-c', 'echo hi; exit 3'], { timeoutMs: 240_000 });
+      expectCtrExit(result, 3, () => env.containerd.logs(), 'spine-1');
       expect({ stdout: result.stdout, code: result.code }).toEqual({ stdout: 'hi\n', code: 3 });
       // Events published by the shim reached containerd, in lifecycle order.
       await events.waitFor('/tasks/delete', 'spine-1');
@@ -48,7 +49,7 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
 
   it("reports the guest's kernel, not the host's", async () => {
     const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spine-2', 'uname', '-r'], { timeoutMs: 240_000 });
-    expect(result.code).toBe(0);
+    expectCtrOk(result, () => env.containerd.logs(), 'spine-2');
     expect(result.stdout.trim()).toMatch(/^\d+\.\d+/);
     expect(result.stdout.trim()).not.toBe(os.release());
     await expectNothingLeft();
@@ -57,7 +58,7 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
   it('passes stdin through and delivers a large output intact', async () => {
     const input = 'line one\nline two\n';
     const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spine-3', 'sh', '-c', 'cat; seq 1 20000'], { timeoutMs: 240_000, input });
-    expect(result.code).toBe(0);
+    expectCtrOk(result, () => env.containerd.logs(), 'spine-3');
     const expected = input + Array.from({ length: 20000 }, (_, i) => `${i + 1}\n`).join('');
     expect(result.stdout.length).toBe(expected.length);
     expect(result.stdout).toBe(expected);
@@ -97,7 +98,7 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
     const id = 'spine-5';
     const events = new EventLog(env.containerd);
     try {
-      expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
+      expectCtrOk(await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 }), () => env.containerd.logs(), id);
       const bundle = path.join(env.containerd.state, 'io.containerd.runtime.v2.task', env.containerd.namespace, id);
       const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8').split(' ')[0]);
       expect(fs.readFileSync(`/proc/${shimPid}/cmdline`, 'utf8')).toContain('dist/shim/main.js');

@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import { waitForNoLeaks, snapshotHost, HostSnapshot } from '../harness/leaks';
 import { updateTaskResources } from '../harness/containerd-api';
 import { EventLog } from './events';
-import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+import { expectCtrExit, expectCtrOk, KataEnv, RUNTIME, startKataEnv } from './kata-env';
 
 jest.setTimeout(300_000);
 const VM_MS = 240_000;
@@ -37,6 +37,7 @@ describe('Task API through containerd', () => {
 
     beforeAll(async () => {
       const started = await ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600']);
+      expectCtrOk(started, () => env.containerd.logs(), id);
       expect(started.stderr).toBe('');
       expect(await taskStatus(id)).toBe('RUNNING');
     });
@@ -125,14 +126,14 @@ describe('Task API through containerd', () => {
 
   it('an OOM-killed container produces /tasks/oom and exits 137', async () => {
     const result = await ctr(['run', '--rm', '--runtime', RUNTIME, '--memory-limit', String(32 * 1024 * 1024), env.image, 'api-oom', 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=96M', 'count=1']);
-    expect(result.code).toBe(137);
+    expectCtrExit(result, 137, () => env.containerd.logs(), 'api-oom');
     await events.waitFor('/tasks/oom', 'api-oom');
   });
 
   it('streams 10 MiB of stdout intact before Wait returns', async () => {
     const size = 10 * 1024 * 1024;
     const result = await ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'api-big', 'sh', '-c', `yes 0123456789abcdef | head -c ${size} | tee /tmp/out; sha256sum /tmp/out >&2`]);
-    expect(result.code).toBe(0);
+    expectCtrOk(result, () => env.containerd.logs(), 'api-big');
     expect(result.stdout.length).toBe(size);
     const hostSum = createHash('sha256').update(result.stdout).digest('hex');
     expect(result.stderr.split(/\s+/)[0]).toBe(hostSum);
@@ -141,7 +142,7 @@ describe('Task API through containerd', () => {
 
   it('reports every task exited when the VM dies, and containerd sees it stopped', async () => {
     const id = 'api-vmdeath';
-    expect((await ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'])).code).toBe(0);
+    expectCtrOk(await ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600']), () => env.containerd.logs(), id);
     const qemuPid = Number(fs.readFileSync(`${env.stateDir}/${env.containerd.namespace}/${id}/qemu.pid`, 'utf8'));
     process.kill(qemuPid, 'SIGKILL');
     const exit = await events.waitForExit(id);
@@ -159,8 +160,8 @@ describe('Task API through containerd', () => {
     const pod = 'api-death-pod';
     const app = 'api-death-app';
     const inPod = (type: string) => ['--annotation', `io.kubernetes.cri.sandbox-id=${pod}`, '--annotation', `io.kubernetes.cri.container-type=${type}`];
-    expect((await ctr(['run', '-d', '--runtime', RUNTIME, ...inPod('sandbox'), env.image, pod, 'sleep', '600'])).code).toBe(0);
-    expect((await ctr(['run', '-d', '--runtime', RUNTIME, ...inPod('container'), env.image, app, 'sleep', '600'])).code).toBe(0);
+    expectCtrOk(await ctr(['run', '-d', '--runtime', RUNTIME, ...inPod('sandbox'), env.image, pod, 'sleep', '600']), () => env.containerd.logs(), pod);
+    expectCtrOk(await ctr(['run', '-d', '--runtime', RUNTIME, ...inPod('container'), env.image, app, 'sleep', '600']), () => env.containerd.logs(), app);
     const exec = env.containerd.ctr(['task', 'exec', '--exec-id', 'death-exec', app, 'sleep', '600'], { timeoutMs: VM_MS });
     await events.waitFor('/tasks/exec-started', '"death-exec"');
 
