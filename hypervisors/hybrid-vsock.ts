@@ -61,7 +61,8 @@ export async function connectHybridVsock(socketPath: string, port: number, timeo
   throw new DeadlineExceededError(`hybrid vsock ${socketPath}: guest port ${port} did not accept a connection within ${timeoutMs} ms (last attempt: ${lastFailure})`);
 }
 
-function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+/** Waits `ms`, or until `signal` aborts. */
+export function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       clearTimeout(timer);

@@ -115,6 +115,11 @@ export interface Hypervisor {
   readonly exited: Promise<VmExit>;
   /** Recent console output of the guest, for error messages when boot fails. */
   consoleTail(maxBytes?: number): string;
+  /**
+   * Settles when the agent channel may be dialled, or when `signal` aborts; absent: at
+   * once. (QEMU over hybrid vsock: not while the guest starts its vsock device.)
+   */
+  agentChannelReady?(signal: AbortSignal): Promise<void>;
 
   // Optional capabilities: a driver whose VMM cannot do one leaves it out.
   /** Freezes the guest's vCPUs. */

@@ -128,6 +128,42 @@ describe('TtrpcAgentClient.connect', () => {
       expect((err as Error).message).toMatch(new RegExp(`^the guest agent did not answer within 400 ms: hybrid vsock ${socketPath}: guest port 1024 did not accept a connection`));
     });
 
+    it('dials only once the channel is ready (QEMU: the guest started its vsock device)', async () => {
+      const socketPath = path.join(dir, 'vsock.sock');
+      const { ports } = await hybridVsockVm(socketPath);
+      let portsWhenReady: number[] | undefined;
+      const channelReady = async (): Promise<void> => {
+        await new Promise((r) => setTimeout(r, 300));
+        portsWhenReady = [...ports];
+      };
+      const { agent: client } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(5000), channelReady });
+      cleanups.push(() => client.close());
+      expect(portsWhenReady).toEqual([]);
+      expect(ports).toEqual([1024]);
+    });
+
+    it('gives up at the boot deadline when the channel never gets ready, saying so, and without dialling', async () => {
+      const socketPath = path.join(dir, 'vsock.sock');
+      const { ports } = await hybridVsockVm(socketPath);
+      let aborted = false;
+      const channelReady = (signal: AbortSignal): Promise<void> => new Promise((resolve) => signal.addEventListener('abort', () => resolve(void (aborted = true))));
+      const err = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(300), channelReady }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DeadlineExceededError);
+      expect((err as Error).message).toBe('the guest agent did not answer within 300 ms: its channel (hybrid-vsock) never became ready to dial');
+      expect(aborted).toBe(true);
+      expect(ports).toEqual([]);
+    });
+
+    it('stops waiting for the channel as soon as the VM exits', async () => {
+      const socketPath = path.join(dir, 'vsock.sock');
+      await hybridVsockVm(socketPath);
+      const channelReady = (signal: AbortSignal): Promise<void> => new Promise((resolve) => signal.addEventListener('abort', () => resolve()));
+      const vmExited = new Promise<void>((r) => setTimeout(r, 100));
+      const err = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(30_000, vmExited), channelReady }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(UnavailableError);
+      expect((err as Error).message).toBe('the VM exited before its agent answered');
+    });
+
     it('stops waiting as soon as the VM exits', async () => {
       const socketPath = path.join(dir, 'vsock.sock');
       await hybridVsockVm(socketPath, () => false);

@@ -149,6 +149,8 @@ export class TtrpcAgentClient implements AgentClient {
       withoutBootId?: boolean;
       /** A clone continues its template's session with the agent: its calls take ids past the template's (ttrpc ClientOptions.firstStreamId). */
       firstStreamId?: number;
+      /** Awaited before the first dial, within the boot deadline (Hypervisor.agentChannelReady). */
+      channelReady?: (signal: AbortSignal) => Promise<void>;
     },
   ): Promise<{ agent: TtrpcAgentClient; details: GuestDetails }> {
     const deadline = Date.now() + opts.bootTimeoutMs;
@@ -166,6 +168,21 @@ export class TtrpcAgentClient implements AgentClient {
       void agent.disconnected.then(() => (lost = true));
       return { agent, lost: () => lost };
     };
+    if (opts.channelReady) {
+      // Aborted at the deadline too, so a channel that never gets ready still ends in the dial's own timeout error.
+      const gate = new AbortController();
+      const timer = setTimeout(() => gate.abort(), Math.max(0, deadline - Date.now()));
+      const stop = (): void => gate.abort();
+      vmGoneSignal.signal.addEventListener('abort', stop);
+      try {
+        await opts.channelReady(gate.signal);
+      } finally {
+        clearTimeout(timer);
+        vmGoneSignal.signal.removeEventListener('abort', stop);
+      }
+      if (vmGone) throw new UnavailableError(VM_EXITED);
+      if (Date.now() >= deadline) throw new DeadlineExceededError(`the guest agent did not answer within ${opts.bootTimeoutMs} ms: its channel (${channel.kind}) never became ready to dial`);
+    }
     let current = await dial(opts.firstStreamId);
     let attempt = 0;
     let silentTries = 0;

@@ -510,6 +510,7 @@ export class Sandbox implements ObservedSandbox {
       vmExited: this.hypervisor.exited,
       logger: this.logger,
       observeCall: this.observer.agentCall,
+      channelReady: this.hypervisor.agentChannelReady?.bind(this.hypervisor),
     });
   }
 

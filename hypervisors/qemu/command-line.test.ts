@@ -65,7 +65,8 @@ describe('QEMU command line', () => {
     expect(valueAfter(args, '-machine')).toEqual(['q35,accel=tcg,memory-backend=ram0']);
     expect(valueAfter(args, '-object')).toEqual(['memory-backend-memfd,id=ram0,size=512M,share=on']);
     expect(valueAfter(args, '-chardev')).toContain('socket,id=vsock,path=/run/kata-ts/sb1/vsock/vhost.sock');
-    expect(valueAfter(args, '-device')).toContain('vhost-user-vsock-pci,chardev=vsock');
+    // Its id names it to QMP: the agent is dialled only once the guest started it (vsock-device-start.ts).
+    expect(valueAfter(args, '-device')).toContain('vhost-user-vsock-pci,id=vsock0,chardev=vsock');
     // No virtio-serial port at all: the agent and the console are vsock ports 1024 and 1026.
     expect(valueAfter(args, '-device').filter((d) => d.startsWith('virtserialport') || d.startsWith('virtio-serial'))).toEqual([]);
     expect(valueAfter(args, '-append')).toEqual(['console=ttyS0 quiet katats.agent_vsock=1 katats.debug_console_vsock=1']);

@@ -1,4 +1,5 @@
 // Builds QEMU's argument list from a VmConfig. Pure, so it is unit-tested without QEMU.
+import { VSOCK_DEVICE_ID } from './vsock-device-start';
 import * as path from 'path';
 import { VmConfig, VmSize } from '../hypervisor';
 import { rootfsKernelParams } from '../rootfs-params';
@@ -187,7 +188,7 @@ export function buildQemuArgs(config: VmConfig, options: QemuOptions = {}, host:
   if (vsock) {
     args.push(
       '-chardev', `socket,id=vsock,path=${escapeOptionValue(vsockBackendPaths(config.workDir, channel.socketPath).vhostUserSocket)}`,
-      '-device', 'vhost-user-vsock-pci,chardev=vsock',
+      '-device', `vhost-user-vsock-pci,id=${VSOCK_DEVICE_ID},chardev=vsock`,
     );
   }
 

@@ -21,6 +21,7 @@ import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 import { QemuResize } from './vm-resize';
 import { recordServingChildren, startVirtiofsDaemons, stopVirtiofsDaemons, VirtiofsDaemon } from '../virtiofsd';
 import { startVsockBackend, stopVsockBackend, VsockBackend, vsockBackendPaths } from '../vsock-backend';
+import { waitForVsockDeviceStart } from './vsock-device-start';
 
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** The socket a template's state goes through (template-migration.ts), in the work dir. */
@@ -220,6 +221,13 @@ export class QemuHypervisor implements Hypervisor {
   async resume(): Promise<void> {
     await this.requireQmp('resume').execute('cont');
     this.logger.info('vCPUs running again');
+  }
+
+  /** Over hybrid vsock: once the guest started its vsock device (see vsock-device-start.ts). */
+  async agentChannelReady(signal: AbortSignal): Promise<void> {
+    // A VM that is gone is the dial's to report (the agent client names it).
+    if (!this.vsockBackend || !this.qmp || this.hasExited || signal.aborted) return;
+    await waitForVsockDeviceStart(this.qmp, signal, this.logger);
   }
 
   /** QEMU's run state (query-status): "running", "paused", … */

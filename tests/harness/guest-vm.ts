@@ -80,6 +80,7 @@ export async function bootToAgent(variant: GuestVariant, options: BootOptions = 
       callTimeoutMs: options.callTimeoutMs ?? 30_000,
       vmExited: hypervisor.exited,
       logger: silentLogger(),
+      channelReady: (signal) => hypervisor.agentChannelReady(signal),
     });
     const readyMs = Date.now() - started;
     return {

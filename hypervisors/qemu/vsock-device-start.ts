@@ -1,0 +1,57 @@
+// When the agent may be dialled over hybrid vsock (QEMU's vhost-user-vsock-pci served by
+// vhost-device-vsock). Read in its source: vhost-device-vsock 0.3.0, the only version
+// Debian has, accepts a host connection once it has the guest's memory table, and its
+// handler for that connection's traffic then reads the guest's TX queue; before the
+// queue is ready that read fails, the error ends the vring worker thread, and nothing
+// says so: every later CONNECT goes unanswered until the boot timeout. Upstream fixed it
+// after 0.3.0 (rust-vmm/vhost-device, "vsock: Access virtqueues only if they are ready").
+// The window opens when the guest's vsock driver starts the device, about 1 s into a TCG
+// boot, while the shim used to dial every 50 ms from QEMU's start. Twice in CI (never
+// here, in some 150 boots) one pod's agent stayed unreachable for its whole boot timeout;
+// this is the mechanism that fits.
+//
+// So the first dial waits until QEMU reports the device's vhost side started (QMP
+// x-query-virtio-status: vhost-started, set under QEMU's big lock once it has sent the
+// backend every start-up message), and a little more for the backend to read them.
+import { Logger } from '../../lib/logger';
+import { pause } from '../hybrid-vsock';
+
+/** Where QEMU's command line puts the agent's vhost-user-vsock device (its id is VSOCK_DEVICE_ID). */
+export const VSOCK_DEVICE_ID = 'vsock0';
+const VSOCK_DEVICE_QOM_PATH = `/machine/peripheral/${VSOCK_DEVICE_ID}/virtio-backend`;
+/** How often QEMU is asked while the guest's driver has not started the device. */
+export const VSOCK_START_POLL_MS = 100;
+/**
+ * After vhost-started, for the backend to read the start-up messages QEMU already wrote
+ * (microseconds on an idle host; this much allows for a busy one's scheduling).
+ */
+export const VSOCK_START_SETTLE_MS = 300;
+
+/** The part of QmpClient this needs. */
+export interface QmpExecutor {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
+}
+
+/**
+ * Settles once the guest's vsock device has started and VSOCK_START_SETTLE_MS have
+ * passed, or as soon as `signal` aborts (the VM is gone, or the boot deadline passed).
+ * A QEMU that cannot answer the query is logged and not waited for (dialled as before).
+ */
+export async function waitForVsockDeviceStart(qmp: QmpExecutor, signal: AbortSignal, logger: Logger, timing = { pollMs: VSOCK_START_POLL_MS, settleMs: VSOCK_START_SETTLE_MS }): Promise<void> {
+  const started = performance.now();
+  while (!signal.aborted) {
+    let status: { 'vhost-started'?: unknown };
+    try {
+      status = await qmp.execute<{ 'vhost-started'?: unknown }>('x-query-virtio-status', { path: VSOCK_DEVICE_QOM_PATH });
+    } catch (err) {
+      if (!signal.aborted) logger.warn({ err: (err as Error).message }, 'QEMU cannot say whether the guest started its vsock device; dialling the agent without waiting for it');
+      return;
+    }
+    if (status['vhost-started'] === true) {
+      logger.debug({ ms: Math.round(performance.now() - started) }, 'the guest started its vsock device');
+      await pause(timing.settleMs, signal);
+      return;
+    }
+    await pause(timing.pollMs, signal);
+  }
+}
