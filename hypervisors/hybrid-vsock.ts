@@ -64,6 +64,7 @@ export async function connectHybridVsock(socketPath: string, port: number, timeo
 /** Waits `ms`, or until `signal` aborts. */
 export function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
+    if (signal?.aborted) return resolve(); // no abort event will come
     const done = (): void => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', done);

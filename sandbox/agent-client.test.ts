@@ -154,6 +154,16 @@ describe('TtrpcAgentClient.connect', () => {
       expect(ports).toEqual([]);
     });
 
+    it('dials anyway when the channel cannot say whether it is ready', async () => {
+      const socketPath = path.join(dir, 'vsock.sock');
+      const { ports } = await hybridVsockVm(socketPath);
+      const channelReady = (): Promise<void> => Promise.reject(new Error('qmp: connection reset'));
+      const { agent: client, details } = await TtrpcAgentClient.connect({ kind: 'hybrid-vsock', socketPath, port: 1024 }, { ...options(5000), channelReady });
+      cleanups.push(() => client.close());
+      expect(details).toEqual(FAKE_GUEST);
+      expect(ports).toEqual([1024]);
+    });
+
     it('stops waiting for the channel as soon as the VM exits', async () => {
       const socketPath = path.join(dir, 'vsock.sock');
       await hybridVsockVm(socketPath);

@@ -227,7 +227,7 @@ export class QemuHypervisor implements Hypervisor {
   async agentChannelReady(signal: AbortSignal): Promise<void> {
     // A VM that is gone is the dial's to report (the agent client names it).
     if (!this.vsockBackend || !this.qmp || this.hasExited || signal.aborted) return;
-    await waitForVsockDeviceStart(this.qmp, signal, this.logger);
+    await waitForVsockDeviceStart(this.qmp, signal, this.logger, () => this.hasExited);
   }
 
   /** QEMU's run state (query-status): "running", "paused", … */

@@ -11,8 +11,12 @@
 // this is the mechanism that fits.
 //
 // So the first dial waits until QEMU reports the device's vhost side started (QMP
-// x-query-virtio-status: vhost-started, set under QEMU's big lock once it has sent the
-// backend every start-up message), and a little more for the backend to read them.
+// x-query-virtio-status: vhost-started; QEMU starts the device under its big lock, which
+// a QMP command also needs, so by the time one sees it true QEMU has sent the backend
+// every start-up message), and a little more for the backend to read them.
+//
+// Not gated: `kata-ts-runtime exec` dialling the debug console (vsock port 1026) of a VM
+// still in its first second of boot could hit the same window (README says so).
 import { Logger } from '../../lib/logger';
 import { pause } from '../hybrid-vsock';
 
@@ -22,29 +26,38 @@ const VSOCK_DEVICE_QOM_PATH = `/machine/peripheral/${VSOCK_DEVICE_ID}/virtio-bac
 /** How often QEMU is asked while the guest's driver has not started the device. */
 export const VSOCK_START_POLL_MS = 100;
 /**
- * After vhost-started, for the backend to read the start-up messages QEMU already wrote
- * (microseconds on an idle host; this much allows for a busy one's scheduling).
+ * After vhost-started, for the backend to read the start-up messages QEMU already wrote:
+ * a guess, not a measurement, meant to cover a busy host's scheduling delays.
  */
 export const VSOCK_START_SETTLE_MS = 300;
+/** One query's limit: a QEMU that does not answer within it is not waited for. */
+const QUERY_TIMEOUT_MS = 5_000;
 
 /** The part of QmpClient this needs. */
 export interface QmpExecutor {
-  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<T>;
 }
 
 /**
  * Settles once the guest's vsock device has started and VSOCK_START_SETTLE_MS have
  * passed, or as soon as `signal` aborts (the VM is gone, or the boot deadline passed).
- * A QEMU that cannot answer the query is logged and not waited for (dialled as before).
+ * A QEMU that cannot answer the query (an older one, a wedged one) is logged and not
+ * waited for: the agent is dialled as before. `vmGone` keeps a VM that exited out of the log.
  */
-export async function waitForVsockDeviceStart(qmp: QmpExecutor, signal: AbortSignal, logger: Logger, timing = { pollMs: VSOCK_START_POLL_MS, settleMs: VSOCK_START_SETTLE_MS }): Promise<void> {
+export async function waitForVsockDeviceStart(
+  qmp: QmpExecutor,
+  signal: AbortSignal,
+  logger: Logger,
+  vmGone: () => boolean = () => false,
+  timing = { pollMs: VSOCK_START_POLL_MS, settleMs: VSOCK_START_SETTLE_MS },
+): Promise<void> {
   const started = performance.now();
   while (!signal.aborted) {
     let status: { 'vhost-started'?: unknown };
     try {
-      status = await qmp.execute<{ 'vhost-started'?: unknown }>('x-query-virtio-status', { path: VSOCK_DEVICE_QOM_PATH });
+      status = await qmp.execute<{ 'vhost-started'?: unknown }>('x-query-virtio-status', { path: VSOCK_DEVICE_QOM_PATH }, QUERY_TIMEOUT_MS);
     } catch (err) {
-      if (!signal.aborted) logger.warn({ err: (err as Error).message }, 'QEMU cannot say whether the guest started its vsock device; dialling the agent without waiting for it');
+      if (!signal.aborted && !vmGone()) logger.warn({ err: (err as Error).message }, 'could not ask QEMU whether the guest started its vsock device; dialling the agent without waiting for it');
       return;
     }
     if (status['vhost-started'] === true) {
