@@ -169,7 +169,7 @@ export class TtrpcAgentClient implements AgentClient {
       return { agent, lost: () => lost };
     };
     if (opts.channelReady) {
-      // Aborted at the deadline too, so a channel that never gets ready still ends in the dial's own timeout error.
+      // Aborted at the deadline too: a channel that never gets ready ends in a timeout error that says so.
       const gate = new AbortController();
       const timer = setTimeout(() => gate.abort(), Math.max(0, deadline - Date.now()));
       const stop = (): void => gate.abort();

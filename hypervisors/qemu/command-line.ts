@@ -1,11 +1,13 @@
 // Builds QEMU's argument list from a VmConfig. Pure, so it is unit-tested without QEMU.
-import { VSOCK_DEVICE_ID } from './vsock-device-start';
 import * as path from 'path';
 import { VmConfig, VmSize } from '../hypervisor';
 import { rootfsKernelParams } from '../rootfs-params';
 import { hotplugLimits, vsockChannelKernelParams } from '../vm-requirements';
 import { virtiofsSocket, VirtiofsdOptions } from '../virtiofsd';
 import { BACKEND_MEMORY_SLOTS, vsockBackendPaths } from '../vsock-backend';
+
+/** The agent's vhost-user-vsock device, by which QMP names it (vsock-device-start.ts). */
+export const VSOCK_DEVICE_ID = 'vsock0';
 
 export interface QemuPaths {
   qmpSocket: string;

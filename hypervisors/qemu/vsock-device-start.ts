@@ -19,9 +19,8 @@
 // still in its first second of boot could hit the same window (README says so).
 import { Logger } from '../../lib/logger';
 import { pause } from '../hybrid-vsock';
+import { VSOCK_DEVICE_ID } from './command-line';
 
-/** Where QEMU's command line puts the agent's vhost-user-vsock device (its id is VSOCK_DEVICE_ID). */
-export const VSOCK_DEVICE_ID = 'vsock0';
 const VSOCK_DEVICE_QOM_PATH = `/machine/peripheral/${VSOCK_DEVICE_ID}/virtio-backend`;
 /** How often QEMU is asked while the guest's driver has not started the device. */
 export const VSOCK_START_POLL_MS = 100;
