@@ -1,6 +1,5 @@
-import { PassThrough } from 'stream';
 import { HypervisorError } from '../lib/errors';
-import { createLogger } from '../lib/logger';
+import { capturedLogger } from '../lib/testing/captured-logger';
 import { VmResize, VmSize } from '../hypervisors/hypervisor';
 import { containerResources, VmSizing } from './resources';
 import { VmSizer } from './vm-sizer';
@@ -32,13 +31,6 @@ function fakeHypervisor(opts: { fail?: () => boolean } = {}) {
 function fakeAgent() {
   const calls: Array<{ cpus: number; memoryMiB: number }> = [];
   return { calls, onlineCpuMem: async (want: { cpus: number; memoryMiB: number }) => (calls.push(want), want) };
-}
-
-function capturedLogger() {
-  const lines: Array<Record<string, unknown>> = [];
-  const stream = new PassThrough();
-  stream.on('data', (chunk: Buffer) => chunk.toString().split('\n').filter(Boolean).forEach((l) => lines.push(JSON.parse(l))));
-  return { logger: createLogger(stream, 'debug'), lines, messages: () => lines.map((l) => l.msg) };
 }
 
 describe('VmSizer', () => {

@@ -20,6 +20,7 @@
 import { Logger } from '../../lib/logger';
 import { pause } from '../hybrid-vsock';
 import { VSOCK_DEVICE_ID } from './command-line';
+import { QmpClient } from './qmp';
 
 const VSOCK_DEVICE_QOM_PATH = `/machine/peripheral/${VSOCK_DEVICE_ID}/virtio-backend`;
 /** How often QEMU is asked while the guest's driver has not started the device. */
@@ -32,11 +33,6 @@ export const VSOCK_START_SETTLE_MS = 300;
 /** One query's limit: a QEMU that does not answer within it is not waited for. */
 const QUERY_TIMEOUT_MS = 5_000;
 
-/** The part of QmpClient this needs. */
-export interface QmpExecutor {
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<T>;
-}
-
 /**
  * Settles once the guest's vsock device has started and VSOCK_START_SETTLE_MS have
  * passed, or as soon as `signal` aborts (the VM is gone, or the boot deadline passed).
@@ -44,7 +40,7 @@ export interface QmpExecutor {
  * waited for: the agent is dialled as before. `vmGone` keeps a VM that exited out of the log.
  */
 export async function waitForVsockDeviceStart(
-  qmp: QmpExecutor,
+  qmp: QmpClient,
   signal: AbortSignal,
   logger: Logger,
   vmGone: () => boolean = () => false,
