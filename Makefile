@@ -25,7 +25,8 @@ guest: build
 	./guest/build.sh
 
 # After changing a file in protos/: rewrites protos/generated/messages.d.ts, the
-# TypeScript types of every message (protobufjs-cli); a unit test fails while it is stale.
+# TypeScript types of every message (protobufjs-cli), and protos/generated/descriptor.json,
+# the parsed files the shim and the agent load; a unit test fails while either is stale.
 protos: build
 	node dist/scripts/generate-proto-types.js
 

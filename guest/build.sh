@@ -210,6 +210,8 @@ if [ ! -f "$AGENT_DIR/dist/agent/main.js" ]; then
 	[ "${GUEST_TEST_AGENT:-}" = 1 ] ||
 		die "$AGENT_DIR/dist/agent/main.js missing: build the agent first: npm run build"
 	PLACEHOLDER=1
+elif [ ! -f "$AGENT_DIR/protos/generated/descriptor.json" ]; then
+	die "$AGENT_DIR/protos/generated/descriptor.json missing: the agent loads its protocol from it (make protos)"
 fi
 
 AGENT_SUBDIRS=()
@@ -230,8 +232,9 @@ agent_files() {
 			! -name '*.d.ts' ! -name '*.d.ts.map' ! -name '*.test.js' ! -name '*.test.js.map' \
 			-printf "$AGENT_DIR/%p\t%p\n")
 	fi
-	[ -d "$AGENT_DIR/protos" ] && (cd "$AGENT_DIR" && find protos -type f -name '*.proto' \
-		-printf "$AGENT_DIR/%p\t%p\n")
+	# The protocol descriptor only: the agent never parses the .proto files (lib/protos.ts).
+	[ -z "$PLACEHOLDER" ] &&
+		printf '%s\t%s\n' "$AGENT_DIR/protos/generated/descriptor.json" protos/generated/descriptor.json
 	[ -f "$AGENT_DIR/package.json" ] && printf '%s\t%s\n' "$AGENT_DIR/package.json" package.json
 	echo "$NPM_PKGS" | while read -r pkg; do
 		[ -n "$pkg" ] || continue

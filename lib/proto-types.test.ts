@@ -3,12 +3,18 @@ import * as path from 'path';
 import * as protobuf from 'protobufjs';
 import { GENERATED_TYPES, generateProtoTypes } from '../scripts/generate-proto-types';
 import type { containerd } from './proto-types';
-import { AGENT_SERVICE, decodeAs, encodeAs, EVENTS_SERVICE, lookupService, protosDir, TASK_SERVICE } from './protos';
+import { protoDescriptorText } from './proto-descriptor';
+import { AGENT_SERVICE, decodeAs, encodeAs, EVENTS_SERVICE, lookupService, PROTO_DESCRIPTOR, protosDir, TASK_SERVICE } from './protos';
 
 describe('generated protocol types', () => {
   it('are those of the .proto files as they are now (run `make protos` after changing one)', () => {
     const committed = fs.readFileSync(path.join(protosDir(), GENERATED_TYPES), 'utf8');
     expect(generateProtoTypes()).toBe(committed);
+  });
+
+  it('include the run-time descriptor of the .proto files as they are now (run `make protos` after changing one)', () => {
+    const committed = fs.readFileSync(path.join(protosDir(), PROTO_DESCRIPTOR), 'utf8');
+    expect(protoDescriptorText()).toBe(committed);
   });
 });
 

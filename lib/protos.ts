@@ -1,43 +1,33 @@
-// Loads our .proto files once and hands out services and message types by name.
+// Hands out the project's protocol services and message types by name, from the
+// descriptor `make protos` derives from protos/*.proto (lib/proto-descriptor.ts): the
+// light protobufjs build, without its .proto parser, so no start parses text.
+import * as fs from 'fs';
 import * as path from 'path';
-import * as protobuf from 'protobufjs';
+import * as protobuf from 'protobufjs/light';
 import { TO_OBJECT_OPTIONS } from '../ttrpc';
 import type { Decoded } from './proto-types';
 
-/** protos/ relative to this file, both from the sources (ts-jest) and from dist/. */
+/** The descriptor's path under protos/. */
+export const PROTO_DESCRIPTOR = path.join('generated', 'descriptor.json');
+
+/**
+ * protos/ relative to this file, both from the sources (ts-jest) and from dist/: the
+ * directory with the descriptor (the guest has only that) or with the .proto files.
+ */
 export function protosDir(): string {
   const candidates = [path.resolve(__dirname, '..', 'protos'), path.resolve(__dirname, '..', '..', 'protos')];
-  const fs = require('fs') as typeof import('fs');
-  const found = candidates.find((dir) => fs.existsSync(path.join(dir, 'agent', 'agent.proto')));
+  const found = candidates.find((dir) => [PROTO_DESCRIPTOR, 'agent/agent.proto'].some((file) => fs.existsSync(path.join(dir, file))));
   if (!found) throw new Error(`protos directory not found next to ${__dirname}`);
   return found;
 }
-
-/** Every .proto file the project loads, relative to protos/ (also the input of protos/generated/). */
-export const PROTO_FILES = [
-  'containerd/types/mount.proto',
-  'containerd/types/task.proto',
-  'containerd/task/v2/shim.proto',
-  'containerd/events/task.proto',
-  'containerd/events/forward.proto',
-  'containerd/cgroups/v1/metrics.proto',
-  'containerd/cgroups/v2/metrics.proto',
-  'containerd/runtimeoptions/v1/api.proto',
-  'agent/agent.proto',
-];
 
 let cached: protobuf.Root | undefined;
 
 export function protoRoot(): protobuf.Root {
   if (cached) return cached;
-  const dir = protosDir();
-  const root = new protobuf.Root();
-  root.resolvePath = (_origin, target) => {
-    // google/protobuf/* come with protobufjs (common types); ours live under protos/.
-    if (target.startsWith('google/protobuf/')) return target;
-    return path.isAbsolute(target) ? target : path.join(dir, target);
-  };
-  root.loadSync(PROTO_FILES, { keepCase: true });
+  const file = path.join(protosDir(), PROTO_DESCRIPTOR);
+  if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`make protos\``);
+  const root = protobuf.Root.fromJSON(JSON.parse(fs.readFileSync(file, 'utf8')) as protobuf.INamespace);
   root.resolveAll();
   cached = root;
   return root;

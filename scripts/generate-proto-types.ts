@@ -1,13 +1,15 @@
-// Writes protos/generated/messages.d.ts: TypeScript types for every message and service
-// of protos/, by protobufjs-cli (`pbjs -t static-module`, then `pbts`). Only the types
-// are kept: at run time the project still loads the .proto files by reflection
-// (lib/protos.ts), so the generated JavaScript never runs and is not kept.
-//   make protos   (after changing a .proto file; a unit test fails while it is stale)
+// Writes protos/generated/: messages.d.ts, TypeScript types for every message and
+// service of protos/, by protobufjs-cli (`pbjs -t static-module`, then `pbts`), and
+// descriptor.json, what lib/protos.ts loads at run time by reflection
+// (lib/proto-descriptor.ts). Of pbjs's output only the types are kept: its generated
+// JavaScript never runs.
+//   make protos   (after changing a .proto file; a unit test fails while either is stale)
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { PROTO_FILES, protosDir } from '../lib/protos';
+import { PROTO_FILES, protoDescriptorText } from '../lib/proto-descriptor';
+import { PROTO_DESCRIPTOR, protosDir } from '../lib/protos';
 
 export const GENERATED_TYPES = path.join('generated', 'messages.d.ts');
 
@@ -49,8 +51,11 @@ export function generateProtoTypes(): string {
 }
 
 if (require.main === module) {
-  const target = path.join(protosDir(), GENERATED_TYPES);
-  fs.mkdirSync(path.dirname(target), { recursive: true });
-  fs.writeFileSync(target, generateProtoTypes());
-  console.log(`wrote ${target}`);
+  const dir = protosDir();
+  for (const [file, text] of [[GENERATED_TYPES, generateProtoTypes()], [PROTO_DESCRIPTOR, protoDescriptorText(dir)]]) {
+    const target = path.join(dir, file);
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    fs.writeFileSync(target, text);
+    console.log(`wrote ${target}`);
+  }
 }

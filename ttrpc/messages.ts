@@ -1,4 +1,4 @@
-import * as protobuf from 'protobufjs';
+import * as protobuf from 'protobufjs/light';
 
 import { Code } from './codes';
 import { TtrpcError } from './errors';

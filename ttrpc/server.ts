@@ -3,7 +3,7 @@ import * as net from 'net';
 import type { Duplex } from 'stream';
 
 import pino from 'pino';
-import type * as protobuf from 'protobufjs';
+import type * as protobuf from 'protobufjs/light';
 
 import { Code } from './codes';
 import { TtrpcError, statusFromError } from './errors';
