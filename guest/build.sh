@@ -15,12 +15,13 @@
 #   guest/out/current -> <hash>
 # Environment:
 #   AGENT_DIR         where dist/, protos/, package.json, node_modules/ come from (default:
-#                     the repository root; the first argument wins over it)
+#                     the repository root; the first argument wins over it). The agent goes
+#                     in as one file, dist/agent/main.js bundled by esbuild (a devDependency)
 #   GUEST_TEST_AGENT=1  use a placeholder agent when dist/agent/main.js is not built
 #   GUEST_OUT         output directory (default guest/out)
 #   GUEST_KERNEL_PKG  kernel package (default: what linux-image-amd64 depends on)
 #   GUEST_NODE        node binary to embed (default /usr/bin/node)
-#   GUEST_NODE_DEPS   extra npm packages to embed (the agent's require()s are found by scan)
+#   GUEST_NODE_DEPS   extra npm packages to embed (the bundle's require()s are found by scan)
 #   GUEST_KEEP        how many built images to keep (default 3)
 #   GUEST_CACHE       downloaded/extracted packages (default out/cache); shared by clones
 #   AGENT_NODE_FLAGS  node/V8 flags the guest's init starts the agent with (default
@@ -57,9 +58,10 @@ FORMAT=2 # bump to invalidate every cached image
 # Kernel modules the image loads at boot, dependencies resolved from modules.dep.
 REQUIRED_MODULES="virtio_pci virtio_console virtio_blk virtio_net 9p 9pnet_virtio overlay"
 OPTIONAL_MODULES="vmw_vsock_virtio_transport virtio_rng ext4 crc32c_generic virtiofs"
-# npm packages embedded besides what dist/{agent,ttrpc,lib} require().
-NODE_DEPS="protobufjs pino ${GUEST_NODE_DEPS:-}"
-AGENT_DIRS="agent ttrpc lib errors" # under dist/, each if present
+# npm packages embedded besides what the agent's bundle require()s.
+NODE_DEPS="${GUEST_NODE_DEPS:-}"
+# Left out of the bundle, embedded as packages: native addons (their .node files load by path).
+AGENT_BUNDLE_EXTERNAL=(node-pty)
 
 log() { echo "guest: $*" >&2; }
 die() {
@@ -214,24 +216,30 @@ elif [ ! -f "$AGENT_DIR/protos/generated/descriptor.json" ]; then
 	die "$AGENT_DIR/protos/generated/descriptor.json missing: the agent loads its protocol from it (make protos)"
 fi
 
-AGENT_SUBDIRS=()
+# The agent as one file. Under TCG, loading its ~110 JavaScript files one by one took
+# about a third of its start-up (bench/agent-startup.md); one file, read and compiled
+# once, saves most of that in every cold boot. Its path stays dist/agent/main.js, so
+# __dirname-relative paths (package.json, protos/) resolve as they do from dist/.
+AGENT_BUNDLE=
 if [ -z "$PLACEHOLDER" ]; then
-	for d in $AGENT_DIRS; do
-		[ ! -d "$AGENT_DIR/dist/$d" ] || AGENT_SUBDIRS+=("dist/$d")
-	done
+	ESBUILD="$AGENT_DIR/node_modules/.bin/esbuild"
+	[ -x "$ESBUILD" ] || die "$ESBUILD missing: the agent is bundled with esbuild: npm ci"
+	AGENT_BUNDLE=$(mktemp -d "${TMPDIR:-/tmp}/kata-ts-agent-bundle.XXXXXX")
+	trap 'rm -rf "$AGENT_BUNDLE"' EXIT
+	node_major=$("$NODE_BIN" -p 'process.versions.node.split(".")[0]') || die "$NODE_BIN does not run"
+	# cwd: the bundle's module comments name paths relative to it, the same in any clone.
+	(cd "$AGENT_DIR" && "$ESBUILD" dist/agent/main.js --bundle --platform=node "--target=node$node_major" \
+		"${AGENT_BUNDLE_EXTERNAL[@]/#/--external:}" --log-level=warning \
+		--outfile="$AGENT_BUNDLE/dist/agent/main.js") || die "esbuild could not bundle $AGENT_DIR/dist/agent/main.js"
 fi
-# npm packages: the production closure of what those files require().
-NPM_PKGS=$(node "$GUEST_DIR/tools.js" npmdeps "$AGENT_DIR" "$NODE_DEPS" \
-	"${AGENT_SUBDIRS[@]/#/$AGENT_DIR/}") || die "cannot resolve the agent's npm packages"
+# npm packages: the production closure of what the bundle require()s (its externals).
+NPM_PKGS=$(node "$GUEST_DIR/tools.js" npmdeps "$AGENT_DIR" "$NODE_DEPS" ${AGENT_BUNDLE:+"$AGENT_BUNDLE"}) ||
+	die "cannot resolve the agent's npm packages"
 
 # Prints "SOURCE<TAB>DEST" (DEST relative to /opt/kata-ts) for every agent file to embed.
 agent_files() {
-	local pkg dirs=("${AGENT_SUBDIRS[@]}")
-	if [ ${#dirs[@]} -gt 0 ]; then
-		(cd "$AGENT_DIR" && find "${dirs[@]}" -type f \
-			! -name '*.d.ts' ! -name '*.d.ts.map' ! -name '*.test.js' ! -name '*.test.js.map' \
-			-printf "$AGENT_DIR/%p\t%p\n")
-	fi
+	local pkg
+	[ -z "$AGENT_BUNDLE" ] || printf '%s\t%s\n' "$AGENT_BUNDLE/dist/agent/main.js" dist/agent/main.js
 	# The protocol descriptor only: the agent never parses the .proto files (lib/protos.ts).
 	[ -z "$PLACEHOLDER" ] &&
 		printf '%s\t%s\n' "$AGENT_DIR/protos/generated/descriptor.json" protos/generated/descriptor.json
@@ -315,7 +323,7 @@ extract_vmlinux "$KERNEL_DIR/boot/vmlinuz-$KVER" "$KERNEL_DIR/boot/vmlinux-$KVER
 
 # --- initramfs tree ---------------------------------------------------------------------
 WORK=$OUT/.build-$HASH-$$
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" ${AGENT_BUNDLE:+"$AGENT_BUNDLE"}' EXIT
 ROOT=$WORK/root
 mkdir -p "$ROOT"
 cd "$ROOT"
