@@ -6,6 +6,10 @@
 // measures QEMU start → the agent's first answer, an agent round trip afterwards (what
 // a flag costs at run time), and QEMU's private memory (under TCG it holds the
 // translated code). Writes bench/agent-startup.md.
+//
+// BENCH_AGENT_STARTUP_IMAGES="name=dir;name=dir" compares already-built image directories
+// instead (e.g. the guest of two commits), booted in interleaved rounds so that the host's
+// drift falls on all of them alike; it prints its table and writes no file.
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -100,9 +104,36 @@ async function boot(imageDir: string, tcgTbSizeMiB: number | undefined): Promise
 
 const med = (samples: Sample[], pick: (s: Sample) => number): number => median(samples.map(pick));
 
+type Result = { name: string; flags: string; tcgTbSizeMiB?: number; samples: Sample[] };
+
+/** BENCH_AGENT_STARTUP_IMAGES' images, `BOOTS` rounds, each round booting every image once. */
+async function compareImages(spec: string): Promise<Result[]> {
+  const images = spec.split(';').map((item) => {
+    const at = item.indexOf('=');
+    if (at <= 0) throw new Error(`BENCH_AGENT_STARTUP_IMAGES: "${item}" is not name=directory`);
+    return { name: item.slice(0, at).trim(), dir: item.slice(at + 1).trim() };
+  });
+  const results: Result[] = images.map(({ name }) => ({ name, flags: '', samples: [] }));
+  for (let round = 1; round <= BOOTS; round++) {
+    for (const [i, image] of images.entries()) {
+      say(`${image.name}: boot ${round}/${BOOTS}`);
+      results[i].samples.push(await boot(image.dir, undefined));
+    }
+  }
+  return results;
+}
+
 async function main(): Promise<void> {
+  const imagesSpec = process.env.BENCH_AGENT_STARTUP_IMAGES;
+  const results: Result[] = imagesSpec ? await compareImages(imagesSpec) : await compareFlags();
+  const text = table(results, !imagesSpec);
+  if (!imagesSpec) fs.writeFileSync(path.join(benchDir(), 'agent-startup.md'), text);
+  process.stdout.write(text);
+}
+
+async function compareFlags(): Promise<Result[]> {
   const scratch = fs.mkdtempSync(path.join(SCRATCH_PARENT, 'kt-agent-startup-'));
-  const results: Array<{ name: string; flags: string; tcgTbSizeMiB?: number; samples: Sample[] }> = [];
+  const results: Result[] = [];
   try {
     for (const variant of VARIANTS) {
       say(`${variant.name}: building the guest (AGENT_NODE_FLAGS="${variant.flags}")`);
@@ -117,6 +148,11 @@ async function main(): Promise<void> {
   } finally {
     fs.rmSync(scratch, { recursive: true, force: true });
   }
+  return results;
+}
+
+/** The results as bench/agent-startup.md; `byFlags`: the flag variants' header, else the images'. */
+function table(results: Result[], byFlags: boolean): string {
   const base = results[0].samples;
   const ratio = (value: number, baseline: number): string => (value / baseline).toFixed(2);
   const rows = results.map(({ name, flags, samples }) => {
@@ -128,20 +164,21 @@ async function main(): Promise<void> {
     const baseAgent = med(base, (s) => s.startup.nodeMs + s.startup.modulesMs + s.startup.initMs);
     return `| ${name} | ${flags ? `\`${flags}\`` : '–'} | ${(ready / 1000).toFixed(2)} s (${ratio(ready, med(base, (s) => s.readyMs))}) | ${(agent / 1000).toFixed(2)} s (${ratio(agent, baseAgent)}) | ${node} / ${modules} / ${init} ms | ${med(samples, (s) => s.startup.uptimeS).toFixed(2)} s | ${med(samples, (s) => s.callUs).toFixed(0)} µs (${ratio(med(samples, (s) => s.callUs), med(base, (s) => s.callUs))}) | ${med(samples, (s) => s.qemuPrivateMiB).toFixed(0)} MiB |`;
   });
-  const text = [
+  const how = byFlags
+    ? `Each variant is the same guest built with other node flags (guest/build.sh AGENT_NODE_FLAGS), booted ${BOOTS} times straight through the QEMU driver; medians. Ratios are to the agent started with no flags (lower is better); the guest ships with \`--jitless --no-memory-reducer\`.`
+    : `BENCH_AGENT_STARTUP_IMAGES: already-built guests, booted straight through the QEMU driver in ${BOOTS} interleaved rounds; medians. Ratios are to the first image (lower is better).`;
+  return [
     '# The Node agent\'s start-up in a cold boot',
     '',
-    `\`make bench-agent-startup\` on ${new Date().toISOString().slice(0, 10)} (${os.cpus().length} cores, ${os.release()}, QEMU TCG, our kernel + DAX rootfs, 1 vCPU, 1 GiB). Each variant is the same guest built with other node flags (guest/build.sh AGENT_NODE_FLAGS), booted ${BOOTS} times straight through the QEMU driver; medians. Ratios are to the agent started with no flags (lower is better); the guest ships with \`--jitless --no-memory-reducer\`.`,
+    `\`make bench-agent-startup\` on ${new Date().toISOString().slice(0, 10)} (${os.cpus().length} cores, ${os.release()}, QEMU TCG, our kernel + DAX rootfs, 1 vCPU, 1 GiB). ${how}`,
     '',
-    `The agent loads ${base[0].startup.modules} JavaScript files. "node / modules / main" is its own report: Node's bootstrap (process start to user code), loading main.js and everything it requires, and main() until it serves the channel. "Guest uptime" is when the agent was ready, by the guest's clock.`,
+    `The agent${byFlags ? '' : ' of the first image'} loads ${base[0].startup.modules} JavaScript files. "node / modules / main" is its own report: Node's bootstrap (process start to user code), loading main.js and everything it requires, and main() until it serves the channel. "Guest uptime" is when the agent was ready, by the guest's clock.`,
     '',
     '| agent started with | flags | QEMU start → agent\'s first answer | agent start-up | node / modules / main | guest uptime at ready | GetGuestMetrics round trip, median of ' + CALLS + ' | QEMU private memory |',
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
   ].join('\n');
-  fs.writeFileSync(path.join(benchDir(), 'agent-startup.md'), text);
-  process.stdout.write(text);
 }
 
 main().catch((err) => {
