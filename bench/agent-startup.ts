@@ -108,7 +108,7 @@ type Result = { name: string; flags: string; tcgTbSizeMiB?: number; samples: Sam
 
 /** BENCH_AGENT_STARTUP_IMAGES' images, `BOOTS` rounds, each round booting every image once. */
 async function compareImages(spec: string): Promise<Result[]> {
-  const images = spec.split(';').map((item) => {
+  const images = spec.split(';').filter((item) => item.trim()).map((item) => {
     const at = item.indexOf('=');
     if (at <= 0) throw new Error(`BENCH_AGENT_STARTUP_IMAGES: "${item}" is not name=directory`);
     return { name: item.slice(0, at).trim(), dir: item.slice(at + 1).trim() };

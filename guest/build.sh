@@ -410,8 +410,7 @@ let ports = [];
 try { ports = fs.readdirSync('/dev/virtio-ports'); } catch {}
 console.log(`kata-ts placeholder agent: node ${process.version}, pid ${process.pid}, ` +
   `virtio ports [${ports.join(', ')}], KATATS_DEBUG=${process.env.KATATS_DEBUG || ''}`);
-require('protobufjs'); require('pino');
-console.log('kata-ts placeholder agent: protobufjs and pino load; exiting');
+console.log('kata-ts placeholder agent: exiting');
 EOF
 fi
 

@@ -1,8 +1,8 @@
 // The TypeScript shapes of our protocol messages, from the types generated out of
 // protos/ (protos/generated/messages.d.ts, `make protos`). Types only: at run time
-// messages are encoded and decoded by reflection over the same .proto files
-// (lib/protos.ts), so nothing here can drift from the wire without a type error or
-// the staleness test failing.
+// messages are encoded and decoded by reflection over a descriptor of the same .proto
+// files (protos/generated/descriptor.json, lib/protos.ts), so nothing here can drift
+// from the wire without a type error or a staleness test failing.
 //
 // Fields we do not know (a newer containerd's, say) are dropped when decoding (proto3
 // would keep them for re-encoding, but nothing here forwards a message it received):
