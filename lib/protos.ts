@@ -26,8 +26,14 @@ let cached: protobuf.Root | undefined;
 export function protoRoot(): protobuf.Root {
   if (cached) return cached;
   const file = path.join(protosDir(), PROTO_DESCRIPTOR);
-  if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`make protos\``);
-  const root = protobuf.Root.fromJSON(JSON.parse(fs.readFileSync(file, 'utf8')) as protobuf.INamespace);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${file} is missing: run \`make protos\``);
+    throw err;
+  }
+  const root = protobuf.Root.fromJSON(JSON.parse(text) as protobuf.INamespace);
   root.resolveAll();
   cached = root;
   return root;
