@@ -11,7 +11,7 @@ ACCEL ?= kvm
 # (CI works in a fresh clone each run; the kernel need not be fetched again).
 export GUEST_CACHE ?= /var/cache/kata-ts/guest
 
-.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-template test-under-load demo bench bench-guest bench-shared-fs bench-agent-channel bench-agent-startup bench-clone-profile soak install uninstall clean
+.PHONY: all deps build protos guest test test-unit test-e2e test-matrix test-virtiofs test-vsock test-template test-under-load demo bench bench-guest bench-shared-fs bench-spare-shims bench-agent-channel bench-agent-startup bench-clone-profile soak install uninstall clean
 
 all: build guest
 
@@ -43,8 +43,8 @@ test-e2e: guest
 	$(if $(CONTAINERD),PATH="$$(./scripts/fetch-containerd.sh $(CONTAINERD)):$$PATH") KATATS_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" npx jest $(E2E) --selectProjects e2e --runInBand
 
 # containerd 1.7 (trixie) and 2.x (unstable), fetched into a cache, never installed:
-# the spine, Task API and CRI pod suites (the full suite runs on the system's 1.6).
-MATRIX_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts
+# the spine, Task API, CRI pod and spare-shim suites (the full suite runs on the system's 1.6).
+MATRIX_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/spare-shims.test.ts
 test-matrix: guest
 	$(MAKE) test-e2e CONTAINERD=trixie E2E="$(MATRIX_E2E)"
 	$(MAKE) test-e2e CONTAINERD=unstable E2E="$(MATRIX_E2E)"
@@ -87,6 +87,11 @@ bench: guest
 # virtio-9p against virtio-fs, same guest and workload, one run (bench/shared-fs.md).
 bench-shared-fs: guest
 	node dist/bench/shared-fs.js
+
+# Pod start with and without spare shim daemons ([factory] spare_shims), booted and
+# template VMs, interleaved (bench/spare-shims.md, copied into results.md by make bench).
+bench-spare-shims: guest
+	node dist/bench/spare-shims.js
 
 # The agent round trip over virtio-serial and hybrid vsock (bench/agent-channel.md).
 bench-agent-channel: guest

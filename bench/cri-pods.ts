@@ -61,17 +61,20 @@ export async function measureCriPodStart(samples: number, say: (line: string) =>
   return measured;
 }
 
-/** A CRI containerd with both handlers; with `templatePath`, its kata configuration has VM templates on. */
-function criEnv(templatePath?: string): Promise<CriKataEnv> {
+/**
+ * A CRI containerd with both handlers; with `templatePath`, its kata configuration has
+ * VM templates on, with `spareShims`, spare shim daemons.
+ */
+export function criEnv(templatePath?: string, spareShims = 0): Promise<CriKataEnv> {
   return startCriKataEnv('/tmp/kt-bench-cri-', (dir) => {
     const config = path.join(dir, 'config.json');
-    writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 }, factory: templatePath ? { enableTemplate: true, templatePath } : {} });
+    writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 }, factory: { ...(templatePath ? { enableTemplate: true, templatePath } : {}), ...(spareShims ? { spareShims } : {}) } });
     return { env: { KATATS_CONFIG: config } };
   });
 }
 
 /** One pod started, timed, and removed. */
-async function startPod(env: CriKataEnv, handler: string, name: string): Promise<PodStartTimes> {
+export async function startPod(env: CriKataEnv, handler: string, name: string): Promise<PodStartTimes> {
   const { cd, cri, images } = env;
   const config = podSandboxConfig(cd.cri, name);
   const t0 = process.hrtime.bigint();

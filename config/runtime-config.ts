@@ -136,6 +136,11 @@ export interface RuntimeConfig {
      * template's file (measured: host Shmem grew with what a clone wrote).
      */
     templatePath: string;
+    /**
+     * Shim daemons kept started ahead of demand, per containerd and namespace: a pod's
+     * `start` claims one instead of launching a daemon (shim/spare-pool.ts). 0: none.
+     */
+    spareShims: number;
   };
 }
 
@@ -187,7 +192,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
     runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [], killGraceMs: 10_000 },
-    factory: { enableTemplate: false, templatePath: DEFAULT_TEMPLATE_PATH },
+    factory: { enableTemplate: false, templatePath: DEFAULT_TEMPLATE_PATH, spareShims: 0 },
   };
 }
 
@@ -297,6 +302,9 @@ export function splitKernelParams(value: string): string[] {
  */
 export const MAX_KERNEL_PARAMS_BYTES = 1536;
 
+/** Spare shim daemons per pool at most: each is an idle Node process. */
+export const MAX_SPARE_SHIMS = 8;
+
 /** QEMU's largest TCG translation buffer on a 64-bit host (2 GiB). */
 export const MAX_TCG_TB_SIZE_MIB = 2048;
 
@@ -348,6 +356,8 @@ function checkAgent(agent: RuntimeConfig['agent'], fail: Fail): void {
 
 function checkFactory(config: RuntimeConfig, fail: Fail): void {
   if (!path.isAbsolute(config.factory.templatePath)) fail('factory', 'templatePath', `must be an absolute path, got ${JSON.stringify(config.factory.templatePath)}`);
+  const spares = config.factory.spareShims;
+  if (!Number.isInteger(spares) || spares < 0 || spares > MAX_SPARE_SHIMS) fail('factory', 'spareShims', `must be an integer from 0 to ${MAX_SPARE_SHIMS} (each spare is an idle shim process), got ${JSON.stringify(spares)}`);
 }
 
 function checkRuntime(config: RuntimeConfig, fail: Fail): void {

@@ -198,6 +198,18 @@ ksm = "off"
     expect(loadTomlConfig(main).ignoredKeys).toEqual([{ key: 'hypervisor.clh.cpu_features', file: main, reason: expect.stringContaining('no CPU feature flags') }]);
   });
 
+  it('keeps 0 to 8 spare shim daemons ([factory] spare_shims), none by default', () => {
+    expect(defaultConfig().factory.spareShims).toBe(0);
+    write(main, '[factory]\nspare_shims = 2\n');
+    expect(loadTomlConfig(main).config.factory.spareShims).toBe(2);
+    for (const bad of ['-1', '1.5', '9']) {
+      write(main, `[factory]\nspare_shims = ${bad}\n`);
+      expect(() => loadTomlConfig(main)).toThrow(`${main}: factory.spare_shims: must be an integer from 0 to 8 (each spare is an idle shim process), got ${bad}`);
+    }
+    write(main, '[factory]\nspare_shims = true\n');
+    expect(() => loadTomlConfig(main)).toThrow(`${main}: factory.spare_shims: must be a number, got true`);
+  });
+
   it('caps the TCG translation buffer (tcg_tb_size) only under TCG, in MiB from 1 to 2048, and only for QEMU', () => {
     write(main, '[hypervisor.qemu]\naccelerator = "tcg"\ntcg_tb_size = 64\n');
     expect(loadTomlConfig(main).config.hypervisor.tcgTbSizeMiB).toBe(64);

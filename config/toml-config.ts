@@ -64,6 +64,7 @@ const RUNTIME_KEYS: Record<string, KeyMapping> = {
 const FACTORY_KEYS: Record<string, KeyMapping> = {
   enable_template: { field: 'enableTemplate' },
   template_path: { field: 'templatePath' },
+  spare_shims: { field: 'spareShims' },
 };
 
 interface Block {

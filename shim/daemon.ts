@@ -2,7 +2,7 @@
 // chose, owns the sandbox, and exits after Shutdown (or SIGTERM) once it cleaned up.
 import * as fs from 'fs';
 import * as path from 'path';
-import { resolveConfig } from '../config/config-location';
+import { ConfigHints, LoadedConfig, resolveConfig } from '../config/config-location';
 import { createLogger, Logger } from '../lib/logger';
 import { CriMetadata, criMetadataOf } from '../lib/shim-monitor';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
@@ -17,6 +17,7 @@ import { publishExit, TaskService } from './task-service';
 import { removeSocket } from './socket';
 import { ManagementServer } from './management-server';
 import { ShimMetrics } from './shim-metrics';
+import { topUpSpares } from './spare-launch';
 
 const READY_FD = 3;
 
@@ -31,8 +32,8 @@ function openLog(bundle: string, debug: boolean): Logger {
   return createLogger(fd ?? process.stderr, debug ? 'debug' : process.env.KATATS_LOG_LEVEL ?? 'info');
 }
 
-/** How long a daemon waits for its first Create before it exits. */
-const IDLE_EXIT_MS = Number(process.env.KATATS_IDLE_EXIT_MS ?? 60_000);
+/** How long a daemon waits for its first Create before it exits (read when it starts serving: a spare's environment is its claimer's). */
+const idleExitMs = (): number => Number(process.env.KATATS_IDLE_EXIT_MS ?? 60_000);
 
 /** How long the exit path waits for the last events and connections. */
 const EXIT_FLUSH_MS = 3000;
@@ -42,14 +43,23 @@ function settleWithin(promise: Promise<unknown>, ms: number): Promise<unknown> {
   return Promise.race([promise, new Promise((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
 }
 
-function report(message: string): void {
+/**
+ * Tells whoever waits for the daemon that it listens ("ready") or failed ("error: …").
+ * False when that can no longer reach them: the daemon then exits at once, leaving the
+ * pod's socket to the daemon they launched instead.
+ */
+export type ReadyReport = (message: string) => boolean;
+
+/** `start` launched this daemon with a pipe on fd 3. */
+const reportOnReadyFd: ReadyReport = (message) => {
   try {
     fs.writeSync(READY_FD, message);
     fs.closeSync(READY_FD);
   } catch {
     /* started by hand, without a readiness pipe */
   }
-}
+  return true;
+};
 
 /**
  * The pod's names in Kubernetes, for the monitor's labels. The daemon runs in the bundle
@@ -81,7 +91,7 @@ function serveManagement(flags: ShimFlags, bundle: string, logger: Logger): { me
   return { metrics, management };
 }
 
-export async function runDaemon(flags: ShimFlags): Promise<void> {
+export async function runDaemon(flags: ShimFlags, report: ReadyReport = reportOnReadyFd): Promise<void> {
   const bundle = process.cwd();
   const logger = openLog(bundle, flags.debug).child({ shim: flags.id, namespace: flags.namespace });
   let server: TtrpcServer | undefined;
@@ -101,7 +111,13 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
         process.exit(0);
       })());
     // The configuration is read at the first Create: only then are the runtime options and the sandbox's spec known.
-    const pod = new Pod({ namespace: flags.namespace, resolveConfig: (hints) => resolveConfig(hints), newHypervisor: (config, l) => createHypervisor({ ...config.hypervisor, ksm: config.runtime.ksm }, l) }, {
+    const resolveAndTopUp = (hints: ConfigHints): LoadedConfig => {
+      const loaded = resolveConfig(hints);
+      // Before the sandbox starts: the daemon may then join the pod's cgroup, and the spares must not.
+      topUpSpares(flags, bundle, loaded.config.factory.spareShims, logger);
+      return loaded;
+    };
+    const pod = new Pod({ namespace: flags.namespace, resolveConfig: resolveAndTopUp, newHypervisor: (config, l) => createHypervisor({ ...config.hypervisor, ksm: config.runtime.ksm }, l) }, {
       onExit: (c, p, exit) => publishExit(events, c, p, exit),
       onOom: (id) => events.publish('/tasks/oom', { container_id: id }),
     }, logger);
@@ -123,12 +139,17 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     await server.listen(flags.socket, { mode: 0o600 });
     for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void shutdown(signal));
     logger.info({ socket: flags.socket, pid: process.pid }, 'shim daemon ready');
-    report('ready\n');
+    if (!report('ready\n')) {
+      // Not server.close(): that would unlink the socket path, which may be the other daemon's by now.
+      logger.error('whoever started this daemon is gone; exiting');
+      process.exit(1);
+    }
     // containerd follows a successful start with Create; a daemon that never gets one
     // (start's caller gave up, containerd crashed) must not live on forever.
+    const idleMs = idleExitMs();
     setTimeout(() => {
-      if (pod.neverUsed) void shutdown(`no Create within ${IDLE_EXIT_MS / 1000} s of start`);
-    }, IDLE_EXIT_MS).unref();
+      if (pod.neverUsed) void shutdown(`no Create within ${idleMs / 1000} s of start`);
+    }, idleMs).unref();
   } catch (err) {
     logger.error({ err }, 'shim daemon failed to start');
     report(`error: ${(err as Error).message}\n`);

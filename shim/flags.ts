@@ -8,6 +8,10 @@ export interface ShimFlags {
   debug: boolean;
   /** Internal: the socket the daemon listens on (set by `start`). */
   socket: string;
+  /** Internal, for a spare daemon (spare.ts): its pool directory, the pool's wanted size, and the niceness to return to once ready. */
+  sparesDir: string;
+  spares: string;
+  nice: string;
   action: string;
 }
 
@@ -18,10 +22,13 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   id: 'id',
   bundle: 'bundle',
   socket: 'socket',
+  'spares-dir': 'sparesDir',
+  spares: 'spares',
+  nice: 'nice',
 };
 
 export function parseFlags(argv: string[]): ShimFlags {
-  const flags: ShimFlags = { namespace: '', address: '', publishBinary: '', id: '', bundle: '', debug: false, socket: '', action: '' };
+  const flags: ShimFlags = { namespace: '', address: '', publishBinary: '', id: '', bundle: '', debug: false, socket: '', sparesDir: '', spares: '', nice: '', action: '' };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (!arg.startsWith('-')) {
@@ -46,4 +53,9 @@ export function parseFlags(argv: string[]): ShimFlags {
 
 export function daemonArgs(flags: ShimFlags, socket: string): string[] {
   return ['-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-id', flags.id, '-socket', socket, ...(flags.debug ? ['-debug'] : []), 'daemon'];
+}
+
+/** A spare daemon's arguments: a daemon's, without a pod (spare.ts). */
+export function spareArgs(flags: ShimFlags, sparesDir: string, wanted: number, nice: number): string[] {
+  return ['-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-spares-dir', sparesDir, '-spares', String(wanted), '-nice', String(nice), ...(flags.debug ? ['-debug'] : []), 'spare'];
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // containerd-shim-kata-v2: `start` and `delete` are short-lived actions containerd
-// runs; `daemon` is the per-pod server `start` launches.
+// runs; `daemon` is the per-pod server `start` launches; `spare` is a daemon launched
+// ahead of its pod, which a later `start` claims ([factory] spare_shims, spare.ts).
 //
 // Each action loads only its own modules: `start` runs on every pod's start, and the
 // daemon's modules (protobuf, the sandbox, the drivers) cost it a few hundred ms of
@@ -27,6 +28,8 @@ async function main(): Promise<void> {
     }
     case 'daemon':
       return (await import('./daemon')).runDaemon(flags);
+    case 'spare':
+      return (await import('./spare')).runSpare(flags);
     case 'version':
       process.stdout.write(`containerd-shim-kata-v2 ${(await import('./version')).SHIM_VERSION}\n`);
       return;

@@ -10,6 +10,7 @@ import { daemonArgs, ShimFlags } from './flags';
 import { isListening, removeSocket, shimSocketPath } from './socket';
 import { SHIM_PID_FILE } from './bundle-files';
 import { writeProcessRecord } from '../lib/recorded-process';
+import { claimSpare, daemonEnv, shimEntry, sparePoolDir, sparePoolKey } from './spare-pool';
 
 const DAEMON_READY_TIMEOUT_MS = 30_000;
 
@@ -30,11 +31,29 @@ export async function startAction(flags: ShimFlags): Promise<string> {
 
   removeSocket(socket); // a stale file from a crashed daemon
   fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o711 });
-  const pid = await spawnDaemon(flags, socket, bundle);
+  const pid = (await claimSpareDaemon(flags, socket, bundle)) ?? (await spawnDaemon(flags, socket, bundle));
   writeBundleFile(bundle, 'address', address);
   // pid and start time: a later delete must never mistake another process with a reused pid for this daemon.
   writeProcessRecord(path.join(bundle, SHIM_PID_FILE), pid);
   return address;
+}
+
+/**
+ * A spare daemon of this start's kind ([factory] spare_shims), now the pod's; undefined
+ * when there is none or it failed: the caller then launches a daemon as always.
+ */
+async function claimSpareDaemon(flags: ShimFlags, socket: string, bundle: string): Promise<number | undefined> {
+  const entry = shimEntry();
+  if (!fs.existsSync(entry)) return undefined; // run from sources: spares run the built shim only
+  let result: { pid?: number; failures: string[] };
+  try {
+    result = await claimSpare(sparePoolDir(bundle, sparePoolKey(flags, process.env, entry)), { id: flags.id, bundle, socket, env: daemonEnv(process.env) });
+  } catch (err) {
+    result = { failures: [(err as Error).message] }; // e.g. the shim replaced under us
+  }
+  // containerd logs a start's stderr; the pod starts anyway, on a daemon of its own.
+  for (const failure of result.failures) process.stderr.write(`containerd-shim-kata-v2: no spare shim daemon for ${flags.id}: ${failure}\n`);
+  return result.pid;
 }
 
 function writeBundleFile(bundle: string, name: string, content: string): void {
@@ -43,14 +62,14 @@ function writeBundleFile(bundle: string, name: string, content: string): void {
 
 /** Starts the daemon detached and waits for it to report "ready" on fd 3. */
 function spawnDaemon(flags: ShimFlags, socket: string, bundle: string): Promise<number> {
-  const main = path.join(__dirname, 'main.js');
+  const main = shimEntry();
   const entry = fs.existsSync(main) ? [main] : ['-r', 'ts-node/register', path.join(__dirname, 'main.ts')];
   const child = spawn(process.execPath, [...entry, ...daemonArgs(flags, socket)], {
     cwd: bundle,
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-    // Headroom for file operations on slow host filesystems; FIFOs, commands and volume stats never hold a pool thread.
-    env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
+    // With libuv's pool sized: headroom for file operations on slow host filesystems (FIFOs, commands and volume stats never hold a pool thread).
+    env: daemonEnv(process.env),
   });
   return new Promise((resolve, reject) => {
     let report = '';

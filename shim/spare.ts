@@ -1,0 +1,182 @@
+// A spare shim daemon's life (spare-pool.ts has the pool's protocol): launched by a
+// pod's daemon at its first Create, it loads the daemon's modules, listens on its pool
+// socket and waits. Claimed, it becomes the claiming pod's daemon (runDaemon), in the
+// pod's bundle. Unclaimed, it retires when containerd stops answering, when the shim's
+// code on disk changes, when the pool holds more spares than wanted, or after a long
+// idle time, so no spare outlives what it was made for.
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { fileIdentity } from '../lib/file-identity';
+import { runDaemon } from './daemon';
+import { ShimFlags } from './flags';
+import {
+  Claim,
+  CLAIM_LINE_MAX,
+  CLAIM_READY_TIMEOUT_MS,
+  claimedSocketOf,
+  parseClaim,
+  readyRank,
+  readySocketOf,
+  retiredSocketOf,
+  shimEntry,
+  startingMarkerOf,
+} from './spare-pool';
+import { isListening } from './socket';
+
+/** How often an unclaimed spare checks that it is still wanted. */
+const CHECK_MS = Number(process.env.KATATS_SPARE_CHECK_MS ?? 5_000);
+/** An unclaimed spare retires after this long: a node that starts no pods for a while gives the memory back. */
+const IDLE_RETIRE_MS = Number(process.env.KATATS_SPARE_IDLE_MS ?? 30 * 60_000);
+
+/** The entry script's and Node's identities now; undefined once either is gone (the shim uninstalled). */
+function codeIdentity(entry: string): string | undefined {
+  try {
+    return `${fileIdentity(entry)} ${fileIdentity(process.execPath)}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** setpriority(2) on Linux sets one thread's niceness: each of ours, for V8's and libuv's threads too. */
+function setOwnPriority(nice: number): void {
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    try {
+      os.setPriority(Number(tid), nice);
+    } catch {
+      /* a thread that ended, or no CAP_SYS_NICE (it then stays lower, which only slows it) */
+    }
+  }
+}
+
+/** Replaces this process's environment with the claimer's (see spare-pool.ts). */
+function takeEnvironment(env: Record<string, string>, bundle: string): void {
+  for (const name of Object.keys(process.env)) if (!(name in env)) delete process.env[name];
+  Object.assign(process.env, env);
+  if (process.env.PWD !== undefined) process.env.PWD = bundle; // as a daemon launched in the bundle has it
+}
+
+/** A spare's main: wait for a claim, then run as the claiming pod's daemon. */
+export async function runSpare(flags: ShimFlags): Promise<void> {
+  const dir = flags.sparesDir;
+  const wanted = Number(flags.spares);
+  const nice = Number(flags.nice);
+  if (!path.isAbsolute(dir) || !(wanted > 0) || !Number.isInteger(nice)) throw new Error('spare: -spares-dir, -spares and -nice are required');
+  const entry = shimEntry();
+  const code = codeIdentity(entry);
+  const containerd = process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`;
+  const pid = process.pid;
+  // Surplus (pool larger than wanted), stale (the shim or Node on disk changed or went), or orphaned (containerd gone).
+  const { claim, conn } = await waitForClaim(dir, pid, async () => readyRank(dir, pid) >= wanted || codeIdentity(entry) !== code || !(await isListening(containerd)));
+  // From here on this process is the pod's daemon, as one launched for it would be.
+  setOwnPriority(nice);
+  process.chdir(claim.bundle);
+  takeEnvironment(claim.env, claim.bundle);
+  let answered = false;
+  conn.once('close', () => {
+    if (!answered) process.exit(1); // start gave up on us and launches a daemon itself
+  });
+  await runDaemon({ ...flags, id: claim.id, bundle: claim.bundle, socket: claim.socket }, (message) => {
+    if (conn.destroyed || !conn.writable) return false;
+    answered = true;
+    conn.end(message);
+    return true;
+  });
+}
+
+type RetireCheck = () => Promise<boolean>;
+
+/**
+ * Listens on the pool socket until a claimer renames it and sends a claim. Exits the
+ * process when the spare retires (or a claim is bad: the claimer then starts a daemon).
+ */
+function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Promise<{ claim: Claim; conn: net.Socket }> {
+  const ready = readySocketOf(dir, pid);
+  const claimed = claimedSocketOf(dir, pid);
+  const since = Date.now();
+  return new Promise((resolve) => {
+    let taken = false;
+    const server = net.createServer((conn) => {
+      // Only a claimer renames the socket first; anything else that connects is sent away.
+      if (taken || !fs.existsSync(claimed)) return void conn.destroy();
+      taken = true;
+      readClaimLine(conn).then(
+        (line) => {
+          let claim: Claim;
+          try {
+            claim = parseClaim(line);
+          } catch (err) {
+            conn.end(`error: ${(err as Error).message}\n`, () => process.exit(1));
+            return;
+          }
+          clearInterval(timer);
+          clearTimeout(orphaned);
+          process.removeListener('SIGTERM', onTerm);
+          server.close();
+          fs.rmSync(claimed, { force: true });
+          fs.rmSync(startingMarkerOf(dir, pid), { force: true }); // should its launcher have written it late
+          resolve({ claim, conn });
+        },
+        () => process.exit(1),
+      );
+    });
+    fs.rmSync(ready, { force: true }); // a dead spare's with our (reused) pid
+    server.listen(ready, () => {
+      try {
+        fs.chmodSync(ready, 0o600); // the pool directory is root's only already
+      } catch {
+        /* claimed (renamed) already */
+      }
+      fs.rmSync(startingMarkerOf(dir, pid), { force: true });
+    });
+    server.on('error', () => process.exit(1));
+    // A claimer holding the renamed socket gets this long to send its claim.
+    let orphaned: NodeJS.Timeout | undefined;
+    const retire = (): void => {
+      try {
+        fs.renameSync(ready, retiredSocketOf(dir, pid));
+      } catch {
+        // Claimed meanwhile: serve that claim, unless it never comes.
+        clearInterval(timer);
+        orphaned ??= setTimeout(() => process.exit(1), CLAIM_READY_TIMEOUT_MS);
+        return;
+      }
+      fs.rmSync(retiredSocketOf(dir, pid), { force: true });
+      process.exit(0);
+    };
+    // Stopped while waiting (factory destroy, a package's stop script): leave no socket behind.
+    // Until claimed only: the daemon has its own SIGTERM handler.
+    const onTerm = (): void => (taken ? process.exit(1) : retire());
+    process.once('SIGTERM', onTerm);
+    const timer = setInterval(() => {
+      if (taken) return;
+      if (Date.now() - since > IDLE_RETIRE_MS) return retire();
+      shouldRetire().then((yes) => {
+        if (yes && !taken) retire();
+      }, () => undefined);
+    }, CHECK_MS);
+  });
+}
+
+function readClaimLine(conn: net.Socket): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error('no claim in time')), CLAIM_READY_TIMEOUT_MS);
+    conn.setEncoding('utf8');
+    conn.on('data', (chunk: string) => {
+      text += chunk;
+      const end = text.indexOf('\n');
+      if (end >= 0) {
+        clearTimeout(timer);
+        conn.removeAllListeners('data');
+        resolve(text.slice(0, end));
+      } else if (text.length > CLAIM_LINE_MAX) {
+        clearTimeout(timer);
+        reject(new Error('claim too long'));
+      }
+    });
+    conn.once('error', reject);
+    conn.once('end', () => reject(new Error('closed before a claim')));
+  });
+}
