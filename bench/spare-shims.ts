@@ -47,7 +47,7 @@ async function spareReady(containerdState: string): Promise<number> {
  * it after (its "shim daemon ready" in containerd's log): a claim that failed and fell
  * back to a launched daemon must not be measured as a spare's.
  */
-async function measured<T>(arm: Arm, state: string, logs: () => string, start: () => Promise<T>): Promise<T> {
+async function onSpare<T>(arm: Arm, state: string, logs: () => string, start: () => Promise<T>): Promise<T> {
   if (!arm.spares) return start();
   const spare = await spareReady(state);
   const result = await start();
@@ -57,12 +57,12 @@ async function measured<T>(arm: Arm, state: string, logs: () => string, start: (
 
 async function ctrStart(arm: Arm, id: string): Promise<number> {
   const { containerd, image } = arm.ctr;
-  const t = await measured(arm, containerd.state, () => containerd.logs(), () => timeCtrRun(containerd.address, containerd.namespace, ['run', '--rm', '--runtime', RUNTIME, image, id, 'sh', '-c', 'echo ready']));
+  const t = await onSpare(arm, containerd.state, () => containerd.logs(), () => timeCtrRun(containerd.address, containerd.namespace, ['run', '--rm', '--runtime', RUNTIME, image, id, 'sh', '-c', 'echo ready']));
   return t.firstOutputMs;
 }
 
 async function criStart(arm: Arm, name: string): Promise<number> {
-  const t = await measured(arm, arm.cri.cd.state, () => arm.cri.cd.logs(), () => startPod(arm.cri, KATA_HANDLER, name));
+  const t = await onSpare(arm, arm.cri.cd.state, () => arm.cri.cd.logs(), () => startPod(arm.cri, KATA_HANDLER, name));
   return t.podMs;
 }
 

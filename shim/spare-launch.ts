@@ -24,15 +24,11 @@ export function topUpSpares(flags: ShimFlags, bundle: string, wanted: number, lo
     const launched: number[] = [];
     const nice = os.getPriority();
     for (let have = countSpares(dir); have < Math.min(wanted, MAX_SPARE_SHIMS); have++) {
-      const child = spawn(process.execPath, [entry, ...spareArgs(flags, dir, wanted, nice)], { cwd: '/', detached: true, stdio: 'ignore', env: process.env });
+      // Through nice(1), which execs Node under the same pid: every thread Node starts has the low priority.
+      const child = spawn('nice', ['-n', String(LAUNCH_NICE), process.execPath, entry, ...spareArgs(flags, dir, wanted, nice)], { cwd: '/', detached: true, stdio: 'ignore', env: process.env });
       child.on('error', () => undefined); // reported below: no pid
-      if (child.pid === undefined) throw new Error(`cannot run ${process.execPath}`);
+      if (child.pid === undefined) throw new Error('cannot run nice(1)');
       markStarting(dir, child.pid);
-      try {
-        os.setPriority(child.pid, LAUNCH_NICE);
-      } catch {
-        /* already gone: its marker goes at the next count */
-      }
       child.unref();
       launched.push(child.pid);
     }

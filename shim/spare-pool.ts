@@ -13,7 +13,7 @@
 //
 // Spares are pooled by what a daemon takes from the `start` that would have launched
 // it and cannot change once running: containerd's address, the namespace, the flags,
-// the shim's code, the Node binary and its start-up environment (NODE_*, UV_*, LD_*).
+// the shim's code, the Node binary and the environment read at start-up (STARTUP_ENV).
 // A pod's `start` computes the same key, so it claims only a spare that is what it
 // would have started. The rest of the environment (PATH, TTRPC_ADDRESS, KATATS_* …)
 // travels with the claim and replaces the spare's: containerd changes its own (its
@@ -41,8 +41,12 @@ export const CLAIM_LINE_MAX = 2 * 1024 * 1024;
 export const CLAIM_READY_TIMEOUT_MS = 10_000;
 /** sun_path holds 107 bytes and the NUL. */
 const UNIX_SOCKET_PATH_MAX = 107;
-/** Variables that act when a process starts (Node's options, libuv's pool, the dynamic loader): part of a pool's key. */
-const STARTUP_ENV = /^(NODE_|UV_|LD_)/;
+/**
+ * Variables read once, when a process or a library in it starts: Node's options, libuv's
+ * pool, the dynamic loader, glibc's allocator, OpenSSL, the locale and time zone ICU
+ * takes up. A spare has them from its launch, so they are part of a pool's key.
+ */
+const STARTUP_ENV = /^(NODE_|UV_|LD_|GLIBC_|MALLOC_|OPENSSL_|SSL_|LC_|LANG$|LANGUAGE$|TZ$)/;
 /** What `start` gives a daemon's libuv pool when containerd sets nothing (start.ts). */
 export const DEFAULT_UV_THREADPOOL_SIZE = '16';
 
@@ -85,7 +89,6 @@ export function sparePoolKey(flags: Pick<ShimFlags, 'namespace' | 'address' | 'p
     startup,
     entry: fileIdentity(entry),
     node: fileIdentity(process.execPath),
-    execArgv: process.execArgv,
   };
   return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 32);
 }
@@ -246,6 +249,10 @@ export async function claimSpare(dir: string, claim: Claim, timeoutMs = CLAIM_RE
   for (const pid of ready) {
     const left = deadline - Date.now();
     if (left <= 0) break;
+    if (!isSpareOf(dir, pid)) {
+      fs.rmSync(readySocketOf(dir, pid), { force: true }); // a dead spare's: nothing to claim
+      continue;
+    }
     const result = await claimOne(dir, pid, claim, left);
     if (result === 'taken') return { pid, failures };
     if (result !== 'lost') failures.push(`spare ${pid}: ${result}`);
@@ -284,7 +291,17 @@ async function stopSpare(dir: string, pid: number): Promise<void> {
   } catch {
     return;
   }
-  for (let i = 0; i < 100 && isSpareOf(dir, pid); i++) await new Promise((r) => setTimeout(r, 20));
+  // Gone or a zombie: only then are its sockets closed (its command line reads empty a little earlier).
+  for (let i = 0; i < 250 && !exited(pid); i++) await new Promise((r) => setTimeout(r, 20));
+}
+
+function exited(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return true;
+  }
 }
 
 function handOver(socketPath: string, claim: Claim, timeoutMs: number): Promise<void> {

@@ -55,10 +55,10 @@ describe('spare shim daemons', () => {
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  function startSpare(wanted = 1): ChildProcess {
+  function startSpare(wanted = 1, extraEnv: Record<string, string> = {}): ChildProcess {
     const child = spawn(process.execPath, [MAIN, '-namespace', 'kt-test', '-address', path.join(tmp, 'containerd.sock'), '-publish-binary', '/bin/true', '-spares-dir', pool, '-spares', String(wanted), '-nice', '0', 'spare'], {
       stdio: 'ignore',
-      env: { ...process.env, TTRPC_ADDRESS: containerdSocket, KATATS_SPARE_CHECK_MS: '100' },
+      env: { ...process.env, TTRPC_ADDRESS: containerdSocket, KATATS_SPARE_CHECK_MS: '100', ...extraEnv },
     });
     children.push(child);
     return child;
@@ -99,7 +99,7 @@ describe('spare shim daemons', () => {
   it('ignores a connection that did not claim it first', async () => {
     const spare = await readySpare();
     await new Promise<void>((resolve) => {
-      const probe = net.createConnection(readySocketOf(pool, spare.pid!), () => probe.end(`${JSON.stringify({ id: 'sneaky', bundle: tmp, socket: path.join(tmp, 's.sock') })}\n`));
+      const probe = net.createConnection(readySocketOf(pool, spare.pid!), () => probe.end(`${JSON.stringify({ id: 'sneaky', bundle: tmp, socket: path.join(tmp, 's.sock'), env })}\n`));
       probe.on('close', () => resolve()); // the spare drops it (a reset, as often as not)
       probe.on('error', () => undefined);
     });
@@ -141,6 +141,39 @@ describe('spare shim daemons', () => {
     expect((await claimSpare(pool, { id: 'pod-4', bundle, socket: path.join(tmp, 'pod4.sock'), env: { ...env, KATATS_IDLE_EXIT_MS: '300' } })).pid).toBe(spare.pid);
     expect(await exited(spare)).toBe(0);
     expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it('drops what its launch environment had and the claim does not', async () => {
+    // Launched with a 300 ms idle exit; the claim's environment has none, so the daemon waits the default 60 s for a Create.
+    const spare = startSpare(1, { KATATS_IDLE_EXIT_MS: '300' });
+    await until('the spare to listen', () => fs.existsSync(readySocketOf(pool, spare.pid!)));
+    const bundle = path.join(tmp, 'bundle');
+    fs.mkdirSync(bundle);
+    expect((await claimSpare(pool, { id: 'pod-6', bundle, socket: path.join(tmp, 'pod6.sock'), env })).pid).toBe(spare.pid);
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(alive(spare.pid!)).toBe(true);
+    spare.kill('SIGTERM');
+    expect(await exited(spare)).toBe(0);
+  });
+
+  it('refuses a claim under way when it is stopped', async () => {
+    const spare = await readySpare();
+    const claimed = claimedSocketOf(pool, spare.pid!);
+    fs.renameSync(readySocketOf(pool, spare.pid!), claimed);
+    const answer = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      const conn = net.createConnection(claimed, () => {
+        spare.kill('SIGTERM');
+        setTimeout(() => conn.write(`${JSON.stringify({ id: 'pod-7', bundle: tmp, socket: path.join(tmp, 'pod7.sock'), env })}\n`), 300);
+      });
+      conn.setEncoding('utf8');
+      conn.on('data', (chunk: string) => (text += chunk));
+      conn.on('close', () => resolve(text));
+      conn.on('error', reject);
+    });
+    expect(answer).toBe('error: the spare is stopping (SIGTERM)\n');
+    expect(await exited(spare)).toBe(1);
+    expect(fs.existsSync(path.join(tmp, 'pod7.sock'))).toBe(false);
   });
 
   it('is killed, and its files removed, when it does not answer a claim in time', async () => {

@@ -50,11 +50,10 @@ function setOwnPriority(nice: number): void {
   }
 }
 
-/** Replaces this process's environment with the claimer's (see spare-pool.ts). */
-function takeEnvironment(env: Record<string, string>, bundle: string): void {
+/** Replaces this process's environment with the claimer's (see spare-pool.ts), as a daemon it launched would have it. */
+function takeEnvironment(env: Record<string, string>): void {
   for (const name of Object.keys(process.env)) if (!(name in env)) delete process.env[name];
   Object.assign(process.env, env);
-  if (process.env.PWD !== undefined) process.env.PWD = bundle; // as a daemon launched in the bundle has it
 }
 
 /** A spare's main: wait for a claim, then run as the claiming pod's daemon. */
@@ -72,7 +71,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   // From here on this process is the pod's daemon, as one launched for it would be.
   setOwnPriority(nice);
   process.chdir(claim.bundle);
-  takeEnvironment(claim.env, claim.bundle);
+  takeEnvironment(claim.env);
   let answered = false;
   conn.once('close', () => {
     if (!answered) process.exit(1); // start gave up on us and launches a daemon itself
@@ -97,6 +96,7 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
   const since = Date.now();
   return new Promise((resolve) => {
     let taken = false;
+    let stopping = false;
     const server = net.createServer((conn) => {
       // Only a claimer renames the socket first; anything else that connects is sent away.
       if (taken || !fs.existsSync(claimed)) return void conn.destroy();
@@ -105,6 +105,7 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
         (line) => {
           let claim: Claim;
           try {
+            if (stopping) throw new Error('the spare is stopping (SIGTERM)');
             claim = parseClaim(line);
           } catch (err) {
             conn.end(`error: ${(err as Error).message}\n`, () => process.exit(1));
@@ -121,7 +122,8 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
         () => process.exit(1),
       );
     });
-    fs.rmSync(ready, { force: true }); // a dead spare's with our (reused) pid
+    // A dead spare's, with our (reused) pid: a leftover `claimed` would make any connection a claim.
+    for (const leftover of [ready, claimed, retiredSocketOf(dir, pid)]) fs.rmSync(leftover, { force: true });
     server.listen(ready, () => {
       try {
         fs.chmodSync(ready, 0o600); // the pool directory is root's only already
@@ -145,13 +147,22 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
       fs.rmSync(retiredSocketOf(dir, pid), { force: true });
       process.exit(0);
     };
-    // Stopped while waiting (factory destroy, a package's stop script): leave no socket behind.
-    // Until claimed only: the daemon has its own SIGTERM handler.
-    const onTerm = (): void => (taken ? process.exit(1) : retire());
-    process.once('SIGTERM', onTerm);
+    // Stopped while waiting (factory destroy, a package's stop script): leave no socket
+    // behind, and refuse a claim under way. Until claimed only: the daemon has its own handler.
+    const onTerm = (): void => {
+      stopping = true;
+      if (!taken) retire();
+    };
+    process.on('SIGTERM', onTerm);
     const timer = setInterval(() => {
       if (taken) return;
       if (Date.now() - since > IDLE_RETIRE_MS) return retire();
+      // Renamed by a claimer that never connected (it died): wait for it no longer than a claim may take.
+      if (!fs.existsSync(ready)) {
+        clearInterval(timer);
+        orphaned ??= setTimeout(() => process.exit(1), CLAIM_READY_TIMEOUT_MS);
+        return;
+      }
       shouldRetire().then((yes) => {
         if (yes && !taken) retire();
       }, () => undefined);

@@ -51,9 +51,26 @@ async function claimSpareDaemon(flags: ShimFlags, socket: string, bundle: string
   } catch (err) {
     result = { failures: [(err as Error).message] }; // e.g. the shim replaced under us
   }
-  // containerd logs a start's stderr; the pod starts anyway, on a daemon of its own.
-  for (const failure of result.failures) process.stderr.write(`containerd-shim-kata-v2: no spare shim daemon for ${flags.id}: ${failure}\n`);
+  // The pod starts anyway, on a daemon of its own. Not on stdout or stderr: containerd
+  // reads start's combined output as the address.
+  for (const failure of result.failures) logToBundle(bundle, flags, `no spare shim daemon took the pod: ${failure}`);
   return result.pid;
+}
+
+/**
+ * One warning line in the bundle's `log` FIFO, which containerd reads into its own log
+ * (it opens it before it runs start); nothing when nobody reads it.
+ */
+function logToBundle(bundle: string, flags: ShimFlags, msg: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(path.join(bundle, 'log'), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    fs.writeSync(fd, `${JSON.stringify({ level: 40, time: new Date().toISOString(), pid: process.pid, shim: flags.id, namespace: flags.namespace, msg })}\n`);
+  } catch {
+    /* no reader, or no FIFO (started by hand) */
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
 }
 
 function writeBundleFile(bundle: string, name: string, content: string): void {

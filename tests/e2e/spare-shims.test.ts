@@ -88,6 +88,19 @@ describe('spare shim daemons', () => {
     expect(fs.existsSync(`/proc/${spare}`)).toBe(false);
   });
 
+  it('starts the pod on a daemon of its own when the spare does not answer, and says why in the log', async () => {
+    const stuck = await oneSpare();
+    process.kill(stuck, 'SIGSTOP'); // as a spare starved of CPU would be
+    const run = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spare-3', 'echo', 'third'], { timeoutMs: 400_000 });
+    // start's output is containerd's address for the shim: nothing else may be in it.
+    expectCtrOk(run, () => env.containerd.logs(), 'spare-3');
+    expect(run.stdout.trim()).toBe('third');
+    expect(fs.existsSync(`/proc/${stuck}`) && !fs.readFileSync(`/proc/${stuck}/stat`, 'utf8').includes(') Z ')).toBe(false); // killed
+    expect(env.containerd.logs()).toMatch(new RegExp(`no spare shim daemon took the pod: spare ${stuck}: no answer within \\d+ ms`));
+    // The daemon the pod got instead launched a new spare.
+    expect(await oneSpare()).not.toBe(stuck);
+  });
+
   it('leaves no spare behind once containerd stops', async () => {
     const [spare] = spares();
     expect(spare).toBeGreaterThan(0);
