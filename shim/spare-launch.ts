@@ -37,4 +37,3 @@ export function topUpSpares(flags: ShimFlags, bundle: string, wanted: number, lo
     logger.warn({ err: (err as Error).message }, 'cannot launch spare shim daemons; pods start as without them');
   }
 }
-

@@ -133,16 +133,17 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
       fs.rmSync(startingMarkerOf(dir, pid), { force: true });
     });
     server.on('error', () => process.exit(1));
-    // A claimer holding the renamed socket gets this long to send its claim.
+    // A claimer holding the renamed socket gets this long to connect and send its claim.
     let orphaned: NodeJS.Timeout | undefined;
+    const awaitClaimer = (): void => {
+      clearInterval(timer);
+      orphaned ??= setTimeout(() => process.exit(1), CLAIM_READY_TIMEOUT_MS);
+    };
     const retire = (): void => {
       try {
         fs.renameSync(ready, retiredSocketOf(dir, pid));
       } catch {
-        // Claimed meanwhile: serve that claim, unless it never comes.
-        clearInterval(timer);
-        orphaned ??= setTimeout(() => process.exit(1), CLAIM_READY_TIMEOUT_MS);
-        return;
+        return awaitClaimer(); // claimed meanwhile: serve that claim, unless it never comes
       }
       fs.rmSync(retiredSocketOf(dir, pid), { force: true });
       process.exit(0);
@@ -157,12 +158,8 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
     const timer = setInterval(() => {
       if (taken) return;
       if (Date.now() - since > IDLE_RETIRE_MS) return retire();
-      // Renamed by a claimer that never connected (it died): wait for it no longer than a claim may take.
-      if (!fs.existsSync(ready)) {
-        clearInterval(timer);
-        orphaned ??= setTimeout(() => process.exit(1), CLAIM_READY_TIMEOUT_MS);
-        return;
-      }
+      // Renamed by a claimer that has not connected (or died before it could).
+      if (!fs.existsSync(ready)) return awaitClaimer();
       shouldRetire().then((yes) => {
         if (yes && !taken) retire();
       }, () => undefined);
