@@ -25,6 +25,7 @@ import * as net from 'net';
 import * as path from 'path';
 import { InvalidArgumentError } from '../lib/errors';
 import { fileIdentity } from '../lib/file-identity';
+import { killAndWait, processArgs } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { ShimFlags } from './flags';
 import { stateDirFromBundle } from './socket';
@@ -93,8 +94,13 @@ export function sparePoolKey(flags: Pick<ShimFlags, 'namespace' | 'address' | 'p
   return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 32);
 }
 
+/** Where every pool of the containerd that made `bundle` lives: absent until a daemon first launches spares. */
+export function sparePoolsRoot(bundle: string): string {
+  return path.join(stateDirFromBundle(bundle), SPARES_DIR_NAME);
+}
+
 export function sparePoolDir(bundle: string, key: string): string {
-  return path.join(stateDirFromBundle(bundle), SPARES_DIR_NAME, key);
+  return path.join(sparePoolsRoot(bundle), key);
 }
 
 /**
@@ -133,13 +139,9 @@ function pidOf(name: string, suffix: string): number | undefined {
  * command line names the pool. A dead spare's pid taken by another process is not.
  */
 export function isSpareOf(dir: string, pid: number): boolean {
-  try {
-    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    const at = argv.indexOf('-spares-dir');
-    return at >= 0 && argv[at + 1] === dir;
-  } catch {
-    return false;
-  }
+  const argv = processArgs(pid);
+  const at = argv.indexOf('-spares-dir');
+  return at >= 0 && argv[at + 1] === dir;
 }
 
 function entries(dir: string): string[] {
@@ -283,25 +285,9 @@ export async function claimOne(dir: string, pid: number, claim: Claim, timeoutMs
   }
 }
 
-/** SIGKILLs a spare of this pool (checked by its command line, not by its pid alone) and waits until it is gone. */
+/** SIGKILLs a spare of this pool (checked by its command line, not by its pid alone) and waits until it is gone or a zombie: only then are its sockets closed. */
 async function stopSpare(dir: string, pid: number): Promise<void> {
-  if (!isSpareOf(dir, pid)) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    return;
-  }
-  // Gone or a zombie: only then are its sockets closed (its command line reads empty a little earlier).
-  for (let i = 0; i < 250 && !exited(pid); i++) await new Promise((r) => setTimeout(r, 20));
-}
-
-function exited(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-  } catch {
-    return true;
-  }
+  if (isSpareOf(dir, pid)) await killAndWait(pid);
 }
 
 function handOver(socketPath: string, claim: Claim, timeoutMs: number): Promise<void> {

@@ -10,7 +10,7 @@ import { daemonArgs, ShimFlags } from './flags';
 import { isListening, removeSocket, shimSocketPath } from './socket';
 import { SHIM_PID_FILE } from './bundle-files';
 import { writeProcessRecord } from '../lib/recorded-process';
-import { claimSpare, daemonEnv, shimEntry, sparePoolDir, sparePoolKey } from './spare-pool';
+import { claimSpare, daemonEnv, shimEntry, sparePoolDir, sparePoolKey, sparePoolsRoot } from './spare-pool';
 
 const DAEMON_READY_TIMEOUT_MS = 30_000;
 
@@ -43,6 +43,8 @@ export async function startAction(flags: ShimFlags): Promise<string> {
  * when there is none or it failed: the caller then launches a daemon as always.
  */
 async function claimSpareDaemon(flags: ShimFlags, socket: string, bundle: string): Promise<number | undefined> {
+  // No pool ever made (spares off, the default): nothing to hash or list.
+  if (!fs.existsSync(sparePoolsRoot(bundle))) return undefined;
   const entry = shimEntry();
   if (!fs.existsSync(entry)) return undefined; // run from sources: spares run the built shim only
   let result: { pid?: number; failures: string[] };
