@@ -1,5 +1,7 @@
 // `kata-ts-runtime factory init|status|destroy`: VM templates ahead of time, what is
-// kept, and their removal (Kata's `kata-runtime factory`).
+// kept, and their removal (Kata's `kata-runtime factory`); status and destroy also
+// cover the spare shim daemons ([factory] spare_shims) waiting under containerd's state dir.
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { RuntimeConfig } from '../config/runtime-config';
@@ -8,6 +10,13 @@ import { Logger } from '../lib/logger';
 import { hostSize, vmSizing } from '../sandbox/resources';
 import { podVmConfig } from '../sandbox/sandbox';
 import { cloneRefusal, listTemplates, removeAbandoned, removeTemplate, templateKey, VmTemplates } from '../sandbox/vm-templates';
+import { checkPoolDir, poolDirs, poolSpares, sparePoolsRoots, stopWaitingSpares } from '../shim/spare-pool';
+
+/** containerd's default state dir (its `state` setting), under which its shims' spare pools live. */
+export const DEFAULT_CONTAINERD_STATE = '/run/containerd';
+
+const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+const pidList = (pids: number[]): string => (pids.length > 0 ? ` (${pids.join(' ')})` : '');
 
 /** Where `init` puts the template's VM description: a pod's paths play no part in the key. */
 const PLACEHOLDER_POD = 'factory-init';
@@ -27,7 +36,30 @@ export async function factoryInit(config: RuntimeConfig, newHypervisor: () => Hy
   return `template ready: ${dir} (key ${path.basename(dir)})\n`;
 }
 
-export function factoryStatus(config: RuntimeConfig, newHypervisor: () => Hypervisor): string {
+/** The spare pools that exist under the roots of this containerd state dir. */
+function existingPools(containerdState: string): string[] {
+  return sparePoolsRoots(containerdState).flatMap((root) => (fs.existsSync(root) ? poolDirs(root) : []));
+}
+
+/** One line per spare pool: its live spares by state. Read only: a dead spare's files stay for the pool's next user to remove. */
+function spareLines(config: RuntimeConfig, containerdState: string): string[] {
+  const lines = [`spare_shims: ${config.factory.spareShims}`];
+  const pools = existingPools(containerdState);
+  if (pools.length === 0) lines.push(`no spare shims under ${sparePoolsRoots(containerdState).join(' or ')}`);
+  for (const dir of pools) {
+    try {
+      checkPoolDir(dir);
+    } catch (err) {
+      lines.push(`${dir}  refused: ${(err as Error).message}`);
+      continue;
+    }
+    const { ready, starting, beingClaimed } = poolSpares(dir, false);
+    lines.push(`${dir}  ready ${ready.length}${pidList(ready)}  starting ${starting.length}${pidList(starting)}  being claimed ${beingClaimed.length}${pidList(beingClaimed)}`);
+  }
+  return lines;
+}
+
+export function factoryStatus(config: RuntimeConfig, newHypervisor: () => Hypervisor, containerdState = DEFAULT_CONTAINERD_STATE): string {
   const lines = [`enable_template: ${config.factory.enableTemplate}`, `template_path: ${config.factory.templatePath}`];
   const hypervisor = newHypervisor();
   const vm = podVm(config, hypervisor);
@@ -41,13 +73,31 @@ export function factoryStatus(config: RuntimeConfig, newHypervisor: () => Hyperv
     const what = t.meta ? `made ${t.meta.createdAt}` : 'incomplete or unreadable';
     lines.push(`${name}  ${(t.bytes / 1024 / 1024).toFixed(1)} MiB on disk  ${what}${name === current ? '  (this configuration)' : ''}`);
   }
+  lines.push(...spareLines(config, containerdState));
   return lines.join(os.EOL) + os.EOL;
 }
 
-/** Removes every template, and what shims that died left; clones that run keep their (now unlinked) RAM file mapped. */
-export function factoryDestroy(config: RuntimeConfig): string {
+/**
+ * Removes every template, and what shims that died left (clones that run keep their
+ * now unlinked RAM file mapped), and stops the spare shims that wait for a pod. Pods'
+ * daemons, spares that became one included, are not touched; pods started later launch
+ * spares again while their configuration asks for them.
+ */
+export async function factoryDestroy(config: RuntimeConfig, containerdState = DEFAULT_CONTAINERD_STATE): Promise<string> {
+  const lines: string[] = [];
+  let stopped = 0;
+  for (const dir of existingPools(containerdState)) {
+    try {
+      const result = await stopWaitingSpares(dir);
+      stopped += result.stopped.length;
+      if (result.left.length > 0) lines.push(`${dir}: ${plural(result.left.length, 'spare shim')} still starting${pidList(result.left)}; run destroy again`);
+    } catch (err) {
+      lines.push(`${dir}: not touched: ${(err as Error).message}`);
+    }
+  }
   const templates = listTemplates(config.factory.templatePath);
   for (const t of templates) removeTemplate(t.dir);
   const abandoned = removeAbandoned(config.factory.templatePath);
-  return `removed ${templates.length} template${templates.length === 1 ? '' : 's'}${abandoned > 0 ? ` and ${abandoned} unfinished build${abandoned === 1 ? '' : 's'}` : ''} from ${config.factory.templatePath}\n`;
+  lines.unshift(`removed ${plural(templates.length, 'template')}${abandoned > 0 ? ` and ${plural(abandoned, 'unfinished build')}` : ''} from ${config.factory.templatePath}; stopped ${plural(stopped, 'spare shim')}`);
+  return lines.join(os.EOL) + os.EOL;
 }

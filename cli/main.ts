@@ -4,19 +4,21 @@
 //   env                                         the effective configuration, the files it came from and the Kata keys it ignored, as JSON
 //   exec [--namespace NS] <sandbox-id>          a root shell in the sandbox's guest (debug console)
 //   metrics [--namespace NS] <sandbox-id>       the sandbox's metrics (Prometheus text) from its shim
-//   factory init|status|destroy                 VM templates: make this configuration's now, list them, remove them
+//   factory init|status|destroy [--containerd-state DIR]
+//                                               VM templates: make this configuration's now, list them, remove them;
+//                                               status and destroy: also the spare shims waiting under containerd's state dir
 import * as os from 'os';
 import { resolveConfig } from '../config/config-location';
 import { errorMessage } from '../lib/errors';
 import { formatChecks, hasFatalFailure, runChecks } from './check';
 import { connectDebugConsole, findDebugConsole, relayConsole } from './exec';
 import { findManagementSocket, readSandboxMetrics } from './metrics';
-import { factoryDestroy, factoryInit, factoryStatus } from './factory';
+import { DEFAULT_CONTAINERD_STATE, factoryDestroy, factoryInit, factoryStatus } from './factory';
 import { createHypervisor } from '../hypervisors/factory';
 import { createLogger } from '../lib/logger';
 import { RuntimeConfig } from '../config/runtime-config';
 
-const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec [--namespace NS] <sandbox-id> | metrics [--namespace NS] <sandbox-id> | factory init|status|destroy\n';
+const USAGE = 'usage: kata-ts-runtime check [--kvm-timeout S] [--tcg-timeout S] | env | exec [--namespace NS] <sandbox-id> | metrics [--namespace NS] <sandbox-id> | factory init | factory status|destroy [--containerd-state DIR]\n';
 
 /** `<sandbox-id>` or `--namespace NS <sandbox-id>` (also -n). */
 function sandboxArgs(args: string[]): { sandboxId?: string; namespace?: string } {
@@ -76,11 +78,14 @@ async function main(argv: string[]): Promise<number> {
       // Progress and problems on stderr; the answer on stdout.
       const logger = createLogger(2);
       const newHypervisor = () => createHypervisor(driverChoice(config), logger);
-      if (args.length !== 1) break;
+      // containerd's state dir (its `state` setting): where the spare shim pools are.
+      let containerdState = DEFAULT_CONTAINERD_STATE;
+      if (args.length === 3 && args[1] === '--containerd-state' && args[0] !== 'init') containerdState = args[2];
+      else if (args.length !== 1) break;
       const actions: Record<string, () => Promise<string> | string> = {
         init: () => factoryInit(config, newHypervisor, logger),
-        status: () => factoryStatus(config, newHypervisor),
-        destroy: () => factoryDestroy(config),
+        status: () => factoryStatus(config, newHypervisor, containerdState),
+        destroy: () => factoryDestroy(config, containerdState),
       };
       const action = actions[args[0]];
       if (!action) break;

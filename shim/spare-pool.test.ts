@@ -5,7 +5,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { ChildProcess, spawn } from 'child_process';
-import { claimedSocketOf, claimOne, claimSpare, countSpares, daemonEnv, ensurePoolDir, isSpareOf, markStarting, parseClaim, readyRank, readySocketOf, sparePoolDir, sparePoolKey } from './spare-pool';
+import { claimedSocketOf, claimOne, claimSpare, countSpares, daemonEnv, ensurePoolDir, isSpareOf, markStarting, parseClaim, poolDirs, poolSpares, readyRank, readySocketOf, sparePoolDir, sparePoolKey, startingMarkerOf, stopWaitingSpares } from './spare-pool';
 
 const flags = { namespace: 'k8s.io', address: '/run/containerd/containerd.sock', publishBinary: '/usr/bin/containerd', debug: false };
 
@@ -174,6 +174,55 @@ describe('spare pool', () => {
     fs.writeFileSync(path.join(dir, 'notes.txt'), '');
     expect(countSpares(dir)).toBe(2);
     expect(fs.readdirSync(dir).sort()).toEqual([`${ready}.sock`, `${ready}.starting`, expect.stringMatching(/^\d+\.starting$/), 'notes.txt'].sort());
+  });
+
+  /** Its exit signal, once gone. */
+  const ended = (pid: number) => {
+    const child = processes.find((p) => p.pid === pid)!;
+    return new Promise<string | null>((r) => (child.exitCode !== null || child.signalCode !== null ? r(child.signalCode) : child.once('exit', (_code, signal) => r(signal))));
+  };
+
+  it('lists live spares by state, reading only, and stops the waiting ones but not one a start took first', async () => {
+    ensurePoolDir(dir);
+    const [waiting, taken, starting] = [await spareLikeProcess(), await spareLikeProcess(), await spareLikeProcess()];
+    await fakeSpare(waiting, () => undefined).listening;
+    await fakeSpare(taken, () => undefined).listening;
+    fs.renameSync(readySocketOf(dir, taken), claimedSocketOf(dir, taken)); // a pod's start won it
+    markStarting(dir, starting);
+    fs.writeFileSync(readySocketOf(dir, 999_999_999), ''); // its spare died
+    expect(poolSpares(dir, false)).toEqual({ ready: [waiting], starting: [starting], beingClaimed: [taken] });
+    expect(fs.existsSync(readySocketOf(dir, 999_999_999))).toBe(true); // status does not write
+    const result = await stopWaitingSpares(dir, 300);
+    expect(result).toEqual({ stopped: [waiting], left: [starting] });
+    expect(await ended(waiting)).toBe('SIGKILL');
+    expect(isSpareOf(dir, taken)).toBe(true); // becoming a pod's daemon: never touched
+    expect(fs.readdirSync(dir).sort()).toEqual([`${taken}.claimed`, `${starting}.starting`].sort());
+  });
+
+  it('waits for a starting spare to listen, then stops it', async () => {
+    ensurePoolDir(dir);
+    const late = await spareLikeProcess();
+    markStarting(dir, late);
+    setTimeout(() => void fakeSpare(late, () => undefined).listening.then(() => fs.rmSync(startingMarkerOf(dir, late))), 300);
+    expect(await stopWaitingSpares(dir, 10_000)).toEqual({ stopped: [late], left: [] });
+    expect(await ended(late)).toBe('SIGKILL');
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('refuses to stop anything in a pool directory others could have written', async () => {
+    ensurePoolDir(dir);
+    const pid = await spareLikeProcess();
+    await fakeSpare(pid, () => undefined).listening;
+    fs.chmodSync(dir, 0o755);
+    await expect(stopWaitingSpares(dir)).rejects.toThrow(/only its owner/);
+    expect(isSpareOf(dir, pid)).toBe(true);
+  });
+
+  it('finds the pools of a pools root by their key-shaped names', () => {
+    const root = path.dirname(dir);
+    for (const name of ['0123456789abcdef0123456789abcdef', 'ffffffffffffffffffffffffffffffff', 'not-a-key', '0123']) fs.mkdirSync(path.join(root, name), { recursive: true });
+    expect(poolDirs(root)).toEqual([path.join(root, '0123456789abcdef0123456789abcdef'), path.join(root, 'ffffffffffffffffffffffffffffffff')]);
+    expect(poolDirs(path.join(tmp, 'none'))).toEqual([]);
   });
 
   it('ranks live ready spares by name, so surplus ones know they are', async () => {

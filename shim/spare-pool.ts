@@ -28,7 +28,7 @@ import { fileIdentity } from '../lib/file-identity';
 import { killAndWait, processArgs } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { ShimFlags } from './flags';
-import { stateDirFromBundle } from './socket';
+import { FALLBACK_STATE_DIR, stateDirFromBundle } from './socket';
 
 /** Below containerd's state dir (or /run/kata-ts), one directory per pool key. */
 export const SPARES_DIR_NAME = 'kata-ts-spares';
@@ -99,6 +99,19 @@ export function sparePoolsRoot(bundle: string): string {
   return path.join(stateDirFromBundle(bundle), SPARES_DIR_NAME);
 }
 
+/** Every pools root of a containerd with this state dir: its own, and the one of shims whose bundle is elsewhere. */
+export function sparePoolsRoots(containerdState: string): string[] {
+  return [...new Set([path.join(containerdState, SPARES_DIR_NAME), path.join(FALLBACK_STATE_DIR, SPARES_DIR_NAME)])];
+}
+
+/** The pool directories under a pools root (named by their key). */
+export function poolDirs(root: string): string[] {
+  return entries(root)
+    .filter((name) => /^[0-9a-f]{32}$/.test(name))
+    .sort()
+    .map((name) => path.join(root, name));
+}
+
 export function sparePoolDir(bundle: string, key: string): string {
   return path.join(sparePoolsRoot(bundle), key);
 }
@@ -154,25 +167,43 @@ function entries(dir: string): string[] {
 
 const SUFFIXES = [READY, CLAIMED, STARTING, RETIRED];
 
-/** The pool's entries whose spare is alive, by pid; a dead spare's files are removed on the way. */
-function liveEntries(dir: string): Array<{ name: string; pid: number; suffix: string }> {
+/** The pool's entries whose spare is alive, by pid; a dead spare's files are removed on the way unless `prune` is false. */
+function liveEntries(dir: string, prune = true): Array<{ name: string; pid: number; suffix: string }> {
   const live: Array<{ name: string; pid: number; suffix: string }> = [];
   for (const name of entries(dir)) {
     const suffix = SUFFIXES.find((s) => pidOf(name, s) !== undefined);
     if (!suffix) continue;
     const pid = pidOf(name, suffix)!;
     if (isSpareOf(dir, pid)) live.push({ name, pid, suffix });
-    else fs.rmSync(path.join(dir, name), { force: true });
+    else if (prune) fs.rmSync(path.join(dir, name), { force: true });
   }
   return live;
 }
 
+/** A pool's live spares by what they do now. */
+export interface PoolSpares {
+  /** Listening, claimable. */
+  ready: number[];
+  /** Launched, loading the daemon's code. */
+  starting: number[];
+  /** Their socket renamed by a pod's `start`: becoming that pod's daemon (or retiring). */
+  beingClaimed: number[];
+}
+
+/** What lives in a pool now; `prune` removes dead spares' files on the way. */
+export function poolSpares(dir: string, prune = true): PoolSpares {
+  const live = liveEntries(dir, prune);
+  const pids = (suffix: string) => [...new Set(live.filter((e) => e.suffix === suffix).map((e) => e.pid))].sort((a, b) => a - b);
+  const ready = pids(READY);
+  const beingClaimed = pids(CLAIMED).filter((pid) => !ready.includes(pid));
+  const starting = pids(STARTING).filter((pid) => !ready.includes(pid) && !beingClaimed.includes(pid));
+  return { ready, starting, beingClaimed };
+}
+
 /** Live spares ready or on their way (launched, `<pid>.starting`, not yet listening). */
 export function countSpares(dir: string): number {
-  const live = liveEntries(dir);
-  const ready = new Set(live.filter((e) => e.suffix === READY).map((e) => e.pid));
-  const starting = new Set(live.filter((e) => e.suffix === STARTING && !ready.has(e.pid)).map((e) => e.pid));
-  return ready.size + starting.size;
+  const { ready, starting } = poolSpares(dir);
+  return ready.length + starting.length;
 }
 
 /** Notes a just-launched spare, so that a second top-up does not launch another in its place. */
@@ -282,6 +313,36 @@ export async function claimOne(dir: string, pid: number, claim: Claim, timeoutMs
     await stopSpare(dir, pid);
     fs.rmSync(claimed, { force: true });
     return (err as Error).message;
+  }
+}
+
+/**
+ * Stops the pool's unclaimed spares (`kata-ts-runtime factory destroy`). Each ready one
+ * is first taken as a claimer takes it, by renaming its socket, so that no pod's
+ * `start` can claim it between the listing and the kill; then it is killed and waited
+ * for. Spares still starting are waited for until they listen, up to `timeoutMs`; the
+ * pids of those that did not are `left`. A spare whose socket a `start` renamed first is
+ * left alone: it is becoming that pod's daemon.
+ */
+export async function stopWaitingSpares(dir: string, timeoutMs = CLAIM_READY_TIMEOUT_MS): Promise<{ stopped: number[]; left: number[] }> {
+  checkPoolDir(dir);
+  const deadline = Date.now() + timeoutMs;
+  const stopped: number[] = [];
+  for (;;) {
+    const { ready, starting } = poolSpares(dir);
+    for (const pid of ready) {
+      const claimed = claimedSocketOf(dir, pid);
+      try {
+        fs.renameSync(readySocketOf(dir, pid), claimed);
+      } catch {
+        continue; // claimed or retired meanwhile
+      }
+      await stopSpare(dir, pid);
+      fs.rmSync(claimed, { force: true });
+      stopped.push(pid);
+    }
+    if (starting.length === 0 || Date.now() > deadline) return { stopped, left: starting };
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { TtrpcClient } from '../ttrpc';
-import { claimSpare, claimedSocketOf, readySocketOf } from './spare-pool';
+import { claimSpare, claimedSocketOf, readySocketOf, stopWaitingSpares } from './spare-pool';
 
 const MAIN = path.resolve(__dirname, '..', 'dist', 'shim', 'main.js');
 
@@ -193,6 +193,14 @@ describe('spare shim daemons', () => {
     const spare = await readySpare();
     spare.kill('SIGTERM');
     expect(await exited(spare)).toBe(0);
+    expect(fs.readdirSync(pool)).toEqual([]);
+  });
+
+  it('is stopped by factory destroy (stopWaitingSpares), leaving nothing in the pool', async () => {
+    const spare = await readySpare();
+    expect(await stopWaitingSpares(pool)).toEqual({ stopped: [spare.pid], left: [] });
+    expect(await exited(spare)).toBeNull();
+    expect(spare.signalCode).toBe('SIGKILL');
     expect(fs.readdirSync(pool)).toEqual([]);
   });
 

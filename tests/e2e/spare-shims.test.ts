@@ -12,7 +12,8 @@ import { snapshotHost, waitForNoLeaks, HostSnapshot } from '../harness/leaks';
 import { KATA_HANDLER } from '../harness/containerd';
 import { readySpares } from '../harness/spares';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
-import { CriKataEnv, expectCtrOk, KataEnv, removeContainer, RUNTIME, startCriKataEnv, startKataEnv, writeConfig } from './kata-env';
+import { run as runCommand } from '../harness/exec';
+import { CriKataEnv, expectCtrOk, KataEnv, removeContainer, RUNTIME, RUNTIME_CLI, startCriKataEnv, startKataEnv, writeConfig } from './kata-env';
 
 jest.setTimeout(600_000);
 
@@ -100,6 +101,35 @@ describe('spare shim daemons', () => {
     expect(env.containerd.logs()).toMatch(new RegExp(`no spare shim daemon took the pod: spare ${stuck}: no answer within \\d+ ms`));
     // The daemon the pod got instead launched a new spare.
     expect(await oneSpare()).not.toBe(stuck);
+  });
+
+  it('lists the waiting spare (factory status) and stops it (factory destroy), but not the pod that runs on a spare', async () => {
+    const factory = (action: string) =>
+      runCommand(process.execPath, [RUNTIME_CLI, 'factory', action, '--containerd-state', env.containerd.state], { timeoutMs: 60_000, env: { ...process.env, KATATS_CONFIG: env.configPath } });
+    const claimed = await oneSpare();
+    const started = await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, 'spare-4', 'sleep', '600'], { timeoutMs: 400_000 });
+    expectCtrOk(started, () => env.containerd.logs(), 'spare-4');
+    try {
+      expect(await shimPidOf('spare-4')).toBe(claimed);
+      const waiting = await oneSpare();
+      const status = await factory('status');
+      expect(status.code).toBe(0);
+      expect(status.stdout).toContain('spare_shims: 1');
+      expect(status.stdout).toMatch(new RegExp(`kata-ts-spares/[0-9a-f]{32}  ready 1 \\(${waiting}\\)  starting 0  being claimed 0`));
+      const destroy = await factory('destroy');
+      expect(destroy.code).toBe(0);
+      expect(destroy.stdout).toMatch(/; stopped 1 spare shim\n$/);
+      expect(fs.existsSync(`/proc/${waiting}`) && !isZombie(waiting)).toBe(false);
+      expect(spares()).toEqual([]);
+      // The pod that runs on a former spare is a pod's daemon: untouched.
+      expect(await shimPidOf('spare-4')).toBe(claimed);
+    } finally {
+      await removeContainer((args) => env.containerd.ctr(args), 'spare-4');
+    }
+    // The next pod's Create launches a spare again, as its configuration asks.
+    const next = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, env.image, 'spare-5', 'echo', 'fifth'], { timeoutMs: 400_000 });
+    expectCtrOk(next, () => env.containerd.logs(), 'spare-5');
+    expect(await oneSpare()).toBeGreaterThan(0);
   });
 
   it('leaves no spare behind once containerd stops', async () => {
