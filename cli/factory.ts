@@ -1,7 +1,6 @@
 // `kata-ts-runtime factory init|status|destroy`: VM templates ahead of time, what is
 // kept, and their removal (Kata's `kata-runtime factory`); status and destroy also
 // cover the spare shim daemons ([factory] spare_shims) waiting under containerd's state dir.
-import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { RuntimeConfig } from '../config/runtime-config';
@@ -10,7 +9,7 @@ import { Logger } from '../lib/logger';
 import { hostSize, vmSizing } from '../sandbox/resources';
 import { podVmConfig } from '../sandbox/sandbox';
 import { cloneRefusal, listTemplates, removeAbandoned, removeTemplate, templateKey, VmTemplates } from '../sandbox/vm-templates';
-import { checkPoolDir, poolDirs, poolSpares, sparePoolsRoots, stopWaitingSpares } from '../shim/spare-pool';
+import { checkPoolDir, poolDirs, poolSpares, sparePoolsRootOf, stopWaitingSpares } from '../shim/spare-pool';
 
 /** containerd's default state dir (its `state` setting), under which its shims' spare pools live. */
 export const DEFAULT_CONTAINERD_STATE = '/run/containerd';
@@ -36,16 +35,17 @@ export async function factoryInit(config: RuntimeConfig, newHypervisor: () => Hy
   return `template ready: ${dir} (key ${path.basename(dir)})\n`;
 }
 
-/** The spare pools that exist under the roots of this containerd state dir. */
-function existingPools(containerdState: string): string[] {
-  return sparePoolsRoots(containerdState).flatMap((root) => (fs.existsSync(root) ? poolDirs(root) : []));
-}
-
-/** One line per spare pool: its live spares by state. Read only: a dead spare's files stay for the pool's next user to remove. */
+/** One line per spare pool of this containerd: its live spares by state. Read only: a dead spare's files stay for the pool's next user to remove. */
 function spareLines(config: RuntimeConfig, containerdState: string): string[] {
+  const root = sparePoolsRootOf(containerdState);
   const lines = [`spare_shims: ${config.factory.spareShims}`];
-  const pools = existingPools(containerdState);
-  if (pools.length === 0) lines.push(`no spare shims under ${sparePoolsRoots(containerdState).join(' or ')}`);
+  let pools: string[];
+  try {
+    pools = poolDirs(root);
+  } catch (err) {
+    return [...lines, `cannot read ${root}: ${(err as Error).message}`];
+  }
+  if (pools.length === 0) lines.push(`no spare shims under ${root}`);
   for (const dir of pools) {
     try {
       checkPoolDir(dir);
@@ -86,7 +86,14 @@ export function factoryStatus(config: RuntimeConfig, newHypervisor: () => Hyperv
 export async function factoryDestroy(config: RuntimeConfig, containerdState = DEFAULT_CONTAINERD_STATE): Promise<string> {
   const lines: string[] = [];
   let stopped = 0;
-  for (const dir of existingPools(containerdState)) {
+  const root = sparePoolsRootOf(containerdState);
+  let pools: string[] = [];
+  try {
+    pools = poolDirs(root);
+  } catch (err) {
+    lines.push(`cannot read ${root}: ${(err as Error).message}`);
+  }
+  for (const dir of pools) {
     try {
       const result = await stopWaitingSpares(dir);
       stopped += result.stopped.length;

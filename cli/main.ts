@@ -8,6 +8,7 @@
 //                                               VM templates: make this configuration's now, list them, remove them;
 //                                               status and destroy: also the spare shims waiting under containerd's state dir
 import * as os from 'os';
+import * as path from 'path';
 import { resolveConfig } from '../config/config-location';
 import { errorMessage } from '../lib/errors';
 import { formatChecks, hasFatalFailure, runChecks } from './check';
@@ -80,8 +81,10 @@ async function main(argv: string[]): Promise<number> {
       const newHypervisor = () => createHypervisor(driverChoice(config), logger);
       // containerd's state dir (its `state` setting): where the spare shim pools are.
       let containerdState = DEFAULT_CONTAINERD_STATE;
-      if (args.length === 3 && args[1] === '--containerd-state' && args[0] !== 'init') containerdState = args[2];
-      else if (args.length !== 1) break;
+      if (args.length === 3 && args[1] === '--containerd-state' && args[0] !== 'init') {
+        if (!path.isAbsolute(args[2])) throw new Error(`--containerd-state takes an absolute path, not ${JSON.stringify(args[2])}`);
+        containerdState = path.normalize(args[2]);
+      } else if (args.length !== 1) break;
       const actions: Record<string, () => Promise<string> | string> = {
         init: () => factoryInit(config, newHypervisor, logger),
         status: () => factoryStatus(config, newHypervisor, containerdState),

@@ -7,7 +7,7 @@ import * as net from 'net';
 import * as path from 'path';
 
 const TASK_DIR_NAME = 'io.containerd.runtime.v2.task';
-export const FALLBACK_STATE_DIR = '/run/kata-ts';
+const FALLBACK_STATE_DIR = '/run/kata-ts';
 
 /** containerd's state dir, derived from the bundle path <state>/io.containerd.runtime.v2.task/<ns>/<id>. */
 export function stateDirFromBundle(bundle: string): string {

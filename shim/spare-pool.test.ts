@@ -196,7 +196,8 @@ describe('spare pool', () => {
     expect(result).toEqual({ stopped: [waiting], left: [starting] });
     expect(await ended(waiting)).toBe('SIGKILL');
     expect(isSpareOf(dir, taken)).toBe(true); // becoming a pod's daemon: never touched
-    expect(fs.readdirSync(dir).sort()).toEqual([`${taken}.claimed`, `${starting}.starting`].sort());
+    // A dead spare's file is the pool users' to prune: destroy only removes what it stopped.
+    expect(fs.readdirSync(dir).sort()).toEqual([`${taken}.claimed`, `${starting}.starting`, '999999999.sock'].sort());
   });
 
   it('waits for a starting spare to listen, then stops it', async () => {
@@ -216,6 +217,17 @@ describe('spare pool', () => {
     fs.chmodSync(dir, 0o755);
     await expect(stopWaitingSpares(dir)).rejects.toThrow(/only its owner/);
     expect(isSpareOf(dir, pid)).toBe(true);
+  });
+
+  it('knows a spare that names its pool by another path (a symlink on the way)', async () => {
+    ensurePoolDir(dir);
+    const link = path.join(tmp, 'link');
+    fs.symlinkSync(path.join(tmp, 'pool'), link);
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e9)', '--', '-spares-dir', path.join(link, 'key')], { stdio: 'ignore' });
+    processes.push(child);
+    await new Promise((r) => child.once('spawn', r));
+    await until(() => isSpareOf(dir, child.pid!));
+    expect(isSpareOf(path.join(tmp, 'pool', 'other'), child.pid!)).toBe(false);
   });
 
   it('finds the pools of a pools root by their key-shaped names', () => {

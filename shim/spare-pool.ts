@@ -28,7 +28,7 @@ import { fileIdentity } from '../lib/file-identity';
 import { killAndWait, processArgs } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { ShimFlags } from './flags';
-import { FALLBACK_STATE_DIR, stateDirFromBundle } from './socket';
+import { stateDirFromBundle } from './socket';
 
 /** Below containerd's state dir (or /run/kata-ts), one directory per pool key. */
 export const SPARES_DIR_NAME = 'kata-ts-spares';
@@ -99,14 +99,21 @@ export function sparePoolsRoot(bundle: string): string {
   return path.join(stateDirFromBundle(bundle), SPARES_DIR_NAME);
 }
 
-/** Every pools root of a containerd with this state dir: its own, and the one of shims whose bundle is elsewhere. */
-export function sparePoolsRoots(containerdState: string): string[] {
-  return [...new Set([path.join(containerdState, SPARES_DIR_NAME), path.join(FALLBACK_STATE_DIR, SPARES_DIR_NAME)])];
+/** The pools root of a containerd with this state dir (`<state>/kata-ts-spares`). */
+export function sparePoolsRootOf(containerdState: string): string {
+  return path.join(containerdState, SPARES_DIR_NAME);
 }
 
-/** The pool directories under a pools root (named by their key). */
+/** The pool directories under a pools root (named by their key); none when it does not exist. Throws when it cannot be read. */
 export function poolDirs(root: string): string[] {
-  return entries(root)
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  return names
     .filter((name) => /^[0-9a-f]{32}$/.test(name))
     .sort()
     .map((name) => path.join(root, name));
@@ -154,7 +161,19 @@ function pidOf(name: string, suffix: string): number | undefined {
 export function isSpareOf(dir: string, pid: number): boolean {
   const argv = processArgs(pid);
   const at = argv.indexOf('-spares-dir');
-  return at >= 0 && argv[at + 1] === dir;
+  if (at < 0 || argv[at + 1] === undefined) return false;
+  if (argv[at + 1] === dir) return true;
+  // The same directory by another path (containerd's state given as /var/run/…, say).
+  const named = realPath(argv[at + 1]);
+  return named !== undefined && named === realPath(dir);
+}
+
+function realPath(p: string): string | undefined {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return undefined;
+  }
 }
 
 function entries(dir: string): string[] {
@@ -329,7 +348,8 @@ export async function stopWaitingSpares(dir: string, timeoutMs = CLAIM_READY_TIM
   const deadline = Date.now() + timeoutMs;
   const stopped: number[] = [];
   for (;;) {
-    const { ready, starting } = poolSpares(dir);
+    // Read only: what a pool's users prune is theirs to prune.
+    const { ready, starting } = poolSpares(dir, false);
     for (const pid of ready) {
       const claimed = claimedSocketOf(dir, pid);
       try {
@@ -339,6 +359,7 @@ export async function stopWaitingSpares(dir: string, timeoutMs = CLAIM_READY_TIM
       }
       await stopSpare(dir, pid);
       fs.rmSync(claimed, { force: true });
+      fs.rmSync(startingMarkerOf(dir, pid), { force: true }); // killed before it removed its own
       stopped.push(pid);
     }
     if (starting.length === 0 || Date.now() > deadline) return { stopped, left: starting };

@@ -46,14 +46,18 @@ async function shimPidAt(containerdState: string, namespace: string, id: string)
 describe('spare shim daemons', () => {
   let env: KataEnv;
   let before: HostSnapshot;
+  let templatePath: string;
 
   beforeAll(async () => {
     before = await snapshotHost();
-    env = await startKataEnv({ factory: { spareShims: 1 } });
+    // Its own template path: the suite runs `factory destroy`, which removes every template there.
+    templatePath = fs.mkdtempSync('/var/tmp/kt-spares-templates-');
+    env = await startKataEnv({ factory: { spareShims: 1, templatePath } });
   });
 
   afterAll(async () => {
     await env?.stop();
+    fs.rmSync(templatePath, { recursive: true, force: true });
   });
 
   const spares = () => readySpares(env.containerd.state);
@@ -118,7 +122,7 @@ describe('spare shim daemons', () => {
       expect(status.stdout).toMatch(new RegExp(`kata-ts-spares/[0-9a-f]{32}  ready 1 \\(${waiting}\\)  starting 0  being claimed 0`));
       const destroy = await factory('destroy');
       expect(destroy.code).toBe(0);
-      expect(destroy.stdout).toMatch(/; stopped 1 spare shim\n$/);
+      expect(destroy.stdout).toMatch(/^removed 0 templates from \S+; stopped 1 spare shim\n$/);
       expect(fs.existsSync(`/proc/${waiting}`) && !isZombie(waiting)).toBe(false);
       expect(spares()).toEqual([]);
       // The pod that runs on a former spare is a pod's daemon: untouched.
