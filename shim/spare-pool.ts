@@ -205,7 +205,7 @@ export interface PoolSpares {
   ready: number[];
   /** Launched, loading the daemon's code. */
   starting: number[];
-  /** Their socket renamed by a pod's `start`: becoming that pod's daemon (or retiring). */
+  /** Their socket renamed by a pod's `start` (becoming that pod's daemon), or by `factory destroy` (being stopped). */
   beingClaimed: number[];
 }
 
