@@ -63,12 +63,15 @@ VSOCK_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-ka
 test-vsock: guest
 	KATATS_E2E_AGENT_CHANNEL=hybrid-vsock KATATS_E2E_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" $(MAKE) test-e2e E2E="$(VSOCK_E2E)"
 
-# The same suites with VM templates on ([factory] enable_template): every pod is a clone
-# of one template, kept in a directory made for the run and removed after it;
-# tests/e2e/vm-templates.test.ts (in test-e2e) covers what is particular to templates.
+# The same suites with VM templates on ([factory] enable_template) and a spare shim
+# daemon ([factory] spare_shims = 1): every pod is a clone of one template, kept in a
+# directory made for the run and removed after it, and every pod after a containerd's
+# first runs on a daemon that waited as a spare (a containerd with pods and no spare
+# used fails the run). tests/e2e/vm-templates.test.ts and spare-shims.test.ts (in
+# test-e2e) cover what is particular to each, and pods served by launched daemons.
 TEMPLATE_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/pod-sizing.test.ts tests/e2e/cri-devices.test.ts
 test-template: guest
-	dir=$$(mktemp -d /var/tmp/kt-templates-XXXXXX); KATATS_E2E_TEMPLATE_PATH=$$dir $(MAKE) test-e2e E2E="$(TEMPLATE_E2E)"; rc=$$?; rm -rf "$$dir"; exit $$rc
+	dir=$$(mktemp -d /var/tmp/kt-templates-XXXXXX); KATATS_E2E_TEMPLATE_PATH=$$dir KATATS_E2E_SPARE_SHIMS=1 $(MAKE) test-e2e E2E="$(TEMPLATE_E2E)"; rc=$$?; rm -rf "$$dir"; exit $$rc
 
 test: test-unit test-e2e test-matrix test-virtiofs test-vsock test-template
 

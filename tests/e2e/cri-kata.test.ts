@@ -11,7 +11,7 @@ import { CriContainerd, KATA_HANDLER } from '../harness/containerd';
 import { ContainerConfig, CriClient, CriError, PodSandboxConfig } from '../harness/cri';
 import { CriImages } from '../harness/cri-images';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
-import { HostSnapshot, waitForNoLeaks } from '../harness/leaks';
+import { HostSnapshot, isWaitingSpare, unixSocketsOf, waitForNoLeaks } from '../harness/leaks';
 import { readMountPoints } from '../harness/mounts';
 import { CriKataEnv, startCriKataEnv } from './kata-env';
 
@@ -65,13 +65,18 @@ describe('CRI pods with the kata handler', () => {
     for (const pid of fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
       let argv: string[];
       try {
-        argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0');
       } catch {
         continue; // exited meanwhile
       }
       const flag = (name: string): string | undefined => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
-      if (!argv[1]?.endsWith('/dist/shim/main.js') || !argv.includes('daemon') || flag('-address') !== cd.address) continue;
-      daemons.push({ pid: Number(pid), id: flag('-id') ?? '', socket: flag('-socket') ?? '' });
+      if (!argv[1]?.endsWith('/dist/shim/main.js') || flag('-address') !== cd.address) continue;
+      if (argv.includes('daemon')) daemons.push({ pid: Number(pid), id: flag('-id') ?? '', socket: flag('-socket') ?? '' });
+      // A spare claimed by a pod (KATATS_E2E_SPARE_SHIMS) runs as its daemon with its spare's
+      // argv: its pod is the bundle it moved into, its socket the one it listens on.
+      else if (argv[argv.length - 1] === 'spare' && !isWaitingSpare({ argv, pid: Number(pid) })) {
+        daemons.push({ pid: Number(pid), id: path.basename(fs.readlinkSync(`/proc/${pid}/cwd`)), socket: unixSocketsOf(Number(pid)).find((s) => s.startsWith(path.join(cd.state, 's') + '/')) ?? '' });
+      }
     }
     return daemons;
   }

@@ -93,6 +93,59 @@ export function isRelevantProcess(p: Pick<ProcessInfo, 'argv' | 'comm'>): boolea
   return exe === 'containerd' && p.argv.some((a) => a.startsWith(CONTAINERD_DIR_PREFIX));
 }
 
+/** The pool a spare shim daemon (`… -spares-dir <dir> … spare`) was launched into; undefined for any other process. */
+function spareDir(p: Pick<ProcessInfo, 'argv'>): string | undefined {
+  const at = p.argv.indexOf('-spares-dir');
+  return at >= 0 && p.argv[p.argv.length - 1] === 'spare' ? p.argv[at + 1] : undefined;
+}
+
+/** A spare's pool entries while it waits: listening, being claimed, or still starting (shim/spare-pool.ts). */
+const SPARE_SOCKET_SUFFIXES = ['.sock', '.claimed'];
+const SPARE_WAITING_SUFFIXES = [...SPARE_SOCKET_SUFFIXES, '.starting'];
+
+/**
+ * A spare shim daemon ([factory] spare_shims) that still waits for a pod: its pool holds
+ * an entry of its own. Once claimed it has none and is a pod's daemon like any other,
+ * reported when left behind. A waiting spare that outlives its containerd is
+ * tests/e2e/spare-shims.test.ts's to catch (the harness's stop kills what names its dir).
+ */
+export function isWaitingSpare(p: Pick<ProcessInfo, 'argv' | 'pid'>): boolean {
+  const dir = spareDir(p);
+  return dir !== undefined && SPARE_WAITING_SUFFIXES.some((suffix) => fs.existsSync(path.join(dir, `${p.pid}${suffix}`)));
+}
+
+/** The paths of the Unix sockets a process holds open, from its fds and its network namespace's socket table. */
+export function unixSocketsOf(pid: number): string[] {
+  const inodes = new Set<string>();
+  let fds: string[];
+  try {
+    fds = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return []; // gone
+  }
+  for (const fd of fds) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  let table = '';
+  try {
+    table = fs.readFileSync(`/proc/${pid}/net/unix`, 'utf8');
+  } catch {
+    return [];
+  }
+  // Num RefCount Protocol Flags Type St Inode Path
+  return table
+    .split('\n')
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((cols) => cols.length >= 8 && inodes.has(cols[6]))
+    .map((cols) => cols[7]);
+}
+
 export async function snapshotHost(opts: SnapshotOptions = {}): Promise<HostSnapshot> {
   const socketDirs = [...new Set([...DEFAULT_SOCKET_DIRS, ...(opts.dirs ?? []).map((d) => path.resolve(d))])];
   const [{ processes, foreignDirs }, mounts, sockets, netns, cgroups, links, virtiofsdLocks] = await Promise.all([
@@ -104,13 +157,16 @@ export async function snapshotHost(opts: SnapshotOptions = {}): Promise<HostSnap
     listLinks(),
     fs.promises.readdir(VIRTIOFSD_LOCK_DIR).catch(() => [] as string[]),
   ]);
+  // A spare shim that waits for a pod is its containerd's configured state, not a leak.
+  const waiting = processes.filter(isWaitingSpare);
+  const spareSockets = new Set(waiting.flatMap((p) => SPARE_SOCKET_SUFFIXES.map((suffix) => path.join(spareDir(p)!, `${p.pid}${suffix}`))));
   const foreignBridges = new Set(foreignDirs.map((d) => `${CRI_BRIDGE_PREFIX}${d.slice(CONTAINERD_DIR_PREFIX.length)}`));
   const foreignLinks = links.filter((l) => foreignBridges.has(l.name) || (l.master !== undefined && foreignBridges.has(l.master)));
   return {
     takenAt: new Date(),
-    processes,
+    processes: processes.filter((p) => !waiting.includes(p)),
     mounts: mounts.map((m) => `${m.source} on ${m.target} type ${m.fstype}`),
-    sockets: [...new Set(sockets.flat())].sort(),
+    sockets: [...new Set(sockets.flat())].filter((s) => !spareSockets.has(s)).sort(),
     netns,
     virtiofsdLocks: virtiofsdLocks.sort(),
     links: links.map((l) => l.name).sort(),
