@@ -65,13 +65,16 @@ test-vsock: guest
 
 # The same suites with VM templates on ([factory] enable_template) and a spare shim
 # daemon ([factory] spare_shims = 1): every pod is a clone of one template, kept in a
-# directory made for the run and removed after it, and every pod after a containerd's
-# first runs on a daemon that waited as a spare (a containerd with pods and no spare
-# used fails the run). tests/e2e/vm-templates.test.ts and spare-shims.test.ts (in
-# test-e2e) cover what is particular to each, and pods served by launched daemons.
+# directory made for the run and removed after it, and a pod that finds a spare ready
+# (about a second after the previous pod's Create launched it) runs on it; the run
+# fails if no pod did (scripts/spare-use.sh, over the containerd logs it keeps).
+# tests/e2e/vm-templates.test.ts and spare-shims.test.ts (in test-e2e) cover what is
+# particular to each.
 TEMPLATE_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/pod-sizing.test.ts tests/e2e/cri-devices.test.ts
 test-template: guest
-	dir=$$(mktemp -d /var/tmp/kt-templates-XXXXXX); KATATS_E2E_TEMPLATE_PATH=$$dir KATATS_E2E_SPARE_SHIMS=1 $(MAKE) test-e2e E2E="$(TEMPLATE_E2E)"; rc=$$?; rm -rf "$$dir"; exit $$rc
+	dir=$$(mktemp -d /var/tmp/kt-templates-XXXXXX); logs=$$(mktemp -d /var/tmp/katats-template-logs-XXXXXX); \
+	KATATS_E2E_TEMPLATE_PATH=$$dir KATATS_E2E_SPARE_SHIMS=1 KATATS_E2E_KEEP_LOGS=$$logs $(MAKE) test-e2e E2E="$(TEMPLATE_E2E)"; rc=$$?; \
+	if [ $$rc -eq 0 ]; then ./scripts/spare-use.sh "$$logs" || rc=1; fi; rm -rf "$$dir" "$$logs"; exit $$rc
 
 test: test-unit test-e2e test-matrix test-virtiofs test-vsock test-template
 

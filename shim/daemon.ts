@@ -138,13 +138,13 @@ export async function runDaemon(flags: ShimFlags, report: ReadyReport = reportOn
     server.addService(lookupService(TASK_SERVICE), service.handlers());
     await server.listen(flags.socket, { mode: 0o600 });
     for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void shutdown(signal));
-    // startedAsSpare: a spare that a pod's start claimed ([factory] spare_shims).
-    logger.info({ ...(flags.sparesDir ? { startedAsSpare: true } : {}), socket: flags.socket, pid: process.pid }, 'shim daemon ready');
+    logger.info({ socket: flags.socket, pid: process.pid }, 'shim daemon ready');
     if (!report('ready\n')) {
       // Not server.close(): that would unlink the socket path, which may be the other daemon's by now.
       logger.error('whoever started this daemon is gone; exiting');
       process.exit(1);
     }
+    if (flags.sparesDir) logger.info({ pid: process.pid }, 'serving the pod as a claimed spare');
     // containerd follows a successful start with Create; a daemon that never gets one
     // (start's caller gave up, containerd crashed) must not live on forever.
     const idleMs = idleExitMs();

@@ -75,7 +75,15 @@ describe('CRI pods with the kata handler', () => {
       // A spare claimed by a pod (KATATS_E2E_SPARE_SHIMS) runs as its daemon with its spare's
       // argv: its pod is the bundle it moved into, its socket the one it listens on.
       else if (argv[argv.length - 1] === 'spare' && !isWaitingSpare({ argv, pid: Number(pid) })) {
-        daemons.push({ pid: Number(pid), id: path.basename(fs.readlinkSync(`/proc/${pid}/cwd`)), socket: unixSocketsOf(Number(pid)).find((s) => s.startsWith(path.join(cd.state, 's') + '/')) ?? '' });
+        let cwd: string;
+        try {
+          cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+        } catch {
+          continue; // exited meanwhile
+        }
+        // Not yet (or no longer) in a bundle: starting, or retiring, not a pod's.
+        if (path.dirname(cwd) !== path.join(cd.state, 'io.containerd.runtime.v2.task', 'k8s.io')) continue;
+        daemons.push({ pid: Number(pid), id: path.basename(cwd), socket: unixSocketsOf(Number(pid)).find((s) => s.startsWith(path.join(cd.state, 's') + '/')) ?? '' });
       }
     }
     return daemons;

@@ -103,15 +103,35 @@ function spareDir(p: Pick<ProcessInfo, 'argv'>): string | undefined {
 const SPARE_SOCKET_SUFFIXES = ['.sock', '.claimed'];
 const SPARE_WAITING_SUFFIXES = [...SPARE_SOCKET_SUFFIXES, '.starting'];
 
+/** A spare that has not listened this long after its launch is stuck, not starting. */
+const SPARE_START_MS = 60_000;
+
 /**
  * A spare shim daemon ([factory] spare_shims) that still waits for a pod: its pool holds
- * an entry of its own. Once claimed it has none and is a pod's daemon like any other,
- * reported when left behind. A waiting spare that outlives its containerd is
+ * an entry of its own (a `.starting` marker only while young), and it has not moved into
+ * a pod's bundle (spares are launched in /). Once claimed it is a pod's daemon like any
+ * other, reported when left behind. A waiting spare that outlives its containerd is
  * tests/e2e/spare-shims.test.ts's to catch (the harness's stop kills what names its dir).
  */
-export function isWaitingSpare(p: Pick<ProcessInfo, 'argv' | 'pid'>): boolean {
+export function isWaitingSpare(p: Pick<ProcessInfo, 'argv' | 'pid'>, cwdOf: (pid: number) => string = processCwd): boolean {
   const dir = spareDir(p);
-  return dir !== undefined && SPARE_WAITING_SUFFIXES.some((suffix) => fs.existsSync(path.join(dir, `${p.pid}${suffix}`)));
+  if (dir === undefined || cwdOf(p.pid) !== '/') return false;
+  return SPARE_WAITING_SUFFIXES.some((suffix) => {
+    try {
+      const st = fs.statSync(path.join(dir, `${p.pid}${suffix}`));
+      return suffix !== '.starting' || Date.now() - st.mtimeMs < SPARE_START_MS;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function processCwd(pid: number): string {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/cwd`);
+  } catch {
+    return '';
+  }
 }
 
 /** The paths of the Unix sockets a process holds open, from its fds and its network namespace's socket table. */
@@ -137,13 +157,13 @@ export function unixSocketsOf(pid: number): string[] {
   } catch {
     return [];
   }
-  // Num RefCount Protocol Flags Type St Inode Path
-  return table
-    .split('\n')
-    .slice(1)
-    .map((line) => line.trim().split(/\s+/))
-    .filter((cols) => cols.length >= 8 && inodes.has(cols[6]))
-    .map((cols) => cols[7]);
+  // Num RefCount Protocol Flags Type St Inode Path (the path may hold spaces)
+  const paths: string[] = [];
+  for (const line of table.split('\n').slice(1)) {
+    const m = /^\s*(?:\S+\s+){6}(\d+) (.+)$/.exec(line);
+    if (m && inodes.has(m[1])) paths.push(m[2]);
+  }
+  return paths;
 }
 
 export async function snapshotHost(opts: SnapshotOptions = {}): Promise<HostSnapshot> {
@@ -158,7 +178,7 @@ export async function snapshotHost(opts: SnapshotOptions = {}): Promise<HostSnap
     fs.promises.readdir(VIRTIOFSD_LOCK_DIR).catch(() => [] as string[]),
   ]);
   // A spare shim that waits for a pod is its containerd's configured state, not a leak.
-  const waiting = processes.filter(isWaitingSpare);
+  const waiting = processes.filter((p) => isWaitingSpare(p));
   const spareSockets = new Set(waiting.flatMap((p) => SPARE_SOCKET_SUFFIXES.map((suffix) => path.join(spareDir(p)!, `${p.pid}${suffix}`))));
   const foreignBridges = new Set(foreignDirs.map((d) => `${CRI_BRIDGE_PREFIX}${d.slice(CONTAINERD_DIR_PREFIX.length)}`));
   const foreignLinks = links.filter((l) => foreignBridges.has(l.name) || (l.master !== undefined && foreignBridges.has(l.master)));

@@ -1,0 +1,10 @@
+#!/bin/sh
+# scripts/spare-use.sh LOGDIR: after `make test-template`, how many of the run's pods
+# (shim daemons, from the containerd logs KATATS_E2E_KEEP_LOGS kept) ran on a daemon
+# that waited as a spare; fails when none did, since the run then tested no spare.
+set -eu
+dir=${1:?usage: spare-use.sh LOGDIR}
+daemons=$(cat "$dir"/*.log 2>/dev/null | grep -c '"msg":"shim daemon ready"' || true)
+spares=$(cat "$dir"/*.log 2>/dev/null | grep -c '"msg":"serving the pod as a claimed spare"' || true)
+echo "spare shims: $spares of $daemons pods' daemons had waited as a spare"
+[ "$spares" -gt 0 ] || { echo "spare shims were on, but no pod ran on one" >&2; exit 1; }
