@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { removeCgroupTree } from '../harness/cgroups';
-import { CriContainerd, KATA_HANDLER } from '../harness/containerd';
+import { CriContainerd, KATA_HANDLER, readlinkOr } from '../harness/containerd';
 import { ContainerConfig, CriClient, CriError, PodSandboxConfig } from '../harness/cri';
 import { CriImages } from '../harness/cri-images';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
@@ -75,13 +75,8 @@ describe('CRI pods with the kata handler', () => {
       // A spare claimed by a pod (KATATS_E2E_SPARE_SHIMS) runs as its daemon with its spare's
       // argv: its pod is the bundle it moved into, its socket the one it listens on.
       else if (argv[argv.length - 1] === 'spare' && !isWaitingSpare({ argv, pid: Number(pid) })) {
-        let cwd: string;
-        try {
-          cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-        } catch {
-          continue; // exited meanwhile
-        }
-        // Not yet (or no longer) in a bundle: starting, or retiring, not a pod's.
+        const cwd = readlinkOr(`/proc/${pid}/cwd`);
+        // Not yet (or no longer) in a bundle: starting, or retiring (or gone), not a pod's.
         if (path.dirname(cwd) !== path.join(cd.state, 'io.containerd.runtime.v2.task', 'k8s.io')) continue;
         daemons.push({ pid: Number(pid), id: path.basename(cwd), socket: unixSocketsOf(Number(pid)).find((s) => s.startsWith(path.join(cd.state, 's') + '/')) ?? '' });
       }

@@ -567,7 +567,8 @@ function readdirOr(dir: string): string[] {
   }
 }
 
-function readlinkOr(link: string): string {
+/** The link's target, or '' when it cannot be read (its process gone, say). */
+export function readlinkOr(link: string): string {
   try {
     return fs.readlinkSync(link);
   } catch {

@@ -5,7 +5,7 @@
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { CONTAINERD_DIR_PREFIX, DEFAULT_NAMESPACE } from './containerd';
+import { CONTAINERD_DIR_PREFIX, DEFAULT_NAMESPACE, readlinkOr } from './containerd';
 import { CRI_BRIDGE_PREFIX, CRI_CGROUP_PREFIX } from './containerd-cri';
 import { readMounts } from './mounts';
 
@@ -113,7 +113,7 @@ const SPARE_START_MS = 60_000;
  * other, reported when left behind. A waiting spare that outlives its containerd is
  * tests/e2e/spare-shims.test.ts's to catch (the harness's stop kills what names its dir).
  */
-export function isWaitingSpare(p: Pick<ProcessInfo, 'argv' | 'pid'>, cwdOf: (pid: number) => string = processCwd): boolean {
+export function isWaitingSpare(p: Pick<ProcessInfo, 'argv' | 'pid'>, cwdOf: (pid: number) => string = (pid) => readlinkOr(`/proc/${pid}/cwd`)): boolean {
   const dir = spareDir(p);
   if (dir === undefined || cwdOf(p.pid) !== '/') return false;
   return SPARE_WAITING_SUFFIXES.some((suffix) => {
@@ -126,13 +126,6 @@ export function isWaitingSpare(p: Pick<ProcessInfo, 'argv' | 'pid'>, cwdOf: (pid
   });
 }
 
-function processCwd(pid: number): string {
-  try {
-    return fs.readlinkSync(`/proc/${pid}/cwd`);
-  } catch {
-    return '';
-  }
-}
 
 /** The paths of the Unix sockets a process holds open, from its fds and its network namespace's socket table. */
 export function unixSocketsOf(pid: number): string[] {
