@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { guestRootfs, RuntimeConfig, VMM_NAMES } from '../config/runtime-config';
 import { createHypervisor } from '../hypervisors/factory';
-import { Accelerator, Hypervisor, HypervisorKind } from '../hypervisors/hypervisor';
+import { Accelerator, GUEST_KERNEL_PARAMS, Hypervisor, HypervisorKind } from '../hypervisors/hypervisor';
 import { silentLogger } from '../lib/logger';
 import { describeKsm, HostKsm } from '../sandbox/ksm';
 import { virtiofsdFlavour } from '../hypervisors/virtiofsd';
@@ -53,7 +53,7 @@ export async function bootProbe(config: RuntimeConfig, accelerator: Accelerator,
       accelerator,
       kernelPath: config.hypervisor.kernel,
       rootfs: guestRootfs(config),
-      kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', 'katats.smoke=1'],
+      kernelParams: [...GUEST_KERNEL_PARAMS, 'quiet', 'katats.smoke=1'],
       memoryMiB: 512,
       vcpus: 1,
       agentChannel: agentChannelFor(hypervisor.agentChannelKind, workDir),

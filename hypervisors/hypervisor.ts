@@ -5,6 +5,15 @@ export type Accelerator = 'kvm' | 'tcg';
 
 /** The VMMs there is a driver for, by Kata's configuration names (`[hypervisor.<kind>]`). */
 export const HYPERVISOR_KINDS = ['qemu', 'clh', 'firecracker'] as const;
+
+/**
+ * What every guest kernel is booted with: the console on the first serial port, a panic
+ * or reboot ends the VM, and no check of the IO-APIC timer at boot. That check waits a
+ * few ticks for a timer interrupt and panics without one ("IO-APIC + timer doesn't
+ * work!"), which a vCPU starved of host CPU (TCG beside other VMs) can fail; Kata boots
+ * its guests with `no_timer_check` for the same reason.
+ */
+export const GUEST_KERNEL_PARAMS: readonly string[] = ['console=ttyS0', 'panic=-1', 'reboot=t', 'no_timer_check'];
 export type HypervisorKind = (typeof HYPERVISOR_KINDS)[number];
 
 /** How the host reaches the guest agent. */

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
-import { AgentChannel, Hypervisor, VmConfig } from '../hypervisors/hypervisor';
+import { AgentChannel, GUEST_KERNEL_PARAMS, Hypervisor, VmConfig } from '../hypervisors/hypervisor';
 import { AgentClient, GuestDetails, GuestMetricsReport, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
@@ -75,7 +75,7 @@ export function podVmConfig(config: RuntimeConfig, hypervisor: Pick<Hypervisor, 
     accelerator: h.accelerator,
     kernelPath: h.kernel,
     rootfs: guestRootfs(config),
-    kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'quiet', ...h.kernelParams],
+    kernelParams: [...GUEST_KERNEL_PARAMS, 'quiet', ...h.kernelParams],
     memoryMiB: pod.sizing.boot.memoryMiB,
     vcpus: pod.sizing.boot.vcpus,
     maxMemoryMiB: pod.sizing.max.memoryMiB,

@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Hypervisor } from '../hypervisor';
+import { GUEST_KERNEL_PARAMS, Hypervisor } from '../hypervisor';
 import { resolveExecutable } from '../vmm-process';
 
 const GUEST_DIR = path.resolve(__dirname, '../../guest/out/current');
@@ -47,7 +47,7 @@ export function describeWithRealBinary(binary: string, create: () => PausableVmm
           accelerator: 'kvm',
           kernelPath: path.join(GUEST_DIR, 'vmlinux'),
           rootfs: { kind: 'initrd', path: path.join(GUEST_DIR, 'initrd.img') },
-          kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', 'katats.smoke=1'],
+          kernelParams: [...GUEST_KERNEL_PARAMS, 'katats.smoke=1'],
           memoryMiB: 512,
           vcpus: 1,
           agentChannel: { kind: 'hybrid-vsock', socketPath: path.join(workDir, 'vsock.sock'), port: 1024 },

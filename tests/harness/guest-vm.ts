@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Accelerator, GuestRootfs, VmConfig } from '../../hypervisors/hypervisor';
+import { Accelerator, GUEST_KERNEL_PARAMS, GuestRootfs, VmConfig } from '../../hypervisors/hypervisor';
 import { QemuHypervisor } from '../../hypervisors/qemu';
 import { silentLogger } from '../../lib/logger';
 import { DEBUG_CONSOLE_PORT_NAME } from '../../lib/debug-console';
@@ -138,7 +138,7 @@ function guestVmConfig(prefix: string, variant: GuestVariant, options: BootOptio
     accelerator: options.accelerator ?? 'tcg',
     kernelPath: variant.kernel,
     rootfs: variant.rootfs,
-    kernelParams: ['console=ttyS0', 'panic=-1', 'reboot=t', ...params, ...(options.kernelParams ?? [])],
+    kernelParams: [...GUEST_KERNEL_PARAMS, ...params, ...(options.kernelParams ?? [])],
     memoryMiB: options.memoryMiB ?? 512,
     vcpus: 1,
     maxVcpus: options.maxVcpus,
