@@ -1,8 +1,6 @@
 // The AgentService handlers: translate requests into container-manager calls.
 import * as fs from 'fs';
 import * as os from 'os';
-import { execFile } from 'child_process';
-import { promisify } from 'util';
 import * as path from 'path';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
@@ -22,8 +20,8 @@ import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
 import { OciRuntime } from './oci-runtime';
 import { OomWatcher } from './oom-watcher';
 import { sharedFsMountArgs } from './shared-fs-mount';
+import { runCommand } from './guest-command';
 
-const execFileAsync = promisify(execFile);
 const DEFAULT_READ_LEN = 64 * 1024;
 
 export interface AgentOptions {
@@ -183,16 +181,16 @@ export class AgentService {
   }
 
   private async createSandbox(req: Decoded<katats.agent.v1.ICreateSandboxRequest>): Promise<object> {
-    if (req.hostname) await execFileAsync('hostname', [req.hostname]);
+    if (req.hostname) await runCommand('hostname', [req.hostname]);
     if (req.shared_fs_tag) {
       const target = req.shared_dir_guest_path;
       fs.mkdirSync(target, { recursive: true });
-      await execFileAsync('mount', sharedFsMountArgs(req.shared_fs_type, req.shared_fs_tag, target));
+      await runCommand('mount', sharedFsMountArgs(req.shared_fs_type, req.shared_fs_tag, target));
       this.sharedMount = target;
     }
     // The pod's /dev/shm: containers bind it, so they share System V/POSIX shm as on a node.
     fs.mkdirSync(SANDBOX_SHM_DIR, { recursive: true });
-    await execFileAsync('mount', ['-t', 'tmpfs', '-o', `nosuid,nodev,noexec,mode=1777,size=${SANDBOX_SHM_SIZE}`, 'shm', SANDBOX_SHM_DIR]);
+    await runCommand('mount', ['-t', 'tmpfs', '-o', `nosuid,nodev,noexec,mode=1777,size=${SANDBOX_SHM_SIZE}`, 'shm', SANDBOX_SHM_DIR]);
     this.opts.logger.info({ sandbox: req.sandbox_id }, 'sandbox created');
     return {};
   }
@@ -203,7 +201,7 @@ export class AgentService {
     }
     this.containers.clear();
     this.oomWatcher.close();
-    if (this.sharedMount) await execFileAsync('umount', ['-l', this.sharedMount]).catch(() => undefined);
+    if (this.sharedMount) await runCommand('umount', ['-l', this.sharedMount]).catch(() => undefined);
     // Answer first, then go: the guest powers off when the agent exits.
     setTimeout(() => this.opts.onDestroyed(), 100);
     return {};

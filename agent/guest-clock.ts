@@ -1,11 +1,8 @@
 // The guest's wall clock, set by the shim (SetGuestDateTime). A VM cloned from a
 // template wakes with the template's time: the guest has no RTC to correct it and
 // nothing else in it would.
-import { execFile } from 'child_process';
-import { promisify } from 'util';
 import { InvalidArgumentError } from '../lib/errors';
-
-const execFileAsync = promisify(execFile);
+import { runCommand } from './guest-command';
 
 /** Sets the clock to this many whole seconds since the epoch; replaced in tests. */
 export type SetClock = (epochSeconds: number) => Promise<void>;
@@ -13,7 +10,7 @@ export type SetClock = (epochSeconds: number) => Promise<void>;
 /** busybox `date -s @N`: Node has no settimeofday, and busybox takes whole seconds only. */
 const busyboxDate: SetClock = async (epochSeconds) => {
   try {
-    await execFileAsync('date', ['-u', '-s', `@${epochSeconds}`]);
+    await runCommand('date', ['-u', '-s', `@${epochSeconds}`]);
   } catch (err) {
     const stderr = ((err as { stderr?: string }).stderr ?? '').trim();
     throw new InvalidArgumentError(`setting the guest clock failed: ${stderr || (err as Error).message}`);

@@ -19,6 +19,7 @@ import { AgentService } from './agent-service';
 import { CharDeviceStream, findVirtioPort } from './channel';
 import { DebugConsole, serveConnection as serveConsoleConnection } from './debug-console';
 import { spawnDebugShell } from './debug-shell';
+import { commandShell } from './guest-command';
 import { OciRuntime } from './oci-runtime';
 
 const PORT_NAME = process.env.KATATS_AGENT_PORT ?? 'agent.channel.0';
@@ -68,6 +69,9 @@ async function main(): Promise<void> {
   const logger = createLogger(process.stderr, process.env.KATATS_DEBUG ? 'debug' : 'info').child({ component: 'agent' });
   const version = (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
   fs.mkdirSync(path.join(STATE_ROOT, 'bundles'), { recursive: true, mode: 0o700 });
+  // Before the first answer, so a template VM holds the shell and its clones need not fork
+  // the agent for their first command.
+  commandShell.start();
   const service = new AgentService({
     runtime: new OciRuntime(process.env.KATATS_OCI_RUNTIME ?? '/usr/bin/crun', path.join(STATE_ROOT, 'crun')),
     bundlesRoot: path.join(STATE_ROOT, 'bundles'),

@@ -1,14 +1,11 @@
 // The pod network inside the guest. The shim moved the pod's interface into the VM
 // (a virtio NIC carrying the pod interface's MAC); here the NIC gets the pod
 // interface's name, MTU, addresses and routes, with busybox `ip`.
-import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { promisify } from 'util';
 import { InvalidArgumentError, NotFoundError } from '../lib/errors';
 import { INTERFACE_NAME, MAC_ADDRESS } from '../lib/net-names';
-
-const execFileAsync = promisify(execFile);
+import { runCommand } from './guest-command';
 
 export interface IpAddress {
   address: string;
@@ -33,7 +30,7 @@ export type IpCommand = (args: string[]) => Promise<void>;
 
 const runIp: IpCommand = async (args) => {
   try {
-    await execFileAsync('ip', args);
+    await runCommand('ip', args);
   } catch (err) {
     const stderr = ((err as { stderr?: string }).stderr ?? '').trim();
     throw new InvalidArgumentError(`ip ${args.join(' ')} failed: ${stderr || (err as Error).message}`);

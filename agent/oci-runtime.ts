@@ -2,15 +2,13 @@
 // (`crun run`) as children of the agent, so the agent sees every exit status itself:
 // a detached `crun create` would reparent the container to PID 1, which cannot tell
 // us how it ended.
-import { execFile } from 'child_process';
 import * as fs from 'fs';
-import { promisify } from 'util';
 import { NotFoundError } from '../lib/errors';
 import { ProcessHandle } from './process-handle';
 import { spawnOnPipes, StdioOwner } from './stdio-pipes';
 import { spawnOnTerminal } from './terminal';
+import { runCommand } from './guest-command';
 
-const execFileAsync = promisify(execFile);
 
 /**
  * How crun answers a kill that lost the race with the container's own end: its state
@@ -94,7 +92,7 @@ export class OciRuntime {
    * answer instead of starting a process while its translated code is still cold.)
    */
   async version(): Promise<string> {
-    const asked = (this.versionLine ??= execFileAsync(this.binary, ['--version']).then(({ stdout }) => stdout.split('\n')[0] ?? ''));
+    const asked = (this.versionLine ??= runCommand(this.binary, ['--version']).then(({ stdout }) => stdout.split('\n')[0] ?? ''));
     try {
       return await asked;
     } catch (err) {
@@ -125,7 +123,7 @@ export class OciRuntime {
   /** Runs a short runtime command; its stderr becomes the error message. */
   private async command(args: string[]): Promise<void> {
     try {
-      await execFileAsync(this.binary, ['--root', this.stateRoot, ...args]);
+      await runCommand(this.binary, ['--root', this.stateRoot, ...args]);
     } catch (err) {
       const e = err as { stderr?: string; message: string };
       throw new Error(`${this.binary} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`);

@@ -11,13 +11,12 @@
 // non-blocking and served on the event loop (net.Socket), never by a thread-pool read
 // that a silent process could hold forever. The agent closes the process's ends right
 // after spawn(), or the agent's reads would never see EOF.
-import { ChildProcess, execFile, spawn } from 'child_process';
+import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
-import { promisify } from 'util';
 import { pipeExitStatus, ProcessHandle } from './process-handle';
+import { runCommand } from './guest-command';
 
-const execFileAsync = promisify(execFile);
 const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
 
 /** Who owns the pipes, so a process that is not root can reopen its own stdio. */
@@ -47,7 +46,7 @@ export async function spawnOnPipes(binary: string, args: string[], opts: PipeOpt
   // A FIFO of an earlier process of the same name, left by an agent that died between
   // mkfifo and unlink, would make mkfifo fail.
   for (const p of paths) fs.rmSync(p, { force: true });
-  await execFileAsync('mkfifo', ['-m', '0600', ...paths]);
+  await runCommand('mkfifo', ['-m', '0600', ...paths]);
   const opened: number[] = [];
   const track = (fd: number): number => (opened.push(fd), fd);
   let ends: { stdin?: PipeEnds; stdout: PipeEnds; stderr: PipeEnds };

@@ -1,0 +1,74 @@
+import * as fs from 'fs';
+import { CommandFailedError, CommandShell, runCommand, shellQuote } from './guest-command';
+
+/** The commands run by the host's /bin/sh here; the guest's is busybox sh, and both are POSIX. */
+describe('CommandShell', () => {
+  let shell: CommandShell;
+  beforeEach(() => {
+    shell = new CommandShell('/bin/sh', 0);
+    shell.start();
+  });
+  afterEach(() => shell.stop());
+
+  it("runs commands as the shell's children and returns their output exactly", async () => {
+    const pid = shell.pid;
+    expect((await shell.run('sh', ['-c', 'echo $PPID'])).stdout).toBe(`${pid}\n`);
+    expect(await shell.run('printf', ['a\nb'])).toEqual({ stdout: 'a\nb', stderr: '' });
+    expect(await shell.run('sh', ['-c', 'echo out; echo err >&2; printf tail >&2'])).toEqual({ stdout: 'out\n', stderr: 'err\ntail' });
+    expect(shell.pid).toBe(pid);
+  });
+
+  it('passes every argument literally, whatever the shell would otherwise parse', async () => {
+    const never = `/tmp/katats-never-${process.pid}`;
+    const args = ["it's", `$(touch ${never})`, '`id`', 'a; echo b', '*', '"q"', 'line\nbreak', '\\', '', ' spaced ', '$HOME', "'", "''"];
+    const { stdout } = await shell.run('printf', ['%s|', ...args]);
+    expect(stdout).toBe(args.map((a) => `${a}|`).join(''));
+    expect(fs.existsSync(never)).toBe(false);
+    expect(shellQuote("a'b")).toBe(`'a'\\''b'`);
+  });
+
+  it('reports a failure with its exit status and stderr, and goes on', async () => {
+    const failed = await shell.run('sh', ['-c', 'echo partial; echo "no such device" >&2; exit 3']).catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(CommandFailedError);
+    expect(failed).toMatchObject({ code: 3, stdout: 'partial\n', stderr: 'no such device\n' });
+    expect((failed as Error).message).toContain('no such device');
+    await expect(shell.run('/nonexistent/cmd', [])).rejects.toMatchObject({ code: 127 });
+    expect((await shell.run('echo', ['still here'])).stdout).toBe('still here\n');
+  });
+
+  it('gives a command /dev/null for stdin, not the commands that follow', async () => {
+    expect(await shell.run('cat', [])).toEqual({ stdout: '', stderr: '' });
+    expect((await shell.run('echo', ['next'])).stdout).toBe('next\n');
+  });
+
+  it('refuses a NUL byte in an argument instead of cutting it', async () => {
+    await expect(shell.run('echo', ['a\0b'])).rejects.toThrow(/NUL byte/);
+    expect(shell.idle).toBe(true);
+  });
+
+  it('is busy while a command runs, so another call does not wait behind it', async () => {
+    const slow = shell.run('sleep', ['0.3']);
+    expect(shell.idle).toBe(false);
+    await expect(shell.run('echo', ['x'])).rejects.toThrow(/not idle/);
+    await slow;
+    expect(shell.idle).toBe(true);
+  });
+
+  it('fails the running command if the shell dies, and can be started again', async () => {
+    const pid = shell.pid as number;
+    const running = shell.run('sleep', ['2']);
+    process.kill(pid, 'SIGKILL');
+    await expect(running).rejects.toThrow(/command shell exited \(SIGKILL\) while running sleep 2/);
+    expect(shell.idle).toBe(false);
+    shell.revive();
+    expect(shell.pid).not.toBe(pid);
+    expect((await shell.run('echo', ['back'])).stdout).toBe('back\n');
+  });
+});
+
+describe('runCommand', () => {
+  it('runs a command as a process of its own when the agent has no shell', async () => {
+    expect(await runCommand('printf', ['%s', 'a b'])).toEqual({ stdout: 'a b', stderr: '' });
+    await expect(runCommand('sh', ['-c', 'echo bad >&2; exit 2'])).rejects.toMatchObject({ code: 2, stderr: 'bad\n' });
+  });
+});
