@@ -9,7 +9,7 @@ import { QemuHypervisor } from '../hypervisors/qemu/qemu';
 import { CloudHypervisor } from '../hypervisors/cloud-hypervisor/cloud-hypervisor';
 import { spawn } from 'child_process';
 import { writeProcessRecord } from '../lib/recorded-process';
-import { cloneRefusal, listTemplates, removeAbandoned, templateKey, templateVm, withTemplateLock } from './vm-templates';
+import { cloneRefusal, listTemplates, removeAbandoned, TEMPLATE_KERNEL_PARAM, templateKey, templateVm, withTemplateLock } from './vm-templates';
 
 describe('VM template keys', () => {
   let dir: string;
@@ -66,6 +66,9 @@ describe('VM template keys', () => {
     expect(vm.workDir).toBe('/var/lib/kata-ts/vm-templates/.building-x');
     expect(vm.agentChannel).toEqual({ kind: 'virtio-serial', socketPath: '/var/lib/kata-ts/vm-templates/.building-x/agent.sock', portName: 'agent.channel.0' });
     expect(vm.sharedDirectories).toEqual([{ tag: 'kataShared', hostPath: '/var/lib/kata-ts/vm-templates/.building-x/share0' }]);
+    // The guest's init starts a template's agent with its code compiled ahead; a pod's VM is booted without it.
+    expect(vm.kernelParams).toEqual([...pod('a').kernelParams, TEMPLATE_KERNEL_PARAM]);
+    expect(pod('a').kernelParams).not.toContain(TEMPLATE_KERNEL_PARAM);
   });
 
   it('says why a VM cannot be a clone', () => {

@@ -97,13 +97,27 @@ export function templateFiles(dir: string): TemplateFiles {
 }
 
 /**
+ * On the kernel command line of a template VM, and so of its clones (a clone's must be
+ * its template's): the guest's init then starts the agent with all its JavaScript
+ * compiled at load and kept (guest/init). A clone inherits that compiled code, where it
+ * would otherwise compile each handler on its first call, running V8's compiler while
+ * QEMU translates it anew for that clone. A cold boot would only pay for it.
+ */
+export const TEMPLATE_KERNEL_PARAM = 'katats.template=1';
+
+/** `vm` with the kernel command line of a template and its clones. */
+function withTemplateKernelParam(vm: VmConfig): VmConfig {
+  return { ...vm, kernelParams: [...vm.kernelParams, TEMPLATE_KERNEL_PARAM] };
+}
+
+/**
  * The VM a template is booted as: the pod's, without the pod. No NIC (a clone gets its
  * pod's by hot-plug), the shared directory an empty one of its own (never mounted in
  * the template: a mounted 9p share cannot migrate), sockets in its own directory.
  */
 export function templateVm(vm: VmConfig, dir: string, hypervisor: Hypervisor): VmConfig {
   return {
-    ...vm,
+    ...withTemplateKernelParam(vm),
     id: `template-${path.basename(dir)}`,
     workDir: dir,
     agentChannel: agentChannelFor(hypervisor.agentChannelKind, dir),
@@ -147,7 +161,7 @@ export class VmTemplates {
       // would give QEMU one template's RAM and another's state.
       let nextAgentStreamId = 1;
       await this.withTemplate(vm, key, hypervisor, async (templateDir, { state, meta }) => {
-        await hypervisor.startClone!(vm, templateFiles(templateDir), state);
+        await hypervisor.startClone!(withTemplateKernelParam(vm), templateFiles(templateDir), state);
         restored = true;
         nextAgentStreamId = meta.nextAgentStreamId;
         touch(path.join(templateDir, META_FILE)); // most recently used: kept longest
