@@ -1,4 +1,6 @@
 import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { CommandFailedError, CommandShell, runCommand, shellQuote } from './guest-command';
 
 /** The commands run by the host's /bin/sh here; the guest's is busybox sh, and both are POSIX. */
@@ -32,7 +34,9 @@ describe('CommandShell', () => {
     expect(failed).toBeInstanceOf(CommandFailedError);
     expect(failed).toMatchObject({ code: 3, stdout: 'partial\n', stderr: 'no such device\n' });
     expect((failed as Error).message).toContain('no such device');
-    await expect(shell.run('/nonexistent/cmd', [])).rejects.toMatchObject({ code: 127 });
+    // As execFile says it: a binary that is not there is ENOENT, not a command that printed "not found".
+    await expect(shell.run('/nonexistent/cmd', [])).rejects.toMatchObject({ code: 'ENOENT', message: 'spawn /nonexistent/cmd ENOENT' });
+    await expect(shell.run('sh', ['-c', 'echo "container not found" >&2; exit 127'])).rejects.toMatchObject({ code: 127, stderr: 'container not found\n' });
     expect((await shell.run('echo', ['still here'])).stdout).toBe('still here\n');
   });
 
@@ -54,11 +58,22 @@ describe('CommandShell', () => {
     expect(shell.idle).toBe(true);
   });
 
+  it('runs a call as its own process when the shell died before it read it', async () => {
+    process.kill(shell.pid as number, 'SIGKILL');
+    // Node has not seen the exit yet: the shell still looks idle, and the call goes to it.
+    expect(shell.idle).toBe(true);
+    expect(await shell.run('sh', ['-c', 'echo $PPID'])).toEqual({ stdout: `${process.pid}\n`, stderr: '' });
+  });
+
   it('fails the running command if the shell dies, and can be started again', async () => {
     const pid = shell.pid as number;
-    const running = shell.run('sleep', ['2']);
+    const started = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'guest-command-')), 'started');
+    const running = shell.run('sh', ['-c', `touch ${started}; sleep 2`]);
+    while (!fs.existsSync(started)) await new Promise((r) => setTimeout(r, 10));
     process.kill(pid, 'SIGKILL');
-    await expect(running).rejects.toThrow(/command shell exited \(SIGKILL\) while running sleep 2/);
+    // It may have done something by now: not run again, but reported.
+    await expect(running).rejects.toThrow(/command shell exited \(SIGKILL\) while running sh -c touch .*; sleep 2/);
+    fs.rmSync(path.dirname(started), { recursive: true });
     expect(shell.idle).toBe(false);
     shell.revive();
     expect(shell.pid).not.toBe(pid);

@@ -10,7 +10,9 @@
 // The shell only ever gets arguments in single quotes, so nothing in them is parsed.
 // One command at a time: a call made while the shell is busy (or before it started, or
 // after it died) runs as its own process, as every call did before, so a command that
-// hangs holds up no other.
+// hangs holds up no other (it does keep the shell: later calls then fork, as before).
+// Errors are execFile's: a command the shell cannot find fails as ENOENT, not as a
+// command that ran and printed "not found".
 import { ChildProcessWithoutNullStreams, execFile, spawn } from 'child_process';
 import { randomBytes } from 'crypto';
 import { promisify } from 'util';
@@ -46,6 +48,8 @@ export function shellQuote(arg: string): string {
 
 interface Pending {
   marker: string;
+  /** The shell said it is about to run the command (so a shell lost after this may have run it). */
+  began?: boolean;
   file: string;
   args: string[];
   stdout?: string;
@@ -56,6 +60,18 @@ interface Pending {
 }
 
 const REVIVE_AFTER_MS = 5000;
+/** The shell's status for a command it cannot find. */
+const COMMAND_NOT_FOUND = 127;
+
+/** What the shell itself says of a command it cannot find: "/bin/sh: FILE: not found" (dash: "/bin/sh: 3: FILE: not found"). */
+function shellNotFound(file: string): RegExp {
+  return new RegExp(`^\\S+: (?:\\d+: )?${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not found\n$`);
+}
+
+/** How execFile fails for a missing binary (callers tell that apart from a command's own "not found"). */
+function notFound(file: string): Error {
+  return Object.assign(new Error(`spawn ${file} ENOENT`), { code: 'ENOENT', path: file });
+}
 
 /** A shell that runs commands one at a time, each framed by a marker it cannot guess. */
 export class CommandShell {
@@ -84,8 +100,9 @@ export class CommandShell {
     this.child = child;
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (text: string) => this.onOutput('out', text));
-    child.stderr.on('data', (text: string) => this.onOutput('err', text));
+    // A shell that died may leave children writing into the old pipes: not the new shell's calls.
+    child.stdout.on('data', (text: string) => this.child === child && this.onOutput('out', text));
+    child.stderr.on('data', (text: string) => this.child === child && this.onOutput('err', text));
     // A write to a shell that died fails with EPIPE; the exit below reports it.
     child.stdin.on('error', () => undefined);
     child.once('error', (e) => this.lost(child, `cannot start ${this.shell}: ${e.message}`));
@@ -113,13 +130,15 @@ export class CommandShell {
     for (const arg of [file, ...args]) {
       if (arg.includes('\0')) return Promise.reject(new TypeError(`a command argument holds a NUL byte: ${JSON.stringify(arg)}`));
     }
+    // Unique per call (not secret: a clone draws the same sequence as its template's agent).
     const marker = `katats-${randomBytes(16).toString('hex')}`;
     return new Promise<CommandOutput>((resolve, reject) => {
       this.pending = { marker, file, args, resolve, reject };
       this.out = '';
       this.err = '';
-      // The leading newline ends any last line the command left open; it is taken off again.
-      const line = `${[file, ...args].map(shellQuote).join(' ')} </dev/null; printf '\\n%s %d\\n' ${marker} "$?"; printf '\\n%s\\n' ${marker} >&2\n`;
+      // First "<marker>." (the shell read the call), then the command; the leading newline
+      // of the end markers ends any last line the command left open, and is taken off again.
+      const line = `printf '%s.\\n' ${marker}; ${[file, ...args].map(shellQuote).join(' ')} </dev/null; printf '\\n%s %d\\n' ${marker} "$?"; printf '\\n%s\\n' ${marker} >&2\n`;
       child.stdin.write(line);
     });
   }
@@ -134,6 +153,13 @@ export class CommandShell {
     if (!pending) return; // nothing is running: a stray line from a backgrounded process
     if (stream === 'out') {
       this.out += text;
+      if (!pending.began) {
+        const go = `${pending.marker}.\n`;
+        const at = this.out.indexOf(go);
+        if (at < 0) return;
+        pending.began = true;
+        this.out = this.out.slice(at + go.length);
+      }
       const found = new RegExp(`\\n${pending.marker} (\\d+)\\n`).exec(this.out);
       if (found) {
         pending.stdout = this.out.slice(0, found.index);
@@ -152,6 +178,7 @@ export class CommandShell {
     this.pending = undefined;
     const { file, args, status, stdout = '', stderr } = pending;
     if (status === 0) pending.resolve({ stdout, stderr });
+    else if (status === COMMAND_NOT_FOUND && stdout === '' && shellNotFound(file).test(stderr)) pending.reject(notFound(file));
     else pending.reject(new CommandFailedError(file, args, status, stdout, stderr));
   }
 
@@ -160,7 +187,15 @@ export class CommandShell {
     this.child = undefined;
     const pending = this.pending;
     this.pending = undefined;
-    pending?.reject(new Error(`${why} while running ${[pending.file, ...pending.args].join(' ')}`));
+    if (!pending) return;
+    // The shell died before it read the call (it was idle when the call was made): the
+    // command runs as its own process, as it would have. Once begun, it may have run.
+    if (!pending.began) {
+      execFileAsync(pending.file, pending.args).then(({ stdout, stderr }) => pending.resolve({ stdout, stderr }), pending.reject);
+      return;
+    }
+    const said = (pending.stderr ?? this.err).trim();
+    pending.reject(new Error(`${why} while running ${[pending.file, ...pending.args].join(' ')}${said ? `: ${said}` : ''}`));
   }
 }
 
