@@ -25,7 +25,8 @@
 #   GUEST_KEEP        how many built images to keep (default 3)
 #   GUEST_CACHE       downloaded/extracted packages (default out/cache); shared by clones
 #   AGENT_NODE_FLAGS  node/V8 flags the guest's init starts the agent with (a VM template's
-#                     agent gets --no-lazy --no-flush-bytecode besides: guest/init) (default
+#                     agent gets --no-lazy --no-flush-bytecode --max-semi-space-size=1
+#                     besides: guest/init) (default
 #                     --jitless --no-memory-reducer; set empty for none; make bench-agent-startup compares
 #                     some); part of the image's hash
 # The last line on stdout is the image directory; progress goes to stderr.
