@@ -74,7 +74,13 @@ export interface VmConfig {
   debugConsole?: { socketPath: string; portName: string };
   sharedDirectories: SharedDirectory[];
   /** The pod network: the VMM runs inside `netnsPath` and gets one virtio NIC per tap there. */
-  network?: { netnsPath: string; nics: Array<{ tapName: string; mac: string }> };
+  network?: { netnsPath: string; nics: NicConfig[] };
+}
+
+/** A pod NIC: the tap in the pod's netns, and the MAC the guest's interface gets. */
+export interface NicConfig {
+  tapName: string;
+  mac: string;
 }
 
 /**
@@ -144,7 +150,7 @@ export interface Hypervisor {
    */
   resize?(target: VmResize): Promise<VmSize>;
 
-  // VM templates (sandbox/vm-templates.ts): all five, or none.
+  // VM templates (sandbox/vm-templates.ts): all six, or none.
   /** Why a VM like `config` cannot be, or start from, a template; undefined when it can. */
   templateRefusal?(config: VmConfig): string | undefined;
   /**
@@ -164,4 +170,9 @@ export interface Hypervisor {
    * TemplateRestoreError when the state does not load.
    */
   startClone?(config: VmConfig, files: TemplateFiles, state: Buffer): Promise<void>;
+  /**
+   * Hot-plugs pod NICs into a running clone, after those of its startClone config: a
+   * clone may start before its pod's network is wired (the taps are needed only now).
+   */
+  plugNics?(nics: NicConfig[]): Promise<void>;
 }

@@ -114,8 +114,13 @@ export class PodNetwork {
   ) {}
 
   /** Reads the pod netns and wires a tap to each pod interface. Undone on failure. */
-  static async attach(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<PodNetwork> {
+  /** Fails, saying so, when the pod's netns is gone. */
+  static requireNetns(netnsPath: string): void {
     if (!fs.existsSync(netnsPath)) throw new FailedPreconditionError(`pod network namespace ${netnsPath} does not exist (was the pod's network torn down?)`);
+  }
+
+  static async attach(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<PodNetwork> {
+    PodNetwork.requireNetns(netnsPath);
     const links = JSON.parse(await run(netnsPath, 'ip', ['-j', 'addr', 'show'])) as IpLink[];
     const endpoints = endpointsFrom(links);
     const routes = [

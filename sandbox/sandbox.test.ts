@@ -9,7 +9,9 @@ import { FailedPreconditionError } from '../lib/errors';
 import { silentLogger } from '../lib/logger';
 import { CallContext } from '../ttrpc';
 import { HostKsm } from './ksm';
+import { VmConfig } from '../hypervisors/hypervisor';
 import { Sandbox } from './sandbox';
+import { VmTemplates } from './vm-templates';
 import { fakeAgent, FakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
 
@@ -157,5 +159,46 @@ describe('Sandbox.workDirFor', () => {
 
   it('refuses a state_dir too long for any socket path, saying so', () => {
     expect(() => Sandbox.workDirFor(config(`/run/${'d'.repeat(80)}`), 'default', 'x')).toThrow(/state_dir \/run\/d+ is too long: the VM's Unix sockets under it would exceed 107 bytes/);
+  });
+});
+
+describe('a clone and the pod network', () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sandbox-clone-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('starts the clone while the pod network is wired, without NICs yet, and ends it when the network fails', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const cloneAgent = { closed: false, close() { this.closed = true; } };
+    const cloneDriver = fakeDriver('virtio-serial', agentForSandbox());
+    const asked: VmConfig[] = [];
+    const templates = {
+      async startClone(vm: VmConfig) {
+        asked.push(vm);
+        return { hypervisor: cloneDriver, agent: cloneAgent, details: {} };
+      },
+    } as unknown as VmTemplates;
+    const coldDriver = fakeDriver('virtio-serial', agentForSandbox());
+    // There, but no netns: attach fails only once it reads it (nsenter), as the clone starts.
+    const netnsPath = path.join(dir, 'not-a-netns');
+    fs.writeFileSync(netnsPath, '');
+    const started = Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', netnsPath, config, hypervisor: coldDriver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
+    await expect(started).rejects.toThrow(/nsenter/);
+    // QEMU starts in the pod's netns; its NICs are plugged once the network is wired.
+    expect(asked.map((vm) => vm.network)).toEqual([{ netnsPath, nics: [] }]);
+    expect(cloneAgent.closed).toBe(true);
+    expect(cloneDriver.stopped).toBe(true);
+    expect(coldDriver.booted).toBeUndefined();
+  });
+
+  it('starts no clone in a netns that is gone', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const templates = { startClone: jest.fn() } as unknown as VmTemplates;
+    const netnsPath = path.join(dir, 'no-such-netns');
+    const started = Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', netnsPath, config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
+    await expect(started).rejects.toThrow(`pod network namespace ${netnsPath} does not exist`);
+    expect(templates.startClone).not.toHaveBeenCalled();
   });
 });

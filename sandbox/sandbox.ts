@@ -6,7 +6,7 @@ import * as path from 'path';
 import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
-import { AgentChannel, GUEST_KERNEL_PARAMS, Hypervisor, VmConfig } from '../hypervisors/hypervisor';
+import { AgentChannel, GUEST_KERNEL_PARAMS, Hypervisor, NicConfig, VmConfig } from '../hypervisors/hypervisor';
 import { AgentClient, GuestDetails, GuestMetricsReport, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
@@ -27,7 +27,7 @@ import { cgroupRelativePath, HostCgroups, SandboxCgroup } from './host-cgroup';
 import { VmSizer } from './vm-sizer';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 import { countingResize, installedSandboxObserver, ObservedSandbox, SandboxObserver } from './sandbox-observer';
-import { VmTemplates } from './vm-templates';
+import { Clone, discardClone, VmTemplates } from './vm-templates';
 
 export const SHARED_FS_TAG = 'kataShared';
 /** The record of the daemon that owns a sandbox's state directory (pid + start time). */
@@ -465,14 +465,40 @@ export class Sandbox implements ObservedSandbox {
     // First: a host that cannot do what the configuration asks fails before anything is set up.
     const ksm = this.config.runtime.ksm;
     this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
-    if (netnsPath) this.network = await PodNetwork.attach(netnsPath, this.logger);
-    const vm: VmConfig = {
-      ...podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing }),
-      network: this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) },
-    };
-    const launched = performance.now();
-    const { agent, details } = (await this.startClone(vm)) ?? (await this.bootCold(vm));
-    this.bootSeconds = (performance.now() - launched) / 1000;
+    // A clone gets its NICs by hot-plug once it runs, so the pod network is wired while
+    // the clone restores and its agent first answers; a cold boot needs the taps first.
+    if (netnsPath) PodNetwork.requireNetns(netnsPath); // before a clone would start in it
+    const attaching = netnsPath ? PodNetwork.attach(netnsPath, this.logger) : Promise.resolve(undefined);
+    attaching.catch(() => undefined); // awaited below, once the clone is up (or not)
+    const base = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing });
+    let clone: Clone | undefined;
+    let cloneSeconds = 0;
+    try {
+      const launched = performance.now();
+      // QEMU runs in the pod's netns (it opens the taps there), NICs or not yet.
+      clone = this.templates && (await this.templates.startClone({ ...base, network: netnsPath ? { netnsPath, nics: [] } : undefined }, this.observer.agentCall));
+      cloneSeconds = (performance.now() - launched) / 1000;
+    } catch (err) {
+      this.network = await attaching.catch(() => undefined); // so that destroy() undoes what it made
+      throw err;
+    }
+    try {
+      this.network = await attaching;
+    } catch (err) {
+      if (clone) await discardClone(clone);
+      throw err;
+    }
+    const nics: NicConfig[] = this.network?.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) ?? [];
+    const vm: VmConfig = { ...base, network: this.network && { netnsPath: this.network.netnsPath, nics } };
+    let started = clone && (await this.adoptClone(clone, nics));
+    // VMM launch to the agent's first answer (sandbox-observer's boot duration), the pod network's wiring not counted.
+    this.bootSeconds = cloneSeconds;
+    if (!started) {
+      const launched = performance.now();
+      started = await this.bootCold(vm);
+      this.bootSeconds = (performance.now() - launched) / 1000;
+    }
+    const { agent, details } = started;
     this.agent = agent;
     this.details = details;
     this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
@@ -490,10 +516,16 @@ export class Sandbox implements ObservedSandbox {
     this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
   }
 
-  /** The VM as a clone of its template, with its NICs plugged and clock set; undefined when it cannot be one. */
-  private async startClone(vm: VmConfig): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
-    const clone = await this.templates?.startClone(vm, this.observer.agentCall);
-    if (!clone) return undefined;
+  /** The clone (its clock set) as this sandbox's VM, with the pod's NICs plugged; undefined (the clone gone) if they cannot be. */
+  private async adoptClone(clone: Clone, nics: NicConfig[]): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
+    try {
+      // Also with none: it fails if the clone died meanwhile.
+      await clone.hypervisor.plugNics!(nics);
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, "the pod's NICs cannot be plugged into the clone; booting cold");
+      await discardClone(clone);
+      return undefined;
+    }
     this.hypervisor = clone.hypervisor;
     this.devices = new ContainerDevices(clone.hypervisor, this.logger, undefined, this.observer);
     this.vmRunning();

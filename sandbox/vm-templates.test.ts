@@ -9,7 +9,7 @@ import { QemuHypervisor } from '../hypervisors/qemu/qemu';
 import { CloudHypervisor } from '../hypervisors/cloud-hypervisor/cloud-hypervisor';
 import { spawn } from 'child_process';
 import { writeProcessRecord } from '../lib/recorded-process';
-import { cloneRefusal, listTemplates, removeAbandoned, TEMPLATE_KERNEL_PARAM, templateKey, templateVm, withTemplateLock } from './vm-templates';
+import { cloneRefusal, listTemplates, removeAbandoned, TEMPLATE_KERNEL_PARAM, templateKey, templateVm, withTemplateKernelParam, withTemplateLock } from './vm-templates';
 
 describe('VM template keys', () => {
   let dir: string;
@@ -69,6 +69,8 @@ describe('VM template keys', () => {
     // The guest's init starts a template's agent with its code compiled ahead; a pod's VM is booted without it.
     expect(vm.kernelParams).toEqual([...pod('a').kernelParams, TEMPLATE_KERNEL_PARAM]);
     expect(pod('a').kernelParams).not.toContain(TEMPLATE_KERNEL_PARAM);
+    // A clone's command line is its template's.
+    expect(withTemplateKernelParam(pod('a')).kernelParams).toEqual(vm.kernelParams);
   });
 
   it('says why a VM cannot be a clone', () => {

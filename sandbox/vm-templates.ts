@@ -71,9 +71,15 @@ export interface Clone {
   details: GuestDetails;
 }
 
+/** Ends a clone its sandbox will not use (its pod network failed, or its NICs could not be plugged). */
+export async function discardClone(clone: Clone): Promise<void> {
+  clone.agent.close();
+  await clone.hypervisor.stop(0).catch(() => undefined);
+}
+
 /** Why `hypervisor` cannot clone VMs like `vm`; undefined when it can. */
 export function cloneRefusal(hypervisor: Hypervisor, vm: VmConfig): string | undefined {
-  if (!hypervisor.templateRefusal || !hypervisor.templateIdentity || !hypervisor.startTemplate || !hypervisor.saveTemplate || !hypervisor.startClone) {
+  if (!hypervisor.templateRefusal || !hypervisor.templateIdentity || !hypervisor.startTemplate || !hypervisor.saveTemplate || !hypervisor.startClone || !hypervisor.plugNics) {
     return `the ${hypervisor.name} driver cannot save and restore VMs`;
   }
   return hypervisor.templateRefusal(vm);
@@ -105,8 +111,8 @@ export function templateFiles(dir: string): TemplateFiles {
  */
 export const TEMPLATE_KERNEL_PARAM = 'katats.template=1';
 
-/** `vm` with the kernel command line of a template and its clones. */
-function withTemplateKernelParam(vm: VmConfig): VmConfig {
+/** `vm` with the kernel command line of a template and its clones (startClone starts a clone as this). */
+export function withTemplateKernelParam(vm: VmConfig): VmConfig {
   return { ...vm, kernelParams: [...vm.kernelParams, TEMPLATE_KERNEL_PARAM] };
 }
 

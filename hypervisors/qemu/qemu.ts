@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { FailedPreconditionError, HypervisorError, TemplateRestoreError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
-import { Hypervisor, SharedFsKind, TemplateFiles, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
+import { Hypervisor, NicConfig, SharedFsKind, TemplateFiles, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, needsSharedRam, QemuOptions, qemuPaths, QemuTemplateRole, templateRefusal } from './command-line';
@@ -40,6 +40,8 @@ export class QemuHypervisor implements Hypervisor {
   private qmp: QmpClient | undefined;
   private hotplug: BlockHotplug | undefined;
   private ports: HotplugPorts | undefined;
+  /** NICs hot-plugged so far (each gets the next id). */
+  private nicsPlugged = 0;
   /** Set by startTemplate: where saveTemplate() puts the state. */
   private template: { workDir: string; files: TemplateFiles } | undefined;
   private resizer: QemuResize | undefined;
@@ -122,12 +124,22 @@ export class QemuHypervisor implements Hypervisor {
         throw new TemplateRestoreError(err.message, { cause: err });
       });
       await this.qmp!.execute('cont');
-      for (const [index, nic] of nics.entries()) await plugNic(this.qmp!, this.ports!, { kind: 'network', id: `nic${index}`, tapName: nic.tapName, macAddress: nic.mac });
+      await this.plugNics(nics);
     } catch (err) {
       await this.stopQemu(0);
       throw err;
     }
-    this.logger.info({ nics: nics.length, pid: this.child?.pid }, 'VM restored from its template and running');
+    this.logger.info({ nics: nics.length, pid: this.child?.pid }, 'VM restored from its template and running (NICs plugged)');
+  }
+
+  async plugNics(nics: NicConfig[]): Promise<void> {
+    const qmp = this.requireQmp('plugging NICs');
+    for (const nic of nics) {
+      const id = `nic${this.nicsPlugged}`;
+      await plugNic(qmp, this.ports!, { kind: 'network', id, tapName: nic.tapName, macAddress: nic.mac });
+      this.nicsPlugged++;
+      this.logger.info({ id, tap: nic.tapName, mac: nic.mac }, 'NIC plugged');
+    }
   }
 
   private async launch(config: VmConfig, args: string[]): Promise<void> {
