@@ -465,12 +465,29 @@ export class Sandbox implements ObservedSandbox {
     // First: a host that cannot do what the configuration asks fails before anything is set up.
     const ksm = this.config.runtime.ksm;
     this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
-    // A clone gets its NICs by hot-plug once it runs, so the pod network is wired while
-    // the clone restores and its agent first answers; a cold boot needs the taps first.
+    const base = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing });
+    const { agent, details } = await this.startVm(base, netnsPath);
+    this.agent = agent;
+    this.details = details;
+    this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
+    await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR, shared_fs_type: this.hypervisor.sharedFsKind ?? 'virtio-9p' });
+    if (this.network) {
+      for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });
+      if (this.network.routes.length > 0) await agent.updateRoutes(this.network.routes);
+    }
+    void this.forwardOomEvents(agent);
+  }
+
+  /**
+   * Wires the pod network (into this.network) and starts the VM: a clone where it can be
+   * one, else a cold boot. A clone gets its NICs by hot-plug once it runs, so the network
+   * is wired while the clone restores and its agent first answers; a cold boot needs the
+   * taps first.
+   */
+  private async startVm(base: VmConfig, netnsPath: string | undefined): Promise<{ agent: AgentClient; details: GuestDetails }> {
     if (netnsPath) PodNetwork.requireNetns(netnsPath); // before a clone would start in it
     const attaching = netnsPath ? PodNetwork.attach(netnsPath, this.logger) : Promise.resolve(undefined);
     attaching.catch(() => undefined); // awaited below, once the clone is up (or not)
-    const base = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing });
     let clone: Clone | undefined;
     let cloneSeconds = 0;
     try {
@@ -498,16 +515,7 @@ export class Sandbox implements ObservedSandbox {
       started = await this.bootCold(vm);
       this.bootSeconds = (performance.now() - launched) / 1000;
     }
-    const { agent, details } = started;
-    this.agent = agent;
-    this.details = details;
-    this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
-    await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR, shared_fs_type: this.hypervisor.sharedFsKind ?? 'virtio-9p' });
-    if (this.network) {
-      for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });
-      if (this.network.routes.length > 0) await agent.updateRoutes(this.network.routes);
-    }
-    void this.forwardOomEvents(agent);
+    return started;
   }
 
   /** Once the VMM runs (in the pod's cgroup): the shim may leave it, and the VM's end is watched. */
