@@ -112,8 +112,22 @@ export function writeConfig(file: string, stateDir: string, overrides: ConfigOve
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
 }
 
-export async function startKataEnv(opts: ConfigOverrides & { containerdLogLevel?: 'debug' | 'info' } = {}): Promise<KataEnv> {
-  const dir = fs.mkdtempSync('/tmp/kt-env-');
+/** Makes an environment's temporary directory and builds the environment in it; a build that fails leaves no directory behind. */
+async function inNewDir<T>(prefix: string, build: (dir: string) => Promise<T>): Promise<T> {
+  const dir = fs.mkdtempSync(prefix);
+  try {
+    return await build(dir);
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+export function startKataEnv(opts: ConfigOverrides & { containerdLogLevel?: 'debug' | 'info' } = {}): Promise<KataEnv> {
+  return inNewDir('/tmp/kt-env-', (dir) => buildKataEnv(dir, opts));
+}
+
+async function buildKataEnv(dir: string, opts: ConfigOverrides & { containerdLogLevel?: 'debug' | 'info' }): Promise<KataEnv> {
   const shimDir = path.join(dir, 'bin');
   const stateDir = path.join(dir, 'vm');
   fs.mkdirSync(shimDir);
@@ -168,7 +182,10 @@ export interface KataConfigChoice {
  */
 export async function startCriKataEnv(tmpPrefix: string, configure?: (dir: string) => KataConfigChoice): Promise<CriKataEnv> {
   const before = await snapshotHost();
-  const dir = fs.mkdtempSync(tmpPrefix);
+  return inNewDir(tmpPrefix, (dir) => buildCriKataEnv(dir, before, configure));
+}
+
+async function buildCriKataEnv(dir: string, before: HostSnapshot, configure?: (dir: string) => KataConfigChoice): Promise<CriKataEnv> {
   const shimDir = path.join(dir, 'bin');
   fs.mkdirSync(shimDir);
   writeShimLauncher(shimDir);
@@ -180,8 +197,16 @@ export async function startCriKataEnv(tmpPrefix: string, configure?: (dir: strin
   const choice = (configure ?? defaultChoice)(dir);
   const cd = await startContainerd({ cri: { kataConfigPath: choice.kataConfigPath }, runtimeShimDir: shimDir, env: choice.env });
   const cri = new CriClient(cd.cri.socket, { timeoutMs: 300_000 });
-  const images = await importCriImages(cd);
-  const baseline = await snapshotHost({ dirs: [cd.dir] });
+  let images: Awaited<ReturnType<typeof importCriImages>>;
+  let baseline: HostSnapshot;
+  try {
+    images = await importCriImages(cd);
+    baseline = await snapshotHost({ dirs: [cd.dir] });
+  } catch (err) {
+    cri.close();
+    await cd.stop();
+    throw err;
+  }
   return {
     dir,
     cd,
