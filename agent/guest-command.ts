@@ -16,12 +16,15 @@
 import { ChildProcessWithoutNullStreams, execFile, spawn } from 'child_process';
 import { randomBytes } from 'crypto';
 import { promisify } from 'util';
+import type { CommandOutput } from '../lib/bounded-command';
+import { escapeRegExp } from '../lib/regexp';
 
 const execFileAsync = promisify(execFile);
 
-export interface CommandOutput {
-  stdout: string;
-  stderr: string;
+/** The command as a process of its own, as every call was before the shell. */
+async function forked(file: string, args: string[]): Promise<CommandOutput> {
+  const { stdout, stderr } = await execFileAsync(file, args);
+  return { stdout, stderr };
 }
 
 /**
@@ -65,7 +68,7 @@ const COMMAND_NOT_FOUND = 127;
 
 /** What the shell itself says of a command it cannot find: "/bin/sh: FILE: not found" (dash: "/bin/sh: 3: FILE: not found"). */
 function shellNotFound(file: string): RegExp {
-  return new RegExp(`^\\S+: (?:\\d+: )?${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not found\n$`);
+  return new RegExp(`^\\S+: (?:\\d+: )?${escapeRegExp(file)}: not found\n$`);
 }
 
 /** How execFile fails for a missing binary (callers tell that apart from a command's own "not found"). */
@@ -191,7 +194,7 @@ export class CommandShell {
     // The shell died before it read the call (it was idle when the call was made): the
     // command runs as its own process, as it would have. Once begun, it may have run.
     if (!pending.began) {
-      execFileAsync(pending.file, pending.args).then(({ stdout, stderr }) => pending.resolve({ stdout, stderr }), pending.reject);
+      forked(pending.file, pending.args).then(pending.resolve, pending.reject);
       return;
     }
     const said = (pending.stderr ?? this.err).trim();
@@ -209,6 +212,5 @@ export const commandShell = new CommandShell();
 export async function runCommand(file: string, args: string[]): Promise<CommandOutput> {
   if (commandShell.idle) return commandShell.run(file, args);
   commandShell.revive();
-  const { stdout, stderr } = await execFileAsync(file, args);
-  return { stdout, stderr };
+  return forked(file, args);
 }

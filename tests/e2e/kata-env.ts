@@ -12,6 +12,7 @@ import { GUEST_CURRENT, REPO } from '../harness/repo';
 import { run, RunResult } from '../harness/exec';
 import { defaultConfig } from '../../config/runtime-config';
 import { Sandbox } from '../../sandbox/sandbox';
+import { escapeRegExp } from '../../lib/regexp';
 
 export { REPO } from '../harness/repo';
 
@@ -268,8 +269,4 @@ export function expectCtrExit(result: { code: number | null; stdout: string; std
     `ctr ended with code ${result.code}, not ${expected}, for ${id}\n--- ctr stdout ---\n${result.stdout}\n--- ctr stderr ---\n${result.stderr}\n` +
       `--- containerd and shim log lines about ${id} (last ${lines.length}) ---\n${lines.join('\n')}`,
   );
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
