@@ -9,7 +9,7 @@ import { FailedPreconditionError, NotFoundError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { unixHttpGet } from '../lib/unix-http-get';
 import { DiscoveredSandbox, discoverSandboxes } from './discovery';
-import { Family, formatPrometheusText, mergeFamilies, parsePrometheusText, withLabels } from './prom-text';
+import { Family, formatPrometheusText, mergeFamilies, parsePrometheusText, withLabels } from '../lib/prom-text';
 
 export interface KataMonitorOptions {
   /** The runtime state dirs whose sandboxes are watched. */

@@ -8,7 +8,7 @@ import { defaultConfig } from '../config/runtime-config';
 import { silentLogger } from '../lib/logger';
 import { readSandboxIdentity, SANDBOX_IDENTITY_FILE, SHIM_MONITOR_SOCKET } from '../lib/shim-monitor';
 import { unixHttpGet } from '../lib/unix-http-get';
-import { parsePrometheusText } from '../monitor/prom-text';
+import { parsePrometheusText } from '../lib/prom-text';
 import { parseExposition, samplesOf, valueOf } from '../tests/harness/prometheus';
 import { CallContext } from '../ttrpc';
 import type { GuestMetricsReport } from '../sandbox/agent-client';
@@ -190,5 +190,23 @@ describe('shim metrics rendering', () => {
     const families = parseExposition(await metrics.render(observed({ ...GUEST_REPORT, meminfo_bytes: huge })));
     expect(samplesOf(families, 'kata_guest_meminfo_bytes')).toEqual([]);
     expect(valueOf(families, 'kata_guest_tasks', { item: 'total' })).toBe(42);
+  });
+
+  it("adds Node's runtime series after the shim's own when asked, in one exposition", async () => {
+    const withRuntime = new ShimMetrics({ logger: silentLogger(), runtimeMetrics: true, minRenderIntervalMs: 0 });
+    withRuntime.agentCall('CreateSandbox', 0.2, false);
+    const text = await withRuntime.render(observed(GUEST_REPORT));
+    const families = parseExposition(text); // fails on a family written twice
+    expect(valueOf(families, 'kata_shim_process_cpu_seconds_total')).toBeGreaterThan(0);
+    expect(samplesOf(families, 'kata_shim_nodejs_eventloop_lag_seconds')).toHaveLength(1);
+    const names = parsePrometheusText(text).map((f) => f.name);
+    expect(names.indexOf('kata_agent_call_duration_seconds')).toBeLessThan(names.indexOf('kata_shim_process_cpu_seconds_total'));
+    // The runtime registry is made once: a second render has the same families.
+    expect(parsePrometheusText(await withRuntime.render(observed(GUEST_REPORT))).map((f) => f.name)).toEqual(names);
+
+    const without = new ShimMetrics({ logger: silentLogger() });
+    const own = parsePrometheusText(await without.render(observed(GUEST_REPORT))).map((f) => f.name);
+    expect(own.filter((name) => name.startsWith('kata_shim_process_') || name.startsWith('kata_shim_nodejs_'))).toEqual([]);
+    expect(own).toEqual(names.filter((name) => own.includes(name)));
   });
 });

@@ -3,12 +3,19 @@
 // calls, events, hot-plugs); the rest is read at each scrape: the VMM's and the shim's
 // footprint from /proc, and the guest's memory and load from the agent. Series carry
 // no sandbox label: kata-ts-monitor adds sandbox_id and the CRI labels.
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+//
+// The series are plain numbers (metric-series.ts). prom-client is loaded only for
+// Node's runtime series, and only at the first scrape: its event-loop monitor would
+// otherwise wake every idle shim a hundred times a second, whether or not anyone reads
+// the figures.
+import type { Registry } from 'prom-client';
 import { Logger } from '../lib/logger';
+import { Family, formatPrometheusText, PROMETHEUS_TEXT_CONTENT_TYPE } from '../lib/prom-text';
 import { ProcessStats, readProcessStats } from '../lib/proc-stats';
 import { GuestMetricsReport } from '../sandbox/agent-client';
 import { HotplugDevice, HotplugOp, ObservedSandbox, SandboxObserver } from '../sandbox/sandbox-observer';
 import { EventDropReason, EventObserver } from './events';
+import { HistogramSeries, MetricSeries } from './metric-series';
 
 /** A scrape waits this long for the guest; a slow guest costs its own series, not the scrape. */
 const GUEST_TIMEOUT_MS = 2000;
@@ -65,9 +72,15 @@ export function checked(value: unknown, max: number): number | undefined {
 /** Agent calls take milliseconds on KVM and up to seconds under TCG; the call timeout caps them. */
 const CALL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+/**
+ * How often Node's event-loop delay is sampled for the runtime series, in ms. prom-client's
+ * default, 10, wakes the shim a hundred times a second; a stuck loop shows at once a second.
+ */
+const EVENT_LOOP_SAMPLE_MS = 1000;
+
 export interface ShimMetricsOptions {
   logger: Logger;
-  /** Node's process and runtime series (prom-client's defaults) as kata_shim_process_*, kata_shim_nodejs_*. Off in tests. */
+  /** Node's process and runtime series (prom-client's defaults) as kata_shim_process_*, kata_shim_nodejs_*, from the first scrape on. */
   runtimeMetrics?: boolean;
   guestTimeoutMs?: number;
   procDir?: string;
@@ -92,19 +105,20 @@ export function boundedEntries(map: Record<string, unknown>, max: number): { ent
 
 /** One process's series: rss, pss, cpu, threads, fds under `prefix`. */
 class ProcessSeries {
-  private readonly rss: Gauge;
-  private readonly pss: Gauge;
-  private readonly cpu: Counter;
-  private readonly threads: Gauge;
-  private readonly fds: Gauge;
+  readonly all: ReadonlyArray<MetricSeries>;
+  private readonly rss: MetricSeries;
+  private readonly pss: MetricSeries;
+  private readonly cpu: MetricSeries;
+  private readonly threads: MetricSeries;
+  private readonly fds: MetricSeries;
 
-  constructor(registry: Registry, prefix: string, what: string) {
-    const registers = [registry];
-    this.rss = new Gauge({ name: `${prefix}_rss_bytes`, help: `Resident memory of the ${what} (VmRSS).`, registers });
-    this.pss = new Gauge({ name: `${prefix}_pss_bytes`, help: `Proportional memory of the ${what}: shared pages divided among their users (smaps_rollup Pss).`, registers });
-    this.cpu = new Counter({ name: `${prefix}_cpu_seconds_total`, help: `User and system CPU time of the ${what}.`, registers });
-    this.threads = new Gauge({ name: `${prefix}_threads`, help: `Threads of the ${what}.`, registers });
-    this.fds = new Gauge({ name: `${prefix}_fds`, help: `Open file descriptors of the ${what}.`, registers });
+  constructor(prefix: string, what: string) {
+    this.rss = new MetricSeries(`${prefix}_rss_bytes`, `Resident memory of the ${what} (VmRSS).`, 'gauge');
+    this.pss = new MetricSeries(`${prefix}_pss_bytes`, `Proportional memory of the ${what}: shared pages divided among their users (smaps_rollup Pss).`, 'gauge');
+    this.cpu = new MetricSeries(`${prefix}_cpu_seconds_total`, `User and system CPU time of the ${what}.`, 'counter');
+    this.threads = new MetricSeries(`${prefix}_threads`, `Threads of the ${what}.`, 'gauge');
+    this.fds = new MetricSeries(`${prefix}_fds`, `Open file descriptors of the ${what}.`, 'gauge');
+    this.all = [this.rss, this.pss, this.cpu, this.threads, this.fds];
   }
 
   /** Zeros when the process is not there (no VMM yet, or it exited). */
@@ -112,76 +126,78 @@ class ProcessSeries {
     this.rss.set(stats?.rssBytes ?? 0);
     this.pss.set(stats?.pssBytes ?? 0);
     // A counter read from the kernel: set, not accumulated.
-    this.cpu.reset();
-    this.cpu.inc(stats?.cpuSeconds ?? 0);
+    this.cpu.set(stats?.cpuSeconds ?? 0);
     this.threads.set(stats?.threads ?? 0);
     this.fds.set(stats?.openFds ?? 0);
   }
 }
 
 export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentCall' | 'hotplug'> {
-  readonly registry = new Registry();
-  private readonly bootDuration: Gauge;
-  private readonly hypervisor: ProcessSeries;
-  private readonly shim: ProcessSeries;
-  private readonly guestMeminfo: Gauge<'item'>;
-  private readonly guestLoad: Gauge<'item'>;
-  private readonly guestTasks: Gauge<'item'>;
-  private readonly agentRss: Gauge;
-  private readonly agentCpu: Counter;
-  private readonly guestFailures: Counter;
-  private readonly agentCalls: Histogram<'method'>;
-  private readonly agentCallFailures: Counter<'method'>;
-  private readonly eventsPublished: Counter<'topic'>;
-  private readonly eventsDropped: Counter<'reason'>;
-  private readonly hotplugs: Counter<'device' | 'op'>;
-  private readonly hotplugFailures: Counter<'device' | 'op'>;
+  private readonly bootDuration = new MetricSeries('kata_hypervisor_boot_duration_seconds', "Seconds from the VMM's launch to the guest agent's first answer (0 until then).", 'gauge');
+  private readonly hypervisor = new ProcessSeries('kata_hypervisor', 'VMM process (QEMU)');
+  private readonly shim = new ProcessSeries('kata_shim', 'shim daemon');
+  private readonly guestMeminfo = new MetricSeries('kata_guest_meminfo_bytes', "The guest kernel's /proc/meminfo, by field (item).", 'gauge', ['item']);
+  private readonly guestLoad = new MetricSeries('kata_guest_load', "The guest's load averages (item load1, load5, load15).", 'gauge', ['item']);
+  private readonly guestTasks = new MetricSeries('kata_guest_tasks', "The guest's scheduling entities (item running, total), from /proc/loadavg.", 'gauge', ['item']);
+  private readonly agentRss = new MetricSeries('kata_agent_rss_bytes', 'Resident memory of the guest agent, as the guest reports it.', 'gauge');
+  private readonly agentCpu = new MetricSeries('kata_agent_cpu_seconds_total', 'CPU time of the guest agent, as the guest reports it.', 'counter');
+  private readonly guestFailures = new MetricSeries('kata_shim_guest_metrics_failures_total', 'Scrapes whose guest figures could not be had (no agent, no answer in time).', 'counter');
+  private readonly agentCalls = new HistogramSeries('kata_agent_call_duration_seconds', 'Latency of control calls to the guest agent, by method (waits and stdio reads excluded).', ['method'], CALL_BUCKETS);
+  private readonly agentCallFailures = new MetricSeries('kata_agent_call_failures_total', 'Control calls to the guest agent that failed, by method.', 'counter', ['method']);
+  private readonly eventsPublished = new MetricSeries('kata_shim_events_published_total', 'Task events containerd accepted, by topic.', 'counter', ['topic']);
+  private readonly eventsDropped = new MetricSeries('kata_shim_events_dropped_total', 'Task events that never reached containerd, by reason (queue_full, gave_up, closed).', 'counter', ['reason']);
+  private readonly hotplugs = new MetricSeries('kata_hypervisor_hotplugs_total', 'Devices, vCPUs and memory hot-plugged into (op add) or out of (op remove) the VM.', 'counter', ['device', 'op']);
+  private readonly hotplugFailures = new MetricSeries('kata_hypervisor_hotplug_failures_total', 'Hot-plugs the VMM or the guest refused.', 'counter', ['device', 'op']);
+  /** In the order they are written. */
+  private readonly families: ReadonlyArray<{ family(): Family }>;
+  /** Node's runtime series, made at the first scrape when runtimeMetrics is on. */
+  private runtime: Promise<Registry> | undefined;
   /** A scrape in progress: concurrent scrapes share it rather than each asking the guest. */
   private rendering: Promise<string> | undefined;
   /** The last render's text, when it finished, and for which sandbox. */
   private rendered: { text: string; at: number; sandbox: ObservedSandbox | undefined } | undefined;
 
   constructor(private readonly options: ShimMetricsOptions) {
-    const registers = [this.registry];
-    this.bootDuration = new Gauge({ name: 'kata_hypervisor_boot_duration_seconds', help: "Seconds from the VMM's launch to the guest agent's first answer (0 until then).", registers });
-    this.hypervisor = new ProcessSeries(this.registry, 'kata_hypervisor', 'VMM process (QEMU)');
-    this.shim = new ProcessSeries(this.registry, 'kata_shim', 'shim daemon');
-    this.guestMeminfo = new Gauge({ name: 'kata_guest_meminfo_bytes', help: "The guest kernel's /proc/meminfo, by field (item).", labelNames: ['item'], registers });
-    this.guestLoad = new Gauge({ name: 'kata_guest_load', help: "The guest's load averages (item load1, load5, load15).", labelNames: ['item'], registers });
-    this.guestTasks = new Gauge({ name: 'kata_guest_tasks', help: "The guest's scheduling entities (item running, total), from /proc/loadavg.", labelNames: ['item'], registers });
-    this.agentRss = new Gauge({ name: 'kata_agent_rss_bytes', help: 'Resident memory of the guest agent, as the guest reports it.', registers });
-    this.agentCpu = new Counter({ name: 'kata_agent_cpu_seconds_total', help: 'CPU time of the guest agent, as the guest reports it.', registers });
-    this.guestFailures = new Counter({ name: 'kata_shim_guest_metrics_failures_total', help: 'Scrapes whose guest figures could not be had (no agent, no answer in time).', registers });
-    this.agentCalls = new Histogram({ name: 'kata_agent_call_duration_seconds', help: 'Latency of control calls to the guest agent, by method (waits and stdio reads excluded).', labelNames: ['method'], buckets: CALL_BUCKETS, registers });
-    this.agentCallFailures = new Counter({ name: 'kata_agent_call_failures_total', help: 'Control calls to the guest agent that failed, by method.', labelNames: ['method'], registers });
-    this.eventsPublished = new Counter({ name: 'kata_shim_events_published_total', help: 'Task events containerd accepted, by topic.', labelNames: ['topic'], registers });
-    this.eventsDropped = new Counter({ name: 'kata_shim_events_dropped_total', help: 'Task events that never reached containerd, by reason (queue_full, gave_up, closed).', labelNames: ['reason'], registers });
-    this.hotplugs = new Counter({ name: 'kata_hypervisor_hotplugs_total', help: 'Devices, vCPUs and memory hot-plugged into (op add) or out of (op remove) the VM.', labelNames: ['device', 'op'], registers });
-    this.hotplugFailures = new Counter({ name: 'kata_hypervisor_hotplug_failures_total', help: 'Hot-plugs the VMM or the guest refused.', labelNames: ['device', 'op'], registers });
+    this.families = [
+      this.bootDuration,
+      ...this.hypervisor.all,
+      ...this.shim.all,
+      this.guestMeminfo,
+      this.guestLoad,
+      this.guestTasks,
+      this.agentRss,
+      this.agentCpu,
+      this.guestFailures,
+      this.agentCalls,
+      this.agentCallFailures,
+      this.eventsPublished,
+      this.eventsDropped,
+      this.hotplugs,
+      this.hotplugFailures,
+    ];
     // Present from the start, so "nothing dropped" reads as 0 rather than as no data.
-    for (const reason of ['queue_full', 'gave_up', 'closed'] as const) this.eventsDropped.inc({ reason }, 0);
-    if (options.runtimeMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'kata_shim_' });
+    for (const reason of ['queue_full', 'gave_up', 'closed'] as const) this.eventsDropped.inc(0, { reason });
   }
 
   get contentType(): string {
-    return this.registry.contentType;
+    return PROMETHEUS_TEXT_CONTENT_TYPE;
   }
 
   readonly agentCall = (method: string, seconds: number, failed: boolean): void => {
     this.agentCalls.observe({ method }, seconds);
-    if (failed) this.agentCallFailures.inc({ method });
+    if (failed) this.agentCallFailures.inc(1, { method });
   };
 
   hotplug(device: HotplugDevice, op: HotplugOp, failed: boolean): void {
-    (failed ? this.hotplugFailures : this.hotplugs).inc({ device, op });
+    (failed ? this.hotplugFailures : this.hotplugs).inc(1, { device, op });
   }
 
   published(topic: string): void {
-    this.eventsPublished.inc({ topic });
+    this.eventsPublished.inc(1, { topic });
   }
 
   dropped(_topic: string, reason: EventDropReason): void {
-    this.eventsDropped.inc({ reason });
+    this.eventsDropped.inc(1, { reason });
   }
 
   /**
@@ -194,13 +210,24 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
     const last = this.rendered;
     if (last && last.sandbox === sandbox && now() - last.at < (this.options.minRenderIntervalMs ?? MIN_RENDER_INTERVAL_MS)) return Promise.resolve(last.text);
     this.rendering ??= this.refresh(sandbox)
-      .then(() => this.registry.metrics())
+      .then(() => this.text())
       .then((text) => {
         this.rendered = { text, at: now(), sandbox };
         return text;
       })
       .finally(() => (this.rendering = undefined));
     return this.rendering;
+  }
+
+  private async text(): Promise<string> {
+    const own = formatPrometheusText(this.families.map((series) => series.family()));
+    if (!this.options.runtimeMetrics) return own;
+    this.runtime ??= import('prom-client').then(({ Registry, collectDefaultMetrics }) => {
+      const registry = new Registry();
+      collectDefaultMetrics({ register: registry, prefix: 'kata_shim_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+      return registry;
+    });
+    return own + (await (await this.runtime).metrics());
   }
 
   private async refresh(sandbox: ObservedSandbox | undefined): Promise<void> {
@@ -232,17 +259,17 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
     if (truncated) this.options.logger.debug({ max: MAX_MEMINFO_ENTRIES }, "guest's meminfo map has too many entries; the rest are ignored");
     for (const [field, item] of MEMINFO_ITEMS) {
       const value = checked(meminfo.get(field), MAX_BYTES);
-      if (value !== undefined) this.guestMeminfo.set({ item }, value);
+      if (value !== undefined) this.guestMeminfo.set(value, { item });
     }
     for (const item of ['load1', 'load5', 'load15'] as const) {
       const value = checked(report[item], MAX_LOAD);
-      if (value !== undefined) this.guestLoad.set({ item }, value);
+      if (value !== undefined) this.guestLoad.set(value, { item });
     }
     const running = checked(report.tasks_running, MAX_TASKS);
     const total = checked(report.tasks_total, MAX_TASKS);
-    if (running !== undefined) this.guestTasks.set({ item: 'running' }, running);
-    if (total !== undefined) this.guestTasks.set({ item: 'total' }, total);
+    if (running !== undefined) this.guestTasks.set(running, { item: 'running' });
+    if (total !== undefined) this.guestTasks.set(total, { item: 'total' });
     this.agentRss.set(checked(report.agent_rss_bytes, MAX_BYTES) ?? 0);
-    this.agentCpu.inc(checked(report.agent_cpu_seconds, MAX_CPU_SECONDS) ?? 0);
+    this.agentCpu.set(checked(report.agent_cpu_seconds, MAX_CPU_SECONDS) ?? 0);
   }
 }

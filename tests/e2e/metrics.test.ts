@@ -17,7 +17,7 @@ import { run } from '../harness/exec';
 import { HostSnapshot, waitForNoLeaks } from '../harness/leaks';
 import { parseExposition, ParsedFamily, samplesOf, valueOf } from '../harness/prometheus';
 import { REPO } from '../harness/repo';
-import { parsePrometheusText } from '../../monitor/prom-text';
+import { parsePrometheusText } from '../../lib/prom-text';
 import { CriKataEnv, RUNTIME_CLI, sandboxWorkDir, startCriKataEnv } from './kata-env';
 
 jest.setTimeout(900_000);
@@ -111,6 +111,23 @@ function histogramCount(text: string, name: string, labels: Record<string, strin
   return Number(sample?.value ?? 0);
 }
 
+/** Voluntary context switches of every thread of `pid` over `ms`: how often an idle process woke up. */
+async function wakeupsOver(pid: number, ms: number): Promise<number> {
+  const count = (): number =>
+    fs.readdirSync(`/proc/${pid}/task`).reduce((sum, tid) => {
+      let status = '';
+      try {
+        status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      } catch {
+        // a thread that ended meanwhile
+      }
+      return sum + Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status)?.[1] ?? 0);
+    }, 0);
+  const before = count();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  return count() - before;
+}
+
 describe('metrics: the shim management socket and kata-ts-monitor', () => {
   let env: CriKataEnv;
   let dir: string;
@@ -171,6 +188,15 @@ describe('metrics: the shim management socket and kata-ts-monitor', () => {
     await cri.startContainer({ container_id: app });
     expect((await cri.containerStatus({ container_id: app })).status?.state).toBe('CONTAINER_RUNNING');
 
+    // Before anyone scrapes it, the idle shim sleeps: no runtime sampling timer (prom-client's
+    // event-loop monitor, loaded at the first scrape, samples 100 times a second by default).
+    const shimPid = Number(fs.readFileSync(path.join(cd.state, 'io.containerd.runtime.v2.task', 'k8s.io', podA.id, 'shim.pid'), 'utf8').split(' ')[0]); // pid and start time
+    // Once the start's own work has settled: a 2 s window with 10 wake-ups or fewer (a
+    // sampler at 100 Hz would make some 200 in each).
+    let quiet = Infinity;
+    for (let tries = 0; tries < 10 && quiet > 10; tries++) quiet = await wakeupsOver(shimPid, 2000);
+    expect(quiet).toBeLessThanOrEqual(10);
+
     // The socket: beside the VM's own sockets in the sandbox's work dir, root's only.
     const socketA = socketOf(podA.id);
     const st = fs.statSync(socketA);
@@ -181,6 +207,9 @@ describe('metrics: the shim management socket and kata-ts-monitor', () => {
     const families: ParsedFamily[] = parseExposition(text);
     for (const name of NONZERO) expect({ name, value: valueOf(families, name) }).toEqual({ name, value: expect.any(Number) });
     for (const name of NONZERO) expect({ name, positive: valueOf(families, name) > 0 }).toEqual({ name, positive: true });
+    // Node's runtime series come with the first scrape.
+    expect(valueOf(families, 'kata_shim_process_cpu_seconds_total')).toBeGreaterThan(0);
+    expect(samplesOf(families, 'kata_shim_nodejs_eventloop_lag_seconds')).toHaveLength(1);
     // The guest's word: 512 MiB booted plus the 256 MiB hot-plugged, less what the kernel keeps.
     const memTotal = valueOf(families, 'kata_guest_meminfo_bytes', { item: 'mem_total' });
     expect(memTotal).toBeGreaterThan(512 * MiB);

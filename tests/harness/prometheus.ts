@@ -1,7 +1,7 @@
 // Reading Prometheus text in tests with a parser that is not ours
 // (parse-prometheus-text-format, after Prometheus's client_python parser), so a test
 // checks the monitor's and the shim's output against an independent reading. It folds
-// the samples of a labelled histogram into one: read histograms with monitor/prom-text.
+// the samples of a labelled histogram into one: read histograms with lib/prom-text.
 
 export interface ParsedSample {
   labels?: Record<string, string>;

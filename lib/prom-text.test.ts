@@ -1,5 +1,5 @@
 import { Counter, Histogram, Registry } from 'prom-client';
-import { InvalidArgumentError } from '../lib/errors';
+import { InvalidArgumentError } from './errors';
 import { parseExposition, samplesOf } from '../tests/harness/prometheus';
 import { formatPrometheusText, mergeFamilies, parsePrometheusText, withLabels } from './prom-text';
 

@@ -1,8 +1,12 @@
 // The Prometheus text exposition format (0.0.4), parsed and written: enough for the
 // monitor to label each shim's series and merge them into one answer, where every
-// metric family must appear once, its samples together under one HELP and TYPE.
+// metric family must appear once, its samples together under one HELP and TYPE, and
+// for a shim to write its series without loading prom-client (shim/metric-series.ts).
 // prom-client writes the format but does not read it.
-import { InvalidArgumentError } from '../lib/errors';
+import { InvalidArgumentError } from './errors';
+
+/** The exposition's content type, as prom-client gives it. */
+export const PROMETHEUS_TEXT_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 export type MetricType = 'counter' | 'gauge' | 'histogram' | 'summary' | 'untyped';
 const TYPES: ReadonlySet<string> = new Set<MetricType>(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
@@ -168,6 +172,13 @@ function escapeHelp(text: string): string {
 
 function escapeLabelValue(text: string): string {
   return escapeHelp(text).replace(/"/g, '\\"');
+}
+
+/** A number as the format writes it: floats as JavaScript prints them, +Inf, -Inf, NaN. */
+export function formatSampleValue(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (!Number.isFinite(value)) return value > 0 ? '+Inf' : '-Inf';
+  return String(value);
 }
 
 export function formatPrometheusText(families: Family[]): string {
