@@ -66,6 +66,19 @@ describe('shim metric series', () => {
     expect(plain.family().samples.map((s) => s.value)).toEqual(['0']);
   });
 
+  it('leave a value that is not finite out of a histogram', () => {
+    const histogram = new HistogramSeries('h', 'H.', ['m'], [1]);
+    histogram.observe({ m: 'a' }, NaN);
+    histogram.observe({ m: 'a' }, Infinity);
+    histogram.observe({ m: 'a' }, 0.5);
+    expect(histogram.family().samples.map((s) => [s.name, s.value])).toEqual([
+      ['h_bucket', '1'],
+      ['h_bucket', '1'],
+      ['h_sum', '0.5'],
+      ['h_count', '1'],
+    ]);
+  });
+
   it('write +Inf, -Inf and NaN as the format spells them', () => {
     const series = new MetricSeries('w', 'W.', 'gauge', ['k']);
     series.set(Infinity, { k: 'up' });

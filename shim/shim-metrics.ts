@@ -4,11 +4,8 @@
 // footprint from /proc, and the guest's memory and load from the agent. Series carry
 // no sandbox label: kata-ts-monitor adds sandbox_id and the CRI labels.
 //
-// The series are plain numbers (metric-series.ts). prom-client is loaded only for
-// Node's runtime series, and only at the first scrape: its event-loop monitor would
-// otherwise wake every idle shim a hundred times a second, whether or not anyone reads
-// the figures.
-import type { Registry } from 'prom-client';
+// The series are plain numbers (metric-series.ts); Node's runtime series come from
+// prom-client, loaded at the first scrape (runtime-series.ts).
 import { Logger } from '../lib/logger';
 import { Family, formatPrometheusText, PROMETHEUS_TEXT_CONTENT_TYPE } from '../lib/prom-text';
 import { ProcessStats, readProcessStats } from '../lib/proc-stats';
@@ -16,6 +13,7 @@ import { GuestMetricsReport } from '../sandbox/agent-client';
 import { HotplugDevice, HotplugOp, ObservedSandbox, SandboxObserver } from '../sandbox/sandbox-observer';
 import { EventDropReason, EventObserver } from './events';
 import { HistogramSeries, MetricSeries } from './metric-series';
+import { NodeRuntimeSeries } from './runtime-series';
 
 /** A scrape waits this long for the guest; a slow guest costs its own series, not the scrape. */
 const GUEST_TIMEOUT_MS = 2000;
@@ -71,12 +69,6 @@ export function checked(value: unknown, max: number): number | undefined {
 
 /** Agent calls take milliseconds on KVM and up to seconds under TCG; the call timeout caps them. */
 const CALL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
-
-/**
- * How often Node's event-loop delay is sampled for the runtime series, in ms. prom-client's
- * default, 10, wakes the shim a hundred times a second; a stuck loop shows at once a second.
- */
-const EVENT_LOOP_SAMPLE_MS = 1000;
 
 export interface ShimMetricsOptions {
   logger: Logger;
@@ -150,8 +142,8 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
   private readonly hotplugFailures = new MetricSeries('kata_hypervisor_hotplug_failures_total', 'Hot-plugs the VMM or the guest refused.', 'counter', ['device', 'op']);
   /** In the order they are written. */
   private readonly families: ReadonlyArray<{ family(): Family }>;
-  /** Node's runtime series, made at the first scrape when runtimeMetrics is on. */
-  private runtime: Promise<Registry> | undefined;
+  /** Node's runtime series, when runtimeMetrics is on. */
+  private readonly runtime: NodeRuntimeSeries | undefined;
   /** A scrape in progress: concurrent scrapes share it rather than each asking the guest. */
   private rendering: Promise<string> | undefined;
   /** The last render's text, when it finished, and for which sandbox. */
@@ -175,6 +167,7 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
       this.hotplugs,
       this.hotplugFailures,
     ];
+    if (options.runtimeMetrics) this.runtime = new NodeRuntimeSeries(options.logger);
     // Present from the start, so "nothing dropped" reads as 0 rather than as no data.
     for (const reason of ['queue_full', 'gave_up', 'closed'] as const) this.eventsDropped.inc(0, { reason });
   }
@@ -221,13 +214,7 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
 
   private async text(): Promise<string> {
     const own = formatPrometheusText(this.families.map((series) => series.family()));
-    if (!this.options.runtimeMetrics) return own;
-    this.runtime ??= import('prom-client').then(({ Registry, collectDefaultMetrics }) => {
-      const registry = new Registry();
-      collectDefaultMetrics({ register: registry, prefix: 'kata_shim_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
-      return registry;
-    });
-    return own + (await (await this.runtime).metrics());
+    return own + ((await this.runtime?.text()) ?? '');
   }
 
   private async refresh(sandbox: ObservedSandbox | undefined): Promise<void> {
