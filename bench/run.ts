@@ -6,7 +6,7 @@ import * as path from 'path';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { TtrpcClient } from '../ttrpc';
 import { KataEnv, RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
-import { cpuTicks, descendants, median, pssKiB, roundOrder, rssKiB, stopAll, timeCtrRun, VmmMemory, vmmMemoryKiB } from './measure';
+import { cpuTicks, descendants, median, pssKiB, roundOrder, rssKiB, stopAll, timeCtrRun, VmmMemory, vmmMemoryKiB, wakeups } from './measure';
 import { measureCriPodStart } from './cri-pods';
 import { benchDir, GUEST_BOOT_INTRO, measureGuestBoot } from './guest-boot';
 import { memoryPlotSvg } from './plot';
@@ -25,6 +25,9 @@ const SPLIT_AT = 5;
  * memory reported is the idle pod's, not its start's.
  */
 const IDLE_SETTLE_MS = 30_000;
+/** The window an idle pod's CPU and wake-ups are counted over. */
+const IDLE_WINDOW_MS = 10_000;
+const USER_HZ = 100; // the unit of /proc/<pid>/stat's CPU times on Linux
 const TTRPC_CALLS = 1000;
 const TTRPC_CONCURRENCY = 32;
 const GUEST_BOOT_SAMPLES = Number(process.env.BENCH_BOOT_SAMPLES ?? 3);
@@ -102,14 +105,24 @@ class Bench {
     return split;
   }
 
-  /** The shim's own idle RSS and CPU share over `windowMs`. */
-  async shimIdle(id: string, windowMs = 10_000): Promise<{ rssKiB: number; cpuPercent: number }> {
+  /**
+   * The pod at idle, once its start has settled: the shim's RSS, CPU share and wake-ups,
+   * and the CPU share of everything under the shim (the VMM; runc: the container), over `windowMs`.
+   */
+  async idleFigures(id: string, windowMs = IDLE_WINDOW_MS): Promise<{ rssKiB: number; cpuPercent: number; wakeupsPerSecond: number; underCpuPercent: number }> {
     const pid = await this.shimPid(id);
-    const before = cpuTicks(pid);
+    await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+    const under = descendants(pid);
+    const ticksUnder = (): number => under.reduce((sum, p) => sum + cpuTicks(p), 0);
+    const before = { ticks: cpuTicks(pid), wakeups: wakeups(pid), under: ticksUnder() };
     await new Promise((r) => setTimeout(r, windowMs));
-    const ticks = cpuTicks(pid) - before;
-    const hz = 100; // USER_HZ on Linux
-    return { rssKiB: rssKiB(pid), cpuPercent: (ticks / hz / (windowMs / 1000)) * 100 };
+    const percent = (ticks: number): number => (ticks / USER_HZ / (windowMs / 1000)) * 100;
+    return {
+      rssKiB: rssKiB(pid),
+      cpuPercent: percent(cpuTicks(pid) - before.ticks),
+      wakeupsPerSecond: (wakeups(pid) - before.wakeups) / (windowMs / 1000),
+      underCpuPercent: percent(ticksUnder() - before.under),
+    };
   }
 
   /** Median round trip of Task.Connect to a shim, and calls per second with many in flight. */
@@ -193,11 +206,14 @@ async function main(): Promise<void> {
     for (const arm of arms) {
       say(`${arm.name}: idle shim and ttrpc round trips`);
       const id = await arm.bench.startIdle(arm.runtime);
-      idle.push({ ...(await arm.bench.shimIdle(id)), ttrpc: await arm.bench.ttrpc(id) });
+      idle.push({ ...(await arm.bench.idleFigures(id)), ttrpc: await arm.bench.ttrpc(id) });
       await arm.bench.removeAll([id]);
     }
     rows.push(row('shim RSS at idle', idle.map((i) => i.rssKiB / 1024), 'MiB', 1));
-    rows.push(`| shim CPU at idle (10 s window) | ${idle.map((i) => `${i.cpuPercent.toFixed(2)} %`).join(' | ')} | – | – | – |`);
+    const window = `${IDLE_WINDOW_MS / 1000} s window, ${IDLE_SETTLE_MS / 1000} s after the pod started`;
+    rows.push(`| shim CPU at idle (${window}) | ${idle.map((i) => `${i.cpuPercent.toFixed(2)} %`).join(' | ')} | – | – | – |`);
+    rows.push(`| shim wake-ups at idle, per second (the same window) | ${idle.map((i) => i.wakeupsPerSecond.toFixed(1)).join(' | ')} | – | – | – |`);
+    rows.push(`| VMM CPU at idle (the same window; runc: the container) | ${idle.map((i) => `${i.underCpuPercent.toFixed(2)} %`).join(' | ')} | – | – | – |`);
     rows.push(row(`ttrpc Task.Connect round trip (median of ${TTRPC_CALLS})`, idle.map((i) => i.ttrpc.medianUs), 'µs'));
     rows.push(row(`ttrpc Task.Connect throughput (${TTRPC_CONCURRENCY} in flight)`, idle.map((i) => i.ttrpc.callsPerSecond), '/s'));
 
@@ -261,7 +277,7 @@ async function main(): Promise<void> {
   const report = [
     '# kata-ts benchmarks',
     '',
-    `Measured ${new Date().toISOString()} on ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, QEMU **TCG** (software emulation; KVM hosts boot far faster), private containerd 1.6, image busybox; runc, kata-ts (every VM booted) and kata-ts with VM templates (\`[factory] enable_template\`: every VM a clone of one template, made before the measurements) side by side in one run. Medians. Ratios: kata-ts / runc, template / runc, template / kata-ts booted (lower is better, except throughput and density). Memory is the sum over the pod's shim and every process under it: PSS (a page shared by N processes counts 1/N to each: the DAX rootfs and the template's pages are counted once over all pods), private, and RSS for comparison with earlier runs; the per-pod rows are taken when the newest pod has been idle ${IDLE_SETTLE_MS / 1000} s (shim RSS at idle: 10 s into idle, at the end of its CPU window).`,
+    `Measured ${new Date().toISOString()} on ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, QEMU **TCG** (software emulation; KVM hosts boot far faster), private containerd 1.6, image busybox; runc, kata-ts (every VM booted) and kata-ts with VM templates (\`[factory] enable_template\`: every VM a clone of one template, made before the measurements) side by side in one run. Medians. Ratios: kata-ts / runc, template / runc, template / kata-ts booted (lower is better, except throughput and density). Memory is the sum over the pod's shim and every process under it: PSS (a page shared by N processes counts 1/N to each: the DAX rootfs and the template's pages are counted once over all pods), private, and RSS for comparison with earlier runs; the per-pod rows are taken when the newest pod has been idle ${IDLE_SETTLE_MS / 1000} s (shim RSS at idle: at the end of its CPU window).`,
     '',
     '| measure | runc | kata-ts | kata-ts template | kata-ts / runc | template / runc | template / kata-ts |',
     '| --- | --- | --- | --- | --- | --- | --- |',
