@@ -1,4 +1,4 @@
-import { roundOrder, stopAll, vmmMemoryFromSmaps, wakeups } from './measure';
+import { roundOrder, stopAll, vmmMemoryFromSmaps } from './measure';
 
 /** One smaps entry: a header line and its Pss line. */
 function mapping(start: number, sizeKiB: number, perms: string, name: string, pssKiB: number): string {
@@ -27,14 +27,6 @@ describe('vmmMemoryFromSmaps', () => {
       mapping(next(20 * MiB), 20 * MiB, 'r-xp', '/usr/bin/qemu-system-x86_64', 2 * MiB),
     ].join('');
     expect(vmmMemoryFromSmaps(smaps)).toEqual({ guestRam: 215 * MiB, translatedCode: 50 * MiB, rootfsImage: 7 * MiB, rest: 5 * MiB });
-  });
-});
-
-describe('wakeups', () => {
-  it('counts the times a process went to sleep: this one, across a timer', async () => {
-    const before = wakeups(process.pid);
-    for (let i = 0; i < 3; i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(wakeups(process.pid) - before).toBeGreaterThanOrEqual(3);
   });
 });
 

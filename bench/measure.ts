@@ -59,19 +59,6 @@ export function cpuTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
 }
 
-/** Voluntary context switches of every thread of a process: how often it went to sleep, so woke. */
-export function wakeups(pid: number): number {
-  let sum = 0;
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      sum += Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] ?? 0);
-    } catch {
-      // a thread that ended meanwhile
-    }
-  }
-  return sum;
-}
-
 /** Children (recursively) of a pid, from /proc. */
 export function descendants(pid: number): number[] {
   const children = new Map<number, number[]>();

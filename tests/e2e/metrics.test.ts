@@ -17,6 +17,7 @@ import { run } from '../harness/exec';
 import { HostSnapshot, waitForNoLeaks } from '../harness/leaks';
 import { parseExposition, ParsedFamily, samplesOf, valueOf } from '../harness/prometheus';
 import { REPO } from '../harness/repo';
+import { wakeupsOver } from '../harness/wakeups';
 import { parsePrometheusText } from '../../lib/prom-text';
 import { CriKataEnv, RUNTIME_CLI, sandboxWorkDir, startCriKataEnv } from './kata-env';
 
@@ -109,23 +110,6 @@ function histogramCount(text: string, name: string, labels: Record<string, strin
   const family = parsePrometheusText(text).find((f) => f.name === name);
   const sample = family?.samples.find((s) => s.name === `${name}_count` && Object.entries(labels).every(([k, v]) => s.labels.some(([n, lv]) => n === k && lv === v)));
   return Number(sample?.value ?? 0);
-}
-
-/** Voluntary context switches of every thread of `pid` over `ms`: how often an idle process woke up. */
-async function wakeupsOver(pid: number, ms: number): Promise<number> {
-  const count = (): number =>
-    fs.readdirSync(`/proc/${pid}/task`).reduce((sum, tid) => {
-      let status = '';
-      try {
-        status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-      } catch {
-        // a thread that ended meanwhile
-      }
-      return sum + Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status)?.[1] ?? 0);
-    }, 0);
-  const before = count();
-  await new Promise((resolve) => setTimeout(resolve, ms));
-  return count() - before;
 }
 
 describe('metrics: the shim management socket and kata-ts-monitor', () => {
