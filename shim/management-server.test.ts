@@ -82,6 +82,24 @@ describe('the management socket', () => {
 
       const text = await get(socket, '/metrics');
       const families = parseExposition(text);
+      // Each family once, in the order the registry declares them.
+      const typed = [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]).filter((name) => !/^kata_shim_(process|nodejs)_/.test(name));
+      expect(typed).toEqual([
+        'kata_hypervisor_boot_duration_seconds',
+        ...['kata_hypervisor', 'kata_shim'].flatMap((prefix) => ['rss_bytes', 'pss_bytes', 'cpu_seconds_total', 'threads', 'fds'].map((name) => `${prefix}_${name}`)),
+        'kata_guest_meminfo_bytes',
+        'kata_guest_load',
+        'kata_guest_tasks',
+        'kata_agent_rss_bytes',
+        'kata_agent_cpu_seconds_total',
+        'kata_shim_guest_metrics_failures_total',
+        'kata_agent_call_duration_seconds',
+        'kata_agent_call_failures_total',
+        'kata_shim_events_published_total',
+        'kata_shim_events_dropped_total',
+        'kata_hypervisor_hotplugs_total',
+        'kata_hypervisor_hotplug_failures_total',
+      ]);
       expect(valueOf(families, 'kata_hypervisor_boot_duration_seconds')).toBeGreaterThan(0);
       for (const prefix of ['kata_hypervisor', 'kata_shim']) {
         for (const name of ['rss_bytes', 'pss_bytes', 'cpu_seconds_total', 'threads', 'fds']) expect({ name: `${prefix}_${name}`, value: valueOf(families, `${prefix}_${name}`) }).toEqual({ name: `${prefix}_${name}`, value: expect.any(Number) });

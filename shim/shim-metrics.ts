@@ -95,22 +95,26 @@ export function boundedEntries(map: Record<string, unknown>, max: number): { ent
   return { entries, truncated: false };
 }
 
+/** Something written to the exposition: a series, or a histogram. */
+type Written = { family(): Family };
+
+/** Puts a series in the exposition and gives it back, so the field that holds it is its only mention. */
+type Own = <T extends Written>(series: T) => T;
+
 /** One process's series: rss, pss, cpu, threads, fds under `prefix`. */
 class ProcessSeries {
-  readonly all: ReadonlyArray<MetricSeries>;
   private readonly rss: MetricSeries;
   private readonly pss: MetricSeries;
   private readonly cpu: MetricSeries;
   private readonly threads: MetricSeries;
   private readonly fds: MetricSeries;
 
-  constructor(prefix: string, what: string) {
-    this.rss = new MetricSeries(`${prefix}_rss_bytes`, `Resident memory of the ${what} (VmRSS).`, 'gauge');
-    this.pss = new MetricSeries(`${prefix}_pss_bytes`, `Proportional memory of the ${what}: shared pages divided among their users (smaps_rollup Pss).`, 'gauge');
-    this.cpu = new MetricSeries(`${prefix}_cpu_seconds_total`, `User and system CPU time of the ${what}.`, 'counter');
-    this.threads = new MetricSeries(`${prefix}_threads`, `Threads of the ${what}.`, 'gauge');
-    this.fds = new MetricSeries(`${prefix}_fds`, `Open file descriptors of the ${what}.`, 'gauge');
-    this.all = [this.rss, this.pss, this.cpu, this.threads, this.fds];
+  constructor(prefix: string, what: string, own: Own) {
+    this.rss = own(new MetricSeries(`${prefix}_rss_bytes`, `Resident memory of the ${what} (VmRSS).`, 'gauge'));
+    this.pss = own(new MetricSeries(`${prefix}_pss_bytes`, `Proportional memory of the ${what}: shared pages divided among their users (smaps_rollup Pss).`, 'gauge'));
+    this.cpu = own(new MetricSeries(`${prefix}_cpu_seconds_total`, `User and system CPU time of the ${what}.`, 'counter'));
+    this.threads = own(new MetricSeries(`${prefix}_threads`, `Threads of the ${what}.`, 'gauge'));
+    this.fds = own(new MetricSeries(`${prefix}_fds`, `Open file descriptors of the ${what}.`, 'gauge'));
   }
 
   /** Zeros when the process is not there (no VMM yet, or it exited). */
@@ -125,23 +129,27 @@ class ProcessSeries {
 }
 
 export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentCall' | 'hotplug'> {
-  private readonly bootDuration = new MetricSeries('kata_hypervisor_boot_duration_seconds', "Seconds from the VMM's launch to the guest agent's first answer (0 until then).", 'gauge');
-  private readonly hypervisor = new ProcessSeries('kata_hypervisor', 'VMM process (QEMU)');
-  private readonly shim = new ProcessSeries('kata_shim', 'shim daemon');
-  private readonly guestMeminfo = new MetricSeries('kata_guest_meminfo_bytes', "The guest kernel's /proc/meminfo, by field (item).", 'gauge', ['item']);
-  private readonly guestLoad = new MetricSeries('kata_guest_load', "The guest's load averages (item load1, load5, load15).", 'gauge', ['item']);
-  private readonly guestTasks = new MetricSeries('kata_guest_tasks', "The guest's scheduling entities (item running, total), from /proc/loadavg.", 'gauge', ['item']);
-  private readonly agentRss = new MetricSeries('kata_agent_rss_bytes', 'Resident memory of the guest agent, as the guest reports it.', 'gauge');
-  private readonly agentCpu = new MetricSeries('kata_agent_cpu_seconds_total', 'CPU time of the guest agent, as the guest reports it.', 'counter');
-  private readonly guestFailures = new MetricSeries('kata_shim_guest_metrics_failures_total', 'Scrapes whose guest figures could not be had (no agent, no answer in time).', 'counter');
-  private readonly agentCalls = new HistogramSeries('kata_agent_call_duration_seconds', 'Latency of control calls to the guest agent, by method (waits and stdio reads excluded).', ['method'], CALL_BUCKETS);
-  private readonly agentCallFailures = new MetricSeries('kata_agent_call_failures_total', 'Control calls to the guest agent that failed, by method.', 'counter', ['method']);
-  private readonly eventsPublished = new MetricSeries('kata_shim_events_published_total', 'Task events containerd accepted, by topic.', 'counter', ['topic']);
-  private readonly eventsDropped = new MetricSeries('kata_shim_events_dropped_total', 'Task events that never reached containerd, by reason (queue_full, gave_up, closed).', 'counter', ['reason']);
-  private readonly hotplugs = new MetricSeries('kata_hypervisor_hotplugs_total', 'Devices, vCPUs and memory hot-plugged into (op add) or out of (op remove) the VM.', 'counter', ['device', 'op']);
-  private readonly hotplugFailures = new MetricSeries('kata_hypervisor_hotplug_failures_total', 'Hot-plugs the VMM or the guest refused.', 'counter', ['device', 'op']);
-  /** In the order they are written. */
-  private readonly families: ReadonlyArray<{ family(): Family }>;
+  /**
+   * Every series in the order it is written. Each joins as its field below is made
+   * (`own`), so a series added to the class cannot be missing from the exposition.
+   * Declared first: fields are made in the order they are declared.
+   */
+  private readonly families: Written[] = [];
+  private readonly bootDuration = this.own(new MetricSeries('kata_hypervisor_boot_duration_seconds', "Seconds from the VMM's launch to the guest agent's first answer (0 until then).", 'gauge'));
+  private readonly hypervisor = new ProcessSeries('kata_hypervisor', 'VMM process (QEMU)', (series) => this.own(series));
+  private readonly shim = new ProcessSeries('kata_shim', 'shim daemon', (series) => this.own(series));
+  private readonly guestMeminfo = this.own(new MetricSeries('kata_guest_meminfo_bytes', "The guest kernel's /proc/meminfo, by field (item).", 'gauge', ['item']));
+  private readonly guestLoad = this.own(new MetricSeries('kata_guest_load', "The guest's load averages (item load1, load5, load15).", 'gauge', ['item']));
+  private readonly guestTasks = this.own(new MetricSeries('kata_guest_tasks', "The guest's scheduling entities (item running, total), from /proc/loadavg.", 'gauge', ['item']));
+  private readonly agentRss = this.own(new MetricSeries('kata_agent_rss_bytes', 'Resident memory of the guest agent, as the guest reports it.', 'gauge'));
+  private readonly agentCpu = this.own(new MetricSeries('kata_agent_cpu_seconds_total', 'CPU time of the guest agent, as the guest reports it.', 'counter'));
+  private readonly guestFailures = this.own(new MetricSeries('kata_shim_guest_metrics_failures_total', 'Scrapes whose guest figures could not be had (no agent, no answer in time).', 'counter'));
+  private readonly agentCalls = this.own(new HistogramSeries('kata_agent_call_duration_seconds', 'Latency of control calls to the guest agent, by method (waits and stdio reads excluded).', ['method'], CALL_BUCKETS));
+  private readonly agentCallFailures = this.own(new MetricSeries('kata_agent_call_failures_total', 'Control calls to the guest agent that failed, by method.', 'counter', ['method']));
+  private readonly eventsPublished = this.own(new MetricSeries('kata_shim_events_published_total', 'Task events containerd accepted, by topic.', 'counter', ['topic']));
+  private readonly eventsDropped = this.own(new MetricSeries('kata_shim_events_dropped_total', 'Task events that never reached containerd, by reason (queue_full, gave_up, closed).', 'counter', ['reason']));
+  private readonly hotplugs = this.own(new MetricSeries('kata_hypervisor_hotplugs_total', 'Devices, vCPUs and memory hot-plugged into (op add) or out of (op remove) the VM.', 'counter', ['device', 'op']));
+  private readonly hotplugFailures = this.own(new MetricSeries('kata_hypervisor_hotplug_failures_total', 'Hot-plugs the VMM or the guest refused.', 'counter', ['device', 'op']));
   /** Node's runtime series, when runtimeMetrics is on. */
   private readonly runtime: NodeRuntimeSeries | undefined;
   /** A scrape in progress: concurrent scrapes share it rather than each asking the guest. */
@@ -150,26 +158,14 @@ export class ShimMetrics implements EventObserver, Pick<SandboxObserver, 'agentC
   private rendered: { text: string; at: number; sandbox: ObservedSandbox | undefined } | undefined;
 
   constructor(private readonly options: ShimMetricsOptions) {
-    this.families = [
-      this.bootDuration,
-      ...this.hypervisor.all,
-      ...this.shim.all,
-      this.guestMeminfo,
-      this.guestLoad,
-      this.guestTasks,
-      this.agentRss,
-      this.agentCpu,
-      this.guestFailures,
-      this.agentCalls,
-      this.agentCallFailures,
-      this.eventsPublished,
-      this.eventsDropped,
-      this.hotplugs,
-      this.hotplugFailures,
-    ];
     if (options.runtimeMetrics) this.runtime = new NodeRuntimeSeries(options.logger);
     // Present from the start, so "nothing dropped" reads as 0 rather than as no data.
     for (const reason of ['queue_full', 'gave_up', 'closed'] as const) this.eventsDropped.inc(0, { reason });
+  }
+
+  private own<T extends Written>(series: T): T {
+    this.families.push(series);
+    return series;
   }
 
   get contentType(): string {
