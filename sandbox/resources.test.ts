@@ -10,7 +10,7 @@ const ctrRun = (memoryBytes: number, cpus: number) => containerResources({ memor
 
 describe('VM sizing from the pod', () => {
   it('boots at the configured size, the overhead of the VM itself', () => {
-    expect(sizing).toEqual({ boot: { vcpus: 1, memoryMiB: 1024 }, max: { vcpus: 4, memoryMiB: 4096 } });
+    expect(sizing).toEqual({ boot: { vcpus: 1, memoryMiB: 1024 }, max: { vcpus: 4, memoryMiB: 4096 }, room: { vcpus: 4, memoryMiB: 4096 } });
     expect(vmTarget(sizing, [])).toEqual({ vcpus: 1, memoryMiB: 1024 });
     expect(vmTarget(sizing, [NO_RESOURCES, containerResources(undefined), containerResources({})])).toEqual({ vcpus: 1, memoryMiB: 1024 });
   });
@@ -60,5 +60,21 @@ describe('VM sizing from the pod', () => {
     expect(vmSizing({ ...hypervisor, maxVcpus: 2, maxMemoryMiB: 2048 }, host, { memoryBytes: 64 * 1024 * MiB, cpus: 6 }).max).toEqual({ vcpus: 2, memoryMiB: 2048 });
     // A limit below the boot size leaves the boot size (and no room to grow).
     expect(vmSizing({ ...hypervisor, memoryMiB: 1024 }, host, { memoryBytes: 512 * MiB }).max.memoryMiB).toBe(1024);
+  });
+
+  it("gives the virtual hardware the configured room whatever the pod's limits, so every pod size is the same VM (one template)", () => {
+    const host = { vcpus: 8, memoryMiB: 16_000 };
+    const roomy = { ...hypervisor, maxVcpus: 16, maxMemoryMiB: 65_536 };
+    const unlimited = vmSizing(roomy, host);
+    const small = vmSizing(roomy, host, { memoryBytes: 3 * 1024 * MiB, cpus: 2.5 });
+    const tiny = vmSizing(roomy, host, { memoryBytes: 512 * MiB, cpus: 0.1 });
+    expect(unlimited.room).toEqual({ vcpus: 16, memoryMiB: 65_536 });
+    expect(small.room).toEqual(unlimited.room);
+    expect(tiny.room).toEqual(unlimited.room);
+    // What the VM may grow to is still the pod's.
+    expect(small.max).toEqual({ vcpus: 3, memoryMiB: 3 * 1024 - VMM_OVERHEAD_MIB });
+    expect(tiny.max).toEqual({ vcpus: 1, memoryMiB: 1024 });
+    // Never below the boot size.
+    expect(vmSizing({ ...hypervisor, vcpus: 4, maxVcpus: 2, memoryMiB: 2048, maxMemoryMiB: 1024 }, host).room).toEqual({ vcpus: 4, memoryMiB: 2048 });
   });
 });

@@ -40,8 +40,17 @@ export interface LinuxResources {
 export interface VmSizing {
   /** The size the VM boots with. */
   boot: VmSize;
-  /** The size it may grow to. */
+  /** The size it may grow to: the configured maximums, capped by the pod cgroup (VmSizer keeps to it). */
   max: VmSize;
+  /**
+   * The room its virtual hardware has (QEMU's maxcpus and maxmem): the configured
+   * maximums alone. Not the pod's cap: then every pod size would be other hardware, and
+   * so another VM template (a template is keyed by its command line), where one template
+   * serves every pod of a configuration, as with `kata-ts-runtime factory init`. What
+   * keeps a VM within its pod's cap is that nothing plugs more (VmSizer): the guest
+   * cannot plug vCPUs or memory itself.
+   */
+  room: VmSize;
 }
 
 /**
@@ -72,8 +81,8 @@ export const VMM_OVERHEAD_MIB = 128;
  */
 export function vmSizing(hypervisor: RuntimeConfig['hypervisor'], host = hostSize(), pod: CgroupLimits = {}): VmSizing {
   const boot = { vcpus: hypervisor.vcpus, memoryMiB: hypervisor.memoryMiB };
-  const cap = vmCap(hypervisor, host, pod);
-  return { boot, max: { vcpus: Math.max(boot.vcpus, cap.vcpus), memoryMiB: Math.max(boot.memoryMiB, cap.memoryMiB) } };
+  const atLeastBoot = (cap: VmSize): VmSize => ({ vcpus: Math.max(boot.vcpus, cap.vcpus), memoryMiB: Math.max(boot.memoryMiB, cap.memoryMiB) });
+  return { boot, max: atLeastBoot(vmCap(hypervisor, host, pod)), room: atLeastBoot(vmCap(hypervisor, host)) };
 }
 
 /** The most a VM may be given: the configured maximums (0: the defaults above), capped by the pod cgroup. */

@@ -5,7 +5,7 @@ import { containerResources, VmSizing } from './resources';
 import { VmSizer } from './vm-sizer';
 
 const MiB = 1024 * 1024;
-const sizing: VmSizing = { boot: { vcpus: 1, memoryMiB: 1024 }, max: { vcpus: 4, memoryMiB: 4096 } };
+const sizing: VmSizing = { boot: { vcpus: 1, memoryMiB: 1024 }, max: { vcpus: 4, memoryMiB: 4096 }, room: { vcpus: 8, memoryMiB: 8192 } };
 const ask = (memoryMiB: number, cpus: number) => containerResources({ memory: { limit: memoryMiB * MiB }, cpu: { quota: cpus * 100_000, period: 100_000 } });
 
 /** A VMM that grows memory in 128 MiB steps, as QEMU's driver does, and records each call. */

@@ -9,6 +9,9 @@ import { QemuHypervisor } from '../hypervisors/qemu/qemu';
 import { CloudHypervisor } from '../hypervisors/cloud-hypervisor/cloud-hypervisor';
 import { spawn } from 'child_process';
 import { writeProcessRecord } from '../lib/recorded-process';
+import { defaultConfig } from '../config/runtime-config';
+import { vmSizing } from './resources';
+import { podVmConfig } from './sandbox';
 import { cloneRefusal, listTemplates, removeAbandoned, TEMPLATE_KERNEL_PARAM, templateKey, templateVm, withTemplateKernelParam, withTemplateLock } from './vm-templates';
 
 describe('VM template keys', () => {
@@ -42,6 +45,20 @@ describe('VM template keys', () => {
   it('is the same for two pods that differ only in id, paths and network', () => {
     expect(templateKey(qemu, pod('a'))).toBe(templateKey(qemu, pod('b')));
     expect(templateKey(qemu, pod('a'))).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it("is the same for pods of any cgroup limits: a pod's cap is kept by what is plugged, not by the VM's hardware", () => {
+    const config = defaultConfig();
+    config.hypervisor = { ...config.hypervisor, kernel: path.join(dir, 'vmlinux'), image: path.join(dir, 'rootfs.img'), initrd: '', maxVcpus: 4, maxMemoryMiB: 8192 };
+    const host = { vcpus: 8, memoryMiB: 16_000 };
+    const keyFor = (id: string, limits: { memoryBytes?: number; cpus?: number }) =>
+      templateKey(qemu, podVmConfig(config, qemu, { id, workDir: `/run/kata-ts/default/${id}`, sharedDir: `/run/kata-ts/default/${id}/shared`, sizing: vmSizing(config.hypervisor, host, limits) }));
+    const unlimited = keyFor('a', {});
+    expect(keyFor('b', { memoryBytes: 1024 * 1024 * 1024, cpus: 0.5 })).toBe(unlimited);
+    expect(keyFor('c', { memoryBytes: 3 * 1024 * 1024 * 1024, cpus: 2 })).toBe(unlimited);
+    // Another configured room is other hardware, and another template.
+    config.hypervisor.maxMemoryMiB = 4096;
+    expect(keyFor('d', {})).not.toBe(unlimited);
   });
 
   it('changes with what the guest sees: memory, vCPUs, limits, kernel parameters, the debug console, the guest files', () => {

@@ -34,7 +34,7 @@ const OWNER_FILE = 'owner';
 const VMM_FILE = 'vmm';
 /** Bump when what a template directory holds changes. */
 const FORMAT = 2;
-/** Templates kept; the least recently cloned go first (each distinct pod size or kernel parameter set makes one). */
+/** Templates kept; the least recently cloned go first (each boot size or kernel parameter set a pod annotation chooses makes one). */
 export const MAX_TEMPLATES = 8;
 /** A restored agent answers within a second or two: a clone gets this long, not a whole boot. */
 const CLONE_AGENT_TIMEOUT_MS = 30_000;
