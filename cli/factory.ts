@@ -1,19 +1,22 @@
 // `kata-ts-runtime factory init|status|destroy`: VM templates ahead of time, what is
 // kept, and their removal (Kata's `kata-runtime factory`); status and destroy also
 // cover the spare shim daemons ([factory] spare_shims) waiting under containerd's state dir.
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { RuntimeConfig } from '../config/runtime-config';
 import { Hypervisor } from '../hypervisors/hypervisor';
-import { Logger } from '../lib/logger';
+import { Logger, silentLogger } from '../lib/logger';
 import { hostSize, vmSizing } from '../sandbox/resources';
 import { podVmConfig } from '../sandbox/sandbox';
-import { cloneRefusal, listTemplates, removeAbandoned, removeTemplate, templateKey, VmTemplates } from '../sandbox/vm-templates';
+import { cloneRefusal, listTemplates, removeAbandoned, removeTemplateLocked, templateKey, VmTemplates } from '../sandbox/vm-templates';
 import { checkPoolDir, poolDirs, poolSpares, sparePoolsRootOf, stopWaitingSpares } from '../shim/spare-pool';
 
 /** containerd's default state dir (its `state` setting), under which its shims' spare pools live. */
 export const DEFAULT_CONTAINERD_STATE = '/run/containerd';
 
+/** How long `factory destroy` waits for a pod's shim to finish with a template (its check and restore take well under a second). */
+const DESTROY_LOCK_WAIT_MS = 10_000;
 const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
 const pidList = (pids: number[]): string => (pids.length > 0 ? ` (${pids.join(' ')})` : '');
 
@@ -102,9 +105,15 @@ export async function factoryDestroy(config: RuntimeConfig, containerdState = DE
       lines.push(`${dir}: not touched: ${(err as Error).message}`);
     }
   }
-  const templates = listTemplates(config.factory.templatePath);
-  for (const t of templates) removeTemplate(t.dir);
-  const abandoned = removeAbandoned(config.factory.templatePath);
-  lines.unshift(`removed ${plural(templates.length, 'template')}${abandoned > 0 ? ` and ${plural(abandoned, 'unfinished build')}` : ''} from ${config.factory.templatePath}; stopped ${plural(stopped, 'spare shim')}`);
+  // Each under its lock: a pod's shim checking or restoring one keeps it until it is done.
+  let removed = 0;
+  const inUse: string[] = [];
+  for (const t of listTemplates(config.factory.templatePath)) {
+    if (await removeTemplateLocked(config.factory.templatePath, t.dir, DESTROY_LOCK_WAIT_MS, silentLogger())) removed++;
+    else if (fs.existsSync(t.dir)) inUse.push(path.basename(t.dir));
+  }
+  if (inUse.length > 0) lines.push(`${plural(inUse.length, 'template')} in use by a starting pod for over ${DESTROY_LOCK_WAIT_MS / 1000} s, not removed: ${inUse.join(', ')}; run destroy again`);
+  const abandoned = await removeAbandoned(config.factory.templatePath);
+  lines.unshift(`removed ${plural(removed, 'template')}${abandoned > 0 ? ` and ${plural(abandoned, 'leftover')} of shims that died` : ''} from ${config.factory.templatePath}; stopped ${plural(stopped, 'spare shim')}`);
   return lines.join(os.EOL) + os.EOL;
 }

@@ -167,7 +167,7 @@ export interface Hypervisor {
    * Starts a VM from a saved template (its RAM file, and `state`: the saved state's
    * bytes, as the caller checked them) and runs it; config.network's NICs are
    * hot-plugged once it runs. Fails (leaving nothing running) with
-   * TemplateRestoreError when the state does not load.
+   * TemplateRestoreError when QEMU refuses the state (not when it is killed or times out).
    */
   startClone?(config: VmConfig, files: TemplateFiles, state: Buffer): Promise<void>;
   /**

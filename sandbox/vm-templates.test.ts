@@ -12,7 +12,7 @@ import { writeProcessRecord } from '../lib/recorded-process';
 import { defaultConfig } from '../config/runtime-config';
 import { vmSizing } from './resources';
 import { podVmConfig } from './sandbox';
-import { cloneRefusal, listTemplates, removeAbandoned, TEMPLATE_KERNEL_PARAM, templateKey, templateVm, withTemplateKernelParam, withTemplateLock } from './vm-templates';
+import { cloneRefusal, listTemplates, removeAbandoned, removeTemplateLocked, TEMPLATE_KERNEL_PARAM, templateKey, templateVm, withTemplateKernelParam, withTemplateLock } from './vm-templates';
 
 describe('VM template keys', () => {
   let dir: string;
@@ -98,14 +98,20 @@ describe('VM template keys', () => {
     expect(cloneRefusal(clh, pod('a'))).toBe('the cloud-hypervisor driver cannot save and restore VMs');
   });
 
-  it('lists templates with their size on disk, and skips the lock and unfinished builds', () => {
-    fs.mkdirSync(path.join(dir, 'store', 'abc'), { recursive: true });
-    fs.mkdirSync(path.join(dir, 'store', '.lock-abc'));
-    fs.mkdirSync(path.join(dir, 'store', '.building-abc-1'));
-    fs.writeFileSync(path.join(dir, 'store', 'abc', 'state'), Buffer.alloc(8192, 1));
-    fs.writeFileSync(path.join(dir, 'store', 'abc', 'template.json'), JSON.stringify({ format: 1, key: 'abc', stateSha256: 'x', memory: { bytes: 0, ino: '1', ctimeNs: '1' }, createdAt: 'now' }));
-    const listed = listTemplates(path.join(dir, 'store'));
-    expect(listed.map((t) => [path.basename(t.dir), t.meta?.key])).toEqual([['abc', 'abc']]);
+  it('lists templates with their size on disk, and skips the lock, unfinished builds and whatever else is there', () => {
+    const store = path.join(dir, 'store');
+    const key = 'abcdef0123456789abcdef0123456789';
+    fs.mkdirSync(path.join(store, key), { recursive: true });
+    fs.mkdirSync(path.join(store, `.lock-${key}`));
+    fs.mkdirSync(path.join(store, '.building-abcdef01-Ab12Cd'));
+    // Not kata-ts's: an administrator's template_path may hold other things.
+    fs.mkdirSync(path.join(store, 'notes'));
+    fs.mkdirSync(path.join(store, 'ABCDEF0123456789ABCDEF0123456789'));
+    fs.symlinkSync(path.join(store, key), path.join(store, '0123456789abcdef0123456789abcdef'));
+    fs.writeFileSync(path.join(store, key, 'state'), Buffer.alloc(8192, 1));
+    fs.writeFileSync(path.join(store, key, 'template.json'), JSON.stringify({ format: 1, key, stateSha256: 'x', memory: { bytes: 0, ino: '1', ctimeNs: '1' }, createdAt: 'now' }));
+    const listed = listTemplates(store);
+    expect(listed.map((t) => [path.basename(t.dir), t.meta?.key])).toEqual([[key, key]]);
     expect(listed[0].bytes).toBeGreaterThanOrEqual(8192);
     expect(listTemplates(path.join(dir, 'none'))).toEqual([]);
   });
@@ -132,18 +138,45 @@ describe('the template lock', () => {
   });
 
   it("takes over a dead shim's lock: kills the template VM it recorded and removes its unfinished build", async () => {
-    const lock = path.join(dir, '.lock-k');
+    const key = 'abcdef0123456789abcdef0123456789';
+    const lock = path.join(dir, `.lock-${key}`);
     fs.mkdirSync(lock);
     fs.writeFileSync(path.join(lock, 'owner'), '999999999 1\n'); // no such process
     const vmm = spawn('sleep', ['60']);
     await new Promise((r) => vmm.once('spawn', r));
     writeProcessRecord(path.join(lock, 'vmm'), vmm.pid!);
-    fs.mkdirSync(path.join(dir, '.building-k-x1'));
-    const ran = await withTemplateLock(dir, 'k', 5000, silentLogger(), async () => 'ran');
+    fs.mkdirSync(path.join(dir, '.building-abcdef01-x1Y2z3'));
+    fs.mkdirSync(path.join(dir, '.building-99999999-x1Y2z3')); // another key's: stays
+    const ran = await withTemplateLock(dir, key, 5000, silentLogger(), async () => 'ran');
     expect(ran).toBe('ran');
     await new Promise((r) => (vmm.exitCode !== null || vmm.signalCode ? r(undefined) : vmm.once('exit', r)));
     expect(vmm.signalCode).toBe('SIGKILL');
-    expect(fs.readdirSync(dir)).toEqual([]);
+    expect(fs.readdirSync(dir)).toEqual(['.building-99999999-x1Y2z3']);
+  });
+
+  it('is released whole: a waiter that renames its lock in as the holder removes its own keeps it', async () => {
+    const lock = path.join(dir, '.lock-k');
+    const realFs = jest.requireActual<typeof fs>('fs');
+    const rmSync = realFs.rmSync;
+    let raced = false;
+    const spy = jest.spyOn(realFs, 'rmSync').mockImplementation((target, options) => {
+      if (raced || (String(target) !== lock && !path.basename(String(target)).startsWith('.trash-'))) return rmSync(target, options);
+      raced = true;
+      // The holder's removal has emptied the directory it removes when a waiter's rename lands.
+      rmSync(path.join(String(target), 'owner'));
+      const candidate = realFs.mkdtempSync(path.join(dir, '.lock-new-'));
+      writeProcessRecord(path.join(candidate, 'owner'), process.pid);
+      realFs.renameSync(candidate, lock);
+      return rmSync(target, options);
+    });
+    try {
+      await withTemplateLock(dir, 'k', 5000, silentLogger(), async () => undefined).catch(() => undefined);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(raced).toBe(true);
+    // The waiter's lock, whole.
+    expect(fs.readdirSync(lock)).toEqual(['owner']);
   });
 
   it("waits for a live holder, and fails naming it when it keeps the lock too long", async () => {
@@ -160,11 +193,56 @@ describe('what dead shims left in the template directory', () => {
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpl-abandoned-'))));
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('is removed, but not a build whose key a live shim holds the lock of', () => {
-    for (const d of ['.building-aaaaaaaa-1', '.building-bbbbbbbb-1', '.trash-1', '.stale-1', '.lock-bbbbbbbbcccc', '.lock-aaaaaaaacccc', 'keyed']) fs.mkdirSync(path.join(dir, d));
-    writeProcessRecord(path.join(dir, '.lock-bbbbbbbbcccc', 'owner'), process.pid); // alive: its build stays
-    fs.writeFileSync(path.join(dir, '.lock-aaaaaaaacccc', 'owner'), '999999999 1\n'); // dead: its build goes
-    expect(removeAbandoned(dir)).toBe(3);
-    expect(fs.readdirSync(dir).sort()).toEqual(['.building-bbbbbbbb-1', '.lock-aaaaaaaacccc', '.lock-bbbbbbbbcccc', 'keyed']);
+  it("is removed: a dead shim's lock (its template VM killed), candidates and builds; not a live shim's, nor what kata-ts did not name", async () => {
+    const liveKey = 'bbbbbbbbcccccccccccccccccccccccc';
+    const deadKey = 'aaaaaaaacccccccccccccccccccccccc';
+    for (const d of ['.building-aaaaaaaa-Ab12Cd', '.building-bbbbbbbb-Ab12Cd', '.trash-0123abcd', '.stale-0123abcd', `.lock-${liveKey}`, `.lock-${deadKey}`, '.lock-new-Zz09aB', '.lock-new-Qq09aB', deadKey.replace('a', 'd'), '.trash-mine', '.stale', 'notes', '.building-notes']) {
+      fs.mkdirSync(path.join(dir, d));
+    }
+    writeProcessRecord(path.join(dir, `.lock-${liveKey}`, 'owner'), process.pid); // alive: its build stays
+    fs.writeFileSync(path.join(dir, `.lock-${deadKey}`, 'owner'), '999999999 1\n'); // dead: its build goes
+    const vmm = spawn('sleep', ['60']);
+    await new Promise((r) => vmm.once('spawn', r));
+    writeProcessRecord(path.join(dir, `.lock-${deadKey}`, 'vmm'), vmm.pid!);
+    fs.writeFileSync(path.join(dir, '.lock-new-Zz09aB', 'owner'), '999999999 1\n'); // a dead candidate goes; one without its record yet stays
+    expect(await removeAbandoned(dir)).toBe(5);
+    await new Promise((r) => (vmm.exitCode !== null || vmm.signalCode ? r(undefined) : vmm.once('exit', r)));
+    expect(vmm.signalCode).toBe('SIGKILL');
+    expect(fs.readdirSync(dir).sort()).toEqual(['.building-bbbbbbbb-Ab12Cd', '.building-notes', `.lock-${liveKey}`, '.lock-new-Qq09aB', '.stale', '.trash-mine', 'daaaaaaacccccccccccccccccccccccc', 'notes']);
+  });
+});
+
+describe('removing a template', () => {
+  let dir: string;
+  const key = 'abcdef0123456789abcdef0123456789';
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpl-remove-'));
+    fs.mkdirSync(path.join(dir, key));
+    fs.writeFileSync(path.join(dir, key, 'state'), 'x');
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('waits for its lock, and removes it whole', async () => {
+    let held = true;
+    const holder = withTemplateLock(dir, key, 5000, silentLogger(), async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fs.existsSync(path.join(dir, key, 'state'))).toBe(true); // not while held
+      held = false;
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await removeTemplateLocked(dir, path.join(dir, key), 5000, silentLogger())).toBe(true);
+    expect(held).toBe(false);
+    await holder;
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('leaves one that stays in use past the wait, and anything not named as a template', async () => {
+    fs.mkdirSync(path.join(dir, `.lock-${key}`));
+    writeProcessRecord(path.join(dir, `.lock-${key}`, 'owner'), process.pid); // a live shim holds it
+    expect(await removeTemplateLocked(dir, path.join(dir, key), 0, silentLogger())).toBe(false);
+    expect(fs.existsSync(path.join(dir, key, 'state'))).toBe(true);
+    fs.mkdirSync(path.join(dir, 'notes'));
+    expect(await removeTemplateLocked(dir, path.join(dir, 'notes'), 0, silentLogger())).toBe(false);
+    expect(fs.existsSync(path.join(dir, 'notes'))).toBe(true);
   });
 });

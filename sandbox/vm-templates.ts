@@ -32,6 +32,16 @@ const BUILDING_PREFIX = '.building-';
 const OWNER_FILE = 'owner';
 /** The template VM's own record in the lock: a shim that takes a stale lock over kills it. */
 const VMM_FILE = 'vmm';
+/**
+ * What kata-ts names in template_path; nothing else there is ever listed or removed (an
+ * administrator may point template_path at a directory that holds other things). A
+ * template is named by its key; what shims leave for a while carries a random suffix.
+ */
+const TEMPLATE_NAME = /^[0-9a-f]{32}$/;
+const LOCK_NAME = /^\.lock-[0-9a-f]{32}$/;
+const LOCK_CANDIDATE_NAME = /^\.lock-new-[A-Za-z0-9]{6}$/;
+const BUILDING_NAME = /^\.building-([0-9a-f]{8})-[A-Za-z0-9]{6}$/;
+const RENAMED_AWAY_NAME = /^\.(?:stale|trash)-[0-9a-f]{8}$/;
 /** Bump when what a template directory holds changes. */
 const FORMAT = 2;
 /** Templates kept; the least recently cloned go first (each boot size or kernel parameter set a pod annotation chooses makes one). */
@@ -160,6 +170,7 @@ export class VmTemplates {
     }
     let dir: string | undefined;
     let restored = false;
+    let cloned: TemplateMeta | undefined;
     try {
       const key = templateKey(hypervisor, vm);
       dir = path.join(this.templatePath, key);
@@ -167,6 +178,7 @@ export class VmTemplates {
       // would give QEMU one template's RAM and another's state.
       let nextAgentStreamId = 1;
       await this.withTemplate(vm, key, hypervisor, async (templateDir, { state, meta }) => {
+        cloned = meta;
         await hypervisor.startClone!(withTemplateKernelParam(vm), templateFiles(templateDir), state);
         restored = true;
         nextAgentStreamId = meta.nextAgentStreamId;
@@ -187,10 +199,10 @@ export class VmTemplates {
     } catch (err) {
       await hypervisor.stop(0).catch(() => undefined);
       const why = { template: dir, err: (err as Error).message, console: hypervisor.consoleTail(1024) };
-      if (err instanceof TemplateRestoreError && dir) {
-        // Only a template whose state does not load is bad; the next pod that needs it makes it anew.
+      if (err instanceof TemplateRestoreError && dir && cloned) {
+        // Only a template whose state QEMU refuses is bad; the next pod that needs it makes it anew.
         this.logger.warn(why, 'the clone did not start: its template cannot be restored; removing it and booting cold');
-        await this.removeBadTemplate(dir);
+        await this.removeBadTemplate(dir, cloned);
       } else {
         this.logger.warn(why, restored ? 'the clone did not start; booting cold' : 'no clone could be made; booting cold');
       }
@@ -219,7 +231,7 @@ export class VmTemplates {
       if (!checked) {
         if (fs.existsSync(dir)) removeTemplate(dir);
         await this.makeTemplate(vm, key, dir, lock);
-        this.evictBeyond(MAX_TEMPLATES, key);
+        await this.evictBeyond(MAX_TEMPLATES, key);
         checked = this.checkedTemplate(dir, key);
         if (!checked) throw new FailedPreconditionError(`the VM template ${dir} just made does not pass its own check`);
       }
@@ -303,33 +315,34 @@ export class VmTemplates {
     }
   }
 
-  /** Under the key's lock, so a template another shim just made in its place is not the one removed. */
-  private async removeBadTemplate(dir: string): Promise<void> {
+  /**
+   * Removes the template `bad` describes, under the key's lock, and only if it is still
+   * the one there: another shim may have replaced it with a good one meanwhile.
+   */
+  private async removeBadTemplate(dir: string, bad: TemplateMeta): Promise<void> {
     const key = path.basename(dir);
     await this.underLock(key, async () => {
-      const trash = path.join(this.templatePath, `.trash-${randomBytes(4).toString('hex')}`);
-      try {
-        fs.renameSync(dir, trash);
-      } catch {
-        return; // gone already
-      }
-      removeTemplate(trash);
+      const there = readMeta(dir);
+      if (!there || there.stateSha256 !== bad.stateSha256 || there.memory?.ino !== bad.memory.ino) return; // gone, or another template now
+      moveToTrashAndRemove(this.templatePath, dir);
     }).catch((err) => this.logger.warn({ template: dir, err: (err as Error).message }, 'could not remove the VM template'));
   }
 
-  /** Keeps the `max` most recently used templates (by their description's mtime), `keep` among them, and none of an older format. */
-  private evictBeyond(max: number, keep: string): void {
+  /**
+   * Keeps the `max` most recently used templates (by their description's mtime), `keep`
+   * among them, and none of an older format. Each goes under its own lock, taken only if
+   * free: a template another shim is checking or restoring stays until a later eviction.
+   */
+  private async evictBeyond(max: number, keep: string): Promise<void> {
     const all = listTemplates(this.templatePath).filter((t) => path.basename(t.dir) !== keep);
     // An older kata-ts's format is keyed apart from every current template: no pod of this one
     // would use it. (A newer one's is left to the newer kata-ts sharing the directory.)
-    for (const t of all.filter((t) => t.meta && t.meta.format < FORMAT)) {
-      this.logger.info({ template: t.dir, format: t.meta!.format }, 'removing a VM template of an older format');
-      removeTemplate(t.dir);
-    }
+    const older = all.filter((t) => t.meta && t.meta.format < FORMAT);
     const templates = all.filter((t) => !t.meta || t.meta.format >= FORMAT).sort((a, b) => b.usedMs - a.usedMs);
-    for (const t of templates.slice(Math.max(0, max - 1))) {
-      this.logger.info({ template: t.dir }, `more than ${max} VM templates: removing the least recently used`);
-      removeTemplate(t.dir);
+    const victims = [...older.map((t) => ({ t, why: `a VM template of an older format (${t.meta!.format})` })), ...templates.slice(Math.max(0, max - 1)).map((t) => ({ t, why: `more than ${max} VM templates: the least recently used` }))];
+    for (const { t, why } of victims) {
+      const removed = await removeTemplateLocked(this.templatePath, t.dir, 0, this.logger);
+      this.logger.info({ template: t.dir, removed }, removed ? `removed ${why}` : `not removed yet, in use: ${why}`);
     }
   }
 
@@ -390,7 +403,46 @@ export async function withTemplateLock<T>(templatePath: string, key: string, wai
   try {
     return await fn(lock);
   } finally {
-    if (sameRecord(readProcessRecord(path.join(lock, OWNER_FILE)), mine)) fs.rmSync(lock, { recursive: true, force: true });
+    // Renamed away whole, then removed: emptied in place, the lock would for a moment be
+    // an empty directory that a waiter's rename replaces, and removing it would then fail.
+    if (sameRecord(readProcessRecord(path.join(lock, OWNER_FILE)), mine)) moveToTrashAndRemove(templatePath, lock);
+  }
+}
+
+/**
+ * Removes the template at `dir` under its key's lock, waiting at most `waitMs` for the
+ * lock. False when the lock stayed taken (the template in use) or the template is gone.
+ */
+export async function removeTemplateLocked(templatePath: string, dir: string, waitMs: number, logger: Logger): Promise<boolean> {
+  const key = path.basename(dir);
+  if (!TEMPLATE_NAME.test(key)) return false;
+  try {
+    return await withTemplateLock(templatePath, key, waitMs, logger, async () => moveToTrashAndRemove(templatePath, dir));
+  } catch (err) {
+    logger.debug({ template: dir, err: (err as Error).message }, 'VM template not removed');
+    return false;
+  }
+}
+
+/** Renames `entry` aside (atomic: from then on it is not there) and removes it; false when it was not there. */
+function moveToTrashAndRemove(templatePath: string, entry: string): boolean {
+  const trash = path.join(templatePath, `.trash-${randomBytes(4).toString('hex')}`);
+  try {
+    fs.renameSync(entry, trash);
+  } catch {
+    return false;
+  }
+  fs.rmSync(trash, { recursive: true, force: true });
+  return true;
+}
+
+/** A template's description, never through a symlink; undefined when it has none that parses. */
+function readMeta(dir: string): TemplateMeta | undefined {
+  const bytes = readNoFollow(path.join(dir, META_FILE));
+  try {
+    return bytes && (JSON.parse(bytes.toString('utf8')) as TemplateMeta);
+  } catch {
+    return undefined;
   }
 }
 
@@ -401,32 +453,43 @@ function sameRecord(a: ProcessRecord | undefined, b: ProcessRecord | undefined):
 /** Builds of `key` that a dead shim left (their VM is killed by then). */
 function removeUnfinishedBuilds(templatePath: string, key: string): void {
   for (const e of fs.readdirSync(templatePath)) {
-    if (e.startsWith(`${BUILDING_PREFIX}${key.slice(0, 8)}-`)) fs.rmSync(path.join(templatePath, e), { recursive: true, force: true });
+    if (BUILDING_NAME.exec(e)?.[1] === key.slice(0, 8)) fs.rmSync(path.join(templatePath, e), { recursive: true, force: true });
   }
 }
 
 /**
- * What shims that died left in `templatePath` (`factory destroy`): unfinished builds
- * whose key no live shim holds the lock of, and the renamed-away locks and templates
- * that were being removed. A build under a live lock is left alone. Answers how many.
+ * What shims that died left in `templatePath` (`factory destroy`): their locks (the
+ * template VM one recorded is killed first), lock candidates, unfinished builds whose
+ * key no live shim holds the lock of, and the renamed-away locks and templates that
+ * were being removed. A live shim's lock, and a build under it, are left alone.
+ * Answers how many.
  */
-export function removeAbandoned(templatePath: string): number {
+export async function removeAbandoned(templatePath: string): Promise<number> {
   let entries: string[];
   try {
     entries = fs.readdirSync(templatePath);
   } catch {
     return 0;
   }
-  const liveLocks = entries.filter((e) => e.startsWith(LOCK_PREFIX) && recordAlive(readProcessRecord(path.join(templatePath, e, OWNER_FILE))));
+  const ownerOf = (e: string) => readProcessRecord(path.join(templatePath, e, OWNER_FILE));
+  const locks = entries.filter((e) => LOCK_NAME.test(e));
+  const liveLocks = locks.filter((e) => recordAlive(ownerOf(e)));
+  // A candidate without its owner record yet is being made now: left alone.
+  const deadCandidates = entries.filter((e) => LOCK_CANDIDATE_NAME.test(e) && ownerOf(e) !== undefined && !recordAlive(ownerOf(e)));
+  const deadLocks = locks.filter((e) => !liveLocks.includes(e) && ownerOf(e) !== undefined);
+  for (const e of deadLocks) await killRecordedIfAlive(path.join(templatePath, e, VMM_FILE));
   const abandoned = entries.filter((e) => {
-    if (e.startsWith(BUILDING_PREFIX)) {
-      const key8 = e.slice(BUILDING_PREFIX.length, BUILDING_PREFIX.length + 8);
-      return !liveLocks.some((lock) => lock.slice(LOCK_PREFIX.length).startsWith(key8));
-    }
-    return e.startsWith('.stale-') || e.startsWith('.trash-');
+    const building = BUILDING_NAME.exec(e);
+    if (building) return !liveLocks.some((lock) => lock.slice(LOCK_PREFIX.length).startsWith(building[1]));
+    return RENAMED_AWAY_NAME.test(e);
   });
-  for (const e of abandoned) fs.rmSync(path.join(templatePath, e), { recursive: true, force: true });
-  return abandoned.length;
+  let removed = 0;
+  for (const e of [...deadLocks, ...deadCandidates]) if (moveToTrashAndRemove(templatePath, path.join(templatePath, e))) removed++;
+  for (const e of abandoned) {
+    fs.rmSync(path.join(templatePath, e), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
 }
 
 /** Every template under `templatePath`, for `kata-ts-runtime factory status`. */
@@ -438,7 +501,7 @@ export function listTemplates(templatePath: string): Array<{ dir: string; meta?:
     return [];
   }
   return entries
-    .filter((e) => !e.startsWith('.'))
+    .filter((e) => TEMPLATE_NAME.test(e) && isDirectory(path.join(templatePath, e)))
     .map((e) => {
       const dir = path.join(templatePath, e);
       let meta: TemplateMeta | undefined;
@@ -457,6 +520,15 @@ export function listTemplates(templatePath: string): Array<{ dir: string; meta?:
 /** Removes one template; clones running from it keep their mapping of the (now unlinked) file. */
 export function removeTemplate(dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** A directory itself, not a symlink to one. */
+function isDirectory(entry: string): boolean {
+  try {
+    return fs.lstatSync(entry).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function memoryIdentity(file: string): TemplateMeta['memory'] | undefined {

@@ -15,7 +15,7 @@ import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, needsSharedRam, QemuOptions, qemuPaths, QemuTemplateRole, templateRefusal } from './command-line';
 import { HotplugPorts } from './hotplug-ports';
 import { plugNic } from './nic-hotplug';
-import { restoreTemplateState, saveTemplateState } from './template-migration';
+import { MigrationRejectedError, restoreTemplateState, saveTemplateState } from './template-migration';
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 import { QemuResize } from './vm-resize';
@@ -120,8 +120,9 @@ export class QemuHypervisor implements Hypervisor {
     const args = await this.argsFor(withoutNics, { role: 'clone', memoryPath: files.memoryPath });
     await this.launch(withoutNics, args);
     try {
+      // Only QEMU's own refusal condemns the template; a kill or a timeout is this clone's trouble.
       await restoreTemplateState(this.qmp!, path.join(config.workDir, MIGRATION_SOCKET), state, this.exited).catch((err: Error) => {
-        throw new TemplateRestoreError(err.message, { cause: err });
+        throw err instanceof MigrationRejectedError ? new TemplateRestoreError(err.message, { cause: err }) : err;
       });
       await this.qmp!.execute('cont');
       await this.plugNics(nics);

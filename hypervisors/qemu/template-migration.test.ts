@@ -8,7 +8,7 @@ import * as path from 'path';
 import { FakeQmp, QmpAnswer, QmpCommand } from '../testing/fake-qmp';
 import { VmExit } from '../hypervisor';
 import { QmpClient } from './qmp';
-import { restoreTemplateState, saveTemplateState } from './template-migration';
+import { MigrationRejectedError, restoreTemplateState, saveTemplateState } from './template-migration';
 
 describe('template state over QMP', () => {
   let dir: string;
@@ -103,7 +103,39 @@ describe('template state over QMP', () => {
       return c.execute === 'query-migrate' ? { return: { status: 'active' } } : {};
     });
     const exited = Promise.resolve({ code: 1, signal: null });
-    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('garbage'), exited)).rejects.toThrow('restoring the template: QEMU exited (code 1, signal null)');
+    const failure = restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('garbage'), exited);
+    await expect(failure).rejects.toThrow('restoring the template: QEMU exited (code 1, signal null)');
+    // QEMU ended itself: it refused the state.
+    await expect(failure).rejects.toBeInstanceOf(MigrationRejectedError);
+    for (const server of servers) server.close();
+  });
+
+  it('does not call a QEMU that was killed (the pod cgroup\'s OOM killer) or a cancelled load a refusal of the state', async () => {
+    const servers: net.Server[] = [];
+    let status = 'active';
+    await connect((c) => {
+      if (c.execute === 'migrate-incoming') servers.push(net.createServer((socket) => socket.resume()).listen(String(c.arguments?.uri).replace(/^unix:/, '')));
+      return c.execute === 'query-migrate' ? { return: { status } } : {};
+    });
+    const killed = restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('state'), Promise.resolve({ code: null, signal: 'SIGKILL' }));
+    await expect(killed).rejects.toThrow('restoring the template: QEMU exited (code null, signal SIGKILL)');
+    await expect(killed).rejects.not.toBeInstanceOf(MigrationRejectedError);
+    status = 'cancelled';
+    const cancelled = restoreTemplateState(qmp, path.join(dir, 'migrate2.sock'), Buffer.from('state'), running);
+    await expect(cancelled).rejects.toThrow('restoring the template was cancelled');
+    await expect(cancelled).rejects.not.toBeInstanceOf(MigrationRejectedError);
+    for (const server of servers) server.close();
+  });
+
+  it('calls a load QEMU reports failed a refusal of the state', async () => {
+    const servers: net.Server[] = [];
+    await connect((c) => {
+      if (c.execute === 'migrate-incoming') servers.push(net.createServer((socket) => socket.resume()).listen(String(c.arguments?.uri).replace(/^unix:/, '')));
+      return c.execute === 'query-migrate' ? { return: { status: 'failed', 'error-desc': 'load of migration failed: Invalid argument' } } : {};
+    });
+    const failure = restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('state'), running);
+    await expect(failure).rejects.toThrow('restoring the template failed: load of migration failed: Invalid argument');
+    await expect(failure).rejects.toBeInstanceOf(MigrationRejectedError);
     for (const server of servers) server.close();
   });
 
@@ -133,6 +165,8 @@ describe('template state over QMP', () => {
     // Nobody listens on the socket: QEMU did not take migrate-incoming's URI.
     await connect((c) => (c.execute === 'query-migrate' ? { return: { status: 'setup' } } : {}));
     // The migration status never ends; the answer is the send's failure, not the (60 s) timeout's.
-    await expect(restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('state'), running)).rejects.toThrow(/restoring the template: sending the state failed: connect ENOENT/);
+    const failure = restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('state'), running);
+    await expect(failure).rejects.toThrow(/restoring the template: sending the state failed: connect ENOENT/);
+    await expect(failure).rejects.not.toBeInstanceOf(MigrationRejectedError);
   }, 20_000);
 });

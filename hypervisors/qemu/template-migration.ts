@@ -18,6 +18,14 @@ const POLL_MS = 20;
 /** After the state stream broke, how long QEMU's migration status may still say it loaded. */
 const SEND_FAILURE_GRACE_MS = 5000;
 
+/**
+ * QEMU itself refused the state: its migration status says "failed", or it ended itself
+ * (with an exit code, as it does when a load fails). Not so when QEMU was killed (a
+ * signal: the pod cgroup's OOM killer), timed out, or the stream could not be sent:
+ * those say nothing about the state, and the template must not be removed for them.
+ */
+export class MigrationRejectedError extends HypervisorError {}
+
 interface MigrationInfo {
   status?: string;
   'error-desc'?: string;
@@ -89,12 +97,16 @@ async function waitForMigration(qmp: QmpClient, what: string, exited: Promise<Vm
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     // QEMU ends itself when an incoming migration fails to load.
-    if (gone) throw new HypervisorError(`${what}: QEMU exited (code ${gone.code}, signal ${gone.signal})`);
+    if (gone) {
+      const message = `${what}: QEMU exited (code ${gone.code}, signal ${gone.signal})`;
+      throw gone.signal === null && gone.code !== null && gone.code !== 0 ? new MigrationRejectedError(message) : new HypervisorError(message);
+    }
     const info = await qmp.execute<MigrationInfo>('query-migrate').catch((err: Error) => {
       throw new HypervisorError(`${what}: ${err.message}`, { cause: err });
     });
     if (info.status === 'completed') return;
-    if (info.status === 'failed' || info.status === 'cancelled') throw new HypervisorError(`${what} failed: ${info['error-desc'] ?? info.status}`);
+    if (info.status === 'failed') throw new MigrationRejectedError(`${what} failed: ${info['error-desc'] ?? info.status}`);
+    if (info.status === 'cancelled') throw new HypervisorError(`${what} was cancelled`);
     if (Date.now() > deadline) throw new HypervisorError(`${what}: not done after ${timeoutMs} ms (status ${info.status ?? 'none'})`);
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }

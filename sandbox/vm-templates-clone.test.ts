@@ -1,0 +1,136 @@
+// VmTemplates' clone path against a fake VMM that saves and restores templates (no
+// QEMU): which failures condemn the shared template and which only cost this pod its
+// clone. A tenant controls its pod's cgroup, where the clone's QEMU runs: an OOM kill
+// or a timeout there must not remove a template every other pod uses.
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { HypervisorError, TemplateRestoreError } from '../lib/errors';
+import { silentLogger } from '../lib/logger';
+import { Hypervisor, TemplateFiles, VmConfig, VmExit } from '../hypervisors/hypervisor';
+import { fakeAgent, FakeAgent } from './testing/fake-agent';
+import { listTemplates, VmTemplates } from './vm-templates';
+
+const MiB = 1024 * 1024;
+
+/** How the fake's next clone ends. */
+type CloneOutcome = 'runs' | 'refused' | 'killed' | 'refused, and replaced meanwhile';
+
+/** A VMM whose templates are files and whose "guest" is the fake agent on the virtio-serial socket. */
+function templatingDriver(agent: FakeAgent, outcome: () => CloneOutcome): Hypervisor {
+  let endpoint: net.Server | undefined;
+  let resolveExited!: (exit: VmExit) => void;
+  let template: TemplateFiles | undefined;
+  const serve = async (config: VmConfig): Promise<void> => {
+    endpoint = net.createServer((stream) => agent.server.serveConnection(stream));
+    await new Promise<void>((r) => endpoint!.listen((config.agentChannel as { socketPath: string }).socketPath, r));
+  };
+  return {
+    name: 'fake-templating',
+    agentChannelKind: 'virtio-serial',
+    exited: new Promise((r) => (resolveExited = r)),
+    async start() {
+      throw new Error('not used: pods here are clones');
+    },
+    async stop() {
+      await new Promise((r) => (endpoint ? endpoint.close(r) : r(undefined)));
+      resolveExited({ code: 0, signal: null });
+    },
+    pid: () => undefined,
+    consoleTail: () => '',
+    templateRefusal: () => undefined,
+    templateIdentity: (config) => JSON.stringify({ memoryMiB: config.memoryMiB, kernelParams: config.kernelParams }),
+    async startTemplate(config, files) {
+      template = files;
+      fs.writeFileSync(files.memoryPath, Buffer.alloc(MiB), { mode: 0o600 });
+      await serve(config);
+    },
+    async saveTemplate() {
+      fs.writeFileSync(template!.statePath, 'saved state', { mode: 0o600 });
+      await new Promise((r) => endpoint!.close(r));
+    },
+    async startClone(config, files) {
+      const what = outcome();
+      if (what === 'refused') throw new TemplateRestoreError('restoring the template failed: load of migration failed');
+      if (what === 'killed') throw new HypervisorError('restoring the template: QEMU exited (code null, signal SIGKILL)');
+      if (what === 'refused, and replaced meanwhile') {
+        // Another shim made a new template of the key between this check and the removal.
+        const meta = path.join(path.dirname(files.memoryPath), 'template.json');
+        fs.writeFileSync(meta, JSON.stringify({ ...JSON.parse(fs.readFileSync(meta, 'utf8')), stateSha256: 'another template' }));
+        throw new TemplateRestoreError('restoring the template failed: load of migration failed');
+      }
+      await serve(config);
+    },
+    async plugNics() {},
+  };
+}
+
+describe('VM templates: a clone that fails', () => {
+  let dir: string;
+  let agent: FakeAgent;
+  let outcome: CloneOutcome;
+  let templates: VmTemplates;
+  const vm = (id: string): VmConfig => ({
+    id,
+    workDir: path.join(dir, 'pods', id),
+    binaryPath: '/usr/bin/qemu-system-x86_64',
+    accelerator: 'tcg',
+    kernelPath: path.join(dir, 'vmlinux'),
+    rootfs: { kind: 'image', path: path.join(dir, 'rootfs.img') },
+    kernelParams: ['quiet'],
+    memoryMiB: 1024,
+    vcpus: 1,
+    agentChannel: { kind: 'virtio-serial', socketPath: path.join(dir, 'pods', id, 'agent.sock'), portName: 'agent.channel.0' },
+    sharedDirectories: [],
+  });
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tpl-clone-'));
+    fs.writeFileSync(path.join(dir, 'vmlinux'), 'kernel');
+    fs.writeFileSync(path.join(dir, 'rootfs.img'), Buffer.alloc(4096));
+    agent = fakeAgent({ SetGuestDateTime: () => ({}) });
+    outcome = 'runs';
+    templates = new VmTemplates(path.join(dir, 'templates'), () => templatingDriver(agent, () => outcome), { bootTimeoutMs: 5000, callTimeoutMs: 5000 }, silentLogger());
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  async function startPod(id: string): Promise<boolean> {
+    fs.mkdirSync(path.join(dir, 'pods', id), { recursive: true });
+    const clone = await templates.startClone(vm(id));
+    if (!clone) return false;
+    clone.agent.close();
+    await clone.hypervisor.stop(0);
+    return true;
+  }
+  const kept = () => listTemplates(path.join(dir, 'templates')).map((t) => path.basename(t.dir));
+
+  it('keeps the template when the clone was killed: the pod boots cold, the next pod is a clone', async () => {
+    expect(await startPod('a')).toBe(true);
+    const made = kept();
+    expect(made).toHaveLength(1);
+    outcome = 'killed';
+    expect(await startPod('b')).toBe(false);
+    expect(kept()).toEqual(made);
+    outcome = 'runs';
+    expect(await startPod('c')).toBe(true);
+  });
+
+  it('removes the template when QEMU refuses its state, so that the next pod makes it anew', async () => {
+    expect(await startPod('a')).toBe(true);
+    outcome = 'refused';
+    expect(await startPod('b')).toBe(false);
+    expect(kept()).toEqual([]);
+    outcome = 'runs';
+    expect(await startPod('c')).toBe(true);
+    expect(kept()).toHaveLength(1);
+  });
+
+  it('keeps a template that replaced the refused one meanwhile', async () => {
+    expect(await startPod('a')).toBe(true);
+    const made = kept();
+    outcome = 'refused, and replaced meanwhile';
+    expect(await startPod('b')).toBe(false);
+    expect(kept()).toEqual(made);
+  });
+});
