@@ -9,6 +9,7 @@ import { FailedPreconditionError } from '../lib/errors';
 import { silentLogger } from '../lib/logger';
 import { CallContext } from '../ttrpc';
 import { HostKsm } from './ksm';
+import { HostCgroups } from './host-cgroup';
 import { VmConfig } from '../hypervisors/hypervisor';
 import { Sandbox } from './sandbox';
 import { VmTemplates } from './vm-templates';
@@ -174,6 +175,7 @@ describe('a clone and the pod network', () => {
     const cloneDriver = fakeDriver('virtio-serial', agentForSandbox());
     const asked: VmConfig[] = [];
     const templates = {
+      prepare: async () => true,
       async startClone(vm: VmConfig) {
         asked.push(vm);
         return { hypervisor: cloneDriver, agent: cloneAgent, details: {} };
@@ -192,10 +194,52 @@ describe('a clone and the pod network', () => {
     expect(coldDriver.booted).toBeUndefined();
   });
 
+  it("makes the template before the shim joins the pod's cgroup, and starts the clone in it, not making the template again", async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const root = path.join(dir, 'cgroup');
+    for (const c of ['memory', 'cpu', 'cpuacct', 'pids', 'blkio']) {
+      fs.mkdirSync(path.join(root, c), { recursive: true });
+      fs.writeFileSync(path.join(root, c, 'cgroup.procs'), '');
+    }
+    const inPodCgroup = () => {
+      try {
+        return fs.readFileSync(path.join(root, 'memory', 'kubepods', 'pod1', 'cgroup.procs'), 'utf8').trim() === String(process.pid);
+      } catch {
+        return false;
+      }
+    };
+    const steps: string[] = [];
+    const templates = {
+      async prepare() {
+        steps.push(`prepare, shim in the pod's cgroup: ${inPodCgroup()}`);
+        return true;
+      },
+      async startClone(_vm: VmConfig, _observe: unknown, opts: { make: boolean }) {
+        steps.push(`clone, shim in the pod's cgroup: ${inPodCgroup()}, make: ${opts.make}`);
+        return undefined; // boots cold
+      },
+    } as unknown as VmTemplates;
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', cgroupsPath: '/kubepods/pod1', hostCgroups: new HostCgroups(root), config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
+    await sandbox.destroy();
+    expect(steps).toEqual(["prepare, shim in the pod's cgroup: false", "clone, shim in the pod's cgroup: true, make: false"]);
+  });
+
+  it('boots cold, trying no clone, when no template could be made', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const templates = { prepare: async () => false, startClone: jest.fn() } as unknown as VmTemplates;
+    const cold = fakeDriver('virtio-serial', agentForSandbox());
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
+    await sandbox.destroy();
+    expect(templates.startClone).not.toHaveBeenCalled();
+    expect(cold.booted).toBeDefined();
+  });
+
   it('starts no clone in a netns that is gone', async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
-    const templates = { startClone: jest.fn() } as unknown as VmTemplates;
+    const templates = { prepare: async () => true, startClone: jest.fn() } as unknown as VmTemplates;
     const netnsPath = path.join(dir, 'no-such-netns');
     const started = Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', netnsPath, config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
     await expect(started).rejects.toThrow(`pod network namespace ${netnsPath} does not exist`);

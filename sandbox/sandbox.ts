@@ -219,8 +219,10 @@ export class Sandbox implements ObservedSandbox {
       writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
       await setUpShare(sandbox.share);
       await sandbox.observer.sandboxStarted(sandbox);
+      // Before the pod's cgroup: a template is every pod's, not this tenant's to pay for.
+      const cloneable = await sandbox.prepareTemplate();
       if (params.cgroupsPath) sandbox.enterCgroup(params.hostCgroups ?? new HostCgroups(), params.cgroupsPath);
-      await sandbox.boot(params.hostname, params.netnsPath);
+      await sandbox.boot(params.hostname, params.netnsPath, cloneable);
     } catch (err) {
       const console = params.hypervisor.consoleTail(2048).trim();
       await sandbox.destroy().catch((cleanupErr) => params.logger.error({ err: cleanupErr }, 'cleanup after failed start'));
@@ -458,7 +460,15 @@ export class Sandbox implements ObservedSandbox {
     if (stillMounted.length > 0) this.logger.error({ dir, stillMounted }, 'not removing a directory that still has mounts below it');
   }
 
-  private async boot(hostname: string, netnsPath: string | undefined): Promise<void> {
+  /** With VM templates on: the template this pod's VM would be a clone of, made now if need be (VmTemplates.prepare). */
+  private async prepareTemplate(): Promise<boolean> {
+    if (!this.templates) return false;
+    // The pod's cgroup limits are not known yet, and need not be: they are no part of the VM's hardware (VmSizing.room).
+    const vm = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing: vmSizing(this.config.hypervisor, hostSize()) });
+    return this.templates.prepare(vm);
+  }
+
+  private async boot(hostname: string, netnsPath: string | undefined, cloneable: boolean): Promise<void> {
     const h = this.config.hypervisor;
     // Hot-plug stays within the pod cgroup's limits (kubelet's, on the pod level above ours).
     const sizing = vmSizing(h, hostSize(), this.cgroup?.sandbox.limits());
@@ -466,7 +476,7 @@ export class Sandbox implements ObservedSandbox {
     const ksm = this.config.runtime.ksm;
     this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
     const base = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing });
-    const { agent, details } = await this.startVm(base, netnsPath);
+    const { agent, details } = await this.startVm(base, netnsPath, cloneable);
     this.agent = agent;
     this.details = details;
     this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
@@ -484,7 +494,7 @@ export class Sandbox implements ObservedSandbox {
    * is wired while the clone restores and its agent first answers; a cold boot needs the
    * taps first.
    */
-  private async startVm(base: VmConfig, netnsPath: string | undefined): Promise<{ agent: AgentClient; details: GuestDetails }> {
+  private async startVm(base: VmConfig, netnsPath: string | undefined, cloneable: boolean): Promise<{ agent: AgentClient; details: GuestDetails }> {
     if (netnsPath) PodNetwork.requireNetns(netnsPath); // before a clone would start in it
     const attaching = netnsPath ? PodNetwork.attach(netnsPath, this.logger) : Promise.resolve(undefined);
     attaching.catch(() => undefined); // awaited below, once the clone is up (or not)
@@ -493,7 +503,7 @@ export class Sandbox implements ObservedSandbox {
     try {
       const launched = performance.now();
       // QEMU runs in the pod's netns (it opens the taps there), NICs or not yet.
-      clone = this.templates && (await this.templates.startClone({ ...base, network: netnsPath ? { netnsPath, nics: [] } : undefined }, this.observer.agentCall));
+      clone = cloneable ? await this.templates?.startClone({ ...base, network: netnsPath ? { netnsPath, nics: [] } : undefined }, this.observer.agentCall, { make: false }) : undefined;
       cloneSeconds = (performance.now() - launched) / 1000;
     } catch (err) {
       this.network = await attaching.catch(() => undefined); // so that destroy() undoes what it made

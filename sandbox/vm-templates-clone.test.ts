@@ -126,6 +126,17 @@ describe('VM templates: a clone that fails', () => {
     expect(kept()).toHaveLength(1);
   });
 
+  it('makes the template in prepare(), and does not make it again for a clone asked not to (in the pod cgroup)', async () => {
+    fs.mkdirSync(path.join(dir, 'pods', 'a'), { recursive: true });
+    expect(await templates.prepare(vm('a'))).toBe(true);
+    const made = kept();
+    expect(made).toHaveLength(1);
+    // Gone between the two (factory destroy, an eviction): the pod boots cold, nothing is made.
+    fs.rmSync(path.join(dir, 'templates', made[0]), { recursive: true });
+    expect(await templates.startClone(vm('a'), undefined, { make: false })).toBeUndefined();
+    expect(kept()).toEqual([]);
+  });
+
   it('keeps a template that replaced the refused one meanwhile', async () => {
     expect(await startPod('a')).toBe(true);
     const made = kept();

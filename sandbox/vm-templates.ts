@@ -158,10 +158,35 @@ export class VmTemplates {
   ) {}
 
   /**
-   * Starts `vm` as a clone, making its template first if there is none. Undefined (and
-   * nothing left running) when it cannot: the caller boots the VM cold.
+   * Makes the template for `vm` if there is none. A pod's shim calls this before it
+   * joins the pod's cgroup, where the clone will run: a template serves every pod, and
+   * its boot must not run under one tenant's limits (a small memory limit would have it
+   * OOM-killed, a small CPU quota would hold up every pod waiting for it). True when
+   * there is a template to clone; false, logged, when the pod must boot cold.
    */
-  async startClone(vm: VmConfig, observeCall?: AgentCallObserver): Promise<Clone | undefined> {
+  async prepare(vm: VmConfig): Promise<boolean> {
+    const hypervisor = this.newHypervisor();
+    const refusal = cloneRefusal(hypervisor, vm);
+    if (refusal) {
+      this.logger.info({ reason: refusal }, 'VM templates are on, but this VM cannot be a clone; booting it cold');
+      return false;
+    }
+    try {
+      await this.withTemplate(vm, templateKey(hypervisor, vm), hypervisor, { make: true }, async () => undefined);
+      return true;
+    } catch (err) {
+      this.logger.warn({ template: this.templatePath, err: (err as Error).message }, 'no VM template could be made; booting cold');
+      return false;
+    }
+  }
+
+  /**
+   * Starts `vm` as a clone, making its template first if there is none (unless `make`
+   * is false: prepare() made it, and a template gone since is not made again in the
+   * pod's cgroup). Undefined (and nothing left running) when it cannot: the caller
+   * boots the VM cold.
+   */
+  async startClone(vm: VmConfig, observeCall?: AgentCallObserver, opts: { make: boolean } = { make: true }): Promise<Clone | undefined> {
     const hypervisor = this.newHypervisor();
     const refusal = cloneRefusal(hypervisor, vm);
     if (refusal) {
@@ -177,7 +202,7 @@ export class VmTemplates {
       // Checked and restored under the key's lock: a template being replaced meanwhile
       // would give QEMU one template's RAM and another's state.
       let nextAgentStreamId = 1;
-      await this.withTemplate(vm, key, hypervisor, async (templateDir, { state, meta }) => {
+      await this.withTemplate(vm, key, hypervisor, opts, async (templateDir, { state, meta }) => {
         cloned = meta;
         await hypervisor.startClone!(withTemplateKernelParam(vm), templateFiles(templateDir), state);
         restored = true;
@@ -215,19 +240,20 @@ export class VmTemplates {
     const refusal = cloneRefusal(hypervisor, vm);
     if (refusal) throw new FailedPreconditionError(`no template can be made: ${refusal}`);
     let made = '';
-    await this.withTemplate(vm, templateKey(hypervisor, vm), hypervisor, async (dir) => void (made = dir));
+    await this.withTemplate(vm, templateKey(hypervisor, vm), hypervisor, { make: true }, async (dir) => void (made = dir));
     return made;
   }
 
   /**
-   * Runs `use` on a valid template for `vm` (made first if need be) and its saved state,
-   * the bytes that were checked, holding the key's lock.
+   * Runs `use` on a valid template for `vm` (made first if need be and `make`) and its
+   * saved state, the bytes that were checked, holding the key's lock.
    */
-  private async withTemplate(vm: VmConfig, key: string, hypervisor: Hypervisor, use: (dir: string, checked: CheckedTemplate) => Promise<void>): Promise<void> {
+  private async withTemplate(vm: VmConfig, key: string, hypervisor: Hypervisor, { make }: { make: boolean }, use: (dir: string, checked: CheckedTemplate) => Promise<void>): Promise<void> {
     this.checkTemplatePath();
     const dir = path.join(this.templatePath, key);
     await this.underLock(key, async (lock) => {
       let checked = this.checkedTemplate(dir, key);
+      if (!checked && !make) throw new FailedPreconditionError(`the VM template ${dir} is gone or no longer valid since this pod's shim checked it; not making it again in the pod's cgroup`);
       if (!checked) {
         if (fs.existsSync(dir)) removeTemplate(dir);
         await this.makeTemplate(vm, key, dir, lock);
