@@ -45,7 +45,8 @@ const LONGEST_SOCKET_NAME = 20;
 /** Where work dirs whose readable path would be too long for a socket go, by hash. */
 const HASHED_WORK_DIRS = '.hashed';
 
-function fitsUnixSocketPaths(workDir: string): boolean {
+/** Whether every socket a driver puts in `workDir` has a path short enough for sun_path. */
+export function fitsUnixSocketPaths(workDir: string): boolean {
   return Buffer.byteLength(workDir) + 1 + LONGEST_SOCKET_NAME <= UNIX_SOCKET_PATH_MAX;
 }
 

@@ -137,6 +137,22 @@ describe('VM templates: a clone that fails', () => {
     expect(kept()).toEqual([]);
   });
 
+  it('makes no template where another user could swap its directory, nor where its sockets would not fit', async () => {
+    fs.mkdirSync(path.join(dir, 'pods', 'a'), { recursive: true });
+    const open = path.join(dir, 'open');
+    fs.mkdirSync(open);
+    fs.chmodSync(open, 0o777); // anyone may rename what is in it
+    const templatesIn = (templatePath: string) => new VmTemplates(templatePath, () => templatingDriver(agent, () => outcome), { bootTimeoutMs: 5000, callTimeoutMs: 5000 }, silentLogger());
+    expect(await templatesIn(path.join(open, 'templates')).prepare(vm('a'))).toBe(false);
+    expect(fs.readdirSync(path.join(open, 'templates'))).toEqual([]);
+    // The sticky bit (as /tmp's): others cannot move what is ours.
+    fs.chmodSync(open, 0o1777);
+    expect(await templatesIn(path.join(open, 'templates')).prepare(vm('a'))).toBe(true);
+    const long = path.join(dir, 'x'.repeat(80));
+    expect(await templatesIn(long).prepare(vm('a'))).toBe(false);
+    expect(fs.existsSync(long)).toBe(false);
+  });
+
   it('keeps a template that replaced the refused one meanwhile', async () => {
     expect(await startPod('a')).toBe(true);
     const made = kept();

@@ -19,7 +19,7 @@ import { Logger } from '../lib/logger';
 import { killRecordedIfAlive, ProcessRecord, readProcessRecord, readTrimmed, recordAlive, writeProcessRecord } from '../lib/recorded-process';
 import { Hypervisor, TemplateFiles, VmConfig } from '../hypervisors/hypervisor';
 import { AgentCallObserver, AgentClient, GuestDetails, TtrpcAgentClient } from './agent-client';
-import { agentChannelFor } from './sandbox';
+import { agentChannelFor, fitsUnixSocketPaths } from './sandbox';
 import { FailedPreconditionError, TemplateRestoreError } from '../lib/errors';
 
 /** What the directory of one template holds. */
@@ -265,13 +265,29 @@ export class VmTemplates {
     });
   }
 
-  /** The template directory must be root's and closed to others: every clone's RAM starts there. */
+  /**
+   * The template directory must be root's and closed to others: every clone's RAM starts
+   * there. So must the directories above it be, or whoever could write one could put
+   * another directory, with a template of their making, in its place.
+   */
   private checkTemplatePath(): void {
+    // A template VM's sockets live in its build directory there.
+    if (!fitsUnixSocketPaths(path.join(this.templatePath, `${BUILDING_PREFIX}${'0'.repeat(8)}-${'0'.repeat(6)}`))) {
+      throw new FailedPreconditionError(`[factory] template_path ${this.templatePath} is too long: a template VM's Unix sockets under it would exceed 107 bytes; choose a shorter template_path`);
+    }
     fs.mkdirSync(this.templatePath, { recursive: true, mode: 0o700 });
     const st = fs.lstatSync(this.templatePath);
     const uid = process.getuid?.() ?? 0;
     if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0) {
       throw new FailedPreconditionError(`[factory] template_path ${this.templatePath} must be a directory (not a symlink) owned by uid ${uid} with no access for group or others (mode 0700); it is ${st.isSymbolicLink() ? 'a symlink' : `mode ${(st.mode & 0o777).toString(8)}, owner ${st.uid}`}`);
+    }
+    for (let dir = fs.realpathSync(path.dirname(this.templatePath)); ; dir = path.dirname(dir)) {
+      const above = fs.statSync(dir);
+      // Writable by others only with the sticky bit (/tmp, /var/tmp): then they cannot move what is ours.
+      if (above.uid !== uid || ((above.mode & 0o022) !== 0 && (above.mode & 0o1000) === 0)) {
+        throw new FailedPreconditionError(`[factory] template_path ${this.templatePath}: ${dir} above it must be owned by uid ${uid} and not writable by group or others (or sticky, as /tmp); it is mode ${(above.mode & 0o7777).toString(8)}, owner ${above.uid}`);
+      }
+      if (dir === path.dirname(dir)) break;
     }
   }
 
