@@ -160,9 +160,9 @@ export class VmTemplates {
   /**
    * Makes the template for `vm` if there is none. A pod's shim calls this before it
    * joins the pod's cgroup, where the clone will run: a template serves every pod, and
-   * its boot must not run under one tenant's limits (a small memory limit would have it
-   * OOM-killed, a small CPU quota would hold up every pod waiting for it). True when
-   * there is a template to clone; false, logged, when the pod must boot cold.
+   * its boot must be neither charged to one tenant's pod nor run under its CPU quota
+   * (which would hold up every pod waiting for the key's lock). True when there is a
+   * template to clone; false, logged, when the pod must boot cold.
    */
   async prepare(vm: VmConfig): Promise<boolean> {
     const hypervisor = this.newHypervisor();

@@ -4,9 +4,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { run as runCommand } from '../harness/exec';
+import { removeCgroupTree } from '../harness/cgroups';
 import { expectCtrOk, KataEnv, RUNTIME, RUNTIME_CLI, startKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
+
+/** A pod-level memory limit (set as kubelet would) that a clone with its shim fits in (about 110 MiB at its peak), and a template's boot does not. */
+const SMALL_POD_LIMIT = 192 * 1024 * 1024;
 
 describe('VM templates', () => {
   let env: KataEnv;
@@ -144,6 +148,26 @@ describe('VM templates', () => {
     expect(templates()).toHaveLength(1);
     const leaks = await waitForNoLeaks(baseline, 20_000);
     expect(leaks).toEqual([]);
+  });
+
+  it("makes a template outside the pod's cgroup: the template's boot is not charged to the pod that asked for it", async () => {
+    expect((await factory('destroy')).code).toBe(0);
+    const parent = `kt-small-${process.pid}`;
+    const memory = path.join('/sys/fs/cgroup/memory', parent);
+    fs.mkdirSync(memory);
+    fs.writeFileSync(path.join(memory, 'memory.limit_in_bytes'), String(SMALL_POD_LIMIT));
+    try {
+      const result = await env.containerd.ctr(['run', '--rm', '--runtime', RUNTIME, '--cgroup', `/${parent}/tpl-small`, env.image, 'tpl-small', 'sh', '-c', 'echo small'], { timeoutMs: 400_000 });
+      expectCtrOk(result, () => env.containerd.logs(), 'tpl-small');
+      expect(result.stdout.trim()).toBe('small');
+      // The template's boot (it was made for this pod) was not charged to the pod: its cgroup never met its limit.
+      expect(fs.readFileSync(path.join(memory, 'memory.failcnt'), 'utf8').trim()).toBe('0');
+      expect(shimLog('tpl-small')).toContain('making a VM template');
+      expect(shimLog('tpl-small')).toContain('VM started from its template');
+      expect(templates()).toHaveLength(1);
+    } finally {
+      expect(removeCgroupTree(`/${parent}`).failed).toEqual([]);
+    }
   });
 
   it('leaves no process, mount or socket of the template behind, and factory destroy removes the templates', async () => {
