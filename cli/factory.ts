@@ -23,7 +23,7 @@ const pidList = (pids: number[]): string => (pids.length > 0 ? ` (${pids.join(' 
 /** Where `init` puts the template's VM description: a pod's paths play no part in the key. */
 const PLACEHOLDER_POD = 'factory-init';
 
-/** The VM a pod without pod-level cgroup limits gets: the template `init` makes. */
+/** The VM a pod gets from the configuration as written (its cgroup limits are no part of it): the template `init` makes. */
 function podVm(config: RuntimeConfig, hypervisor: Hypervisor) {
   const workDir = path.join(config.runtime.stateDir, PLACEHOLDER_POD);
   return podVmConfig(config, hypervisor, { id: PLACEHOLDER_POD, workDir, sharedDir: path.join(workDir, 'shared'), sizing: vmSizing(config.hypervisor, hostSize()) });
@@ -107,13 +107,12 @@ export async function factoryDestroy(config: RuntimeConfig, containerdState = DE
   }
   // Each under its lock: a pod's shim checking or restoring one keeps it until it is done.
   let removed = 0;
-  const inUse: string[] = [];
   for (const t of listTemplates(config.factory.templatePath)) {
-    if (await removeTemplateLocked(config.factory.templatePath, t.dir, DESTROY_LOCK_WAIT_MS, silentLogger())) removed++;
-    else if (fs.existsSync(t.dir)) inUse.push(path.basename(t.dir));
+    const notRemoved = await removeTemplateLocked(config.factory.templatePath, t.dir, DESTROY_LOCK_WAIT_MS, silentLogger());
+    if (notRemoved === undefined) removed++;
+    else if (fs.existsSync(t.dir)) lines.push(`${path.basename(t.dir)}: not removed: ${notRemoved}; run destroy again`);
   }
-  if (inUse.length > 0) lines.push(`${plural(inUse.length, 'template')} in use by a starting pod for over ${DESTROY_LOCK_WAIT_MS / 1000} s, not removed: ${inUse.join(', ')}; run destroy again`);
-  const abandoned = await removeAbandoned(config.factory.templatePath);
+  const abandoned = await removeAbandoned(config.factory.templatePath, silentLogger());
   lines.unshift(`removed ${plural(removed, 'template')}${abandoned > 0 ? ` and ${plural(abandoned, 'leftover')} of shims that died` : ''} from ${config.factory.templatePath}; stopped ${plural(stopped, 'spare shim')}`);
   return lines.join(os.EOL) + os.EOL;
 }

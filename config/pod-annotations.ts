@@ -180,6 +180,7 @@ export function applyConfigAnnotations(config: RuntimeConfig, annotations: Recor
   if (setBy.size > 0) {
     checkOverrides(next, setBy, source);
     Object.assign(config.hypervisor, next.hypervisor);
+    config.podOverrides = [...new Set(setBy.values())].sort();
   }
   config.factory.enableTemplate = next.factory.enableTemplate;
 }

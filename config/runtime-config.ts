@@ -128,6 +128,12 @@ export interface RuntimeConfig {
     killGraceMs: number;
   };
   /** Kata's [factory]: pods start as clones of a template VM (sandbox/vm-templates.ts). */
+  /**
+   * The pod annotations (io.katacontainers.config.hypervisor.*) that changed this pod's
+   * hypervisor settings; none: the administrator's configuration as written. A VM they
+   * shaped is the pod's choice, and so is any VM template made for it.
+   */
+  podOverrides?: string[];
   factory: {
     enableTemplate: boolean;
     /**

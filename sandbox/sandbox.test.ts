@@ -225,6 +225,17 @@ describe('a clone and the pod network', () => {
     expect(steps).toEqual(["prepare, shim in the pod's cgroup: false", "clone, shim in the pod's cgroup: true, make: false"]);
   });
 
+  it("leaves a template of a VM the pod's annotations shaped to the clone, in the pod's cgroup", async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    config.podOverrides = ['io.katacontainers.config.hypervisor.default_memory'];
+    const templates = { prepare: jest.fn(), startClone: jest.fn(async () => undefined) } as unknown as VmTemplates;
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
+    await sandbox.destroy();
+    expect(templates.prepare).not.toHaveBeenCalled();
+    expect(templates.startClone).toHaveBeenCalledWith(expect.anything(), expect.anything(), { make: true });
+  });
+
   it('boots cold, trying no clone, when no template could be made', async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');

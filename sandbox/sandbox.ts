@@ -220,6 +220,8 @@ export class Sandbox implements ObservedSandbox {
       writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
       await setUpShare(sandbox.share);
       await sandbox.observer.sandboxStarted(sandbox);
+      // Before a template is made for it: a pod whose network is gone fails as it would have.
+      if (params.netnsPath) PodNetwork.requireNetns(params.netnsPath);
       // Before the pod's cgroup: a template is every pod's, not this tenant's to pay for.
       const cloneable = await sandbox.prepareTemplate();
       if (params.cgroupsPath) sandbox.enterCgroup(params.hostCgroups ?? new HostCgroups(), params.cgroupsPath);
@@ -461,15 +463,23 @@ export class Sandbox implements ObservedSandbox {
     if (stillMounted.length > 0) this.logger.error({ dir, stillMounted }, 'not removing a directory that still has mounts below it');
   }
 
-  /** With VM templates on: the template this pod's VM would be a clone of, made now if need be (VmTemplates.prepare). */
-  private async prepareTemplate(): Promise<boolean> {
-    if (!this.templates) return false;
+  /**
+   * With VM templates on: whether this pod's VM is to be a clone, and whether the clone
+   * may make its template (inside the pod's cgroup). The administrator's template is made
+   * now, before the shim joins the pod's cgroup (VmTemplates.prepare). A template of a VM
+   * the pod's own annotations shaped is the pod's to pay for: made by the clone, in the
+   * pod's cgroup, under its limits (a tenant choosing new values would otherwise have
+   * the node boot VMs for it on no one's account).
+   */
+  private async prepareTemplate(): Promise<{ clone: boolean; make: boolean }> {
+    if (!this.templates) return { clone: false, make: false };
+    if ((this.config.podOverrides ?? []).length > 0) return { clone: true, make: true };
     // The pod's cgroup limits are not known yet, and need not be: they are no part of the VM's hardware (VmSizing.room).
     const vm = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing: vmSizing(this.config.hypervisor, hostSize()) });
-    return this.templates.prepare(vm);
+    return { clone: await this.templates.prepare(vm), make: false };
   }
 
-  private async boot(hostname: string, netnsPath: string | undefined, cloneable: boolean): Promise<void> {
+  private async boot(hostname: string, netnsPath: string | undefined, cloneable: { clone: boolean; make: boolean }): Promise<void> {
     const h = this.config.hypervisor;
     // Hot-plug stays within the pod cgroup's limits (kubelet's, on the pod level above ours).
     const sizing = vmSizing(h, hostSize(), this.cgroup?.sandbox.limits());
@@ -495,7 +505,7 @@ export class Sandbox implements ObservedSandbox {
    * is wired while the clone restores and its agent first answers; a cold boot needs the
    * taps first.
    */
-  private async startVm(base: VmConfig, netnsPath: string | undefined, cloneable: boolean): Promise<{ agent: AgentClient; details: GuestDetails }> {
+  private async startVm(base: VmConfig, netnsPath: string | undefined, cloneable: { clone: boolean; make: boolean }): Promise<{ agent: AgentClient; details: GuestDetails }> {
     if (netnsPath) PodNetwork.requireNetns(netnsPath); // before a clone would start in it
     const attaching = netnsPath ? PodNetwork.attach(netnsPath, this.logger) : Promise.resolve(undefined);
     attaching.catch(() => undefined); // awaited below, once the clone is up (or not)
@@ -504,7 +514,7 @@ export class Sandbox implements ObservedSandbox {
     try {
       const launched = performance.now();
       // QEMU runs in the pod's netns (it opens the taps there), NICs or not yet.
-      clone = cloneable ? await this.templates?.startClone({ ...base, network: netnsPath ? { netnsPath, nics: [] } : undefined }, this.observer.agentCall, { make: false }) : undefined;
+      clone = cloneable.clone ? await this.templates?.startClone({ ...base, network: netnsPath ? { netnsPath, nics: [] } : undefined }, this.observer.agentCall, { make: cloneable.make }) : undefined;
       cloneSeconds = (performance.now() - launched) / 1000;
     } catch (err) {
       this.network = await attaching.catch(() => undefined); // so that destroy() undoes what it made

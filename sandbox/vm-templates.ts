@@ -44,7 +44,7 @@ const BUILDING_NAME = /^\.building-([0-9a-f]{8})-[A-Za-z0-9]{6}$/;
 const RENAMED_AWAY_NAME = /^\.(?:stale|trash)-[0-9a-f]{8}$/;
 /** Bump when what a template directory holds changes. */
 const FORMAT = 2;
-/** Templates kept; the least recently cloned go first (each boot size or kernel parameter set a pod annotation chooses makes one). */
+/** Templates kept; the least recently cloned go first (each configuration, and each boot size, maximum memory or kernel parameter set a pod annotation chooses, makes one). */
 export const MAX_TEMPLATES = 8;
 /** A restored agent answers within a second or two: a clone gets this long, not a whole boot. */
 const CLONE_AGENT_TIMEOUT_MS = 30_000;
@@ -172,7 +172,8 @@ export class VmTemplates {
       return false;
     }
     try {
-      await this.withTemplate(vm, templateKey(hypervisor, vm), hypervisor, { make: true }, async () => undefined);
+      // Most recently used: no eviction picks it before this pod's clone is restored from it.
+      await this.withTemplate(vm, templateKey(hypervisor, vm), hypervisor, { make: true }, async (dir) => touch(path.join(dir, META_FILE)));
       return true;
     } catch (err) {
       this.logger.warn({ template: this.templatePath, err: (err as Error).message }, 'no VM template could be made; booting cold');
@@ -281,13 +282,19 @@ export class VmTemplates {
     if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0) {
       throw new FailedPreconditionError(`[factory] template_path ${this.templatePath} must be a directory (not a symlink) owned by uid ${uid} with no access for group or others (mode 0700); it is ${st.isSymbolicLink() ? 'a symlink' : `mode ${(st.mode & 0o777).toString(8)}, owner ${st.uid}`}`);
     }
-    for (let dir = fs.realpathSync(path.dirname(this.templatePath)); ; dir = path.dirname(dir)) {
-      const above = fs.statSync(dir);
-      // Writable by others only with the sticky bit (/tmp, /var/tmp): then they cannot move what is ours.
-      if (above.uid !== uid || ((above.mode & 0o022) !== 0 && (above.mode & 0o1000) === 0)) {
-        throw new FailedPreconditionError(`[factory] template_path ${this.templatePath}: ${dir} above it must be owned by uid ${uid} and not writable by group or others (or sticky, as /tmp); it is mode ${(above.mode & 0o7777).toString(8)}, owner ${above.uid}`);
+    // As written (a symlink there is checked as the entry it is) and as resolved.
+    const chains = [path.dirname(path.resolve(this.templatePath)), fs.realpathSync(path.dirname(this.templatePath))];
+    for (const start of chains) {
+      for (let dir = start; ; dir = path.dirname(dir)) {
+        const above = fs.lstatSync(dir);
+        const trusted = above.uid === 0 || above.uid === uid;
+        // Writable by others only with the sticky bit (/tmp, /var/tmp): then they cannot move what is ours.
+        const closed = above.isSymbolicLink() || (above.mode & 0o022) === 0 || (above.mode & 0o1000) !== 0;
+        if (!trusted || !closed) {
+          throw new FailedPreconditionError(`[factory] template_path ${this.templatePath}: ${dir} above it must be root's (or uid ${uid}'s) and not writable by group or others (or sticky, as /tmp); it is mode ${(above.mode & 0o7777).toString(8)}, owner ${above.uid}`);
+        }
+        if (dir === path.dirname(dir)) break;
       }
-      if (dir === path.dirname(dir)) break;
     }
   }
 
@@ -383,8 +390,9 @@ export class VmTemplates {
     const templates = all.filter((t) => !t.meta || t.meta.format >= FORMAT).sort((a, b) => b.usedMs - a.usedMs);
     const victims = [...older.map((t) => ({ t, why: `a VM template of an older format (${t.meta!.format})` })), ...templates.slice(Math.max(0, max - 1)).map((t) => ({ t, why: `more than ${max} VM templates: the least recently used` }))];
     for (const { t, why } of victims) {
-      const removed = await removeTemplateLocked(this.templatePath, t.dir, 0, this.logger);
-      this.logger.info({ template: t.dir, removed }, removed ? `removed ${why}` : `not removed yet, in use: ${why}`);
+      const notRemoved = await removeTemplateLocked(this.templatePath, t.dir, 0, this.logger);
+      if (notRemoved) this.logger.info({ template: t.dir, notRemoved }, `not removed for now: ${why}`);
+      else this.logger.info({ template: t.dir }, `removed ${why}`);
     }
   }
 
@@ -453,16 +461,18 @@ export async function withTemplateLock<T>(templatePath: string, key: string, wai
 
 /**
  * Removes the template at `dir` under its key's lock, waiting at most `waitMs` for the
- * lock. False when the lock stayed taken (the template in use) or the template is gone.
+ * lock. Says why not when it was not removed (its lock stayed taken: in use), or
+ * undefined when it was.
  */
-export async function removeTemplateLocked(templatePath: string, dir: string, waitMs: number, logger: Logger): Promise<boolean> {
+export async function removeTemplateLocked(templatePath: string, dir: string, waitMs: number, logger: Logger): Promise<string | undefined> {
   const key = path.basename(dir);
-  if (!TEMPLATE_NAME.test(key)) return false;
+  if (!TEMPLATE_NAME.test(key)) return 'not a template kata-ts named';
   try {
-    return await withTemplateLock(templatePath, key, waitMs, logger, async () => moveToTrashAndRemove(templatePath, dir));
+    const removed = await withTemplateLock(templatePath, key, waitMs, logger, async () => moveToTrashAndRemove(templatePath, dir));
+    return removed ? undefined : 'gone already';
   } catch (err) {
     logger.debug({ template: dir, err: (err as Error).message }, 'VM template not removed');
-    return false;
+    return (err as Error).message;
   }
 }
 
@@ -500,33 +510,38 @@ function removeUnfinishedBuilds(templatePath: string, key: string): void {
 }
 
 /**
- * What shims that died left in `templatePath` (`factory destroy`): their locks (the
- * template VM one recorded is killed first), lock candidates, unfinished builds whose
- * key no live shim holds the lock of, and the renamed-away locks and templates that
- * were being removed. A live shim's lock, and a build under it, are left alone.
- * Answers how many.
+ * What shims that died left in `templatePath` (`factory destroy`): their locks (taken
+ * over as a starting shim would: the template VM one recorded killed, its unfinished
+ * build removed), lock candidates, unfinished builds whose key no live shim holds the
+ * lock of, and the renamed-away locks and templates that were being removed. A live
+ * shim's lock, and a build under it, are left alone. Answers how many.
  */
-export async function removeAbandoned(templatePath: string): Promise<number> {
-  let entries: string[];
-  try {
-    entries = fs.readdirSync(templatePath);
-  } catch {
-    return 0;
-  }
+export async function removeAbandoned(templatePath: string, logger: Logger): Promise<number> {
+  const list = (): string[] => {
+    try {
+      return fs.readdirSync(templatePath);
+    } catch {
+      return [];
+    }
+  };
   const ownerOf = (e: string) => readProcessRecord(path.join(templatePath, e, OWNER_FILE));
-  const locks = entries.filter((e) => LOCK_NAME.test(e));
-  const liveLocks = locks.filter((e) => recordAlive(ownerOf(e)));
-  // A candidate without its owner record yet is being made now: left alone.
+  let removed = 0;
+  // Through the lock itself: a shim may take a dead lock over between a listing and a
+  // removal, and its lock and template VM must then stay.
+  for (const e of list().filter((e) => LOCK_NAME.test(e) && ownerOf(e) !== undefined && !recordAlive(ownerOf(e)))) {
+    const key = e.slice(LOCK_PREFIX.length);
+    if (await withTemplateLock(templatePath, key, 0, logger, async () => true).catch(() => false)) removed++;
+  }
+  const entries = list();
+  const liveLocks = entries.filter((e) => LOCK_NAME.test(e) && recordAlive(ownerOf(e)));
+  // A candidate is one shim's own, never taken over; one without its owner record yet is being made now.
   const deadCandidates = entries.filter((e) => LOCK_CANDIDATE_NAME.test(e) && ownerOf(e) !== undefined && !recordAlive(ownerOf(e)));
-  const deadLocks = locks.filter((e) => !liveLocks.includes(e) && ownerOf(e) !== undefined);
-  for (const e of deadLocks) await killRecordedIfAlive(path.join(templatePath, e, VMM_FILE));
   const abandoned = entries.filter((e) => {
     const building = BUILDING_NAME.exec(e);
     if (building) return !liveLocks.some((lock) => lock.slice(LOCK_PREFIX.length).startsWith(building[1]));
     return RENAMED_AWAY_NAME.test(e);
   });
-  let removed = 0;
-  for (const e of [...deadLocks, ...deadCandidates]) if (moveToTrashAndRemove(templatePath, path.join(templatePath, e))) removed++;
+  for (const e of deadCandidates) if (moveToTrashAndRemove(templatePath, path.join(templatePath, e))) removed++;
   for (const e of abandoned) {
     fs.rmSync(path.join(templatePath, e), { recursive: true, force: true });
     removed++;

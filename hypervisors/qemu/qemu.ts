@@ -7,7 +7,7 @@ import { rateLimited, resolveExecutable } from '../vmm-process';
 import { fileIdentity } from '../../lib/file-identity';
 import * as fs from 'fs';
 import * as path from 'path';
-import { FailedPreconditionError, HypervisorError, TemplateRestoreError } from '../../lib/errors';
+import { FailedPreconditionError, HypervisorError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
 import { Hypervisor, NicConfig, SharedFsKind, TemplateFiles, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
@@ -15,7 +15,7 @@ import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, needsSharedRam, QemuOptions, qemuPaths, QemuTemplateRole, templateRefusal } from './command-line';
 import { HotplugPorts } from './hotplug-ports';
 import { plugNic } from './nic-hotplug';
-import { MigrationRejectedError, restoreTemplateState, saveTemplateState } from './template-migration';
+import { restoreFailure, restoreTemplateState, saveTemplateState } from './template-migration';
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
 import { QemuResize } from './vm-resize';
@@ -122,7 +122,7 @@ export class QemuHypervisor implements Hypervisor {
     try {
       // Only QEMU's own refusal condemns the template; a kill or a timeout is this clone's trouble.
       await restoreTemplateState(this.qmp!, path.join(config.workDir, MIGRATION_SOCKET), state, this.exited).catch((err: Error) => {
-        throw err instanceof MigrationRejectedError ? new TemplateRestoreError(err.message, { cause: err }) : err;
+        throw restoreFailure(err);
       });
       await this.qmp!.execute('cont');
       await this.plugNics(nics);

@@ -8,7 +8,8 @@ import * as path from 'path';
 import { FakeQmp, QmpAnswer, QmpCommand } from '../testing/fake-qmp';
 import { VmExit } from '../hypervisor';
 import { QmpClient } from './qmp';
-import { MigrationRejectedError, restoreTemplateState, saveTemplateState } from './template-migration';
+import { HypervisorError, TemplateRestoreError } from '../../lib/errors';
+import { MigrationRejectedError, restoreFailure, restoreTemplateState, saveTemplateState } from './template-migration';
 
 describe('template state over QMP', () => {
   let dir: string;
@@ -125,6 +126,15 @@ describe('template state over QMP', () => {
     await expect(cancelled).rejects.toThrow('restoring the template was cancelled');
     await expect(cancelled).rejects.not.toBeInstanceOf(MigrationRejectedError);
     for (const server of servers) server.close();
+  });
+
+  it('makes only a refusal of the state a TemplateRestoreError, the error that removes a template', () => {
+    const refused = restoreFailure(new MigrationRejectedError('restoring the template failed: load of migration failed'));
+    expect(refused).toBeInstanceOf(TemplateRestoreError);
+    expect(refused.message).toBe('restoring the template failed: load of migration failed');
+    const killed = new HypervisorError('restoring the template: QEMU exited (code null, signal SIGKILL)');
+    expect(restoreFailure(killed)).toBe(killed);
+    expect(restoreFailure(killed)).not.toBeInstanceOf(TemplateRestoreError);
   });
 
   it('calls a load QEMU reports failed a refusal of the state', async () => {

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import { Readable } from 'stream';
 import { pipeline } from 'stream/promises';
-import { HypervisorError } from '../../lib/errors';
+import { HypervisorError, TemplateRestoreError } from '../../lib/errors';
 import { VmExit } from '../hypervisor';
 import { QmpClient } from './qmp';
 
@@ -25,6 +25,11 @@ const SEND_FAILURE_GRACE_MS = 5000;
  * those say nothing about the state, and the template must not be removed for them.
  */
 export class MigrationRejectedError extends HypervisorError {}
+
+/** A failed restore as its template should take it: TemplateRestoreError (the template is bad) only when QEMU refused the state. */
+export function restoreFailure(err: Error): Error {
+  return err instanceof MigrationRejectedError ? new TemplateRestoreError(err.message, { cause: err }) : err;
+}
 
 interface MigrationInfo {
   status?: string;
