@@ -111,6 +111,28 @@ describe('template state over QMP', () => {
     for (const server of servers) server.close();
   });
 
+  it('takes QEMU ending itself as a refusal when its QMP closes before its exit is seen', async () => {
+    const servers: net.Server[] = [];
+    let resolveExit!: (exit: VmExit) => void;
+    const exited = new Promise<VmExit>((r) => (resolveExit = r));
+    await connect((c) => {
+      if (c.execute === 'migrate-incoming') servers.push(net.createServer((socket) => socket.resume()).listen(String(c.arguments?.uri).replace(/^unix:/, '')));
+      if (c.execute === 'query-migrate') {
+        // "load of migration failed": QEMU exits; its QMP socket goes first, its exit status a moment later.
+        fake.dropClient();
+        setTimeout(() => resolveExit({ code: 1, signal: null }), 100);
+      }
+      return c.execute === 'query-migrate' ? { return: { status: 'active' } } : {};
+    });
+    try {
+      const failure = restoreTemplateState(qmp, path.join(dir, 'migrate.sock'), Buffer.from('not a migration stream'), exited);
+      await expect(failure).rejects.toThrow('restoring the template: QEMU exited (code 1, signal null)');
+      await expect(failure).rejects.toBeInstanceOf(MigrationRejectedError);
+    } finally {
+      for (const server of servers) server.close();
+    }
+  });
+
   it('does not call a QEMU that was killed (the pod cgroup\'s OOM killer) or a cancelled load a refusal of the state', async () => {
     const servers: net.Server[] = [];
     let status = 'active';

@@ -17,6 +17,8 @@ export const MIGRATION_TIMEOUT_MS = 60_000;
 const POLL_MS = 20;
 /** After the state stream broke, how long QEMU's migration status may still say it loaded. */
 const SEND_FAILURE_GRACE_MS = 5000;
+/** QMP lost: how long QEMU's exit may take to be seen (QEMU ending itself closes QMP first). */
+const EXIT_AFTER_QMP_LOSS_MS = 2000;
 
 /**
  * QEMU itself refused the state: its migration status says "failed", or it ended itself
@@ -96,18 +98,25 @@ async function withTimeout(promise: Promise<void>, ms: number, message: string):
   }
 }
 
+/** QEMU's end during a migration: its own (an exit code: it refused the stream) or not (a signal). */
+function exitError(what: string, exit: VmExit): HypervisorError {
+  const message = `${what}: QEMU exited (code ${exit.code}, signal ${exit.signal})`;
+  return exit.signal === null && exit.code !== null && exit.code !== 0 ? new MigrationRejectedError(message) : new HypervisorError(message);
+}
+
 async function waitForMigration(qmp: QmpClient, what: string, exited: Promise<VmExit>, timeoutMs: number): Promise<void> {
   let gone: VmExit | undefined;
   void exited.then((exit) => (gone = exit));
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     // QEMU ends itself when an incoming migration fails to load.
-    if (gone) {
-      const message = `${what}: QEMU exited (code ${gone.code}, signal ${gone.signal})`;
-      throw gone.signal === null && gone.code !== null && gone.code !== 0 ? new MigrationRejectedError(message) : new HypervisorError(message);
-    }
-    const info = await qmp.execute<MigrationInfo>('query-migrate').catch((err: Error) => {
-      throw new HypervisorError(`${what}: ${err.message}`, { cause: err });
+    if (gone) throw exitError(what, gone);
+    const info = await qmp.execute<MigrationInfo>('query-migrate').catch(async (err: Error) => {
+      // QEMU's QMP ends as QEMU does, often before its exit is seen: the exit says why.
+      let timer: NodeJS.Timeout | undefined;
+      const exit = await Promise.race([exited, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), EXIT_AFTER_QMP_LOSS_MS)))]);
+      clearTimeout(timer);
+      throw exit ? exitError(what, exit) : new HypervisorError(`${what}: ${err.message}`, { cause: err });
     });
     if (info.status === 'completed') return;
     if (info.status === 'failed') throw new MigrationRejectedError(`${what} failed: ${info['error-desc'] ?? info.status}`);

@@ -53,6 +53,11 @@ export class FakeQmp {
     this.send(this.client, { ...event, timestamp: { seconds: Math.floor(Date.now() / 1000), microseconds: 0 } });
   }
 
+  /** Ends the client's connection, as QEMU's QMP ends when QEMU exits. */
+  dropClient(): void {
+    this.client?.destroy();
+  }
+
   async close(): Promise<void> {
     this.client?.destroy();
     await new Promise((resolve) => this.server.close(resolve));
