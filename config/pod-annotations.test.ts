@@ -27,8 +27,9 @@ describe('per-pod overrides through io.katacontainers.config.hypervisor.* annota
   it('sets the boot memory, vCPUs and the memory maximum where enabled', () => {
     const config = apply(configWith(['default_.*'], { maxVcpus: 4 }), { [key('default_memory')]: '1536', [key('default_vcpus')]: '2', [key('default_maxmemory')]: '3072' });
     expect(config.hypervisor).toMatchObject({ memoryMiB: 1536, vcpus: 2, maxMemoryMiB: 3072 });
-    // Said on the configuration: its VM is of the pod's shaping (a template of it is the pod's to make).
-    expect(config.podOverrides).toEqual([key('default_maxmemory'), key('default_memory'), key('default_vcpus')]);
+    // Said on the configuration, with the settings as configured (whose VM a template of the configuration's is).
+    expect(config.podOverrides?.annotations).toEqual([key('default_maxmemory'), key('default_memory'), key('default_vcpus')]);
+    expect(config.podOverrides?.asConfigured).toEqual(configWith(['default_.*'], { maxVcpus: 4 }).hypervisor);
     expect(apply(configWith(['default_.*']), {}).podOverrides).toBeUndefined();
     expect(apply(configWith(['enable_template'], {}), { [key('enable_template')]: 'false' }).podOverrides).toBeUndefined();
   });

@@ -179,8 +179,9 @@ export function applyConfigAnnotations(config: RuntimeConfig, annotations: Recor
   }
   if (setBy.size > 0) {
     checkOverrides(next, setBy, source);
+    const asConfigured = structuredClone(config.hypervisor);
     Object.assign(config.hypervisor, next.hypervisor);
-    config.podOverrides = [...new Set(setBy.values())].sort();
+    config.podOverrides = { annotations: [...new Set(setBy.values())].sort(), asConfigured };
   }
   config.factory.enableTemplate = next.factory.enableTemplate;
 }

@@ -129,11 +129,12 @@ export interface RuntimeConfig {
   };
   /** Kata's [factory]: pods start as clones of a template VM (sandbox/vm-templates.ts). */
   /**
-   * The pod annotations (io.katacontainers.config.hypervisor.*) that changed this pod's
-   * hypervisor settings; none: the administrator's configuration as written. A VM they
-   * shaped is the pod's choice, and so is any VM template made for it.
+   * Set when pod annotations (io.katacontainers.config.hypervisor.*) changed this pod's
+   * hypervisor settings: which, and the settings as the configuration had them. A VM
+   * they made another than the configuration's is the pod's choice, and so is any VM
+   * template made for it.
    */
-  podOverrides?: string[];
+  podOverrides?: { annotations: string[]; asConfigured: HypervisorConfig };
   factory: {
     enableTemplate: boolean;
     /**

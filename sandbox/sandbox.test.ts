@@ -225,15 +225,28 @@ describe('a clone and the pod network', () => {
     expect(steps).toEqual(["prepare, shim in the pod's cgroup: false", "clone, shim in the pod's cgroup: true, make: false"]);
   });
 
-  it("leaves a template of a VM the pod's annotations shaped to the clone, in the pod's cgroup", async () => {
+  it("leaves a template of a VM the pod's annotations made another to the clone, in the pod's cgroup; not one they left the configuration's", async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
-    config.podOverrides = ['io.katacontainers.config.hypervisor.default_memory'];
-    const templates = { prepare: jest.fn(), startClone: jest.fn(async () => undefined) } as unknown as VmTemplates;
-    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
-    await sandbox.destroy();
+    const asConfigured = structuredClone(config.hypervisor);
+    config.hypervisor.memoryMiB = asConfigured.memoryMiB + 512;
+    config.podOverrides = { annotations: ['io.katacontainers.config.hypervisor.default_memory'], asConfigured };
+    const compared: Array<[number, number]> = [];
+    const templates = {
+      sameTemplate: (a: VmConfig, b: VmConfig) => compared.push([a.memoryMiB, b.memoryMiB]) > 0 && a.memoryMiB === b.memoryMiB,
+      prepare: jest.fn(async () => true),
+      startClone: jest.fn(async () => undefined),
+    } as unknown as VmTemplates;
+    const start = (id: string) => Sandbox.start({ id, namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
+    await (await start('pod1')).destroy();
+    expect(compared).toEqual([[asConfigured.memoryMiB + 512, asConfigured.memoryMiB]]);
     expect(templates.prepare).not.toHaveBeenCalled();
-    expect(templates.startClone).toHaveBeenCalledWith(expect.anything(), expect.anything(), { make: true });
+    expect(templates.startClone).toHaveBeenLastCalledWith(expect.anything(), expect.anything(), { make: true });
+    // The same annotation with the configured value: the configuration's VM, made outside the pod's cgroup.
+    config.hypervisor.memoryMiB = asConfigured.memoryMiB;
+    await (await start('pod2')).destroy();
+    expect(templates.prepare).toHaveBeenCalledTimes(1);
+    expect(templates.startClone).toHaveBeenLastCalledWith(expect.anything(), expect.anything(), { make: false });
   });
 
   it('boots cold, trying no clone, when no template could be made', async () => {

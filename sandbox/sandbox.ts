@@ -3,7 +3,7 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { guestRootfs, RuntimeConfig } from '../config/runtime-config';
+import { guestRootfs, HypervisorConfig, RuntimeConfig } from '../config/runtime-config';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { AgentChannel, GUEST_KERNEL_PARAMS, Hypervisor, NicConfig, VmConfig } from '../hypervisors/hypervisor';
@@ -465,17 +465,25 @@ export class Sandbox implements ObservedSandbox {
 
   /**
    * With VM templates on: whether this pod's VM is to be a clone, and whether the clone
-   * may make its template (inside the pod's cgroup). The administrator's template is made
+   * may make its template (inside the pod's cgroup). The configuration's template is made
    * now, before the shim joins the pod's cgroup (VmTemplates.prepare). A template of a VM
-   * the pod's own annotations shaped is the pod's to pay for: made by the clone, in the
-   * pod's cgroup, under its limits (a tenant choosing new values would otherwise have
-   * the node boot VMs for it on no one's account).
+   * the pod's own annotations made another is the pod's to pay for: made by the clone,
+   * in the pod's cgroup, under its limits (a tenant choosing new values would otherwise
+   * have the node boot VMs for it on no one's account). Annotations that leave the VM
+   * the configuration's do not make it the pod's: a tenant must not get the shared
+   * template built under its own CPU quota while every other pod waits for its lock.
    */
   private async prepareTemplate(): Promise<{ clone: boolean; make: boolean }> {
     if (!this.templates) return { clone: false, make: false };
-    if ((this.config.podOverrides ?? []).length > 0) return { clone: true, make: true };
     // The pod's cgroup limits are not known yet, and need not be: they are no part of the VM's hardware (VmSizing.room).
-    const vm = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing: vmSizing(this.config.hypervisor, hostSize()) });
+    const vmFor = (hypervisor: HypervisorConfig): VmConfig =>
+      podVmConfig({ ...this.config, hypervisor }, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing: vmSizing(hypervisor, hostSize()) });
+    const vm = vmFor(this.config.hypervisor);
+    const overrides = this.config.podOverrides;
+    if (overrides && !this.templates.sameTemplate(vm, vmFor(overrides.asConfigured))) {
+      this.logger.info({ annotations: overrides.annotations }, "the pod's annotations make its VM another than the configuration's: a template of it is made, if need be, in the pod's cgroup");
+      return { clone: true, make: true };
+    }
     return { clone: await this.templates.prepare(vm), make: false };
   }
 

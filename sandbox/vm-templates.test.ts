@@ -12,7 +12,7 @@ import { writeProcessRecord } from '../lib/recorded-process';
 import { defaultConfig } from '../config/runtime-config';
 import { vmSizing } from './resources';
 import { podVmConfig } from './sandbox';
-import { cloneRefusal, listTemplates, removeAbandoned, removeTemplateLocked, TEMPLATE_KERNEL_PARAM, templateKey, templateVm, withTemplateKernelParam, withTemplateLock } from './vm-templates';
+import { cloneRefusal, listTemplates, removeAbandoned, removeTemplateLocked, TEMPLATE_KERNEL_PARAM, templateKey, templateVm, VmTemplates, withTemplateKernelParam, withTemplateLock } from './vm-templates';
 
 describe('VM template keys', () => {
   let dir: string;
@@ -59,6 +59,14 @@ describe('VM template keys', () => {
     // Another configured room is other hardware, and another template.
     config.hypervisor.maxMemoryMiB = 4096;
     expect(keyFor('d', {})).not.toBe(unlimited);
+  });
+
+  it('tells whether two VMs would be clones of one template', () => {
+    const templates = new VmTemplates(path.join(dir, 'templates'), () => qemu, { bootTimeoutMs: 1000, callTimeoutMs: 1000 }, silentLogger());
+    expect(templates.sameTemplate(pod('a'), pod('b'))).toBe(true);
+    expect(templates.sameTemplate(pod('a'), { ...pod('a'), memoryMiB: 2048 })).toBe(false);
+    // No key without the guest's files: not the same.
+    expect(templates.sameTemplate(pod('a'), { ...pod('a'), kernelPath: path.join(dir, 'gone') })).toBe(false);
   });
 
   it('changes with what the guest sees: memory, vCPUs, limits, kernel parameters, the debug console, the guest files', () => {

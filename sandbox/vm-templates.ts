@@ -157,6 +157,16 @@ export class VmTemplates {
     private readonly logger: Logger,
   ) {}
 
+  /** Whether `a` and `b` would be clones of one template (false when either cannot be a clone, or has no key: its files are missing). */
+  sameTemplate(a: VmConfig, b: VmConfig): boolean {
+    const hypervisor = this.newHypervisor();
+    try {
+      return !cloneRefusal(hypervisor, a) && !cloneRefusal(hypervisor, b) && templateKey(hypervisor, a) === templateKey(hypervisor, b);
+    } catch {
+      return false;
+    }
+  }
+
   /**
    * Makes the template for `vm` if there is none. A pod's shim calls this before it
    * joins the pod's cgroup, where the clone will run: a template serves every pod, and
