@@ -127,7 +127,6 @@ export interface RuntimeConfig {
      */
     killGraceMs: number;
   };
-  /** Kata's [factory]: pods start as clones of a template VM (sandbox/vm-templates.ts). */
   /**
    * Set when pod annotations (io.katacontainers.config.hypervisor.*) changed this pod's
    * hypervisor settings: which, and the settings as the configuration had them. A VM
@@ -135,6 +134,7 @@ export interface RuntimeConfig {
    * template made for it.
    */
   podOverrides?: { annotations: string[]; asConfigured: HypervisorConfig };
+  /** Kata's [factory]: pods start as clones of a template VM (sandbox/vm-templates.ts). */
   factory: {
     enableTemplate: boolean;
     /**
