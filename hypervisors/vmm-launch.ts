@@ -12,12 +12,26 @@ export const VMM_DROPPED_CAPABILITIES = [
   'mac_admin', 'mac_override', 'syslog', 'audit_control', 'wake_alarm', 'block_suspend',
 ] as const;
 
-/** The command and argv that start `binary args` with the reduced capabilities, in `netnsPath` if given. */
-export function vmmCommand(binary: string, args: string[], netnsPath?: string): [string, string[]] {
-  const inNetns = netnsPath ? ['nsenter', `--net=${netnsPath}`, '--'] : [];
+export interface VmmLaunchOptions {
+  /** The pod's network namespace, joined before the VMM runs. */
+  netnsPath?: string;
+  /**
+   * The VMM is killed (SIGKILL) when the process that spawned it dies. For a VMM nobody
+   * else would clean up after: a template's, whose shim or `factory init` may be killed
+   * mid-build (a pod's VMM is killed by the shim's `delete`, which containerd runs).
+   */
+  dieWithSpawner?: boolean;
+}
+
+/** The command and argv that start `binary args` with the reduced capabilities, as `options` say. */
+export function vmmCommand(binary: string, args: string[], options: VmmLaunchOptions = {}): [string, string[]] {
+  const inNetns = options.netnsPath ? ['nsenter', `--net=${options.netnsPath}`, '--'] : [];
+  // The parent-death signal survives both execs (neither binary is set-id or has file
+  // capabilities). It fires when the spawning thread ends: Node spawns from its main thread.
+  const deathSignal = options.dieWithSpawner ? ['--pdeathsig', 'KILL'] : [];
   // The inheritable and ambient sets go too: a root process keeps what is inheritable across
   // exec whatever the bounding set says, and containerd may have been started with some.
-  return ['setpriv', ['--inh-caps=-all', '--ambient-caps=-all', '--bounding-set', VMM_DROPPED_CAPABILITIES.map((c) => `-${c}`).join(','), '--', ...inNetns, binary, ...args]];
+  return ['setpriv', [...deathSignal, '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set', VMM_DROPPED_CAPABILITIES.map((c) => `-${c}`).join(','), '--', ...inNetns, binary, ...args]];
 }
 
 /** Debian's nobody and nogroup: owns nothing on the host. */

@@ -99,7 +99,7 @@ export class VmmProcess {
     const stdout = options.stdoutFile ? fs.openSync(options.stdoutFile, 'a') : 'ignore';
     try {
       // nsenter joins the netns and execs the VMM: same pid, and the VMM sees the taps.
-      const [command, args] = options.confinement === 'unprivileged' ? unprivilegedCommand(binary, options.args) : vmmCommand(binary, options.args, options.netnsPath);
+      const [command, args] = options.confinement === 'unprivileged' ? unprivilegedCommand(binary, options.args) : vmmCommand(binary, options.args, { netnsPath: options.netnsPath });
       // Own process group: a signal meant for the shim's group does not stop the VM.
       const child = spawn(command, args, { stdio: ['ignore', stdout, 'pipe'], detached: true, cwd: options.cwd });
       return new VmmProcess(child, options);

@@ -102,7 +102,8 @@ export class QemuHypervisor implements Hypervisor {
     // Root's only: every clone's RAM starts as these pages. QEMU sizes the file itself.
     fs.closeSync(fs.openSync(files.memoryPath, 'wx', 0o600));
     this.template = { workDir: config.workDir, files };
-    await this.launch(config, args);
+    // Nothing but its maker would end a template VM that never gets saved.
+    await this.launch(config, args, { dieWithSpawner: true });
   }
 
   async saveTemplate(): Promise<void> {
@@ -143,7 +144,7 @@ export class QemuHypervisor implements Hypervisor {
     }
   }
 
-  private async launch(config: VmConfig, args: string[]): Promise<void> {
+  private async launch(config: VmConfig, args: string[], launchOptions: { dieWithSpawner?: boolean } = {}): Promise<void> {
     const paths = qemuPaths(config.workDir);
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const console = new TailBuffer(CONSOLE_TAIL_BYTES);
@@ -151,7 +152,7 @@ export class QemuHypervisor implements Hypervisor {
     // Only its end matters (why start-up failed), and a QEMU that keeps complaining must not grow the shim.
     const stderr = new TailBuffer(VMM_STDERR_TAIL_BYTES);
     // Reduced capabilities; in a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
-    const [command, commandArgs] = vmmCommand(config.binaryPath, args, config.network?.netnsPath);
+    const [command, commandArgs] = vmmCommand(config.binaryPath, args, { netnsPath: config.network?.netnsPath, ...launchOptions });
     const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
     child.stdout?.on('data', (chunk: Buffer) => console.push(chunk));

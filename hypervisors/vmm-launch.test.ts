@@ -1,0 +1,65 @@
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import { vmmCommand } from './vmm-launch';
+
+/** Running and not a zombie (a killed orphan is one until init reaps it). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+async function until(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return check();
+}
+
+/**
+ * A stand-in for a shim: a Node process that launches `sleep` as the shim launches a VMM
+ * (detached, through vmmCommand) and reports its pid; then it is SIGKILLed, as a shim can be.
+ */
+async function launchUnderKilledSpawner(dieWithSpawner: boolean): Promise<number> {
+  const [command, args] = vmmCommand('sleep', ['60'], { dieWithSpawner });
+  const script = `const c = require('child_process').spawn(${JSON.stringify(command)}, ${JSON.stringify(args)}, { detached: true, stdio: 'ignore' }); c.on('spawn', () => console.log(c.pid)); setInterval(() => {}, 1000);`;
+  const spawner = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const pid = await new Promise<number>((resolve, reject) => {
+    spawner.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    spawner.once('exit', (code) => reject(new Error(`the spawner exited (${code}) before it reported a pid`)));
+  });
+  // setpriv has exec'd sleep once its comm says so: only then is the death signal armed.
+  expect(await until(() => fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep', 5000)).toBe(true);
+  spawner.kill('SIGKILL');
+  await new Promise((r) => spawner.once('exit', r));
+  return pid;
+}
+
+describe('vmmCommand', () => {
+  it('drops the capabilities a VMM never needs, and joins the netns last, right before the VMM', () => {
+    const [command, args] = vmmCommand('/usr/bin/qemu-system-x86_64', ['-S'], { netnsPath: '/var/run/netns/pod' });
+    expect(command).toBe('setpriv');
+    expect(args.slice(args.indexOf('--'))).toEqual(['--', 'nsenter', '--net=/var/run/netns/pod', '--', '/usr/bin/qemu-system-x86_64', '-S']);
+    expect(args[args.indexOf('--bounding-set') + 1]).toContain('-sys_module');
+    expect(args).not.toContain('--pdeathsig');
+  });
+
+  it('kills a VMM launched to die with its spawner when the spawner is killed', async () => {
+    const pid = await launchUnderKilledSpawner(true);
+    expect(await until(() => !running(pid), 5000)).toBe(true);
+  });
+
+  it('leaves any other VMM running when its spawner is killed (the shim’s delete ends it)', async () => {
+    const pid = await launchUnderKilledSpawner(false);
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      expect(running(pid)).toBe(true);
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
+  });
+});
