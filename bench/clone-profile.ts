@@ -52,13 +52,14 @@ function clonePhases(log: string, podId: string): { vmmPid: number; phases: Phas
     return line;
   };
   const launched = mark('starting qemu');
+  // The driver's line after restore; a pod's NICs are plugged later, after the agent answers (Sandbox).
   const restored = mark('VM restored from its template and running (NICs plugged)');
   const ready = mark('agent ready');
   const vmmPid = Number(restored.fields.pid);
   if (!Number.isInteger(vmmPid) || vmmPid <= 0) throw new Error(`the shim log of pod ${podId} does not name its QEMU's pid`);
   return {
     vmmPid,
-    phases: [{ name: '(QEMU restores the template, plugs the NICs)', start: launched.time, end: restored.time }, { name: "(the agent's first answer)", start: restored.time, end: ready.time }, ...agentCallPhases(log, podId)],
+    phases: [{ name: '(QEMU restores the template)', start: launched.time, end: restored.time }, { name: "(the agent's first answer)", start: restored.time, end: ready.time }, ...agentCallPhases(log, podId)],
   };
 }
 

@@ -159,8 +159,12 @@ export interface Hypervisor {
    * the same identity.
    */
   templateIdentity?(config: VmConfig): string;
-  /** Boots a VM whose RAM is `files.memoryPath`, to be saved once its agent answers. */
-  startTemplate?(config: VmConfig, files: TemplateFiles): Promise<void>;
+  /**
+   * Boots a VM whose RAM is `files.memoryPath`, to be saved once its agent answers.
+   * `onSpawned` gets the VMM's pid as soon as it exists, long before it answers: the
+   * maker records it, so whoever takes a dead maker's lock over can end that VMM.
+   */
+  startTemplate?(config: VmConfig, files: TemplateFiles, onSpawned?: (pid: number) => void): Promise<void>;
   /** Saves the (idle) template VM's state to `files.statePath` and ends it. */
   saveTemplate?(): Promise<void>;
   /**

@@ -27,7 +27,10 @@ export interface VmmLaunchOptions {
 export function vmmCommand(binary: string, args: string[], options: VmmLaunchOptions = {}): [string, string[]] {
   const inNetns = options.netnsPath ? ['nsenter', `--net=${options.netnsPath}`, '--'] : [];
   // The parent-death signal survives both execs (neither binary is set-id or has file
-  // capabilities). It fires when the spawning thread ends: Node spawns from its main thread.
+  // capabilities; an LSM that changes domain on exec would clear it). It fires when the
+  // spawning thread ends: Node spawns from its main thread. A spawner killed before setpriv
+  // armed it (a few ms) or a configured wrapper that forks the VMM escapes it: callers
+  // that rely on it also record the VMM's pid for whoever cleans up after them.
   const deathSignal = options.dieWithSpawner ? ['--pdeathsig', 'KILL'] : [];
   // The inheritable and ambient sets go too: a root process keeps what is inheritable across
   // exec whatever the bounding set says, and containerd may have been started with some.

@@ -17,8 +17,14 @@ const MiB = 1024 * 1024;
 /** How the fake's next clone ends. */
 type CloneOutcome = 'runs' | 'refused' | 'killed' | 'refused, and replaced meanwhile';
 
+/** What the fake saw while a template VM booted. */
+interface TemplateBootSeen {
+  /** The lock's record of the template VM, as it stood before the VM answered. */
+  vmmRecord?: string;
+}
+
 /** A VMM whose templates are files and whose "guest" is the fake agent on the virtio-serial socket. */
-function templatingDriver(agent: FakeAgent, outcome: () => CloneOutcome): Hypervisor {
+function templatingDriver(agent: FakeAgent, outcome: () => CloneOutcome, seen: TemplateBootSeen = {}): Hypervisor {
   let endpoint: net.Server | undefined;
   let resolveExited!: (exit: VmExit) => void;
   let template: TemplateFiles | undefined;
@@ -41,8 +47,13 @@ function templatingDriver(agent: FakeAgent, outcome: () => CloneOutcome): Hyperv
     consoleTail: () => '',
     templateRefusal: () => undefined,
     templateIdentity: (config) => JSON.stringify({ memoryMiB: config.memoryMiB, kernelParams: config.kernelParams }),
-    async startTemplate(config, files) {
+    async startTemplate(config, files, onSpawned) {
       template = files;
+      // This process stands in for the VMM: it runs, and nobody kills it here.
+      onSpawned?.(process.pid);
+      const templatesDir = path.dirname(path.dirname(files.memoryPath));
+      const lock = fs.readdirSync(templatesDir).find((e) => /^\.lock-[0-9a-f]{32}$/.test(e));
+      if (lock && fs.existsSync(path.join(templatesDir, lock, 'vmm'))) seen.vmmRecord = fs.readFileSync(path.join(templatesDir, lock, 'vmm'), 'utf8');
       fs.writeFileSync(files.memoryPath, Buffer.alloc(MiB), { mode: 0o600 });
       await serve(config);
     },
@@ -71,6 +82,7 @@ describe('VM templates: a clone that fails', () => {
   let agent: FakeAgent;
   let outcome: CloneOutcome;
   let templates: VmTemplates;
+  let seen: TemplateBootSeen;
   const vm = (id: string): VmConfig => ({
     id,
     workDir: path.join(dir, 'pods', id),
@@ -91,7 +103,8 @@ describe('VM templates: a clone that fails', () => {
     fs.writeFileSync(path.join(dir, 'rootfs.img'), Buffer.alloc(4096));
     agent = fakeAgent({ SetGuestDateTime: () => ({}) });
     outcome = 'runs';
-    templates = new VmTemplates(path.join(dir, 'templates'), () => templatingDriver(agent, () => outcome), { bootTimeoutMs: 5000, callTimeoutMs: 5000 }, silentLogger());
+    seen = {};
+    templates = new VmTemplates(path.join(dir, 'templates'), () => templatingDriver(agent, () => outcome, seen), { bootTimeoutMs: 5000, callTimeoutMs: 5000 }, silentLogger());
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -104,6 +117,13 @@ describe('VM templates: a clone that fails', () => {
     return true;
   }
   const kept = () => listTemplates(path.join(dir, 'templates')).map((t) => path.basename(t.dir));
+
+  it("records the template VM in the key's lock as soon as it is spawned, before it answers (a takeover ends it by that record)", async () => {
+    expect(await startPod('a')).toBe(true);
+    expect(seen.vmmRecord).toMatch(new RegExp(`^${process.pid} \\d+\\n$`));
+    // Released with the lock once the template is saved.
+    expect(fs.readdirSync(path.join(dir, 'templates')).filter((e) => e.startsWith('.'))).toEqual([]);
+  });
 
   it('keeps the template when the clone was killed: the pod boots cold, the next pod is a clone', async () => {
     expect(await startPod('a')).toBe(true);

@@ -97,13 +97,14 @@ export class QemuHypervisor implements Hypervisor {
     return JSON.stringify({ binary: binary ? fileIdentity(binary) : config.binaryPath, args });
   }
 
-  async startTemplate(config: VmConfig, files: TemplateFiles): Promise<void> {
+  async startTemplate(config: VmConfig, files: TemplateFiles, onSpawned?: (pid: number) => void): Promise<void> {
     const args = await this.argsFor(config, { role: 'template', memoryPath: files.memoryPath });
     // Root's only: every clone's RAM starts as these pages. QEMU sizes the file itself.
     fs.closeSync(fs.openSync(files.memoryPath, 'wx', 0o600));
     this.template = { workDir: config.workDir, files };
-    // Nothing but its maker would end a template VM that never gets saved.
-    await this.launch(config, args, { dieWithSpawner: true });
+    // Nothing but its maker would end a template VM that never gets saved: it dies with
+    // the maker, and its pid is recorded for a takeover (where the signal does not reach).
+    await this.launch(config, args, { dieWithSpawner: true, onSpawned });
   }
 
   async saveTemplate(): Promise<void> {
@@ -144,7 +145,7 @@ export class QemuHypervisor implements Hypervisor {
     }
   }
 
-  private async launch(config: VmConfig, args: string[], launchOptions: { dieWithSpawner?: boolean } = {}): Promise<void> {
+  private async launch(config: VmConfig, args: string[], { onSpawned, ...launchOptions }: { dieWithSpawner?: boolean; onSpawned?: (pid: number) => void } = {}): Promise<void> {
     const paths = qemuPaths(config.workDir);
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const console = new TailBuffer(CONSOLE_TAIL_BYTES);
@@ -155,6 +156,7 @@ export class QemuHypervisor implements Hypervisor {
     const [command, commandArgs] = vmmCommand(config.binaryPath, args, { netnsPath: config.network?.netnsPath, ...launchOptions });
     const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
+    if (child.pid !== undefined) onSpawned?.(child.pid);
     child.stdout?.on('data', (chunk: Buffer) => console.push(chunk));
     const logStderr = rateLimited(20, 60_000, (suppressed) => this.logger.warn({ suppressed }, `qemu stderr: ${suppressed} more chunks in the last minute not logged`));
     child.stderr?.on('data', (chunk: Buffer) => {

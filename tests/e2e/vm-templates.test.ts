@@ -96,6 +96,8 @@ describe('VM templates', () => {
     const init = spawn(process.execPath, [RUNTIME_CLI, 'factory', 'init'], { env: { ...process.env, KATATS_CONFIG: env.configPath }, stdio: 'ignore' });
     const exited = new Promise((r) => init.once('exit', r));
     const qemu = await waitFor('the template VM of factory init', () => qemuChildOf(init.pid!), 60_000);
+    // Past its start-up (QMP up, recorded in the lock), booting on towards its agent.
+    await waitFor('the template VM to answer QMP', () => (fs.readdirSync(templatePath).some((e) => e.startsWith('.building-') && fs.existsSync(path.join(templatePath, e, 'qmp.sock'))) ? true : undefined), 60_000);
     init.kill('SIGKILL');
     await exited;
     // Nothing else would end it: before, it booted on to its agent and waited there.
@@ -105,6 +107,9 @@ describe('VM templates', () => {
     expect(again).toMatchObject({ code: 0, stdout: expect.stringMatching(/^template ready: /) });
     expect(templates()).toHaveLength(1);
     expect(fs.readdirSync(templatePath).filter((e) => e.startsWith('.'))).toEqual([]);
+    // The next case makes its own.
+    expect((await factory('destroy')).code).toBe(0);
+    expect(templates()).toEqual([]);
   });
 
   it('makes the template ahead of time (factory init), which the pods then clone', async () => {
