@@ -164,7 +164,7 @@ export interface Hypervisor {
    * `onSpawned` gets the VMM's pid as soon as it exists, long before it answers: the
    * maker records it, so whoever takes a dead maker's lock over can end that VMM.
    */
-  startTemplate?(config: VmConfig, files: TemplateFiles, onSpawned?: (pid: number) => void): Promise<void>;
+  startTemplate?(config: VmConfig, files: TemplateFiles, onSpawned: (pid: number) => void): Promise<void>;
   /** Saves the (idle) template VM's state to `files.statePath` and ends it. */
   saveTemplate?(): Promise<void>;
   /**

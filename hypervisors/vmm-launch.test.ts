@@ -1,33 +1,16 @@
 import { spawn } from 'child_process';
-import * as fs from 'fs';
+import { processStartTime, ProcessRecord, readTrimmed, recordAlive } from '../lib/recorded-process';
+import { waitFor } from '../tests/harness/wait';
 import { vmmCommand } from './vmm-launch';
 
 /** Dropping bounding-set capabilities takes CAP_SETPCAP. */
 const asRoot = process.getuid?.() === 0 ? it : it.skip;
 
-/** Running and not a zombie (a killed orphan is one until init reaps it). */
-function running(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
-async function until(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return check();
-}
-
 /**
  * A stand-in for a shim: a Node process that launches `sleep` as the shim launches a VMM
  * (detached, through vmmCommand) and reports its pid; then it is SIGKILLed, as a shim can be.
  */
-async function launchUnderKilledSpawner(dieWithSpawner: boolean): Promise<number> {
+async function launchUnderKilledSpawner(dieWithSpawner: boolean): Promise<ProcessRecord> {
   const [command, args] = vmmCommand('sleep', ['60'], { dieWithSpawner });
   const script = `const c = require('child_process').spawn(${JSON.stringify(command)}, ${JSON.stringify(args)}, { detached: true, stdio: 'ignore' }); c.on('spawn', () => console.log(c.pid)); setInterval(() => {}, 1000);`;
   const spawner = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -36,17 +19,11 @@ async function launchUnderKilledSpawner(dieWithSpawner: boolean): Promise<number
     spawner.once('exit', (code) => reject(new Error(`the spawner exited (${code}) before it reported a pid`)));
   });
   // setpriv has exec'd sleep once its comm says so: only then is the death signal armed.
-  const comm = (): string => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-    } catch {
-      return '(gone)';
-    }
-  };
-  expect(await until(() => comm() === 'sleep', 5000)).toBe(true);
+  await waitFor('setpriv to exec sleep', () => (readTrimmed(`/proc/${pid}/comm`) === 'sleep' ? true : undefined), 5000, 50);
+  const record = { pid, startTime: processStartTime(pid)! };
   spawner.kill('SIGKILL');
   await new Promise((r) => spawner.once('exit', r));
-  return pid;
+  return record;
 }
 
 describe('vmmCommand', () => {
@@ -59,17 +36,17 @@ describe('vmmCommand', () => {
   });
 
   asRoot('kills a VMM launched to die with its spawner when the spawner is killed', async () => {
-    const pid = await launchUnderKilledSpawner(true);
-    expect(await until(() => !running(pid), 5000)).toBe(true);
-  });
+    const vmm = await launchUnderKilledSpawner(true);
+    await waitFor('the VMM to die with its spawner', () => (recordAlive(vmm) ? undefined : true), 5000, 50);
+  }, 15_000);
 
   asRoot('leaves any other VMM running when its spawner is killed (the shim’s delete ends it)', async () => {
-    const pid = await launchUnderKilledSpawner(false);
+    const vmm = await launchUnderKilledSpawner(false);
     try {
       await new Promise((r) => setTimeout(r, 500));
-      expect(running(pid)).toBe(true);
+      expect(recordAlive(vmm)).toBe(true);
     } finally {
-      process.kill(pid, 'SIGKILL');
+      process.kill(vmm.pid, 'SIGKILL');
     }
-  });
+  }, 15_000);
 });

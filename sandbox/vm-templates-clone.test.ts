@@ -50,7 +50,7 @@ function templatingDriver(agent: FakeAgent, outcome: () => CloneOutcome, seen: T
     async startTemplate(config, files, onSpawned) {
       template = files;
       // This process stands in for the VMM: it runs, and nobody kills it here.
-      onSpawned?.(process.pid);
+      onSpawned(process.pid);
       const templatesDir = path.dirname(path.dirname(files.memoryPath));
       const lock = fs.readdirSync(templatesDir).find((e) => /^\.lock-[0-9a-f]{32}$/.test(e));
       if (lock && fs.existsSync(path.join(templatesDir, lock, 'vmm'))) seen.vmmRecord = fs.readFileSync(path.join(templatesDir, lock, 'vmm'), 'utf8');

@@ -348,18 +348,13 @@ export class VmTemplates {
       // Recorded at once (pid and start time): a maker killed while its VMM still boots
       // leaves a record the takeover ends it by, wherever the death signal did not reach
       // (killed before setpriv armed it; a configured QEMU wrapper that forks).
-      let recorded = false;
-      const record = (pid: number): void => {
+      await hypervisor.startTemplate!(config, files, (pid) => {
         try {
           writeProcessRecord(path.join(lock, VMM_FILE), pid);
-          recorded = true;
         } catch {
           /* gone already: nothing to end */
         }
-      };
-      await hypervisor.startTemplate!(config, files, record);
-      const pid = hypervisor.pid();
-      if (!recorded && pid) record(pid);
+      });
       // The template must not read boot_id: the kernel would fix it for every clone.
       const { agent } = await TtrpcAgentClient.connect(config.agentChannel, { ...this.agentOptions, vmExited: hypervisor.exited, logger: this.logger, withoutBootId: true });
       // No call may be in flight when the state is saved: a clone would answer it to nobody.

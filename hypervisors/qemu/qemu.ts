@@ -97,7 +97,7 @@ export class QemuHypervisor implements Hypervisor {
     return JSON.stringify({ binary: binary ? fileIdentity(binary) : config.binaryPath, args });
   }
 
-  async startTemplate(config: VmConfig, files: TemplateFiles, onSpawned?: (pid: number) => void): Promise<void> {
+  async startTemplate(config: VmConfig, files: TemplateFiles, onSpawned: (pid: number) => void): Promise<void> {
     const args = await this.argsFor(config, { role: 'template', memoryPath: files.memoryPath });
     // Root's only: every clone's RAM starts as these pages. QEMU sizes the file itself.
     fs.closeSync(fs.openSync(files.memoryPath, 'wx', 0o600));

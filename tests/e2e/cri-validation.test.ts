@@ -28,6 +28,7 @@ import { portForwardExchange } from '../harness/cri-portforward';
 import { sandboxNetnsPath } from '../harness/containerd-cri';
 import { diffSnapshots, HostSnapshot, snapshotHost } from '../harness/leaks';
 import { importWebImage, WEB_INDEX, WEB_LOG_LINES } from '../harness/web-image';
+import { waitFor } from '../harness/wait';
 import { writeConfig, writeShimLauncher } from './kata-env';
 
 jest.setTimeout(900_000);
@@ -139,21 +140,6 @@ describe('CRI validation: runc beside kata', () => {
       .map((l) => /^\S+ (stdout|stderr) [FP] (.*)$/.exec(l))
       .filter((m): m is RegExpExecArray => m !== null)
       .map((m) => ({ stream: m[1], line: m[2] }));
-  }
-
-  async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    let last: unknown;
-    for (;;) {
-      try {
-        const v = await probe();
-        if (v !== undefined) return v;
-      } catch (err) {
-        last = err;
-      }
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${(last as Error).message})` : ''}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
   }
 
   function httpGet(url: string): Promise<{ status: number; body: string }> {

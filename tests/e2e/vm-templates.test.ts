@@ -5,6 +5,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { run as runCommand } from '../harness/exec';
+import { waitFor } from '../harness/wait';
+import { processStartTime, ProcessRecord, readTrimmed, recordAlive } from '../../lib/recorded-process';
 import { removeCgroupTree } from '../harness/cgroups';
 import { expectCtrOk, KataEnv, RUNTIME, RUNTIME_CLI, startKataEnv } from './kata-env';
 
@@ -59,49 +61,27 @@ describe('VM templates', () => {
 
   const ENTROPY_AND_CLOCK = 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s; cat /proc/sys/kernel/random/boot_id; dmesg | grep -c "crng reseeded due to virtual machine fork"';
 
-  /** The QEMU whose parent is `pid`, once it has exec'd (setpriv runs first under the same pid). */
-  function qemuChildOf(pid: number): number | undefined {
+  /** The QEMU whose parent is `pid`, once it has exec'd (setpriv runs first under the same pid), as a record of it. */
+  function qemuChildOf(pid: number): ProcessRecord | undefined {
     for (const entry of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
-      try {
-        const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-        const [, comm, state, ppid] = /^\d+ \((.*)\) (\S) (\d+)/.exec(stat) ?? [];
-        if (Number(ppid) === pid && comm.startsWith('qemu-system') && state !== 'Z') return Number(entry);
-      } catch {
-        /* gone meanwhile */
-      }
+      const stat = readTrimmed(`/proc/${entry}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const record: ProcessRecord = { pid: Number(entry), startTime: processStartTime(Number(entry)) ?? -1 };
+      if (ppid === pid && readTrimmed(`/proc/${entry}/comm`).startsWith('qemu-system') && recordAlive(record)) return record;
     }
     return undefined;
-  }
-
-  /** Running and not a zombie (a killed orphan is one until init reaps it). */
-  function running(pid: number): boolean {
-    try {
-      return !/^\d+ \(.*\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-    } catch {
-      return false;
-    }
-  }
-
-  async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs: number): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const value = probe();
-      if (value !== undefined) return value;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
   }
 
   it('takes the template VM down with a factory init killed mid-build; the next init takes its lock over', async () => {
     const init = spawn(process.execPath, [RUNTIME_CLI, 'factory', 'init'], { env: { ...process.env, KATATS_CONFIG: env.configPath }, stdio: 'ignore' });
     const exited = new Promise((r) => init.once('exit', r));
-    const qemu = await waitFor('the template VM of factory init', () => qemuChildOf(init.pid!), 60_000);
+    const qemu = await waitFor('the template VM of factory init', () => qemuChildOf(init.pid!), 60_000, 100);
     // Past its start-up (QMP up, recorded in the lock), booting on towards its agent.
-    await waitFor('the template VM to answer QMP', () => (fs.readdirSync(templatePath).some((e) => e.startsWith('.building-') && fs.existsSync(path.join(templatePath, e, 'qmp.sock'))) ? true : undefined), 60_000);
+    await waitFor('the template VM to answer QMP', () => (fs.readdirSync(templatePath).some((e) => e.startsWith('.building-') && fs.existsSync(path.join(templatePath, e, 'qmp.sock'))) ? true : undefined), 60_000, 100);
     init.kill('SIGKILL');
     await exited;
     // Nothing else would end it: before, it booted on to its agent and waited there.
-    await waitFor('the template VM to die with its maker', () => (running(qemu) ? undefined : true), 10_000);
+    await waitFor('the template VM to die with its maker', () => (recordAlive(qemu) ? undefined : true), 10_000, 100);
     expect(templates()).toEqual([]);
     const again = await factory('init');
     expect(again).toMatchObject({ code: 0, stdout: expect.stringMatching(/^template ready: /) });
