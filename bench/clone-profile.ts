@@ -53,7 +53,7 @@ function clonePhases(log: string, podId: string): { vmmPid: number; phases: Phas
   };
   const launched = mark('starting qemu');
   // The driver's line after restore; a pod's NICs are plugged later, after the agent answers (Sandbox).
-  const restored = mark('VM restored from its template and running (NICs plugged)');
+  const restored = mark('VM restored from its template and running');
   const ready = mark('agent ready');
   const vmmPid = Number(restored.fields.pid);
   if (!Number.isInteger(vmmPid) || vmmPid <= 0) throw new Error(`the shim log of pod ${podId} does not name its QEMU's pid`);

@@ -169,14 +169,19 @@ export interface Hypervisor {
   saveTemplate?(): Promise<void>;
   /**
    * Starts a VM from a saved template (its RAM file, and `state`: the saved state's
-   * bytes, as the caller checked them) and runs it; config.network's NICs are
-   * hot-plugged once it runs. Fails (leaving nothing running) with
+   * bytes, as the caller checked them) and runs it, without NICs (plugNics adds the
+   * pod's; config.network must be undefined). Fails (leaving nothing running) with
    * TemplateRestoreError when QEMU refuses the state (not when it is killed or times out).
    */
   startClone?(config: VmConfig, files: TemplateFiles, state: Buffer): Promise<void>;
   /**
-   * Hot-plugs pod NICs into a running clone, after those of its startClone config: a
-   * clone may start before its pod's network is wired (the taps are needed only now).
+   * Hot-plugs the pod's NICs into a running clone (none: only checks that it still
+   * runs). A clone needs nothing of its pod to start: its VMM runs in an empty network
+   * namespace of its own, never the pod's (startClone ignores config.network), so it may
+   * start before the pod's network is known. Each NIC's tap is made there by the VMM,
+   * then moved into `network.netnsPath`, down and unwired: the caller wires it
+   * (PodNetwork.wire). A tap that was moved lives in the pod's namespace until the VMM
+   * closes it.
    */
-  plugNics?(nics: NicConfig[]): Promise<void>;
+  plugNics?(network: { netnsPath: string; nics: NicConfig[] } | undefined): Promise<void>;
 }

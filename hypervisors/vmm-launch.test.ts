@@ -35,6 +35,12 @@ describe('vmmCommand', () => {
     expect(args).not.toContain('--pdeathsig');
   });
 
+  it('starts a VMM in a network namespace of its own with unshare, right before the VMM; never also in the pod netns', () => {
+    const [, args] = vmmCommand('/usr/bin/qemu-system-x86_64', ['-S'], { ownNetns: true });
+    expect(args.slice(args.indexOf('--'))).toEqual(['--', 'unshare', '--net', '--', '/usr/bin/qemu-system-x86_64', '-S']);
+    expect(() => vmmCommand('qemu', [], { ownNetns: true, netnsPath: '/var/run/netns/pod' })).toThrow('not both');
+  });
+
   asRoot('kills a VMM launched to die with its spawner when the spawner is killed', async () => {
     const vmm = await launchUnderKilledSpawner(true);
     await waitFor('the VMM to die with its spawner', () => (recordAlive(vmm) ? undefined : true), 5000, 50);

@@ -1,6 +1,7 @@
 // How every VMM process is launched: with the capabilities it never needs removed from
 // its bounding set (setpriv), and inside the pod's network namespace when it has one
-// (nsenter). Both exec, so the VMM keeps the pid the driver spawned.
+// (nsenter) or in an empty one of its own (unshare). Each execs, so the VMM keeps the
+// pid the driver spawned.
 //
 // The guest drives the VMM's device emulation, so a VMM compromise is the first step
 // out; root without CAP_MKNOD also cannot create device nodes on a host volume through
@@ -16,6 +17,12 @@ export interface VmmLaunchOptions {
   /** The pod's network namespace, joined before the VMM runs. */
   netnsPath?: string;
   /**
+   * A new, empty network namespace for the VMM (only `lo`, down): for a VM whose NICs
+   * are hot-plugged, whose taps the VMM makes there and the driver hands to the pod's
+   * namespace. Not with `netnsPath`.
+   */
+  ownNetns?: boolean;
+  /**
    * The VMM is killed (SIGKILL) when the process that spawned it dies. For a VMM nobody
    * else would clean up after: a template's, whose shim or `factory init` may be killed
    * mid-build (a pod's VMM is killed by the shim's `delete`, which containerd runs).
@@ -25,7 +32,8 @@ export interface VmmLaunchOptions {
 
 /** The command and argv that start `binary args` with the reduced capabilities, as `options` say. */
 export function vmmCommand(binary: string, args: string[], options: VmmLaunchOptions = {}): [string, string[]] {
-  const inNetns = options.netnsPath ? ['nsenter', `--net=${options.netnsPath}`, '--'] : [];
+  if (options.netnsPath && options.ownNetns) throw new Error('a VMM runs in the pod netns or in its own, not both');
+  const inNetns = options.netnsPath ? ['nsenter', `--net=${options.netnsPath}`, '--'] : options.ownNetns ? ['unshare', '--net', '--'] : [];
   // The parent-death signal survives both execs (neither binary is set-id or has file
   // capabilities; an LSM that changes domain on exec would clear it). It fires when the
   // spawning thread ends: Node spawns from its main thread. A spawner killed before setpriv

@@ -21,6 +21,9 @@ export class CommandFailedError extends Error {
 
 const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 
+/** A bound on each ip/tc/iptables/sysctl call in a network namespace (a wedged netlink or xtables lock). */
+export const NETNS_COMMAND_TIMEOUT_MS = 20_000;
+
 export interface BoundedOptions {
   /** The whole environment (default: the daemon's). */
   env?: NodeJS.ProcessEnv;

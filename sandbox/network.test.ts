@@ -58,6 +58,14 @@ describe('PodNetwork', () => {
     'iptables -w -t raw -A PREROUTING -i tap0_kata -s 127.0.0.0/8 -m comment --comment kata-ts port-forward to the pod VM -j DROP',
     'iptables -w -t filter -A INPUT -i tap0_kata -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment kata-ts port-forward to the pod VM -j DROP',
   ];
+  /** The tap up, and the mirror both ways between it and the pod interface. */
+  const TAP_WIRING = [
+    'ip link set dev tap0_kata mtu 1500 up',
+    'tc qdisc add dev eth0 ingress',
+    'tc filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev tap0_kata',
+    'tc qdisc add dev tap0_kata ingress',
+    'tc filter add dev tap0_kata parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev eth0',
+  ];
   const PORT_FORWARD_REMOVAL = [
     'iptables -w -t nat -D OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
     'iptables -w -t nat -D POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment kata-ts port-forward to the pod VM -j SNAT --to-source 169.254.75.1',
@@ -72,18 +80,18 @@ describe('PodNetwork', () => {
       { name: 'eth0', mac: '5a:1b:2c:3d:4e:5f', mtu: 1500, addresses: [{ address: '10.88.7.5', prefix_length: 24 }, { address: '169.254.75.2', prefix_length: 30 }], tapName: 'tap0_kata' },
     ]);
     expect(network.routes).toEqual([{ destination: '', gateway: '10.88.7.1', device: 'eth0', source: '', scope: '' }]);
-    expect(calls.slice(3)).toEqual([
-      'ip tuntap add dev tap0_kata mode tap',
-      'ip link set dev tap0_kata mtu 1500 up',
-      'tc qdisc add dev eth0 ingress',
-      'tc filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev tap0_kata',
-      'tc qdisc add dev tap0_kata ingress',
-      'tc filter add dev tap0_kata parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev eth0',
-      ...PORT_FORWARD_SETUP,
-    ]);
+    expect(calls.slice(3)).toEqual(['ip tuntap add dev tap0_kata mode tap', ...TAP_WIRING, ...PORT_FORWARD_SETUP]);
     calls = [];
     await network.detach();
     expect(calls).toEqual([...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+  });
+
+  it("reads without making anything, then wires taps a clone's VMM made (moved in) the same way, without making them", async () => {
+    const network = await PodNetwork.read(netns, silentLogger(), fakeRun());
+    expect(calls.slice(3)).toEqual([]);
+    expect(network.endpoints.map((e) => e.tapName)).toEqual(['tap0_kata']);
+    await network.wire({ tapsExist: true });
+    expect(calls.slice(3)).toEqual([...TAP_WIRING, ...PORT_FORWARD_SETUP]);
   });
 
   it('undoes the port-forward rules and the taps when a port-forward step fails', async () => {

@@ -5,12 +5,14 @@
 // two with tc (ingress qdisc + mirred redirect, both directions). QEMU, started
 // inside the namespace, attaches a virtio NIC to the tap with the pod interface's
 // MAC, and the agent gives the guest NIC the interface's name, addresses and routes.
+// A clone's QEMU is never in the pod's namespace: it makes the taps in its own, the
+// driver moves them here, and they are wired once here (wire with tapsExist).
 // The pod interface keeps its addresses on the host side; with its ingress
 // redirected, the host stack never sees its frames.
 // The namespace's loopback is carried to the VM too (port-forward.ts): CRI's
 // PortForward dials 127.0.0.1 in the namespace. Started with the taps, gone with them.
 import * as fs from 'fs';
-import { CommandFailedError, runBounded } from '../lib/bounded-command';
+import { CommandFailedError, NETNS_COMMAND_TIMEOUT_MS, runBounded } from '../lib/bounded-command';
 import { DeadlineExceededError, FailedPreconditionError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { PortForward, portForwardGuestAddress } from './port-forward';
@@ -63,9 +65,6 @@ interface IpRoute {
 /** Runs a command inside a network namespace; replaced in tests. */
 export type NetnsCommand = (netnsPath: string, command: string, args: string[]) => Promise<string>;
 
-/** A bound on each ip/tc/iptables/sysctl call in the pod's netns (a wedged netlink or xtables lock). */
-export const NETNS_COMMAND_TIMEOUT_MS = 20_000;
-
 const runInNetns: NetnsCommand = async (netnsPath, command, args) => {
   try {
     const { stdout } = await runBounded('nsenter', [`--net=${netnsPath}`, '--', command, ...args], NETNS_COMMAND_TIMEOUT_MS);
@@ -113,13 +112,13 @@ export class PodNetwork {
     private readonly logger: Logger,
   ) {}
 
-  /** Reads the pod netns and wires a tap to each pod interface. Undone on failure. */
   /** Fails, saying so, when the pod's netns is gone. */
   static requireNetns(netnsPath: string): void {
     if (!fs.existsSync(netnsPath)) throw new FailedPreconditionError(`pod network namespace ${netnsPath} does not exist (was the pod's network torn down?)`);
   }
 
-  static async attach(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<PodNetwork> {
+  /** Reads the pod netns: its interfaces to carry into the VM, and their routes. Makes nothing. */
+  static async read(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<PodNetwork> {
     PodNetwork.requireNetns(netnsPath);
     const links = JSON.parse(await run(netnsPath, 'ip', ['-j', 'addr', 'show'])) as IpLink[];
     const endpoints = endpointsFrom(links);
@@ -127,16 +126,30 @@ export class PodNetwork {
       ...(JSON.parse(await run(netnsPath, 'ip', ['-j', '-4', 'route', 'show'])) as IpRoute[]),
       ...(JSON.parse(await run(netnsPath, 'ip', ['-j', '-6', 'route', 'show'])) as IpRoute[]),
     ];
-    const network = new PodNetwork(netnsPath, endpoints, routesFrom(routes, endpoints), run, logger);
+    return new PodNetwork(netnsPath, endpoints, routesFrom(routes, endpoints), run, logger);
+  }
+
+  /** Reads the pod netns and wires a new tap to each pod interface (for a VMM started in the netns). Undone on failure. */
+  static async attach(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<PodNetwork> {
+    const network = await PodNetwork.read(netnsPath, logger, run);
+    await network.wire({ tapsExist: false });
+    return network;
+  }
+
+  /**
+   * Wires each endpoint's tap to its pod interface, and the namespace's loopback to the
+   * VM. The taps are made here, unless `tapsExist`: a clone's VMM made them in its own
+   * namespace and they were moved here (Hypervisor.plugNics). Undone on failure.
+   */
+  async wire({ tapsExist }: { tapsExist: boolean }): Promise<void> {
     try {
-      for (const endpoint of endpoints) await network.wire(endpoint);
-      await network.forwardLoopback();
+      for (const endpoint of this.endpoints) await this.wireTap(endpoint, tapsExist);
+      await this.forwardLoopback();
     } catch (err) {
-      await network.detach();
+      await this.detach();
       throw err;
     }
-    logger.info({ netns: netnsPath, endpoints: endpoints.map((e) => ({ name: e.name, mac: e.mac, addresses: e.addresses })) }, 'pod network attached');
-    return network;
+    this.logger.info({ netns: this.netnsPath, endpoints: this.endpoints.map((e) => ({ name: e.name, mac: e.mac, addresses: e.addresses })) }, 'pod network attached');
   }
 
   /**
@@ -174,9 +187,9 @@ export class PodNetwork {
     first.addresses.push(portForwardGuestAddress());
   }
 
-  private async wire(e: Endpoint): Promise<void> {
+  private async wireTap(e: Endpoint, tapExists: boolean): Promise<void> {
     const run = (command: string, ...args: string[]) => this.run(this.netnsPath, command, args);
-    await run('ip', 'tuntap', 'add', 'dev', e.tapName, 'mode', 'tap');
+    if (!tapExists) await run('ip', 'tuntap', 'add', 'dev', e.tapName, 'mode', 'tap');
     await run('ip', 'link', 'set', 'dev', e.tapName, 'mtu', String(e.mtu), 'up');
     for (const [from, to] of [
       [e.name, e.tapName],

@@ -168,7 +168,7 @@ describe('a clone and the pod network', () => {
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sandbox-clone-'))));
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('starts the clone while the pod network is wired, without NICs yet, and ends it when the network fails', async () => {
+  it('starts the clone while the pod network is read, with none of it, and ends it when the network fails', async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
     const cloneAgent = { closed: false, close() { this.closed = true; } };
@@ -182,16 +182,39 @@ describe('a clone and the pod network', () => {
       },
     } as unknown as VmTemplates;
     const coldDriver = fakeDriver('virtio-serial', agentForSandbox());
-    // There, but no netns: attach fails only once it reads it (nsenter), as the clone starts.
+    // There, but no netns: reading it fails only once nsenter runs, as the clone starts.
     const netnsPath = path.join(dir, 'not-a-netns');
     fs.writeFileSync(netnsPath, '');
     const started = Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', netnsPath, config, hypervisor: coldDriver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
     await expect(started).rejects.toThrow(/nsenter/);
-    // QEMU starts in the pod's netns; its NICs are plugged once the network is wired.
-    expect(asked.map((vm) => vm.network)).toEqual([{ netnsPath, nics: [] }]);
+    // The clone's VMM never joins the pod's netns (it gets one of its own): its NICs come by plugNics.
+    expect(asked.map((vm) => vm.network)).toEqual([undefined]);
     expect(cloneAgent.closed).toBe(true);
     expect(cloneDriver.stopped).toBe(true);
     expect(coldDriver.booted).toBeUndefined();
+  });
+
+  it('boots cold, the clone ended, when the NICs cannot be plugged into it', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const cloneAgent = { closed: false, close() { this.closed = true; } };
+    const cloneDriver = fakeDriver('virtio-serial', agentForSandbox());
+    const plugged: unknown[] = [];
+    cloneDriver.plugNics = async (network) => {
+      plugged.push(network);
+      throw new Error('the clone died');
+    };
+    const templates = { prepare: async () => true, startClone: async () => ({ hypervisor: cloneDriver, agent: cloneAgent, details: {} }) } as unknown as VmTemplates;
+    const coldDriver = fakeDriver('virtio-serial', agentForSandbox());
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: coldDriver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
+    try {
+      expect(plugged).toEqual([undefined]); // no pod network: plugNics only checks the clone still runs
+      expect(cloneAgent.closed).toBe(true);
+      expect(cloneDriver.stopped).toBe(true);
+      expect(coldDriver.booted?.network).toBeUndefined();
+    } finally {
+      await sandbox.destroy();
+    }
   });
 
   it("makes the template before the shim joins the pod's cgroup, and starts the clone in it, not making the template again", async () => {

@@ -128,6 +128,8 @@ export class Sandbox implements ObservedSandbox {
   private network: PodNetwork | undefined;
   /** Block devices hot-plugged per container; the VM's end releases any left. Replaced with the driver when the VM is a clone. */
   private devices: ContainerDevices;
+  /** Settles once the pod network's host side is wired (or failed to be): a clone's is wired while its agent sets the sandbox up. */
+  private networkWired: Promise<void> = Promise.resolve();
   /** Grows the VM for its containers' resources; set once the agent answers. */
   private sizer: VmSizer | undefined;
   private destroyed = false;
@@ -407,6 +409,8 @@ export class Sandbox implements ObservedSandbox {
     }
     await this.hypervisor.stop(5000);
     this.leaveCgroup();
+    // Not while a clone's taps are being wired: what wire() added after detach() looked would stay.
+    await this.networkWired.catch(() => undefined);
     await this.network?.detach().catch((err) => this.logger.error({ err: (err as Error).message }, 'pod network detach failed'));
     for (const container of this.containers.values()) {
       container.markAllExited(137);
@@ -504,44 +508,47 @@ export class Sandbox implements ObservedSandbox {
       for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });
       if (this.network.routes.length > 0) await agent.updateRoutes(this.network.routes);
     }
+    // A clone's taps are wired on the host while the guest did the above; no container runs before.
+    await this.networkWired;
     void this.forwardOomEvents(agent);
   }
 
   /**
-   * Wires the pod network (into this.network) and starts the VM: a clone where it can be
-   * one, else a cold boot. A clone gets its NICs by hot-plug once it runs, so the network
-   * is wired while the clone restores and its agent first answers; a cold boot needs the
-   * taps first.
+   * Starts the VM with the pod network (into this.network): a clone where it can be one,
+   * else a cold boot. A clone needs nothing of the pod to start (its VMM has a network
+   * namespace of its own), so the pod's netns is read while it restores, and its NICs
+   * are plugged and wired once its agent answered. A cold boot's VMM starts inside the
+   * pod's netns and needs its taps first.
    */
   private async startVm(base: VmConfig, netnsPath: string | undefined, cloneable: { clone: boolean; make: boolean }): Promise<{ agent: AgentClient; details: GuestDetails }> {
-    if (netnsPath) PodNetwork.requireNetns(netnsPath); // before a clone would start in it
-    const attaching = netnsPath ? PodNetwork.attach(netnsPath, this.logger) : Promise.resolve(undefined);
-    attaching.catch(() => undefined); // awaited below, once the clone is up (or not)
+    if (netnsPath) PodNetwork.requireNetns(netnsPath); // a pod whose network is gone fails before any VM starts
+    const reading = netnsPath ? PodNetwork.read(netnsPath, this.logger) : Promise.resolve(undefined);
+    reading.catch(() => undefined); // awaited below, once the clone is up (or not)
     let clone: Clone | undefined;
     let cloneSeconds = 0;
     try {
       const launched = performance.now();
-      // QEMU runs in the pod's netns (it opens the taps there), NICs or not yet.
-      clone = cloneable.clone ? await this.templates?.startClone({ ...base, network: netnsPath ? { netnsPath, nics: [] } : undefined }, this.observer.agentCall, { make: cloneable.make }) : undefined;
+      clone = cloneable.clone ? await this.templates?.startClone(base, this.observer.agentCall, { make: cloneable.make }) : undefined;
       cloneSeconds = (performance.now() - launched) / 1000;
     } catch (err) {
-      this.network = await attaching.catch(() => undefined); // so that destroy() undoes what it made
+      this.network = await reading.catch(() => undefined); // nothing made yet; destroy() finds nothing to undo
       throw err;
     }
     try {
-      this.network = await attaching;
+      this.network = await reading;
     } catch (err) {
       if (clone) await discardClone(clone);
       throw err;
     }
     const nics: NicConfig[] = this.network?.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) ?? [];
-    const vm: VmConfig = { ...base, network: this.network && { netnsPath: this.network.netnsPath, nics } };
-    let started = clone && (await this.adoptClone(clone, nics));
+    const network = this.network && { netnsPath: this.network.netnsPath, nics };
+    let started = clone && (await this.adoptClone(clone, network));
     // VMM launch to the agent's first answer (sandbox-observer's boot duration), the pod network's wiring not counted.
     this.bootSeconds = cloneSeconds;
     if (!started) {
+      await this.network?.wire({ tapsExist: false });
       const launched = performance.now();
-      started = await this.bootCold(vm);
+      started = await this.bootCold({ ...base, network });
       this.bootSeconds = (performance.now() - launched) / 1000;
     }
     return started;
@@ -553,15 +560,28 @@ export class Sandbox implements ObservedSandbox {
     this.hypervisor.exited.then((exit) => this.onVmExit(exit.code, exit.signal));
   }
 
-  /** The clone (its clock set) as this sandbox's VM, with the pod's NICs plugged; undefined (the clone gone) if they cannot be. */
-  private async adoptClone(clone: Clone, nics: NicConfig[]): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
+  /**
+   * The clone (its clock set) as this sandbox's VM, with the pod's NICs plugged and their
+   * taps being wired (networkWired); undefined (the clone gone, and its taps with it) if
+   * they cannot be plugged.
+   */
+  private async adoptClone(clone: Clone, network: { netnsPath: string; nics: NicConfig[] } | undefined): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
     try {
       // Also with none: it fails if the clone died meanwhile.
-      await clone.hypervisor.plugNics!(nics);
+      await clone.hypervisor.plugNics!(network);
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, "the pod's NICs cannot be plugged into the clone; booting cold");
+      // Its taps go with its QEMU (wherever a failed plug left them).
       await discardClone(clone);
       return undefined;
+    }
+    // The guest does not need the host's side of its network before a container runs:
+    // the taps are wired while the agent sets the sandbox up (boot() waits for it). A
+    // failure fails the start, and wire() undid its part.
+    const wiring = this.network?.wire({ tapsExist: true });
+    if (wiring) {
+      wiring.catch(() => undefined);
+      this.networkWired = wiring;
     }
     this.hypervisor = clone.hypervisor;
     this.devices = new ContainerDevices(clone.hypervisor, this.logger, undefined, this.observer);

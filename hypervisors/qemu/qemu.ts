@@ -3,6 +3,7 @@
 // stops it gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
 import { ChildProcess, spawn } from 'child_process';
 import { vmmCommand } from '../vmm-launch';
+import { VmmNetns } from '../vmm-netns';
 import { rateLimited, resolveExecutable } from '../vmm-process';
 import { fileIdentity } from '../../lib/file-identity';
 import * as fs from 'fs';
@@ -42,6 +43,8 @@ export class QemuHypervisor implements Hypervisor {
   private ports: HotplugPorts | undefined;
   /** NICs hot-plugged so far (each gets the next id). */
   private nicsPlugged = 0;
+  /** A clone's own network namespace, where QEMU makes the taps plugNics moves into the pod's. */
+  private netns: VmmNetns | undefined;
   /** Set by startTemplate: where saveTemplate() puts the state. */
   private template: { workDir: string; files: TemplateFiles } | undefined;
   private resizer: QemuResize | undefined;
@@ -117,42 +120,46 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async startClone(config: VmConfig, files: TemplateFiles, state: Buffer): Promise<void> {
-    const nics = config.network?.nics ?? [];
-    const withoutNics: VmConfig = { ...config, network: config.network && { ...config.network, nics: [] } };
-    const args = await this.argsFor(withoutNics, { role: 'clone', memoryPath: files.memoryPath });
-    await this.launch(withoutNics, args);
+    if (config.network) throw new FailedPreconditionError('qemu: a clone starts without its pod network (plugNics adds its NICs)');
+    const args = await this.argsFor(config, { role: 'clone', memoryPath: files.memoryPath });
+    // In an empty network namespace of its own: nothing of the pod is needed to start it.
+    await this.launch(config, args, { ownNetns: true });
     try {
+      this.netns = VmmNetns.open(this.child!.pid!, () => !this.hasExited);
       // Only QEMU's own refusal condemns the template; a kill or a timeout is this clone's trouble.
       await restoreTemplateState(this.qmp!, path.join(config.workDir, MIGRATION_SOCKET), state, this.exited).catch((err: Error) => {
         throw restoreFailure(err);
       });
       await this.qmp!.execute('cont');
-      await this.plugNics(nics);
     } catch (err) {
       await this.stopQemu(0);
       throw err;
     }
-    this.logger.info({ nics: nics.length, pid: this.child?.pid }, 'VM restored from its template and running (NICs plugged)');
+    this.logger.info({ pid: this.child?.pid }, 'VM restored from its template and running');
   }
 
-  async plugNics(nics: NicConfig[]): Promise<void> {
+  async plugNics(network: { netnsPath: string; nics: NicConfig[] } | undefined): Promise<void> {
     const qmp = this.requireQmp('plugging NICs');
-    for (const nic of nics) {
+    for (const nic of network?.nics ?? []) {
+      if (!this.netns) throw new FailedPreconditionError('qemu: NICs are hot-plugged only into a clone (a VMM in a network namespace of its own)');
       const id = `nic${this.nicsPlugged}`;
+      // QEMU makes the tap in its own namespace (netdev_add by a name unused there), and
+      // keeps it open: the tap is gone with QEMU, wherever it was moved.
       await plugNic(qmp, this.ports!, { kind: 'network', id, tapName: nic.tapName, macAddress: nic.mac });
       this.nicsPlugged++;
-      this.logger.info({ id, tap: nic.tapName, mac: nic.mac }, 'NIC plugged');
+      await this.netns.moveInterface(nic.tapName, network!.netnsPath);
+      this.logger.info({ id, tap: nic.tapName, mac: nic.mac, netns: network!.netnsPath }, "NIC plugged; its tap moved into the pod's network namespace");
     }
   }
 
-  private async launch(config: VmConfig, args: string[], { onSpawned, ...launchOptions }: { dieWithSpawner?: boolean; onSpawned?: (pid: number) => void } = {}): Promise<void> {
+  private async launch(config: VmConfig, args: string[], { onSpawned, ...launchOptions }: { dieWithSpawner?: boolean; ownNetns?: boolean; onSpawned?: (pid: number) => void } = {}): Promise<void> {
     const paths = qemuPaths(config.workDir);
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const console = new TailBuffer(CONSOLE_TAIL_BYTES);
     this.console = console;
     // Only its end matters (why start-up failed), and a QEMU that keeps complaining must not grow the shim.
     const stderr = new TailBuffer(VMM_STDERR_TAIL_BYTES);
-    // Reduced capabilities; in a pod netns, nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
+    // Reduced capabilities; in a pod netns (a cold boot), nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
     const [command, commandArgs] = vmmCommand(config.binaryPath, args, { netnsPath: config.network?.netnsPath, ...launchOptions });
     const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
@@ -168,6 +175,7 @@ export class QemuHypervisor implements Hypervisor {
     });
     child.once('exit', (code, signal) => {
       this.hasExited = true;
+      this.netns?.close();
       this.qmp?.close();
       // virtiofsd exits by itself once its vhost-user peer is gone (this makes sure of
       // it); the vsock backend would wait for another VMM.

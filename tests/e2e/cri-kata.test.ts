@@ -59,6 +59,19 @@ describe('CRI pods with the kata handler', () => {
       .filter((l) => l.includes('qemu-system') && l.includes(`sandbox-${podId}`));
   }
 
+  /**
+   * The network namespace a pod's QEMU runs in: whether it is one of CRI's pod
+   * namespaces, and the interfaces in it.
+   */
+  function qemuNetns(podId: string): { aPodNetns: boolean; links: string[] } {
+    const [line] = qemusOf(podId);
+    const ns = `/proc/${Number(line.trim().split(/\s+/)[0])}/ns/net`;
+    const inode = fs.statSync(ns).ino;
+    const podNamespaces = fs.readdirSync(cd.cri.netnsDir).map((name) => fs.statSync(path.join(cd.cri.netnsDir, name)).ino);
+    const links = (JSON.parse(execFileSync('nsenter', [`--net=${ns}`, '--', 'ip', '-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifname: string }>).map((l) => l.ifname);
+    return { aPodNetns: podNamespaces.includes(inode), links };
+  }
+
   /** Our shim daemons serving this containerd, with the pod (-id) and socket each serves. */
   function shimDaemons(): Array<{ pid: number; id: string; socket: string }> {
     const daemons: Array<{ pid: number; id: string; socket: string }> = [];
@@ -115,6 +128,10 @@ describe('CRI pods with the kata handler', () => {
     const podA = podSandboxConfig(cd.cri, 'pod-a', {}, { dns_config: { servers: ['192.0.2.53'], searches: ['pods.example.test'], options: [] } });
     const idA = (await cri.runPodSandbox({ config: podA, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
     expect(qemusOf(idA)).toHaveLength(1);
+    // A cold boot's QEMU runs in the pod's netns, with the tap it opened there. A clone's
+    // never does: it runs in an empty one of its own (only lo), the tap it made there
+    // was moved into the pod's (which the pings below go through).
+    expect(qemuNetns(idA)).toEqual(process.env.KATATS_E2E_TEMPLATE_PATH ? { aPodNetns: false, links: ['lo'] } : { aPodNetns: true, links: expect.arrayContaining(['lo', 'eth0', 'tap0_kata']) });
 
     // "web": root, caps dropped to NET_BIND_SERVICE + NET_RAW, RuntimeDefault seccomp,
     // serving a read-only host volume on :80 with busybox httpd.
