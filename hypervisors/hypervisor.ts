@@ -177,11 +177,11 @@ export interface Hypervisor {
   /**
    * Hot-plugs the pod's NICs into a running clone (none: only checks that it still
    * runs). A clone needs nothing of its pod to start: its VMM runs in an empty network
-   * namespace of its own, never the pod's (startClone ignores config.network), so it may
-   * start before the pod's network is known. Each NIC's tap is made there by the VMM,
-   * then moved into `network.netnsPath`, down and unwired: the caller wires it
-   * (PodNetwork.wire). A tap that was moved lives in the pod's namespace until the VMM
-   * closes it.
+   * namespace of its own, never the pod's (startClone takes no config.network), so it
+   * may start before the pod's network is known. Each NIC's tap, made by the caller in
+   * `network.netnsPath`, is moved into the VMM's namespace for the VMM to open, then
+   * back, where it arrives down: the caller wires it then (PodNetwork.wire). A tap that
+   * cannot be moved back ends with the VMM's namespace.
    */
   plugNics?(network: { netnsPath: string; nics: NicConfig[] } | undefined): Promise<void>;
 }

@@ -28,21 +28,41 @@ describe('VmmNetns', () => {
     for (const n of namespaces.splice(0)) execFileSync('ip', ['netns', 'del', n]);
   });
 
-  asRoot("moves a tap the VMM made in its own namespace into the pod's, through the fd it opened", async () => {
+  asRoot("moves the pod's tap into the VMM's own namespace and back, through the fd it opened", async () => {
     const vmm = await launchVmm(true);
     children.push(vmm);
     const netns = VmmNetns.open(vmm.pid!, () => vmm.exitCode === null && vmm.signalCode === null);
+    const vmmLinks = () => (JSON.parse(ip(['-j', 'link', 'show'], `/proc/${vmm.pid}/ns/net`)) as Array<{ ifname: string }>).map((l) => l.ifname);
     // What the VMM's namespace holds: only its loopback, so nothing of the host or the pod.
-    expect(JSON.parse(ip(['-j', 'link', 'show'], `/proc/${vmm.pid}/ns/net`)).map((l: { ifname: string }) => l.ifname)).toEqual(['lo']);
-    ip(['tuntap', 'add', 'dev', 'tap0_kata', 'mode', 'tap'], `/proc/${vmm.pid}/ns/net`); // as QEMU's netdev_add does
+    expect(vmmLinks()).toEqual(['lo']);
     const pod = `kt-test-${randomBytes(4).toString('hex')}`;
     ip(['netns', 'add', pod]);
     namespaces.push(pod);
-    await netns.moveInterface('tap0_kata', `/var/run/netns/${pod}`);
-    expect(ip(['-j', 'link', 'show'], `/var/run/netns/${pod}`)).toContain('"tap0_kata"');
-    expect(ip(['-j', 'link', 'show'], `/proc/${vmm.pid}/ns/net`)).not.toContain('tap0_kata');
+    const podNetns = `/var/run/netns/${pod}`;
+    ip(['tuntap', 'add', 'dev', 'tap0_kata', 'mode', 'tap'], podNetns); // as PodNetwork.makeTaps does
+    await netns.moveIn('tap0_kata', podNetns);
+    expect(vmmLinks()).toEqual(['lo', 'tap0_kata']);
+    expect(ip(['-j', 'link', 'show'], podNetns)).not.toContain('tap0_kata');
+    await netns.moveOut('tap0_kata', podNetns);
+    expect(vmmLinks()).toEqual(['lo']);
+    expect(ip(['-j', 'link', 'show'], podNetns)).toContain('"tap0_kata"');
     netns.close();
-    await expect(netns.moveInterface('tap0_kata', `/var/run/netns/${pod}`)).rejects.toThrow('closed');
+    await expect(netns.moveIn('tap0_kata', podNetns)).rejects.toThrow('closed');
+  }, 20_000);
+
+  asRoot("moves through its own fd 3: closing the shim's fd while a move runs changes nothing", async () => {
+    const vmm = await launchVmm(true);
+    children.push(vmm);
+    const netns = VmmNetns.open(vmm.pid!, () => true);
+    const pod = `kt-test-${randomBytes(4).toString('hex')}`;
+    ip(['netns', 'add', pod]);
+    namespaces.push(pod);
+    const podNetns = `/var/run/netns/${pod}`;
+    ip(['tuntap', 'add', 'dev', 'tap0_kata', 'mode', 'tap'], podNetns);
+    const moving = netns.moveIn('tap0_kata', podNetns);
+    netns.close(); // as when QEMU exits mid-move: the command already holds its own reference
+    await moving;
+    expect(ip(['-j', 'link', 'show'], `/proc/${vmm.pid}/ns/net`)).toContain('"tap0_kata"');
   }, 20_000);
 
   asRoot("refuses a VMM that shares the shim's namespace: its taps would be the host's", async () => {
@@ -59,11 +79,15 @@ describe('VmmNetns', () => {
     const vmm = await launchVmm(true);
     children.push(vmm);
     const moves: string[][] = [];
-    const netns = VmmNetns.open(vmm.pid!, () => true, async (_ns, args) => void moves.push(args));
-    await expect(netns.moveInterface('tap0_kata; reboot', '/var/run/netns/pod')).rejects.toThrow('not an interface name');
-    await expect(netns.moveInterface('tap0_kata', 'pod')).rejects.toThrow('not an absolute path');
-    await netns.moveInterface('tap0_kata', '/var/run/netns/pod');
-    expect(moves).toEqual([['link', 'set', 'dev', 'tap0_kata', 'netns', '/var/run/netns/pod']]);
+    const netns = VmmNetns.open(vmm.pid!, () => true, async (where, args) => void moves.push([where, ...args]));
+    await expect(netns.moveIn('tap0_kata; reboot', '/var/run/netns/pod')).rejects.toThrow('not an interface name');
+    await expect(netns.moveOut('tap0_kata', 'pod')).rejects.toThrow('not an absolute path');
+    await netns.moveIn('tap0_kata', '/var/run/netns/pod');
+    await netns.moveOut('tap0_kata', '/var/run/netns/pod');
+    expect(moves).toEqual([
+      ['/var/run/netns/pod', 'link', 'set', 'dev', 'tap0_kata', 'netns', '/proc/self/fd/3'],
+      ['/proc/self/fd/3', 'link', 'set', 'dev', 'tap0_kata', 'netns', '/var/run/netns/pod'],
+    ]);
     netns.close();
   }, 20_000);
 });

@@ -33,6 +33,11 @@ export interface BoundedOptions {
   input?: string | Buffer;
   /** argv[0] as the command sees it (default: `command`). */
   argv0?: string;
+  /**
+   * An open fd of ours the command gets as its fd 3 (`/proc/self/fd/3`): its own
+   * reference from the moment it starts, so closing ours meanwhile changes nothing.
+   */
+  fd3?: number;
 }
 
 export function runBounded(command: string, args: string[], timeoutMs: number, opts: BoundedOptions = {}): Promise<CommandOutput> {
@@ -40,10 +45,10 @@ export function runBounded(command: string, args: string[], timeoutMs: number, o
   return new Promise((resolve, reject) => {
     // Its own process group, so the bound kills what it started too (a hook script's
     // children would otherwise outlive it as root on the host, holding its output open).
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd, argv0: opts.argv0, detached: true });
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe', ...(opts.fd3 === undefined ? [] : [opts.fd3])], env: opts.env ?? process.env, cwd: opts.cwd, argv0: opts.argv0, detached: true });
     // A command may exit without reading its input: EPIPE is not its failure.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(opts.input);
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(opts.input);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let bytes = 0;
@@ -58,8 +63,8 @@ export function runBounded(command: string, args: string[], timeoutMs: number, o
       bytes += chunk.length;
       if (bytes <= MAX_OUTPUT_BYTES) into.push(chunk);
     };
-    child.stdout.on('data', collect(out));
-    child.stderr.on('data', collect(err));
+    child.stdout!.on('data', collect(out));
+    child.stderr!.on('data', collect(err));
     const timer = setTimeout(() => {
       try {
         if (child.pid) process.kill(-child.pid, 'SIGKILL');
@@ -67,9 +72,9 @@ export function runBounded(command: string, args: string[], timeoutMs: number, o
         child.kill('SIGKILL'); // the group is gone already; the child may not be
       }
       // Not waiting for 'close': the streams are dropped, the process is reaped later.
-      child.stdin.destroy();
-      child.stdout.destroy();
-      child.stderr.destroy();
+      child.stdin!.destroy();
+      child.stdout!.destroy();
+      child.stderr!.destroy();
       finish(() => reject(new DeadlineExceededError(`'${line}' did not finish within ${timeoutMs / 1000} s and was killed (a hung filesystem or network namespace?)`)));
     }, timeoutMs);
     child.on('error', (e) => finish(() => reject(new CommandFailedError(command, '', (e as NodeJS.ErrnoException).code, `'${line}' could not run: ${e.message}`))));

@@ -86,12 +86,39 @@ describe('PodNetwork', () => {
     expect(calls).toEqual([...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
   });
 
-  it("reads without making anything, then wires taps a clone's VMM made (moved in) the same way, without making them", async () => {
+  it('reads without making anything, with the guest end of the loopback forward already among the addresses the guest NIC gets', async () => {
     const network = await PodNetwork.read(netns, silentLogger(), fakeRun());
     expect(calls.slice(3)).toEqual([]);
-    expect(network.endpoints.map((e) => e.tapName)).toEqual(['tap0_kata']);
-    await network.wire({ tapsExist: true });
-    expect(calls.slice(3)).toEqual([...TAP_WIRING, ...PORT_FORWARD_SETUP]);
+    // A clone's NIC gets its addresses while its taps are still being wired.
+    expect(network.endpoints).toEqual([
+      { name: 'eth0', mac: '5a:1b:2c:3d:4e:5f', mtu: 1500, addresses: [{ address: '10.88.7.5', prefix_length: 24 }, { address: '169.254.75.2', prefix_length: 30 }], tapName: 'tap0_kata' },
+    ]);
+    await network.makeTaps();
+    expect(calls.slice(3)).toEqual(['ip tuntap add dev tap0_kata mode tap']);
+    await network.wire();
+    expect(calls.slice(4)).toEqual([...TAP_WIRING, ...PORT_FORWARD_SETUP]);
+  });
+
+  it('removes the taps it made when making one fails', async () => {
+    const twoLinks = JSON.stringify([
+      { ifname: 'eth0', link_type: 'ether', address: '5a:1b:2c:3d:4e:5f', mtu: 1500, addr_info: [{ family: 'inet', local: '10.88.7.5', prefixlen: 24, scope: 'global' }] },
+      { ifname: 'net1', link_type: 'ether', address: '5a:1b:2c:3d:4e:60', mtu: 1500, addr_info: [{ family: 'inet', local: '10.99.0.5', prefixlen: 24, scope: 'global' }] },
+    ]);
+    const run = async (_ns: string, command: string, args: string[]) => {
+      const line = `${command} ${args.join(' ')}`;
+      calls.push(line);
+      if (line === 'ip tuntap add dev tap1_kata mode tap') throw new Error('refused');
+      return line === 'ip -j addr show' ? twoLinks : line.includes('route show') ? '[]' : '';
+    };
+    const network = await PodNetwork.read(netns, silentLogger(), run);
+    await expect(network.makeTaps()).rejects.toThrow('refused');
+    expect(calls.slice(3)).toEqual(['ip tuntap add dev tap0_kata mode tap', 'ip tuntap add dev tap1_kata mode tap', 'ip link del tap0_kata']);
+  });
+
+  it('makes the taps anew, touching nothing else of the namespace (a clone whose NICs could not be plugged)', async () => {
+    const network = await PodNetwork.read(netns, silentLogger(), fakeRun());
+    await network.remakeTaps();
+    expect(calls.slice(3)).toEqual(['ip link del tap0_kata', 'ip tuntap add dev tap0_kata mode tap']);
   });
 
   it('undoes the port-forward rules and the taps when a port-forward step fails', async () => {

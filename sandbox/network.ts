@@ -5,8 +5,8 @@
 // two with tc (ingress qdisc + mirred redirect, both directions). QEMU, started
 // inside the namespace, attaches a virtio NIC to the tap with the pod interface's
 // MAC, and the agent gives the guest NIC the interface's name, addresses and routes.
-// A clone's QEMU is never in the pod's namespace: it makes the taps in its own, the
-// driver moves them here, and they are wired once here (wire with tapsExist).
+// A clone's QEMU is never in the pod's namespace: the driver moves each tap into QEMU's
+// own for QEMU to open, then back here, where it is wired (makeTaps, then wire).
 // The pod interface keeps its addresses on the host side; with its ingress
 // redirected, the host stack never sees its frames.
 // The namespace's loopback is carried to the VM too (port-forward.ts): CRI's
@@ -108,6 +108,8 @@ export class PodNetwork {
     readonly netnsPath: string,
     readonly endpoints: Endpoint[],
     readonly routes: Route[],
+    /** The tap the namespace's loopback is forwarded through (CRI PortForward): the first endpoint with an IPv4 address. */
+    private readonly forwardedTap: string | undefined,
     private readonly run: NetnsCommand,
     private readonly logger: Logger,
   ) {}
@@ -126,25 +128,57 @@ export class PodNetwork {
       ...(JSON.parse(await run(netnsPath, 'ip', ['-j', '-4', 'route', 'show'])) as IpRoute[]),
       ...(JSON.parse(await run(netnsPath, 'ip', ['-j', '-6', 'route', 'show'])) as IpRoute[]),
     ];
-    return new PodNetwork(netnsPath, endpoints, routesFrom(routes, endpoints), run, logger);
+    // The guest end of the loopback forward is known now, not once wired: the guest NIC
+    // gets its addresses (UpdateInterface) while a clone's taps are still being wired.
+    const forwarded = endpoints.find((e) => e.addresses.some((a) => !a.address.includes(':')));
+    forwarded?.addresses.push(portForwardGuestAddress());
+    return new PodNetwork(netnsPath, endpoints, routesFrom(routes, endpoints), forwarded?.tapName, run, logger);
   }
 
-  /** Reads the pod netns and wires a new tap to each pod interface (for a VMM started in the netns). Undone on failure. */
+  /** Reads the pod netns, makes a tap beside each pod interface and wires it (for a VMM started in the netns). Undone on failure. */
   static async attach(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<PodNetwork> {
     const network = await PodNetwork.read(netnsPath, logger, run);
-    await network.wire({ tapsExist: false });
+    await network.makeTaps();
+    await network.wire();
     return network;
   }
 
   /**
-   * Wires each endpoint's tap to its pod interface, and the namespace's loopback to the
-   * VM. The taps are made here, unless `tapsExist`: a clone's VMM made them in its own
-   * namespace and they were moved here (Hypervisor.plugNics). Undone on failure.
+   * Makes each endpoint's tap (persistent: it outlives the VMM, and `delete` after a
+   * crash finds it by name). Undone on failure.
    */
-  async wire({ tapsExist }: { tapsExist: boolean }): Promise<void> {
+  async makeTaps(): Promise<void> {
+    const made: string[] = [];
     try {
-      for (const endpoint of this.endpoints) await this.wireTap(endpoint, tapsExist);
-      await this.forwardLoopback();
+      for (const e of this.endpoints) {
+        await this.run(this.netnsPath, 'ip', ['tuntap', 'add', 'dev', e.tapName, 'mode', 'tap']);
+        made.push(e.tapName);
+      }
+    } catch (err) {
+      await this.removeTaps(made);
+      throw err;
+    }
+  }
+
+  /** Removes the taps (those still here) and makes them anew, unwired: after a clone whose NICs could not be plugged. */
+  async remakeTaps(): Promise<void> {
+    await this.removeTaps(this.endpoints.map((e) => e.tapName));
+    await this.makeTaps();
+  }
+
+  private async removeTaps(names: string[]): Promise<void> {
+    for (const tap of names) await this.run(this.netnsPath, 'ip', ['link', 'del', tap]).catch((e) => this.logger.debug({ err: (e as Error).message }, 'no tap to remove'));
+  }
+
+  /**
+   * Wires each endpoint's tap (made by makeTaps; for a clone, back from its VMM's
+   * namespace, Hypervisor.plugNics) to its pod interface, and the namespace's loopback
+   * to the VM. Undone on failure, taps included.
+   */
+  async wire(): Promise<void> {
+    try {
+      for (const endpoint of this.endpoints) await this.wireTap(endpoint);
+      if (this.forwardedTap) this.portForward = await PortForward.start(this.netnsPath, this.forwardedTap, this.run, this.logger);
     } catch (err) {
       await this.detach();
       throw err;
@@ -179,17 +213,8 @@ export class PodNetwork {
     }
   }
 
-  /** The namespace's 127.0.0.1 to the first endpoint's guest NIC (CRI PortForward). */
-  private async forwardLoopback(): Promise<void> {
-    const first = this.endpoints.find((e) => e.addresses.some((a) => !a.address.includes(':')));
-    if (!first) return;
-    this.portForward = await PortForward.start(this.netnsPath, first.tapName, this.run, this.logger);
-    first.addresses.push(portForwardGuestAddress());
-  }
-
-  private async wireTap(e: Endpoint, tapExists: boolean): Promise<void> {
+  private async wireTap(e: Endpoint): Promise<void> {
     const run = (command: string, ...args: string[]) => this.run(this.netnsPath, command, args);
-    if (!tapExists) await run('ip', 'tuntap', 'add', 'dev', e.tapName, 'mode', 'tap');
     await run('ip', 'link', 'set', 'dev', e.tapName, 'mtu', String(e.mtu), 'up');
     for (const [from, to] of [
       [e.name, e.tapName],

@@ -516,13 +516,14 @@ export class Sandbox implements ObservedSandbox {
   /**
    * Starts the VM with the pod network (into this.network): a clone where it can be one,
    * else a cold boot. A clone needs nothing of the pod to start (its VMM has a network
-   * namespace of its own), so the pod's netns is read while it restores, and its NICs
-   * are plugged and wired once its agent answered. A cold boot's VMM starts inside the
-   * pod's netns and needs its taps first.
+   * namespace of its own), so the pod's netns is read and its taps made while it
+   * restores; its NICs are plugged and the taps wired once its agent answered. A cold
+   * boot's VMM starts inside the pod's netns and needs its taps wired first.
    */
   private async startVm(base: VmConfig, netnsPath: string | undefined, cloneable: { clone: boolean; make: boolean }): Promise<{ agent: AgentClient; details: GuestDetails }> {
     if (netnsPath) PodNetwork.requireNetns(netnsPath); // a pod whose network is gone fails before any VM starts
-    const reading = netnsPath ? PodNetwork.read(netnsPath, this.logger) : Promise.resolve(undefined);
+    // The taps are made (not wired: that is once they are back from a clone's VMM) while a clone restores.
+    const reading = netnsPath ? PodNetwork.read(netnsPath, this.logger).then(async (n) => (await n.makeTaps(), n)) : Promise.resolve(undefined);
     reading.catch(() => undefined); // awaited below, once the clone is up (or not)
     let clone: Clone | undefined;
     let cloneSeconds = 0;
@@ -531,7 +532,7 @@ export class Sandbox implements ObservedSandbox {
       clone = cloneable.clone ? await this.templates?.startClone(base, this.observer.agentCall, { make: cloneable.make }) : undefined;
       cloneSeconds = (performance.now() - launched) / 1000;
     } catch (err) {
-      this.network = await reading.catch(() => undefined); // nothing made yet; destroy() finds nothing to undo
+      this.network = await reading.catch(() => undefined); // so that destroy() removes the taps
       throw err;
     }
     try {
@@ -546,7 +547,9 @@ export class Sandbox implements ObservedSandbox {
     // VMM launch to the agent's first answer (sandbox-observer's boot duration), the pod network's wiring not counted.
     this.bootSeconds = cloneSeconds;
     if (!started) {
-      await this.network?.wire({ tapsExist: false });
+      // The clone's plug failed: a tap may have ended with its VMM's namespace.
+      if (clone) await this.network?.remakeTaps();
+      await this.network?.wire();
       const launched = performance.now();
       started = await this.bootCold({ ...base, network });
       this.bootSeconds = (performance.now() - launched) / 1000;
@@ -571,14 +574,13 @@ export class Sandbox implements ObservedSandbox {
       await clone.hypervisor.plugNics!(network);
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, "the pod's NICs cannot be plugged into the clone; booting cold");
-      // Its taps go with its QEMU (wherever a failed plug left them).
       await discardClone(clone);
       return undefined;
     }
     // The guest does not need the host's side of its network before a container runs:
     // the taps are wired while the agent sets the sandbox up (boot() waits for it). A
     // failure fails the start, and wire() undid its part.
-    const wiring = this.network?.wire({ tapsExist: true });
+    const wiring = this.network?.wire();
     if (wiring) {
       wiring.catch(() => undefined);
       this.networkWired = wiring;

@@ -1,7 +1,7 @@
 // Pod NICs hot-plugged into a running QEMU over QMP: a VM cloned from a template has
 // no NIC on its command line (it must match the template's), so it gets the pod's tap
-// once it runs. netdev_add makes the tap by name in QEMU's own network namespace (the
-// driver then moves it into the pod's; vmm-netns.ts).
+// once it runs. netdev_add opens the tap by name in QEMU's own network namespace, into
+// which the driver moved it from the pod's (and moves it back after; vmm-netns.ts).
 // NICs stay until the VM ends (a pod's network never changes), so there is no unplug.
 import { InvalidArgumentError } from '../../lib/errors';
 import { INTERFACE_NAME, MAC_ADDRESS } from '../../lib/net-names';

@@ -43,7 +43,7 @@ export class QemuHypervisor implements Hypervisor {
   private ports: HotplugPorts | undefined;
   /** NICs hot-plugged so far (each gets the next id). */
   private nicsPlugged = 0;
-  /** A clone's own network namespace, where QEMU makes the taps plugNics moves into the pod's. */
+  /** A clone's own network namespace, where QEMU opens the pod's taps plugNics moves in (and back out). */
   private netns: VmmNetns | undefined;
   /** Set by startTemplate: where saveTemplate() puts the state. */
   private template: { workDir: string; files: TemplateFiles } | undefined;
@@ -143,12 +143,17 @@ export class QemuHypervisor implements Hypervisor {
     for (const nic of network?.nics ?? []) {
       if (!this.netns) throw new FailedPreconditionError('qemu: NICs are hot-plugged only into a clone (a VMM in a network namespace of its own)');
       const id = `nic${this.nicsPlugged}`;
-      // QEMU makes the tap in its own namespace (netdev_add by a name unused there), and
-      // keeps it open: the tap is gone with QEMU, wherever it was moved.
-      await plugNic(qmp, this.ports!, { kind: 'network', id, tapName: nic.tapName, macAddress: nic.mac });
-      this.nicsPlugged++;
-      await this.netns.moveInterface(nic.tapName, network!.netnsPath);
-      this.logger.info({ id, tap: nic.tapName, mac: nic.mac, netns: network!.netnsPath }, "NIC plugged; its tap moved into the pod's network namespace");
+      const podNetns = network!.netnsPath;
+      // QEMU opens the pod's tap by name in its own namespace, then the tap goes back.
+      await this.netns.moveIn(nic.tapName, podNetns);
+      try {
+        await plugNic(qmp, this.ports!, { kind: 'network', id, tapName: nic.tapName, macAddress: nic.mac });
+        this.nicsPlugged++;
+      } finally {
+        // Also when the plug failed: the tap is the pod's (were it left here, it would end with QEMU's namespace).
+        await this.netns.moveOut(nic.tapName, podNetns);
+      }
+      this.logger.info({ id, tap: nic.tapName, mac: nic.mac, netns: podNetns }, 'NIC plugged (its tap opened in the VMM\'s network namespace, then moved back)');
     }
   }
 

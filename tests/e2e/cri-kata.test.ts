@@ -219,6 +219,9 @@ describe('CRI pods with the kata handler', () => {
     const ipcNs = await Promise.all([web, app].map(async (c) => (await exec(c, ['readlink', '/proc/self/ns/ipc'])).stdout));
     expect(ipcNs[1]).toBe(ipcNs[0]);
 
+    // The guest NIC carries the pod's address and the guest end of the loopback forward
+    // (CRI PortForward), also on a clone, whose taps are wired while its NIC is set up.
+    expect((await exec(web, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout).toMatch(/inet 169\.254\.75\.2\/30/);
     // The pod reaches its host-side gateway (the CNI bridge).
     const pingGw = await exec(web, ['ping', '-c1', '-W5', cd.cri.network.gateway]);
     expect(pingGw.exit_code).toBe(0);
