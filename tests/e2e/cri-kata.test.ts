@@ -13,6 +13,7 @@ import { CriImages } from '../harness/cri-images';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { HostSnapshot, isWaitingSpare, unixSocketsOf, waitForNoLeaks } from '../harness/leaks';
 import { readMountPoints } from '../harness/mounts';
+import { waitFor } from '../harness/wait';
 import { CriKataEnv, startCriKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
@@ -305,6 +306,29 @@ describe('CRI pods with the kata handler', () => {
     const leaks = await waitForNoLeaks(baseline, 30_000, { ignoreCgroups: ['/katats-test', cd.cri.cgroupRoot] });
     expect(leaks).toEqual([]);
     expect(fs.readdirSync(cd.cri.netnsDir)).toEqual([]);
+  });
+
+  it("after a pod's shim is killed, containerd's delete removes the pod's taps, mirroring and port-forward rules from its netns", async () => {
+    const config = podSandboxConfig(cd.cri, 'pod-crash');
+    const id = (await cri.runPodSandbox({ config, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
+    const spec = JSON.parse(fs.readFileSync(path.join(cd.state, 'io.containerd.runtime.v2.task', 'k8s.io', id, 'config.json'), 'utf8')) as { linux: { namespaces: Array<{ type: string; path?: string }> } };
+    const netns = spec.linux.namespaces.find((n) => n.type === 'network')!.path!;
+    // What the pod's daemon set up in the netns: ours, found by name and comment.
+    const ours = () => {
+      const inNetns = (...args: string[]) => execFileSync('nsenter', [`--net=${netns}`, '--', ...args], { encoding: 'utf8' });
+      return {
+        taps: inNetns('ip', '-o', 'link', 'show').split('\n').filter((l) => l.includes('_kata')).length,
+        ingressOnEth0: inNetns('tc', 'qdisc', 'show', 'dev', 'eth0').includes('ingress'),
+        portForwardRules: inNetns('iptables', '-w', '-t', 'nat', '-S').split('\n').filter((l) => l.includes('kata-ts port-forward')).length,
+      };
+    };
+    expect(ours()).toEqual({ taps: 1, ingressOnEth0: true, portForwardRules: 2 });
+    const [daemon] = shimDaemons().filter((d) => d.id === id);
+    process.kill(daemon.pid, 'SIGKILL');
+    // containerd sees the connection drop and runs our `delete`, which kills the VM and undoes the netns.
+    await waitFor("delete to undo the pod's netns", () => (qemusOf(id).length === 0 && JSON.stringify(ours()) === JSON.stringify({ taps: 0, ingressOnEth0: false, portForwardRules: 0 }) ? true : undefined), 60_000);
+    await removePod(id, config);
+    expect(await waitForNoLeaks(baseline, 30_000, { ignoreCgroups: ['/katats-test', cd.cri.cgroupRoot] })).toEqual([]);
   });
 
   it('refuses an unknown runtime handler with a clear CRI error and leaves nothing', async () => {
