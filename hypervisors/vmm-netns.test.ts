@@ -1,5 +1,6 @@
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import { randomBytes } from 'crypto';
+import * as fs from 'fs';
 import { readTrimmed } from '../lib/recorded-process';
 import { waitFor } from '../tests/harness/wait';
 import { vmmCommand } from './vmm-launch';
@@ -79,7 +80,8 @@ describe('VmmNetns', () => {
     const vmm = await launchVmm(true);
     children.push(vmm);
     const moves: string[][] = [];
-    const netns = VmmNetns.open(vmm.pid!, () => true, async (where, args) => void moves.push([where, ...args]));
+    const fds: number[] = [];
+    const netns = VmmNetns.open(vmm.pid!, () => true, async (where, args, fd) => void (moves.push([where, ...args]), fds.push(fd)));
     await expect(netns.moveIn('tap0_kata; reboot', '/var/run/netns/pod')).rejects.toThrow('not an interface name');
     await expect(netns.moveOut('tap0_kata', 'pod')).rejects.toThrow('not an absolute path');
     await netns.moveIn('tap0_kata', '/var/run/netns/pod');
@@ -88,6 +90,9 @@ describe('VmmNetns', () => {
       ['/var/run/netns/pod', 'link', 'set', 'dev', 'tap0_kata', 'netns', '/proc/self/fd/3'],
       ['/proc/self/fd/3', 'link', 'set', 'dev', 'tap0_kata', 'netns', '/var/run/netns/pod'],
     ]);
+    // Both through the one fd on the VMM's namespace, which ip gets as its fd 3.
+    expect(fds[0]).toBe(fds[1]);
+    expect(fs.readlinkSync(`/proc/self/fd/${fds[0]}`)).toBe(fs.readlinkSync(`/proc/${vmm.pid}/ns/net`));
     netns.close();
   }, 20_000);
 });

@@ -148,14 +148,11 @@ export class PodNetwork {
    * crash finds it by name). Undone on failure.
    */
   async makeTaps(): Promise<void> {
-    const made: string[] = [];
     try {
-      for (const e of this.endpoints) {
-        await this.run(this.netnsPath, 'ip', ['tuntap', 'add', 'dev', e.tapName, 'mode', 'tap']);
-        made.push(e.tapName);
-      }
+      for (const e of this.endpoints) await this.run(this.netnsPath, 'ip', ['tuntap', 'add', 'dev', e.tapName, 'mode', 'tap']);
     } catch (err) {
-      await this.removeTaps(made);
+      // Every one of ours, not only those made: an `ip` killed at its bound may have made its tap.
+      await this.removeTaps(this.endpoints.map((e) => e.tapName));
       throw err;
     }
   }

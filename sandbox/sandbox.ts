@@ -565,8 +565,8 @@ export class Sandbox implements ObservedSandbox {
 
   /**
    * The clone (its clock set) as this sandbox's VM, with the pod's NICs plugged and their
-   * taps being wired (networkWired); undefined (the clone gone, and its taps with it) if
-   * they cannot be plugged.
+   * taps being wired (networkWired); undefined (the clone gone; startVm makes the taps
+   * anew for the cold boot) if they cannot be plugged.
    */
   private async adoptClone(clone: Clone, network: { netnsPath: string; nics: NicConfig[] } | undefined): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
     try {

@@ -146,13 +146,17 @@ export class QemuHypervisor implements Hypervisor {
       const podNetns = network!.netnsPath;
       // QEMU opens the pod's tap by name in its own namespace, then the tap goes back.
       await this.netns.moveIn(nic.tapName, podNetns);
-      try {
-        await plugNic(qmp, this.ports!, { kind: 'network', id, tapName: nic.tapName, macAddress: nic.mac });
-        this.nicsPlugged++;
-      } finally {
-        // Also when the plug failed: the tap is the pod's (were it left here, it would end with QEMU's namespace).
-        await this.netns.moveOut(nic.tapName, podNetns);
-      }
+      let plugFailure: unknown;
+      await plugNic(qmp, this.ports!, { kind: 'network', id, tapName: nic.tapName, macAddress: nic.mac }).then(
+        () => void this.nicsPlugged++,
+        (err: unknown) => void (plugFailure = err),
+      );
+      // Also when the plug failed: the tap is the pod's (were it left here, it would end with QEMU's namespace).
+      await this.netns.moveOut(nic.tapName, podNetns).catch((err: Error) => {
+        if (!plugFailure) throw err;
+        this.logger.warn({ tap: nic.tapName, err: err.message }, 'the tap cannot be moved back after the failed plug');
+      });
+      if (plugFailure) throw plugFailure; // the reason a person can act on, not the move's
       this.logger.info({ id, tap: nic.tapName, mac: nic.mac, netns: podNetns }, 'NIC plugged (its tap opened in the VMM\'s network namespace, then moved back)');
     }
   }

@@ -130,8 +130,8 @@ describe('CRI pods with the kata handler', () => {
     const idA = (await cri.runPodSandbox({ config: podA, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
     expect(qemusOf(idA)).toHaveLength(1);
     // A cold boot's QEMU runs in the pod's netns, with the tap it opened there. A clone's
-    // never does: it runs in an empty one of its own (only lo), the tap it made there
-    // was moved into the pod's (which the pings below go through).
+    // never does: it runs in an empty one of its own (only lo), into which the pod's tap
+    // was moved for it to open and out of which it was moved back (the pings below go through it).
     expect(qemuNetns(idA)).toEqual(process.env.KATATS_E2E_TEMPLATE_PATH ? { aPodNetns: false, links: ['lo'] } : { aPodNetns: true, links: expect.arrayContaining(['lo', 'eth0', 'tap0_kata']) });
 
     // "web": root, caps dropped to NET_BIND_SERVICE + NET_RAW, RuntimeDefault seccomp,
