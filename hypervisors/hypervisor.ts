@@ -74,7 +74,13 @@ export interface VmConfig {
   debugConsole?: { socketPath: string; portName: string };
   sharedDirectories: SharedDirectory[];
   /** The pod network: the VMM runs inside `netnsPath` and gets one virtio NIC per tap there. */
-  network?: { netnsPath: string; nics: NicConfig[] };
+  network?: VmNetwork;
+}
+
+/** A pod's network namespace and the NICs the VM gets there, one per tap. */
+export interface VmNetwork {
+  netnsPath: string;
+  nics: NicConfig[];
 }
 
 /** A pod NIC: the tap in the pod's netns, and the MAC the guest's interface gets. */
@@ -183,5 +189,5 @@ export interface Hypervisor {
    * back, where it arrives down: the caller wires it then (PodNetwork.wire). A tap that
    * cannot be moved back ends with the VMM's namespace.
    */
-  plugNics?(network: { netnsPath: string; nics: NicConfig[] } | undefined): Promise<void>;
+  plugNics?(network: VmNetwork | undefined): Promise<void>;
 }

@@ -18,8 +18,8 @@ export interface VmmLaunchOptions {
   netnsPath?: string;
   /**
    * A new, empty network namespace for the VMM (only `lo`, down): for a VM whose NICs
-   * are hot-plugged, whose taps the VMM makes there and the driver hands to the pod's
-   * namespace. Not with `netnsPath`.
+   * are hot-plugged, whose driver moves each of the pod's taps in for the VMM to open
+   * and back out (vmm-netns.ts). Not with `netnsPath`.
    */
   ownNetns?: boolean;
   /**

@@ -168,19 +168,25 @@ describe('a clone and the pod network', () => {
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sandbox-clone-'))));
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('starts the clone while the pod network is read, with none of it, and ends it when the network fails', async () => {
-    const config = defaultConfig();
-    config.runtime.stateDir = path.join(dir, 'state');
-    const cloneAgent = { closed: false, close() { this.closed = true; } };
-    const cloneDriver = fakeDriver('virtio-serial', agentForSandbox());
+  /** Templates whose every clone is one fake driver and agent; `asked` holds the VMs they were asked for. */
+  function offeringAClone() {
+    const agent = { closed: false, close() { this.closed = true; } };
+    const driver = fakeDriver('virtio-serial', agentForSandbox());
     const asked: VmConfig[] = [];
     const templates = {
       prepare: async () => true,
       async startClone(vm: VmConfig) {
         asked.push(vm);
-        return { hypervisor: cloneDriver, agent: cloneAgent, details: {} };
+        return { hypervisor: driver, agent, details: {} };
       },
     } as unknown as VmTemplates;
+    return { agent, driver, asked, templates };
+  }
+
+  it('starts the clone while the pod network is read, with none of it, and ends it when the network fails', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const { agent: cloneAgent, driver: cloneDriver, asked, templates } = offeringAClone();
     const coldDriver = fakeDriver('virtio-serial', agentForSandbox());
     // There, but no netns: reading it fails only once nsenter runs, as the clone starts.
     const netnsPath = path.join(dir, 'not-a-netns');
@@ -197,14 +203,12 @@ describe('a clone and the pod network', () => {
   it('boots cold, the clone ended, when the NICs cannot be plugged into it', async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
-    const cloneAgent = { closed: false, close() { this.closed = true; } };
-    const cloneDriver = fakeDriver('virtio-serial', agentForSandbox());
+    const { agent: cloneAgent, driver: cloneDriver, templates } = offeringAClone();
     const plugged: unknown[] = [];
     cloneDriver.plugNics = async (network) => {
       plugged.push(network);
       throw new Error('the clone died');
     };
-    const templates = { prepare: async () => true, startClone: async () => ({ hypervisor: cloneDriver, agent: cloneAgent, details: {} }) } as unknown as VmTemplates;
     const coldDriver = fakeDriver('virtio-serial', agentForSandbox());
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: coldDriver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
     try {

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { guestRootfs, HypervisorConfig, RuntimeConfig } from '../config/runtime-config';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, KataError, NotFoundError, NotImplementedError, UnavailableError } from '../lib/errors';
 import { Logger } from '../lib/logger';
-import { AgentChannel, GUEST_KERNEL_PARAMS, Hypervisor, NicConfig, VmConfig } from '../hypervisors/hypervisor';
+import { AgentChannel, GUEST_KERNEL_PARAMS, Hypervisor, VmConfig, VmNetwork } from '../hypervisors/hypervisor';
 import { AgentClient, GuestDetails, GuestMetricsReport, TtrpcAgentClient } from './agent-client';
 import { Container, ContainerParams } from './container';
 import { StdioPaths } from './process-io';
@@ -541,8 +541,7 @@ export class Sandbox implements ObservedSandbox {
       if (clone) await discardClone(clone);
       throw err;
     }
-    const nics: NicConfig[] = this.network?.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) ?? [];
-    const network = this.network && { netnsPath: this.network.netnsPath, nics };
+    const network: VmNetwork | undefined = this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) };
     let started = clone && (await this.adoptClone(clone, network));
     // VMM launch to the agent's first answer (sandbox-observer's boot duration), the pod network's wiring not counted.
     this.bootSeconds = cloneSeconds;
@@ -568,7 +567,7 @@ export class Sandbox implements ObservedSandbox {
    * taps being wired (networkWired); undefined (the clone gone; startVm makes the taps
    * anew for the cold boot) if they cannot be plugged.
    */
-  private async adoptClone(clone: Clone, network: { netnsPath: string; nics: NicConfig[] } | undefined): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
+  private async adoptClone(clone: Clone, network: VmNetwork | undefined): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
     try {
       // Also with none: it fails if the clone died meanwhile.
       await clone.hypervisor.plugNics!(network);

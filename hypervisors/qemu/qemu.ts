@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { FailedPreconditionError, HypervisorError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
-import { Hypervisor, NicConfig, SharedFsKind, TemplateFiles, VmConfig, VmDevice, VmExit, VmResize, VmSize } from '../hypervisor';
+import { Hypervisor, SharedFsKind, TemplateFiles, VmConfig, VmDevice, VmExit, VmNetwork, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, needsSharedRam, QemuOptions, qemuPaths, QemuTemplateRole, templateRefusal } from './command-line';
@@ -138,7 +138,7 @@ export class QemuHypervisor implements Hypervisor {
     this.logger.info({ pid: this.child?.pid }, 'VM restored from its template and running');
   }
 
-  async plugNics(network: { netnsPath: string; nics: NicConfig[] } | undefined): Promise<void> {
+  async plugNics(network: VmNetwork | undefined): Promise<void> {
     const qmp = this.requireQmp('plugging NICs');
     for (const nic of network?.nics ?? []) {
       if (!this.netns) throw new FailedPreconditionError('qemu: NICs are hot-plugged only into a clone (a VMM in a network namespace of its own)');
