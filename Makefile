@@ -64,16 +64,18 @@ test-vsock: guest
 	KATATS_E2E_AGENT_CHANNEL=hybrid-vsock KATATS_E2E_VSOCK_BACKEND="$$(./scripts/fetch-vhost-device-vsock.sh)" $(MAKE) test-e2e E2E="$(VSOCK_E2E)"
 
 # The same suites with VM templates on ([factory] enable_template) and a spare shim
-# daemon ([factory] spare_shims = 1): every pod is a clone of one template, kept in a
-# directory made for the run and removed after it, and a pod that finds a spare ready
-# (about a second after the previous pod's Create launched it) runs on it; the run
-# fails if no pod did (scripts/spare-use.sh, over the containerd logs it keeps).
+# daemon that holds a VM restored ahead ([factory] spare_shims = 1, spare_vms = true):
+# every pod is a clone of one template, kept in a directory made for the run and
+# removed after it, and a pod that finds a spare ready (once its VM is restored, a
+# few seconds after the previous pod's Create launched it) runs in the spare's VM; the
+# others clone at their Create. The run fails if no pod ran in a spare's VM
+# (scripts/spare-use.sh, over the containerd logs it keeps).
 # tests/e2e/vm-templates.test.ts and spare-shims.test.ts (in test-e2e) cover what is
 # particular to each.
 TEMPLATE_E2E ?= tests/e2e/spine.test.ts tests/e2e/task-api.test.ts tests/e2e/cri-kata.test.ts tests/e2e/pod-sizing.test.ts tests/e2e/cri-devices.test.ts
 test-template: guest
 	dir=$$(mktemp -d /var/tmp/kt-templates-XXXXXX); logs=$$(mktemp -d /var/tmp/katats-template-logs-XXXXXX); \
-	KATATS_E2E_TEMPLATE_PATH=$$dir KATATS_E2E_SPARE_SHIMS=1 KATATS_E2E_KEEP_LOGS=$$logs $(MAKE) test-e2e E2E="$(TEMPLATE_E2E)"; rc=$$?; \
+	KATATS_E2E_TEMPLATE_PATH=$$dir KATATS_E2E_SPARE_SHIMS=1 KATATS_E2E_SPARE_VMS=1 KATATS_E2E_KEEP_LOGS=$$logs $(MAKE) test-e2e E2E="$(TEMPLATE_E2E)"; rc=$$?; \
 	if [ $$rc -eq 0 ]; then ./scripts/spare-use.sh "$$logs" || rc=1; fi; rm -rf "$$dir" "$$logs"; exit $$rc
 
 test: test-unit test-e2e test-matrix test-virtiofs test-vsock test-template

@@ -9,6 +9,7 @@ import { KATA_HANDLER, RUNC_HANDLER } from '../tests/harness/containerd';
 import { containerConfig, podSandboxConfig } from '../tests/harness/cri-pod';
 import { CriKataEnv, startCriKataEnv, writeConfig } from '../tests/e2e/kata-env';
 import { median, roundOrder, stopAll } from './measure';
+import { onReadySpare } from './on-spare';
 
 export interface PodStartTimes {
   /** RunPodSandbox alone (for kata: the VM boot). */
@@ -17,7 +18,7 @@ export interface PodStartTimes {
   podMs: number;
 }
 
-export type CriArm = 'runc' | 'kata-ts' | 'kata-ts template';
+export type CriArm = 'runc' | 'kata-ts' | 'kata-ts template' | 'kata-ts template + spare VM';
 
 export async function measureCriPodStart(samples: number, say: (line: string) => void): Promise<Record<CriArm, PodStartTimes>> {
   const templatePath = fs.mkdtempSync('/var/tmp/kt-bench-templates-');
@@ -30,12 +31,18 @@ export async function measureCriPodStart(samples: number, say: (line: string) =>
     envs.push(cold);
     const templated = await criEnv(templatePath);
     envs.push(templated);
+    // Spare shims that each hold a VM restored ahead ([factory] spare_vms), on the same template.
+    const spareVms = await criEnv(templatePath, 1, true);
+    envs.push(spareVms);
     // The template arm's first pod makes the template (as `factory init` would): not measured.
     await startPod(templated, KATA_HANDLER, 'bench-template-warm-up');
+    // The spare arm's first pod launches its first spare: not measured.
+    await startPod(spareVms, KATA_HANDLER, 'bench-spare-warm-up');
     const arms: Array<[CriArm, CriKataEnv, string]> = [
       ['runc', cold, RUNC_HANDLER],
       ['kata-ts', cold, KATA_HANDLER],
       ['kata-ts template', templated, KATA_HANDLER],
+      ['kata-ts template + spare VM', spareVms, KATA_HANDLER],
     ];
     // Round by round, each arm once per round and each round starting with the next,
     // so the host's drift in speed over the minutes this takes is spread over all arms.
@@ -44,7 +51,8 @@ export async function measureCriPodStart(samples: number, say: (line: string) =>
     for (let i = 0; i < samples; i++) {
       for (const a of roundOrder(arms.length, i)) {
         const [name, env, handler] = arms[a];
-        times.get(name)!.push(await startPod(env, handler, `bench-${name.replace(/ /g, '-')}-${i}`));
+        const start = () => startPod(env, handler, `bench-${name.replace(/[ +]+/g, '-')}-${i}`);
+        times.get(name)!.push(env === spareVms ? await onReadySpare(env.cd.state, () => env.cd.logs(), true, start) : await start());
       }
       say(`CRI round ${i + 1} of ${samples} done`);
     }
@@ -65,10 +73,10 @@ export async function measureCriPodStart(samples: number, say: (line: string) =>
  * A CRI containerd with both handlers; with `templatePath`, its kata configuration has
  * VM templates on, with `spareShims`, spare shim daemons.
  */
-export function criEnv(templatePath?: string, spareShims = 0): Promise<CriKataEnv> {
+export function criEnv(templatePath?: string, spareShims = 0, spareVms = false): Promise<CriKataEnv> {
   return startCriKataEnv('/tmp/kt-bench-cri-', (dir) => {
     const config = path.join(dir, 'config.json');
-    writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 }, factory: { ...(templatePath ? { enableTemplate: true, templatePath } : {}), ...(spareShims ? { spareShims } : {}) } });
+    writeConfig(config, path.join(dir, 'vm'), { hypervisor: { memoryMiB: 512 }, factory: { ...(templatePath ? { enableTemplate: true, templatePath } : {}), ...(spareShims ? { spareShims } : {}), ...(spareVms ? { spareVms } : {}) } });
     return { env: { KATATS_CONFIG: config } };
   });
 }

@@ -9,6 +9,7 @@ import { KataEnv, RUNTIME as KATA, startKataEnv } from '../tests/e2e/kata-env';
 import { cpuTicks, descendants, median, pssKiB, roundOrder, rssKiB, stopAll, timeCtrRun, VmmMemory, vmmMemoryKiB } from './measure';
 import { wakeups } from '../tests/harness/wakeups';
 import { measureCriPodStart } from './cri-pods';
+import { onReadySpare } from './on-spare';
 import { benchDir, GUEST_BOOT_INTRO, measureGuestBoot } from './guest-boot';
 import { memoryPlotSvg } from './plot';
 
@@ -171,6 +172,10 @@ async function main(): Promise<void> {
   const templatePath = fs.mkdtempSync('/var/tmp/kt-bench-templates-');
   const env = await startKataEnv();
   const templateEnv = await startKataEnv({ factory: { enableTemplate: true, templatePath } });
+  // Start times only: spare shims that each hold a VM restored ahead ([factory] spare_vms), on the same template.
+  const spareVmEnv = await startKataEnv({ factory: { enableTemplate: true, templatePath, spareShims: 1, spareVms: true } });
+  const spareVmArm = { name: 'kata-ts template + spare VM', bench: new Bench(spareVmEnv), runtime: KATA };
+  const spareRows: string[] = [];
   const arms: Arm[] = [
     { name: 'runc', bench: new Bench(env), runtime: RUNC },
     { name: 'kata-ts', bench: new Bench(env), runtime: KATA },
@@ -185,23 +190,37 @@ async function main(): Promise<void> {
     // The template arm's first pod makes the template; it is made ahead, as `factory init` would.
     say('kata-ts template: making the template with one pod');
     await arms[2].bench.removeAll([await arms[2].bench.startIdle(KATA)]);
+    // Its first pod launches its first spare.
+    await spareVmArm.bench.removeAll([await spareVmArm.bench.startIdle(KATA)]);
+    const startArms = [...arms, spareVmArm];
     // Round by round, each arm once per round: the host's speed drifts over minutes
     // (other tenants), and arms measured one after the other would see different hosts.
     // Each round starts with the next arm, so no arm always follows the same one's teardown.
-    say(`${START_SAMPLES} rounds of ctr run --rm ... echo ready, one per arm (${arms.map((a) => a.name).join(', ')})`);
-    const samples = arms.map(() => ({ first: [] as number[], exit: [] as number[] }));
+    say(`${START_SAMPLES} rounds of ctr run --rm ... echo ready, one per arm (${startArms.map((a) => a.name).join(', ')})`);
+    const samples = startArms.map(() => ({ first: [] as number[], exit: [] as number[] }));
     for (let i = 0; i < START_SAMPLES; i++) {
-      for (const a of roundOrder(arms.length, i)) {
-        const t = await arms[a].bench.startOnce(arms[a].runtime, `lat-${a}`);
+      for (const a of roundOrder(startArms.length, i)) {
+        const arm = startArms[a];
+        const start = () => arm.bench.startOnce(arm.runtime, `lat-${a}`);
+        const t = arm === spareVmArm ? await onReadySpare(spareVmEnv.containerd.state, () => spareVmEnv.containerd.logs(), true, start) : await start();
         samples[a].first.push(t.firstOutputMs);
         samples[a].exit.push(t.exitMs);
       }
     }
-    rows.push(row(`ctr run → first output (median of ${START_SAMPLES}, arms interleaved)`, samples.map((s) => median(s.first)), 'ms'));
-    rows.push(row(`ctr run → exit (median of ${START_SAMPLES}, arms interleaved)`, samples.map((s) => median(s.exit)), 'ms'));
+    const firstOutput = samples.map((s) => median(s.first));
+    const exit = samples.map((s) => median(s.exit));
+    rows.push(row(`ctr run → first output (median of ${START_SAMPLES}, arms interleaved)`, firstOutput.slice(0, 3), 'ms'));
+    rows.push(row(`ctr run → exit (median of ${START_SAMPLES}, arms interleaved)`, exit.slice(0, 3), 'ms'));
     const pods = await measureCriPodStart(START_SAMPLES, say);
     rows.push(row(`CRI RunPodSandbox (median of ${START_SAMPLES}, arms interleaved)`, [pods.runc.sandboxMs, pods['kata-ts'].sandboxMs, pods['kata-ts template'].sandboxMs], 'ms'));
     rows.push(row(`CRI pod start: RunPodSandbox + CreateContainer + StartContainer (median of ${START_SAMPLES}, arms interleaved)`, [pods.runc.podMs, pods['kata-ts'].podMs, pods['kata-ts template'].podMs], 'ms'));
+    // The same rounds' medians, with the spare VM arm beside them.
+    const spareRow = (measure: string, v: [number, number, number, number]): string =>
+      `| ${measure} | ${v.map((x) => `${x.toFixed(0)} ms`).join(' | ')} | ${ratio(v[2], v[1])} | ${ratio(v[3], v[1])} | ${ratio(v[3], v[0])} |`;
+    spareRows.push(spareRow('ctr run → first output', firstOutput as [number, number, number, number]));
+    spareRows.push(spareRow('ctr run → exit', exit as [number, number, number, number]));
+    spareRows.push(spareRow('CRI RunPodSandbox', [pods.runc.sandboxMs, pods['kata-ts'].sandboxMs, pods['kata-ts template'].sandboxMs, pods['kata-ts template + spare VM'].sandboxMs]));
+    spareRows.push(spareRow('CRI pod start: RunPodSandbox + CreateContainer + StartContainer', [pods.runc.podMs, pods['kata-ts'].podMs, pods['kata-ts template'].podMs, pods['kata-ts template + spare VM'].podMs]));
 
     const idle = [];
     for (const arm of arms) {
@@ -265,7 +284,7 @@ async function main(): Promise<void> {
     measured = true;
   } finally {
     try {
-      await stopAll([env.stop(), templateEnv.stop()], measured, say); // both stopped before the template goes
+      await stopAll([env.stop(), templateEnv.stop(), spareVmEnv.stop()], measured, say); // all stopped before the template goes
     } finally {
       fs.rmSync(templatePath, { recursive: true, force: true });
     }
@@ -285,6 +304,14 @@ async function main(): Promise<void> {
     ...rows,
     '',
     '![host memory (PSS) per idle pod](memory-per-pod.svg)',
+    '',
+    '## Pod start with spare VMs (`[factory] spare_vms`)',
+    '',
+    `A fourth arm in the same interleaved rounds as the start times above: templates on, \`spare_shims = 1\` and \`spare_vms = true\`, so each pod runs in a VM that a spare shim restored from the template before the pod came. Before each measured start the bench waits (unmeasured) until a spare is ready, its VM restored (the steady state), and checks in containerd's log that the pod ran in that spare's VM. Memory is not measured again: a pod in a spare's VM is a clone like the template arm's, and what an idle spare with its VM holds is in the spare shims table below.`,
+    '',
+    '| measure | runc | kata-ts | kata-ts template | template + spare VM | template / kata-ts | template + spare VM / kata-ts | template + spare VM / runc |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...spareRows,
     '',
     '## Guest kernels and rootfs formats',
     '',

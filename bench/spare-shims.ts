@@ -10,14 +10,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { KATA_HANDLER } from '../tests/harness/containerd';
-import { readySpares } from '../tests/harness/spares';
+import { vmmsUnder } from '../tests/harness/spares';
+import { onReadySpare, spareReady } from './on-spare';
 import { CriKataEnv, KataEnv, RUNTIME, startKataEnv } from '../tests/e2e/kata-env';
 import { criEnv, startPod } from './cri-pods';
 import { benchDir } from './guest-boot';
 import { median, pssKiB, roundOrder, stopAll, timeCtrRun } from './measure';
+import { warmRoot } from '../sandbox/warm-vm';
 
 const SAMPLES = Number(process.env.BENCH_START_SAMPLES ?? 5);
-const SPARE_READY_TIMEOUT_MS = 60_000;
 /** A spare's memory is read after it has idled this long (its V8 gives back start-up heap after ~10 s). */
 const SPARE_IDLE_MS = 15_000;
 
@@ -28,31 +29,15 @@ function say(line: string): void {
 interface Arm {
   name: string;
   spares: boolean;
+  /** Each spare holds a VM restored from the template ([factory] spare_vms). */
+  spareVms: boolean;
   ctr: KataEnv;
   cri: CriKataEnv;
 }
 
-async function spareReady(containerdState: string): Promise<number> {
-  const deadline = Date.now() + SPARE_READY_TIMEOUT_MS;
-  for (;;) {
-    const [pid] = readySpares(containerdState);
-    if (pid) return pid;
-    if (Date.now() > deadline) throw new Error(`no spare became ready under ${containerdState} within ${SPARE_READY_TIMEOUT_MS} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/**
- * Runs `start` timed; in a spare arm, with a spare ready before and the pod served by
- * it after (its "shim daemon ready" in containerd's log): a claim that failed and fell
- * back to a launched daemon must not be measured as a spare's.
- */
-async function onSpare<T>(arm: Arm, state: string, logs: () => string, start: () => Promise<T>): Promise<T> {
-  if (!arm.spares) return start();
-  const spare = await spareReady(state);
-  const result = await start();
-  if (!new RegExp(`"pid":${spare},"msg":"shim daemon ready"`).test(logs())) throw new Error(`${arm.name}: the pod did not run on spare ${spare}`);
-  return result;
+/** Runs `start` timed; in a spare arm, on a ready spare (on-spare.ts). */
+function onSpare<T>(arm: Arm, state: string, logs: () => string, start: () => Promise<T>): Promise<T> {
+  return arm.spares ? onReadySpare(state, logs, arm.spareVms, start) : start();
 }
 
 async function ctrStart(arm: Arm, id: string): Promise<number> {
@@ -72,23 +57,25 @@ async function main(): Promise<void> {
   let measured = false;
   const results: Array<{ ctr: number; cri: number }> = [];
   let spareMemory = { pss: 0, private: 0 };
+  let spareVmMemory = { pss: 0, private: 0 };
   try {
-    say('starting 4 private containerds and 4 CRI containerds (booted, booted + spare, template, template + spare) ...');
-    for (const [name, template, spares] of [
-      ['kata-ts', false, false],
-      ['kata-ts + spare shim', false, true],
-      ['kata-ts template', true, false],
-      ['kata-ts template + spare shim', true, true],
+    say('starting 5 private containerds and 5 CRI containerds (booted, booted + spare, template, template + spare, template + spare with VM) ...');
+    for (const [name, template, spares, spareVms] of [
+      ['kata-ts', false, false, false],
+      ['kata-ts + spare shim', false, true, false],
+      ['kata-ts template', true, false, false],
+      ['kata-ts template + spare shim', true, true, false],
+      ['kata-ts template + spare shim with VM', true, true, true],
     ] as const) {
-      const factory = { ...(template ? { enableTemplate: true, templatePath } : {}), ...(spares ? { spareShims: 1 } : {}) };
+      const factory = { ...(template ? { enableTemplate: true, templatePath } : {}), ...(spares ? { spareShims: 1 } : {}), ...(spareVms ? { spareVms } : {}) };
       const ctr = await startKataEnv({ factory });
-      arms.push({ name, spares, ctr, cri: await criEnv(template ? templatePath : undefined, spares ? 1 : 0) });
+      arms.push({ name, spares, spareVms, ctr, cri: await criEnv(template ? templatePath : undefined, spares ? 1 : 0, spareVms) });
     }
     // Unmeasured: makes the template, and launches each spare arm's first spare.
     say('first pod of each arm (makes the template, launches the first spares)');
     for (const [i, arm] of arms.entries()) {
-      await ctrStart({ ...arm, spares: false }, `warm-${i}`);
-      await criStart({ ...arm, spares: false }, `bench-warm-${i}`);
+      await ctrStart({ ...arm, spares: false, spareVms: false }, `warm-${i}`);
+      await criStart({ ...arm, spares: false, spareVms: false }, `bench-warm-${i}`);
     }
     const ctrTimes = arms.map(() => [] as number[]);
     const criTimes = arms.map(() => [] as number[]);
@@ -103,6 +90,11 @@ async function main(): Promise<void> {
     const pid = await spareReady(arms[3].ctr.containerd.state);
     await new Promise((r) => setTimeout(r, SPARE_IDLE_MS));
     spareMemory = pssKiB(pid);
+    const withVm = await spareReady(arms[4].ctr.containerd.state);
+    const [vm] = vmmsUnder(warmRoot(arms[4].ctr.stateDir));
+    if (vm === undefined) throw new Error('the spare with a VM has no VM running');
+    const [a, b] = [pssKiB(withVm), pssKiB(vm)];
+    spareVmMemory = { pss: a.pss + b.pss, private: a.private + b.private };
     measured = true;
   } finally {
     try {
@@ -117,19 +109,20 @@ async function main(): Promise<void> {
   }
   const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
   const row = (what: string, v: number[]) =>
-    `| ${what} | ${v.map((x) => `${x.toFixed(0)} ms`).join(' | ')} | ${ratio(v[1], v[0])} | ${ratio(v[3], v[2])} | ${ratio(v[2], v[0])} | ${ratio(v[3], v[0])} |`;
+    `| ${what} | ${v.map((x) => `${x.toFixed(0)} ms`).join(' | ')} | ${ratio(v[1], v[0])} | ${ratio(v[3], v[2])} | ${ratio(v[2], v[0])} | ${ratio(v[3], v[0])} | ${ratio(v[4], v[0])} |`;
   const text = [
     '# Spare shim daemons: pod start with a daemon started ahead',
     '',
     `\`make bench-spare-shims\` on ${new Date().toISOString()} (2 cores, QEMU TCG, private containerd 1.6, image busybox; medians of ${SAMPLES}, arms interleaved round by round).`,
-    'Arms: every VM booted (kata-ts) or cloned from a template, each without and with `[factory] spare_shims = 1`. A spare arm waits, unmeasured, until its pool holds a ready spare before each pod (the steady state; a spare is ready about a second after the pod whose Create launched it), and checks in containerd\'s log that the pod ran on that spare.',
+    'Arms: every VM booted (kata-ts) or cloned from a template, each without and with `[factory] spare_shims = 1`; and templates with a spare that holds a VM restored ahead (`spare_vms = true`). A spare arm waits, unmeasured, until its pool holds a ready spare before each pod (the steady state; a spare is ready about a second after the pod whose Create launched it, a spare with a VM once its VM is restored), and checks in containerd\'s log that the pod ran on that spare (and in its VM).',
     '',
-    '| measure | kata-ts | kata-ts + spare | template | template + spare | spare / none (booted) | spare / none (template) | template / booted | template + spare / booted |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| measure | kata-ts | kata-ts + spare | template | template + spare | template + spare VM | spare / none (booted) | spare / none (template) | template / booted | template + spare / booted | template + spare VM / booted |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     row('ctr run → first output', results.map((r) => r.ctr)),
     row('CRI pod start: RunPodSandbox + CreateContainer + StartContainer', results.map((r) => r.cri)),
     '',
     `An idle spare (one per pool, that is per containerd and namespace, not per pod) holds ${(spareMemory.pss / 1024).toFixed(1)} MiB PSS, ${(spareMemory.private / 1024).toFixed(1)} MiB private, ${SPARE_IDLE_MS / 1000} s after it became ready.`,
+    `An idle spare with its VM (the shim and its QEMU) holds ${(spareVmMemory.pss / 1024).toFixed(1)} MiB PSS, ${(spareVmMemory.private / 1024).toFixed(1)} MiB private: the price of the spare VM arm, paid once per pool while no pod takes it.`,
     '',
   ].join('\n');
   fs.writeFileSync(path.join(benchDir(), 'spare-shims.md'), text);

@@ -7,13 +7,13 @@ import * as net from 'net';
 import * as path from 'path';
 import { Readable, Writable } from 'stream';
 import { RuntimeConfig } from '../config/runtime-config';
-import { qemuPaths } from '../hypervisors/qemu';
+import { runningQemuPid } from '../hypervisors/qemu';
 import { DEBUG_CONSOLE_VSOCK_PARAM } from '../hypervisors/vm-requirements';
 import { ShellExitScanner } from '../lib/debug-console';
 import { DEBUG_CONSOLE_VSOCK_PORT } from '../lib/vsock-ports';
 import { connectHybridVsock } from '../hypervisors/hybrid-vsock';
 import { DeadlineExceededError, FailedPreconditionError, NotFoundError, UnavailableError } from '../lib/errors';
-import { processArgs, readTrimmed, recordedProcessRunning } from '../lib/recorded-process';
+import { processArgs } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { canonical } from '../sandbox/rootfs';
 import { agentChannelFor, Sandbox } from '../sandbox/sandbox';
@@ -51,15 +51,15 @@ const VSOCK_CONSOLE_TIMEOUT_MS = 5000;
 export function findDebugConsole(config: RuntimeConfig, sandboxId: string, namespace?: string): DebugConsoleEndpoint {
   const workDir = findSandboxDir(config, sandboxId, namespace);
   // The debug console exists only with QEMU, which writes its pid file and names it in its argv.
-  const { pidFile } = qemuPaths(workDir);
-  if (!recordedProcessRunning(pidFile, pidFile)) throw new FailedPreconditionError(`sandbox ${sandboxId} is not running: its VM is not up`);
+  const qemuPid = runningQemuPid(workDir);
+  if (qemuPid === undefined) throw new FailedPreconditionError(`sandbox ${sandboxId} is not running: its VM is not up`);
   const socket = Sandbox.debugConsoleSocket(workDir);
   if (fs.existsSync(socket)) return { kind: 'unix', socketPath: socket };
   // agent_channel = "hybrid-vsock": the guest serves the console on vsock port 1026 if
   // the VM was started with it. Asked of QEMU's own command line, not of the guest: with
   // the console off, any process in the guest could listen on 1026 and get our keystrokes.
   const vsock = agentChannelFor('hybrid-vsock', workDir);
-  const consoleOnVsock = processArgs(Number(readTrimmed(pidFile))).some((arg) => arg.split(' ').includes(DEBUG_CONSOLE_VSOCK_PARAM));
+  const consoleOnVsock = processArgs(qemuPid).some((arg) => arg.split(' ').includes(DEBUG_CONSOLE_VSOCK_PARAM));
   if (vsock.kind === 'hybrid-vsock' && consoleOnVsock && fs.existsSync(vsock.socketPath)) return { kind: 'hybrid-vsock', socketPath: vsock.socketPath, port: DEBUG_CONSOLE_VSOCK_PORT };
   throw new FailedPreconditionError(`debug console is not enabled for sandbox ${sandboxId}: set [agent.kata] debug_console_enabled = true (it applies to sandboxes started afterwards)`);
 }

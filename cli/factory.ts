@@ -10,6 +10,7 @@ import { Logger, silentLogger } from '../lib/logger';
 import { hostSize, vmSizing } from '../sandbox/resources';
 import { podVmConfig } from '../sandbox/sandbox';
 import { cloneRefusal, listTemplates, removeAbandoned, removeTemplateLocked, templateKey, VmTemplates } from '../sandbox/vm-templates';
+import { sweepWarmDirs, warmRoot } from '../sandbox/warm-vm';
 import { checkPoolDir, poolDirs, poolSpares, sparePoolsRootOf, stopWaitingSpares } from '../shim/spare-pool';
 
 /** containerd's default state dir (its `state` setting), under which its shims' spare pools live. */
@@ -17,7 +18,16 @@ export const DEFAULT_CONTAINERD_STATE = '/run/containerd';
 
 /** How long `factory destroy` waits for a pod's shim to finish with a template (its check and restore take well under a second). */
 const DESTROY_LOCK_WAIT_MS = 10_000;
-const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+const plural = (n: number, what: string, many = `${what}s`): string => `${n} ${n === 1 ? what : many}`;
+
+/** The spare VMs' directories (sandbox/warm-vm.ts), live or left by dead spares. */
+function spareVmDirs(config: RuntimeConfig): string[] {
+  try {
+    return fs.readdirSync(warmRoot(config.runtime.stateDir));
+  } catch {
+    return [];
+  }
+}
 const pidList = (pids: number[]): string => (pids.length > 0 ? ` (${pids.join(' ')})` : '');
 
 /** Where `init` puts the template's VM description: a pod's paths play no part in the key. */
@@ -41,7 +51,7 @@ export async function factoryInit(config: RuntimeConfig, newHypervisor: () => Hy
 /** One line per spare pool of this containerd: its live spares by state. Read only: a dead spare's files stay for the pool's next user to remove. */
 function spareLines(config: RuntimeConfig, containerdState: string): string[] {
   const root = sparePoolsRootOf(containerdState);
-  const lines = [`spare_shims: ${config.factory.spareShims}`];
+  const lines = [`spare_shims: ${config.factory.spareShims}`, `spare_vms: ${config.factory.spareVms} (${plural(spareVmDirs(config).length, 'spare VM directory', 'spare VM directories')} under ${warmRoot(config.runtime.stateDir)})`];
   let pools: string[];
   try {
     pools = poolDirs(root);
@@ -105,7 +115,9 @@ export async function factoryDestroy(config: RuntimeConfig, containerdState = DE
       lines.push(`${dir}: not touched: ${(err as Error).message}`);
     }
   }
-  // Each under its lock: a pod's shim checking or restoring one keeps it until it is done.
+  // The stopped spares' VMs died with them (their parent-death signal); their directories remain.
+  const swept = await sweepWarmDirs(warmRoot(config.runtime.stateDir), silentLogger());
+  // Each under its lock: a pod's shim checking or opening one keeps it until it is done (a clone restoring keeps the file it opened).
   let removed = 0;
   for (const t of listTemplates(config.factory.templatePath)) {
     const notRemoved = await removeTemplateLocked(config.factory.templatePath, t.dir, DESTROY_LOCK_WAIT_MS, silentLogger());
@@ -113,6 +125,6 @@ export async function factoryDestroy(config: RuntimeConfig, containerdState = DE
     else if (fs.existsSync(t.dir)) lines.push(`${path.basename(t.dir)}: not removed: ${notRemoved}; run destroy again`);
   }
   const abandoned = await removeAbandoned(config.factory.templatePath, silentLogger());
-  lines.unshift(`removed ${plural(removed, 'template')}${abandoned > 0 ? ` and ${plural(abandoned, 'leftover')} of shims that died` : ''} from ${config.factory.templatePath}; stopped ${plural(stopped, 'spare shim')}`);
+  lines.unshift(`removed ${plural(removed, 'template')}${abandoned > 0 ? ` and ${plural(abandoned, 'leftover')} of shims that died` : ''} from ${config.factory.templatePath}; stopped ${plural(stopped, 'spare shim')}, removed ${plural(swept.length, 'spare VM')}`);
   return lines.join(os.EOL) + os.EOL;
 }

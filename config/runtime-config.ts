@@ -148,6 +148,11 @@ export interface RuntimeConfig {
      * `start` claims one instead of launching a daemon (shim/spare-pool.ts). 0: none.
      */
     spareShims: number;
+    /**
+     * Each spare shim holds a VM restored from the template while it waits (sandbox/warm-vm.ts):
+     * the pod that claims it skips the restore. Needs enable_template and spare_shims.
+     */
+    spareVms: boolean;
   };
 }
 
@@ -199,7 +204,7 @@ export function defaultConfig(kind: HypervisorKind = 'qemu'): RuntimeConfig {
     },
     agent: { bootTimeoutMs: 120_000, callTimeoutMs: 30_000, debugConsole: false },
     runtime: { stateDir: '/run/kata-ts', ksm: 'unchanged', sandboxCgroupOnly: true, overheadCgroup: '', validConfigPaths: [], killGraceMs: 10_000 },
-    factory: { enableTemplate: false, templatePath: DEFAULT_TEMPLATE_PATH, spareShims: 0 },
+    factory: { enableTemplate: false, templatePath: DEFAULT_TEMPLATE_PATH, spareShims: 0, spareVms: false },
   };
 }
 
@@ -365,6 +370,7 @@ function checkFactory(config: RuntimeConfig, fail: Fail): void {
   if (!path.isAbsolute(config.factory.templatePath)) fail('factory', 'templatePath', `must be an absolute path, got ${JSON.stringify(config.factory.templatePath)}`);
   const spares = config.factory.spareShims;
   if (!Number.isInteger(spares) || spares < 0 || spares > MAX_SPARE_SHIMS) fail('factory', 'spareShims', `must be an integer from 0 to ${MAX_SPARE_SHIMS} (each spare is an idle shim process), got ${JSON.stringify(spares)}`);
+  if (config.factory.spareVms && !(config.factory.enableTemplate && spares > 0)) fail('factory', 'spareVms', 'needs enable_template = true and spare_shims > 0: a spare VM is restored from the template by a spare shim');
 }
 
 function checkRuntime(config: RuntimeConfig, fail: Fail): void {

@@ -198,6 +198,16 @@ ksm = "off"
     expect(loadTomlConfig(main).ignoredKeys).toEqual([{ key: 'hypervisor.clh.cpu_features', file: main, reason: expect.stringContaining('no CPU feature flags') }]);
   });
 
+  it('keeps a VM restored ahead in each spare ([factory] spare_vms) only with templates and spares', () => {
+    expect(defaultConfig().factory.spareVms).toBe(false);
+    write(main, '[factory]\nenable_template = true\nspare_shims = 1\nspare_vms = true\n');
+    expect(loadTomlConfig(main).config.factory.spareVms).toBe(true);
+    for (const text of ['spare_shims = 1\nspare_vms = true\n', 'enable_template = true\nspare_vms = true\n']) {
+      write(main, `[factory]\n${text}`);
+      expect(() => loadTomlConfig(main)).toThrow(`${main}: factory.spare_vms: needs enable_template = true and spare_shims > 0`);
+    }
+  });
+
   it('keeps 0 to 8 spare shim daemons ([factory] spare_shims), none by default', () => {
     expect(defaultConfig().factory.spareShims).toBe(0);
     write(main, '[factory]\nspare_shims = 2\n');

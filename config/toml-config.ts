@@ -65,6 +65,7 @@ const FACTORY_KEYS: Record<string, KeyMapping> = {
   enable_template: { field: 'enableTemplate' },
   template_path: { field: 'templatePath' },
   spare_shims: { field: 'spareShims' },
+  spare_vms: { field: 'spareVms' },
 };
 
 interface Block {

@@ -178,8 +178,13 @@ export interface Hypervisor {
    * bytes, as the caller checked them) and runs it, without NICs (plugNics adds the
    * pod's; config.network must be undefined). Fails (leaving nothing running) with
    * TemplateRestoreError when QEMU refuses the state (not when it is killed or times out).
+   * `memoryFd`: the template's RAM file, opened by the caller (with the state read under
+   * the template's lock, so both are one template's even if it is replaced while the VM
+   * starts); used instead of `files.memoryPath`. `dieWithSpawner`: the VMM is killed when
+   * the process that started it dies (a spare shim's VM, which nobody else knows of
+   * until a pod claims it).
    */
-  startClone?(config: VmConfig, files: TemplateFiles, state: Buffer): Promise<void>;
+  startClone?(config: VmConfig, files: TemplateFiles, state: Buffer, opts?: { memoryFd?: number; dieWithSpawner?: boolean }): Promise<void>;
   /**
    * Hot-plugs the pod's NICs into a running clone (none: only checks that it still
    * runs). A clone needs nothing of its pod to start: its VMM runs in an empty network

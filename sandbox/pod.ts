@@ -9,6 +9,7 @@ import { Hypervisor } from '../hypervisors/hypervisor';
 import { Container } from './container';
 import { MountSpec } from './rootfs';
 import { VmTemplates } from './vm-templates';
+import type { WarmVm } from './warm-vm';
 import { Sandbox } from './sandbox';
 import { refuseWhatAVmCannotMean } from './host-namespaces';
 import { rootfsInsideBundle, validateId } from './identifiers';
@@ -54,6 +55,8 @@ export interface PodDeps {
   resolveConfig(hints: ConfigHints): LoadedConfig;
   /** The driver for the configured VMM. */
   newHypervisor(config: RuntimeConfig, logger: Logger): Hypervisor;
+  /** The VM this daemon restored while it was a spare ([factory] spare_vms), handed over once. */
+  takeWarmVm?(): WarmVm | undefined;
 }
 
 export class Pod {
@@ -327,6 +330,7 @@ export class Pod {
         cgroupsPath,
         config,
         hypervisor: this.deps.newHypervisor(config, logger),
+        warm: this.deps.takeWarmVm?.(),
         templates: config.factory.enableTemplate ? new VmTemplates(config.factory.templatePath, () => this.deps.newHypervisor(config, logger.child({ vm: 'template or clone' })), config.agent, logger) : undefined,
         events: { onProcessExit: (c, p, exit) => this.events.onExit(c, p, exit), onOom: (id) => this.events.onOom(id) },
         logger,

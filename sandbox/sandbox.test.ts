@@ -297,3 +297,130 @@ describe('a clone and the pod network', () => {
     expect(templates.startClone).not.toHaveBeenCalled();
   });
 });
+
+describe("a spare shim's VM ([factory] spare_vms)", () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sandbox-warm-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  /** A restored VM as a spare hands it over: its driver (pid 4242), an agent that answers, and the moves recorded. */
+  function spareVm(agentFails = false, moveFails = false) {
+    const calls: string[] = [];
+    const agent = {
+      closed: false,
+      close() {
+        this.closed = true;
+      },
+      setGuestDateTime: jest.fn(async () => {
+        if (agentFails) throw new Error('the VM no longer answers');
+      }),
+      createSandbox: jest.fn(async () => undefined),
+      destroySandbox: jest.fn(async () => undefined),
+      // Blocks like the real one until the sandbox goes.
+      getOomEvent: () => new Promise(() => undefined),
+    };
+    const driver = fakeDriver('virtio-serial', agentForSandbox());
+    driver.plugNics = async () => void calls.push('plugNics');
+    const warm = {
+      vm: { memoryMiB: 1 } as VmConfig,
+      clone: { hypervisor: driver, agent, details: { agent_version: 'spare' }, templateKey: 'k1' },
+      restoreSeconds: 0.5,
+      moveTo: jest.fn(async (workDir: string) => {
+        calls.push(`moveTo ${workDir}`);
+        if (moveFails) throw new Error('mount --move failed');
+      }),
+      discard: jest.fn(async () => void calls.push('discard')),
+      removeOrigin: jest.fn(async () => void calls.push('removeOrigin')),
+    };
+    return { agent, driver, warm, calls };
+  }
+
+  function fakeCgroups(): { root: string; podProcs: () => string } {
+    const root = path.join(dir, 'cgroup');
+    for (const c of ['memory', 'cpu', 'cpuacct', 'pids', 'blkio']) {
+      fs.mkdirSync(path.join(root, c), { recursive: true });
+      fs.writeFileSync(path.join(root, c, 'cgroup.procs'), '');
+    }
+    return { root, podProcs: () => fs.readFileSync(path.join(root, 'memory', 'kubepods', 'pod1', 'cgroup.procs'), 'utf8').trim() };
+  }
+
+  it("takes it when it is the pod's VM: its work dir moves in, its VMM joins the pod's cgroup, its clock is set, nothing is restored", async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const { agent, driver, warm, calls } = spareVm();
+    const templates = { keyFor: jest.fn(() => 'k1'), prepare: jest.fn(), startClone: jest.fn() } as unknown as VmTemplates;
+    const cgroups = fakeCgroups();
+    const cold = fakeDriver('virtio-serial', agentForSandbox());
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', cgroupsPath: '/kubepods/pod1', hostCgroups: new HostCgroups(cgroups.root), config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
+    const workDir = path.join(dir, 'state', 'default', 'pod1');
+    try {
+      expect(calls).toEqual([`moveTo ${workDir}`, 'plugNics']);
+      // The shim joined first; the spare's VMM (pid 4242) after it.
+      expect(cgroups.podProcs()).toBe('4242');
+      expect(agent.setGuestDateTime).toHaveBeenCalledTimes(1);
+      expect(agent.createSandbox).toHaveBeenCalledWith(expect.objectContaining({ sandbox_id: 'pod1', hostname: 'h' }));
+      expect(templates.prepare).not.toHaveBeenCalled();
+      expect(templates.startClone).not.toHaveBeenCalled();
+      expect(cold.booted).toBeUndefined();
+      expect(sandbox.details?.agent_version).toBe('spare');
+      expect(sandbox.bootSeconds).toBe(0.5);
+      // Its owner record is in the moved work dir (the sandbox's now), where `delete` reads it.
+      expect(fs.readFileSync(path.join(workDir, 'owner'), 'utf8')).toMatch(new RegExp(`^${process.pid} `));
+    } finally {
+      await sandbox.destroy();
+    }
+    expect(driver.stopped).toBe(true);
+    expect(calls).toEqual([`moveTo ${workDir}`, 'plugNics', 'removeOrigin']);
+    expect(fs.existsSync(workDir)).toBe(false);
+  });
+
+  it("ends it and starts the pod's own VM when the pod's VM is another (another template's key) or templates are off for the pod", async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    for (const templates of [{ keyFor: jest.fn(() => 'k2'), prepare: jest.fn(async () => true), startClone: jest.fn(async () => undefined) } as unknown as VmTemplates, undefined]) {
+      const { warm, calls } = spareVm();
+      const cold = fakeDriver('virtio-serial', agentForSandbox());
+      const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
+      await sandbox.destroy();
+      expect(calls).toEqual(['discard']);
+      if (templates) expect(templates.startClone).toHaveBeenCalledTimes(1);
+      expect(cold.booted).toBeDefined();
+    }
+  });
+
+  it('ends it and starts the pod as without it when its work dir cannot be moved, and ends it when the start fails before', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const templates = { keyFor: () => 'k1', prepare: jest.fn(async () => true), startClone: jest.fn(async () => undefined) } as unknown as VmTemplates;
+    const { warm, calls } = spareVm(false, true);
+    const cold = fakeDriver('virtio-serial', agentForSandbox());
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
+    await sandbox.destroy();
+    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')}`, 'discard']);
+    expect(templates.startClone).toHaveBeenCalledTimes(1);
+    // A work dir left by an earlier run: the start fails at once, and the spare's VM is not left running.
+    fs.mkdirSync(path.join(dir, 'state', 'default', 'pod2'), { recursive: true });
+    const second = spareVm();
+    await expect(Sandbox.start({ id: 'pod2', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: second.warm as never })).rejects.toThrow('already exists');
+    expect(second.calls).toEqual(['discard']);
+  });
+
+  it('boots cold, the spare VM ended, when it no longer answers', async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const { agent, driver, warm, calls } = spareVm(true);
+    const templates = { keyFor: () => 'k1', prepare: jest.fn(), startClone: jest.fn() } as unknown as VmTemplates;
+    const cold = fakeDriver('virtio-serial', agentForSandbox());
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
+    try {
+      expect(agent.closed).toBe(true);
+      expect(driver.stopped).toBe(true);
+      expect(cold.booted).toBeDefined();
+      expect(templates.startClone).not.toHaveBeenCalled();
+    } finally {
+      await sandbox.destroy();
+    }
+    // Its work dir was moved in: what its files lived in goes with the sandbox.
+    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')}`, 'removeOrigin']);
+  });
+});

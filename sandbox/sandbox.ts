@@ -28,6 +28,7 @@ import { VmSizer } from './vm-sizer';
 import { DEBUG_CONSOLE_PORT_NAME } from '../lib/debug-console';
 import { countingResize, installedSandboxObserver, ObservedSandbox, SandboxObserver } from './sandbox-observer';
 import { Clone, discardClone, VmTemplates } from './vm-templates';
+import type { WarmVm } from './warm-vm';
 
 export const SHARED_FS_TAG = 'kataShared';
 /** The record of the daemon that owns a sandbox's state directory (pid + start time). */
@@ -142,6 +143,8 @@ export class Sandbox implements ObservedSandbox {
   readonly share: ShareLayout;
   /** The pod's cgroup on the host, when the spec names one; and where the shim was before it joined. */
   private cgroup: { sandbox: SandboxCgroup; host: HostCgroups; shimBefore: Map<string, string> } | undefined;
+  /** The spare shim's VM this sandbox took (its work dir moved here), if it did. */
+  private warm: WarmVm | undefined;
 
   private constructor(
     readonly id: string,
@@ -178,6 +181,20 @@ export class Sandbox implements ObservedSandbox {
     return hashed;
   }
 
+  /** Creates the sandbox's work dir (workDirFor); fails if it exists: a previous shim did not clean up. */
+  private static makeWorkDir(config: RuntimeConfig, namespace: string, sandboxId: string): string {
+    const workDir = Sandbox.workDirFor(config, namespace, sandboxId);
+    try {
+      // mkdir -p in one go: another sandbox of the namespace may remove the parent between two calls.
+      // (It answers the first directory it made: none means workDir was there already.)
+      if (fs.mkdirSync(workDir, { recursive: true, mode: 0o700 }) === undefined) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      throw new AlreadyExistsError(`sandbox ${sandboxId} in namespace ${namespace}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
+    }
+    return workDir;
+  }
+
   /** The host side of the debug console (`kata-ts-runtime exec`), present while the VM runs if it has one. */
   static debugConsoleSocket(workDir: string): string {
     return path.join(workDir, 'debug-console.sock');
@@ -205,32 +222,40 @@ export class Sandbox implements ObservedSandbox {
     observer?: SandboxObserver;
     /** Set when VM templates are on: the VM starts as a clone where it can, else cold. */
     templates?: VmTemplates;
+    /** The VM a spare shim restored ahead ([factory] spare_vms): taken if it is the VM this pod gets, else ended. */
+    warm?: WarmVm;
   }): Promise<Sandbox> {
     const { id, config } = params;
-    const workDir = Sandbox.workDirFor(config, params.namespace, id);
+    let workDir: string;
     try {
-      // mkdir -p in one go: another sandbox of the namespace may remove the parent between two calls.
-      // (It answers the first directory it made: none means workDir was there already.)
-      if (fs.mkdirSync(workDir, { recursive: true, mode: 0o700 }) === undefined) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
+      workDir = Sandbox.makeWorkDir(config, params.namespace, id);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      throw new AlreadyExistsError(`sandbox ${id} in namespace ${params.namespace}: state directory ${workDir} already exists (a previous shim did not clean up; run 'containerd-shim-kata-v2 delete' or remove it)`);
+      // The spare's VM is this call's to take or end: nobody else holds it any more.
+      await params.warm?.discard();
+      throw err;
     }
     const sandbox = new Sandbox(id, workDir, params.hypervisor, config, params.events, params.logger, params.hostKsm ?? new HostKsm(), params.observer ?? installedSandboxObserver(), params.templates);
     try {
       // A late `delete` (of an earlier run of this id, or of another container of the pod) leaves alone what a live owner has.
       writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
-      await setUpShare(sandbox.share);
+      if (params.warm && (await sandbox.takeWarm(params.warm))) {
+        // Written again: the moved work dir covers the first record.
+        writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
+      } else {
+        await setUpShare(sandbox.share);
+      }
       await sandbox.observer.sandboxStarted(sandbox);
       // Before a template is made for it: a pod whose network is gone fails as it would have.
       if (params.netnsPath) PodNetwork.requireNetns(params.netnsPath);
       // Before the pod's cgroup: a template is every pod's, not this tenant's to pay for.
-      const cloneable = await sandbox.prepareTemplate();
+      const cloneable = sandbox.warm ? { clone: true, make: false } : await sandbox.prepareTemplate();
       if (params.cgroupsPath) sandbox.enterCgroup(params.hostCgroups ?? new HostCgroups(), params.cgroupsPath);
       await sandbox.boot(params.hostname, params.netnsPath, cloneable);
     } catch (err) {
       const console = params.hypervisor.consoleTail(2048).trim();
       await sandbox.destroy().catch((cleanupErr) => params.logger.error({ err: cleanupErr }, 'cleanup after failed start'));
+      // Not taken before the failure: ended here (a taken one, the sandbox ended above).
+      await params.warm?.discard().catch((cleanupErr) => params.logger.error({ err: cleanupErr }, "ending the spare shim's VM after the failed start"));
       if (console) params.logger.error({ console }, 'guest console before the failure');
       if (err instanceof KataError) throw err;
       throw new UnavailableError(`sandbox ${id}: VM start failed: ${(err as Error).message}`, { cause: err });
@@ -408,6 +433,8 @@ export class Sandbox implements ObservedSandbox {
       this.agent.close();
     }
     await this.hypervisor.stop(5000);
+    // Not adopted (the start failed before), or discarded: ending it twice is harmless.
+    if (this.warm) await discardClone(this.warm.clone);
     this.leaveCgroup();
     // Not while a clone's taps are being wired: what wire() added after detach() looked would stay.
     await this.networkWired.catch(() => undefined);
@@ -421,8 +448,34 @@ export class Sandbox implements ObservedSandbox {
     await this.observer.sandboxStopping(this).catch((err) => this.logger.warn({ err: (err as Error).message }, 'sandbox observer failed at teardown'));
     await unmountAll(mountsBelow(this.workDir), this.logger);
     this.removeDir(this.workDir);
+    // The work dir was a bind of the spare's directory: its files lived there.
+    await this.warm?.removeOrigin();
     // The namespace's directory goes with its last sandbox.
     removeDirIfEmpty(path.dirname(this.workDir));
+  }
+
+  /**
+   * Takes the spare shim's VM as this sandbox's if it is the VM the pod gets (templates
+   * on, restored from the template this pod's VM would be), moving its work dir here;
+   * else ends it. True if taken.
+   */
+  private async takeWarm(warm: WarmVm): Promise<boolean> {
+    const vm = this.templates && podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing: vmSizing(this.config.hypervisor, hostSize()) });
+    // By key as the files are now: a spare restored before the guest was upgraded in place runs the old one.
+    const refusal = !this.templates || !vm ? 'VM templates are off for this pod' : this.templates.keyFor(vm) !== warm.clone.templateKey ? "the pod's VM is another than the spare's (its configuration, its annotations or the guest's files differ)" : undefined;
+    if (!refusal) {
+      try {
+        await warm.moveTo(this.workDir);
+        this.warm = warm;
+        return true;
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, "the spare shim's VM cannot be moved to the sandbox; ending it");
+      }
+    } else {
+      this.logger.info({ reason: refusal }, "not taking the spare shim's VM; ending it");
+    }
+    await warm.discard().catch((err) => this.logger.warn({ err: (err as Error).message }, "ending the spare shim's VM failed"));
+    return false;
   }
 
   /**
@@ -529,8 +582,13 @@ export class Sandbox implements ObservedSandbox {
     let cloneSeconds = 0;
     try {
       const launched = performance.now();
-      clone = cloneable.clone ? await this.templates?.startClone(base, this.observer.agentCall, { make: cloneable.make }) : undefined;
-      cloneSeconds = (performance.now() - launched) / 1000;
+      if (this.warm) {
+        clone = await this.wakeWarm(this.warm);
+        cloneSeconds = this.warm.restoreSeconds;
+      } else {
+        clone = cloneable.clone ? await this.templates?.startClone(base, this.observer.agentCall, { make: cloneable.make }) : undefined;
+        cloneSeconds = (performance.now() - launched) / 1000;
+      }
     } catch (err) {
       this.network = await reading.catch(() => undefined); // so that destroy() removes the taps
       throw err;
@@ -554,6 +612,28 @@ export class Sandbox implements ObservedSandbox {
       this.bootSeconds = (performance.now() - launched) / 1000;
     }
     return started;
+  }
+
+  /**
+   * The spare's VM, restored before this pod existed: its QEMU joins the pod's cgroup
+   * (what it allocated before stays charged where the spare was: cgroup v1 moves no
+   * charges on this kernel, v2 never does), and its clock is set again. Undefined (the
+   * VM ended) if it no longer answers: the pod then boots cold.
+   */
+  private async wakeWarm(warm: WarmVm): Promise<Clone | undefined> {
+    const { clone } = warm;
+    try {
+      const pid = clone.hypervisor.pid();
+      if (pid === undefined) throw new Error('its VMM is gone');
+      this.cgroup?.sandbox.join(pid);
+      await clone.agent.setGuestDateTime(Date.now());
+      this.logger.info({ pid, restoredAheadSeconds: warm.restoreSeconds }, "VM taken from a spare shim (restored before the pod's start)");
+      return clone;
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, "the spare shim's VM cannot be used; booting cold");
+      await discardClone(clone);
+      return undefined;
+    }
   }
 
   /** Once the VMM runs (in the pod's cgroup): the shim may leave it, and the VM's end is watched. */

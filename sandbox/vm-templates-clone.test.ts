@@ -15,12 +15,14 @@ import { listTemplates, VmTemplates } from './vm-templates';
 const MiB = 1024 * 1024;
 
 /** How the fake's next clone ends. */
-type CloneOutcome = 'runs' | 'refused' | 'killed' | 'refused, and replaced meanwhile';
+type CloneOutcome = 'runs' | 'refused' | 'killed' | 'refused, and replaced meanwhile' | 'runs, its template removed meanwhile';
 
 /** What the fake saw while a template VM booted. */
 interface TemplateBootSeen {
   /** The lock's record of the template VM, as it stood before the VM answered. */
   vmmRecord?: string;
+  /** While a clone restored: whether the key's lock was held, and what its RAM file (the fd it was given) held. */
+  restore?: { locked: boolean; memory: Buffer };
 }
 
 /** A VMM whose templates are files and whose "guest" is the fake agent on the virtio-serial socket. */
@@ -61,8 +63,14 @@ function templatingDriver(agent: FakeAgent, outcome: () => CloneOutcome, seen: T
       fs.writeFileSync(template!.statePath, 'saved state', { mode: 0o600 });
       await new Promise((r) => endpoint!.close(r));
     },
-    async startClone(config, files) {
+    async startClone(config, files, _state, opts) {
       const what = outcome();
+      const templatesDir = path.dirname(path.dirname(files.memoryPath));
+      if (what === 'runs, its template removed meanwhile') {
+        // factory destroy, or a shim that replaced it as stale: the fd still reaches the RAM file that was checked.
+        fs.rmSync(path.dirname(files.memoryPath), { recursive: true });
+        seen.restore = { locked: fs.readdirSync(templatesDir).some((e) => e.startsWith('.lock-')), memory: fs.readFileSync(`/proc/self/fd/${opts!.memoryFd}`) };
+      }
       if (what === 'refused') throw new TemplateRestoreError('restoring the template failed: load of migration failed');
       if (what === 'killed') throw new HypervisorError('restoring the template: QEMU exited (code null, signal SIGKILL)');
       if (what === 'refused, and replaced meanwhile') {
@@ -171,6 +179,16 @@ describe('VM templates: a clone that fails', () => {
     const long = path.join(dir, 'x'.repeat(80));
     expect(await templatesIn(long).prepare(vm('a'))).toBe(false);
     expect(fs.existsSync(long)).toBe(false);
+  });
+
+  it("restores after giving the key's lock back, from the RAM file it opened under the lock", async () => {
+    expect(await startPod('a')).toBe(true);
+    outcome = 'runs, its template removed meanwhile';
+    expect(await startPod('b')).toBe(true);
+    expect(seen.restore).toEqual({ locked: false, memory: Buffer.alloc(MiB) });
+    expect(kept()).toEqual([]);
+    // Its fd was closed once the VM had opened the file.
+    expect(fs.readdirSync('/proc/self/fd').map((fd) => { try { return fs.readlinkSync(`/proc/self/fd/${fd}`); } catch { return ''; } }).filter((l) => l.includes('memory'))).toEqual([]);
   });
 
   it('keeps a template that replaced the refused one meanwhile', async () => {

@@ -8,8 +8,9 @@
 // QEMU, its command line with host paths aside, the binary, the kernel and image
 // files) and by the host's boot: a changed configuration, guest or host makes another
 // template, never a wrong clone. Each key has a lock; a template is made under it and
-// appears by an atomic rename, and is checked and restored under it too, so no clone
-// pairs one template's RAM with another's state. Whatever fails, the pod boots cold,
+// appears by an atomic rename; a clone's shim checks it, reads its state and opens its
+// RAM file under the lock too, so no clone pairs one template's RAM with another's
+// state, and restores after giving the lock back (QEMU gets the open file). Whatever fails, the pod boots cold,
 // with a log line saying why.
 import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
@@ -26,7 +27,7 @@ import { FailedPreconditionError, TemplateRestoreError } from '../lib/errors';
 const MEMORY_FILE = 'memory';
 const STATE_FILE = 'state';
 const META_FILE = 'template.json';
-/** `.lock-<key>`: held while its template is made, checked or restored. */
+/** `.lock-<key>`: held while its template is made, or checked and opened for a clone. */
 const LOCK_PREFIX = '.lock-';
 const BUILDING_PREFIX = '.building-';
 const OWNER_FILE = 'owner';
@@ -79,6 +80,8 @@ export interface Clone {
   hypervisor: Hypervisor;
   agent: AgentClient;
   details: GuestDetails;
+  /** The key of the template it was restored from. */
+  templateKey: string;
 }
 
 /** Ends a clone its sandbox will not use (its pod network failed, or its NICs could not be plugged). */
@@ -149,6 +152,13 @@ interface CheckedTemplate {
   meta: TemplateMeta;
 }
 
+export interface CloneOptions {
+  /** Whether a missing template is made first (false: prepare() made it, see startClone). */
+  make: boolean;
+  /** The clone's VMM dies with the caller (a spare shim's VM: warm-vm.ts). */
+  dieWithSpawner?: boolean;
+}
+
 export class VmTemplates {
   constructor(
     private readonly templatePath: string,
@@ -164,6 +174,22 @@ export class VmTemplates {
       return !cloneRefusal(hypervisor, a) && !cloneRefusal(hypervisor, b) && templateKey(hypervisor, a) === templateKey(hypervisor, b);
     } catch {
       return false;
+    }
+  }
+
+  /** The key of `vm`'s template as its files are now; undefined (logged) when it cannot be a clone, or its files cannot be read. */
+  keyFor(vm: VmConfig): string | undefined {
+    const hypervisor = this.newHypervisor();
+    const refusal = cloneRefusal(hypervisor, vm);
+    if (refusal) {
+      this.logger.info({ reason: refusal }, 'this VM cannot be a clone');
+      return undefined;
+    }
+    try {
+      return templateKey(hypervisor, vm);
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, "this VM's template key cannot be computed");
+      return undefined;
     }
   }
 
@@ -197,7 +223,7 @@ export class VmTemplates {
    * pod's cgroup). Undefined (and nothing left running) when it cannot: the caller
    * boots the VM cold.
    */
-  async startClone(vm: VmConfig, observeCall?: AgentCallObserver, opts: { make: boolean } = { make: true }): Promise<Clone | undefined> {
+  async startClone(vm: VmConfig, observeCall?: AgentCallObserver, opts: CloneOptions = { make: true }): Promise<Clone | undefined> {
     const hypervisor = this.newHypervisor();
     const refusal = cloneRefusal(hypervisor, vm);
     if (refusal) {
@@ -210,16 +236,30 @@ export class VmTemplates {
     try {
       const key = templateKey(hypervisor, vm);
       dir = path.join(this.templatePath, key);
-      // Checked and restored under the key's lock: a template being replaced meanwhile
-      // would give QEMU one template's RAM and another's state.
+      // Its state read and its RAM file opened under the key's lock, so both are one
+      // template's: one replaced meanwhile would give QEMU one template's RAM and another's
+      // state. The restore itself runs after the lock is given back: clones of one template
+      // start side by side, and a caller at a low priority (a spare) holds up no pod.
       let nextAgentStreamId = 1;
+      let checked: { state: Buffer; memoryFd: number; files: TemplateFiles } | undefined;
       await this.withTemplate(vm, key, hypervisor, opts, async (templateDir, { state, meta }) => {
         cloned = meta;
-        await hypervisor.startClone!(withTemplateKernelParam(vm), templateFiles(templateDir), state);
-        restored = true;
         nextAgentStreamId = meta.nextAgentStreamId;
         touch(path.join(templateDir, META_FILE)); // most recently used: kept longest
+        const files = templateFiles(templateDir);
+        // Last: nothing that may throw follows it inside the lock.
+        checked = { state, files, memoryFd: fs.openSync(files.memoryPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) };
+      }).catch((err: unknown) => {
+        if (checked) fs.closeSync(checked.memoryFd); // the lock's release failed after the open
+        throw err;
       });
+      const { state, files, memoryFd } = checked!;
+      try {
+        await hypervisor.startClone!(withTemplateKernelParam(vm), files, state, { memoryFd, dieWithSpawner: opts.dieWithSpawner });
+      } finally {
+        fs.closeSync(memoryFd);
+      }
+      restored = true;
       const connectOptions = { ...this.agentOptions, bootTimeoutMs: Math.min(this.agentOptions.bootTimeoutMs, CLONE_AGENT_TIMEOUT_MS), vmExited: hypervisor.exited, logger: this.logger, observeCall, firstStreamId: nextAgentStreamId };
       // boot_id is made on its first read: not before the RNG was reseeded for this clone (below).
       const { agent } = await TtrpcAgentClient.connect(vm.agentChannel, { ...connectOptions, withoutBootId: true });
@@ -227,7 +267,7 @@ export class VmTemplates {
         // The clone woke with the template's clock.
         await agent.setGuestDateTime(Date.now());
         const details = await agent.guestDetails();
-        return { hypervisor, agent, details };
+        return { hypervisor, agent, details, templateKey: key };
       } catch (err) {
         agent.close();
         throw err;
@@ -397,7 +437,8 @@ export class VmTemplates {
   /**
    * Keeps the `max` most recently used templates (by their description's mtime), `keep`
    * among them, and none of an older format. Each goes under its own lock, taken only if
-   * free: a template another shim is checking or restoring stays until a later eviction.
+   * free: a template another shim is checking or opening stays until a later eviction
+   * (a clone that opened it restores from its open file, which outlives the removal).
    */
   private async evictBeyond(max: number, keep: string): Promise<void> {
     const all = listTemplates(this.templatePath).filter((t) => path.basename(t.dir) !== keep);

@@ -3,7 +3,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { ConfigHints, LoadedConfig, resolveConfig } from '../config/config-location';
-import { createLogger, Logger } from '../lib/logger';
+import { createLogger, HeldLog, Logger, LogSink, logSink } from '../lib/logger';
+import type { WarmVm } from '../sandbox/warm-vm';
 import { CriMetadata, criMetadataOf } from '../lib/shim-monitor';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { createHypervisor } from '../hypervisors/factory';
@@ -22,14 +23,19 @@ import { topUpSpares } from './spare-launch';
 const READY_FD = 3;
 
 /** containerd reads the bundle's `log` FIFO; fall back to stderr when it is absent. */
-function openLog(bundle: string, debug: boolean): Logger {
+function openLog(bundle: string): LogSink {
   let fd: number | undefined;
   try {
     fd = fs.openSync(path.join(bundle, 'log'), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
   } catch {
     fd = undefined;
   }
-  return createLogger(fd ?? process.stderr, debug ? 'debug' : process.env.KATATS_LOG_LEVEL ?? 'info');
+  return logSink(fd ?? process.stderr);
+}
+
+/** The daemon's log level: debug with containerd's -debug. */
+export function daemonLogLevel(debug: boolean): string {
+  return debug ? 'debug' : process.env.KATATS_LOG_LEVEL ?? 'info';
 }
 
 /** How long a daemon waits for its first Create before it exits (read when it starts serving: a spare's environment is its claimer's). */
@@ -91,9 +97,23 @@ function serveManagement(flags: ShimFlags, bundle: string, logger: Logger): { me
   return { metrics, management };
 }
 
-export async function runDaemon(flags: ShimFlags, report: ReadyReport = reportOnReadyFd): Promise<void> {
+/** What a claimed spare brings (spare.ts). */
+export interface FromSpare {
+  /** The VM it restored while it waited, if any. */
+  warm?: WarmVm;
+  /** The log its lines went to until now: from now on they go to the pod's. */
+  heldLog?: HeldLog;
+  /** How it exits: its VM ended first, unless a pod took it. */
+  exit?: (code: number) => void;
+}
+
+export async function runDaemon(flags: ShimFlags, report: ReadyReport = reportOnReadyFd, spare: FromSpare = {}): Promise<void> {
+  const exit = spare.exit ?? ((code: number) => process.exit(code));
   const bundle = process.cwd();
-  const logger = openLog(bundle, flags.debug).child({ shim: flags.id, namespace: flags.namespace });
+  const sink = openLog(bundle);
+  spare.heldLog?.sendTo(sink);
+  let warm = spare.warm;
+  const logger = createLogger(sink, daemonLogLevel(flags.debug)).child({ shim: flags.id, namespace: flags.namespace });
   let server: TtrpcServer | undefined;
   try {
     const ttrpcAddress = process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`;
@@ -105,6 +125,8 @@ export async function runDaemon(flags: ShimFlags, report: ReadyReport = reportOn
         logger.info({ reason }, 'shim shutting down');
         removeSocket(flags.socket);
         await pod.destroy().catch((err) => logger.error({ err }, 'sandbox cleanup failed'));
+        // A spare's VM no Create took (the daemon got none, or shuts down before).
+        await warm?.discard().catch((err) => logger.error({ err }, "ending the spare's VM failed"));
         await management.stop();
         // Bounded: a containerd that stopped answering must not keep the daemon alive.
         await settleWithin(Promise.all([events.close().catch(() => undefined), server?.close().catch(() => undefined)]), EXIT_FLUSH_MS);
@@ -114,10 +136,16 @@ export async function runDaemon(flags: ShimFlags, report: ReadyReport = reportOn
     const resolveAndTopUp = (hints: ConfigHints): LoadedConfig => {
       const loaded = resolveConfig(hints);
       // Before the sandbox starts: the daemon may then join the pod's cgroup, and the spares must not.
-      topUpSpares(flags, bundle, loaded.config.factory.spareShims, logger);
+      const { factory } = loaded.config;
+      topUpSpares(flags, bundle, factory.spareShims, logger, factory.spareVms ? loaded.files[0] : undefined);
       return loaded;
     };
-    const pod = new Pod({ namespace: flags.namespace, resolveConfig: resolveAndTopUp, newHypervisor: (config, l) => createHypervisor({ ...config.hypervisor, ksm: config.runtime.ksm }, l) }, {
+    const takeWarmVm = (): WarmVm | undefined => {
+      const taken = warm;
+      warm = undefined;
+      return taken;
+    };
+    const pod = new Pod({ namespace: flags.namespace, resolveConfig: resolveAndTopUp, newHypervisor: (config, l) => createHypervisor({ ...config.hypervisor, ksm: config.runtime.ksm }, l), takeWarmVm }, {
       onExit: (c, p, exit) => publishExit(events, c, p, exit),
       onOom: (id) => events.publish('/tasks/oom', { container_id: id }),
     }, logger);
@@ -142,7 +170,8 @@ export async function runDaemon(flags: ShimFlags, report: ReadyReport = reportOn
     if (!report('ready\n')) {
       // Not server.close(): that would unlink the socket path, which may be the other daemon's by now.
       logger.error('whoever started this daemon is gone; exiting');
-      process.exit(1);
+      exit(1);
+      return;
     }
     if (flags.sparesDir) logger.info({ pid: process.pid }, 'serving the pod as a claimed spare');
     // containerd follows a successful start with Create; a daemon that never gets one
@@ -155,6 +184,6 @@ export async function runDaemon(flags: ShimFlags, report: ReadyReport = reportOn
     logger.error({ err }, 'shim daemon failed to start');
     report(`error: ${(err as Error).message}\n`);
     await server?.close().catch(() => undefined);
-    process.exit(1);
+    exit(1);
   }
 }

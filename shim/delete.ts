@@ -18,7 +18,7 @@ import { Logger } from '../lib/logger';
 import { lookupService, TASK_SERVICE } from '../lib/protos';
 import { killRecordedVirtiofsDaemons } from '../hypervisors/virtiofsd';
 import { killRecordedVsockBackend } from '../hypervisors/vsock-backend';
-import { killAndWait, readProcessRecord, readTrimmed, recordAlive, recordedProcessRunning } from '../lib/recorded-process';
+import { killAndWait, readProcessRecord, readTrimmed, recordAlive } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { CRI_SANDBOX_ID } from '../lib/cri-annotations';
 import { mountsBelow, removeUnlessMounted, unmount } from '../sandbox/rootfs';
@@ -28,7 +28,8 @@ import { containerShareDir, shareLayout } from '../sandbox/shared-fs';
 import { removeDirIfEmpty } from '../sandbox/safe-paths';
 import { PodNetwork } from '../sandbox/network';
 import { readBundleSpec } from '../sandbox/spec';
-import { qemuPaths } from '../hypervisors/qemu';
+import { runningQemuPid } from '../hypervisors/qemu';
+import { sweepWarmDirs, warmRoot } from '../sandbox/warm-vm';
 import { Code, TtrpcClient } from '../ttrpc';
 import { ShimFlags } from './flags';
 import { removeSocket } from './socket';
@@ -70,7 +71,8 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
     }
   }
 
-  const workDir = Sandbox.workDirFor(stateConfig(bundle, annotations, logger), flags.namespace, sandboxId);
+  const config = stateConfig(bundle, annotations, logger);
+  const workDir = Sandbox.workDirFor(config, flags.namespace, sandboxId);
   if (ownedByLiveDaemon(workDir)) {
     // Another daemon (the pod's, or a later run of the same id) owns the state directory.
     logger.info({ workDir }, 'the sandbox state belongs to a live shim daemon; leaving it');
@@ -85,9 +87,8 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
   warnIfKept(removeUnlessMounted(containerDir), logger);
 
   if (sandboxId === flags.id) {
-    const { pidFile } = qemuPaths(workDir);
-    if (recordedProcessRunning(pidFile, pidFile)) {
-      const pid = Number(readTrimmed(pidFile));
+    const pid = runningQemuPid(workDir);
+    if (pid !== undefined) {
       await killAndWait(pid);
       logger.info({ pid }, 'killed the VM its dead shim left');
     }
@@ -107,6 +108,8 @@ export async function deleteAction(flags: ShimFlags, logger: Logger): Promise<vo
     for (const target of mountsBelow(workDir)) await unmount(target).catch((err) => logger.error({ target, err: (err as Error).message }, 'unmount failed'));
     warnIfKept(removeUnlessMounted(workDir), logger);
     removeDirIfEmpty(path.dirname(workDir));
+    // A VM a spare shim restored ([factory] spare_vms) kept its files where the spare made them: gone now with its dead daemon.
+    await sweepWarmDirs(warmRoot(config.runtime.stateDir), logger);
     if (address && !(await answers(address, flags.id))) removeSocket(address);
   }
 }

@@ -12,6 +12,8 @@ export interface ShimFlags {
   sparesDir: string;
   spares: string;
   nice: string;
+  /** Internal, for a spare daemon with [factory] spare_vms: the configuration file its VM is restored by. */
+  spareVmConfig: string;
   action: string;
 }
 
@@ -25,10 +27,11 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   'spares-dir': 'sparesDir',
   spares: 'spares',
   nice: 'nice',
+  'spare-vm-config': 'spareVmConfig',
 };
 
 export function parseFlags(argv: string[]): ShimFlags {
-  const flags: ShimFlags = { namespace: '', address: '', publishBinary: '', id: '', bundle: '', debug: false, socket: '', sparesDir: '', spares: '', nice: '', action: '' };
+  const flags: ShimFlags = { namespace: '', address: '', publishBinary: '', id: '', bundle: '', debug: false, socket: '', sparesDir: '', spares: '', nice: '', spareVmConfig: '', action: '' };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (!arg.startsWith('-')) {
@@ -56,6 +59,7 @@ export function daemonArgs(flags: ShimFlags, socket: string): string[] {
 }
 
 /** A spare daemon's arguments: a daemon's, without a pod (spare.ts). */
-export function spareArgs(flags: ShimFlags, sparesDir: string, wanted: number, nice: number): string[] {
-  return ['-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-spares-dir', sparesDir, '-spares', String(wanted), '-nice', String(nice), ...(flags.debug ? ['-debug'] : []), 'spare'];
+export function spareArgs(flags: ShimFlags, sparesDir: string, wanted: number, nice: number, spareVmConfig?: string): string[] {
+  const vm = spareVmConfig ? ['-spare-vm-config', spareVmConfig] : [];
+  return ['-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-spares-dir', sparesDir, '-spares', String(wanted), '-nice', String(nice), ...vm, ...(flags.debug ? ['-debug'] : []), 'spare'];
 }

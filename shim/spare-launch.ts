@@ -13,8 +13,9 @@ const LAUNCH_NICE = 19;
 /**
  * Launches spares until the pool of this daemon's kind holds `wanted` (ready or on
  * their way). Never fails the caller: a pod starts the same without spares.
+ * `spareVmConfig`: the configuration file each spare restores a VM by ([factory] spare_vms).
  */
-export function topUpSpares(flags: ShimFlags, bundle: string, wanted: number, logger: Logger): void {
+export function topUpSpares(flags: ShimFlags, bundle: string, wanted: number, logger: Logger, spareVmConfig?: string): void {
   if (wanted <= 0) return;
   const entry = shimEntry();
   try {
@@ -25,14 +26,14 @@ export function topUpSpares(flags: ShimFlags, bundle: string, wanted: number, lo
     const nice = os.getPriority();
     for (let have = countSpares(dir); have < Math.min(wanted, MAX_SPARE_SHIMS); have++) {
       // Through nice(1), which execs Node under the same pid: every thread Node starts has the low priority.
-      const child = spawn('nice', ['-n', String(LAUNCH_NICE), process.execPath, entry, ...spareArgs(flags, dir, wanted, nice)], { cwd: '/', detached: true, stdio: 'ignore', env: process.env });
+      const child = spawn('nice', ['-n', String(LAUNCH_NICE), process.execPath, entry, ...spareArgs(flags, dir, wanted, nice, spareVmConfig)], { cwd: '/', detached: true, stdio: 'ignore', env: process.env });
       child.on('error', () => undefined); // reported below: no pid
       if (child.pid === undefined) throw new Error('cannot run nice(1)');
       markStarting(dir, child.pid);
       child.unref();
       launched.push(child.pid);
     }
-    if (launched.length > 0) logger.info({ pool: dir, wanted, launched }, 'spare shim daemons launched');
+    if (launched.length > 0) logger.info({ pool: dir, wanted, launched, withVms: Boolean(spareVmConfig) }, 'spare shim daemons launched');
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'cannot launch spare shim daemons; pods start as without them');
   }

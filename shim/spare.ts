@@ -6,10 +6,12 @@
 // idle time, so no spare outlives what it was made for.
 import * as fs from 'fs';
 import * as net from 'net';
-import * as os from 'os';
 import * as path from 'path';
 import { fileIdentity } from '../lib/file-identity';
-import { runDaemon } from './daemon';
+import { createLogger, HeldLog } from '../lib/logger';
+import { setThreadsPriority } from '../lib/thread-priority';
+import { daemonLogLevel, runDaemon } from './daemon';
+import { startSpareVm } from './spare-vm';
 import { ShimFlags } from './flags';
 import {
   Claim,
@@ -39,17 +41,6 @@ function codeIdentity(entry: string): string | undefined {
   }
 }
 
-/** setpriority(2) on Linux sets one thread's niceness: each of ours, for V8's and libuv's threads too. */
-function setOwnPriority(nice: number): void {
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    try {
-      os.setPriority(Number(tid), nice);
-    } catch {
-      /* a thread that ended, or no CAP_SYS_NICE (it then stays lower, which only slows it) */
-    }
-  }
-}
-
 /** Replaces this process's environment with the claimer's (see spare-pool.ts), as a daemon it launched would have it. */
 function takeEnvironment(env: Record<string, string>): void {
   for (const name of Object.keys(process.env)) if (!(name in env)) delete process.env[name];
@@ -66,22 +57,55 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   const code = codeIdentity(entry);
   const containerd = process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`;
   const pid = process.pid;
+  // Until a pod claims it, nobody reads what it logs: kept, then sent to the pod's log.
+  const heldLog = new HeldLog();
+  const logger = createLogger(heldLog, daemonLogLevel(flags.debug)).child({ spare: pid, namespace: flags.namespace });
+  // Restored before the spare listens: a pod claims a spare that has its VM, or none (the spare is "starting" meanwhile).
+  // Stopped meanwhile (factory destroy, a package's stop script): it leaves once the restore is over.
+  let stoppedEarly = false;
+  const onEarlyTerm = (): void => void (stoppedEarly = true);
+  process.on('SIGTERM', onEarlyTerm);
+  const warm = flags.spareVmConfig ? await startSpareVm(flags.spareVmConfig, logger) : undefined;
+  process.removeListener('SIGTERM', onEarlyTerm);
+  /** Exits, ending the VM first: a spare that leaves must leave nothing running. Every exit of a spare, claimed or not, goes through here. */
+  let leaving = false;
+  const leave = (code: number): void => {
+    if (leaving) return;
+    leaving = true;
+    const ending = warm ? warm.discard().catch((err) => logger.error({ err: (err as Error).message }, "ending the spare's VM failed")) : Promise.resolve();
+    void ending.then(() => process.exit(code));
+  };
+  if (stoppedEarly) return leave(0);
+  // A VM that died while it waited is no use to a pod: the spare retires, and the next pod's start launches another.
+  let vmGone = false;
+  void warm?.clone.hypervisor.exited.then(() => (vmGone = true));
   // Surplus (pool larger than wanted), stale (the shim or Node on disk changed or went), or orphaned (containerd gone).
-  const { claim, conn } = await waitForClaim(dir, pid, async () => readyRank(dir, pid) >= wanted || codeIdentity(entry) !== code || !(await isListening(containerd)));
+  const { claim, conn } = await waitForClaim(dir, pid, async () => vmGone || readyRank(dir, pid) >= wanted || codeIdentity(entry) !== code || !(await isListening(containerd)), leave);
   // From here on this process is the pod's daemon, as one launched for it would be.
-  setOwnPriority(nice);
-  process.chdir(claim.bundle);
-  takeEnvironment(claim.env);
+  try {
+    setThreadsPriority('self', nice);
+    const vmmPid = warm?.clone.hypervisor.pid();
+    if (vmmPid !== undefined) setThreadsPriority(vmmPid, nice);
+    process.chdir(claim.bundle);
+    takeEnvironment(claim.env);
+  } catch (err) {
+    conn.end(`error: ${(err as Error).message}\n`);
+    return leave(1);
+  }
   let answered = false;
   conn.once('close', () => {
-    if (!answered) process.exit(1); // start gave up on us and launches a daemon itself
+    if (!answered) leave(1); // start gave up on us and launches a daemon itself
   });
-  await runDaemon({ ...flags, id: claim.id, bundle: claim.bundle, socket: claim.socket }, (message) => {
-    if (conn.destroyed || !conn.writable) return false;
-    answered = true;
-    conn.end(message);
-    return true;
-  });
+  await runDaemon(
+    { ...flags, id: claim.id, bundle: claim.bundle, socket: claim.socket },
+    (message) => {
+      if (conn.destroyed || !conn.writable) return false;
+      answered = true;
+      conn.end(message);
+      return true;
+    },
+    { warm, heldLog, exit: leave },
+  );
 }
 
 type RetireCheck = () => Promise<boolean>;
@@ -90,16 +114,25 @@ type RetireCheck = () => Promise<boolean>;
  * Listens on the pool socket until a claimer renames it and sends a claim. Exits the
  * process when the spare retires (or a claim is bad: the claimer then starts a daemon).
  */
-function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Promise<{ claim: Claim; conn: net.Socket }> {
+function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck, leave: (code: number) => void): Promise<{ claim: Claim; conn: net.Socket }> {
   const ready = readySocketOf(dir, pid);
   const claimed = claimedSocketOf(dir, pid);
   const since = Date.now();
   return new Promise((resolve) => {
     let taken = false;
     let stopping = false;
+    let left = false;
+    /** Leaves (leave() ends the VM first, which takes a while): no claim is taken meanwhile. */
+    const leaveNow = (code: number): void => {
+      left = true;
+      clearInterval(timer);
+      clearTimeout(orphaned);
+      server.close();
+      leave(code);
+    };
     const server = net.createServer((conn) => {
       // Only a claimer renames the socket first; anything else that connects is sent away.
-      if (taken || !fs.existsSync(claimed)) return void conn.destroy();
+      if (taken || left || !fs.existsSync(claimed)) return void conn.destroy();
       taken = true;
       readClaimLine(conn).then(
         (line) => {
@@ -108,7 +141,7 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
             if (stopping) throw new Error('the spare is stopping (SIGTERM)');
             claim = parseClaim(line);
           } catch (err) {
-            conn.end(`error: ${(err as Error).message}\n`, () => process.exit(1));
+            conn.end(`error: ${(err as Error).message}\n`, () => leaveNow(1));
             return;
           }
           clearInterval(timer);
@@ -119,7 +152,7 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
           fs.rmSync(startingMarkerOf(dir, pid), { force: true }); // should its launcher have written it late
           resolve({ claim, conn });
         },
-        () => process.exit(1),
+        () => leaveNow(1),
       );
     });
     // A dead spare's, with our (reused) pid: a leftover `claimed` would make any connection a claim.
@@ -132,12 +165,12 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
       }
       fs.rmSync(startingMarkerOf(dir, pid), { force: true });
     });
-    server.on('error', () => process.exit(1));
+    server.on('error', () => leaveNow(1));
     // A claimer holding the renamed socket gets this long to connect and send its claim.
     let orphaned: NodeJS.Timeout | undefined;
     const awaitClaimer = (): void => {
       clearInterval(timer);
-      orphaned ??= setTimeout(() => process.exit(1), CLAIM_READY_TIMEOUT_MS);
+      orphaned ??= setTimeout(() => leaveNow(1), CLAIM_READY_TIMEOUT_MS);
     };
     const retire = (): void => {
       try {
@@ -146,7 +179,7 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck): Prom
         return awaitClaimer(); // claimed meanwhile: serve that claim, unless it never comes
       }
       fs.rmSync(retiredSocketOf(dir, pid), { force: true });
-      process.exit(0);
+      leaveNow(0);
     };
     // Stopped while waiting (factory destroy, a package's stop script): leave no socket
     // behind, and refuse a claim under way. Until claimed only: the daemon has its own handler.

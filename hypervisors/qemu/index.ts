@@ -1,2 +1,3 @@
 export { QemuHypervisor } from './qemu';
 export { buildQemuArgs, qemuPaths } from './command-line';
+export { runningQemuPid } from './running-qemu';

@@ -27,6 +27,8 @@ import { waitForVsockDeviceStart } from './vsock-device-start';
 const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** The socket a template's state goes through (template-migration.ts), in the work dir. */
 const MIGRATION_SOCKET = 'migrate.sock';
+/** The fd a clone's QEMU gets its template's RAM file on (the first after stdio). */
+const PASSED_FD = 3;
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
 const CONSOLE_TAIL_BYTES = 128 * 1024;
 
@@ -119,11 +121,12 @@ export class QemuHypervisor implements Hypervisor {
     await this.quitOrKill();
   }
 
-  async startClone(config: VmConfig, files: TemplateFiles, state: Buffer): Promise<void> {
+  async startClone(config: VmConfig, files: TemplateFiles, state: Buffer, { memoryFd, dieWithSpawner = false }: { memoryFd?: number; dieWithSpawner?: boolean } = {}): Promise<void> {
     if (config.network) throw new FailedPreconditionError('qemu: a clone starts without its pod network (plugNics adds its NICs)');
-    const args = await this.argsFor(config, { role: 'clone', memoryPath: files.memoryPath });
+    // The caller's open RAM file, as QEMU's fd 3: QEMU opens it anew through /dev/fd (the same file, even if unlinked meanwhile).
+    const args = await this.argsFor(config, { role: 'clone', memoryPath: memoryFd === undefined ? files.memoryPath : `/dev/fd/${PASSED_FD}` });
     // In an empty network namespace of its own: nothing of the pod is needed to start it.
-    await this.launch(config, args, { ownNetns: true });
+    await this.launch(config, args, { ownNetns: true, dieWithSpawner, passFd: memoryFd });
     try {
       this.netns = VmmNetns.open(this.child!.pid!, () => !this.hasExited);
       // Only QEMU's own refusal condemns the template; a kill or a timeout is this clone's trouble.
@@ -161,7 +164,7 @@ export class QemuHypervisor implements Hypervisor {
     }
   }
 
-  private async launch(config: VmConfig, args: string[], { onSpawned, ...launchOptions }: { dieWithSpawner?: boolean; ownNetns?: boolean; onSpawned?: (pid: number) => void } = {}): Promise<void> {
+  private async launch(config: VmConfig, args: string[], { onSpawned, passFd, ...launchOptions }: { dieWithSpawner?: boolean; ownNetns?: boolean; onSpawned?: (pid: number) => void; passFd?: number } = {}): Promise<void> {
     const paths = qemuPaths(config.workDir);
     this.logger.info({ binary: config.binaryPath, args }, 'starting qemu');
     const console = new TailBuffer(CONSOLE_TAIL_BYTES);
@@ -170,7 +173,7 @@ export class QemuHypervisor implements Hypervisor {
     const stderr = new TailBuffer(VMM_STDERR_TAIL_BYTES);
     // Reduced capabilities; in a pod netns (a cold boot), nsenter joins it and execs QEMU: same pid, and QEMU can open the taps.
     const [command, commandArgs] = vmmCommand(config.binaryPath, args, { netnsPath: config.network?.netnsPath, ...launchOptions });
-    const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe', ...(passFd === undefined ? [] : [passFd])], detached: true });
     this.child = child;
     if (child.pid !== undefined) onSpawned?.(child.pid);
     child.stdout?.on('data', (chunk: Buffer) => console.push(chunk));

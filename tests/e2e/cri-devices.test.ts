@@ -13,7 +13,7 @@ import { CriClient, CriError } from '../harness/cri';
 import { CriImages } from '../harness/cri-images';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { waitForNoLeaks } from '../harness/leaks';
-import { CriKataEnv, startCriKataEnv } from './kata-env';
+import { CriKataEnv, sandboxVmms, startCriKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
 
@@ -51,9 +51,9 @@ describe('CRI devices in a kata pod', () => {
 
   /** Host paths the pod's QEMU holds open (the hot-plugged source shows up here). */
   function qemuOpenFiles(podId: string): string[] {
-    const line = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n').find((l) => l.includes('qemu-system') && l.includes(`sandbox-${podId}`));
-    expect(line).toBeDefined();
-    const fdDir = `/proc/${line!.trim().split(/\s+/)[0]}/fd`;
+    const [pid] = sandboxVmms(path.join(env.dir, 'vm'), 'k8s.io', podId);
+    expect(pid).toBeDefined();
+    const fdDir = `/proc/${pid}/fd`;
     return fs.readdirSync(fdDir).flatMap((fd) => {
       try {
         return [fs.readlinkSync(path.join(fdDir, fd))];

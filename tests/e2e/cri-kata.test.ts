@@ -14,7 +14,7 @@ import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { HostSnapshot, isWaitingSpare, unixSocketsOf, waitForNoLeaks } from '../harness/leaks';
 import { readMountPoints } from '../harness/mounts';
 import { waitFor } from '../harness/wait';
-import { CriKataEnv, startCriKataEnv } from './kata-env';
+import { CriKataEnv, sandboxVmms, startCriKataEnv } from './kata-env';
 
 jest.setTimeout(600_000);
 
@@ -53,20 +53,16 @@ describe('CRI pods with the kata handler', () => {
     return (await cri.podSandboxStatus({ pod_sandbox_id: podId })).status?.network?.ip ?? '';
   }
 
-  /** QEMU processes of one sandbox (its -name carries the sandbox id). */
-  function qemusOf(podId: string): string[] {
-    return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
-      .split('\n')
-      .filter((l) => l.includes('qemu-system') && l.includes(`sandbox-${podId}`));
-  }
+  /** QEMU processes of one sandbox. */
+  const qemusOf = (podId: string): number[] => sandboxVmms(path.join(dir, 'vm'), 'k8s.io', podId);
 
   /**
    * The network namespace a pod's QEMU runs in: whether it is one of CRI's pod
    * namespaces, and the interfaces in it.
    */
   function qemuNetns(podId: string): { aPodNetns: boolean; links: string[] } {
-    const [line] = qemusOf(podId);
-    const ns = `/proc/${Number(line.trim().split(/\s+/)[0])}/ns/net`;
+    const [pid] = qemusOf(podId);
+    const ns = `/proc/${pid}/ns/net`;
     const inode = fs.statSync(ns).ino;
     const podNamespaces = fs.readdirSync(cd.cri.netnsDir).map((name) => fs.statSync(path.join(cd.cri.netnsDir, name)).ino);
     const links = (JSON.parse(execFileSync('nsenter', [`--net=${ns}`, '--', 'ip', '-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifname: string }>).map((l) => l.ifname);

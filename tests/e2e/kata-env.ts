@@ -1,6 +1,7 @@
 // Everything an e2e test needs to run containers through containerd with our shim:
 // a launcher for the freshly compiled shim, a TCG configuration pointing at the built
 // guest, a private containerd using both, and the busybox test image imported.
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildBusyboxImage } from '../harness/image';
@@ -13,6 +14,9 @@ import { run, RunResult } from '../harness/exec';
 import { defaultConfig } from '../../config/runtime-config';
 import { Sandbox } from '../../sandbox/sandbox';
 import { escapeRegExp } from '../../lib/regexp';
+import { silentLogger } from '../../lib/logger';
+import { sweepWarmDirs, warmRoot } from '../../sandbox/warm-vm';
+import { runningQemuPid } from '../../hypervisors/qemu';
 
 export { REPO } from '../harness/repo';
 
@@ -23,6 +27,21 @@ export function sandboxWorkDir(stateDir: string, namespace: string, sandboxId: s
 }
 
 export const RUNTIME = 'io.containerd.kata.v2';
+
+/**
+ * The live QEMU processes of a sandbox: the one named after it (`-name sandbox-<id>`:
+ * booted, or cloned at its Create), or the one its work dir's pid file names (a VM a
+ * spare shim restored before the pod came carries the spare's name, and is found as
+ * `delete` finds it).
+ */
+export function sandboxVmms(stateDir: string, namespace: string, sandboxId: string): number[] {
+  const named = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes('qemu-system') && l.includes(`sandbox-${sandboxId},`))
+    .map((l) => Number(l.trim().split(/\s+/)[0]));
+  const fromWorkDir = runningQemuPid(sandboxWorkDir(stateDir, namespace, sandboxId));
+  return [...new Set([...named, ...(fromWorkDir === undefined ? [] : [fromWorkDir])])];
+}
 
 export interface KataEnv {
   containerd: PrivateContainerd;
@@ -55,11 +74,14 @@ export interface ConfigOverrides {
  * (make test-template): every pod then starts as a clone. KATATS_E2E_SPARE_SHIMS=N runs
  * them with N spare shim daemons: a pod that finds one ready (about a second after the
  * previous pod's Create launched it) runs on it (make test-template counts them).
+ * KATATS_E2E_SPARE_VMS=1 (with both) has each spare restore a VM while it waits: a pod
+ * that finds one ready runs in that VM.
  */
 export function factoryFromEnv(): Record<string, unknown> {
   const dir = process.env.KATATS_E2E_TEMPLATE_PATH;
   const spares = Number(process.env.KATATS_E2E_SPARE_SHIMS ?? 0);
-  return { ...(dir ? { enableTemplate: true, templatePath: dir } : {}), ...(spares > 0 ? { spareShims: spares } : {}) };
+  const spareVms = process.env.KATATS_E2E_SPARE_VMS === '1';
+  return { ...(dir ? { enableTemplate: true, templatePath: dir } : {}), ...(spares > 0 ? { spareShims: spares } : {}), ...(spareVms ? { spareVms } : {}) };
 }
 
 /** The built guest's kernel, rootfs image and initrd. */
@@ -113,6 +135,15 @@ export function writeConfig(file: string, stateDir: string, overrides: ConfigOve
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
 }
 
+/**
+ * containerd's stop kills every spare shim it finds ([factory] spare_vms): their VMs die
+ * with them, and their work dirs are left as a killed spare's are, for the next spare or
+ * `factory destroy`, which this does as they do.
+ */
+async function removeKilledSpareVms(stateDir: string): Promise<void> {
+  await sweepWarmDirs(warmRoot(stateDir), silentLogger());
+}
+
 /** Makes an environment's temporary directory and builds the environment in it; a build that fails leaves no directory behind. */
 async function inNewDir<T>(prefix: string, build: (dir: string) => Promise<T>): Promise<T> {
   const dir = fs.mkdtempSync(prefix);
@@ -152,6 +183,7 @@ async function buildKataEnv(dir: string, opts: ConfigOverrides & { containerdLog
     async stop() {
       const logs = containerd.logs();
       await containerd.stop();
+      await removeKilledSpareVms(stateDir);
       fs.rmSync(dir, { recursive: true, force: true });
       expectOnlyClones(logs);
     },
@@ -219,6 +251,7 @@ async function buildCriKataEnv(dir: string, before: HostSnapshot, configure?: (d
       cri.close();
       const logs = cd.logs();
       const report = await cd.stop();
+      await removeKilledSpareVms(path.join(dir, 'vm'));
       fs.rmSync(dir, { recursive: true, force: true });
       expectOnlyClones(logs);
       return report.leftovers;

@@ -5,12 +5,10 @@
 // after the first pod) use them too.
 import * as fs from 'fs';
 import * as path from 'path';
-import { lookupService, TASK_SERVICE } from '../../lib/protos';
-import { TtrpcClient } from '../../ttrpc';
 import { isZombie } from '../../lib/recorded-process';
 import { snapshotHost, waitForNoLeaks, HostSnapshot } from '../harness/leaks';
 import { KATA_HANDLER } from '../harness/containerd';
-import { readySpares } from '../harness/spares';
+import { oneReadySpare, readySpares, shimPidAt } from '../harness/spares';
 import { containerConfig, podSandboxConfig } from '../harness/cri-pod';
 import { run as runCommand } from '../harness/exec';
 import { CriKataEnv, expectCtrOk, KataEnv, removeContainer, RUNTIME, RUNTIME_CLI, startCriKataEnv, startKataEnv, writeConfig } from './kata-env';
@@ -21,27 +19,7 @@ jest.setTimeout(600_000);
 const SPARE_RETIRE_MS = 20_000;
 
 /** The one ready spare, once there is exactly one. */
-async function readySpare(containerdState: string): Promise<number> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const ready = readySpares(containerdState);
-    if (ready.length === 1) return ready[0];
-    if (Date.now() > deadline) throw new Error(`expected one ready spare, found ${JSON.stringify(ready)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-/** The pid of the shim serving a task, as it answers Connect. */
-async function shimPidAt(containerdState: string, namespace: string, id: string): Promise<number> {
-  const bundle = path.join(containerdState, 'io.containerd.runtime.v2.task', namespace, id);
-  const address = fs.readFileSync(path.join(bundle, 'address'), 'utf8').trim().replace(/^unix:\/\//, '');
-  const client = await TtrpcClient.connect(address);
-  try {
-    return (await client.call(lookupService(TASK_SERVICE), 'Connect', { id }, { timeoutMs: 10_000 })).shim_pid;
-  } finally {
-    client.close();
-  }
-}
+const readySpare = (containerdState: string): Promise<number> => oneReadySpare(containerdState, 30_000);
 
 describe('spare shim daemons', () => {
   let env: KataEnv;
@@ -122,7 +100,7 @@ describe('spare shim daemons', () => {
       expect(status.stdout).toMatch(new RegExp(`kata-ts-spares/[0-9a-f]{32}  ready 1 \\(${waiting}\\)  starting 0  being claimed 0`));
       const destroy = await factory('destroy');
       expect(destroy.code).toBe(0);
-      expect(destroy.stdout).toMatch(/^removed 0 templates from \S+; stopped 1 spare shim\n$/);
+      expect(destroy.stdout).toMatch(/^removed 0 templates from \S+; stopped 1 spare shim, removed 0 spare VMs\n$/);
       expect(fs.existsSync(`/proc/${waiting}`) && !isZombie(waiting)).toBe(false);
       expect(spares()).toEqual([]);
       // The pod that runs on a former spare is a pod's daemon: untouched.

@@ -2,7 +2,10 @@
 // and the bench look for them: ready spares listen on `<pid>.sock` (shim/spare-pool.ts).
 import * as fs from 'fs';
 import * as path from 'path';
+import { lookupService, TASK_SERVICE } from '../../lib/protos';
+import { isZombie, processArgs } from '../../lib/recorded-process';
 import { SPARES_DIR_NAME } from '../../shim/spare-pool';
+import { TtrpcClient } from '../../ttrpc';
 
 /** The pids of the ready spares in every pool under a containerd state dir. */
 export function readySpares(containerdState: string): number[] {
@@ -14,4 +17,40 @@ export function readySpares(containerdState: string): number[] {
     .map((name) => /^(\d+)\.sock$/.exec(name)?.[1])
     .filter((pid): pid is string => pid !== undefined)
     .map(Number);
+}
+
+/** The one ready spare under a containerd state dir, once there is exactly one (within `timeoutMs`). */
+export async function oneReadySpare(containerdState: string, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ready = readySpares(containerdState);
+    if (ready.length === 1) return ready[0];
+    if (Date.now() > deadline) throw new Error(`expected one ready spare, found ${JSON.stringify(ready)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The pid of the shim serving a task, as it answers Connect. */
+export async function shimPidAt(containerdState: string, namespace: string, id: string): Promise<number> {
+  const bundle = path.join(containerdState, 'io.containerd.runtime.v2.task', namespace, id);
+  const address = fs.readFileSync(path.join(bundle, 'address'), 'utf8').trim().replace(/^unix:\/\//, '');
+  const client = await TtrpcClient.connect(address);
+  try {
+    return (await client.call(lookupService(TASK_SERVICE), 'Connect', { id }, { timeoutMs: 10_000 })).shim_pid;
+  } finally {
+    client.close();
+  }
+}
+
+/** The live VMMs whose argv names a pid file under `dir` (spare VMs under `<state_dir>/.warm`: sandbox/warm-vm.ts). */
+export function vmmsUnder(dir: string): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .map(Number)
+    .filter((pid) => {
+      const args = processArgs(pid);
+      const i = args.indexOf('-pidfile');
+      return i >= 0 && args[i + 1]?.startsWith(`${dir}/`) && !isZombie(pid);
+    });
 }

@@ -1,0 +1,40 @@
+// Niceness is per thread on Linux (setpriority(2) with a tid): a process's niceness is
+// changed by changing each of its threads'.
+import * as fs from 'fs';
+import * as os from 'os';
+
+/** Sets every thread of `pid` to `nice`; a thread that ended meanwhile, or one we may not change, is skipped. */
+export function setThreadsPriority(pid: number | 'self', nice: number): void {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return; // gone
+  }
+  for (const tid of tids) {
+    try {
+      os.setPriority(Number(tid), nice);
+    } catch {
+      /* a thread that ended, or no CAP_SYS_NICE (it then stays lower, which only slows it) */
+    }
+  }
+}
+
+/** Each thread's niceness (/proc/<pid>/task/<tid>/stat, field 19); empty once the process is gone. */
+export function threadPriorities(pid: number): number[] {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  return tids.flatMap((tid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // The command name (field 2) may hold spaces and parentheses: fields after the last ')'.
+      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+    } catch {
+      return []; // a thread that ended
+    }
+  });
+}

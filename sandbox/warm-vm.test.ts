@@ -1,0 +1,194 @@
+// A spare VM's work dir, with real mounts (root): made as a sandbox's, moved to the
+// sandbox's place at the claim (the share's propagation intact), and removed after its
+// sandbox, or after a spare that died, but never while a sandbox's work dir is mounted from it.
+import { spawn, execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { defaultConfig, RuntimeConfig } from '../config/runtime-config';
+import { VmConfig } from '../hypervisors/hypervisor';
+import { silentLogger } from '../lib/logger';
+import { mountsBelow } from './rootfs';
+import { ensureDirChain } from './safe-paths';
+import { bindIntoShare, shareLayout } from './shared-fs';
+import { podVmConfig } from './sandbox';
+import { fakeAgent } from './testing/fake-agent';
+import { fakeDriver } from './testing/fake-driver';
+import { VmTemplates } from './vm-templates';
+import { isMountedFrom, sweepWarmDirs, WarmVm, warmRoot } from './warm-vm';
+
+const asRoot = process.getuid?.() === 0 ? describe : describe.skip;
+
+asRoot('spare VM work dirs', () => {
+  let dir: string;
+  let config: RuntimeConfig;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warm-vm-'));
+    config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+  });
+  afterEach(() => {
+    for (const target of mountsBelow(dir)) {
+      try {
+        execFileSync('umount', ['-l', target], { stdio: 'ignore' });
+      } catch {
+        /* gone with a parent (propagation, or a lazy unmount above it) */
+      }
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Templates whose clone is a fake driver (stopped on discard); `vms` holds the VMs asked for. */
+  function templatesOffering(clone: boolean) {
+    const driver = fakeDriver('virtio-serial', fakeAgent({}));
+    const vms: VmConfig[] = [];
+    const agent = {
+      closed: false,
+      close() {
+        this.closed = true;
+      },
+    };
+    const templates = {
+      async startClone(vm: VmConfig, _observe: unknown, opts: { make: boolean; dieWithSpawner?: boolean }) {
+        vms.push(vm);
+        expect(opts).toMatchObject({ make: false, dieWithSpawner: true });
+        // QEMU would make its sockets in the work dir.
+        fs.writeFileSync(path.join(vm.workDir, 'qmp.sock'), '');
+        return clone ? { hypervisor: driver, agent, details: {}, templateKey: 'k1' } : undefined;
+      },
+    } as unknown as VmTemplates;
+    return { templates, driver, agent, vms };
+  }
+
+  const start = (templates: VmTemplates) => WarmVm.start({ config, templates, newHypervisor: () => fakeDriver('virtio-serial', fakeAgent({})), podVmConfig, logger: silentLogger() });
+
+  it("restores in a work dir of its own, set up as a sandbox's, and moves it to the sandbox's place with its share working", async () => {
+    const { templates, driver, vms } = templatesOffering(true);
+    const warm = (await start(templates))!;
+    expect(warm).toBeDefined();
+    const root = warmRoot(config.runtime.stateDir);
+    expect(warm.dir.startsWith(`${root}/${process.pid}-`)).toBe(true);
+    expect(vms[0].workDir).toBe(path.join(warm.dir, 'vm'));
+    expect(vms[0].sharedDirectories).toEqual([{ tag: 'kataShared', hostPath: path.join(warm.dir, 'vm', 'shared') }]);
+    expect((fs.statSync(root).mode & 0o777).toString(8)).toBe('700');
+
+    const workDir = path.join(config.runtime.stateDir, 'default', 'pod1');
+    fs.mkdirSync(workDir, { recursive: true });
+    await warm.moveTo(workDir);
+    expect(fs.existsSync(path.join(workDir, 'qmp.sock'))).toBe(true);
+    expect(isMountedFrom(path.join(warm.dir, 'vm'))).toBe(true);
+    // A bind into the private side after the move shows in the guest's (read-only) view, as in a sandbox's own.
+    const source = path.join(dir, 'volume');
+    fs.mkdirSync(source);
+    fs.writeFileSync(path.join(source, 'file'), 'data');
+    fs.mkdirSync(path.join(workDir, 'mounts', 'c1'));
+    execFileSync('mount', ['--bind', source, path.join(workDir, 'mounts', 'c1')]);
+    expect(fs.readFileSync(path.join(workDir, 'shared', 'c1', 'file'), 'utf8')).toBe('data');
+    await expect(warm.moveTo(workDir)).rejects.toThrow('taken or ended already');
+    // Discarding a VM the sandbox took does nothing: it is the sandbox's to end.
+    await warm.discard();
+    expect(driver.stopped).toBeUndefined();
+
+    // While the sandbox's work dir is mounted from it, neither the sandbox nor a sweep removes it.
+    await warm.removeOrigin();
+    expect(fs.existsSync(warm.dir)).toBe(true);
+    execFileSync('umount', ['-R', workDir]);
+    expect(isMountedFrom(path.join(warm.dir, 'vm'))).toBe(false);
+    await warm.removeOrigin();
+    expect(fs.existsSync(warm.dir)).toBe(false);
+    expect(mountsBelow(root)).toEqual([]);
+  });
+
+  it("moves into a state dir on a shared mount (systemd's /run) without the sandbox's mounts reaching the state dir's peers", async () => {
+    // A shared tmpfs as the state dir, and a peer of it elsewhere (as another mount namespace's copy of /run would be).
+    const state = config.runtime.stateDir;
+    const peer = path.join(dir, 'peer');
+    for (const d of [state, peer]) fs.mkdirSync(d);
+    execFileSync('mount', ['-t', 'tmpfs', 'state', state]);
+    execFileSync('mount', ['--make-shared', state]);
+    execFileSync('mount', ['--bind', state, peer]);
+    const { templates } = templatesOffering(true);
+    const warm = (await start(templates))!;
+    const workDir = path.join(state, 'default', 'pod1');
+    fs.mkdirSync(workDir, { recursive: true });
+    await warm.moveTo(workDir);
+    // A container's rootfs goes into the share as Sandbox.createContainer binds it (a move under the private side).
+    const source = path.join(dir, 'rootfs');
+    fs.mkdirSync(source);
+    fs.writeFileSync(path.join(source, 'file'), 'data');
+    const layout = shareLayout(workDir);
+    await bindIntoShare(layout, source, ensureDirChain(layout.privateDir, ['c1', 'rootfs']));
+    expect(fs.readFileSync(path.join(workDir, 'shared', 'c1', 'rootfs', 'file'), 'utf8')).toBe('data');
+    expect(mountsBelow(peer).filter((m) => m.includes('c1'))).toEqual([]);
+    execFileSync('umount', ['-R', workDir]);
+    await warm.removeOrigin();
+    expect(fs.existsSync(warm.dir)).toBe(false);
+  });
+
+  it('ends the VM and removes its work dir when the move fails (its target is gone)', async () => {
+    const { templates, driver } = templatesOffering(true);
+    const warm = (await start(templates))!;
+    await expect(warm.moveTo(path.join(config.runtime.stateDir, 'default', 'not-made'))).rejects.toThrow();
+    await warm.discard();
+    expect(driver.stopped).toBe(true);
+    expect(fs.existsSync(warm.dir)).toBe(false);
+    expect(mountsBelow(dir)).toEqual([]);
+  });
+
+  it('ends the VM and removes its work dir when discarded', async () => {
+    const { templates, driver, agent } = templatesOffering(true);
+    const warm = (await start(templates))!;
+    await warm.discard();
+    expect(driver.stopped).toBe(true);
+    expect(agent.closed).toBe(true);
+    expect(fs.existsSync(warm.dir)).toBe(false);
+    expect(mountsBelow(dir)).toEqual([]);
+  });
+
+  it('leaves nothing when no VM can be restored', async () => {
+    const { templates } = templatesOffering(false);
+    expect(await start(templates)).toBeUndefined();
+    expect(fs.readdirSync(warmRoot(config.runtime.stateDir))).toEqual([]);
+    expect(mountsBelow(dir)).toEqual([]);
+  });
+
+  it("sweeps a dead spare's dir (its VM killed, its mounts gone) but not a live one's, nor one a sandbox's work dir is still mounted from", async () => {
+    const { templates } = templatesOffering(true);
+    const root = warmRoot(config.runtime.stateDir);
+    const live = (await start(templates))!;
+    const dead = (await start(templates))!;
+    const moved = (await start(templates))!;
+    const workDir = path.join(config.runtime.stateDir, 'default', 'pod1');
+    fs.mkdirSync(workDir, { recursive: true });
+    await moved.moveTo(workDir);
+    // A spare that died: its owner record names a process that has exited. Its "VMM"
+    // names its pid file in its argv, as QEMU does; QEMU writes that file.
+    const gone = spawn('true');
+    await new Promise((r) => gone.once('exit', r));
+    for (const d of [dead.dir, moved.dir]) fs.writeFileSync(path.join(d, 'owner'), `${gone.pid} 1\n`);
+    const pidFile = path.join(dead.dir, 'vm', 'qemu.pid');
+    const vmm = spawn(process.execPath, ['-e', 'setTimeout(() => undefined, 600_000)', '--', '-pidfile', pidFile], { stdio: 'ignore' });
+    fs.writeFileSync(pidFile, `${vmm.pid}\n`);
+    const vmmExited = new Promise((r) => vmm.once('exit', (_code, signal) => r(signal)));
+    // An unrelated process whose pid a stale pid file names is never killed.
+    const bystander = spawn('sleep', ['600']);
+    fs.writeFileSync(path.join(moved.dir, 'vm', 'qemu.pid'), `${bystander.pid}\n`);
+    try {
+      expect(await sweepWarmDirs(root, silentLogger())).toEqual([dead.dir]);
+      expect(await vmmExited).toBe('SIGKILL');
+      expect(fs.existsSync(dead.dir)).toBe(false);
+      expect(fs.existsSync(live.dir)).toBe(true);
+      expect(fs.existsSync(moved.dir)).toBe(true);
+      expect(bystander.exitCode).toBeNull();
+      // Once the sandbox's work dir is unmounted (its `delete` ran), the next sweep removes it.
+      execFileSync('umount', ['-R', workDir]);
+      expect(await sweepWarmDirs(root, silentLogger())).toEqual([moved.dir]);
+    } finally {
+      bystander.kill('SIGKILL');
+      vmm.kill('SIGKILL');
+      await live.discard();
+    }
+    expect(fs.readdirSync(root)).toEqual([]);
+    expect(mountsBelow(dir)).toEqual([]);
+  });
+});
