@@ -15,7 +15,8 @@ import { defaultConfig } from '../../config/runtime-config';
 import { Sandbox } from '../../sandbox/sandbox';
 import { escapeRegExp } from '../../lib/regexp';
 import { silentLogger } from '../../lib/logger';
-import { sweepWarmDirs, warmRoot } from '../../sandbox/warm-vm';
+import { sweepWarmDirs, WARM_DIR_NAME, warmRoot } from '../../sandbox/warm-vm';
+import { isZombie } from '../../lib/recorded-process';
 import { runningQemuPid } from '../../hypervisors/qemu';
 
 export { REPO } from '../harness/repo';
@@ -133,6 +134,21 @@ export function writeConfig(file: string, stateDir: string, overrides: ConfigOve
     factory: { ...factoryFromEnv(), ...overrides.factory },
   };
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
+}
+
+/**
+ * The directories a test left in a state dir: sandboxes' work dirs, and spare VM dirs
+ * (`.warm/<pid>-<hex>`, sandbox/warm-vm.ts) whose spare or pod daemon is gone. A live
+ * spare's is its containerd's configured state, not something left.
+ */
+export function stateDirsLeft(stateDir: string): string[] {
+  const entries = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name) : []);
+  const ownerAlive = (name: string) => {
+    const pid = Number(name.split('-')[0]);
+    return pid > 0 && fs.existsSync(`/proc/${pid}`) && !isZombie(pid);
+  };
+  const warm = entries(path.join(stateDir, WARM_DIR_NAME)).filter((name) => !ownerAlive(name)).map((name) => `${WARM_DIR_NAME}/${name}`);
+  return [...entries(stateDir).filter((name) => name !== WARM_DIR_NAME), ...warm];
 }
 
 /**

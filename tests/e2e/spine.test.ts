@@ -5,7 +5,7 @@ import * as os from 'os';
 import { createTask, deleteTask, killTask } from '../harness/containerd-api';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { EventLog } from './events';
-import { expectCtrExit, expectCtrOk, KataEnv, RUNTIME, startKataEnv } from './kata-env';
+import { expectCtrExit, expectCtrOk, KataEnv, RUNTIME, startKataEnv, stateDirsLeft } from './kata-env';
 
 jest.setTimeout(300_000);
 
@@ -28,8 +28,7 @@ describe('ctr run --runtime io.containerd.kata.v2', () => {
   async function expectNothingLeft(): Promise<void> {
     const leaks = await waitForNoLeaks(baseline, 20_000);
     expect(leaks).toEqual([]);
-    const left = fs.existsSync(env.stateDir) ? fs.readdirSync(env.stateDir, { withFileTypes: true }) : [];
-    expect(left.filter((e) => e.isDirectory()).map((e) => e.name)).toEqual([]);
+    expect(stateDirsLeft(env.stateDir)).toEqual([]);
   }
 
   it('runs the command in a VM, prints its output and returns its exit code', async () => {

@@ -5,6 +5,7 @@
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { WARM_DIR_NAME } from '../../sandbox/warm-vm';
 import { CONTAINERD_DIR_PREFIX, DEFAULT_NAMESPACE, readlinkOr } from './containerd';
 import { CRI_BRIDGE_PREFIX, CRI_CGROUP_PREFIX } from './containerd-cri';
 import { readMounts } from './mounts';
@@ -170,16 +171,20 @@ export async function snapshotHost(opts: SnapshotOptions = {}): Promise<HostSnap
     listLinks(),
     fs.promises.readdir(VIRTIOFSD_LOCK_DIR).catch(() => [] as string[]),
   ]);
-  // A spare shim that waits for a pod is its containerd's configured state, not a leak.
-  const waiting = processes.filter((p) => isWaitingSpare(p));
-  const spareSockets = new Set(waiting.flatMap((p) => SPARE_SOCKET_SUFFIXES.map((suffix) => path.join(spareDir(p)!, `${p.pid}${suffix}`))));
+  // A spare shim that waits for a pod is its containerd's configured state, not a leak;
+  // so is the VM it restored meanwhile ([factory] spare_vms): its QEMU, mounts and sockets
+  // under <state_dir>/.warm/<spare pid>-<hex> (sandbox/warm-vm.ts).
+  const waitingSpares = processes.filter((p) => isWaitingSpare(p));
+  const ofWaitingSpare = (text: string) => waitingSpares.some((p) => text.includes(`/${WARM_DIR_NAME}/${p.pid}-`));
+  const waiting = [...waitingSpares, ...processes.filter((p) => p.argv.some(ofWaitingSpare))];
+  const spareSockets = new Set(waitingSpares.flatMap((p) => SPARE_SOCKET_SUFFIXES.map((suffix) => path.join(spareDir(p)!, `${p.pid}${suffix}`))));
   const foreignBridges = new Set(foreignDirs.map((d) => `${CRI_BRIDGE_PREFIX}${d.slice(CONTAINERD_DIR_PREFIX.length)}`));
   const foreignLinks = links.filter((l) => foreignBridges.has(l.name) || (l.master !== undefined && foreignBridges.has(l.master)));
   return {
     takenAt: new Date(),
     processes: processes.filter((p) => !waiting.includes(p)),
-    mounts: mounts.map((m) => `${m.source} on ${m.target} type ${m.fstype}`),
-    sockets: [...new Set(sockets.flat())].filter((s) => !spareSockets.has(s)).sort(),
+    mounts: mounts.filter((m) => !ofWaitingSpare(m.target)).map((m) => `${m.source} on ${m.target} type ${m.fstype}`),
+    sockets: [...new Set(sockets.flat())].filter((s) => !spareSockets.has(s) && !ofWaitingSpare(s)).sort(),
     netns,
     virtiofsdLocks: virtiofsdLocks.sort(),
     links: links.map((l) => l.name).sort(),
