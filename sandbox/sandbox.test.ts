@@ -321,12 +321,14 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     };
     const driver = fakeDriver('virtio-serial', agentForSandbox());
     driver.plugNics = async () => void calls.push('plugNics');
+    fs.mkdirSync(path.join(dir, 'spare-vm'), { recursive: true });
     const warm = {
-      vm: { memoryMiB: 1 } as VmConfig,
+      vm: { memoryMiB: 1, workDir: path.join(dir, 'spare-vm') } as VmConfig,
       clone: { hypervisor: driver, agent, details: { agent_version: 'spare' }, templateKey: 'k1' },
       restoreSeconds: 0.5,
       moveTo: jest.fn(async (workDir: string) => {
-        calls.push(`moveTo ${workDir}`);
+        // The sandbox's owner record goes with the moved work dir.
+        calls.push(`moveTo ${workDir}${fs.existsSync(path.join(dir, 'spare-vm', 'owner')) ? ' (owner recorded)' : ''}`);
         if (moveFails) throw new Error('mount --move failed');
       }),
       discard: jest.fn(async () => void calls.push('discard')),
@@ -354,7 +356,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', cgroupsPath: '/kubepods/pod1', hostCgroups: new HostCgroups(cgroups.root), config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
     const workDir = path.join(dir, 'state', 'default', 'pod1');
     try {
-      expect(calls).toEqual([`moveTo ${workDir}`, 'plugNics']);
+      expect(calls).toEqual([`moveTo ${workDir} (owner recorded)`, 'plugNics']);
       // The shim joined first; the spare's VMM (pid 4242) after it.
       expect(cgroups.podProcs()).toBe('4242');
       expect(agent.setGuestDateTime).toHaveBeenCalledTimes(1);
@@ -370,7 +372,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       await sandbox.destroy();
     }
     expect(driver.stopped).toBe(true);
-    expect(calls).toEqual([`moveTo ${workDir}`, 'plugNics', 'removeOrigin']);
+    expect(calls).toEqual([`moveTo ${workDir} (owner recorded)`, 'plugNics', 'removeOrigin']);
     expect(fs.existsSync(workDir)).toBe(false);
   });
 
@@ -396,7 +398,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     const cold = fakeDriver('virtio-serial', agentForSandbox());
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
     await sandbox.destroy();
-    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')}`, 'discard']);
+    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded)`, 'discard']);
     expect(templates.startClone).toHaveBeenCalledTimes(1);
     // A work dir left by an earlier run: the start fails at once, and the spare's VM is not left running.
     fs.mkdirSync(path.join(dir, 'state', 'default', 'pod2'), { recursive: true });
@@ -405,22 +407,22 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     expect(second.calls).toEqual(['discard']);
   });
 
-  it('boots cold, the spare VM ended, when it no longer answers', async () => {
+  it('starts the pod\'s VM as without it (a clone, else cold), the spare VM ended, when it no longer answers', async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
     const { agent, driver, warm, calls } = spareVm(true);
-    const templates = { keyFor: () => 'k1', prepare: jest.fn(), startClone: jest.fn() } as unknown as VmTemplates;
+    const templates = { keyFor: () => 'k1', prepare: jest.fn(), startClone: jest.fn(async () => undefined) } as unknown as VmTemplates;
     const cold = fakeDriver('virtio-serial', agentForSandbox());
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
     try {
       expect(agent.closed).toBe(true);
       expect(driver.stopped).toBe(true);
-      expect(cold.booted).toBeDefined();
-      expect(templates.startClone).not.toHaveBeenCalled();
+      expect(templates.startClone).toHaveBeenCalledWith(expect.anything(), expect.anything(), { make: false });
+      expect(cold.booted).toBeDefined(); // the fake template offers no clone
     } finally {
       await sandbox.destroy();
     }
     // Its work dir was moved in: what its files lived in goes with the sandbox.
-    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')}`, 'removeOrigin']);
+    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded)`, 'removeOrigin']);
   });
 });

@@ -238,12 +238,7 @@ export class Sandbox implements ObservedSandbox {
     try {
       // A late `delete` (of an earlier run of this id, or of another container of the pod) leaves alone what a live owner has.
       writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
-      if (params.warm && (await sandbox.takeWarm(params.warm))) {
-        // Written again: the moved work dir covers the first record.
-        writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
-      } else {
-        await setUpShare(sandbox.share);
-      }
+      if (!(params.warm && (await sandbox.takeWarm(params.warm)))) await setUpShare(sandbox.share);
       await sandbox.observer.sandboxStarted(sandbox);
       // Before a template is made for it: a pod whose network is gone fails as it would have.
       if (params.netnsPath) PodNetwork.requireNetns(params.netnsPath);
@@ -465,6 +460,8 @@ export class Sandbox implements ObservedSandbox {
     const refusal = !this.templates || !vm ? 'VM templates are off for this pod' : this.templates.keyFor(vm) !== warm.clone.templateKey ? "the pod's VM is another than the spare's (its configuration, its annotations or the guest's files differ)" : undefined;
     if (!refusal) {
       try {
+        // The moved work dir covers the record written into the sandbox's: one goes with it, so no instant shows none to a late `delete`.
+        writeProcessRecord(path.join(warm.vm.workDir, SANDBOX_OWNER_FILE), process.pid);
         await warm.moveTo(this.workDir);
         this.warm = warm;
         return true;
@@ -585,6 +582,8 @@ export class Sandbox implements ObservedSandbox {
       if (this.warm) {
         clone = await this.wakeWarm(this.warm);
         cloneSeconds = this.warm.restoreSeconds;
+        // Its VM died or stopped answering: a clone restored now, as without a spare, before a cold boot.
+        if (!clone) clone = await this.templates?.startClone(base, this.observer.agentCall, { make: false });
       } else {
         clone = cloneable.clone ? await this.templates?.startClone(base, this.observer.agentCall, { make: cloneable.make }) : undefined;
         cloneSeconds = (performance.now() - launched) / 1000;
@@ -618,7 +617,7 @@ export class Sandbox implements ObservedSandbox {
    * The spare's VM, restored before this pod existed: its QEMU joins the pod's cgroup
    * (what it allocated before stays charged where the spare was: cgroup v1 moves no
    * charges on this kernel, v2 never does), and its clock is set again. Undefined (the
-   * VM ended) if it no longer answers: the pod then boots cold.
+   * VM ended) if it no longer answers: the pod's VM then starts as without it.
    */
   private async wakeWarm(warm: WarmVm): Promise<Clone | undefined> {
     const { clone } = warm;
@@ -630,7 +629,7 @@ export class Sandbox implements ObservedSandbox {
       this.logger.info({ pid, restoredAheadSeconds: warm.restoreSeconds }, "VM taken from a spare shim (restored before the pod's start)");
       return clone;
     } catch (err) {
-      this.logger.warn({ err: (err as Error).message }, "the spare shim's VM cannot be used; booting cold");
+      this.logger.warn({ err: (err as Error).message }, "the spare shim's VM cannot be used; the pod's VM starts as without it");
       await discardClone(clone);
       return undefined;
     }

@@ -165,9 +165,10 @@ function ensureRootDir(root: string): void {
  * Removes the spare VM dirs under `root` whose spare (or the daemon it became) is
  * gone: their VM is killed if it still runs, their mounts unmounted, the directory
  * removed, unless a sandbox's work dir is still mounted from it (its pod's `delete` has
- * not run yet). Returns the directories removed. Never throws for one directory.
+ * not run yet). `only`: the spares (by pid) whose directories may go. Returns the
+ * directories removed. Never throws for one directory.
  */
-export async function sweepWarmDirs(root: string, logger: Logger): Promise<string[]> {
+export async function sweepWarmDirs(root: string, logger: Logger, only: (spare: number) => boolean = () => true): Promise<string[]> {
   let names: string[];
   try {
     names = fs.readdirSync(root);
@@ -177,7 +178,7 @@ export async function sweepWarmDirs(root: string, logger: Logger): Promise<strin
   const removed: string[] = [];
   for (const name of names) {
     const dir = path.join(root, name);
-    if (!/^[1-9][0-9]*-[0-9a-f]{8}$/.test(name)) continue;
+    if (!/^[1-9][0-9]*-[0-9a-f]{8}$/.test(name) || !only(Number(name.split('-')[0]))) continue;
     const owner = readProcessRecord(path.join(dir, OWNER_FILE));
     if (recordAlive(owner)) continue;
     // A spare writes its record just after it made the dir: a young dir without one is left for a later sweep.
@@ -203,7 +204,10 @@ async function removeWarmDir(dir: string, logger: Logger): Promise<boolean> {
     const pid = runningQemuPid(path.join(dir, VM_DIR));
     if (pid !== undefined) await killAndWait(pid);
     for (const target of mountsBelow(dir)) await unmount(target);
-    if (isMountedFrom(path.join(dir, VM_DIR))) return false;
+    if (isMountedFrom(path.join(dir, VM_DIR))) {
+      logger.info({ dir }, "a spare VM directory is kept: a sandbox's work dir is (or may be) mounted from it");
+      return false;
+    }
     const kept = removeUnlessMounted(dir);
     if (kept.length > 0) throw new Error(`still mounted: ${kept.join(', ')}`);
     return true;

@@ -80,7 +80,10 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   let vmGone = false;
   void warm?.clone.hypervisor.exited.then(() => (vmGone = true));
   // Surplus (pool larger than wanted), stale (the shim or Node on disk changed or went), or orphaned (containerd gone).
-  const { claim, conn } = await waitForClaim(dir, pid, async () => vmGone || readyRank(dir, pid) >= wanted || codeIdentity(entry) !== code || !(await isListening(containerd)), leave);
+  const retireCheck = async () => vmGone || readyRank(dir, pid) >= wanted || codeIdentity(entry) !== code || !(await isListening(containerd));
+  // A claim in the seconds before the check sees the VM gone is refused: the claimer launches a daemon of its own.
+  const unfit = () => (vmGone ? "the spare's VM exited while it waited" : undefined);
+  const { claim, conn } = await waitForClaim(dir, pid, retireCheck, unfit, leave);
   // From here on this process is the pod's daemon, as one launched for it would be.
   try {
     setThreadsPriority('self', nice);
@@ -112,9 +115,10 @@ type RetireCheck = () => Promise<boolean>;
 
 /**
  * Listens on the pool socket until a claimer renames it and sends a claim. Exits the
- * process when the spare retires (or a claim is bad: the claimer then starts a daemon).
+ * process when the spare retires (or a claim is bad, or the spare unfit to serve it: the
+ * claimer then starts a daemon).
  */
-function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck, leave: (code: number) => void): Promise<{ claim: Claim; conn: net.Socket }> {
+function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck, unfit: () => string | undefined, leave: (code: number) => void): Promise<{ claim: Claim; conn: net.Socket }> {
   const ready = readySocketOf(dir, pid);
   const claimed = claimedSocketOf(dir, pid);
   const since = Date.now();
@@ -139,6 +143,8 @@ function waitForClaim(dir: string, pid: number, shouldRetire: RetireCheck, leave
           let claim: Claim;
           try {
             if (stopping) throw new Error('the spare is stopping (SIGTERM)');
+            const why = unfit();
+            if (why) throw new Error(why);
             claim = parseClaim(line);
           } catch (err) {
             conn.end(`error: ${(err as Error).message}\n`, () => leaveNow(1));

@@ -154,10 +154,15 @@ export function stateDirsLeft(stateDir: string): string[] {
 /**
  * containerd's stop kills every spare shim it finds ([factory] spare_vms): their VMs die
  * with them, and their work dirs are left as a killed spare's are, for the next spare or
- * `factory destroy`, which this does as they do.
+ * `factory destroy`, which this does as they do, for those spares only. Any other spare
+ * VM dir is something a test left: returned, as containerd's stop returns its leftovers.
  */
-async function removeKilledSpareVms(stateDir: string): Promise<void> {
-  await sweepWarmDirs(warmRoot(stateDir), silentLogger());
+async function removeKilledSpareVms(stateDir: string, killed: string[]): Promise<string[]> {
+  const pids = new Set(killed.map((line) => Number(line.split(' ')[0])));
+  await sweepWarmDirs(warmRoot(stateDir), silentLogger(), (spare) => pids.has(spare));
+  return stateDirsLeft(stateDir)
+    .filter((name) => name.startsWith(`${WARM_DIR_NAME}/`))
+    .map((name) => `spare VM dir ${path.join(stateDir, name)}`);
 }
 
 /** Makes an environment's temporary directory and builds the environment in it; a build that fails leaves no directory behind. */
@@ -198,8 +203,10 @@ async function buildKataEnv(dir: string, opts: ConfigOverrides & { containerdLog
     configPath,
     async stop() {
       const logs = containerd.logs();
-      await containerd.stop();
-      await removeKilledSpareVms(stateDir);
+      const report = await containerd.stop();
+      const left = await removeKilledSpareVms(stateDir, report.killedProcesses);
+      // Never rm -rf through what may still be mounted.
+      if (left.length > 0) throw new Error(`left behind (${dir} kept): ${left.join(', ')}`);
       fs.rmSync(dir, { recursive: true, force: true });
       expectOnlyClones(logs);
     },
@@ -267,10 +274,11 @@ async function buildCriKataEnv(dir: string, before: HostSnapshot, configure?: (d
       cri.close();
       const logs = cd.logs();
       const report = await cd.stop();
-      await removeKilledSpareVms(path.join(dir, 'vm'));
-      fs.rmSync(dir, { recursive: true, force: true });
+      const left = await removeKilledSpareVms(path.join(dir, 'vm'), report.killedProcesses);
+      // Never rm -rf through what may still be mounted.
+      if (left.length === 0) fs.rmSync(dir, { recursive: true, force: true });
       expectOnlyClones(logs);
-      return report.leftovers;
+      return [...report.leftovers, ...left];
     },
   };
 }
