@@ -407,6 +407,26 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     expect(second.calls).toEqual(['discard']);
   });
 
+  it("restores a clone for the pod when the spare's VM no longer answers, and reports that clone's start as the boot", async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const { warm } = spareVm(true);
+    const restored = spareVm();
+    const templates = { keyFor: () => 'k1', prepare: jest.fn(), startClone: jest.fn(async () => restored.warm.clone) } as unknown as VmTemplates;
+    const cold = fakeDriver('virtio-serial', agentForSandbox());
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
+    try {
+      expect(templates.startClone).toHaveBeenCalledWith(expect.anything(), expect.anything(), { make: false });
+      expect(cold.booted).toBeUndefined();
+      expect(restored.agent.createSandbox).toHaveBeenCalledTimes(1);
+      // Not the spare's restore (0.5 s, its VM unused): this clone's, measured now.
+      expect(sandbox.bootSeconds).not.toBe(0.5);
+      expect(sandbox.bootSeconds).toBeLessThan(0.5);
+    } finally {
+      await sandbox.destroy();
+    }
+  });
+
   it('starts the pod\'s VM as without it (a clone, else cold), the spare VM ended, when it no longer answers', async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');

@@ -583,7 +583,10 @@ export class Sandbox implements ObservedSandbox {
         clone = await this.wakeWarm(this.warm);
         cloneSeconds = this.warm.restoreSeconds;
         // Its VM died or stopped answering: a clone restored now, as without a spare, before a cold boot.
-        if (!clone) clone = await this.templates?.startClone(base, this.observer.agentCall, { make: false });
+        if (!clone) {
+          clone = await this.templates?.startClone(base, this.observer.agentCall, { make: false });
+          cloneSeconds = (performance.now() - launched) / 1000;
+        }
       } else {
         clone = cloneable.clone ? await this.templates?.startClone(base, this.observer.agentCall, { make: cloneable.make }) : undefined;
         cloneSeconds = (performance.now() - launched) / 1000;
