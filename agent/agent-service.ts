@@ -21,12 +21,19 @@ import { OciRuntime } from './oci-runtime';
 import { OomWatcher } from './oom-watcher';
 import { sharedFsMountArgs } from './shared-fs-mount';
 import { runCommand } from './guest-command';
+import { warmUp } from './warm-up';
 
 const DEFAULT_READ_LEN = 64 * 1024;
+/** The guest's static busybox (guest/build.sh): the warm-up container's one file. */
+const GUEST_BUSYBOX = '/usr/bin/busybox';
+/** The warm-up container's cgroup: beside the pods', never one of theirs. */
+const WARM_UP_CGROUP = '/katats-warm-up';
 
 export interface AgentOptions {
   runtime: OciRuntime;
   bundlesRoot: string;
+  /** WarmUp's scratch directory (removed after each). */
+  warmUpDir: string;
   agentVersion: string;
   logger: Logger;
   /** Called after DestroySandbox answered: the agent exits and the guest powers off. */
@@ -36,6 +43,8 @@ export interface AgentOptions {
 export class AgentService {
   private readonly containers = new Map<string, GuestContainer>();
   private sharedMount: string | undefined;
+  private sandboxCreated = false;
+  private warming: Promise<void> | undefined;
   private readonly oomWatcher = new OomWatcher();
   private readonly network = new GuestNetwork();
   /** OOM kills not yet handed to the shim, and shims waiting for one. */
@@ -157,6 +166,10 @@ export class AgentService {
         this.opts.logger.info({ seconds }, 'guest clock set');
         return {};
       },
+      WarmUp: async () => {
+        await this.warmUp();
+        return {};
+      },
     };
   }
 
@@ -181,6 +194,9 @@ export class AgentService {
   }
 
   private async createSandbox(req: Decoded<katats.agent.v1.ICreateSandboxRequest>): Promise<object> {
+    // The shim warms a VM up before it is a pod's; never both at once.
+    await this.warming?.catch(() => undefined);
+    this.sandboxCreated = true;
     if (req.hostname) await runCommand('hostname', [req.hostname]);
     if (req.shared_fs_tag) {
       const target = req.shared_dir_guest_path;
@@ -193,6 +209,19 @@ export class AgentService {
     await runCommand('mount', ['-t', 'tmpfs', '-o', `nosuid,nodev,noexec,mode=1777,size=${SANDBOX_SHM_SIZE}`, 'shm', SANDBOX_SHM_DIR]);
     this.opts.logger.info({ sandbox: req.sandbox_id }, 'sandbox created');
     return {};
+  }
+
+  /** Only in a VM no pod uses yet: what it runs and removes must never meet a pod's containers. */
+  private async warmUp(): Promise<void> {
+    if (this.sandboxCreated || this.containers.size > 0) throw new FailedPreconditionError('WarmUp: this VM serves a sandbox already; a warm-up is for a VM no pod uses yet');
+    if (this.warming) throw new FailedPreconditionError('WarmUp: a warm-up is running already');
+    const { runtime, bundlesRoot, warmUpDir, logger } = this.opts;
+    this.warming = warmUp({ runtime, bundlesRoot, workDir: warmUpDir, busybox: GUEST_BUSYBOX, cgroupsPath: WARM_UP_CGROUP, runCommand, logger });
+    try {
+      await this.warming;
+    } finally {
+      this.warming = undefined;
+    }
   }
 
   private async destroySandbox(): Promise<object> {

@@ -75,6 +75,7 @@ async function main(): Promise<void> {
   const service = new AgentService({
     runtime: new OciRuntime(process.env.KATATS_OCI_RUNTIME ?? '/usr/bin/crun', path.join(STATE_ROOT, 'crun')),
     bundlesRoot: path.join(STATE_ROOT, 'bundles'),
+    warmUpDir: path.join(STATE_ROOT, 'warm-up'),
     agentVersion: version,
     logger,
     onDestroyed: () => process.exit(0),

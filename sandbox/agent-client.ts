@@ -59,6 +59,8 @@ export interface AgentClient {
   guestMetrics(timeoutMs?: number): Promise<GuestMetricsReport>;
   /** Sets the guest's wall clock (a clone wakes with its template's time). */
   setGuestDateTime(epochMs: number): Promise<void>;
+  /** Runs what a pod's start runs in the guest once, in a VM no pod uses yet (a spare's), and removes it. */
+  warmUp(timeoutMs: number): Promise<void>;
   close(): void;
   /** Settles when the connection to the agent is lost. */
   readonly disconnected: Promise<void>;
@@ -302,6 +304,9 @@ export class TtrpcAgentClient implements AgentClient {
   }
   async setGuestDateTime(epochMs: number): Promise<void> {
     await this.call('SetGuestDateTime', { sec: Math.floor(epochMs / 1000), usec: Math.floor((epochMs % 1000) * 1000) });
+  }
+  async warmUp(timeoutMs: number): Promise<void> {
+    await this.call('WarmUp', {}, timeoutMs);
   }
   async getOomEvent(): Promise<string> {
     return (await this.call('GetOOMEvent', {}, 0)).container_id;

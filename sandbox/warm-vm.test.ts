@@ -47,6 +47,12 @@ asRoot('spare VM work dirs', () => {
       close() {
         this.closed = true;
       },
+      warmUps: [] as number[],
+      warmUpError: undefined as Error | undefined,
+      async warmUp(timeoutMs: number) {
+        this.warmUps.push(timeoutMs);
+        if (this.warmUpError) throw this.warmUpError;
+      },
     };
     const templates = {
       async startClone(vm: VmConfig, _observe: unknown, opts: { make: boolean; dieWithSpawner?: boolean }) {
@@ -123,6 +129,23 @@ asRoot('spare VM work dirs', () => {
     execFileSync('umount', ['-R', workDir]);
     await warm.removeOrigin();
     expect(fs.existsSync(warm.dir)).toBe(false);
+  });
+
+  it("has the VM warmed up (the agent's WarmUp, with a deadline) before it is offered, and keeps a VM whose warm-up failed", async () => {
+    const warmed = templatesOffering(true);
+    const first = (await start(warmed.templates))!;
+    expect(warmed.agent.warmUps).toEqual([expect.any(Number)]);
+    expect(warmed.agent.warmUps[0]).toBeGreaterThan(0);
+    await first.discard();
+
+    const failing = templatesOffering(true);
+    failing.agent.warmUpError = new Error('guest agent WarmUp: the warm-up container exited with status 1');
+    const second = (await start(failing.templates))!;
+    expect(second).toBeDefined();
+    expect(failing.agent.warmUps).toHaveLength(1);
+    expect(failing.driver.stopped).toBeUndefined();
+    await second.discard();
+    expect(failing.driver.stopped).toBe(true);
   });
 
   it('ends the VM and removes its work dir when the move fails (its target is gone)', async () => {

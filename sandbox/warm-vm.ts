@@ -44,6 +44,9 @@ const OWNER_FILE = 'owner';
 const OWNERLESS_GRACE_MS = 60_000;
 const VM_DIR = 'vm';
 
+/** How long a spare waits for its VM's warm-up (QEMU at nice 19, on a node that may be busy). */
+const WARM_UP_TIMEOUT_MS = 60_000;
+
 /** How the spare's VM is described: podVmConfig, passed in (sandbox.ts imports this module). */
 type VmConfigOf = typeof PodVmConfig;
 
@@ -103,7 +106,9 @@ export class WarmVm {
       const clone = await params.templates.startClone(vm, params.observeCall, { make: false, dieWithSpawner: true });
       if (!clone) throw new Error('no VM could be restored (the reason is logged above)');
       const restoreSeconds = (performance.now() - launched) / 1000;
-      logger.info({ dir, pid: clone.hypervisor.pid(), restoreSeconds }, 'spare VM restored from its template; waiting for a pod');
+      logger.info({ dir, pid: clone.hypervisor.pid(), restoreSeconds }, 'spare VM restored from its template');
+      await warmUpGuest(clone, logger);
+      logger.info({ dir }, 'spare VM waiting for a pod');
       return new WarmVm(dir, vm, clone, restoreSeconds, logger);
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'no spare VM: the spare waits without one, and the pod that claims it restores its own');
@@ -252,4 +257,20 @@ export function isMountedFrom(dir: string): boolean {
 
 function unescape(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+/**
+ * Has the VM run, once, what a pod's start runs in the guest (the agent's WarmUp): under
+ * TCG, QEMU translates guest code on its first run, per QEMU process, and a clone has
+ * none translated. A VM whose warm-up failed is still used, as a clone that was not
+ * warmed is: its agent answered, and the pod's own calls will tell whether it serves.
+ */
+async function warmUpGuest(clone: Clone, logger: Logger): Promise<void> {
+  const started = performance.now();
+  try {
+    await clone.agent.warmUp(WARM_UP_TIMEOUT_MS);
+    logger.info({ ms: Math.round(performance.now() - started) }, 'spare VM warmed up: a container run and removed in it');
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, "spare VM not warmed up; the pod that takes it pays for its guest code's first run");
+  }
 }

@@ -3804,6 +3804,20 @@ export namespace katats {
                  * @returns Promise
                  */
                 public setGuestDateTime(request: katats.agent.v1.ISetGuestDateTimeRequest): Promise<google.protobuf.Empty>;
+
+                /**
+                 * Calls WarmUp.
+                 * @param request WarmUpRequest message or plain object
+                 * @param callback Node-style callback called with the error, if any, and Empty
+                 */
+                public warmUp(request: katats.agent.v1.IWarmUpRequest, callback: katats.agent.v1.AgentService.WarmUpCallback): void;
+
+                /**
+                 * Calls WarmUp.
+                 * @param request WarmUpRequest message or plain object
+                 * @returns Promise
+                 */
+                public warmUp(request: katats.agent.v1.IWarmUpRequest): Promise<google.protobuf.Empty>;
             }
 
             namespace AgentService {
@@ -3989,6 +4003,27 @@ export namespace katats {
                  * @param [response] Empty
                  */
                 type SetGuestDateTimeCallback = (error: (Error|null), response?: google.protobuf.Empty) => void;
+
+                /**
+                 * Callback as used by {@link katats.agent.v1.AgentService#warmUp}.
+                 * @param error Error, if any
+                 * @param [response] Empty
+                 */
+                type WarmUpCallback = (error: (Error|null), response?: google.protobuf.Empty) => void;
+            }
+
+            /** Properties of a WarmUpRequest. */
+            interface IWarmUpRequest {
+            }
+
+            /** Represents a WarmUpRequest. */
+            class WarmUpRequest implements IWarmUpRequest {
+
+                /**
+                 * Constructs a new WarmUpRequest.
+                 * @param [properties] Properties to set
+                 */
+                constructor(properties?: katats.agent.v1.IWarmUpRequest);
             }
 
             /** Properties of a SetGuestDateTimeRequest. */

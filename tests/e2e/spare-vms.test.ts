@@ -12,7 +12,7 @@ import { snapshotHost, waitForNoLeaks, HostSnapshot } from '../harness/leaks';
 import { oneReadySpare, shimPidAt, vmmsUnder } from '../harness/spares';
 import { threadPriorities } from '../../lib/thread-priority';
 import { run as runCommand } from '../harness/exec';
-import { expectCtrOk, KataEnv, removeContainer, RUNTIME, RUNTIME_CLI, sandboxWorkDir, startKataEnv } from './kata-env';
+import { expectCtrOk, guestShell, KataEnv, removeContainer, RUNTIME, RUNTIME_CLI, sandboxWorkDir, startKataEnv } from './kata-env';
 
 jest.setTimeout(900_000);
 
@@ -33,7 +33,8 @@ describe('spare VMs', () => {
   beforeAll(async () => {
     before = await snapshotHost();
     templatePath = fs.mkdtempSync('/var/tmp/kt-spare-vms-templates-');
-    env = await startKataEnv({ factory: { enableTemplate: true, templatePath, spareShims: 1, spareVms: true } });
+    // The debug console: to look into the pod's VM for what the spare's warm-up left.
+    env = await startKataEnv({ factory: { enableTemplate: true, templatePath, spareShims: 1, spareVms: true }, agent: { debugConsole: true } });
     warm = warmRoot(env.stateDir);
   });
 
@@ -64,6 +65,12 @@ describe('spare VMs', () => {
       expect(runningQemuPid(workDir)).toBe(spareVm);
       expect(fs.existsSync(path.join(workDir, 'qmp.sock'))).toBe(true);
       expect(env.containerd.logs()).toContain('VM taken from a spare shim');
+      // The spare had its VM warmed up (a container run and removed in the guest), and nothing of that is left in the pod's guest.
+      expect(env.containerd.logs()).toMatch(new RegExp(`"pid":${spare},[^\\n]*"msg":"spare VM warmed up: a container run and removed in it"`));
+      const left = await guestShell(env.configPath, 'svm-2', 'for p in /run/katats-agent/warm-up /run/katats-agent/bundles/katats-warm-up /run/katats-agent/crun/katats-warm-up /sys/fs/cgroup/katats-warm-up; do [ -e $p ] && echo "LE""FT: $p"; done; echo CHE""CKED\nexit\n', { namespace: env.containerd.namespace });
+      // (Split words: the terminal echoes the script, and only the output joins them.)
+      expect(left.stdout).toContain('CHECKED');
+      expect(left.stdout).not.toContain('LEFT:');
       // In the pod's cgroup with its shim, at the shim's priority.
       expect(cgroupsOf(spareVm)).toBe(cgroupsOf(spare));
       expect(cgroupsOf(spareVm)).toContain('svm-2');
