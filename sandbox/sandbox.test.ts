@@ -16,9 +16,9 @@ import { VmTemplates } from './vm-templates';
 import { fakeAgent, FakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
 
-function agentForSandbox(): FakeAgent {
+function agentForSandbox(calls: string[] = []): FakeAgent {
   return fakeAgent({
-    CreateSandbox: () => ({}),
+    CreateSandbox: () => (calls.push('CreateSandbox'), {}),
     DestroySandbox: () => ({}),
     // Blocks like the real one until the call is abandoned.
     GetOOMEvent: (_req: unknown, ctx: CallContext) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('abandoned')))),
@@ -170,7 +170,16 @@ describe('a clone and the pod network', () => {
 
   /** Templates whose every clone is one fake driver and agent; `asked` holds the VMs they were asked for. */
   function offeringAClone() {
-    const agent = { closed: false, close() { this.closed = true; } };
+    const agent = {
+      closed: false,
+      close() {
+        this.closed = true;
+      },
+      createSandbox: jest.fn(async () => undefined),
+      destroySandbox: async () => undefined,
+      // Blocks like the real one until the sandbox goes.
+      getOomEvent: () => new Promise(() => undefined),
+    };
     const driver = fakeDriver('virtio-serial', agentForSandbox());
     const asked: VmConfig[] = [];
     const templates = {
@@ -209,16 +218,43 @@ describe('a clone and the pod network', () => {
       plugged.push(network);
       throw new Error('the clone died');
     };
-    const coldDriver = fakeDriver('virtio-serial', agentForSandbox());
+    const coldCalls: string[] = [];
+    const coldDriver = fakeDriver('virtio-serial', agentForSandbox(coldCalls));
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: coldDriver, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
     try {
       expect(plugged).toEqual([undefined]); // no pod network: plugNics only checks the clone still runs
       expect(cloneAgent.closed).toBe(true);
       expect(cloneDriver.stopped).toBe(true);
       expect(coldDriver.booted?.network).toBeUndefined();
+      // The clone's guest was creating the sandbox meanwhile; the cold VM's guest creates it anew.
+      expect(cloneAgent.createSandbox).toHaveBeenCalledTimes(1);
+      expect(coldCalls).toEqual(['CreateSandbox']);
     } finally {
       await sandbox.destroy();
     }
+  });
+
+  it("creates the sandbox in the clone's guest while its NICs are plugged, and fails the start, the clone ended, when that fails", async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const { agent: cloneAgent, driver: cloneDriver, templates } = offeringAClone();
+    const atPlug: number[] = [];
+    cloneDriver.plugNics = async () => void atPlug.push(cloneAgent.createSandbox.mock.calls.length);
+    const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
+    try {
+      expect(atPlug).toEqual([1]); // asked for before the NICs were plugged
+      expect(cloneAgent.createSandbox).toHaveBeenCalledWith(expect.objectContaining({ sandbox_id: 'pod1', hostname: 'h' }));
+    } finally {
+      await sandbox.destroy();
+    }
+
+    const failing = offeringAClone();
+    failing.driver.plugNics = async () => undefined;
+    failing.agent.createSandbox.mockImplementation(async () => {
+      throw new Error('guest agent CreateSandbox: cannot mount 9p tag kataShared');
+    });
+    await expect(Sandbox.start({ id: 'pod2', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates: failing.templates })).rejects.toThrow('cannot mount 9p tag kataShared');
+    expect(failing.driver.stopped).toBe(true);
   });
 
   it("makes the template before the shim joins the pod's cgroup, and starts the clone in it, not making the template again", async () => {
@@ -320,7 +356,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       getOomEvent: () => new Promise(() => undefined),
     };
     const driver = fakeDriver('virtio-serial', agentForSandbox());
-    driver.plugNics = async () => void calls.push('plugNics');
+    driver.plugNics = async () => void calls.push(agent.createSandbox.mock.calls.length ? 'plugNics (sandbox being created)' : 'plugNics');
     fs.mkdirSync(path.join(dir, 'spare-vm'), { recursive: true });
     const warm = {
       vm: { memoryMiB: 1, workDir: path.join(dir, 'spare-vm') } as VmConfig,
@@ -356,7 +392,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', cgroupsPath: '/kubepods/pod1', hostCgroups: new HostCgroups(cgroups.root), config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
     const workDir = path.join(dir, 'state', 'default', 'pod1');
     try {
-      expect(calls).toEqual([`moveTo ${workDir} (owner recorded)`, 'plugNics']);
+      expect(calls).toEqual([`moveTo ${workDir} (owner recorded)`, 'plugNics (sandbox being created)']);
       // The shim joined first; the spare's VMM (pid 4242) after it.
       expect(cgroups.podProcs()).toBe('4242');
       expect(agent.setGuestDateTime).toHaveBeenCalledTimes(1);
@@ -372,7 +408,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       await sandbox.destroy();
     }
     expect(driver.stopped).toBe(true);
-    expect(calls).toEqual([`moveTo ${workDir} (owner recorded)`, 'plugNics', 'removeOrigin']);
+    expect(calls).toEqual([`moveTo ${workDir} (owner recorded)`, 'plugNics (sandbox being created)', 'removeOrigin']);
     expect(fs.existsSync(workDir)).toBe(false);
   });
 

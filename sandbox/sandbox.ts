@@ -109,6 +109,16 @@ const OOM_FLOOD_PAUSE_MS = 1000;
 /** How long an init's exit event waits for its execs' exits to go out first. */
 const EXEC_EXITS_FIRST_MS = 2000;
 
+/** The guest's side of a sandbox made (the agent's CreateSandbox), by whichever VM it is. */
+type GuestSandboxSetUp = (agent: AgentClient) => Promise<void>;
+
+/** A running VM whose agent answered; a clone's guest sandbox is made by then (sandboxCreated). */
+interface StartedVm {
+  agent: AgentClient;
+  details: GuestDetails;
+  sandboxCreated: boolean;
+}
+
 /** Kata's agent URL forms: the host end of the channel the agent listens on. */
 function agentUrlOf(channel: AgentChannel): string {
   switch (channel.kind) {
@@ -549,11 +559,13 @@ export class Sandbox implements ObservedSandbox {
     const ksm = this.config.runtime.ksm;
     this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
     const base = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing });
-    const { agent, details } = await this.startVm(base, netnsPath, cloneable);
+    const sharedFsKind = this.hypervisor.sharedFsKind ?? 'virtio-9p'; // the driver's kind: a clone's is the same
+    const createSandbox = async (a: AgentClient) => a.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR, shared_fs_type: sharedFsKind });
+    const { agent, details, sandboxCreated } = await this.startVm(base, netnsPath, cloneable, createSandbox);
     this.agent = agent;
     this.details = details;
     this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
-    await agent.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR, shared_fs_type: this.hypervisor.sharedFsKind ?? 'virtio-9p' });
+    if (!sandboxCreated) await createSandbox(agent);
     if (this.network) {
       for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });
       if (this.network.routes.length > 0) await agent.updateRoutes(this.network.routes);
@@ -570,7 +582,7 @@ export class Sandbox implements ObservedSandbox {
    * restores; its NICs are plugged and the taps wired once its agent answered. A cold
    * boot's VMM starts inside the pod's netns and needs its taps wired first.
    */
-  private async startVm(base: VmConfig, netnsPath: string | undefined, cloneable: { clone: boolean; make: boolean }): Promise<{ agent: AgentClient; details: GuestDetails }> {
+  private async startVm(base: VmConfig, netnsPath: string | undefined, cloneable: { clone: boolean; make: boolean }, createSandbox: GuestSandboxSetUp): Promise<StartedVm> {
     if (netnsPath) PodNetwork.requireNetns(netnsPath); // a pod whose network is gone fails before any VM starts
     // The taps are made (not wired: that is once they are back from a clone's VMM) while a clone restores.
     const reading = netnsPath ? PodNetwork.read(netnsPath, this.logger).then(async (n) => (await n.makeTaps(), n)) : Promise.resolve(undefined);
@@ -602,7 +614,7 @@ export class Sandbox implements ObservedSandbox {
       throw err;
     }
     const network: VmNetwork | undefined = this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) };
-    let started = clone && (await this.adoptClone(clone, network));
+    let started: StartedVm | undefined = clone && (await this.adoptClone(clone, network, createSandbox));
     // VMM launch to the agent's first answer (sandbox-observer's boot duration), the pod network's wiring not counted.
     this.bootSeconds = cloneSeconds;
     if (!started) {
@@ -610,7 +622,7 @@ export class Sandbox implements ObservedSandbox {
       if (clone) await this.network?.remakeTaps();
       await this.network?.wire();
       const launched = performance.now();
-      started = await this.bootCold({ ...base, network });
+      started = { ...(await this.bootCold({ ...base, network })), sandboxCreated: false };
       this.bootSeconds = (performance.now() - launched) / 1000;
     }
     return started;
@@ -646,10 +658,14 @@ export class Sandbox implements ObservedSandbox {
 
   /**
    * The clone (its clock set) as this sandbox's VM, with the pod's NICs plugged and their
-   * taps being wired (networkWired); undefined (the clone gone; startVm makes the taps
-   * anew for the cold boot) if they cannot be plugged.
+   * taps being wired (networkWired), and the guest's sandbox created; undefined (the clone
+   * gone; startVm makes the taps anew for the cold boot) if the NICs cannot be plugged.
+   * The guest creates its sandbox while the host plugs the NICs: neither needs the
+   * other, and on 2 cores the two overlap (QMP and QEMU's main loop against its vCPU).
    */
-  private async adoptClone(clone: Clone, network: VmNetwork | undefined): Promise<{ agent: AgentClient; details: GuestDetails } | undefined> {
+  private async adoptClone(clone: Clone, network: VmNetwork | undefined, createSandbox: GuestSandboxSetUp): Promise<StartedVm | undefined> {
+    const creating = createSandbox(clone.agent);
+    creating.catch(() => undefined); // awaited once the clone is adopted; moot if it is discarded
     try {
       // Also with none: it fails if the clone died meanwhile.
       await clone.hypervisor.plugNics!(network);
@@ -670,7 +686,9 @@ export class Sandbox implements ObservedSandbox {
     this.devices = new ContainerDevices(clone.hypervisor, this.logger, undefined, this.observer);
     this.vmRunning();
     this.logger.info('VM started from its template');
-    return clone;
+    // A failure fails the start, with the VM the sandbox's to end (as a cold boot's CreateSandbox).
+    await creating;
+    return { agent: clone.agent, details: clone.details, sandboxCreated: true };
   }
 
   private async bootCold(vm: VmConfig): Promise<{ agent: AgentClient; details: GuestDetails }> {
