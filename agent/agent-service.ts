@@ -21,7 +21,7 @@ import { OciRuntime } from './oci-runtime';
 import { OomWatcher } from './oom-watcher';
 import { sharedFsMountArgs } from './shared-fs-mount';
 import { runCommand } from './guest-command';
-import { warmUp } from './warm-up';
+import { warmUp, WarmUpGate } from './warm-up';
 
 const DEFAULT_READ_LEN = 64 * 1024;
 /** The guest's static busybox (guest/build.sh): the warm-up container's one file. */
@@ -43,8 +43,7 @@ export interface AgentOptions {
 export class AgentService {
   private readonly containers = new Map<string, GuestContainer>();
   private sharedMount: string | undefined;
-  private sandboxCreated = false;
-  private warming: Promise<void> | undefined;
+  private readonly warmUpGate = new WarmUpGate();
   private readonly oomWatcher = new OomWatcher();
   private readonly network = new GuestNetwork();
   /** OOM kills not yet handed to the shim, and shims waiting for one. */
@@ -195,8 +194,7 @@ export class AgentService {
 
   private async createSandbox(req: Decoded<katats.agent.v1.ICreateSandboxRequest>): Promise<object> {
     // The shim warms a VM up before it is a pod's; never both at once.
-    await this.warming?.catch(() => undefined);
-    this.sandboxCreated = true;
+    await this.warmUpGate.sandboxCreating();
     if (req.hostname) await runCommand('hostname', [req.hostname]);
     if (req.shared_fs_tag) {
       const target = req.shared_dir_guest_path;
@@ -213,15 +211,12 @@ export class AgentService {
 
   /** Only in a VM no pod uses yet: what it runs and removes must never meet a pod's containers. */
   private async warmUp(): Promise<void> {
-    if (this.sandboxCreated || this.containers.size > 0) throw new FailedPreconditionError('WarmUp: this VM serves a sandbox already; a warm-up is for a VM no pod uses yet');
-    if (this.warming) throw new FailedPreconditionError('WarmUp: a warm-up is running already');
     const { runtime, bundlesRoot, warmUpDir, logger } = this.opts;
-    this.warming = warmUp({ runtime, bundlesRoot, workDir: warmUpDir, busybox: GUEST_BUSYBOX, cgroupsPath: WARM_UP_CGROUP, runCommand, logger });
-    try {
-      await this.warming;
-    } finally {
-      this.warming = undefined;
-    }
+    await this.warmUpGate.warmUp(async () => {
+      // A container made without a sandbox (the shim always makes one first) counts as a pod's too.
+      if (this.containers.size > 0) throw new FailedPreconditionError('WarmUp: this VM runs containers already; a warm-up is for a VM no pod uses yet');
+      await warmUp({ runtime, bundlesRoot, workDir: warmUpDir, busybox: GUEST_BUSYBOX, cgroupsPath: WARM_UP_CGROUP, runCommand, logger });
+    });
   }
 
   private async destroySandbox(): Promise<object> {

@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { silentLogger } from '../lib/logger';
 import { OciRuntime } from './oci-runtime';
-import { warmUp, warmUpSpec, WARM_UP_CONTAINER_ID } from './warm-up';
+import { warmUp, WarmUpGate, warmUpSpec, WARM_UP_CONTAINER_ID } from './warm-up';
 
 jest.setTimeout(30_000);
 
@@ -43,7 +43,8 @@ describe('warmUpSpec', () => {
 
 /**
  * crun's command line: `run` keeps a copy of the bundle's config.json, writes the pid
- * file and exits with the status in `<root>/status` (0 without it); every call is logged.
+ * file and exits with the status in `<root>/status` (0 without it), or with
+ * `<root>/no-pid` fails without starting anything; every call is logged.
  */
 const STAND_IN_CRUN = `
 const fs = require('fs'), path = require('path');
@@ -54,6 +55,7 @@ fs.appendFileSync(path.join(root, 'calls'), argv.filter((a) => !a.startsWith('--
 if (argv.includes('run')) {
   const bundle = argv[argv.indexOf('--bundle') + 1];
   fs.copyFileSync(path.join(bundle, 'config.json'), path.join(root, 'config.json'));
+  if (fs.existsSync(path.join(root, 'no-pid'))) { process.stderr.write('cannot start\\n'); process.exit(1); }
   fs.writeFileSync(argv[argv.indexOf('--pid-file') + 1], String(process.pid));
   const status = fs.existsSync(path.join(root, 'status')) ? Number(fs.readFileSync(path.join(root, 'status'), 'utf8')) : 0;
   setTimeout(() => process.exit(status), 50);
@@ -77,12 +79,12 @@ describe('warmUp, crun stood in', () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const run = () =>
+  const run = (busybox = BUSYBOX) =>
     warmUp({
       runtime: new OciRuntime(crun, root),
       bundlesRoot: bundles,
       workDir,
-      busybox: BUSYBOX,
+      busybox,
       cgroupsPath: '/katats-warm-up',
       runCommand: async (file, args) => commands.push([file, ...args].join(' ')),
       logger: silentLogger(),
@@ -115,5 +117,46 @@ describe('warmUp, crun stood in', () => {
     expect(commands).toEqual([]);
     expect(fs.existsSync(workDir)).toBe(false);
     expect(fs.readdirSync(bundles)).toEqual([]);
+  });
+
+  it('fails when the container cannot start, or the busybox to copy is missing, leaving nothing', async () => {
+    fs.mkdirSync(root, { recursive: true });
+    fs.writeFileSync(path.join(root, 'no-pid'), '');
+    await expect(run()).rejects.toThrow(`container ${WARM_UP_CONTAINER_ID} failed to start`);
+    expect(calls()[1]).toBe(`delete --force ${WARM_UP_CONTAINER_ID}`);
+    expect(fs.existsSync(workDir)).toBe(false);
+    expect(fs.readdirSync(bundles)).toEqual([]);
+
+    fs.rmSync(root, { recursive: true, force: true });
+    await expect(run(path.join(dir, 'no-busybox'))).rejects.toThrow('ENOENT');
+    expect(fs.existsSync(root)).toBe(false); // crun never ran
+    expect(fs.existsSync(workDir)).toBe(false);
+    expect(commands).toEqual([]);
+  });
+});
+
+describe('WarmUpGate', () => {
+  it('runs one warm-up at a time, none once the sandbox is being created, and makes the sandbox wait for one under way', async () => {
+    const gate = new WarmUpGate();
+    const steps: string[] = [];
+    let finish!: () => void;
+    const first = gate.warmUp(() => new Promise<void>((resolve) => (finish = resolve)).then(() => void steps.push('warm-up done')));
+    await expect(gate.warmUp(async () => undefined)).rejects.toThrow('a warm-up is running already');
+    const creating = gate.sandboxCreating().then(() => void steps.push('sandbox'));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(steps).toEqual([]);
+    finish();
+    await Promise.all([first, creating]);
+    expect(steps).toEqual(['warm-up done', 'sandbox']);
+    await expect(gate.warmUp(async () => undefined)).rejects.toThrow('serves a sandbox already');
+  });
+
+  it("lets the sandbox be created after a failed warm-up, whose failure is the warm-up's to report", async () => {
+    const gate = new WarmUpGate();
+    const failed = gate.warmUp(async () => {
+      throw new Error('the warm-up container exited with status 1');
+    });
+    await gate.sandboxCreating();
+    await expect(failed).rejects.toThrow('status 1');
   });
 });

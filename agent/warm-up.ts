@@ -13,16 +13,23 @@
 // cgroup, as CRI's pause container has, through GuestContainer as CreateContainer,
 // StartContainer and RemoveContainer run it; its rootfs is a copy of the guest's
 // static busybox in a tmpfs directory (the guest's read-only root cannot hold the
-// mountpoints a container needs), and its process is `busybox true`. Then the
-// commands CreateSandbox and UpdateInterface run (mount, umount, hostname, ip), on
-// things of the warm-up's own: a scratch tmpfs, the loopback link.
+// mountpoints a container needs), and its process is `busybox true`. (No seccomp
+// profile or capability set: the shim passes the pod's, which differ from pod to pod.)
+// Then the commands CreateSandbox and UpdateInterface run: mount and umount of a
+// scratch tmpfs of its own, hostname (read only), and ip on the loopback link, which
+// the guest's init brought up already (so `up` changes nothing).
+//
+// It never meets a pod's containers: WarmUpGate refuses it once CreateSandbox began,
+// and CreateSandbox waits for one under way (the shim calls it before it offers the VM
+// to a pod, and ends a VM whose warm-up failed).
 import * as fs from 'fs';
 import * as path from 'path';
+import { FailedPreconditionError } from '../lib/errors';
 import { Logger } from '../lib/logger';
 import { GuestContainer, OciSpec } from './container';
 import { OciRuntime } from './oci-runtime';
 
-/** The id of the warm-up's container (never a pod container's: the shim names those by containerd's ids, 64 hex digits). */
+/** The id of the warm-up's container (WarmUpGate keeps it from ever being alive beside a pod's). */
 export const WARM_UP_CONTAINER_ID = 'katats-warm-up';
 
 export interface WarmUpOptions {
@@ -39,7 +46,10 @@ export interface WarmUpOptions {
   logger: Logger;
 }
 
-/** What a CRI pod's sandbox container asks for, less what only a pod has (a rootfs image, a shared /dev/shm). */
+/**
+ * The namespaces, mounts, masked paths and cgroup of a CRI pod's sandbox container, less
+ * what only a pod has (a rootfs image, a shared /dev/shm, its seccomp profile and capabilities).
+ */
 export function warmUpSpec(rootfs: string, cgroupsPath: string): OciSpec {
   return {
     ociVersion: '1.0.2',
@@ -69,21 +79,28 @@ export function warmUpSpec(rootfs: string, cgroupsPath: string): OciSpec {
 }
 
 /**
- * Runs the warm-up (see the file's head). Throws on any failure, after removing what it
- * made; the caller decides what a failed warm-up means (the spare keeps its VM).
+ * Runs the warm-up (see the file's head). Throws on the first failure, after removing
+ * what it made (a failure while removing is logged: the first one is the reason).
  */
 export async function warmUp(opts: WarmUpOptions): Promise<void> {
   const { workDir, logger } = opts;
   const started = performance.now();
-  fs.rmSync(workDir, { recursive: true, force: true });
   const rootfs = path.join(workDir, 'rootfs');
   const scratch = path.join(workDir, 'mnt');
+  const cleanUp = async (what: string, step: () => Promise<unknown> | void): Promise<void> => {
+    try {
+      await step();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, `warm-up: cannot ${what}`);
+    }
+  };
   try {
+    fs.rmSync(workDir, { recursive: true, force: true });
     for (const dir of ['bin', 'proc', 'dev', 'sys']) fs.mkdirSync(path.join(rootfs, dir), { recursive: true, mode: 0o755 });
     fs.mkdirSync(scratch, { mode: 0o700 });
     fs.copyFileSync(opts.busybox, path.join(rootfs, 'bin', 'busybox'));
     fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
-    await runContainer(opts, rootfs);
+    await runContainer(opts, rootfs, cleanUp);
     const containerMs = performance.now() - started;
     // CreateSandbox's and UpdateInterface's commands, on the warm-up's own things.
     await opts.runCommand('mount', ['-t', 'tmpfs', '-o', 'nosuid,nodev,noexec,mode=0700,size=1m', 'katats-warm-up', scratch]);
@@ -94,19 +111,64 @@ export async function warmUp(opts: WarmUpOptions): Promise<void> {
     await opts.runCommand('ip', ['route', 'show']);
     logger.info({ ms: Math.round(performance.now() - started), containerMs: Math.round(containerMs) }, 'warmed up: a container run and removed, the sandbox commands run');
   } finally {
-    fs.rmSync(workDir, { recursive: true, force: true });
+    // The scratch tmpfs is mounted only if a step after its mount failed.
+    if (isMountPoint(scratch)) await cleanUp('unmount its scratch tmpfs', () => opts.runCommand('umount', ['-l', scratch]));
+    await cleanUp('remove its directory', () => fs.rmSync(workDir, { recursive: true, force: true }));
   }
 }
 
-async function runContainer(opts: WarmUpOptions, rootfs: string): Promise<void> {
+async function runContainer(opts: WarmUpOptions, rootfs: string, cleanUp: (what: string, step: () => Promise<unknown> | void) => Promise<void>): Promise<void> {
   const spec = warmUpSpec(rootfs, opts.cgroupsPath);
   const logger = opts.logger.child({ container: WARM_UP_CONTAINER_ID });
-  const container = GuestContainer.create(WARM_UP_CONTAINER_ID, Buffer.from(JSON.stringify(spec)), false, opts.bundlesRoot, opts.runtime, logger);
+  let container: GuestContainer;
+  try {
+    container = GuestContainer.create(WARM_UP_CONTAINER_ID, Buffer.from(JSON.stringify(spec)), false, opts.bundlesRoot, opts.runtime, logger);
+  } catch (err) {
+    // It may have made the bundle's directory before it failed.
+    await cleanUp('remove its bundle', () => fs.rmSync(path.join(opts.bundlesRoot, WARM_UP_CONTAINER_ID), { recursive: true, force: true }));
+    throw err;
+  }
   try {
     await container.start();
     const status = await container.wait('');
     if (status !== 0) throw new Error(`the warm-up container exited with status ${status}`);
   } finally {
-    await container.remove();
+    await cleanUp('remove its container', () => container.remove());
+  }
+}
+
+/** Whether `dir` is a mountpoint (its device differs from its parent's); false if it is gone. */
+function isMountPoint(dir: string): boolean {
+  try {
+    return fs.statSync(dir).dev !== fs.statSync(path.dirname(dir)).dev;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Lets a warm-up run only in a VM that serves no sandbox yet, one at a time; the
+ * sandbox's creation waits for one under way, and none may start after it began.
+ */
+export class WarmUpGate {
+  private sandbox = false;
+  private running: Promise<void> | undefined;
+
+  async warmUp(run: () => Promise<void>): Promise<void> {
+    if (this.sandbox) throw new FailedPreconditionError('WarmUp: this VM serves a sandbox already; a warm-up is for a VM no pod uses yet');
+    if (this.running) throw new FailedPreconditionError('WarmUp: a warm-up is running already');
+    const running = run();
+    this.running = running;
+    try {
+      await running;
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  /** Called as CreateSandbox begins: waits for a warm-up under way (its outcome is WarmUp's to report). */
+  async sandboxCreating(): Promise<void> {
+    this.sandbox = true;
+    await this.running?.catch(() => undefined);
   }
 }

@@ -238,11 +238,14 @@ describe('a clone and the pod network', () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
     const { agent: cloneAgent, driver: cloneDriver, templates } = offeringAClone();
-    const atPlug: number[] = [];
-    cloneDriver.plugNics = async () => void atPlug.push(cloneAgent.createSandbox.mock.calls.length);
+    // The guest's answer comes only once the plug began: one made after the other would wait forever.
+    let plugging!: () => void;
+    const plugBegan = new Promise<void>((resolve) => (plugging = resolve));
+    cloneAgent.createSandbox.mockImplementation(async () => void (await plugBegan));
+    cloneDriver.plugNics = async () => plugging();
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
     try {
-      expect(atPlug).toEqual([1]); // asked for before the NICs were plugged
+      expect(cloneAgent.createSandbox).toHaveBeenCalledTimes(1);
       expect(cloneAgent.createSandbox).toHaveBeenCalledWith(expect.objectContaining({ sandbox_id: 'pod1', hostname: 'h' }));
     } finally {
       await sandbox.destroy();
@@ -255,6 +258,7 @@ describe('a clone and the pod network', () => {
     });
     await expect(Sandbox.start({ id: 'pod2', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates: failing.templates })).rejects.toThrow('cannot mount 9p tag kataShared');
     expect(failing.driver.stopped).toBe(true);
+    expect(failing.agent.closed).toBe(true);
   });
 
   it("makes the template before the shim joins the pod's cgroup, and starts the clone in it, not making the template again", async () => {

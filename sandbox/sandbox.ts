@@ -686,8 +686,12 @@ export class Sandbox implements ObservedSandbox {
     this.devices = new ContainerDevices(clone.hypervisor, this.logger, undefined, this.observer);
     this.vmRunning();
     this.logger.info('VM started from its template');
-    // A failure fails the start, with the VM the sandbox's to end (as a cold boot's CreateSandbox).
-    await creating;
+    // A failure fails the start, with the VM the sandbox's to end (as a cold boot's
+    // CreateSandbox); its agent client is not the sandbox's yet, so it is closed here.
+    await creating.catch((err: unknown) => {
+      clone.agent.close();
+      throw err;
+    });
     return { agent: clone.agent, details: clone.details, sandboxCreated: true };
   }
 

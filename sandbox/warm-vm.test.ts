@@ -12,6 +12,7 @@ import { mountsBelow } from './rootfs';
 import { ensureDirChain } from './safe-paths';
 import { bindIntoShare, shareLayout } from './shared-fs';
 import { podVmConfig } from './sandbox';
+import { Code } from '../ttrpc';
 import { fakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
 import { VmTemplates } from './vm-templates';
@@ -48,10 +49,11 @@ asRoot('spare VM work dirs', () => {
         this.closed = true;
       },
       warmUps: [] as number[],
-      warmUpError: undefined as Error | undefined,
+      /** What the warm-up's answer waits for (by default none). */
+      warmUpAnswer: Promise.resolve() as Promise<void>,
       async warmUp(timeoutMs: number) {
         this.warmUps.push(timeoutMs);
-        if (this.warmUpError) throw this.warmUpError;
+        await this.warmUpAnswer;
       },
     };
     const templates = {
@@ -131,21 +133,39 @@ asRoot('spare VM work dirs', () => {
     expect(fs.existsSync(warm.dir)).toBe(false);
   });
 
-  it("has the VM warmed up (the agent's WarmUp, with a deadline) before it is offered, and keeps a VM whose warm-up failed", async () => {
-    const warmed = templatesOffering(true);
-    const first = (await start(warmed.templates))!;
-    expect(warmed.agent.warmUps).toEqual([expect.any(Number)]);
-    expect(warmed.agent.warmUps[0]).toBeGreaterThan(0);
-    await first.discard();
+  it("offers the VM only once it is warmed up (the agent's WarmUp, with a deadline)", async () => {
+    const { templates, agent } = templatesOffering(true);
+    let answer!: () => void;
+    agent.warmUpAnswer = new Promise((resolve) => (answer = resolve));
+    let offered = false;
+    const starting = start(templates).then((warm) => ((offered = true), warm));
+    while (agent.warmUps.length === 0) await new Promise((r) => setTimeout(r, 5));
+    expect(agent.warmUps[0]).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(offered).toBe(false);
+    answer();
+    const warm = (await starting)!;
+    expect(warm).toBeDefined();
+    await warm.discard();
+  });
 
+  it('ends a VM whose warm-up failed or did not answer in time (the spare waits without one), and uses one whose guest has no WarmUp', async () => {
     const failing = templatesOffering(true);
-    failing.agent.warmUpError = new Error('guest agent WarmUp: the warm-up container exited with status 1');
-    const second = (await start(failing.templates))!;
-    expect(second).toBeDefined();
-    expect(failing.agent.warmUps).toHaveLength(1);
-    expect(failing.driver.stopped).toBeUndefined();
-    await second.discard();
+    failing.agent.warmUpAnswer = Promise.reject(Object.assign(new Error('guest agent WarmUp: no answer within 60000 ms'), { code: Code.DEADLINE_EXCEEDED }));
+    failing.agent.warmUpAnswer.catch(() => undefined);
+    expect(await start(failing.templates)).toBeUndefined();
     expect(failing.driver.stopped).toBe(true);
+    expect(failing.agent.closed).toBe(true);
+    expect(fs.readdirSync(warmRoot(config.runtime.stateDir))).toEqual([]);
+    expect(mountsBelow(dir)).toEqual([]);
+
+    const older = templatesOffering(true);
+    older.agent.warmUpAnswer = Promise.reject(Object.assign(new Error('method WarmUp not implemented'), { code: Code.UNIMPLEMENTED }));
+    older.agent.warmUpAnswer.catch(() => undefined);
+    const warm = (await start(older.templates))!;
+    expect(warm).toBeDefined();
+    expect(older.driver.stopped).toBeUndefined();
+    await warm.discard();
   });
 
   it('ends the VM and removes its work dir when the move fails (its target is gone)', async () => {

@@ -29,6 +29,7 @@ import { RuntimeConfig } from '../config/runtime-config';
 import { Hypervisor, VmConfig } from '../hypervisors/hypervisor';
 import { runningQemuPid } from '../hypervisors/qemu';
 import { Logger } from '../lib/logger';
+import { Code } from '../ttrpc';
 import { killAndWait, readProcessRecord, recordAlive, writeProcessRecord } from '../lib/recorded-process';
 import { AgentCallObserver } from './agent-client';
 import { hostSize, vmSizing } from './resources';
@@ -262,8 +263,10 @@ function unescape(p: string): string {
 /**
  * Has the VM run, once, what a pod's start runs in the guest (the agent's WarmUp): under
  * TCG, QEMU translates guest code on its first run, per QEMU process, and a clone has
- * none translated. A VM whose warm-up failed is still used, as a clone that was not
- * warmed is: its agent answered, and the pod's own calls will tell whether it serves.
+ * none translated. A guest without the call (an older guest image) is used unwarmed.
+ * A VM whose warm-up failed or did not end in time is ended (and this throws): its
+ * guest may still be at it, or hold what it left, and a pod's CreateSandbox would
+ * wait for it or meet it; the pod then restores a clone of its own.
  */
 async function warmUpGuest(clone: Clone, logger: Logger): Promise<void> {
   const started = performance.now();
@@ -271,6 +274,11 @@ async function warmUpGuest(clone: Clone, logger: Logger): Promise<void> {
     await clone.agent.warmUp(WARM_UP_TIMEOUT_MS);
     logger.info({ ms: Math.round(performance.now() - started) }, 'spare VM warmed up: a container run and removed in it');
   } catch (err) {
-    logger.warn({ err: (err as Error).message }, "spare VM not warmed up; the pod that takes it pays for its guest code's first run");
+    if ((err as { code?: unknown }).code === Code.UNIMPLEMENTED) {
+      logger.info({ err: (err as Error).message }, "spare VM not warmed up: its guest has no WarmUp (an older guest image); the pod that takes it pays for its guest code's first run");
+      return;
+    }
+    await discardClone(clone);
+    throw new Error(`its warm-up failed (limit ${WARM_UP_TIMEOUT_MS} ms), so the VM was ended: ${(err as Error).message}`, { cause: err });
   }
 }
