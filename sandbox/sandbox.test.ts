@@ -368,7 +368,8 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       restoreSeconds: 0.5,
       moveTo: jest.fn(async (workDir: string) => {
         // The sandbox's owner record goes with the moved work dir.
-        calls.push(`moveTo ${workDir}${fs.existsSync(path.join(dir, 'spare-vm', 'owner')) ? ' (owner recorded)' : ''}`);
+        // The guest's clock is asked for first, so it is set while the work dir moves.
+        calls.push(`moveTo ${workDir}${fs.existsSync(path.join(dir, 'spare-vm', 'owner')) ? ' (owner recorded)' : ''}${agent.setGuestDateTime.mock.calls.length ? ' (clock being set)' : ''}`);
         if (moveFails) throw new Error('mount --move failed');
       }),
       discard: jest.fn(async () => void calls.push('discard')),
@@ -396,7 +397,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', cgroupsPath: '/kubepods/pod1', hostCgroups: new HostCgroups(cgroups.root), config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
     const workDir = path.join(dir, 'state', 'default', 'pod1');
     try {
-      expect(calls).toEqual([`moveTo ${workDir} (owner recorded)`, 'plugNics (sandbox being created)']);
+      expect(calls).toEqual([`moveTo ${workDir} (owner recorded) (clock being set)`, 'plugNics (sandbox being created)']);
       // The shim joined first; the spare's VMM (pid 4242) after it.
       expect(cgroups.podProcs()).toBe('4242');
       expect(agent.setGuestDateTime).toHaveBeenCalledTimes(1);
@@ -412,7 +413,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       await sandbox.destroy();
     }
     expect(driver.stopped).toBe(true);
-    expect(calls).toEqual([`moveTo ${workDir} (owner recorded)`, 'plugNics (sandbox being created)', 'removeOrigin']);
+    expect(calls).toEqual([`moveTo ${workDir} (owner recorded) (clock being set)`, 'plugNics (sandbox being created)', 'removeOrigin']);
     expect(fs.existsSync(workDir)).toBe(false);
   });
 
@@ -438,7 +439,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     const cold = fakeDriver('virtio-serial', agentForSandbox());
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
     await sandbox.destroy();
-    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded)`, 'discard']);
+    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded) (clock being set)`, 'discard']);
     expect(templates.startClone).toHaveBeenCalledTimes(1);
     // A work dir left by an earlier run: the start fails at once, and the spare's VM is not left running.
     fs.mkdirSync(path.join(dir, 'state', 'default', 'pod2'), { recursive: true });
@@ -483,6 +484,6 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       await sandbox.destroy();
     }
     // Its work dir was moved in: what its files lived in goes with the sandbox.
-    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded)`, 'removeOrigin']);
+    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded) (clock being set)`, 'removeOrigin']);
   });
 });

@@ -155,6 +155,8 @@ export class Sandbox implements ObservedSandbox {
   private cgroup: { sandbox: SandboxCgroup; host: HostCgroups; shimBefore: Map<string, string> } | undefined;
   /** The spare shim's VM this sandbox took (its work dir moved here), if it did. */
   private warm: WarmVm | undefined;
+  /** The taken spare VM's clock being set (from the take on, beside the move and the cgroup's set-up). */
+  private warmClock: Promise<void> | undefined;
 
   private constructor(
     readonly id: string,
@@ -465,15 +467,19 @@ export class Sandbox implements ObservedSandbox {
    * else ends it. True if taken.
    */
   private async takeWarm(warm: WarmVm): Promise<boolean> {
-    const vm = this.templates && podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing: vmSizing(this.config.hypervisor, hostSize()) });
+    const vm = this.templates && this.templateVmFor(this.config.hypervisor);
     // By key as the files are now: a spare restored before the guest was upgraded in place runs the old one.
     const refusal = !this.templates || !vm ? 'VM templates are off for this pod' : this.templates.keyFor(vm) !== warm.clone.templateKey ? "the pod's VM is another than the spare's (its configuration, its annotations or the guest's files differ)" : undefined;
     if (!refusal) {
+      // The guest's clock needs nothing of what follows: it is set meanwhile (wakeWarm waits for it).
+      const clock = warm.clone.agent.setGuestDateTime(Date.now());
+      clock.catch(() => undefined); // wakeWarm's to report; moot if the VM is ended below
       try {
         // The moved work dir covers the record written into the sandbox's: one goes with it, so no instant shows none to a late `delete`.
         writeProcessRecord(path.join(warm.vm.workDir, SANDBOX_OWNER_FILE), process.pid);
         await warm.moveTo(this.workDir);
         this.warm = warm;
+        this.warmClock = clock;
         return true;
       } catch (err) {
         this.logger.warn({ err: (err as Error).message }, "the spare shim's VM cannot be moved to the sandbox; ending it");
@@ -539,16 +545,22 @@ export class Sandbox implements ObservedSandbox {
    */
   private async prepareTemplate(): Promise<{ clone: boolean; make: boolean }> {
     if (!this.templates) return { clone: false, make: false };
-    // The pod's cgroup limits are not known yet, and need not be: they are no part of the VM's hardware (VmSizing.room).
-    const vmFor = (hypervisor: HypervisorConfig): VmConfig =>
-      podVmConfig({ ...this.config, hypervisor }, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing: vmSizing(hypervisor, hostSize()) });
-    const vm = vmFor(this.config.hypervisor);
+    const vm = this.templateVmFor(this.config.hypervisor);
     const overrides = this.config.podOverrides;
-    if (overrides && !this.templates.sameTemplate(vm, vmFor(overrides.asConfigured))) {
+    if (overrides && !this.templates.sameTemplate(vm, this.templateVmFor(overrides.asConfigured))) {
       this.logger.info({ annotations: overrides.annotations }, "the pod's annotations make its VM another than the configuration's: a template of it is made, if need be, in the pod's cgroup");
       return { clone: true, make: true };
     }
     return { clone: await this.templates.prepare(vm), make: false };
+  }
+
+  /**
+   * This pod's VM as its template sees it, with `hypervisor` as its configuration. The
+   * pod's cgroup limits are not known yet, and need not be: they are no part of the
+   * VM's hardware (VmSizing.room).
+   */
+  private templateVmFor(hypervisor: HypervisorConfig): VmConfig {
+    return podVmConfig({ ...this.config, hypervisor }, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing: vmSizing(hypervisor, hostSize()) });
   }
 
   private async boot(hostname: string, netnsPath: string | undefined, cloneable: { clone: boolean; make: boolean }): Promise<void> {
@@ -631,7 +643,8 @@ export class Sandbox implements ObservedSandbox {
   /**
    * The spare's VM, restored before this pod existed: its QEMU joins the pod's cgroup
    * (what it allocated before stays charged where the spare was: cgroup v1 moves no
-   * charges on this kernel, v2 never does), and its clock is set again. Undefined (the
+   * charges on this kernel, v2 never does), and its clock is set again (asked for at the
+   * take, answered by now or waited for here). Undefined (the
    * VM ended) if it no longer answers: the pod's VM then starts as without it.
    */
   private async wakeWarm(warm: WarmVm): Promise<Clone | undefined> {
@@ -640,7 +653,7 @@ export class Sandbox implements ObservedSandbox {
       const pid = clone.hypervisor.pid();
       if (pid === undefined) throw new Error('its VMM is gone');
       this.cgroup?.sandbox.join(pid);
-      await clone.agent.setGuestDateTime(Date.now());
+      await this.warmClock;
       this.logger.info({ pid, restoredAheadSeconds: warm.restoreSeconds }, "VM taken from a spare shim (restored before the pod's start)");
       return clone;
     } catch (err) {
