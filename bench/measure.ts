@@ -3,6 +3,7 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { kibField } from '../lib/proc-stats';
+import { statField } from '../lib/proc-stat';
 
 /**
  * Waits for every stop, whichever fails. After a good measurement a failed stop is
@@ -55,8 +56,7 @@ export function pssKiB(pid: number): { pss: number; private: number } {
 /** CPU time (user + system) of a process, in clock ticks. */
 export function cpuTicks(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+  return statField(stat, 14) + statField(stat, 15); // utime, stime
 }
 
 /** Children (recursively) of a pid, from /proc. */
@@ -66,7 +66,7 @@ export function descendants(pid: number): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const ppid = statField(stat, 4);
       children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
     } catch {
       /* gone */

@@ -3,18 +3,13 @@
 // about a second after the pod whose Create launched it, a spare with a VM once its VM
 // is restored), and afterwards checks in containerd's log that the pod ran on that spare
 // (and in its VM): a claim that fell back to a launched daemon must not be measured as a spare's.
-import { readySpares } from '../tests/harness/spares';
+import { waitForReadySpare } from '../tests/harness/spares';
 
 const SPARE_READY_TIMEOUT_MS = 60_000;
 
-export async function spareReady(containerdState: string): Promise<number> {
-  const deadline = Date.now() + SPARE_READY_TIMEOUT_MS;
-  for (;;) {
-    const [pid] = readySpares(containerdState);
-    if (pid) return pid;
-    if (Date.now() > deadline) throw new Error(`no spare became ready under ${containerdState} within ${SPARE_READY_TIMEOUT_MS} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** A ready spare of the pool (the first, if several). */
+export function spareReady(containerdState: string): Promise<number> {
+  return waitForReadySpare(containerdState, { timeoutMs: SPARE_READY_TIMEOUT_MS, exactlyOne: false, pollMs: 100 });
 }
 
 /** Runs `start` (timed by the caller) once a spare is ready; throws unless the pod ran on it (`withVm`: in its VM). */

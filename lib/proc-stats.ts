@@ -4,6 +4,7 @@
 // count once across all VMs, where RSS would count them in every one.
 import { promises as fsp } from 'fs';
 import * as path from 'path';
+import { statField } from './proc-stat';
 
 export interface ProcessStats {
   rssBytes: number;
@@ -29,11 +30,9 @@ export function kibField(text: string, name: string): number | undefined {
 
 /** utime + stime (fields 14 and 15) of /proc/<pid>/stat, in seconds. */
 export function cpuSecondsFromStat(stat: string): number | undefined {
-  // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return Number.isFinite(utime) && Number.isFinite(stime) && stat.includes(')') ? (utime + stime) / USER_HZ : undefined;
+  const utime = statField(stat, 14);
+  const stime = statField(stat, 15);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / USER_HZ : undefined;
 }
 
 async function readOptional(file: string): Promise<string | undefined> {

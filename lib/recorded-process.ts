@@ -5,6 +5,7 @@
 // the pid alone; such a pid counts only while the process's argv holds an exact
 // argument unique to its owner (the pid file's own path, say), never a substring.
 import * as fs from 'fs';
+import { statField } from './proc-stat';
 
 export interface ProcessRecord {
   pid: number;
@@ -14,11 +15,8 @@ export interface ProcessRecord {
 
 /** The start time of a live process, undefined when there is none with that pid. */
 export function processStartTime(pid: number): number | undefined {
-  const stat = readTrimmed(`/proc/${pid}/stat`);
-  // The command name (field 2) may hold spaces and parentheses: fields after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const start = Number(fields[19]);
-  return stat && Number.isInteger(start) ? start : undefined;
+  const start = statField(readTrimmed(`/proc/${pid}/stat`), 22);
+  return Number.isInteger(start) ? start : undefined;
 }
 
 /** Writes "<pid> <start time>" for a live process (mode 0600). */

@@ -2,6 +2,7 @@
 // changed by changing each of its threads'.
 import * as fs from 'fs';
 import * as os from 'os';
+import { statField } from './proc-stat';
 
 /** Sets every thread of `pid` to `nice`; a thread that ended meanwhile, or one we may not change, is skipped. */
 export function setThreadsPriority(pid: number | 'self', nice: number): void {
@@ -30,9 +31,7 @@ export function threadPriorities(pid: number): number[] {
   }
   return tids.flatMap((tid) => {
     try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      // The command name (field 2) may hold spaces and parentheses: fields after the last ')'.
-      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+      return [statField(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'), 19)];
     } catch {
       return []; // a thread that ended
     }

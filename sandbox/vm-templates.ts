@@ -85,6 +85,17 @@ export interface Clone {
 }
 
 /** Ends a clone its sandbox will not use (its pod network failed, or its NICs could not be plugged). */
+/** The key of `vm`'s template, or why it has none: it cannot be a clone (refusal), or its files cannot be read (error). */
+function keyOrReason(hypervisor: Hypervisor, vm: VmConfig): { key?: string; refusal?: string; error?: string } {
+  const refusal = cloneRefusal(hypervisor, vm);
+  if (refusal) return { refusal };
+  try {
+    return { key: templateKey(hypervisor, vm) };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+}
+
 export async function discardClone(clone: Clone): Promise<void> {
   clone.agent.close();
   await clone.hypervisor.stop(0).catch(() => undefined);
@@ -170,27 +181,16 @@ export class VmTemplates {
   /** Whether `a` and `b` would be clones of one template (false when either cannot be a clone, or has no key: its files are missing). */
   sameTemplate(a: VmConfig, b: VmConfig): boolean {
     const hypervisor = this.newHypervisor();
-    try {
-      return !cloneRefusal(hypervisor, a) && !cloneRefusal(hypervisor, b) && templateKey(hypervisor, a) === templateKey(hypervisor, b);
-    } catch {
-      return false;
-    }
+    const [ka, kb] = [keyOrReason(hypervisor, a), keyOrReason(hypervisor, b)];
+    return ka.key !== undefined && ka.key === kb.key;
   }
 
   /** The key of `vm`'s template as its files are now; undefined (logged) when it cannot be a clone, or its files cannot be read. */
   keyFor(vm: VmConfig): string | undefined {
-    const hypervisor = this.newHypervisor();
-    const refusal = cloneRefusal(hypervisor, vm);
-    if (refusal) {
-      this.logger.info({ reason: refusal }, 'this VM cannot be a clone');
-      return undefined;
-    }
-    try {
-      return templateKey(hypervisor, vm);
-    } catch (err) {
-      this.logger.warn({ err: (err as Error).message }, "this VM's template key cannot be computed");
-      return undefined;
-    }
+    const { key, refusal, error } = keyOrReason(this.newHypervisor(), vm);
+    if (refusal) this.logger.info({ reason: refusal }, 'this VM cannot be a clone');
+    if (error) this.logger.warn({ err: error }, "this VM's template key cannot be computed");
+    return key;
   }
 
   /**

@@ -6,6 +6,7 @@ import * as path from 'path';
 import { diffSnapshots, HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
 import { run as runCommand } from '../harness/exec';
 import { waitFor } from '../harness/wait';
+import { statField } from '../../lib/proc-stat';
 import { processStartTime, ProcessRecord, readTrimmed, recordAlive } from '../../lib/recorded-process';
 import { removeCgroupTree } from '../harness/cgroups';
 import { expectCtrOk, KataEnv, RUNTIME, RUNTIME_CLI, startKataEnv } from './kata-env';
@@ -65,7 +66,7 @@ describe('VM templates', () => {
   function qemuChildOf(pid: number): ProcessRecord | undefined {
     for (const entry of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
       const stat = readTrimmed(`/proc/${entry}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const ppid = statField(stat, 4);
       const record: ProcessRecord = { pid: Number(entry), startTime: processStartTime(Number(entry)) ?? -1 };
       if (ppid === pid && readTrimmed(`/proc/${entry}/comm`).startsWith('qemu-system') && recordAlive(record)) return record;
     }

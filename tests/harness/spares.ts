@@ -19,15 +19,23 @@ export function readySpares(containerdState: string): number[] {
     .map(Number);
 }
 
-/** The one ready spare under a containerd state dir, once there is exactly one (within `timeoutMs`). */
-export async function oneReadySpare(containerdState: string, timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
+/**
+ * A ready spare under a containerd state dir, once there is one (`exactlyOne`: once there
+ * is exactly one), polled every `pollMs` within `timeoutMs`.
+ */
+export async function waitForReadySpare(containerdState: string, opts: { timeoutMs: number; exactlyOne: boolean; pollMs: number }): Promise<number> {
+  const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
     const ready = readySpares(containerdState);
-    if (ready.length === 1) return ready[0];
-    if (Date.now() > deadline) throw new Error(`expected one ready spare, found ${JSON.stringify(ready)}`);
-    await new Promise((r) => setTimeout(r, 200));
+    if (opts.exactlyOne ? ready.length === 1 : ready.length > 0) return ready[0];
+    if (Date.now() > deadline) throw new Error(`expected ${opts.exactlyOne ? 'one ready spare' : 'a ready spare'} under ${containerdState} within ${opts.timeoutMs} ms, found ${JSON.stringify(ready)}`);
+    await new Promise((r) => setTimeout(r, opts.pollMs));
   }
+}
+
+/** The one ready spare under a containerd state dir, once there is exactly one (within `timeoutMs`). */
+export function oneReadySpare(containerdState: string, timeoutMs: number): Promise<number> {
+  return waitForReadySpare(containerdState, { timeoutMs, exactlyOne: true, pollMs: 200 });
 }
 
 /** The pid of the shim serving a task, as it answers Connect. */
