@@ -66,6 +66,8 @@ export class AgentService {
       DestroySandbox: () => this.destroySandbox(),
       CreateContainer: async (req) => {
         const id = req.container_id;
+        // Never beside a warm-up (the shim makes the sandbox first, which waits too).
+        await this.warmUpGate.podArriving();
         // Hot-plugged disks may still be probing; wait before the duplicate check, so
         // no await separates that check from the insert.
         const disks = await findDisks(id, req.devices ?? []);
@@ -194,7 +196,7 @@ export class AgentService {
 
   private async createSandbox(req: Decoded<katats.agent.v1.ICreateSandboxRequest>): Promise<object> {
     // The shim warms a VM up before it is a pod's; never both at once.
-    await this.warmUpGate.sandboxCreating();
+    await this.warmUpGate.podArriving();
     if (req.hostname) await runCommand('hostname', [req.hostname]);
     if (req.shared_fs_tag) {
       const target = req.shared_dir_guest_path;
@@ -213,8 +215,6 @@ export class AgentService {
   private async warmUp(): Promise<void> {
     const { runtime, bundlesRoot, warmUpDir, logger } = this.opts;
     await this.warmUpGate.warmUp(async () => {
-      // A container made without a sandbox (the shim always makes one first) counts as a pod's too.
-      if (this.containers.size > 0) throw new FailedPreconditionError('WarmUp: this VM runs containers already; a warm-up is for a VM no pod uses yet');
       await warmUp({ runtime, bundlesRoot, workDir: warmUpDir, busybox: GUEST_BUSYBOX, cgroupsPath: WARM_UP_CGROUP, runCommand, logger });
     });
   }

@@ -44,7 +44,8 @@ describe('warmUpSpec', () => {
 /**
  * crun's command line: `run` keeps a copy of the bundle's config.json, writes the pid
  * file and exits with the status in `<root>/status` (0 without it), or with
- * `<root>/no-pid` fails without starting anything; every call is logged.
+ * `<root>/no-pid` fails without starting anything; `delete` fails with
+ * `<root>/delete-error`; every call is logged.
  */
 const STAND_IN_CRUN = `
 const fs = require('fs'), path = require('path');
@@ -60,6 +61,7 @@ if (argv.includes('run')) {
   const status = fs.existsSync(path.join(root, 'status')) ? Number(fs.readFileSync(path.join(root, 'status'), 'utf8')) : 0;
   setTimeout(() => process.exit(status), 50);
 }
+if (argv.includes('delete') && fs.existsSync(path.join(root, 'delete-error'))) { process.stderr.write('cannot delete: device or resource busy\\n'); process.exit(1); }
 `;
 
 describe('warmUp, crun stood in', () => {
@@ -135,6 +137,68 @@ describe('warmUp, crun stood in', () => {
   });
 });
 
+describe('warmUp clean-up, crun stood in', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-warm-up-clean-'));
+  const root = path.join(dir, 'crun');
+  const bundles = path.join(dir, 'bundles');
+  const workDir = path.join(dir, 'warm-up');
+  const crun = path.join(dir, 'crun.js');
+  const warned: string[] = [];
+  const logger = { ...silentLogger(), warn: (obj: { err?: string }) => void warned.push(obj.err ?? ''), child: () => logger } as unknown as ReturnType<typeof silentLogger>;
+
+  beforeAll(() => fs.writeFileSync(crun, `#!${process.execPath}\n${STAND_IN_CRUN}`, { mode: 0o755 }));
+  beforeEach(() => {
+    warned.length = 0;
+    for (const d of [root, bundles, workDir]) fs.rmSync(d, { recursive: true, force: true });
+    fs.mkdirSync(root, { recursive: true });
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const run = (failing?: string) => {
+    const commands: string[] = [];
+    const done = warmUp({
+      runtime: new OciRuntime(crun, root),
+      bundlesRoot: bundles,
+      workDir,
+      busybox: BUSYBOX,
+      cgroupsPath: '/katats-warm-up',
+      runCommand: async (file, args) => {
+        const line = [file, ...args].join(' ');
+        commands.push(line);
+        if (line === failing) throw new Error(`Command failed: ${line}`);
+      },
+      logger,
+    });
+    return { done, commands };
+  };
+
+  it('unmounts its scratch tmpfs (lazily) when a step after the mount fails, and reports that step', async () => {
+    const scratch = path.join(workDir, 'mnt');
+    const { done, commands } = run(`umount ${scratch}`);
+    await expect(done).rejects.toThrow(`Command failed: umount ${scratch}`);
+    expect(commands.slice(-2)).toEqual([`umount ${scratch}`, `umount -l ${scratch}`]);
+    expect(fs.existsSync(workDir)).toBe(false);
+  });
+
+  it('removes the bundle directory when the container cannot be made', async () => {
+    // config.json a directory: GuestContainer.create fails after it made the bundle directory.
+    fs.mkdirSync(path.join(bundles, WARM_UP_CONTAINER_ID, 'config.json'), { recursive: true });
+    await expect(run().done).rejects.toThrow('EISDIR');
+    expect(fs.readdirSync(bundles)).toEqual([]);
+    expect(fs.existsSync(workDir)).toBe(false);
+  });
+
+  it('fails a warm-up that went well when its container cannot be removed (a pod would meet it), and only logs that after an earlier failure', async () => {
+    fs.writeFileSync(path.join(root, 'delete-error'), '');
+    await expect(run().done).rejects.toThrow(/cannot remove its container: .*device or resource busy/);
+    expect(warned).toEqual([]);
+
+    fs.writeFileSync(path.join(root, 'status'), '3');
+    await expect(run().done).rejects.toThrow('the warm-up container exited with status 3');
+    expect(warned).toEqual([expect.stringMatching(/cannot remove its container: .*device or resource busy/)]);
+  });
+});
+
 describe('WarmUpGate', () => {
   it('runs one warm-up at a time, none once the sandbox is being created, and makes the sandbox wait for one under way', async () => {
     const gate = new WarmUpGate();
@@ -142,7 +206,7 @@ describe('WarmUpGate', () => {
     let finish!: () => void;
     const first = gate.warmUp(() => new Promise<void>((resolve) => (finish = resolve)).then(() => void steps.push('warm-up done')));
     await expect(gate.warmUp(async () => undefined)).rejects.toThrow('a warm-up is running already');
-    const creating = gate.sandboxCreating().then(() => void steps.push('sandbox'));
+    const creating = gate.podArriving().then(() => void steps.push('sandbox'));
     await new Promise((r) => setTimeout(r, 20));
     expect(steps).toEqual([]);
     finish();
@@ -156,7 +220,7 @@ describe('WarmUpGate', () => {
     const failed = gate.warmUp(async () => {
       throw new Error('the warm-up container exited with status 1');
     });
-    await gate.sandboxCreating();
+    await gate.podArriving();
     await expect(failed).rejects.toThrow('status 1');
   });
 });

@@ -19,9 +19,9 @@
 // scratch tmpfs of its own, hostname (read only), and ip on the loopback link, which
 // the guest's init brought up already (so `up` changes nothing).
 //
-// It never meets a pod's containers: WarmUpGate refuses it once CreateSandbox began,
-// and CreateSandbox waits for one under way (the shim calls it before it offers the VM
-// to a pod, and ends a VM whose warm-up failed).
+// It never meets a pod's containers: WarmUpGate refuses it once CreateSandbox or
+// CreateContainer began, and they wait for one under way (the shim calls it before it
+// offers the VM to a pod, and ends a VM whose warm-up failed).
 import * as fs from 'fs';
 import * as path from 'path';
 import { FailedPreconditionError } from '../lib/errors';
@@ -80,44 +80,45 @@ export function warmUpSpec(rootfs: string, cgroupsPath: string): OciSpec {
 
 /**
  * Runs the warm-up (see the file's head). Throws on the first failure, after removing
- * what it made (a failure while removing is logged: the first one is the reason).
+ * what it made; a clean-up that fails fails a warm-up that went well (what it left
+ * would be a pod's to meet), and is only logged after an earlier failure (the reason).
  */
 export async function warmUp(opts: WarmUpOptions): Promise<void> {
   const { workDir, logger } = opts;
   const started = performance.now();
   const rootfs = path.join(workDir, 'rootfs');
   const scratch = path.join(workDir, 'mnt');
-  const cleanUp = async (what: string, step: () => Promise<unknown> | void): Promise<void> => {
-    try {
-      await step();
-    } catch (err) {
-      logger.warn({ err: (err as Error).message }, `warm-up: cannot ${what}`);
-    }
-  };
+  let scratchMounted = false;
+  let failure: unknown;
   try {
     fs.rmSync(workDir, { recursive: true, force: true });
     for (const dir of ['bin', 'proc', 'dev', 'sys']) fs.mkdirSync(path.join(rootfs, dir), { recursive: true, mode: 0o755 });
     fs.mkdirSync(scratch, { mode: 0o700 });
     fs.copyFileSync(opts.busybox, path.join(rootfs, 'bin', 'busybox'));
     fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
-    await runContainer(opts, rootfs, cleanUp);
+    await runContainer(opts, rootfs);
     const containerMs = performance.now() - started;
     // CreateSandbox's and UpdateInterface's commands, on the warm-up's own things.
     await opts.runCommand('mount', ['-t', 'tmpfs', '-o', 'nosuid,nodev,noexec,mode=0700,size=1m', 'katats-warm-up', scratch]);
+    scratchMounted = true;
     await opts.runCommand('umount', [scratch]);
+    scratchMounted = false;
     await opts.runCommand('hostname', []);
     await opts.runCommand('ip', ['link', 'set', 'dev', 'lo', 'up']);
     await opts.runCommand('ip', ['addr', 'show', 'dev', 'lo']);
     await opts.runCommand('ip', ['route', 'show']);
     logger.info({ ms: Math.round(performance.now() - started), containerMs: Math.round(containerMs) }, 'warmed up: a container run and removed, the sandbox commands run');
+  } catch (err) {
+    failure = err;
+    throw err;
   } finally {
-    // The scratch tmpfs is mounted only if a step after its mount failed.
-    if (isMountPoint(scratch)) await cleanUp('unmount its scratch tmpfs', () => opts.runCommand('umount', ['-l', scratch]));
-    await cleanUp('remove its directory', () => fs.rmSync(workDir, { recursive: true, force: true }));
+    const steps: CleanUpStep[] = [['remove its directory', () => fs.rmSync(workDir, { recursive: true, force: true })]];
+    if (scratchMounted) steps.unshift(['unmount its scratch tmpfs', () => opts.runCommand('umount', ['-l', scratch])]);
+    await cleanUp(steps, failure, logger);
   }
 }
 
-async function runContainer(opts: WarmUpOptions, rootfs: string, cleanUp: (what: string, step: () => Promise<unknown> | void) => Promise<void>): Promise<void> {
+async function runContainer(opts: WarmUpOptions, rootfs: string): Promise<void> {
   const spec = warmUpSpec(rootfs, opts.cgroupsPath);
   const logger = opts.logger.child({ container: WARM_UP_CONTAINER_ID });
   let container: GuestContainer;
@@ -125,30 +126,46 @@ async function runContainer(opts: WarmUpOptions, rootfs: string, cleanUp: (what:
     container = GuestContainer.create(WARM_UP_CONTAINER_ID, Buffer.from(JSON.stringify(spec)), false, opts.bundlesRoot, opts.runtime, logger);
   } catch (err) {
     // It may have made the bundle's directory before it failed.
-    await cleanUp('remove its bundle', () => fs.rmSync(path.join(opts.bundlesRoot, WARM_UP_CONTAINER_ID), { recursive: true, force: true }));
+    await cleanUp([['remove its bundle', () => fs.rmSync(path.join(opts.bundlesRoot, WARM_UP_CONTAINER_ID), { recursive: true, force: true })]], err, logger);
     throw err;
   }
+  let failure: unknown;
   try {
     await container.start();
     const status = await container.wait('');
     if (status !== 0) throw new Error(`the warm-up container exited with status ${status}`);
+  } catch (err) {
+    failure = err;
+    throw err;
   } finally {
-    await cleanUp('remove its container', () => container.remove());
+    await cleanUp([['remove its container', () => container.remove()]], failure, logger);
   }
 }
 
-/** Whether `dir` is a mountpoint (its device differs from its parent's); false if it is gone. */
-function isMountPoint(dir: string): boolean {
-  try {
-    return fs.statSync(dir).dev !== fs.statSync(path.dirname(dir)).dev;
-  } catch {
-    return false;
+type CleanUpStep = [what: string, step: () => unknown];
+
+/**
+ * Runs every step; after an earlier failure (`failure` set) a step's failure is only
+ * logged, else the first one is thrown once all ran.
+ */
+async function cleanUp(steps: CleanUpStep[], failure: unknown, logger: Logger): Promise<void> {
+  let first: Error | undefined;
+  for (const [what, step] of steps) {
+    try {
+      await step();
+    } catch (err) {
+      const error = new Error(`warm-up: cannot ${what}: ${(err as Error).message}`, { cause: err });
+      if (failure !== undefined || first) logger.warn({ err: error.message }, 'warm-up clean-up failed');
+      else first = error;
+    }
   }
+  if (first) throw first;
 }
 
 /**
- * Lets a warm-up run only in a VM that serves no sandbox yet, one at a time; the
- * sandbox's creation waits for one under way, and none may start after it began.
+ * Lets a warm-up run only in a VM that serves no pod yet, one at a time; the pod's
+ * first call (CreateSandbox, or a CreateContainer without one) waits for one under
+ * way, and none may start after it.
  */
 export class WarmUpGate {
   private sandbox = false;
@@ -166,8 +183,8 @@ export class WarmUpGate {
     }
   }
 
-  /** Called as CreateSandbox begins: waits for a warm-up under way (its outcome is WarmUp's to report). */
-  async sandboxCreating(): Promise<void> {
+  /** Called as CreateSandbox or CreateContainer begins: waits for a warm-up under way (its outcome is WarmUp's to report). */
+  async podArriving(): Promise<void> {
     this.sandbox = true;
     await this.running?.catch(() => undefined);
   }

@@ -238,11 +238,14 @@ describe('a clone and the pod network', () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
     const { agent: cloneAgent, driver: cloneDriver, templates } = offeringAClone();
-    // The guest's answer comes only once the plug began: one made after the other would wait forever.
+    // Each waits for the other to have begun: made one after the other, in either order, the start would never end.
     let plugging!: () => void;
     const plugBegan = new Promise<void>((resolve) => (plugging = resolve));
     cloneAgent.createSandbox.mockImplementation(async () => void (await plugBegan));
-    cloneDriver.plugNics = async () => plugging();
+    cloneDriver.plugNics = async () => {
+      plugging();
+      while (cloneAgent.createSandbox.mock.calls.length === 0) await new Promise((r) => setTimeout(r, 5));
+    };
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates });
     try {
       expect(cloneAgent.createSandbox).toHaveBeenCalledTimes(1);

@@ -84,7 +84,6 @@ export interface Clone {
   templateKey: string;
 }
 
-/** Ends a clone its sandbox will not use (its pod network failed, or its NICs could not be plugged). */
 /** The key of `vm`'s template, or why it has none: it cannot be a clone (refusal), or its files cannot be read (error). */
 function keyOrReason(hypervisor: Hypervisor, vm: VmConfig): { key?: string; refusal?: string; error?: string } {
   const refusal = cloneRefusal(hypervisor, vm);
@@ -96,6 +95,7 @@ function keyOrReason(hypervisor: Hypervisor, vm: VmConfig): { key?: string; refu
   }
 }
 
+/** Ends a clone its sandbox will not use (its pod network failed, or its NICs could not be plugged). */
 export async function discardClone(clone: Clone): Promise<void> {
   clone.agent.close();
   await clone.hypervisor.stop(0).catch(() => undefined);
