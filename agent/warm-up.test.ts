@@ -71,25 +71,34 @@ describe('warmUp, crun stood in', () => {
   const workDir = path.join(dir, 'warm-up');
   const crun = path.join(dir, 'crun.js');
   let commands: string[];
+  /** What the warm-up logged as a warning (a clean-up that failed after an earlier failure). */
+  const warned: string[] = [];
+  const logger = { ...silentLogger(), warn: (obj: { err?: string }) => void warned.push(obj.err ?? ''), child: () => logger } as unknown as ReturnType<typeof silentLogger>;
 
   beforeAll(() => {
     fs.writeFileSync(crun, `#!${process.execPath}\n${STAND_IN_CRUN}`, { mode: 0o755 });
   });
   beforeEach(() => {
     commands = [];
-    fs.rmSync(root, { recursive: true, force: true });
+    warned.length = 0;
+    for (const d of [root, bundles, workDir]) fs.rmSync(d, { recursive: true, force: true });
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const run = (busybox = BUSYBOX) =>
+  /** The warm-up, with the command `failing` (if any) failing. */
+  const run = (opts: { busybox?: string; failing?: string } = {}) =>
     warmUp({
       runtime: new OciRuntime(crun, root),
       bundlesRoot: bundles,
       workDir,
-      busybox,
+      busybox: opts.busybox ?? BUSYBOX,
       cgroupsPath: '/katats-warm-up',
-      runCommand: async (file, args) => commands.push([file, ...args].join(' ')),
-      logger: silentLogger(),
+      runCommand: async (file, args) => {
+        const line = [file, ...args].join(' ');
+        commands.push(line);
+        if (line === opts.failing) throw new Error(`Command failed: ${line}`);
+      },
+      logger,
     });
   const calls = () => fs.readFileSync(path.join(root, 'calls'), 'utf8').trim().split('\n');
 
@@ -130,52 +139,15 @@ describe('warmUp, crun stood in', () => {
     expect(fs.readdirSync(bundles)).toEqual([]);
 
     fs.rmSync(root, { recursive: true, force: true });
-    await expect(run(path.join(dir, 'no-busybox'))).rejects.toThrow('ENOENT');
+    await expect(run({ busybox: path.join(dir, 'no-busybox') })).rejects.toThrow('ENOENT');
     expect(fs.existsSync(root)).toBe(false); // crun never ran
     expect(fs.existsSync(workDir)).toBe(false);
     expect(commands).toEqual([]);
   });
-});
-
-describe('warmUp clean-up, crun stood in', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-warm-up-clean-'));
-  const root = path.join(dir, 'crun');
-  const bundles = path.join(dir, 'bundles');
-  const workDir = path.join(dir, 'warm-up');
-  const crun = path.join(dir, 'crun.js');
-  const warned: string[] = [];
-  const logger = { ...silentLogger(), warn: (obj: { err?: string }) => void warned.push(obj.err ?? ''), child: () => logger } as unknown as ReturnType<typeof silentLogger>;
-
-  beforeAll(() => fs.writeFileSync(crun, `#!${process.execPath}\n${STAND_IN_CRUN}`, { mode: 0o755 }));
-  beforeEach(() => {
-    warned.length = 0;
-    for (const d of [root, bundles, workDir]) fs.rmSync(d, { recursive: true, force: true });
-    fs.mkdirSync(root, { recursive: true });
-  });
-  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-  const run = (failing?: string) => {
-    const commands: string[] = [];
-    const done = warmUp({
-      runtime: new OciRuntime(crun, root),
-      bundlesRoot: bundles,
-      workDir,
-      busybox: BUSYBOX,
-      cgroupsPath: '/katats-warm-up',
-      runCommand: async (file, args) => {
-        const line = [file, ...args].join(' ');
-        commands.push(line);
-        if (line === failing) throw new Error(`Command failed: ${line}`);
-      },
-      logger,
-    });
-    return { done, commands };
-  };
 
   it('unmounts its scratch tmpfs (lazily) when a step after the mount fails, and reports that step', async () => {
     const scratch = path.join(workDir, 'mnt');
-    const { done, commands } = run(`umount ${scratch}`);
-    await expect(done).rejects.toThrow(`Command failed: umount ${scratch}`);
+    await expect(run({ failing: `umount ${scratch}` })).rejects.toThrow(`Command failed: umount ${scratch}`);
     expect(commands.slice(-2)).toEqual([`umount ${scratch}`, `umount -l ${scratch}`]);
     expect(fs.existsSync(workDir)).toBe(false);
   });
@@ -183,18 +155,19 @@ describe('warmUp clean-up, crun stood in', () => {
   it('removes the bundle directory when the container cannot be made', async () => {
     // config.json a directory: GuestContainer.create fails after it made the bundle directory.
     fs.mkdirSync(path.join(bundles, WARM_UP_CONTAINER_ID, 'config.json'), { recursive: true });
-    await expect(run().done).rejects.toThrow('EISDIR');
+    await expect(run()).rejects.toThrow('EISDIR');
     expect(fs.readdirSync(bundles)).toEqual([]);
     expect(fs.existsSync(workDir)).toBe(false);
   });
 
   it('fails a warm-up that went well when its container cannot be removed (a pod would meet it), and only logs that after an earlier failure', async () => {
+    fs.mkdirSync(root, { recursive: true });
     fs.writeFileSync(path.join(root, 'delete-error'), '');
-    await expect(run().done).rejects.toThrow(/cannot remove its container: .*device or resource busy/);
+    await expect(run()).rejects.toThrow(/cannot remove its container: .*device or resource busy/);
     expect(warned).toEqual([]);
 
     fs.writeFileSync(path.join(root, 'status'), '3');
-    await expect(run().done).rejects.toThrow('the warm-up container exited with status 3');
+    await expect(run()).rejects.toThrow('the warm-up container exited with status 3');
     expect(warned).toEqual([expect.stringMatching(/cannot remove its container: .*device or resource busy/)]);
   });
 });
