@@ -41,6 +41,8 @@ export interface OciSpec {
 }
 
 const PID_FILE_WAIT_MS = 20_000;
+/** How often the pid file is read when no inotify event came. */
+const PID_FILE_POLL_MS = 50;
 /** How often the init of a container without its own PID namespace is looked for. */
 const INIT_EXIT_POLL_MS = 100;
 
@@ -315,21 +317,49 @@ export class GuestContainer {
     }
   }
 
-  /** Waits for the runtime's pid file; if the runtime exits first, fails with its own error. */
+  /**
+   * Waits for the runtime's pid file; if the runtime exits first, fails with its own
+   * error. Told of the file by inotify on the bundle directory (a poll of the file under
+   * TCG costs the runtime's start some of the one vCPU); the slow poll is the fallback.
+   */
   private async awaitPid(proc: GuestProcess, files: { pidFile: string; logFile: string }, failure: string): Promise<number> {
     const deadline = Date.now() + PID_FILE_WAIT_MS;
-    while (Date.now() < deadline) {
-      try {
-        const pid = Number(fs.readFileSync(files.pidFile, 'utf8').trim());
-        if (pid > 0) {
-          proc.pid = pid;
-          return pid;
+    let wake: () => void = () => undefined;
+    // The file is read once more after the runtime exited: a short-lived container's pid may be in it.
+    let runtimeGone = false;
+    void proc.runtimeExited.then(() => {
+      runtimeGone = true;
+      wake();
+    });
+    let watcher: fs.FSWatcher | undefined;
+    try {
+      watcher = fs.watch(path.dirname(files.pidFile), (_event, name) => {
+        if (name === path.basename(files.pidFile)) wake();
+      });
+      watcher.on('error', () => undefined); // the poll goes on
+    } catch {
+      /* no inotify: the poll alone */
+    }
+    try {
+      while (Date.now() < deadline) {
+        // Registered before the read: a write between the two wakes this wait.
+        const changed = new Promise<void>((resolve) => (wake = resolve));
+        try {
+          const pid = Number(fs.readFileSync(files.pidFile, 'utf8').trim());
+          if (pid > 0) {
+            proc.pid = pid;
+            return pid;
+          }
+        } catch {
+          /* not written yet */
         }
-      } catch {
-        /* not written yet */
+        if (proc.exited || runtimeGone) break;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([changed, new Promise((r) => (timer = setTimeout(r, PID_FILE_POLL_MS)))]);
+        clearTimeout(timer);
       }
-      if (proc.exited) break;
-      await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      watcher?.close();
     }
     const status = await Promise.race([proc.exitStatus, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]);
     const reason = OciRuntime.lastError(files.logFile) ?? (status === undefined ? 'no pid reported in time' : `the OCI runtime exited with status ${status}`);

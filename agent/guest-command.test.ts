@@ -58,6 +58,55 @@ describe('CommandShell', () => {
     expect(shell.idle).toBe(true);
   });
 
+  it('runs calls made while it is busy in the shell too, each in its turn', async () => {
+    const queued = new CommandShell('/bin/sh', 0, 5000);
+    queued.start();
+    try {
+      const ends: string[] = [];
+      const call = (name: string, script: string) => queued.runOrFork('sh', ['-c', script]).then((out) => (ends.push(name), out.stdout));
+      const calls = [call('a', 'sleep 0.3; echo $PPID'), call('b', 'echo $PPID'), call('c', 'echo $PPID')];
+      expect(await Promise.all(calls)).toEqual([`${queued.pid}\n`, `${queued.pid}\n`, `${queued.pid}\n`]);
+      expect(ends).toEqual(['a', 'b', 'c']);
+    } finally {
+      queued.stop();
+    }
+  });
+
+  it('forks a call that would wait too long: at once behind a command that has held the shell that long, else once its own wait ran out', async () => {
+    const queued = new CommandShell('/bin/sh', 0, 300);
+    queued.start();
+    try {
+      const hung = queued.runOrFork('sleep', ['2']);
+      const early = Date.now();
+      // Behind a command that began just now: waits 300 ms, then forks.
+      expect((await queued.runOrFork('sh', ['-c', 'echo $PPID'])).stdout).toBe(`${process.pid}\n`);
+      expect(Date.now() - early).toBeGreaterThanOrEqual(250);
+      // The command has now held the shell longer than that: the next call forks without waiting.
+      const late = Date.now();
+      expect((await queued.runOrFork('sh', ['-c', 'echo $PPID'])).stdout).toBe(`${process.pid}\n`);
+      expect(Date.now() - late).toBeLessThan(250);
+      await hung;
+      expect((await queued.runOrFork('sh', ['-c', 'echo $PPID'])).stdout).toBe(`${queued.pid}\n`);
+    } finally {
+      queued.stop();
+    }
+  });
+
+  it('forks the waiting calls when the shell dies under the command before them', async () => {
+    const queued = new CommandShell('/bin/sh', 0, 5000);
+    queued.start();
+    const running = queued.runOrFork('sleep', ['2']).catch((e: Error) => e);
+    const waiting = queued.runOrFork('sh', ['-c', 'echo $PPID']);
+    await new Promise((r) => setTimeout(r, 100));
+    process.kill(queued.pid as number, 'SIGKILL');
+    try {
+      expect((await waiting).stdout).toBe(`${process.pid}\n`);
+      expect(await running).toBeInstanceOf(Error);
+    } finally {
+      queued.stop(); // the shell the forking call started again (revive)
+    }
+  });
+
   it('runs a call as its own process when the shell died before it read it', async () => {
     process.kill(shell.pid as number, 'SIGKILL');
     // Node has not seen the exit yet: the shell still looks idle, and the call goes to it.

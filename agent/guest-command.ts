@@ -8,9 +8,13 @@
 // start runs about a dozen such commands (same-run A/B: 2202 -> 1948 ms median).
 //
 // The shell only ever gets arguments in single quotes, so nothing in them is parsed.
-// One command at a time: a call made while the shell is busy (or before it started, or
-// after it died) runs as its own process, as every call did before, so a command that
-// hangs holds up no other (it does keep the shell: later calls then fork, as before).
+// One command at a time: a call made while the shell is busy waits its turn, as long as
+// the command running has run for less than QUEUE_WAIT_MS and the call waited less than
+// that; otherwise (and before the shell started, or after it died) it runs as its own
+// process, as every call did before, so a command that hangs holds up others for at
+// most that long (it does keep the shell: later calls then fork at once).
+// Why wait: the shim sends a pod's sandbox and network calls at once, and a call that
+// forked because another held the shell would pay what the shell saves.
 // Errors are execFile's: a command the shell cannot find fails as ENOENT, not as a
 // command that ran and printed "not found".
 import { ChildProcessWithoutNullStreams, execFile, spawn } from 'child_process';
@@ -51,6 +55,8 @@ export function shellQuote(arg: string): string {
 
 interface Pending {
   marker: string;
+  /** When the shell was given the call (Date.now()). */
+  since: number;
   /** The shell said it is about to run the command (so a shell lost after this may have run it). */
   began?: boolean;
   file: string;
@@ -63,6 +69,8 @@ interface Pending {
 }
 
 const REVIVE_AFTER_MS = 5000;
+/** How long a call waits for the busy shell (and a command may hold it before calls fork instead). */
+export const QUEUE_WAIT_MS = 1000;
 /** The shell's status for a command it cannot find. */
 const COMMAND_NOT_FOUND = 127;
 
@@ -84,10 +92,13 @@ export class CommandShell {
   private startedAt?: number;
   private out = '';
   private err = '';
+  /** Calls waiting for the shell, oldest first (runOrFork). */
+  private readonly waiters: Array<() => void> = [];
 
   constructor(
     private readonly shell = '/bin/sh',
     private readonly reviveAfterMs = REVIVE_AFTER_MS,
+    private readonly queueWaitMs = QUEUE_WAIT_MS,
   ) {}
 
   /** The shell's pid while it runs. */
@@ -136,7 +147,7 @@ export class CommandShell {
     // Unique per call (not secret: a clone draws the same sequence as its template's agent).
     const marker = `katats-${randomBytes(16).toString('hex')}`;
     return new Promise<CommandOutput>((resolve, reject) => {
-      this.pending = { marker, file, args, resolve, reject };
+      this.pending = { marker, since: Date.now(), file, args, resolve, reject };
       this.out = '';
       this.err = '';
       // First "<marker>." (the shell read the call), then the command; the leading newline
@@ -144,6 +155,45 @@ export class CommandShell {
       const line = `printf '%s.\\n' ${marker}; ${[file, ...args].map(shellQuote).join(' ')} </dev/null; printf '\\n%s %d\\n' ${marker} "$?"; printf '\\n%s\\n' ${marker} >&2\n`;
       child.stdin.write(line);
     });
+  }
+
+  /**
+   * Runs `file args` in the shell, after the calls waiting before it (see the top of
+   * this file for how long); else as a process of its own.
+   */
+  async runOrFork(file: string, args: string[]): Promise<CommandOutput> {
+    const deadline = Date.now() + this.queueWaitMs;
+    while (!this.idle && this.worthWaiting(deadline)) await this.turn(deadline);
+    if (this.idle) return this.run(file, args);
+    this.revive();
+    return forked(file, args);
+  }
+
+  /** The shell runs a command that began less than queueWaitMs ago, and the caller's wait has not run out. */
+  private worthWaiting(deadline: number): boolean {
+    const now = Date.now();
+    return this.child !== undefined && this.pending !== undefined && now - this.pending.since < this.queueWaitMs && now < deadline;
+  }
+
+  /** Settles when the shell is done with its command (this caller's turn), or at `deadline`. */
+  private turn(deadline: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        const at = this.waiters.indexOf(wake);
+        if (at >= 0) this.waiters.splice(at, 1);
+        resolve();
+      }, Math.max(0, deadline - Date.now()));
+      const wake = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.waiters.push(wake);
+    });
+  }
+
+  /** The shell is free (or gone): the longest waiting call goes on. */
+  private wakeNext(): void {
+    this.waiters.shift()?.();
   }
 
   /** Ends the shell (its stdin closes, so it exits). */
@@ -179,6 +229,7 @@ export class CommandShell {
     }
     if (pending.status === undefined || pending.stderr === undefined) return;
     this.pending = undefined;
+    this.wakeNext();
     const { file, args, status, stdout = '', stderr } = pending;
     if (status === 0) pending.resolve({ stdout, stderr });
     else if (status === COMMAND_NOT_FOUND && stdout === '' && shellNotFound(file).test(stderr)) pending.reject(notFound(file));
@@ -190,6 +241,8 @@ export class CommandShell {
     this.child = undefined;
     const pending = this.pending;
     this.pending = undefined;
+    // Each waiting call forks now: there is no shell to wait for.
+    for (const wake of this.waiters.splice(0)) wake();
     if (!pending) return;
     // The shell died before it read the call (it was idle when the call was made): the
     // command runs as its own process, as it would have. Once begun, it may have run.
@@ -202,15 +255,13 @@ export class CommandShell {
   }
 }
 
-/** The agent's shell; main() starts it. Until then, and whenever it is busy or gone, calls fork. */
+/** The agent's shell; main() starts it. Until then, whenever it is gone, and when it is held too long, calls fork. */
 export const commandShell = new CommandShell();
 
 /**
  * Runs a short command (no stdin) and returns its output; rejects as execFile does.
- * Through the agent's shell when it is idle, otherwise as a process of its own.
+ * Through the agent's shell, in turn (CommandShell.runOrFork), else as a process of its own.
  */
-export async function runCommand(file: string, args: string[]): Promise<CommandOutput> {
-  if (commandShell.idle) return commandShell.run(file, args);
-  commandShell.revive();
-  return forked(file, args);
+export function runCommand(file: string, args: string[]): Promise<CommandOutput> {
+  return commandShell.runOrFork(file, args);
 }
