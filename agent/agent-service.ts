@@ -43,6 +43,8 @@ export interface AgentOptions {
 export class AgentService {
   private readonly containers = new Map<string, GuestContainer>();
   private sharedMount: string | undefined;
+  /** What a WarmUp mounted ahead for CreateSandbox (sandboxMountsKey), until CreateSandbox came. */
+  private mountedAhead: string | undefined;
   private readonly warmUpGate = new WarmUpGate();
   private readonly oomWatcher = new OomWatcher();
   private readonly network = new GuestNetwork();
@@ -167,8 +169,8 @@ export class AgentService {
         this.opts.logger.info({ seconds }, 'guest clock set');
         return {};
       },
-      WarmUp: async () => {
-        await this.warmUp();
+      WarmUp: async (req) => {
+        await this.warmUp(req);
         return {};
       },
     };
@@ -197,25 +199,52 @@ export class AgentService {
   private async createSandbox(req: Decoded<katats.agent.v1.ICreateSandboxRequest>): Promise<object> {
     // The shim warms a VM up before it is a pod's; never both at once.
     await this.warmUpGate.podArriving();
-    if (req.hostname) await runCommand('hostname', [req.hostname]);
-    if (req.shared_fs_tag) {
-      const target = req.shared_dir_guest_path;
+    // Through /proc, as hostname(1) does it: no process for it.
+    if (req.hostname) setHostname(req.hostname);
+    const mountedAhead = this.mountedAhead === sandboxMountsKey(req);
+    if (!mountedAhead) {
+      // Mounted ahead for another share (not this pod's): undone, and mounted as asked.
+      if (this.mountedAhead) await this.unmountSandboxFilesystems();
+      await this.mountSandboxFilesystems(req);
+    }
+    this.mountedAhead = undefined;
+    this.opts.logger.info({ sandbox: req.sandbox_id, mountedAhead }, 'sandbox created');
+    return {};
+  }
+
+  /** The pod's shared filesystem (if it has one) and its /dev/shm. */
+  private async mountSandboxFilesystems(share: SandboxShare): Promise<void> {
+    if (share.shared_fs_tag) {
+      const target = share.shared_dir_guest_path ?? '';
       fs.mkdirSync(target, { recursive: true });
-      await runCommand('mount', sharedFsMountArgs(req.shared_fs_type, req.shared_fs_tag, target));
+      await runCommand('mount', sharedFsMountArgs(share.shared_fs_type ?? '', share.shared_fs_tag, target));
       this.sharedMount = target;
     }
     // The pod's /dev/shm: containers bind it, so they share System V/POSIX shm as on a node.
     fs.mkdirSync(SANDBOX_SHM_DIR, { recursive: true });
     await runCommand('mount', ['-t', 'tmpfs', '-o', `nosuid,nodev,noexec,mode=1777,size=${SANDBOX_SHM_SIZE}`, 'shm', SANDBOX_SHM_DIR]);
-    this.opts.logger.info({ sandbox: req.sandbox_id }, 'sandbox created');
-    return {};
   }
 
-  /** Only in a VM no pod uses yet: what it runs and removes must never meet a pod's containers. */
-  private async warmUp(): Promise<void> {
+  private async unmountSandboxFilesystems(): Promise<void> {
+    await runCommand('umount', [SANDBOX_SHM_DIR]);
+    if (this.sharedMount) await runCommand('umount', [this.sharedMount]);
+    this.sharedMount = undefined;
+    this.mountedAhead = undefined;
+  }
+
+  /**
+   * Only in a VM no pod uses yet: what it runs and removes must never meet a pod's
+   * containers. Then, if asked, what CreateSandbox mounts for any pod of this VM.
+   */
+  private async warmUp(req: SandboxShare): Promise<void> {
     const { runtime, bundlesRoot, warmUpDir, logger } = this.opts;
     await this.warmUpGate.warmUp(async () => {
       await warmUp({ runtime, bundlesRoot, workDir: warmUpDir, busybox: GUEST_BUSYBOX, cgroupsPath: WARM_UP_CGROUP, runCommand, logger });
+      const mounts = sandboxMountsKey(req);
+      if (!req.shared_fs_tag || this.mountedAhead === mounts) return;
+      if (this.mountedAhead) await this.unmountSandboxFilesystems();
+      await this.mountSandboxFilesystems(req);
+      this.mountedAhead = mounts;
     });
   }
 
@@ -229,6 +258,23 @@ export class AgentService {
     // Answer first, then go: the guest powers off when the agent exits.
     setTimeout(() => this.opts.onDestroyed(), 100);
     return {};
+  }
+}
+
+/** The fields of CreateSandbox and WarmUp that say which shared filesystem the sandbox mounts. */
+type SandboxShare = { shared_fs_tag?: string | null; shared_dir_guest_path?: string | null; shared_fs_type?: string | null };
+
+/** One string for what a sandbox mounts, to tell whether what was mounted ahead is that. */
+function sandboxMountsKey(share: SandboxShare): string {
+  return JSON.stringify([share.shared_fs_type ?? '', share.shared_fs_tag ?? '', share.shared_dir_guest_path ?? '']);
+}
+
+/** As hostname(1): the kernel refuses names longer than 64 bytes, as sethostname(2) does. */
+function setHostname(name: string): void {
+  try {
+    fs.writeFileSync('/proc/sys/kernel/hostname', name);
+  } catch (err) {
+    throw new InvalidArgumentError(`cannot set the guest's hostname to ${JSON.stringify(name)}: ${(err as Error).message}`);
   }
 }
 

@@ -193,6 +193,19 @@ export interface Hypervisor {
    * `network.netnsPath`, is moved into the VMM's namespace for the VMM to open, then
    * back, where it arrives down: the caller wires it then (PodNetwork.wire). A tap that
    * cannot be moved back ends with the VMM's namespace.
+   *
+   * A NIC plugged ahead (prePlugNic) serves the first: its tap goes to the pod's
+   * namespace under the first NIC's tap name (the caller made no tap of that name
+   * there), and the guest's NIC keeps the MAC it was plugged with until the agent gives
+   * it the pod's (UpdateInterface plugged_hw_addr).
    */
   plugNics?(network: VmNetwork | undefined): Promise<void>;
+  /**
+   * Plugs a NIC into a running clone before its pod exists (a spare's VM), with a tap of
+   * its own in the VMM's namespace and a MAC of the driver's choosing (returned), so
+   * that the guest's PCI hot-plug and driver probe are done before a pod takes the VM.
+   * A pod without a network leaves it unused (down, its tap in the VMM's empty
+   * namespace); the driver unplugs it if another device needs its port.
+   */
+  prePlugNic?(): Promise<string>;
 }

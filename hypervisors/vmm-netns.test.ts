@@ -51,6 +51,35 @@ describe('VmmNetns', () => {
     await expect(netns.moveIn('tap0_kata', podNetns)).rejects.toThrow('closed');
   }, 20_000);
 
+  asRoot("makes a tap in the VMM's namespace and moves it into the pod's, renamed if need be, never over one there", async () => {
+    const vmm = await launchVmm(true);
+    children.push(vmm);
+    const netns = VmmNetns.open(vmm.pid!, () => vmm.exitCode === null && vmm.signalCode === null);
+    const vmmNs = `/proc/${vmm.pid}/ns/net`;
+    const links = (where: string) => (JSON.parse(ip(['-j', 'link', 'show'], where)) as Array<{ ifname: string; ifindex: number }>);
+    await netns.makeTap('tap0_kata');
+    await netns.makeTap('spare1_kata');
+    expect(links(vmmNs).map((l) => l.ifname)).toEqual(['lo', 'tap0_kata', 'spare1_kata']);
+    const ahead = links(vmmNs).find((l) => l.ifname === 'tap0_kata')!.ifindex;
+    const pod = `kt-test-${randomBytes(4).toString('hex')}`;
+    ip(['netns', 'add', pod]);
+    namespaces.push(pod);
+    const podNetns = `/var/run/netns/${pod}`;
+    await netns.moveOut('tap0_kata', podNetns);
+    // The pod's namespace now holds the VMM's tap (an ifindex moves with its device).
+    expect(links(podNetns).filter((l) => l.ifname === 'tap0_kata').map((l) => l.ifindex)).toEqual([ahead]);
+    await netns.moveOut('spare1_kata', podNetns, 'tap1_kata');
+    expect(links(podNetns).map((l) => l.ifname).sort()).toEqual(['lo', 'tap0_kata', 'tap1_kata']);
+    expect(links(vmmNs).map((l) => l.ifname)).toEqual(['lo']);
+    // A tap of the pod's of that name stays the pod's: the move fails, saying where.
+    ip(['tuntap', 'add', 'dev', 'tap2_kata', 'mode', 'tap'], podNetns);
+    await netns.makeTap('tap2_kata');
+    await expect(netns.moveOut('tap2_kata', podNetns)).rejects.toThrow(/'ip link set dev tap2_kata netns \/var\/run\/netns\/kt-test-\w+' in the VMM's network namespace failed/);
+    expect(links(vmmNs).map((l) => l.ifname)).toEqual(['lo', 'tap2_kata']);
+    netns.close();
+    await expect(netns.makeTap('tap3_kata')).rejects.toThrow('closed');
+  }, 20_000);
+
   asRoot("moves through its own fd 3: closing the shim's fd while a move runs changes nothing", async () => {
     const vmm = await launchVmm(true);
     children.push(vmm);
@@ -84,6 +113,8 @@ describe('VmmNetns', () => {
     const netns = VmmNetns.open(vmm.pid!, () => true, async (where, args, fd) => void (moves.push([where, ...args]), fds.push(fd)));
     await expect(netns.moveIn('tap0_kata; reboot', '/var/run/netns/pod')).rejects.toThrow('not an interface name');
     await expect(netns.moveOut('tap0_kata', 'pod')).rejects.toThrow('not an absolute path');
+    await expect(netns.makeTap('tap0_kata mode tun')).rejects.toThrow('not an interface name');
+    await expect(netns.moveOut('tap0_kata', '/var/run/netns/pod', 'eth0 netns 1')).rejects.toThrow('not an interface name');
     await netns.moveIn('tap0_kata', '/var/run/netns/pod');
     await netns.moveOut('tap0_kata', '/var/run/netns/pod');
     expect(moves).toEqual([

@@ -72,10 +72,22 @@ export class VmmNetns {
     await this.ip(podNetnsPath, ['link', 'set', 'dev', name, 'netns', VMM_NETNS], fd);
   }
 
-  /** Moves the VMM's interface `name` back into the namespace at `podNetnsPath`, where it arrives down. */
-  async moveOut(name: string, podNetnsPath: string): Promise<void> {
+  /**
+   * Moves the VMM's interface `name` (back) into the namespace at `podNetnsPath`, where
+   * it arrives down, as `podName` (renamed first here: a tap made ahead for a pod not
+   * known yet). Fails if the pod's namespace has an interface of that name.
+   */
+  async moveOut(name: string, podNetnsPath: string, podName = name): Promise<void> {
     const fd = this.checked(name, podNetnsPath);
-    await this.ip(VMM_NETNS, ['link', 'set', 'dev', name, 'netns', podNetnsPath], fd);
+    this.checkedName(podName);
+    if (podName !== name) await this.ip(VMM_NETNS, ['link', 'set', 'dev', name, 'name', podName], fd);
+    await this.ip(VMM_NETNS, ['link', 'set', 'dev', podName, 'netns', podNetnsPath], fd);
+  }
+
+  /** Makes a tap `name` in the VMM's namespace (persistent, down; it ends with the namespace). */
+  async makeTap(name: string): Promise<void> {
+    const fd = this.checkedName(name);
+    await this.ip(VMM_NETNS, ['tuntap', 'add', 'dev', name, 'mode', 'tap'], fd);
   }
 
   close(): void {
@@ -85,8 +97,12 @@ export class VmmNetns {
   }
 
   private checked(name: string, podNetnsPath: string): number {
-    if (!INTERFACE_NAME.test(name)) throw new HypervisorError(`'${name}' is not an interface name`);
     if (!path.isAbsolute(podNetnsPath)) throw new HypervisorError(`the pod's network namespace '${podNetnsPath}' is not an absolute path`);
+    return this.checkedName(name);
+  }
+
+  private checkedName(name: string): number {
+    if (!INTERFACE_NAME.test(name)) throw new HypervisorError(`'${name}' is not an interface name`);
     if (this.fd === undefined) throw new HypervisorError("the VMM's network namespace is closed (the VM ended)");
     return this.fd;
   }

@@ -4,6 +4,9 @@
 /** Where the agent mounts the sandbox's shared directory (virtio-9p). */
 export const GUEST_SHARED_DIR = '/run/kata-containers/shared';
 
+/** The shared directory's tag (9p mount_tag, virtio-fs tag), Kata's. */
+export const SHARED_FS_TAG = 'kataShared';
+
 /**
  * A namespace path under this directory means "the pod sandbox container's
  * namespace of this type" (e.g. `<dir>/ipc`); the agent resolves it to the pause

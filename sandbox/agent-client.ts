@@ -11,7 +11,21 @@ import { connectHybridVsock } from '../hypervisors/hybrid-vsock';
 import { GuestDeviceRequest } from './devices';
 import { IpAddress, Route } from './network';
 
-export type NetInterface = { name: string; hw_addr: string; mtu: number; addresses: IpAddress[] };
+/** The sandbox's shared filesystem as CreateSandbox names it. */
+export interface GuestShare {
+  tag: string;
+  guestPath: string;
+  kind: string;
+}
+
+export type NetInterface = {
+  name: string;
+  hw_addr: string;
+  mtu: number;
+  addresses: IpAddress[];
+  /** Set for a NIC plugged before its pod (a spare's VM): the MAC the guest's NIC has now. */
+  plugged_hw_addr?: string;
+};
 
 type Agent = katats.agent.v1.AgentService;
 
@@ -60,7 +74,8 @@ export interface AgentClient {
   /** Sets the guest's wall clock (a clone wakes with its template's time). */
   setGuestDateTime(epochMs: number): Promise<void>;
   /** Runs what a pod's start runs in the guest once, in a VM no pod uses yet (a spare's), and removes it. */
-  warmUp(timeoutMs: number): Promise<void>;
+  /** WarmUp; with `share`, the agent then also mounts it (and the pod's /dev/shm) for the CreateSandbox to come. */
+  warmUp(timeoutMs: number, share?: GuestShare): Promise<void>;
   close(): void;
   /** Settles when the connection to the agent is lost. */
   readonly disconnected: Promise<void>;
@@ -305,8 +320,8 @@ export class TtrpcAgentClient implements AgentClient {
   async setGuestDateTime(epochMs: number): Promise<void> {
     await this.call('SetGuestDateTime', { sec: Math.floor(epochMs / 1000), usec: Math.floor((epochMs % 1000) * 1000) });
   }
-  async warmUp(timeoutMs: number): Promise<void> {
-    await this.call('WarmUp', {}, timeoutMs);
+  async warmUp(timeoutMs: number, share?: GuestShare): Promise<void> {
+    await this.call('WarmUp', share ? { shared_fs_tag: share.tag, shared_dir_guest_path: share.guestPath, shared_fs_type: share.kind } : {}, timeoutMs);
   }
   async getOomEvent(): Promise<string> {
     return (await this.call('GetOOMEvent', {}, 0)).container_id;

@@ -99,20 +99,32 @@ describe('PodNetwork', () => {
     expect(calls.slice(4)).toEqual([...TAP_WIRING, ...PORT_FORWARD_SETUP]);
   });
 
-  it('removes every tap of its endpoints when making one fails (one whose ip was killed at its bound may exist)', async () => {
+  /** A pod netns with two interfaces (no routes); `failOn`: the command that fails. */
+  function twoInterfaces(failOn?: string) {
     const twoLinks = JSON.stringify([
       { ifname: 'eth0', link_type: 'ether', address: '5a:1b:2c:3d:4e:5f', mtu: 1500, addr_info: [{ family: 'inet', local: '10.88.7.5', prefixlen: 24, scope: 'global' }] },
       { ifname: 'net1', link_type: 'ether', address: '5a:1b:2c:3d:4e:60', mtu: 1500, addr_info: [{ family: 'inet', local: '10.99.0.5', prefixlen: 24, scope: 'global' }] },
     ]);
-    const run = async (_ns: string, command: string, args: string[]) => {
+    return async (_ns: string, command: string, args: string[]) => {
       const line = `${command} ${args.join(' ')}`;
       calls.push(line);
-      if (line === 'ip tuntap add dev tap1_kata mode tap') throw new Error('refused');
+      if (line === failOn) throw new Error('refused');
       return line === 'ip -j addr show' ? twoLinks : line.includes('route show') ? '[]' : '';
     };
-    const network = await PodNetwork.read(netns, silentLogger(), run);
+  }
+
+  it('removes every tap of its endpoints when making one fails (one whose ip was killed at its bound may exist)', async () => {
+    const network = await PodNetwork.read(netns, silentLogger(), twoInterfaces('ip tuntap add dev tap1_kata mode tap'));
     await expect(network.makeTaps()).rejects.toThrow('refused');
     expect(calls.slice(3)).toEqual(['ip tuntap add dev tap0_kata mode tap', 'ip tuntap add dev tap1_kata mode tap', 'ip link del tap0_kata', 'ip link del tap1_kata']);
+  });
+
+  it("makes only the taps asked for: none for a NIC plugged ahead (its tap comes from the VMM), that one after all if its VM is not used", async () => {
+    const network = await PodNetwork.read(netns, silentLogger(), twoInterfaces());
+    await network.makeTaps({ from: 1 });
+    expect(calls.slice(3)).toEqual(['ip tuntap add dev tap1_kata mode tap']);
+    await network.makeTaps({ to: 1 });
+    expect(calls.slice(4)).toEqual(['ip tuntap add dev tap0_kata mode tap']);
   });
 
   it('makes the taps anew, touching nothing else of the namespace (a clone whose NICs could not be plugged)', async () => {

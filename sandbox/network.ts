@@ -122,12 +122,10 @@ export class PodNetwork {
   /** Reads the pod netns: its interfaces to carry into the VM, and their routes. Makes nothing. */
   static async read(netnsPath: string, logger: Logger, run: NetnsCommand = runInNetns): Promise<PodNetwork> {
     PodNetwork.requireNetns(netnsPath);
-    const links = JSON.parse(await run(netnsPath, 'ip', ['-j', 'addr', 'show'])) as IpLink[];
-    const endpoints = endpointsFrom(links);
-    const routes = [
-      ...(JSON.parse(await run(netnsPath, 'ip', ['-j', '-4', 'route', 'show'])) as IpRoute[]),
-      ...(JSON.parse(await run(netnsPath, 'ip', ['-j', '-6', 'route', 'show'])) as IpRoute[]),
-    ];
+    // At once: three processes, none of which needs another's answer.
+    const [addresses, routes4, routes6] = await Promise.all([run(netnsPath, 'ip', ['-j', 'addr', 'show']), run(netnsPath, 'ip', ['-j', '-4', 'route', 'show']), run(netnsPath, 'ip', ['-j', '-6', 'route', 'show'])]);
+    const endpoints = endpointsFrom(JSON.parse(addresses) as IpLink[]);
+    const routes = [...(JSON.parse(routes4) as IpRoute[]), ...(JSON.parse(routes6) as IpRoute[])];
     // The guest end of the loopback forward is known now, not once wired: the guest NIC
     // gets its addresses (UpdateInterface) while a clone's taps are still being wired.
     const forwarded = endpoints.find((e) => e.addresses.some((a) => !a.address.includes(':')));
@@ -145,11 +143,12 @@ export class PodNetwork {
 
   /**
    * Makes each endpoint's tap (persistent: it outlives the VMM, and `delete` after a
-   * crash finds it by name). Undone on failure.
+   * crash finds it by name), those from `from` on: the first endpoints' may come
+   * from the VMM (a NIC plugged ahead into a spare's VM). Undone on failure.
    */
-  async makeTaps(): Promise<void> {
+  async makeTaps({ from = 0, to = this.endpoints.length }: { from?: number; to?: number } = {}): Promise<void> {
     try {
-      for (const e of this.endpoints) await this.run(this.netnsPath, 'ip', ['tuntap', 'add', 'dev', e.tapName, 'mode', 'tap']);
+      for (const e of this.endpoints.slice(from, to)) await this.run(this.netnsPath, 'ip', ['tuntap', 'add', 'dev', e.tapName, 'mode', 'tap']);
     } catch (err) {
       // Every one of ours, not only those made: an `ip` killed at its bound may have made its tap.
       await this.removeTaps(this.endpoints.map((e) => e.tapName));

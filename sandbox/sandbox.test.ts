@@ -1,6 +1,8 @@
 // The sandbox gives the driver the agent channel the driver says it takes, and then
 // reaches the agent over it: a fake driver serves our ttrpc agent behind a fake
 // virtio-serial socket or a fake hybrid vsock, as QEMU and Cloud Hypervisor would.
+import { execFileSync } from 'child_process';
+import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -369,6 +371,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       vm: { memoryMiB: 1, workDir: path.join(dir, 'spare-vm') } as VmConfig,
       clone: { hypervisor: driver, agent, details: { agent_version: 'spare' }, templateKey: 'k1' },
       restoreSeconds: 0.5,
+      nicMacsPluggedAhead: [] as string[],
       moveTo: jest.fn(async (workDir: string) => {
         // The sandbox's owner record goes with the moved work dir.
         // The guest's clock is asked for first, so it is set while the work dir moves.
@@ -418,6 +421,61 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     expect(driver.stopped).toBe(true);
     expect(calls).toEqual([`moveTo ${workDir} (owner recorded) (clock being set)`, 'plugNics (sandbox being created)', 'removeOrigin']);
     expect(fs.existsSync(workDir)).toBe(false);
+  });
+
+  /** A netns, a veth and its routes need root. */
+  const asRoot = process.getuid?.() === 0 ? it : it.skip;
+
+  asRoot("gives the pod the NIC plugged ahead (no tap made for it, the agent told the MAC it has), and sends the guest's network calls without waiting for each answer", async () => {
+    const ns = `kt-test-${randomBytes(4).toString('hex')}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    const netnsPath = `/var/run/netns/${ns}`;
+    const inNetns = (script: string) => execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'sh', '-c', script], { encoding: 'utf8' });
+    try {
+      // As CNI leaves it: the pod interface (its peer on the host) with its address and default route.
+      execFileSync('ip', ['link', 'add', `kth${ns.slice(-8)}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+      inNetns('ip addr add 10.77.0.5/24 dev eth0 && ip link set eth0 up && ip route add default via 10.77.0.1');
+      const podMac = (JSON.parse(inNetns('ip -j link show eth0')) as Array<{ address: string }>)[0].address;
+      const links = () => (JSON.parse(inNetns('ip -j link show')) as Array<{ ifname: string }>).map((l) => l.ifname).sort();
+      const config = defaultConfig();
+      config.runtime.stateDir = path.join(dir, 'state');
+      const { agent, driver, warm, calls } = spareVm();
+      warm.nicMacsPluggedAhead = ['02:00:00:00:00:01'];
+      // Each network call is answered only once both were sent: one that waited for the other's answer would hang the start.
+      const sent: string[] = [];
+      let allSent!: () => void;
+      const bothSent = new Promise<void>((resolve) => (allSent = resolve));
+      const networkCall = (name: string) =>
+        jest.fn(async () => {
+          sent.push(`${name}${agent.createSandbox.mock.calls.length ? ' (sandbox asked for)' : ''}`);
+          if (sent.length === 2) allSent();
+          await bothSent;
+        });
+      Object.assign(agent, { updateInterface: networkCall('UpdateInterface'), updateRoutes: networkCall('UpdateRoutes') });
+      driver.plugNics = async (network) => {
+        calls.push(`plugNics ${network?.nics.map((n) => n.tapName).join(',')}; pod taps: ${links().filter((l) => l.endsWith('_kata')).join(',') || 'none'}`);
+        inNetns('ip tuntap add dev tap0_kata mode tap'); // as the driver moves the VMM's tap in
+      };
+      const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', netnsPath, config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates: { keyFor: () => 'k1' } as unknown as VmTemplates, warm: warm as never });
+      try {
+        expect(calls.filter((c) => c.startsWith('plugNics'))).toEqual(['plugNics tap0_kata; pod taps: none']);
+        expect(sent).toEqual(['UpdateInterface (sandbox asked for)', 'UpdateRoutes (sandbox asked for)']);
+        expect((agent as unknown as { updateInterface: jest.Mock }).updateInterface).toHaveBeenCalledWith({
+          name: 'eth0',
+          hw_addr: podMac,
+          mtu: 1500,
+          addresses: [{ address: '10.77.0.5', prefix_length: 24 }, expect.objectContaining({ prefix_length: 30 })],
+          plugged_hw_addr: '02:00:00:00:00:01',
+        });
+        // Wired as any pod's: the tap mirrors the pod interface.
+        expect(inNetns('tc filter show dev eth0 ingress')).toContain('tap0_kata');
+      } finally {
+        await sandbox.destroy();
+      }
+      expect(links()).toEqual(['eth0', 'lo']);
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
   });
 
   it("ends it and starts the pod's own VM when the pod's VM is another (another template's key) or templates are off for the pod", async () => {

@@ -21,7 +21,7 @@ import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
 import { ContainerDevices } from './devices';
 import { HostKsm, memoryMergeFor } from './ksm';
-import { GUEST_SHARED_DIR } from '../lib/guest-paths';
+import { GUEST_SHARED_DIR, SHARED_FS_TAG } from '../lib/guest-paths';
 import { containerResources, hostSize, LinuxResources, vmSizing, VmSizing } from './resources';
 import { cgroupRelativePath, HostCgroups, SandboxCgroup } from './host-cgroup';
 import { VmSizer } from './vm-sizer';
@@ -30,7 +30,7 @@ import { countingResize, installedSandboxObserver, ObservedSandbox, SandboxObser
 import { Clone, discardClone, VmTemplates } from './vm-templates';
 import type { WarmVm } from './warm-vm';
 
-export const SHARED_FS_TAG = 'kataShared';
+export { SHARED_FS_TAG };
 /** The record of the daemon that owns a sandbox's state directory (pid + start time). */
 export const SANDBOX_OWNER_FILE = 'owner';
 /** The sandbox cgroup's record (host-cgroup.ts CgroupRecord), for `delete` after a crash. */
@@ -112,11 +112,17 @@ const EXEC_EXITS_FIRST_MS = 2000;
 /** The guest's side of a sandbox made (the agent's CreateSandbox), by whichever VM it is. */
 type GuestSandboxSetUp = (agent: AgentClient) => Promise<void>;
 
-/** A running VM whose agent answered; a clone's guest sandbox is made by then (sandboxCreated). */
+/** A running VM whose agent answered; a clone's guest sandbox and pod network are set up by then (guestReady). */
 interface StartedVm {
   agent: AgentClient;
   details: GuestDetails;
-  sandboxCreated: boolean;
+  guestReady: boolean;
+}
+
+/** Waits for every call; fails with the first failure (none is left to fail unheard). */
+async function allSettledOrFirstError(calls: Array<Promise<unknown>>): Promise<void> {
+  const failed = (await Promise.allSettled(calls)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /** Kata's agent URL forms: the host end of the channel the agent listens on. */
@@ -573,18 +579,29 @@ export class Sandbox implements ObservedSandbox {
     const base = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing });
     const sharedFsKind = this.hypervisor.sharedFsKind ?? 'virtio-9p'; // the driver's kind: a clone's is the same
     const createSandbox = async (a: AgentClient) => a.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR, shared_fs_type: sharedFsKind });
-    const { agent, details, sandboxCreated } = await this.startVm(base, netnsPath, cloneable, createSandbox);
+    const { agent, details, guestReady } = await this.startVm(base, netnsPath, cloneable, createSandbox);
     this.agent = agent;
     this.details = details;
     this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
-    if (!sandboxCreated) await createSandbox(agent);
-    if (this.network) {
-      for (const e of this.network.endpoints) await agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses });
-      if (this.network.routes.length > 0) await agent.updateRoutes(this.network.routes);
-    }
+    if (!guestReady) await allSettledOrFirstError([createSandbox(agent), ...this.configureGuestNetwork(agent, [])]);
     // A clone's taps are wired on the host while the guest did the above; no container runs before.
     await this.networkWired;
     void this.forwardOomEvents(agent);
+  }
+
+  /**
+   * The pod network's calls to the agent, sent at once: the agent runs them in the
+   * order sent (a route needs its interface), without a round trip between them.
+   * `macsPluggedAhead`: the guest MACs of the NICs a spare's VM was given before this
+   * pod, which its first endpoints have (UpdateInterface plugged_hw_addr).
+   */
+  private configureGuestNetwork(agent: AgentClient, macsPluggedAhead: string[]): Array<Promise<unknown>> {
+    if (!this.network) return [];
+    const calls: Array<Promise<unknown>> = this.network.endpoints.map((e, i) =>
+      agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses, ...(macsPluggedAhead[i] ? { plugged_hw_addr: macsPluggedAhead[i] } : {}) }),
+    );
+    if (this.network.routes.length > 0) calls.push(agent.updateRoutes(this.network.routes));
+    return calls;
   }
 
   /**
@@ -596,8 +613,11 @@ export class Sandbox implements ObservedSandbox {
    */
   private async startVm(base: VmConfig, netnsPath: string | undefined, cloneable: { clone: boolean; make: boolean }, createSandbox: GuestSandboxSetUp): Promise<StartedVm> {
     if (netnsPath) PodNetwork.requireNetns(netnsPath); // a pod whose network is gone fails before any VM starts
-    // The taps are made (not wired: that is once they are back from a clone's VMM) while a clone restores.
-    const reading = netnsPath ? PodNetwork.read(netnsPath, this.logger).then(async (n) => (await n.makeTaps(), n)) : Promise.resolve(undefined);
+    // The taps are made (not wired: that is once they are back from a clone's VMM) while a
+    // clone restores; but not those of NICs the spare's VM has already (plugged ahead,
+    // their taps in its VMM's namespace), made only if that VM is not used after all.
+    const pluggedAhead = this.warm?.nicMacsPluggedAhead.length ?? 0;
+    const reading = netnsPath ? PodNetwork.read(netnsPath, this.logger).then(async (n) => (await n.makeTaps({ from: pluggedAhead }), n)) : Promise.resolve(undefined);
     reading.catch(() => undefined); // awaited below, once the clone is up (or not)
     let clone: Clone | undefined;
     let cloneSeconds = 0;
@@ -619,14 +639,19 @@ export class Sandbox implements ObservedSandbox {
       this.network = await reading.catch(() => undefined); // so that destroy() removes the taps
       throw err;
     }
+    // The clone's guest makes its sandbox at once: that needs nothing of the pod's network.
+    const creating = clone && createSandbox(clone.agent);
+    creating?.catch(() => undefined); // awaited once the clone is adopted; moot if it is discarded
+    const usingWarm = clone !== undefined && clone === this.warm?.clone;
     try {
       this.network = await reading;
+      if (pluggedAhead > 0 && !usingWarm) await this.network?.makeTaps({ to: pluggedAhead });
     } catch (err) {
       if (clone) await discardClone(clone);
       throw err;
     }
     const network: VmNetwork | undefined = this.network && { netnsPath: this.network.netnsPath, nics: this.network.endpoints.map((e) => ({ tapName: e.tapName, mac: e.mac })) };
-    let started: StartedVm | undefined = clone && (await this.adoptClone(clone, network, createSandbox));
+    let started: StartedVm | undefined = clone && (await this.adoptClone(clone, network, creating!, usingWarm ? this.warm!.nicMacsPluggedAhead : []));
     // VMM launch to the agent's first answer (sandbox-observer's boot duration), the pod network's wiring not counted.
     this.bootSeconds = cloneSeconds;
     if (!started) {
@@ -634,7 +659,7 @@ export class Sandbox implements ObservedSandbox {
       if (clone) await this.network?.remakeTaps();
       await this.network?.wire();
       const launched = performance.now();
-      started = { ...(await this.bootCold({ ...base, network })), sandboxCreated: false };
+      started = { ...(await this.bootCold({ ...base, network })), guestReady: false };
       this.bootSeconds = (performance.now() - launched) / 1000;
     }
     return started;
@@ -671,14 +696,16 @@ export class Sandbox implements ObservedSandbox {
 
   /**
    * The clone (its clock set) as this sandbox's VM, with the pod's NICs plugged and their
-   * taps being wired (networkWired), and the guest's sandbox created; undefined (the clone
-   * gone; startVm makes the taps anew for the cold boot) if the NICs cannot be plugged.
-   * The guest creates its sandbox while the host plugs the NICs: neither needs the
-   * other, and on 2 cores the two overlap (QMP and QEMU's main loop against its vCPU).
+   * taps being wired (networkWired), and the guest's sandbox created (`creating`, asked
+   * for already) and its pod network configured; undefined (the clone gone; startVm makes
+   * the taps anew for the cold boot) if the NICs cannot be plugged. The guest does its
+   * part while the host plugs the NICs: neither needs the other, and on 2 cores the two
+   * overlap (QMP and QEMU's main loop against its vCPU). A NIC plugged ahead is in the
+   * guest already; one plugged now is waited for by the agent (UpdateInterface).
    */
-  private async adoptClone(clone: Clone, network: VmNetwork | undefined, createSandbox: GuestSandboxSetUp): Promise<StartedVm | undefined> {
-    const creating = createSandbox(clone.agent);
-    creating.catch(() => undefined); // awaited once the clone is adopted; moot if it is discarded
+  private async adoptClone(clone: Clone, network: VmNetwork | undefined, creating: Promise<void>, macsPluggedAhead: string[]): Promise<StartedVm | undefined> {
+    const configuring = allSettledOrFirstError(this.configureGuestNetwork(clone.agent, macsPluggedAhead));
+    configuring.catch(() => undefined); // awaited once the clone is adopted; moot if it is discarded
     try {
       // Also with none: it fails if the clone died meanwhile.
       await clone.hypervisor.plugNics!(network);
@@ -701,11 +728,11 @@ export class Sandbox implements ObservedSandbox {
     this.logger.info('VM started from its template');
     // A failure fails the start, with the VM the sandbox's to end (as a cold boot's
     // CreateSandbox); its agent client is not the sandbox's yet, so it is closed here.
-    await creating.catch((err: unknown) => {
+    await allSettledOrFirstError([creating, configuring]).catch((err: unknown) => {
       clone.agent.close();
       throw err;
     });
-    return { agent: clone.agent, details: clone.details, sandboxCreated: true };
+    return { agent: clone.agent, details: clone.details, guestReady: true };
   }
 
   private async bootCold(vm: VmConfig): Promise<{ agent: AgentClient; details: GuestDetails }> {

@@ -49,10 +49,12 @@ asRoot('spare VM work dirs', () => {
         this.closed = true;
       },
       warmUps: [] as number[],
+      warmUpShares: [] as unknown[],
       /** What the warm-up's answer waits for (by default none). */
       warmUpAnswer: Promise.resolve() as Promise<void>,
-      async warmUp(timeoutMs: number) {
+      async warmUp(timeoutMs: number, share?: unknown) {
         this.warmUps.push(timeoutMs);
+        this.warmUpShares.push(share);
         await this.warmUpAnswer;
       },
     };
@@ -141,12 +143,38 @@ asRoot('spare VM work dirs', () => {
     const starting = start(templates).then((warm) => ((offered = true), warm));
     while (agent.warmUps.length === 0) await new Promise((r) => setTimeout(r, 5));
     expect(agent.warmUps[0]).toBeGreaterThan(0);
+    // The guest mounts what CreateSandbox would, for whichever pod comes: the share the VM was started with.
+    expect(agent.warmUpShares[0]).toEqual({ tag: 'kataShared', guestPath: '/run/kata-containers/shared', kind: 'virtio-9p' });
     await new Promise((r) => setTimeout(r, 50));
     expect(offered).toBe(false);
     answer();
     const warm = (await starting)!;
     expect(warm).toBeDefined();
     await warm.discard();
+  });
+
+  it("plugs a NIC ahead before the warm-up (so the guest probes it then), and ends a VM whose plug failed", async () => {
+    const { templates, driver, agent } = templatesOffering(true);
+    const order: string[] = [];
+    driver.prePlugNic = async () => (order.push(`prePlugNic (warm-ups so far: ${agent.warmUps.length})`), '02:00:00:00:00:01');
+    const warmUp = agent.warmUp.bind(agent);
+    agent.warmUp = async (ms: number, share?: unknown) => (order.push('warmUp'), warmUp(ms, share));
+    const warm = (await start(templates))!;
+    expect(warm).toBeDefined();
+    expect(order).toEqual(['prePlugNic (warm-ups so far: 0)', 'warmUp']);
+    expect(warm.nicMacsPluggedAhead).toEqual(['02:00:00:00:00:01']);
+    await warm.discard();
+
+    const failing = templatesOffering(true);
+    failing.driver.prePlugNic = async () => {
+      throw new Error("'ip tuntap add dev tap0_kata mode tap' in the VMM's network namespace failed: Operation not permitted");
+    };
+    expect(await start(failing.templates)).toBeUndefined();
+    expect(failing.agent.warmUps).toEqual([]);
+    expect(failing.driver.stopped).toBe(true);
+    expect(failing.agent.closed).toBe(true);
+    expect(fs.readdirSync(warmRoot(config.runtime.stateDir))).toEqual([]);
+    expect(mountsBelow(dir)).toEqual([]);
   });
 
   it('ends a VM whose warm-up failed or did not answer in time (the spare waits without one), and uses one whose guest has no WarmUp', async () => {

@@ -28,6 +28,7 @@ import * as path from 'path';
 import { RuntimeConfig } from '../config/runtime-config';
 import { Hypervisor, VmConfig } from '../hypervisors/hypervisor';
 import { runningQemuPid } from '../hypervisors/qemu';
+import { GUEST_SHARED_DIR, SHARED_FS_TAG } from '../lib/guest-paths';
 import { Logger } from '../lib/logger';
 import { Code } from '../ttrpc';
 import { killAndWait, readProcessRecord, recordAlive, writeProcessRecord } from '../lib/recorded-process';
@@ -75,6 +76,8 @@ export class WarmVm {
     readonly clone: Clone,
     /** QEMU's launch to the clone's agent answering, in seconds. */
     readonly restoreSeconds: number,
+    /** The guest MACs of NICs plugged into the VM ahead, which the pod's first NICs are (their taps come from the VMM). */
+    readonly nicMacsPluggedAhead: string[],
     private readonly logger: Logger,
   ) {}
 
@@ -108,9 +111,10 @@ export class WarmVm {
       if (!clone) throw new Error('no VM could be restored (the reason is logged above)');
       const restoreSeconds = (performance.now() - launched) / 1000;
       logger.info({ dir, pid: clone.hypervisor.pid(), restoreSeconds }, 'spare VM restored from its template');
+      const nicMacsPluggedAhead = await plugNicAhead(clone, logger);
       await warmUpGuest(clone, logger);
       logger.info({ dir }, 'spare VM waiting for a pod');
-      return new WarmVm(dir, vm, clone, restoreSeconds, logger);
+      return new WarmVm(dir, vm, clone, restoreSeconds, nicMacsPluggedAhead, logger);
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'no spare VM: the spare waits without one, and the pod that claims it restores its own');
       if (dir) await removeWarmDir(dir, logger);
@@ -261,6 +265,22 @@ function unescape(p: string): string {
 }
 
 /**
+ * Plugs a NIC into the VM for the pod that takes it (Hypervisor.prePlugNic): the
+ * guest's PCI hot-plug and virtio-net probe are then done before the pod's start, which
+ * otherwise waits for them in UpdateInterface. Returns the MACs it plugged. A VM whose
+ * plug failed is ended (and this throws): what the failed plug left is not known.
+ */
+async function plugNicAhead(clone: Clone, logger: Logger): Promise<string[]> {
+  if (!clone.hypervisor.prePlugNic) return [];
+  try {
+    return [await clone.hypervisor.prePlugNic()];
+  } catch (err) {
+    await discardClone(clone);
+    throw new Error(`its NIC could not be plugged ahead, so the VM was ended: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
  * Has the VM run, once, what a pod's start runs in the guest (the agent's WarmUp): under
  * TCG, QEMU translates guest code on its first run, per QEMU process, and a clone has
  * none translated. A guest without the call (an older guest image) is used unwarmed.
@@ -270,9 +290,11 @@ function unescape(p: string): string {
  */
 async function warmUpGuest(clone: Clone, logger: Logger): Promise<void> {
   const started = performance.now();
+  // What CreateSandbox mounts is the same for any pod of the VM: mounted now, not at the pod's start.
+  const share = { tag: SHARED_FS_TAG, guestPath: GUEST_SHARED_DIR, kind: clone.hypervisor.sharedFsKind ?? 'virtio-9p' };
   try {
-    await clone.agent.warmUp(WARM_UP_TIMEOUT_MS);
-    logger.info({ ms: Math.round(performance.now() - started) }, 'spare VM warmed up: a container run and removed in it');
+    await clone.agent.warmUp(WARM_UP_TIMEOUT_MS, share);
+    logger.info({ ms: Math.round(performance.now() - started) }, "spare VM warmed up: a container run and removed in it, and the pod's shared filesystem mounted");
   } catch (err) {
     if ((err as { code?: unknown }).code === Code.UNIMPLEMENTED) {
       logger.info({ err: (err as Error).message }, "spare VM not warmed up: its guest has no WarmUp (an older guest image); the pod that takes it pays for its guest code's first run");

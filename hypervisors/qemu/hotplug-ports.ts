@@ -22,6 +22,11 @@ export class HotplugPorts {
     return port;
   }
 
+  /** How many ports no device holds. */
+  free(): number {
+    return this.ports.length - this.portOf.size;
+  }
+
   release(deviceId: string): void {
     this.portOf.delete(deviceId);
   }

@@ -3,7 +3,7 @@ import { InvalidArgumentError, ResourceExhaustedError } from '../../lib/errors';
 import { FakeQmp, QmpAnswer, QmpCommand } from '../testing/fake-qmp';
 import { BlockHotplug } from './block-hotplug';
 import { HotplugPorts } from './hotplug-ports';
-import { plugNic } from './nic-hotplug';
+import { plugNic, unplugNic } from './nic-hotplug';
 import { QmpClient } from './qmp';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -61,5 +61,27 @@ describe('plugNic over QMP', () => {
     await expect(plugNic(qmp, ports, { kind: 'network', id: 'nic0', tapName: 'tap0,script=/bin/sh', macAddress: '0a:58:0a:58:00:05' })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(plugNic(qmp, ports, { kind: 'network', id: 'nic0', tapName: 'tap0', macAddress: 'nope' })).rejects.toBeInstanceOf(InvalidArgumentError);
     expect(fake.commands).toEqual([]);
+  });
+
+  it('unplugs a NIC once the guest let it go (DEVICE_DELETED), then drops its netdev and frees its port', async () => {
+    await connect((c) => (c.execute === 'device_del' ? { eventsAfter: [{ event: 'DEVICE_DELETED', data: { device: 'nic0', path: '/machine/peripheral/nic0' } }] } : {}));
+    const ports = new HotplugPorts(['rp0']);
+    await plugNic(qmp, ports, { kind: 'network', id: 'nic0', tapName: 'tap0_kata', macAddress: '02:00:00:00:00:01' });
+    expect(ports.free()).toBe(0);
+    await unplugNic(qmp, ports, 'nic0', 2000);
+    expect(fake.commands.slice(2)).toEqual([
+      { execute: 'device_del', arguments: { id: 'nic0' } },
+      { execute: 'netdev_del', arguments: { id: 'netdev-nic0' } },
+    ]);
+    expect(ports.free()).toBe(1);
+  });
+
+  it('keeps the port of a NIC the guest does not let go in time, and says so', async () => {
+    await connect();
+    const ports = new HotplugPorts(['rp0']);
+    await plugNic(qmp, ports, { kind: 'network', id: 'nic0', tapName: 'tap0_kata', macAddress: '02:00:00:00:00:01' });
+    await expect(unplugNic(qmp, ports, 'nic0', 200)).rejects.toThrow(/network device nic0: unplug failed/);
+    expect(fake.commands.map((c) => c.execute)).toEqual(['netdev_add', 'device_add', 'device_del']);
+    expect(ports.free()).toBe(0);
   });
 });

@@ -2,8 +2,10 @@
 // no NIC on its command line (it must match the template's), so it gets the pod's tap
 // once it runs. netdev_add opens the tap by name in QEMU's own network namespace, into
 // which the driver moved it from the pod's (and moves it back after; vmm-netns.ts).
-// NICs stay until the VM ends (a pod's network never changes), so there is no unplug.
-import { InvalidArgumentError } from '../../lib/errors';
+// NICs stay until the VM ends (a pod's network never changes). The one exception is a
+// NIC plugged ahead into a spare's VM that its pod had no use for: it is unplugged when
+// a block device needs its root port (unplugNic).
+import { HypervisorError, InvalidArgumentError } from '../../lib/errors';
 import { INTERFACE_NAME, MAC_ADDRESS } from '../../lib/net-names';
 import { VmDevice } from '../hypervisor';
 import { HotplugPorts } from './hotplug-ports';
@@ -33,4 +35,23 @@ export async function plugNic(qmp: QmpClient, ports: HotplugPorts, device: Netwo
     ports.release(device.id);
     throw err;
   }
+}
+
+/**
+ * Unplugs the NIC `id` (device_del, then its netdev once the guest let it go) and frees
+ * its port. Fails, the port still taken, when the guest does not let go in time.
+ */
+export async function unplugNic(qmp: QmpClient, ports: HotplugPorts, id: string, timeoutMs: number): Promise<void> {
+  // Registered before device_del: the event may come before the command's return.
+  const deleted = qmp.waitForEvent('DEVICE_DELETED', (data) => data.path === `/machine/peripheral/${id}`, timeoutMs);
+  try {
+    await qmp.execute('device_del', { id });
+    await deleted;
+  } catch (err) {
+    deleted.catch(() => undefined);
+    // Already gone (guest root can power off its slot, and QEMU then drops the device).
+    if (!/not found/i.test((err as Error).message)) throw new HypervisorError(`network device ${id}: unplug failed: ${(err as Error).message}`, { cause: err });
+  }
+  ports.release(id);
+  await qmp.execute('netdev_del', { id: `netdev-${id}` });
 }

@@ -2,6 +2,7 @@
 // block device hot-plug in block-hotplug.ts, vCPU/memory hot-plug in vm-resize.ts),
 // stops it gracefully (guest poweroff), then by QMP quit, then by SIGKILL.
 import { ChildProcess, spawn } from 'child_process';
+import { randomBytes } from 'crypto';
 import { vmmCommand } from '../vmm-launch';
 import { VmmNetns } from '../vmm-netns';
 import { rateLimited, resolveExecutable } from '../vmm-process';
@@ -15,7 +16,7 @@ import { hotplugLimits, requireGuestImage } from '../vm-requirements';
 import { BlockHotplug } from './block-hotplug';
 import { buildQemuArgs, hotplugPortIds, memoryHotplugSlots, needsSharedRam, QemuOptions, qemuPaths, QemuTemplateRole, templateRefusal } from './command-line';
 import { HotplugPorts } from './hotplug-ports';
-import { plugNic } from './nic-hotplug';
+import { plugNic, unplugNic } from './nic-hotplug';
 import { restoreFailure, restoreTemplateState, saveTemplateState } from './template-migration';
 import { QmpClient } from './qmp';
 import { TailBuffer, VMM_STDERR_TAIL_BYTES } from '../tail-buffer';
@@ -32,6 +33,11 @@ const PASSED_FD = 3;
 /** Console output kept for messages; `kata-ts-runtime check` looks for its marker in the last 64 KiB. */
 const CONSOLE_TAIL_BYTES = 128 * 1024;
 
+/** How long the guest gets to let go of an unused NIC plugged ahead (ACPI eject; seconds under TCG). */
+const NIC_UNPLUG_TIMEOUT_MS = 30_000;
+/** The tap of a NIC plugged ahead, in the VMM's namespace (plugNics renames it if the pod's has another name). */
+const PRE_PLUGGED_TAP = 'tap0_kata';
+
 export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu';
   /**
@@ -47,6 +53,11 @@ export class QemuHypervisor implements Hypervisor {
   private nicsPlugged = 0;
   /** A clone's own network namespace, where QEMU opens the pod's taps plugNics moves in (and back out). */
   private netns: VmmNetns | undefined;
+  /** The NIC prePlugNic plugged, until plugNics gives it to a pod. */
+  private prePlugged: { id: string; tapName: string; mac: string } | undefined;
+  /** A NIC plugged ahead whose pod had no network: its port is freed when a device needs it. */
+  private unusedNic: string | undefined;
+  private nicUnplug: Promise<void> | undefined;
   /** Set by startTemplate: where saveTemplate() puts the state. */
   private template: { workDir: string; files: TemplateFiles } | undefined;
   private resizer: QemuResize | undefined;
@@ -145,8 +156,16 @@ export class QemuHypervisor implements Hypervisor {
     const qmp = this.requireQmp('plugging NICs');
     for (const nic of network?.nics ?? []) {
       if (!this.netns) throw new FailedPreconditionError('qemu: NICs are hot-plugged only into a clone (a VMM in a network namespace of its own)');
-      const id = `nic${this.nicsPlugged}`;
       const podNetns = network!.netnsPath;
+      const ahead = this.prePlugged;
+      if (ahead) {
+        // Once only, also if the move fails: the caller then ends this VM.
+        this.prePlugged = undefined;
+        await this.netns.moveOut(ahead.tapName, podNetns, nic.tapName);
+        this.logger.info({ tap: nic.tapName, pluggedMac: ahead.mac, mac: nic.mac, netns: podNetns }, "the NIC plugged ahead is the pod's (its tap moved into the pod's network namespace)");
+        continue;
+      }
+      const id = `nic${this.nicsPlugged}`;
       // QEMU opens the pod's tap by name in its own namespace, then the tap goes back.
       await this.netns.moveIn(nic.tapName, podNetns);
       let plugFailure: unknown;
@@ -162,6 +181,32 @@ export class QemuHypervisor implements Hypervisor {
       if (plugFailure) throw plugFailure; // the reason a person can act on, not the move's
       this.logger.info({ id, tap: nic.tapName, mac: nic.mac, netns: podNetns }, 'NIC plugged (its tap opened in the VMM\'s network namespace, then moved back)');
     }
+    if (this.prePlugged) {
+      // A pod without a network: the guest keeps a NIC that is down and leads nowhere
+      // (its tap is in the VMM's empty namespace). Unplugging it now would cost the
+      // guest's time during the pod's start; its port is freed once a device needs it.
+      this.unusedNic = this.prePlugged.id;
+      this.prePlugged = undefined;
+    }
+  }
+
+  async prePlugNic(): Promise<string> {
+    const qmp = this.requireQmp('plugging a NIC ahead');
+    if (!this.netns) throw new FailedPreconditionError('qemu: a NIC is plugged ahead only into a clone (a VMM in a network namespace of its own)');
+    if (this.prePlugged || this.nicsPlugged > 0) throw new FailedPreconditionError('qemu: a NIC is plugged ahead only into a clone with none yet');
+    const id = `nic${this.nicsPlugged}`;
+    const tapName = PRE_PLUGGED_TAP;
+    // Locally administered and unicast; the agent gives the NIC its pod's MAC.
+    const bytes = randomBytes(6);
+    bytes[0] = (bytes[0] & 0xfc) | 0x02;
+    const mac = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    await this.netns.makeTap(tapName);
+    // A tap QEMU did not take ends with its namespace, as a NIC it took does once unused.
+    await plugNic(qmp, this.ports!, { kind: 'network', id, tapName, macAddress: mac });
+    this.nicsPlugged++;
+    this.prePlugged = { id, tapName, mac };
+    this.logger.info({ id, tap: tapName, mac }, "NIC plugged ahead (its tap in the VMM's network namespace until a pod takes it)");
+    return mac;
   }
 
   private async launch(config: VmConfig, args: string[], { onSpawned, passFd, ...launchOptions }: { dieWithSpawner?: boolean; ownNetns?: boolean; onSpawned?: (pid: number) => void; passFd?: number } = {}): Promise<void> {
@@ -281,8 +326,9 @@ export class QemuHypervisor implements Hypervisor {
 
   /** Hot-plugs a block device or NIC into the running VM (no cold-plug: the sandbox adds disks per container). */
   async addDevice(device: VmDevice): Promise<void> {
+    this.requireHotplug(device.id);
+    await this.freeUnusedNicPort();
     if (device.kind === 'network') {
-      this.requireHotplug(device.id);
       await plugNic(this.qmp!, this.ports!, device);
       this.logger.info({ device: device.id, tap: device.tapName }, 'NIC hot-plugged');
       return;
@@ -294,6 +340,22 @@ export class QemuHypervisor implements Hypervisor {
   async removeDevice(id: string): Promise<void> {
     await this.requireHotplug(id).remove(id);
     this.logger.info({ device: id }, 'block device unplugged');
+  }
+
+  /**
+   * Unplugs the unused NIC plugged ahead when every port is taken (the device to come
+   * needs one); a device added meanwhile waits for that too.
+   */
+  private async freeUnusedNicPort(): Promise<void> {
+    const id = this.unusedNic;
+    if (id && this.ports!.free() === 0) {
+      this.unusedNic = undefined; // tried once: a guest that keeps it keeps its port
+      this.nicUnplug = unplugNic(this.qmp!, this.ports!, id, NIC_UNPLUG_TIMEOUT_MS).then(
+        () => this.logger.info({ id }, 'the NIC plugged ahead, unused by this pod, unplugged: a device needs its port'),
+        (err: Error) => this.logger.warn({ id, err: err.message }, 'the NIC plugged ahead, unused by this pod, could not be unplugged; its port stays taken'),
+      );
+    }
+    await this.nicUnplug;
   }
 
   pid(): number | undefined {

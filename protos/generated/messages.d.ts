@@ -4014,6 +4014,15 @@ export namespace katats {
 
             /** Properties of a WarmUpRequest. */
             interface IWarmUpRequest {
+
+                /** WarmUpRequest shared_fs_tag */
+                shared_fs_tag?: (string|null);
+
+                /** WarmUpRequest shared_dir_guest_path */
+                shared_dir_guest_path?: (string|null);
+
+                /** WarmUpRequest shared_fs_type */
+                shared_fs_type?: (string|null);
             }
 
             /** Represents a WarmUpRequest. */
@@ -4024,6 +4033,15 @@ export namespace katats {
                  * @param [properties] Properties to set
                  */
                 constructor(properties?: katats.agent.v1.IWarmUpRequest);
+
+                /** WarmUpRequest shared_fs_tag. */
+                public shared_fs_tag: string;
+
+                /** WarmUpRequest shared_dir_guest_path. */
+                public shared_dir_guest_path: string;
+
+                /** WarmUpRequest shared_fs_type. */
+                public shared_fs_type: string;
             }
 
             /** Properties of a SetGuestDateTimeRequest. */
@@ -4872,6 +4890,9 @@ export namespace katats {
 
                 /** Interface addresses */
                 addresses?: (katats.agent.v1.IIPAddress[]|null);
+
+                /** Interface plugged_hw_addr */
+                plugged_hw_addr?: (string|null);
             }
 
             /** Represents an Interface. */
@@ -4894,6 +4915,9 @@ export namespace katats {
 
                 /** Interface addresses. */
                 public addresses: katats.agent.v1.IIPAddress[];
+
+                /** Interface plugged_hw_addr. */
+                public plugged_hw_addr: string;
             }
 
             /** Properties of an UpdateInterfaceRequest. */

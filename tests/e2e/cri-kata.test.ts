@@ -53,6 +53,16 @@ describe('CRI pods with the kata handler', () => {
     return (await cri.podSandboxStatus({ pod_sandbox_id: podId })).status?.network?.ip ?? '';
   }
 
+  /** The MAC of the pod interface (in one of CRI's pod namespaces) that has `ip`. */
+  function podInterfaceMac(ip: string): string | undefined {
+    for (const name of fs.readdirSync(cd.cri.netnsDir)) {
+      const links = JSON.parse(execFileSync('nsenter', [`--net=${path.join(cd.cri.netnsDir, name)}`, '--', 'ip', '-j', 'addr', 'show'], { encoding: 'utf8' })) as Array<{ address?: string; addr_info?: Array<{ local: string }> }>;
+      const link = links.find((l) => l.addr_info?.some((a) => a.local === ip));
+      if (link) return link.address;
+    }
+    return undefined;
+  }
+
   /** QEMU processes of one sandbox. */
   const qemusOf = (podId: string): number[] => sandboxVmms(path.join(dir, 'vm'), 'k8s.io', podId);
 
@@ -251,6 +261,8 @@ describe('CRI pods with the kata handler', () => {
     const ipB = await podIp(idB);
     expect(ipB).not.toBe(ipA);
     expect((await exec(client, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout).toContain(`inet ${ipB}/24`);
+    // The guest's NIC has the pod interface's MAC, also one plugged into a spare's VM before the pod existed.
+    expect((await exec(client, ['cat', '/sys/class/net/eth0/address'])).stdout.trim()).toBe(podInterfaceMac(ipB));
     const ping = await exec(client, ['ping', '-c1', '-W5', ipA]);
     expect(ping).toMatchObject({ exit_code: 0 });
     expect(ping.stdout).toContain(`from ${ipA}`);

@@ -3,6 +3,7 @@
 // runs in that VM (its work dir moved to the sandbox's place, its QEMU in the pod's
 // cgroup at the pod's priority), and no VM, mount or directory outlives its spare or
 // its pod, also when either is SIGKILLed.
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { isZombie } from '../../lib/recorded-process';
@@ -66,11 +67,18 @@ describe('spare VMs', () => {
       expect(fs.existsSync(path.join(workDir, 'qmp.sock'))).toBe(true);
       expect(env.containerd.logs()).toContain('VM taken from a spare shim');
       // The spare had its VM warmed up (a container run and removed in the guest), and nothing of that is left in the pod's guest.
-      expect(env.containerd.logs()).toMatch(new RegExp(`"pid":${spare},[^\\n]*"msg":"spare VM warmed up: a container run and removed in it"`));
-      const left = await guestShell(env.configPath, 'svm-2', 'for p in /run/katats-agent/warm-up /run/katats-agent/bundles/katats-warm-up /run/katats-agent/crun/katats-warm-up /sys/fs/cgroup/katats-warm-up; do [ -e $p ] && echo "LE""FT: $p"; done; echo CHE""CKED\nexit\n', { namespace: env.containerd.namespace });
+      expect(env.containerd.logs()).toMatch(new RegExp(`"pid":${spare},[^\\n]*"msg":"spare VM warmed up: a container run and removed in it, and the pod's shared filesystem mounted"`));
+      const left = await guestShell(
+        env.configPath,
+        'svm-2',
+        'for p in /run/katats-agent/warm-up /run/katats-agent/bundles/katats-warm-up /run/katats-agent/crun/katats-warm-up /sys/fs/cgroup/katats-warm-up; do [ -e $p ] && echo "LE""FT: $p"; done; echo CHE""CKED\necho "MOUNTS: $(grep -c \' /run/kata-containers/shared \' /proc/mounts) $(grep -c \' /run/kata-containers/sandbox/shm \' /proc/mounts)"\nexit\n',
+        { namespace: env.containerd.namespace },
+      );
       // (Split words: the terminal echoes the script, and only the output joins them.)
       expect(left.stdout).toContain('CHECKED');
       expect(left.stdout).not.toContain('LEFT:');
+      // The share and /dev/shm the warm-up mounted ahead are the pod's: each mounted once.
+      expect(left.stdout).toMatch(/MOUNTS: 1 1\r?\n/);
       // In the pod's cgroup with its shim, at the shim's priority.
       expect(cgroupsOf(spareVm)).toBe(cgroupsOf(spare));
       expect(cgroupsOf(spareVm)).toContain('svm-2');
@@ -103,6 +111,62 @@ describe('spare VMs', () => {
     }
     expect(outputs[0]).not.toBe(outputs[1]);
     expect(env.containerd.logs().split('VM taken from a spare shim').length - 1).toBeGreaterThanOrEqual(3);
+  });
+
+  it("gives a pod without a network the VM with its NIC plugged ahead unused (down, leading nowhere), and unplugs that NIC when a device needs its port", async () => {
+    // One more block device than the VM has free hot-plug ports while the NIC holds one (4 ports).
+    const images = [0, 1, 2, 3].map((i) => path.join(env.stateDir, `..`, `svm-disk-${i}.img`));
+    const loops: string[] = [];
+    try {
+      for (const image of images) {
+        fs.writeFileSync(image, '');
+        fs.truncateSync(image, 1 << 20);
+        loops.push(execFileSync('losetup', ['-f', '--show', image], { encoding: 'utf8' }).trim());
+      }
+      const spare = await readySpare(env.containerd.state);
+      const started = await ctr(['run', '-d', '--runtime', RUNTIME, ...loops.flatMap((l) => ['--device', l]), env.image, 'svm-dev', 'sleep', '600']);
+      expectCtrOk(started, () => env.containerd.logs(), 'svm-dev');
+      try {
+        expect(await shimPidAt(env.containerd.state, env.containerd.namespace, 'svm-dev')).toBe(spare);
+        // (A spare's lines reach containerd's log once it serves a pod.)
+        expect(env.containerd.logs()).toMatch(new RegExp(`"pid":${spare},[^\\n]*"msg":"NIC plugged ahead`));
+        expect(env.containerd.logs()).toMatch(new RegExp(`"pid":${spare},[^\\n]*"msg":"the NIC plugged ahead, unused by this pod, unplugged: a device needs its port"`));
+        const seen = await env.containerd.ctr(['task', 'exec', '--exec-id', 'disks', 'svm-dev', 'sh', '-c', `for d in ${loops.join(' ')}; do [ -b $d ] && echo "disk $d"; done`], { timeoutMs: 120_000 });
+        expectCtrOk(seen, () => env.containerd.logs(), 'svm-dev exec');
+        expect(seen.stdout.trim().split('\n')).toEqual(loops.map((l) => `disk ${l}`));
+        // The guest has no NIC left: only its loopback.
+        const guest = await guestShell(env.configPath, 'svm-dev', 'echo LINKS: $(ls /sys/class/net)\nexit\n', { namespace: env.containerd.namespace });
+        expect(guest.stdout).toMatch(/LINKS: lo\r?\n/);
+      } finally {
+        await removeContainer((args) => env.containerd.ctr(args), 'svm-dev');
+      }
+    } finally {
+      for (const loop of loops) execFileSync('losetup', ['-d', loop]);
+      for (const image of images) fs.rmSync(image, { force: true });
+    }
+  });
+
+  it("leaves a pod without a network in a spare's VM with the NIC plugged ahead down, in a namespace of nothing but it", async () => {
+    const spare = await readySpare(env.containerd.state);
+    const [spareVm] = vmmsUnder(warm);
+    const started = await ctr(['run', '-d', '--runtime', RUNTIME, env.image, 'svm-nonet', 'sleep', '600']);
+    expectCtrOk(started, () => env.containerd.logs(), 'svm-nonet');
+    try {
+      expect(await shimPidAt(env.containerd.state, env.containerd.namespace, 'svm-nonet')).toBe(spare);
+      const guest = await guestShell(env.configPath, 'svm-nonet', 'ip -o link show\nip -o addr show\necho DO""NE\nexit\n', { namespace: env.containerd.namespace });
+      expect(guest.stdout).toContain('DONE');
+      const eth = guest.stdout.split('\n').filter((l) => /^\d+: eth0/.test(l));
+      expect(eth).toHaveLength(1);
+      // Down: busybox prints the link's flags, and UP is not among them.
+      expect(eth[0]).toMatch(/^\d+: eth0: <[^>]*>/);
+      expect(eth[0]).not.toMatch(/^\d+: eth0: <[^>]*\bUP\b/);
+      expect(guest.stdout.split('\n').filter((l) => /^\d+: eth0\s+inet/.test(l))).toEqual([]);
+      // Its tap is all the VMM's namespace has besides its loopback.
+      const links = (JSON.parse(execFileSync('nsenter', [`--net=/proc/${spareVm}/ns/net`, '--', 'ip', '-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifname: string }>).map((l) => l.ifname);
+      expect(links).toEqual(['lo', 'tap0_kata']);
+    } finally {
+      await removeContainer((args) => env.containerd.ctr(args), 'svm-nonet');
+    }
   });
 
   it('ends a spare\'s VM and removes its directory when the spare is stopped (SIGTERM)', async () => {
