@@ -16,6 +16,7 @@ import { setGuestDateTime } from './guest-clock';
 import { readGuestMetrics } from './guest-metrics';
 import { joinSandboxNamespaces } from './sandbox-namespaces';
 import { applyPodNetworkSysctls } from './pod-sysctls';
+import { AGENT_FEATURES } from '../lib/agent-features';
 import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
 import { OciRuntime } from './oci-runtime';
 import { OomWatcher } from './oom-watcher';
@@ -193,6 +194,7 @@ export class AgentService {
       kernel_release: os.release(),
       boot_id: withoutBootId ? '' : readTrimmed('/proc/sys/kernel/random/boot_id'),
       oci_runtime: await this.opts.runtime.version().catch((err) => `unavailable: ${(err as Error).message}`),
+      features: AGENT_FEATURES,
     };
   }
 
@@ -269,13 +271,17 @@ function sandboxMountsKey(share: SandboxShare): string {
   return JSON.stringify([share.shared_fs_type ?? '', share.shared_fs_tag ?? '', share.shared_dir_guest_path ?? '']);
 }
 
-/** As hostname(1): the kernel refuses names longer than 64 bytes, as sethostname(2) does. */
+/** Longest hostname sethostname(2) takes (__NEW_UTS_LEN). */
+const HOSTNAME_MAX_BYTES = 64;
+
+/**
+ * Sets the guest's hostname through /proc/sys/kernel/hostname. A write there silently
+ * cuts a name at 64 bytes or at a newline, where sethostname(2) (busybox hostname)
+ * refuses it: refused here as there.
+ */
 function setHostname(name: string): void {
-  try {
-    fs.writeFileSync('/proc/sys/kernel/hostname', name);
-  } catch (err) {
-    throw new InvalidArgumentError(`cannot set the guest's hostname to ${JSON.stringify(name)}: ${(err as Error).message}`);
-  }
+  if (Buffer.byteLength(name) > HOSTNAME_MAX_BYTES || /[\n\0]/.test(name)) throw new InvalidArgumentError(`hostname ${JSON.stringify(name)} is not one the kernel takes (at most ${HOSTNAME_MAX_BYTES} bytes, no newline or NUL)`);
+  fs.writeFileSync('/proc/sys/kernel/hostname', name);
 }
 
 function readTrimmed(file: string): string {

@@ -73,18 +73,18 @@ describe('CommandShell', () => {
   });
 
   it('forks a call that would wait too long: at once behind a command that has held the shell that long, else once its own wait ran out', async () => {
-    const queued = new CommandShell('/bin/sh', 0, 300);
+    const queued = new CommandShell('/bin/sh', 0, 1000);
     queued.start();
     try {
-      const hung = queued.runOrFork('sleep', ['2']);
+      const hung = queued.runOrFork('sleep', ['3']);
       const early = Date.now();
-      // Behind a command that began just now: waits 300 ms, then forks.
+      // Behind a command that began just now: waits its 1 s, then forks.
       expect((await queued.runOrFork('sh', ['-c', 'echo $PPID'])).stdout).toBe(`${process.pid}\n`);
-      expect(Date.now() - early).toBeGreaterThanOrEqual(250);
-      // The command has now held the shell longer than that: the next call forks without waiting.
+      expect(Date.now() - early).toBeGreaterThanOrEqual(950);
+      // The command has now held the shell longer than that: the next call forks without waiting its second.
       const late = Date.now();
       expect((await queued.runOrFork('sh', ['-c', 'echo $PPID'])).stdout).toBe(`${process.pid}\n`);
-      expect(Date.now() - late).toBeLessThan(250);
+      expect(Date.now() - late).toBeLessThan(900);
       await hung;
       expect((await queued.runOrFork('sh', ['-c', 'echo $PPID'])).stdout).toBe(`${queued.pid}\n`);
     } finally {
@@ -104,6 +104,23 @@ describe('CommandShell', () => {
       expect(await running).toBeInstanceOf(Error);
     } finally {
       queued.stop(); // the shell the forking call started again (revive)
+    }
+  });
+
+  it('lets the next waiting call go on when the one before it is refused (a NUL byte) at its turn', async () => {
+    const queued = new CommandShell('/bin/sh', 0, 5000);
+    queued.start();
+    try {
+      const slow = queued.runOrFork('sleep', ['0.2']);
+      const refused = queued.runOrFork('echo', ['a\0b']).catch((e: Error) => e);
+      const started = Date.now();
+      const next = queued.runOrFork('sh', ['-c', 'echo $PPID']);
+      await slow;
+      expect(await refused).toBeInstanceOf(TypeError);
+      expect((await next).stdout).toBe(`${queued.pid}\n`);
+      expect(Date.now() - started).toBeLessThan(4000); // not its whole wait
+    } finally {
+      queued.stop();
     }
   });
 

@@ -142,7 +142,10 @@ export class CommandShell {
     const child = this.child;
     if (!child || this.pending) return Promise.reject(new Error('the command shell is not idle'));
     for (const arg of [file, ...args]) {
-      if (arg.includes('\0')) return Promise.reject(new TypeError(`a command argument holds a NUL byte: ${JSON.stringify(arg)}`));
+      if (arg.includes('\0')) {
+        this.wakeNext(); // this call's turn ends here: the next waiting one goes on
+        return Promise.reject(new TypeError(`a command argument holds a NUL byte: ${JSON.stringify(arg)}`));
+      }
     }
     // Unique per call (not secret: a clone draws the same sequence as its template's agent).
     const marker = `katats-${randomBytes(16).toString('hex')}`;

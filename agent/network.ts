@@ -48,8 +48,9 @@ const MAC = MAC_ADDRESS;
 
 /**
  * How long UpdateInterface waits for a NIC that is not there yet. A VM cloned from a
- * template gets the pod's NIC by hot-plug just before the call, and the guest's PCI
- * hot-plug and virtio-net probe take a moment (longer under TCG on a busy host).
+ * template gets the pod's NIC by hot-plug while the call is on its way (the shim sends
+ * it before it plugs), and the plug, the guest's PCI hot-plug and the virtio-net probe
+ * take a moment (longer under TCG on a busy host).
  */
 export const NIC_APPEAR_TIMEOUT_MS = 10_000;
 const NIC_POLL_MS = 50;

@@ -15,9 +15,10 @@
 // static busybox in a tmpfs directory (the guest's read-only root cannot hold the
 // mountpoints a container needs), and its process is `busybox true`. (No seccomp
 // profile or capability set: the shim passes the pod's, which differ from pod to pod.)
-// Then the commands CreateSandbox and UpdateInterface run: mount and umount of a
-// scratch tmpfs of its own, hostname (read only), and ip on the loopback link, which
-// the guest's init brought up already (so `up` changes nothing).
+// Then commands a pod's set-up runs: mount and umount of a scratch tmpfs of its own
+// (a container's volumes, and the agent's service mounts the shared filesystem right
+// after), hostname (read only), and ip on the loopback link, which the guest's init
+// brought up already (so `up` changes nothing; UpdateInterface runs ip).
 //
 // It never meets a pod's containers: WarmUpGate refuses it once CreateSandbox or
 // CreateContainer began, and they wait for one under way (the shim calls it before it

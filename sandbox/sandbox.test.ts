@@ -17,6 +17,7 @@ import { Sandbox } from './sandbox';
 import { VmTemplates } from './vm-templates';
 import { fakeAgent, FakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
+import { AGENT_FEATURES } from '../lib/agent-features';
 
 function agentForSandbox(calls: string[] = []): FakeAgent {
   return fakeAgent({
@@ -426,20 +427,29 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
   /** A netns, a veth and its routes need root. */
   const asRoot = process.getuid?.() === 0 ? it : it.skip;
 
-  asRoot("gives the pod the NIC plugged ahead (no tap made for it, the agent told the MAC it has), and sends the guest's network calls without waiting for each answer", async () => {
+  /** A CNI-made pod netns (a veth, its peer on the host, an address and a default route), removed after `body`. */
+  async function withPodNetns(body: (netnsPath: string, inNetns: (script: string) => string) => Promise<void>): Promise<void> {
     const ns = `kt-test-${randomBytes(4).toString('hex')}`;
     execFileSync('ip', ['netns', 'add', ns]);
     const netnsPath = `/var/run/netns/${ns}`;
     const inNetns = (script: string) => execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'sh', '-c', script], { encoding: 'utf8' });
     try {
-      // As CNI leaves it: the pod interface (its peer on the host) with its address and default route.
       execFileSync('ip', ['link', 'add', `kth${ns.slice(-8)}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
       inNetns('ip addr add 10.77.0.5/24 dev eth0 && ip link set eth0 up && ip route add default via 10.77.0.1');
+      await body(netnsPath, inNetns);
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
+  }
+
+  asRoot("gives the pod the NIC plugged ahead (no tap made for it, the agent told the MAC it has), and sends the guest's network calls without waiting for each answer", async () => {
+    await withPodNetns(async (netnsPath, inNetns) => {
       const podMac = (JSON.parse(inNetns('ip -j link show eth0')) as Array<{ address: string }>)[0].address;
       const links = () => (JSON.parse(inNetns('ip -j link show')) as Array<{ ifname: string }>).map((l) => l.ifname).sort();
       const config = defaultConfig();
       config.runtime.stateDir = path.join(dir, 'state');
       const { agent, driver, warm, calls } = spareVm();
+      warm.clone.details = { agent_version: 'spare', features: AGENT_FEATURES } as never;
       warm.nicMacsPluggedAhead = ['02:00:00:00:00:01'];
       // Each network call is answered only once both were sent: one that waited for the other's answer would hang the start.
       const sent: string[] = [];
@@ -473,9 +483,26 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
         await sandbox.destroy();
       }
       expect(links()).toEqual(['eth0', 'lo']);
-    } finally {
-      execFileSync('ip', ['netns', 'del', ns]);
-    }
+    });
+  });
+
+  asRoot('sends an older agent (no network-calls-in-order feature) its network calls one after another', async () => {
+    await withPodNetns(async (netnsPath) => {
+      const config = defaultConfig();
+      config.runtime.stateDir = path.join(dir, 'state');
+      const { agent, warm } = spareVm();
+      const order: string[] = [];
+      const networkCall = (name: string) =>
+        jest.fn(async () => {
+          order.push(`${name} sent`);
+          await new Promise((r) => setTimeout(r, 50));
+          order.push(`${name} answered`);
+        });
+      Object.assign(agent, { updateInterface: networkCall('UpdateInterface'), updateRoutes: networkCall('UpdateRoutes') });
+      const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', netnsPath, config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates: { keyFor: () => 'k1' } as unknown as VmTemplates, warm: warm as never });
+      await sandbox.destroy();
+      expect(order).toEqual(['UpdateInterface sent', 'UpdateInterface answered', 'UpdateRoutes sent', 'UpdateRoutes answered']);
+    });
   });
 
   it("ends it and starts the pod's own VM when the pod's VM is another (another template's key) or templates are off for the pod", async () => {

@@ -21,6 +21,7 @@ import { PodNetwork } from './network';
 import { mountShares, planVolumes } from './volumes';
 import { ContainerDevices } from './devices';
 import { HostKsm, memoryMergeFor } from './ksm';
+import { agentHas, NETWORK_CALLS_IN_ORDER } from '../lib/agent-features';
 import { GUEST_SHARED_DIR, SHARED_FS_TAG } from '../lib/guest-paths';
 import { containerResources, hostSize, LinuxResources, vmSizing, VmSizing } from './resources';
 import { cgroupRelativePath, HostCgroups, SandboxCgroup } from './host-cgroup';
@@ -583,25 +584,28 @@ export class Sandbox implements ObservedSandbox {
     this.agent = agent;
     this.details = details;
     this.sizer = new VmSizer(sizing, countingResize(this.hypervisor, this.observer), agent, this.logger);
-    if (!guestReady) await allSettledOrFirstError([createSandbox(agent), ...this.configureGuestNetwork(agent, [])]);
+    if (!guestReady) await allSettledOrFirstError([createSandbox(agent), this.configureGuestNetwork(agent, details, [])]);
     // A clone's taps are wired on the host while the guest did the above; no container runs before.
     await this.networkWired;
     void this.forwardOomEvents(agent);
   }
 
   /**
-   * The pod network's calls to the agent, sent at once: the agent runs them in the
-   * order sent (a route needs its interface), without a round trip between them.
+   * The pod network in the guest: its interfaces, then its routes (a route needs its
+   * interface). Sent at once, without a round trip between them, to an agent that runs
+   * them in the order sent; one after another to an older one.
    * `macsPluggedAhead`: the guest MACs of the NICs a spare's VM was given before this
    * pod, which its first endpoints have (UpdateInterface plugged_hw_addr).
    */
-  private configureGuestNetwork(agent: AgentClient, macsPluggedAhead: string[]): Array<Promise<unknown>> {
-    if (!this.network) return [];
-    const calls: Array<Promise<unknown>> = this.network.endpoints.map((e, i) =>
-      agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses, ...(macsPluggedAhead[i] ? { plugged_hw_addr: macsPluggedAhead[i] } : {}) }),
+  private async configureGuestNetwork(agent: AgentClient, details: GuestDetails, macsPluggedAhead: string[]): Promise<void> {
+    if (!this.network) return;
+    const calls: Array<() => Promise<unknown>> = this.network.endpoints.map(
+      (e, i) => () => agent.updateInterface({ name: e.name, hw_addr: e.mac, mtu: e.mtu, addresses: e.addresses, ...(macsPluggedAhead[i] ? { plugged_hw_addr: macsPluggedAhead[i] } : {}) }),
     );
-    if (this.network.routes.length > 0) calls.push(agent.updateRoutes(this.network.routes));
-    return calls;
+    const routes = this.network.routes;
+    if (routes.length > 0) calls.push(() => agent.updateRoutes(routes));
+    if (agentHas(details, NETWORK_CALLS_IN_ORDER)) return allSettledOrFirstError(calls.map((call) => call()));
+    for (const call of calls) await call();
   }
 
   /**
@@ -704,7 +708,7 @@ export class Sandbox implements ObservedSandbox {
    * guest already; one plugged now is waited for by the agent (UpdateInterface).
    */
   private async adoptClone(clone: Clone, network: VmNetwork | undefined, creating: Promise<void>, macsPluggedAhead: string[]): Promise<StartedVm | undefined> {
-    const configuring = allSettledOrFirstError(this.configureGuestNetwork(clone.agent, macsPluggedAhead));
+    const configuring = this.configureGuestNetwork(clone.agent, clone.details, macsPluggedAhead);
     configuring.catch(() => undefined); // awaited once the clone is adopted; moot if it is discarded
     try {
       // Also with none: it fails if the clone died meanwhile.

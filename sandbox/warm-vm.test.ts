@@ -13,6 +13,7 @@ import { ensureDirChain } from './safe-paths';
 import { bindIntoShare, shareLayout } from './shared-fs';
 import { podVmConfig } from './sandbox';
 import { Code } from '../ttrpc';
+import { AGENT_FEATURES } from '../lib/agent-features';
 import { fakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
 import { VmTemplates } from './vm-templates';
@@ -64,7 +65,7 @@ asRoot('spare VM work dirs', () => {
         expect(opts).toMatchObject({ make: false, dieWithSpawner: true });
         // QEMU would make its sockets in the work dir.
         fs.writeFileSync(path.join(vm.workDir, 'qmp.sock'), '');
-        return clone ? { hypervisor: driver, agent, details: {}, templateKey: 'k1' } : undefined;
+        return clone ? { hypervisor: driver, agent, details: { features: AGENT_FEATURES }, templateKey: 'k1' } : undefined;
       },
     } as unknown as VmTemplates;
     return { templates, driver, agent, vms };
@@ -164,6 +165,15 @@ asRoot('spare VM work dirs', () => {
     expect(order).toEqual(['prePlugNic (warm-ups so far: 0)', 'warmUp']);
     expect(warm.nicMacsPluggedAhead).toEqual(['02:00:00:00:00:01']);
     await warm.discard();
+
+    // A guest whose agent does not say it can take one (an older guest image) gets none.
+    const older = templatesOffering(true);
+    older.driver.prePlugNic = jest.fn(async () => '02:00:00:00:00:02');
+    const startOlder = WarmVm.start({ config, templates: { startClone: async (...args: unknown[]) => ({ ...(await (older.templates.startClone as (...a: unknown[]) => Promise<object>)(...args)), details: { agent_version: 'older' } }) } as unknown as VmTemplates, newHypervisor: () => fakeDriver('virtio-serial', fakeAgent({})), podVmConfig, logger: silentLogger() });
+    const olderWarm = (await startOlder)!;
+    expect(older.driver.prePlugNic).not.toHaveBeenCalled();
+    expect(olderWarm.nicMacsPluggedAhead).toEqual([]);
+    await olderWarm.discard();
 
     const failing = templatesOffering(true);
     failing.driver.prePlugNic = async () => {

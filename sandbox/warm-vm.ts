@@ -28,6 +28,7 @@ import * as path from 'path';
 import { RuntimeConfig } from '../config/runtime-config';
 import { Hypervisor, VmConfig } from '../hypervisors/hypervisor';
 import { runningQemuPid } from '../hypervisors/qemu';
+import { agentHas, NIC_PLUGGED_AHEAD } from '../lib/agent-features';
 import { GUEST_SHARED_DIR, SHARED_FS_TAG } from '../lib/guest-paths';
 import { Logger } from '../lib/logger';
 import { Code } from '../ttrpc';
@@ -272,6 +273,10 @@ function unescape(p: string): string {
  */
 async function plugNicAhead(clone: Clone, logger: Logger): Promise<string[]> {
   if (!clone.hypervisor.prePlugNic) return [];
+  if (!agentHas(clone.details, NIC_PLUGGED_AHEAD)) {
+    logger.info({ agentVersion: clone.details.agent_version }, "no NIC plugged ahead: the guest's agent cannot take one (an older guest image)");
+    return [];
+  }
   try {
     return [await clone.hypervisor.prePlugNic()];
   } catch (err) {

@@ -9,7 +9,7 @@ import { rateLimited, resolveExecutable } from '../vmm-process';
 import { fileIdentity } from '../../lib/file-identity';
 import * as fs from 'fs';
 import * as path from 'path';
-import { FailedPreconditionError, HypervisorError } from '../../lib/errors';
+import { FailedPreconditionError, HypervisorError, ResourceExhaustedError } from '../../lib/errors';
 import { Logger } from '../../lib/logger';
 import { Hypervisor, SharedFsKind, TemplateFiles, VmConfig, VmDevice, VmExit, VmNetwork, VmResize, VmSize } from '../hypervisor';
 import { hotplugLimits, requireGuestImage } from '../vm-requirements';
@@ -57,7 +57,7 @@ export class QemuHypervisor implements Hypervisor {
   private prePlugged: { id: string; tapName: string; mac: string } | undefined;
   /** A NIC plugged ahead whose pod had no network: its port is freed when a device needs it. */
   private unusedNic: string | undefined;
-  private nicUnplug: Promise<void> | undefined;
+  private nicUnplug: Promise<boolean> | undefined;
   /** Set by startTemplate: where saveTemplate() puts the state. */
   private template: { workDir: string; files: TemplateFiles } | undefined;
   private resizer: QemuResize | undefined;
@@ -327,7 +327,16 @@ export class QemuHypervisor implements Hypervisor {
   /** Hot-plugs a block device or NIC into the running VM (no cold-plug: the sandbox adds disks per container). */
   async addDevice(device: VmDevice): Promise<void> {
     this.requireHotplug(device.id);
-    await this.freeUnusedNicPort();
+    try {
+      await this.plugDevice(device);
+    } catch (err) {
+      // Every port taken, one by a NIC plugged ahead that this pod has no use for: freed, and once more.
+      if (!(err instanceof ResourceExhaustedError) || !(await this.freeUnusedNicPort())) throw err;
+      await this.plugDevice(device);
+    }
+  }
+
+  private async plugDevice(device: VmDevice): Promise<void> {
     if (device.kind === 'network') {
       await plugNic(this.qmp!, this.ports!, device);
       this.logger.info({ device: device.id, tap: device.tapName }, 'NIC hot-plugged');
@@ -343,19 +352,20 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   /**
-   * Unplugs the unused NIC plugged ahead when every port is taken (the device to come
-   * needs one); a device added meanwhile waits for that too.
+   * Unplugs the unused NIC plugged ahead (once: a guest that keeps it keeps its port);
+   * whether a port was freed. A device that found every port taken meanwhile waits for
+   * the same unplug.
    */
-  private async freeUnusedNicPort(): Promise<void> {
+  private async freeUnusedNicPort(): Promise<boolean> {
     const id = this.unusedNic;
-    if (id && this.ports!.free() === 0) {
-      this.unusedNic = undefined; // tried once: a guest that keeps it keeps its port
+    if (id) {
+      this.unusedNic = undefined;
       this.nicUnplug = unplugNic(this.qmp!, this.ports!, id, NIC_UNPLUG_TIMEOUT_MS).then(
-        () => this.logger.info({ id }, 'the NIC plugged ahead, unused by this pod, unplugged: a device needs its port'),
-        (err: Error) => this.logger.warn({ id, err: err.message }, 'the NIC plugged ahead, unused by this pod, could not be unplugged; its port stays taken'),
+        () => (this.logger.info({ id }, 'the NIC plugged ahead, unused by this pod, unplugged: a device needs its port'), true),
+        (err: Error) => (this.logger.warn({ id, err: err.message }, 'the NIC plugged ahead, unused by this pod, could not be unplugged; its port stays taken'), false),
       );
     }
-    await this.nicUnplug;
+    return (await this.nicUnplug) ?? false;
   }
 
   pid(): number | undefined {

@@ -4104,6 +4104,9 @@ export namespace katats {
 
                 /** GuestDetails oci_runtime */
                 oci_runtime?: (string|null);
+
+                /** GuestDetails features */
+                features?: (string[]|null);
             }
 
             /** Represents a GuestDetails. */
@@ -4126,6 +4129,9 @@ export namespace katats {
 
                 /** GuestDetails oci_runtime. */
                 public oci_runtime: string;
+
+                /** GuestDetails features. */
+                public features: string[];
             }
 
             /** Properties of a CreateSandboxRequest. */

@@ -6,7 +6,7 @@ import { AGENT_SERVICE, lookupService } from '../../lib/protos';
 import { ServiceImpl, TtrpcServer } from '../../ttrpc';
 import { GuestDetails } from '../agent-client';
 
-export const FAKE_GUEST: GuestDetails = { agent_version: 'fake-1', kernel_release: '6.1.0-fake', boot_id: 'b00t', oci_runtime: 'crun' };
+export const FAKE_GUEST: GuestDetails = { agent_version: 'fake-1', kernel_release: '6.1.0-fake', boot_id: 'b00t', oci_runtime: 'crun', features: [] };
 
 export interface FakeAgent {
   server: TtrpcServer;
