@@ -201,7 +201,7 @@ export class AgentService {
   private async createSandbox(req: Decoded<katats.agent.v1.ICreateSandboxRequest>): Promise<object> {
     // The shim warms a VM up before it is a pod's; never both at once.
     await this.warmUpGate.podArriving();
-    // Through /proc, as hostname(1) does it: no process for it.
+    // Through /proc: no process for it.
     if (req.hostname) setHostname(req.hostname);
     const mountedAhead = this.mountedAhead === sandboxMountsKey(req);
     if (!mountedAhead) {
@@ -276,12 +276,12 @@ const HOSTNAME_MAX_BYTES = 64;
 
 /**
  * Sets the guest's hostname through /proc/sys/kernel/hostname. A write there silently
- * cuts a name at 64 bytes or at a newline, where sethostname(2) (busybox hostname)
- * refuses it: refused here as there.
+ * cuts a name at 64 bytes (where sethostname(2), which busybox hostname used, refuses
+ * it) or at a newline: both are refused here, so no pod runs under a name it did not ask for.
  */
-function setHostname(name: string): void {
+export function setHostname(name: string, file = '/proc/sys/kernel/hostname'): void {
   if (Buffer.byteLength(name) > HOSTNAME_MAX_BYTES || /[\n\0]/.test(name)) throw new InvalidArgumentError(`hostname ${JSON.stringify(name)} is not one the kernel takes (at most ${HOSTNAME_MAX_BYTES} bytes, no newline or NUL)`);
-  fs.writeFileSync('/proc/sys/kernel/hostname', name);
+  fs.writeFileSync(file, name);
 }
 
 function readTrimmed(file: string): string {

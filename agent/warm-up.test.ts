@@ -111,7 +111,6 @@ describe('warmUp, crun stood in', () => {
     expect(commands).toEqual([
       `mount -t tmpfs -o nosuid,nodev,noexec,mode=0700,size=1m katats-warm-up ${path.join(workDir, 'mnt')}`,
       `umount ${path.join(workDir, 'mnt')}`,
-      'hostname',
       'ip link set dev lo up',
       'ip addr show dev lo',
       'ip route show',

@@ -16,9 +16,9 @@
 // mountpoints a container needs), and its process is `busybox true`. (No seccomp
 // profile or capability set: the shim passes the pod's, which differ from pod to pod.)
 // Then commands a pod's set-up runs: mount and umount of a scratch tmpfs of its own
-// (a container's volumes, and the agent's service mounts the shared filesystem right
-// after), hostname (read only), and ip on the loopback link, which the guest's init
-// brought up already (so `up` changes nothing; UpdateInterface runs ip).
+// (the agent's service mounts the shared filesystem right after), and ip on the
+// loopback link, which the guest's init brought up already (so `up` changes nothing;
+// UpdateInterface and UpdateRoutes run ip).
 //
 // It never meets a pod's containers: WarmUpGate refuses it once CreateSandbox or
 // CreateContainer began, and they wait for one under way (the shim calls it before it
@@ -99,12 +99,11 @@ export async function warmUp(opts: WarmUpOptions): Promise<void> {
     fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
     await runContainer(opts, rootfs);
     const containerMs = performance.now() - started;
-    // CreateSandbox's and UpdateInterface's commands, on the warm-up's own things.
+    // mount and ip, as a pod's set-up runs them, on the warm-up's own things.
     await opts.runCommand('mount', ['-t', 'tmpfs', '-o', 'nosuid,nodev,noexec,mode=0700,size=1m', 'katats-warm-up', scratch]);
     scratchMounted = true;
     await opts.runCommand('umount', [scratch]);
     scratchMounted = false;
-    await opts.runCommand('hostname', []);
     await opts.runCommand('ip', ['link', 'set', 'dev', 'lo', 'up']);
     await opts.runCommand('ip', ['addr', 'show', 'dev', 'lo']);
     await opts.runCommand('ip', ['route', 'show']);

@@ -360,10 +360,13 @@ export class QemuHypervisor implements Hypervisor {
     const id = this.unusedNic;
     if (id) {
       this.unusedNic = undefined;
-      this.nicUnplug = unplugNic(this.qmp!, this.ports!, id, NIC_UNPLUG_TIMEOUT_MS).then(
+      const unplug = unplugNic(this.qmp!, this.ports!, id, NIC_UNPLUG_TIMEOUT_MS).then(
         () => (this.logger.info({ id }, 'the NIC plugged ahead, unused by this pod, unplugged: a device needs its port'), true),
         (err: Error) => (this.logger.warn({ id, err: err.message }, 'the NIC plugged ahead, unused by this pod, could not be unplugged; its port stays taken'), false),
       );
+      this.nicUnplug = unplug;
+      // Only the devices that waited for it had the port it freed in view.
+      void unplug.then(() => (this.nicUnplug = undefined));
     }
     return (await this.nicUnplug) ?? false;
   }
