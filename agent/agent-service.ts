@@ -18,6 +18,7 @@ import { joinSandboxNamespaces } from './sandbox-namespaces';
 import { applyPodNetworkSysctls } from './pod-sysctls';
 import { AGENT_FEATURES } from '../lib/agent-features';
 import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
+import { readTrimmed } from '../lib/recorded-process';
 import { OciRuntime } from './oci-runtime';
 import { OomWatcher } from './oom-watcher';
 import { sharedFsMountArgs } from './shared-fs-mount';
@@ -203,15 +204,21 @@ export class AgentService {
     await this.warmUpGate.podArriving();
     // Through /proc: no process for it.
     if (req.hostname) setHostname(req.hostname);
-    const mountedAhead = this.mountedAhead === sandboxMountsKey(req);
-    if (!mountedAhead) {
-      // Mounted ahead for another share (not this pod's): undone, and mounted as asked.
-      if (this.mountedAhead) await this.unmountSandboxFilesystems();
-      await this.mountSandboxFilesystems(req);
-    }
+    const mountedAhead = await this.mountForSandbox(req);
     this.mountedAhead = undefined;
     this.opts.logger.info({ sandbox: req.sandbox_id, mountedAhead }, 'sandbox created');
     return {};
+  }
+
+  /**
+   * Mounts what `share` asks for, unless a WarmUp mounted just that ahead (what it
+   * mounted for another share is undone first); whether it had.
+   */
+  private async mountForSandbox(share: SandboxShare): Promise<boolean> {
+    if (this.mountedAhead === sandboxMountsKey(share)) return true;
+    if (this.mountedAhead) await this.unmountSandboxFilesystems();
+    await this.mountSandboxFilesystems(share);
+    return false;
   }
 
   /** The pod's shared filesystem (if it has one) and its /dev/shm. */
@@ -242,11 +249,9 @@ export class AgentService {
     const { runtime, bundlesRoot, warmUpDir, logger } = this.opts;
     await this.warmUpGate.warmUp(async () => {
       await warmUp({ runtime, bundlesRoot, workDir: warmUpDir, busybox: GUEST_BUSYBOX, cgroupsPath: WARM_UP_CGROUP, runCommand, logger });
-      const mounts = sandboxMountsKey(req);
-      if (!req.shared_fs_tag || this.mountedAhead === mounts) return;
-      if (this.mountedAhead) await this.unmountSandboxFilesystems();
-      await this.mountSandboxFilesystems(req);
-      this.mountedAhead = mounts;
+      if (!req.shared_fs_tag) return;
+      await this.mountForSandbox(req);
+      this.mountedAhead = sandboxMountsKey(req);
     });
   }
 
@@ -284,10 +289,3 @@ export function setHostname(name: string, file = '/proc/sys/kernel/hostname'): v
   fs.writeFileSync(file, name);
 }
 
-function readTrimmed(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}

@@ -8,6 +8,7 @@ import * as path from 'path';
 import { InvalidArgumentError, NotFoundError } from '../lib/errors';
 import { INTERFACE_NAME, MAC_ADDRESS } from '../lib/net-names';
 import { runCommand } from './guest-command';
+import { readTrimmed } from '../lib/recorded-process';
 
 export interface IpAddress {
   address: string;
@@ -141,28 +142,14 @@ export class GuestNetwork {
 
   /** Whether the link is up, and its MTU; undefined where sysfs does not say. */
   private linkState(name: string): { up?: boolean; mtu?: number } {
-    const read = (file: string): string | undefined => {
-      try {
-        return fs.readFileSync(path.join(this.sysClassNet, name, file), 'utf8').trim();
-      } catch {
-        return undefined;
-      }
-    };
-    const flags = read('flags');
-    const mtu = read('mtu');
-    return { up: flags === undefined ? undefined : (Number(flags) & IFF_UP) !== 0, mtu: mtu === undefined ? undefined : Number(mtu) };
+    const flags = readTrimmed(path.join(this.sysClassNet, name, 'flags'));
+    const mtu = readTrimmed(path.join(this.sysClassNet, name, 'mtu'));
+    return { up: flags === '' ? undefined : (Number(flags) & IFF_UP) !== 0, mtu: mtu === '' ? undefined : Number(mtu) };
   }
 
+  /** The links and their MACs ('' for a link that vanished while we looked). */
   private links(): Array<{ name: string; mac: string }> {
-    return fs.readdirSync(this.sysClassNet).map((name) => {
-      let mac = '';
-      try {
-        mac = fs.readFileSync(path.join(this.sysClassNet, name, 'address'), 'utf8').trim().toLowerCase();
-      } catch {
-        // a link that vanished while we looked
-      }
-      return { name, mac };
-    });
+    return fs.readdirSync(this.sysClassNet).map((name) => ({ name, mac: readTrimmed(path.join(this.sysClassNet, name, 'address')).toLowerCase() }));
   }
 
   private describeLinks(): string {
