@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { silentLogger } from '../lib/logger';
 import { PodNetwork } from './network';
+import { withPodNetns } from './testing/pod-netns';
 
 // What `ip -j` printed in a CNI bridge pod's netns on this machine (trimmed).
 const ADDR = JSON.stringify([
@@ -35,8 +36,8 @@ describe('PodNetwork', () => {
   afterEach(() => fs.rmSync(path.dirname(netns), { recursive: true, force: true }));
 
   function fakeRun(failOn?: string) {
-    return async (nsPath: string, command: string, args: string[]) => {
-      const line = `${command} ${args.join(' ')}`;
+    return async (nsPath: string, command: string, args: string[], input?: string) => {
+      const line = given(command, args, input);
       calls.push(line);
       expect(nsPath).toBe(netns);
       if (failOn && line.startsWith(failOn)) throw new Error(`refused: ${line}`);
@@ -47,24 +48,33 @@ describe('PodNetwork', () => {
     };
   }
 
+  /** A command as the fake records it: one entry per process, what it was given on stdin after `<<<`, line by line. */
+  function given(command: string, args: string[], input?: string): string {
+    return input === undefined ? `${command} ${args.join(' ')}` : `${command} ${args.join(' ')} <<< ${input.trimEnd().split('\n').join(' ; ')}`;
+  }
+
   const PORT_FORWARD_SETUP = [
     'ip addr add 169.254.75.1/30 dev tap0_kata',
     'sysctl -q -w net.ipv4.conf.tap0_kata.route_localnet=1',
-    'tc filter add dev tap0_kata parent ffff: prio 1 protocol arp u32 match u32 0xa9fe4b01 0xffffffff at 24 flowid ffff:1',
-    'tc filter add dev tap0_kata parent ffff: prio 2 protocol ip u32 match ip dst 169.254.75.1/32 flowid ffff:1',
-    'iptables -w -t nat -A OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
-    'iptables -w -t nat -A POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment kata-ts port-forward to the pod VM -j SNAT --to-source 169.254.75.1',
-    // From the guest into the namespace's own stack: replies only, and never a loopback source.
-    'iptables -w -t raw -A PREROUTING -i tap0_kata -s 127.0.0.0/8 -m comment --comment kata-ts port-forward to the pod VM -j DROP',
-    'iptables -w -t filter -A INPUT -i tap0_kata -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment kata-ts port-forward to the pod VM -j DROP',
+    'tc -batch - <<< filter add dev tap0_kata parent ffff: prio 1 protocol arp u32 match u32 0xa9fe4b01 0xffffffff at 24 flowid ffff:1' +
+      ' ; filter add dev tap0_kata parent ffff: prio 2 protocol ip u32 match ip dst 169.254.75.1/32 flowid ffff:1',
+    'iptables-restore -w --noflush <<< *nat' +
+      ' ; -A OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment "kata-ts port-forward to the pod VM" -j DNAT --to-destination 169.254.75.2' +
+      ' ; -A POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment "kata-ts port-forward to the pod VM" -j SNAT --to-source 169.254.75.1' +
+      ' ; COMMIT ; *raw' +
+      // From the guest into the namespace's own stack: replies only, and never a loopback source.
+      ' ; -A PREROUTING -i tap0_kata -s 127.0.0.0/8 -m comment --comment "kata-ts port-forward to the pod VM" -j DROP' +
+      ' ; COMMIT ; *filter' +
+      ' ; -A INPUT -i tap0_kata -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment "kata-ts port-forward to the pod VM" -j DROP' +
+      ' ; COMMIT',
   ];
-  /** The tap up, and the mirror both ways between it and the pod interface. */
+  /** The tap up, and the mirror both ways between it and the pod interface: one process per tool. */
   const TAP_WIRING = [
-    'ip link set dev tap0_kata mtu 1500 up',
-    'tc qdisc add dev eth0 ingress',
-    'tc filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev tap0_kata',
-    'tc qdisc add dev tap0_kata ingress',
-    'tc filter add dev tap0_kata parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev eth0',
+    'ip -batch - <<< link set dev tap0_kata mtu 1500 up',
+    'tc -batch - <<< qdisc add dev eth0 ingress' +
+      ' ; filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev tap0_kata' +
+      ' ; qdisc add dev tap0_kata ingress' +
+      ' ; filter add dev tap0_kata parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev eth0',
   ];
   const PORT_FORWARD_REMOVAL = [
     'iptables -w -t nat -D OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
@@ -134,8 +144,13 @@ describe('PodNetwork', () => {
   });
 
   it('undoes the port-forward rules and the taps when a port-forward step fails', async () => {
-    await expect(PodNetwork.attach(netns, silentLogger(), fakeRun('iptables -w -t nat -A POSTROUTING'))).rejects.toThrow('refused');
-    expect(calls.slice(-(PORT_FORWARD_REMOVAL.length + 3))).toEqual([PORT_FORWARD_SETUP[5], ...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+    await expect(PodNetwork.attach(netns, silentLogger(), fakeRun('iptables-restore'))).rejects.toThrow('refused');
+    expect(calls.slice(-(PORT_FORWARD_REMOVAL.length + 3))).toEqual([PORT_FORWARD_SETUP[3], ...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+  });
+
+  it('undoes the mirror and the taps when the tc batch fails', async () => {
+    await expect(PodNetwork.attach(netns, silentLogger(), fakeRun('tc -batch - <<< qdisc'))).rejects.toThrow('refused');
+    expect(calls.slice(3)).toEqual(['ip tuntap add dev tap0_kata mode tap', ...TAP_WIRING, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
   });
 
   it('forwards nothing when no pod interface has an IPv4 address', async () => {
@@ -148,11 +163,6 @@ describe('PodNetwork', () => {
     const network = await PodNetwork.attach(netns, silentLogger(), run);
     expect(network.endpoints[0].addresses).toEqual([{ address: 'fd00::5', prefix_length: 64 }]);
     expect(calls.filter((c) => c.includes('169.254.75') || c.startsWith('iptables'))).toEqual([]);
-  });
-
-  it('undoes what it made when a step fails', async () => {
-    await expect(PodNetwork.attach(netns, silentLogger(), fakeRun('tc filter add dev tap0_kata'))).rejects.toThrow('refused');
-    expect(calls.slice(-2)).toEqual(['tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
   });
 
   it('after a crash, finds our taps by name and undoes the mirroring', async () => {
@@ -174,5 +184,25 @@ describe('PodNetwork', () => {
 
   it('says which netns is missing', async () => {
     await expect(PodNetwork.attach('/nonexistent/netns', silentLogger(), fakeRun())).rejects.toThrow('pod network namespace /nonexistent/netns does not exist');
+  });
+  const asRoot = process.getuid?.() === 0 ? it : it.skip;
+
+  asRoot('wires a real pod netns with the real tools, and undoes all of it', async () => {
+    await withPodNetns(async (netnsPath, inNetns) => {
+      const network = await PodNetwork.attach(netnsPath, silentLogger());
+      const state = () => ({
+        tapUp: inNetns('ip -o link show tap0_kata 2>/dev/null || true').includes('UP'),
+        tapAddress: inNetns('ip -o -4 addr show dev tap0_kata 2>/dev/null || true').includes('169.254.75.1/30'),
+        routeLocalnet: inNetns('cat /proc/sys/net/ipv4/conf/tap0_kata/route_localnet 2>/dev/null || echo gone').trim(),
+        eth0Mirror: inNetns('tc filter show dev eth0 ingress').includes('tap0_kata'),
+        // Each u32 filter prints several lines: its prefs, once each.
+        tapFilters: [...new Set(inNetns('tc filter show dev tap0_kata ingress 2>/dev/null || true').match(/ pref \d+ /g) ?? [])].map((p) => p.trim().split(' ')[1]),
+        rules: ['nat', 'raw', 'filter'].map((t) => inNetns(`iptables -w -t ${t} -S`).split('\n').filter((l) => l.includes('"kata-ts port-forward to the pod VM"')).length),
+      });
+      // The ARP and IPv4 hand-offs (prefs 1, 2) ahead of the mirror; 2 nat rules, 1 raw, 1 filter.
+      expect(state()).toEqual({ tapUp: true, tapAddress: true, routeLocalnet: '1', eth0Mirror: true, tapFilters: ['1', '2', '49152'], rules: [2, 1, 1] });
+      await network.detach();
+      expect(state()).toEqual({ tapUp: false, tapAddress: false, routeLocalnet: 'gone', eth0Mirror: false, tapFilters: [], rules: [0, 0, 0] });
+    });
   });
 });

@@ -15,6 +15,7 @@ import * as fs from 'fs';
 import { CommandFailedError, NETNS_COMMAND_TIMEOUT_MS, runBounded } from '../lib/bounded-command';
 import { DeadlineExceededError, FailedPreconditionError } from '../lib/errors';
 import { Logger } from '../lib/logger';
+import { batchInput } from './netns-batch';
 import { PortForward, portForwardGuestAddress } from './port-forward';
 
 export interface IpAddress {
@@ -62,17 +63,18 @@ interface IpRoute {
   prefsrc?: string;
 }
 
-/** Runs a command inside a network namespace; replaced in tests. */
-export type NetnsCommand = (netnsPath: string, command: string, args: string[]) => Promise<string>;
+/** Runs a command inside a network namespace, `input` on its stdin; replaced in tests. */
+export type NetnsCommand = (netnsPath: string, command: string, args: string[], input?: string) => Promise<string>;
 
-const runInNetns: NetnsCommand = async (netnsPath, command, args) => {
+const runInNetns: NetnsCommand = async (netnsPath, command, args, input) => {
   try {
-    const { stdout } = await runBounded('nsenter', [`--net=${netnsPath}`, '--', command, ...args], NETNS_COMMAND_TIMEOUT_MS);
+    const { stdout } = await runBounded('nsenter', [`--net=${netnsPath}`, '--', command, ...args], NETNS_COMMAND_TIMEOUT_MS, { input });
     return stdout;
   } catch (err) {
-    if (err instanceof DeadlineExceededError) throw new DeadlineExceededError(`in pod netns ${netnsPath}: ${err.message}`);
+    const given = input === undefined ? '' : ` (given: ${input.trim().split('\n').join('; ')})`;
+    if (err instanceof DeadlineExceededError) throw new DeadlineExceededError(`in pod netns ${netnsPath}: ${err.message}${given}`);
     const stderr = err instanceof CommandFailedError ? err.stderr : '';
-    throw new FailedPreconditionError(`in pod netns ${netnsPath}: '${command} ${args.join(' ')}' failed: ${stderr || (err as Error).message}`);
+    throw new FailedPreconditionError(`in pod netns ${netnsPath}: '${command} ${args.join(' ')}'${given} failed: ${stderr || (err as Error).message}`);
   }
 };
 
@@ -173,7 +175,11 @@ export class PodNetwork {
    */
   async wire(): Promise<void> {
     try {
-      for (const endpoint of this.endpoints) await this.wireTap(endpoint);
+      if (this.endpoints.length > 0) {
+        await this.run(this.netnsPath, 'ip', ['-batch', '-'], batchInput(this.endpoints.map((e) => ['link', 'set', 'dev', e.tapName, 'mtu', String(e.mtu), 'up'])));
+        // tc -batch stops at the first command that fails, and so fails: undone below.
+        await this.run(this.netnsPath, 'tc', ['-batch', '-'], batchInput(this.endpoints.flatMap(mirrorCommands)));
+      }
       if (this.forwardedTap) this.portForward = await PortForward.start(this.netnsPath, this.forwardedTap, this.run, this.logger);
     } catch (err) {
       await this.detach();
@@ -208,16 +214,15 @@ export class PodNetwork {
       await this.run(this.netnsPath, 'ip', ['link', 'del', e.tapName]).catch((err) => this.logger.debug({ err: (err as Error).message }, 'no tap to remove'));
     }
   }
+}
 
-  private async wireTap(e: Endpoint): Promise<void> {
-    const run = (command: string, ...args: string[]) => this.run(this.netnsPath, command, args);
-    await run('ip', 'link', 'set', 'dev', e.tapName, 'mtu', String(e.mtu), 'up');
-    for (const [from, to] of [
-      [e.name, e.tapName],
-      [e.tapName, e.name],
-    ]) {
-      await run('tc', 'qdisc', 'add', 'dev', from, 'ingress');
-      await run('tc', 'filter', 'add', 'dev', from, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', to);
-    }
-  }
+/** The tc commands that mirror every frame between a pod interface and its tap, both ways. */
+function mirrorCommands(e: Endpoint): string[][] {
+  return [
+    [e.name, e.tapName],
+    [e.tapName, e.name],
+  ].flatMap(([from, to]) => [
+    ['qdisc', 'add', 'dev', from, 'ingress'],
+    ['filter', 'add', 'dev', from, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', to],
+  ]);
 }

@@ -31,6 +31,7 @@
 // 127.0.0.1 first.
 import { Logger } from '../lib/logger';
 import type { IpAddress, NetnsCommand } from './network';
+import { batchInput, iptablesRestoreInput } from './netns-batch';
 
 /** The namespace's end of the port-forward link (on the tap). */
 export const PORT_FORWARD_HOST_ADDRESS = '169.254.75.1';
@@ -106,13 +107,20 @@ export class PortForward {
   }
 
   private async setUp(): Promise<void> {
-    const run = (command: string, ...args: string[]) => this.run(this.netnsPath, command, args);
+    const run = (command: string, args: string[], input?: string) => this.run(this.netnsPath, command, args, input);
     const tap = this.tapName;
-    await run('ip', 'addr', 'add', `${PORT_FORWARD_HOST_ADDRESS}/${PORT_FORWARD_PREFIX_LENGTH}`, 'dev', tap);
-    await run('sysctl', '-q', '-w', `net.ipv4.conf.${tap}.route_localnet=1`);
-    // ARP payload (Ethernet/IPv4): the target protocol address is at offset 24.
-    await run('tc', 'filter', 'add', 'dev', tap, 'parent', 'ffff:', 'prio', ARP_PRIO, 'protocol', 'arp', 'u32', 'match', 'u32', HOST_ADDRESS_HEX, '0xffffffff', 'at', '24', 'flowid', 'ffff:1');
-    await run('tc', 'filter', 'add', 'dev', tap, 'parent', 'ffff:', 'prio', IPV4_PRIO, 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', `${PORT_FORWARD_HOST_ADDRESS}/32`, 'flowid', 'ffff:1');
-    for (const [table, ...rule] of portForwardRules(tap)) await run('iptables', '-w', '-t', table, '-A', ...rule);
+    await run('ip', ['addr', 'add', `${PORT_FORWARD_HOST_ADDRESS}/${PORT_FORWARD_PREFIX_LENGTH}`, 'dev', tap]);
+    await run('sysctl', ['-q', '-w', `net.ipv4.conf.${tap}.route_localnet=1`]);
+    await run(
+      'tc',
+      ['-batch', '-'],
+      batchInput([
+        // ARP payload (Ethernet/IPv4): the target protocol address is at offset 24.
+        ['filter', 'add', 'dev', tap, 'parent', 'ffff:', 'prio', ARP_PRIO, 'protocol', 'arp', 'u32', 'match', 'u32', HOST_ADDRESS_HEX, '0xffffffff', 'at', '24', 'flowid', 'ffff:1'],
+        ['filter', 'add', 'dev', tap, 'parent', 'ffff:', 'prio', IPV4_PRIO, 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', `${PORT_FORWARD_HOST_ADDRESS}/32`, 'flowid', 'ffff:1'],
+      ]),
+    );
+    // All four rules by one process; each table is committed whole or not at all.
+    await run('iptables-restore', ['-w', '--noflush'], iptablesRestoreInput(portForwardRules(tap)));
   }
 }

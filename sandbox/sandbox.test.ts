@@ -1,8 +1,6 @@
 // The sandbox gives the driver the agent channel the driver says it takes, and then
 // reaches the agent over it: a fake driver serves our ttrpc agent behind a fake
 // virtio-serial socket or a fake hybrid vsock, as QEMU and Cloud Hypervisor would.
-import { execFileSync } from 'child_process';
-import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -17,6 +15,7 @@ import { Sandbox } from './sandbox';
 import { VmTemplates } from './vm-templates';
 import { fakeAgent, FakeAgent } from './testing/fake-agent';
 import { fakeDriver } from './testing/fake-driver';
+import { withPodNetns } from './testing/pod-netns';
 import { AGENT_FEATURES } from '../lib/agent-features';
 
 function agentForSandbox(calls: string[] = []): FakeAgent {
@@ -426,21 +425,6 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
 
   /** A netns, a veth and its routes need root. */
   const asRoot = process.getuid?.() === 0 ? it : it.skip;
-
-  /** A CNI-made pod netns (a veth, its peer on the host, an address and a default route), removed after `body`. */
-  async function withPodNetns(body: (netnsPath: string, inNetns: (script: string) => string) => Promise<void>): Promise<void> {
-    const ns = `kt-test-${randomBytes(4).toString('hex')}`;
-    execFileSync('ip', ['netns', 'add', ns]);
-    const netnsPath = `/var/run/netns/${ns}`;
-    const inNetns = (script: string) => execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'sh', '-c', script], { encoding: 'utf8' });
-    try {
-      execFileSync('ip', ['link', 'add', `kth${ns.slice(-8)}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-      inNetns('ip addr add 10.77.0.5/24 dev eth0 && ip link set eth0 up && ip route add default via 10.77.0.1');
-      await body(netnsPath, inNetns);
-    } finally {
-      execFileSync('ip', ['netns', 'del', ns]);
-    }
-  }
 
   asRoot("gives the pod the NIC plugged ahead (no tap made for it, the agent told the MAC it has), and sends the guest's network calls without waiting for each answer", async () => {
     await withPodNetns(async (netnsPath, inNetns) => {
