@@ -55,18 +55,18 @@ describe('PodNetwork', () => {
 
   const PORT_FORWARD_SETUP = [
     'ip addr add 169.254.75.1/30 dev tap0_kata',
-    'sysctl -q -w net.ipv4.conf.tap0_kata.route_localnet=1',
-    'tc -batch - <<< filter add dev tap0_kata parent ffff: prio 1 protocol arp u32 match u32 0xa9fe4b01 0xffffffff at 24 flowid ffff:1' +
-      ' ; filter add dev tap0_kata parent ffff: prio 2 protocol ip u32 match ip dst 169.254.75.1/32 flowid ffff:1',
-    'iptables-restore -w --noflush <<< *nat' +
-      ' ; -A OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment "kata-ts port-forward to the pod VM" -j DNAT --to-destination 169.254.75.2' +
-      ' ; -A POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment "kata-ts port-forward to the pod VM" -j SNAT --to-source 169.254.75.1' +
-      ' ; COMMIT ; *raw' +
-      // From the guest into the namespace's own stack: replies only, and never a loopback source.
+    // From the guest into the namespace's own stack: replies only, and never a loopback source; in place before the guest's frames can get there.
+    'iptables-restore -w --noflush <<< *raw' +
       ' ; -A PREROUTING -i tap0_kata -s 127.0.0.0/8 -m comment --comment "kata-ts port-forward to the pod VM" -j DROP' +
       ' ; COMMIT ; *filter' +
       ' ; -A INPUT -i tap0_kata -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment "kata-ts port-forward to the pod VM" -j DROP' +
+      ' ; COMMIT ; *nat' +
+      ' ; -A OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment "kata-ts port-forward to the pod VM" -j DNAT --to-destination 169.254.75.2' +
+      ' ; -A POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment "kata-ts port-forward to the pod VM" -j SNAT --to-source 169.254.75.1' +
       ' ; COMMIT',
+    'sysctl -q -w net.ipv4.conf.tap0_kata.route_localnet=1',
+    'tc -batch - <<< filter add dev tap0_kata parent ffff: prio 1 protocol arp u32 match u32 0xa9fe4b01 0xffffffff at 24 flowid ffff:1' +
+      ' ; filter add dev tap0_kata parent ffff: prio 2 protocol ip u32 match ip dst 169.254.75.1/32 flowid ffff:1',
   ];
   /** The tap up, and the mirror both ways between it and the pod interface: one process per tool. */
   const TAP_WIRING = [
@@ -77,10 +77,10 @@ describe('PodNetwork', () => {
       ' ; filter add dev tap0_kata parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev eth0',
   ];
   const PORT_FORWARD_REMOVAL = [
-    'iptables -w -t nat -D OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
-    'iptables -w -t nat -D POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment kata-ts port-forward to the pod VM -j SNAT --to-source 169.254.75.1',
     'iptables -w -t raw -D PREROUTING -i tap0_kata -s 127.0.0.0/8 -m comment --comment kata-ts port-forward to the pod VM -j DROP',
     'iptables -w -t filter -D INPUT -i tap0_kata -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment kata-ts port-forward to the pod VM -j DROP',
+    'iptables -w -t nat -D OUTPUT -d 127.0.0.1/32 -p tcp -m comment --comment kata-ts port-forward to the pod VM -j DNAT --to-destination 169.254.75.2',
+    'iptables -w -t nat -D POSTROUTING -s 127.0.0.0/8 -o tap0_kata -m comment --comment kata-ts port-forward to the pod VM -j SNAT --to-source 169.254.75.1',
   ];
 
   it('reads the pod interface and routes, mirrors it to a tap both ways, and forwards the netns loopback to the guest', async () => {
@@ -144,8 +144,12 @@ describe('PodNetwork', () => {
   });
 
   it('undoes the port-forward rules and the taps when a port-forward step fails', async () => {
-    await expect(PodNetwork.attach(netns, silentLogger(), fakeRun('iptables-restore'))).rejects.toThrow('refused');
-    expect(calls.slice(-(PORT_FORWARD_REMOVAL.length + 3))).toEqual([PORT_FORWARD_SETUP[3], ...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+    for (const failOn of ['iptables-restore', 'tc -batch - <<< filter add dev tap0_kata parent ffff: prio 1']) {
+      calls = [];
+      await expect(PodNetwork.attach(netns, silentLogger(), fakeRun(failOn))).rejects.toThrow('refused');
+      const failed = PORT_FORWARD_SETUP.findIndex((c) => c.startsWith(failOn));
+      expect(calls.slice(3)).toEqual(['ip tuntap add dev tap0_kata mode tap', ...TAP_WIRING, ...PORT_FORWARD_SETUP.slice(0, failed + 1), ...PORT_FORWARD_REMOVAL, 'tc qdisc del dev eth0 ingress', 'ip link del tap0_kata']);
+    }
   });
 
   it('undoes the mirror and the taps when the tc batch fails', async () => {

@@ -71,7 +71,8 @@ const runInNetns: NetnsCommand = async (netnsPath, command, args, input) => {
     const { stdout } = await runBounded('nsenter', [`--net=${netnsPath}`, '--', command, ...args], NETNS_COMMAND_TIMEOUT_MS, { input });
     return stdout;
   } catch (err) {
-    const given = input === undefined ? '' : ` (given: ${input.trim().split('\n').join('; ')})`;
+    // Numbered: tc and iptables-restore name the line that failed by its number.
+    const given = input === undefined ? '' : ` (given: ${input.trimEnd().split('\n').map((line, i) => `${i + 1}: ${line}`).join('; ')})`;
     if (err instanceof DeadlineExceededError) throw new DeadlineExceededError(`in pod netns ${netnsPath}: ${err.message}${given}`);
     const stderr = err instanceof CommandFailedError ? err.stderr : '';
     throw new FailedPreconditionError(`in pod netns ${netnsPath}: '${command} ${args.join(' ')}'${given} failed: ${stderr || (err as Error).message}`);

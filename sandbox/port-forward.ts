@@ -50,14 +50,15 @@ export function portForwardGuestAddress(): IpAddress {
 export function portForwardRules(tapName: string): string[][] {
   const tag = ['-m', 'comment', '--comment', PORT_FORWARD_COMMENT];
   return [
-    ['nat', 'OUTPUT', '-d', '127.0.0.1/32', '-p', 'tcp', ...tag, '-j', 'DNAT', '--to-destination', PORT_FORWARD_GUEST_ADDRESS],
-    ['nat', 'POSTROUTING', '-s', '127.0.0.0/8', '-o', tapName, ...tag, '-j', 'SNAT', '--to-source', PORT_FORWARD_HOST_ADDRESS],
     // What the guest may send into the namespace's own stack: replies to the forwarded
     // connections, nothing else. route_localnet lifts the martian check for 127.0.0.0/8
     // on the tap, so a guest-forged loopback source is dropped before routing, and no
-    // new connection from the guest reaches a listener in the pod netns.
+    // new connection from the guest reaches a listener in the pod netns. First: in
+    // place before anything from the guest can reach that stack.
     ['raw', 'PREROUTING', '-i', tapName, '-s', '127.0.0.0/8', ...tag, '-j', 'DROP'],
     ['filter', 'INPUT', '-i', tapName, '-m', 'conntrack', '!', '--ctstate', 'ESTABLISHED,RELATED', ...tag, '-j', 'DROP'],
+    ['nat', 'OUTPUT', '-d', '127.0.0.1/32', '-p', 'tcp', ...tag, '-j', 'DNAT', '--to-destination', PORT_FORWARD_GUEST_ADDRESS],
+    ['nat', 'POSTROUTING', '-s', '127.0.0.0/8', '-o', tapName, ...tag, '-j', 'SNAT', '--to-source', PORT_FORWARD_HOST_ADDRESS],
   ];
 }
 
@@ -110,6 +111,10 @@ export class PortForward {
     const run = (command: string, args: string[], input?: string) => this.run(this.netnsPath, command, args, input);
     const tap = this.tapName;
     await run('ip', ['addr', 'add', `${PORT_FORWARD_HOST_ADDRESS}/${PORT_FORWARD_PREFIX_LENGTH}`, 'dev', tap]);
+    // All four rules by one process, the guest's limits first (each table is committed
+    // whole or not at all), before the guest's frames can reach the namespace's stack:
+    // until the filters below, the tap's ingress sends all of them to the pod interface.
+    await run('iptables-restore', ['-w', '--noflush'], iptablesRestoreInput(portForwardRules(tap)));
     await run('sysctl', ['-q', '-w', `net.ipv4.conf.${tap}.route_localnet=1`]);
     await run(
       'tc',
@@ -120,7 +125,5 @@ export class PortForward {
         ['filter', 'add', 'dev', tap, 'parent', 'ffff:', 'prio', IPV4_PRIO, 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', `${PORT_FORWARD_HOST_ADDRESS}/32`, 'flowid', 'ffff:1'],
       ]),
     );
-    // All four rules by one process; each table is committed whole or not at all.
-    await run('iptables-restore', ['-w', '--noflush'], iptablesRestoreInput(portForwardRules(tap)));
   }
 }
