@@ -8,6 +8,7 @@
 // Node start-up it does not need.
 import { errorMessage } from '../lib/errors';
 import type { containerd } from '../lib/proto-types';
+import { keepAllocatorSettingToSelf } from './daemon-allocator';
 import { parseFlags } from './flags';
 
 async function main(): Promise<void> {
@@ -27,8 +28,10 @@ async function main(): Promise<void> {
       return;
     }
     case 'daemon':
+      keepAllocatorSettingToSelf();
       return (await import('./daemon')).runDaemon(flags);
     case 'spare':
+      keepAllocatorSettingToSelf();
       return (await import('./spare')).runSpare(flags);
     case 'version':
       process.stdout.write(`containerd-shim-kata-v2 ${(await import('./version')).SHIM_VERSION}\n`);

@@ -5,7 +5,7 @@ import * as os from 'os';
 import { Logger } from '../lib/logger';
 import { ShimFlags, spareArgs } from './flags';
 import { MAX_SPARE_SHIMS } from '../config/runtime-config';
-import { countSpares, ensurePoolDir, markStarting, shimEntry, sparePoolDir, sparePoolKey } from './spare-pool';
+import { countSpares, daemonEnv, ensurePoolDir, markStarting, shimEntry, sparePoolDir, sparePoolKey } from './spare-pool';
 
 /** Spares start at the lowest priority, so their start-up never competes with the pod whose daemon launched them. */
 const LAUNCH_NICE = 19;
@@ -26,7 +26,7 @@ export function topUpSpares(flags: ShimFlags, bundle: string, wanted: number, lo
     const nice = os.getPriority();
     for (let have = countSpares(dir); have < Math.min(wanted, MAX_SPARE_SHIMS); have++) {
       // Through nice(1), which execs Node under the same pid: every thread Node starts has the low priority.
-      const child = spawn('nice', ['-n', String(LAUNCH_NICE), process.execPath, entry, ...spareArgs(flags, dir, wanted, nice, spareVmConfig)], { cwd: '/', detached: true, stdio: 'ignore', env: process.env });
+      const child = spawn('nice', ['-n', String(LAUNCH_NICE), process.execPath, entry, ...spareArgs(flags, dir, wanted, nice, spareVmConfig)], { cwd: '/', detached: true, stdio: 'ignore', env: daemonEnv(process.env) });
       child.on('error', () => undefined); // reported below: no pid
       if (child.pid === undefined) throw new Error('cannot run nice(1)');
       markStarting(dir, child.pid);

@@ -80,8 +80,8 @@ describe('spare pool', () => {
   });
 
   it("gives a daemon start's environment with libuv's pool sized", () => {
-    expect(daemonEnv({ PATH: '/bin', GONE: undefined })).toEqual({ PATH: '/bin', UV_THREADPOOL_SIZE: '16' });
-    expect(daemonEnv({ UV_THREADPOOL_SIZE: '4' })).toEqual({ UV_THREADPOOL_SIZE: '4' });
+    expect(daemonEnv({ PATH: '/bin', GONE: undefined })).toEqual({ PATH: '/bin', UV_THREADPOOL_SIZE: '16', MALLOC_MMAP_THRESHOLD_: '131072' });
+    expect(daemonEnv({ UV_THREADPOOL_SIZE: '4', MALLOC_MMAP_THRESHOLD_: '65536' })).toEqual({ UV_THREADPOOL_SIZE: '4', MALLOC_MMAP_THRESHOLD_: '65536' });
   });
 
   it("lives in containerd's state dir, derived from the bundle", () => {

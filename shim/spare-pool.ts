@@ -29,6 +29,7 @@ import { killAndWait, processArgs } from '../lib/recorded-process';
 import { validateId } from '../sandbox/identifiers';
 import { ShimFlags } from './flags';
 import { stateDirFromBundle } from './socket';
+import { withDaemonAllocator } from './daemon-allocator';
 
 /** Below containerd's state dir (or /run/kata-ts), one directory per pool key. */
 export const SPARES_DIR_NAME = 'kata-ts-spares';
@@ -69,7 +70,7 @@ export function daemonEnv(env: NodeJS.ProcessEnv): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(env)) if (value !== undefined) out[name] = value;
   out.UV_THREADPOOL_SIZE = env.UV_THREADPOOL_SIZE ?? DEFAULT_UV_THREADPOOL_SIZE;
-  return out;
+  return withDaemonAllocator(out);
 }
 
 /**

@@ -26,6 +26,7 @@ import {
   startingMarkerOf,
 } from './spare-pool';
 import { isListening } from './socket';
+import { keepAllocatorSettingToSelf } from './daemon-allocator';
 
 /** How often an unclaimed spare checks that it is still wanted. */
 const CHECK_MS = Number(process.env.KATATS_SPARE_CHECK_MS ?? 5_000);
@@ -45,6 +46,7 @@ function codeIdentity(entry: string): string | undefined {
 function takeEnvironment(env: Record<string, string>): void {
   for (const name of Object.keys(process.env)) if (!(name in env)) delete process.env[name];
   Object.assign(process.env, env);
+  keepAllocatorSettingToSelf();
 }
 
 /** A spare's main: wait for a claim, then run as the claiming pod's daemon. */
