@@ -8,6 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FailedPreconditionError } from '../lib/errors';
+import { readTrimmed } from '../lib/recorded-process';
 
 export const SYS_DEVICES_SYSTEM = '/sys/devices/system';
 /** Under TCG on a loaded host a CPU takes well under a second; below the shim's 30 s call timeout. */
@@ -95,10 +96,3 @@ function entries(dir: string, pattern: RegExp): string[] {
   }
 }
 
-function readTrimmed(file: string): string | undefined {
-  try {
-    return fs.readFileSync(file, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
-}

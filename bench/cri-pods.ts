@@ -57,7 +57,11 @@ export async function measureCriPodStart(samples: number, say: (line: string) =>
       say(`CRI round ${i + 1} of ${samples} done`);
     }
     const result = {} as Record<CriArm, PodStartTimes>;
-    for (const [name, list] of times) result[name] = { sandboxMs: median(list.map((t) => t.sandboxMs)), podMs: median(list.map((t) => t.podMs)) };
+    for (const [name, list] of times) {
+      result[name] = { sandboxMs: median(list.map((t) => t.sandboxMs)), podMs: median(list.map((t) => t.podMs)) };
+      // Every sample, round by round, for the spread a median hides.
+      say(`CRI ${name}: pod start ${list.map((t) => t.podMs.toFixed(0)).join(', ')} ms (RunPodSandbox ${list.map((t) => t.sandboxMs.toFixed(0)).join(', ')})`);
+    }
     measured = result;
   } finally {
     try {
