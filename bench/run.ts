@@ -208,7 +208,7 @@ async function main(): Promise<void> {
       }
     }
     // Every sample, round by round, for the spread a median hides.
-    startArms.forEach((arm, a) => say(`${arm.name}: ctr run → first output ${samples[a].first.map((ms) => ms.toFixed(0)).join(', ')} ms`));
+    startArms.forEach((arm, a) => say(`${arm.name}: ctr run → first output ${samples[a].first.map((ms) => ms.toFixed(0)).join(', ')} ms (exit ${samples[a].exit.map((ms) => ms.toFixed(0)).join(', ')})`));
     const firstOutput = samples.map((s) => median(s.first));
     const exit = samples.map((s) => median(s.exit));
     rows.push(row(`ctr run → first output (median of ${START_SAMPLES}, arms interleaved)`, firstOutput.slice(0, 3), 'ms'));

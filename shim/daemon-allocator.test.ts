@@ -1,5 +1,7 @@
 import { spawnSync } from 'child_process';
 import { DAEMON_MMAP_THRESHOLD, keepAllocatorSettingToSelf, MMAP_THRESHOLD_VAR, withDaemonAllocator } from './daemon-allocator';
+import { daemonEnv } from './spare-pool';
+import { takeEnvironment } from './spare';
 
 describe("the shim daemon's allocator setting", () => {
   it('fixes the mmap threshold unless the user set one, directly or through GLIBC_TUNABLES', () => {
@@ -25,6 +27,19 @@ describe("the shim daemon's allocator setting", () => {
     } finally {
       if (saved === undefined) delete process.env[MMAP_THRESHOLD_VAR];
       else process.env[MMAP_THRESHOLD_VAR] = saved;
+    }
+  });
+
+  it("is dropped when a spare takes its claimer's environment, which has it", () => {
+    const saved = { ...process.env };
+    try {
+      takeEnvironment(daemonEnv({ PATH: '/usr/bin', KEPT: 'yes' }));
+      expect(process.env[MMAP_THRESHOLD_VAR]).toBeUndefined();
+      expect(process.env.KEPT).toBe('yes');
+      expect(process.env.UV_THREADPOOL_SIZE).toBe('16');
+    } finally {
+      for (const name of Object.keys(process.env)) delete process.env[name];
+      Object.assign(process.env, saved);
     }
   });
 });

@@ -1,8 +1,8 @@
 // glibc's allocator in a shim daemon, which lives as long as its pod and is idle most
 // of that time. glibc raises its mmap threshold each time a large block it had mapped
 // is freed; from then on blocks of that size come from the heap, and once freed they
-// stay there. A template clone's idle daemon held 2.6 MiB more private memory than a
-// booted pod's that way (17.4 against 14.6 MiB; 14.8 against 13.9 with the threshold
+// stay there. A template clone's idle daemon held 2.8 MiB more private memory than a
+// booted pod's that way (17.4 against 14.6 MiB; 14.8 against 14.1 with the threshold
 // fixed). Setting the threshold (to glibc's initial 128 KiB) turns the raising off, so
 // large blocks go back to the kernel when freed.
 //

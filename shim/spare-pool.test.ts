@@ -66,6 +66,9 @@ describe('spare pool', () => {
     const key = sparePoolKey(flags, env, entry);
     // start sizes libuv's pool at 16 when containerd does not: a daemon's 16 is the same daemon.
     expect(sparePoolKey(flags, { ...env, UV_THREADPOOL_SIZE: '16' }, entry)).toBe(key);
+    // Likewise the allocator setting start gives a daemon, which the daemon then drops from its own environment.
+    expect(sparePoolKey(flags, { ...env, MALLOC_MMAP_THRESHOLD_: '131072' }, entry)).toBe(key);
+    expect(sparePoolKey(flags, { ...env, MALLOC_MMAP_THRESHOLD_: '65536' }, entry)).not.toBe(key);
     // Travels with the claim: containerd's NRI appends to its PATH after the first pod.
     expect(sparePoolKey(flags, { ...env, PATH: '/usr/bin:/opt/nri/bin', PWD: '/run/containerd/x', KATATS_CONFIG: '/etc/other.toml' }, entry)).toBe(key);
     expect(sparePoolKey({ ...flags, namespace: 'default' }, env, entry)).not.toBe(key);

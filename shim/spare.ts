@@ -43,7 +43,7 @@ function codeIdentity(entry: string): string | undefined {
 }
 
 /** Replaces this process's environment with the claimer's (see spare-pool.ts), as a daemon it launched would have it. */
-function takeEnvironment(env: Record<string, string>): void {
+export function takeEnvironment(env: Record<string, string>): void {
   for (const name of Object.keys(process.env)) if (!(name in env)) delete process.env[name];
   Object.assign(process.env, env);
   keepAllocatorSettingToSelf();

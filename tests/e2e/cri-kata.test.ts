@@ -15,6 +15,8 @@ import { HostSnapshot, isWaitingSpare, unixSocketsOf, waitForNoLeaks } from '../
 import { readMountPoints } from '../harness/mounts';
 import { waitFor } from '../harness/wait';
 import { CriKataEnv, sandboxVmms, startCriKataEnv } from './kata-env';
+import { DAEMON_MMAP_THRESHOLD, MMAP_THRESHOLD_VAR } from '../../shim/daemon-allocator';
+import { startEnvValue } from '../harness/process-env';
 
 jest.setTimeout(600_000);
 
@@ -135,6 +137,10 @@ describe('CRI pods with the kata handler', () => {
     const podA = podSandboxConfig(cd.cri, 'pod-a', {}, { dns_config: { servers: ['192.0.2.53'], searches: ['pods.example.test'], options: [] } });
     const idA = (await cri.runPodSandbox({ config: podA, runtime_handler: KATA_HANDLER })).pod_sandbox_id;
     expect(qemusOf(idA)).toHaveLength(1);
+    // The pod's daemon (launched, or a spare it claimed) started with its allocator setting; its QEMU did not get it (shim/daemon-allocator.ts).
+    const [daemonA] = shimDaemons().filter((d) => d.id === idA);
+    expect(startEnvValue(daemonA.pid, MMAP_THRESHOLD_VAR)).toBe(DAEMON_MMAP_THRESHOLD);
+    expect(startEnvValue(qemusOf(idA)[0], MMAP_THRESHOLD_VAR)).toBeUndefined();
     // A cold boot's QEMU runs in the pod's netns, with the tap it opened there. A clone's
     // never does: it runs in an empty one of its own (only lo), into which the pod's tap
     // was moved for it to open and out of which it was moved back (the pings below go through it).

@@ -12,6 +12,8 @@ import { warmRoot } from '../../sandbox/warm-vm';
 import { snapshotHost, waitForNoLeaks, HostSnapshot } from '../harness/leaks';
 import { oneReadySpare, shimPidAt, vmmsUnder } from '../harness/spares';
 import { threadPriorities } from '../../lib/thread-priority';
+import { DAEMON_MMAP_THRESHOLD, MMAP_THRESHOLD_VAR } from '../../shim/daemon-allocator';
+import { startEnvValue } from '../harness/process-env';
 import { run as runCommand } from '../harness/exec';
 import { expectCtrOk, guestShell, KataEnv, removeContainer, RUNTIME, RUNTIME_CLI, sandboxWorkDir, startKataEnv } from './kata-env';
 
@@ -56,6 +58,9 @@ describe('spare VMs', () => {
     const [spareVm] = vmmsUnder(warm);
     expect(spareVm).toBeGreaterThan(0);
     expect(threadPriorities(spareVm).every((n) => n === 19)).toBe(true);
+    // The spare started with the daemon's allocator setting; the QEMU it started did not get it (shim/daemon-allocator.ts).
+    expect(startEnvValue(spare, MMAP_THRESHOLD_VAR)).toBe(DAEMON_MMAP_THRESHOLD);
+    expect(startEnvValue(spareVm, MMAP_THRESHOLD_VAR)).toBeUndefined();
 
     const started = await ctr(['run', '-d', '--runtime', RUNTIME, env.image, 'svm-2', 'sh', '-c', 'head -c 16 /dev/urandom | od -An -tx1; date +%s; sleep 600']);
     expectCtrOk(started, () => env.containerd.logs(), 'svm-2');
