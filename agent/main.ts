@@ -21,6 +21,7 @@ import { DebugConsole, serveConnection as serveConsoleConnection } from './debug
 import { spawnDebugShell } from './debug-shell';
 import { commandShell } from './guest-command';
 import { OciRuntime } from './oci-runtime';
+import { prepareForClones } from './template-prep';
 
 const PORT_NAME = process.env.KATATS_AGENT_PORT ?? 'agent.channel.0';
 const STATE_ROOT = '/run/katats-agent';
@@ -81,7 +82,10 @@ async function main(): Promise<void> {
     onDestroyed: () => process.exit(0),
   });
   const server = new TtrpcServer({ logger });
-  server.addService(lookupService(AGENT_SERVICE), service.handlers());
+  const agentService = lookupService(AGENT_SERVICE);
+  // A VM template (guest/init): built here once, not in each clone (see template-prep).
+  if (process.env.KATATS_TEMPLATE === '1') logger.info(prepareForClones(agentService, STATE_ROOT), 'prepared for clones');
+  server.addService(agentService, service.handlers());
   const agentSocket = process.env.KATATS_AGENT_SOCKET;
   if (agentSocket) {
     // vsock: the host connects to port 1024, katats-vsock-relay to us here.

@@ -81,3 +81,37 @@ export function timestamp(date: Date): { seconds: number; nanos: number } {
   const ms = date.getTime();
   return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
 }
+
+/**
+ * Every message type a service's calls carry: each method's request and response, and
+ * the message types of their fields, all the way down (map values included).
+ */
+export function messageTypesOf(service: protobuf.Service): protobuf.Type[] {
+  const found = new Set<protobuf.Type>();
+  const visit = (type: protobuf.Type) => {
+    if (found.has(type)) return;
+    found.add(type);
+    for (const field of type.fieldsArray) {
+      const nested = field.resolve().resolvedType;
+      if (nested instanceof protobuf.Type) visit(nested);
+    }
+  };
+  for (const method of service.methodsArray) {
+    method.resolve();
+    if (method.resolvedRequestType) visit(method.resolvedRequestType);
+    if (method.resolvedResponseType) visit(method.resolvedResponseType);
+  }
+  return [...found];
+}
+
+/**
+ * Generates now what protobufjs generates on a type's first use: its constructor,
+ * encode, decode, verify, fromObject and toObject, each a function compiled from source
+ * (`new Function`). A VM template's agent does this for its clones (agent/template-prep.ts).
+ */
+export function prepareCodecs(types: protobuf.Type[]): void {
+  for (const type of types) {
+    void type.ctor;
+    type.setup();
+  }
+}

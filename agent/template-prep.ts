@@ -1,0 +1,40 @@
+// What a VM template's agent builds before its first answer, so that its clones need not.
+//
+// Why: a clone starts from the template's memory, so what the agent built there every
+// clone has. What the agent builds lazily, on the first call that needs it, each clone
+// builds again, and under TCG QEMU translates V8's parser and compiler anew for each
+// clone to do it. A profile of a spare VM's agent through a CRI pod's start (V8's
+// sampling profiler, in the guest) found two such things in the calls' path:
+// - protobufjs generating a message type's codec on the type's first use (its
+//   constructor, encode, decode, toObject...: each a `new Function` compiled from
+//   source): 25-80 ms between a request's arrival and its handler, for each call the
+//   clone had not had before;
+// - Node loading its fs.watch code on the first OOM watch: about 100 ms inside the
+//   pause container's StartContainer.
+// A cold-booted agent does neither ahead: it would pay for every type up front,
+// including those of calls its pod never makes (as --no-lazy, guest/init).
+import * as fs from 'fs';
+import type * as protobuf from 'protobufjs/light';
+import { messageTypesOf, prepareCodecs } from '../lib/protos';
+
+export interface Prepared {
+  /** Message types whose codecs were generated. */
+  messageTypes: number;
+  /** Whether fs.watch's code is loaded (false: watching `dir` failed; a clone then loads it itself). */
+  watchLoaded: boolean;
+  ms: number;
+}
+
+/** Generates the codecs of every message `service` carries, and loads fs.watch's code by watching `dir` for a moment. */
+export function prepareForClones(service: protobuf.Service, dir: string): Prepared {
+  const started = performance.now();
+  const types = messageTypesOf(service);
+  prepareCodecs(types);
+  let watchLoaded = true;
+  try {
+    fs.watch(dir).close();
+  } catch {
+    watchLoaded = false;
+  }
+  return { messageTypes: types.length, watchLoaded, ms: Math.round(performance.now() - started) };
+}
