@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { CommandFailedError, CommandShell, runCommand, shellQuote } from './guest-command';
+import { CommandFailedError, CommandShell, endMarker, runCommand, shellQuote } from './guest-command';
 
 /** The commands run by the host's /bin/sh here; the guest's is busybox sh, and both are POSIX. */
 describe('CommandShell', () => {
@@ -151,5 +151,26 @@ describe('runCommand', () => {
   it('runs a command as a process of its own when the agent has no shell', async () => {
     expect(await runCommand('printf', ['%s', 'a b'])).toEqual({ stdout: 'a b', stderr: '' });
     await expect(runCommand('sh', ['-c', 'echo bad >&2; exit 2'])).rejects.toMatchObject({ code: 2, stderr: 'bad\n' });
+  });
+});
+
+describe('endMarker', () => {
+  const marker = 'katats-0123abcd';
+
+  it("finds the end marker's line and its status", () => {
+    expect(endMarker(`hello\nworld\n${marker} 0\n`, marker)).toEqual({ index: 11, status: 0 });
+    expect(endMarker(`\n${marker} 127\n`, marker)).toEqual({ index: 0, status: 127 });
+  });
+
+  it('waits until the whole line is there', () => {
+    expect(endMarker(`out\n${marker} 1`, marker)).toBeUndefined();
+    expect(endMarker(`out\n${marker} `, marker)).toBeUndefined();
+    expect(endMarker('out\n', marker)).toBeUndefined();
+  });
+
+  it('passes over the marker where no status follows it (output that quotes the marker)', () => {
+    const out = `\n${marker} was here\n\n${marker} 2\n`;
+    expect(endMarker(out, marker)).toEqual({ index: out.lastIndexOf(`\n${marker} 2`), status: 2 });
+    expect(endMarker(`\n${marker} 1x\n`, marker)).toBeUndefined();
   });
 });
