@@ -278,6 +278,8 @@ function sandboxMountsKey(share: SandboxShare): string {
 
 /** Longest hostname sethostname(2) takes (__NEW_UTS_LEN). */
 const HOSTNAME_MAX_BYTES = 64;
+/** What a hostname may not hold (compiled ahead in a VM template: template-prep). */
+export const HOSTNAME_REFUSED = /[\n\0]/;
 
 /**
  * Sets the guest's hostname through /proc/sys/kernel/hostname. A write there silently
@@ -285,7 +287,7 @@ const HOSTNAME_MAX_BYTES = 64;
  * it) or at a newline: both are refused here, so no pod runs under a name it did not ask for.
  */
 export function setHostname(name: string, file = '/proc/sys/kernel/hostname'): void {
-  if (Buffer.byteLength(name) > HOSTNAME_MAX_BYTES || /[\n\0]/.test(name)) throw new InvalidArgumentError(`hostname ${JSON.stringify(name)} is not one the kernel takes (at most ${HOSTNAME_MAX_BYTES} bytes, no newline or NUL)`);
+  if (Buffer.byteLength(name) > HOSTNAME_MAX_BYTES || HOSTNAME_REFUSED.test(name)) throw new InvalidArgumentError(`hostname ${JSON.stringify(name)} is not one the kernel takes (at most ${HOSTNAME_MAX_BYTES} bytes, no newline or NUL)`);
   fs.writeFileSync(file, name);
 }
 

@@ -28,9 +28,12 @@ interface Watched {
 
 const DEFAULT_POLL_MS = 500;
 
+/** memory.events' oom_kill line (compiled ahead in a VM template: template-prep). */
+export const OOM_KILL_LINE = /^oom_kill\s+(\d+)\s*$/m;
+
 /** oom_kill from memory.events text; undefined when absent (e.g. a half-written file). */
 export function parseOomKillCount(text: string): bigint | undefined {
-  const m = /^oom_kill\s+(\d+)\s*$/m.exec(text);
+  const m = OOM_KILL_LINE.exec(text);
   return m ? BigInt(m[1]) : undefined;
 }
 

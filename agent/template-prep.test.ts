@@ -3,7 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as protobuf from 'protobufjs';
 import { AGENT_SERVICE, lookupService, lookupType } from '../lib/protos';
-import { prepareForClones } from './template-prep';
+import { POD_START_PATTERNS, prepareForClones } from './template-prep';
 
 describe('prepareForClones', () => {
   afterEach(() => jest.restoreAllMocks());
@@ -14,6 +14,7 @@ describe('prepareForClones', () => {
       const prepared = prepareForClones(lookupService(AGENT_SERVICE), dir);
       expect(prepared.messageTypes).toBeGreaterThan(20);
       expect(prepared.watchLoaded).toBe(true);
+      expect(prepared.patterns).toBe(POD_START_PATTERNS.length);
 
       const codegen = jest.spyOn(protobuf.util, 'codegen');
       const request = lookupType('katats.agent.v1.CreateContainerRequest');
@@ -28,5 +29,12 @@ describe('prepareForClones', () => {
     const prepared = prepareForClones(lookupService(AGENT_SERVICE), '/nonexistent/kt-template-prep');
     expect(prepared).toMatchObject({ watchLoaded: false });
     expect(prepared.messageTypes).toBeGreaterThan(20);
+  });
+
+  it('leaves every pattern it compiles as it found it (none is global or sticky, so a test moves no lastIndex)', () => {
+    expect(POD_START_PATTERNS.length).toBeGreaterThan(0);
+    for (const pattern of POD_START_PATTERNS) expect({ pattern: String(pattern), global: pattern.global, sticky: pattern.sticky }).toEqual({ pattern: String(pattern), global: false, sticky: false });
+    prepareForClones(lookupService(AGENT_SERVICE), os.tmpdir());
+    for (const pattern of POD_START_PATTERNS) expect(pattern.lastIndex).toBe(0);
   });
 });

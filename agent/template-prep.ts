@@ -4,37 +4,57 @@
 // clone has. What the agent builds lazily, on the first call that needs it, each clone
 // builds again, and under TCG QEMU translates V8's parser and compiler anew for each
 // clone to do it. A profile of a spare VM's agent through a CRI pod's start (V8's
-// sampling profiler, in the guest) found two such things in the calls' path:
+// sampling profiler, in the guest) found three such things in the calls' path:
 // - protobufjs generating a message type's codec on the type's first use (its
 //   constructor, encode, decode, toObject...: each a `new Function` compiled from
 //   source): 25-80 ms between a request's arrival and its handler, for each call the
 //   clone had not had before;
 // - Node loading its fs.watch code on the first OOM watch: about 100 ms inside the
-//   pause container's StartContainer.
-// A cold-booted agent does neither ahead: it would pay for every type up front,
+//   pause container's StartContainer;
+// - V8 compiling a regular expression on its first test: 35 ms for the first one in a
+//   clone (CreateSandbox's hostname check; QEMU translating V8's regexp compiler for
+//   that clone), 1.5 ms for a second.
+// A cold-booted agent does none of this ahead: it would pay for every type up front,
 // including those of calls its pod never makes (as --no-lazy, guest/init).
 import * as fs from 'fs';
 import type * as protobuf from 'protobufjs/light';
+import { INTERFACE_NAME, MAC_ADDRESS } from '../lib/net-names';
 import { messageTypesOf, prepareCodecs } from '../lib/protos';
+import { HOSTNAME_REFUSED } from './agent-service';
+import { OOM_KILL_LINE } from './oom-watcher';
+
+/**
+ * The regular expressions a pod's start tests: CreateSandbox's hostname, UpdateInterface's
+ * name and MAC, StartContainer's OOM watch. None is global or sticky (a test would move
+ * its lastIndex).
+ */
+export const POD_START_PATTERNS: readonly RegExp[] = [HOSTNAME_REFUSED, INTERFACE_NAME, MAC_ADDRESS, OOM_KILL_LINE];
 
 export interface Prepared {
   /** Message types whose codecs were generated. */
   messageTypes: number;
+  /** Regular expressions compiled (POD_START_PATTERNS). */
+  patterns: number;
   /** Whether fs.watch's code is loaded (false: watching `dir` failed; a clone then loads it itself). */
   watchLoaded: boolean;
   ms: number;
 }
 
-/** Generates the codecs of every message `service` carries, and loads fs.watch's code by watching `dir` for a moment. */
+/**
+ * Generates the codecs of every message `service` carries, compiles POD_START_PATTERNS
+ * (a test compiles the pattern for one-byte strings, which every name and file here is),
+ * and loads fs.watch's code by watching `dir` for a moment.
+ */
 export function prepareForClones(service: protobuf.Service, dir: string): Prepared {
   const started = performance.now();
   const types = messageTypesOf(service);
   prepareCodecs(types);
+  for (const pattern of POD_START_PATTERNS) pattern.test('katats');
   let watchLoaded = true;
   try {
     fs.watch(dir).close();
   } catch {
     watchLoaded = false;
   }
-  return { messageTypes: types.length, watchLoaded, ms: Math.round(performance.now() - started) };
+  return { messageTypes: types.length, patterns: POD_START_PATTERNS.length, watchLoaded, ms: Math.round(performance.now() - started) };
 }

@@ -18,7 +18,7 @@
 // Then commands a pod's set-up runs: mount and umount of a scratch tmpfs of its own
 // (the agent's service mounts the shared filesystem right after), and ip on the
 // loopback link, which the guest's init brought up already (so `up` changes nothing;
-// UpdateInterface and UpdateRoutes run ip).
+// UpdateInterface and UpdateRoutes run ip). Last, a regular expression is compiled.
 //
 // It never meets a pod's containers: WarmUpGate refuses it once CreateSandbox or
 // CreateContainer began, and they wait for one under way (the shim calls it before it
@@ -107,6 +107,7 @@ export async function warmUp(opts: WarmUpOptions): Promise<void> {
     await opts.runCommand('ip', ['link', 'set', 'dev', 'lo', 'up']);
     await opts.runCommand('ip', ['addr', 'show', 'dev', 'lo']);
     await opts.runCommand('ip', ['route', 'show']);
+    compileAPattern();
     logger.info({ ms: Math.round(performance.now() - started), containerMs: Math.round(containerMs) }, 'warmed up: a container run and removed, the sandbox commands run');
   } catch (err) {
     failure = err;
@@ -116,6 +117,15 @@ export async function warmUp(opts: WarmUpOptions): Promise<void> {
     if (scratchMounted) steps.unshift(['unmount its scratch tmpfs', () => opts.runCommand('umount', ['-l', scratch])]);
     await cleanUp(steps, failure, logger);
   }
+}
+
+/**
+ * Compiles a regular expression of its own: QEMU then has V8's regexp compiler translated
+ * for a pattern a pod's calls compile first (those the template compiled ahead need none:
+ * template-prep). A first compile in a clone took 35 ms, a second 1.5 ms.
+ */
+function compileAPattern(): void {
+  void new RegExp(`^${WARM_UP_CONTAINER_ID}-[0-9]+$`).test(`${WARM_UP_CONTAINER_ID}-1`);
 }
 
 async function runContainer(opts: WarmUpOptions, rootfs: string): Promise<void> {
