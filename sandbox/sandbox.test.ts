@@ -349,7 +349,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   /** A restored VM as a spare hands it over: its driver (pid 4242), an agent that answers, and the moves recorded. */
-  function spareVm(agentFails = false, moveFails = false) {
+  function spareVm(agentFails = false, moveFails = false, sandboxFails = false) {
     const calls: string[] = [];
     const agent = {
       closed: false,
@@ -359,7 +359,9 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       setGuestDateTime: jest.fn(async () => {
         if (agentFails) throw new Error('the VM no longer answers');
       }),
-      createSandbox: jest.fn(async () => undefined),
+      createSandbox: jest.fn(async () => {
+        if (sandboxFails) throw new Error('hostname refused');
+      }),
       destroySandbox: jest.fn(async () => undefined),
       // Blocks like the real one until the sandbox goes.
       getOomEvent: () => new Promise(() => undefined),
@@ -374,8 +376,8 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       nicMacsPluggedAhead: [] as string[],
       moveTo: jest.fn(async (workDir: string) => {
         // The sandbox's owner record goes with the moved work dir.
-        // The guest's clock is asked for first, so it is set while the work dir moves.
-        calls.push(`moveTo ${workDir}${fs.existsSync(path.join(dir, 'spare-vm', 'owner')) ? ' (owner recorded)' : ''}${agent.setGuestDateTime.mock.calls.length ? ' (clock being set)' : ''}`);
+        // The guest's clock and its sandbox are asked for first, so they are made while the work dir moves.
+        calls.push(`moveTo ${workDir}${fs.existsSync(path.join(dir, 'spare-vm', 'owner')) ? ' (owner recorded)' : ''}${agent.setGuestDateTime.mock.calls.length ? ' (clock being set)' : ''}${agent.createSandbox.mock.calls.length ? ' (sandbox being created)' : ''}`);
         if (moveFails) throw new Error('mount --move failed');
       }),
       discard: jest.fn(async () => void calls.push('discard')),
@@ -403,10 +405,11 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', cgroupsPath: '/kubepods/pod1', hostCgroups: new HostCgroups(cgroups.root), config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
     const workDir = path.join(dir, 'state', 'default', 'pod1');
     try {
-      expect(calls).toEqual([`moveTo ${workDir} (owner recorded) (clock being set)`, 'plugNics (sandbox being created)']);
+      expect(calls).toEqual([`moveTo ${workDir} (owner recorded) (clock being set) (sandbox being created)`, 'plugNics (sandbox being created)']);
       // The shim joined first; the spare's VMM (pid 4242) after it.
       expect(cgroups.podProcs()).toBe('4242');
       expect(agent.setGuestDateTime).toHaveBeenCalledTimes(1);
+      expect(agent.createSandbox).toHaveBeenCalledTimes(1);
       expect(agent.createSandbox).toHaveBeenCalledWith(expect.objectContaining({ sandbox_id: 'pod1', hostname: 'h' }));
       expect(templates.prepare).not.toHaveBeenCalled();
       expect(templates.startClone).not.toHaveBeenCalled();
@@ -419,7 +422,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       await sandbox.destroy();
     }
     expect(driver.stopped).toBe(true);
-    expect(calls).toEqual([`moveTo ${workDir} (owner recorded) (clock being set)`, 'plugNics (sandbox being created)', 'removeOrigin']);
+    expect(calls).toEqual([`moveTo ${workDir} (owner recorded) (clock being set) (sandbox being created)`, 'plugNics (sandbox being created)', 'removeOrigin']);
     expect(fs.existsSync(workDir)).toBe(false);
   });
 
@@ -503,6 +506,18 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     }
   });
 
+  it("fails the start, the VM ended, when its guest refuses the sandbox asked for at the take", async () => {
+    const config = defaultConfig();
+    config.runtime.stateDir = path.join(dir, 'state');
+    const { agent, driver, warm } = spareVm(false, false, true);
+    const templates = { keyFor: () => 'k1', prepare: jest.fn(), startClone: jest.fn() } as unknown as VmTemplates;
+    const started = Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: fakeDriver('virtio-serial', agentForSandbox()), events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
+    await expect(started).rejects.toThrow('hostname refused');
+    expect(agent.createSandbox).toHaveBeenCalledTimes(1);
+    expect(driver.stopped).toBe(true);
+    expect(fs.existsSync(path.join(dir, 'state', 'default', 'pod1'))).toBe(false);
+  });
+
   it('ends it and starts the pod as without it when its work dir cannot be moved, and ends it when the start fails before', async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
@@ -511,7 +526,7 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     const cold = fakeDriver('virtio-serial', agentForSandbox());
     const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
     await sandbox.destroy();
-    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded) (clock being set)`, 'discard']);
+    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded) (clock being set) (sandbox being created)`, 'discard']);
     expect(templates.startClone).toHaveBeenCalledTimes(1);
     // A work dir left by an earlier run: the start fails at once, and the spare's VM is not left running.
     fs.mkdirSync(path.join(dir, 'state', 'default', 'pod2'), { recursive: true });
@@ -556,6 +571,6 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
       await sandbox.destroy();
     }
     // Its work dir was moved in: what its files lived in goes with the sandbox.
-    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded) (clock being set)`, 'removeOrigin']);
+    expect(calls).toEqual([`moveTo ${path.join(dir, 'state', 'default', 'pod1')} (owner recorded) (clock being set) (sandbox being created)`, 'removeOrigin']);
   });
 });

@@ -164,6 +164,8 @@ export class Sandbox implements ObservedSandbox {
   private warm: WarmVm | undefined;
   /** The taken spare VM's clock being set (from the take on, beside the move and the cgroup's set-up). */
   private warmClock: Promise<void> | undefined;
+  /** The taken spare VM's guest sandbox being made (asked for at the take too: it needs nothing of what follows). */
+  private warmCreating: Promise<void> | undefined;
 
   private constructor(
     readonly id: string,
@@ -257,7 +259,7 @@ export class Sandbox implements ObservedSandbox {
     try {
       // A late `delete` (of an earlier run of this id, or of another container of the pod) leaves alone what a live owner has.
       writeProcessRecord(path.join(workDir, SANDBOX_OWNER_FILE), process.pid);
-      if (!(params.warm && (await sandbox.takeWarm(params.warm)))) await setUpShare(sandbox.share);
+      if (!(params.warm && (await sandbox.takeWarm(params.warm, params.hostname)))) await setUpShare(sandbox.share);
       await sandbox.observer.sandboxStarted(sandbox);
       // Before a template is made for it: a pod whose network is gone fails as it would have.
       if (params.netnsPath) PodNetwork.requireNetns(params.netnsPath);
@@ -473,7 +475,7 @@ export class Sandbox implements ObservedSandbox {
    * on, restored from the template this pod's VM would be), moving its work dir here;
    * else ends it. True if taken.
    */
-  private async takeWarm(warm: WarmVm): Promise<boolean> {
+  private async takeWarm(warm: WarmVm, hostname: string): Promise<boolean> {
     const vm = this.templates && this.templateVmFor(this.config.hypervisor);
     // By key as the files are now: a spare restored before the guest was upgraded in place runs the old one.
     const refusal = !this.templates || !vm ? 'VM templates are off for this pod' : this.templates.keyFor(vm) !== warm.clone.templateKey ? "the pod's VM is another than the spare's (its configuration, its annotations or the guest's files differ)" : undefined;
@@ -481,12 +483,17 @@ export class Sandbox implements ObservedSandbox {
       // The guest's clock needs nothing of what follows: it is set meanwhile (wakeWarm waits for it).
       const clock = warm.clone.agent.setGuestDateTime(Date.now());
       clock.catch(() => undefined); // wakeWarm's to report; moot if the VM is ended below
+      // Nor does the guest's sandbox (its share is the spare's, mounted ahead): made while
+      // the host moves the work dir and sets up the cgroup, when the guest is idle.
+      const creating = this.guestSandboxSetUp(hostname)(warm.clone.agent);
+      creating.catch(() => undefined); // startVm's to await; moot if the VM is ended
       try {
         // The moved work dir covers the record written into the sandbox's: one goes with it, so no instant shows none to a late `delete`.
         writeProcessRecord(path.join(warm.vm.workDir, SANDBOX_OWNER_FILE), process.pid);
         await warm.moveTo(this.workDir);
         this.warm = warm;
         this.warmClock = clock;
+        this.warmCreating = creating;
         return true;
       } catch (err) {
         this.logger.warn({ err: (err as Error).message }, "the spare shim's VM cannot be moved to the sandbox; ending it");
@@ -578,8 +585,7 @@ export class Sandbox implements ObservedSandbox {
     const ksm = this.config.runtime.ksm;
     this.logger.info({ ksm, host: this.hostKsm.apply(ksm) }, 'host KSM');
     const base = podVmConfig(this.config, this.hypervisor, { id: this.id, workDir: this.workDir, sharedDir: this.share.guestDir, sizing });
-    const sharedFsKind = this.hypervisor.sharedFsKind ?? 'virtio-9p'; // the driver's kind: a clone's is the same
-    const createSandbox = async (a: AgentClient) => a.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR, shared_fs_type: sharedFsKind });
+    const createSandbox = this.guestSandboxSetUp(hostname);
     const { agent, details, guestReady } = await this.startVm(base, netnsPath, cloneable, createSandbox);
     this.agent = agent;
     this.details = details;
@@ -588,6 +594,12 @@ export class Sandbox implements ObservedSandbox {
     // A clone's taps are wired on the host while the guest did the above; no container runs before.
     await this.networkWired;
     void this.forwardOomEvents(agent);
+  }
+
+  /** The guest's side of the sandbox: its hostname, and the pod's shared filesystem mounted. */
+  private guestSandboxSetUp(hostname: string): GuestSandboxSetUp {
+    const sharedFsKind = this.hypervisor.sharedFsKind ?? 'virtio-9p'; // the driver's kind: a clone's is the same
+    return async (a: AgentClient) => a.createSandbox({ sandbox_id: this.id, hostname, shared_fs_tag: SHARED_FS_TAG, shared_dir_guest_path: GUEST_SHARED_DIR, shared_fs_type: sharedFsKind });
   }
 
   /**
@@ -643,10 +655,11 @@ export class Sandbox implements ObservedSandbox {
       this.network = await reading.catch(() => undefined); // so that destroy() removes the taps
       throw err;
     }
-    // The clone's guest makes its sandbox at once: that needs nothing of the pod's network.
-    const creating = clone && createSandbox(clone.agent);
-    creating?.catch(() => undefined); // awaited once the clone is adopted; moot if it is discarded
     const usingWarm = clone !== undefined && clone === this.warm?.clone;
+    // The clone's guest makes its sandbox at once: that needs nothing of the pod's network
+    // (a spare's VM was asked at the take).
+    const creating = usingWarm ? this.warmCreating : clone && createSandbox(clone.agent);
+    creating?.catch(() => undefined); // awaited once the clone is adopted; moot if it is discarded
     try {
       this.network = await reading;
       if (pluggedAhead > 0 && !usingWarm) await this.network?.makeTaps({ to: pluggedAhead });
