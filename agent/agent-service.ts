@@ -15,7 +15,7 @@ import { onlineCpuMem } from './online-cpu-mem';
 import { setGuestDateTime } from './guest-clock';
 import { readGuestMetrics } from './guest-metrics';
 import { joinSandboxNamespaces } from './sandbox-namespaces';
-import { applyPodNetworkSysctls } from './pod-sysctls';
+import { applyPodNetworkSysctls, PROC_SYS_VALUE_REFUSED } from './pod-sysctls';
 import { AGENT_FEATURES } from '../lib/agent-features';
 import { SANDBOX_SHM_DIR, SANDBOX_SHM_SIZE } from '../lib/guest-paths';
 import { readTrimmed } from '../lib/recorded-process';
@@ -278,8 +278,6 @@ function sandboxMountsKey(share: SandboxShare): string {
 
 /** Longest hostname sethostname(2) takes (__NEW_UTS_LEN). */
 const HOSTNAME_MAX_BYTES = 64;
-/** What a hostname may not hold (compiled ahead in a VM template: template-prep). */
-export const HOSTNAME_REFUSED = /[\n\0]/;
 
 /**
  * Sets the guest's hostname through /proc/sys/kernel/hostname. A write there silently
@@ -287,7 +285,7 @@ export const HOSTNAME_REFUSED = /[\n\0]/;
  * it) or at a newline: both are refused here, so no pod runs under a name it did not ask for.
  */
 export function setHostname(name: string, file = '/proc/sys/kernel/hostname'): void {
-  if (Buffer.byteLength(name) > HOSTNAME_MAX_BYTES || HOSTNAME_REFUSED.test(name)) throw new InvalidArgumentError(`hostname ${JSON.stringify(name)} is not one the kernel takes (at most ${HOSTNAME_MAX_BYTES} bytes, no newline or NUL)`);
+  if (Buffer.byteLength(name) > HOSTNAME_MAX_BYTES || PROC_SYS_VALUE_REFUSED.test(name)) throw new InvalidArgumentError(`hostname ${JSON.stringify(name)} is not one the kernel takes (at most ${HOSTNAME_MAX_BYTES} bytes, no newline or NUL)`);
   fs.writeFileSync(file, name);
 }
 

@@ -84,7 +84,14 @@ async function main(): Promise<void> {
   const server = new TtrpcServer({ logger });
   const agentService = lookupService(AGENT_SERVICE);
   // A VM template (guest/init): built here once, not in each clone (see template-prep).
-  if (process.env.KATATS_TEMPLATE === '1') logger.info(prepareForClones(agentService, STATE_ROOT), 'prepared for clones');
+  if (process.env.KATATS_TEMPLATE === '1') {
+    try {
+      logger.info(prepareForClones(agentService, STATE_ROOT), 'prepared for clones');
+    } catch (err) {
+      // Only time is lost: each clone then builds what it needs on first use.
+      logger.warn({ err: (err as Error).message }, 'preparing for clones failed');
+    }
+  }
   server.addService(agentService, service.handlers());
   const agentSocket = process.env.KATATS_AGENT_SOCKET;
   if (agentSocket) {

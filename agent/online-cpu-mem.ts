@@ -45,10 +45,14 @@ export async function onlineCpuMem(want: OnlineCounts, opts: { sysRoot?: string;
   }
 }
 
+/** The entries of /sys/devices/system/cpu and /sys/devices/system/memory that are a CPU and a memory block. */
+export const CPU_DIR = /^cpu\d+$/;
+export const MEMORY_BLOCK_DIR = /^memory\d+$/;
+
 /** Onlines offline CPUs; returns how many are online. A CPU without an `online` file (cpu0) cannot go offline. */
 function onlineCpus(cpuDir: string, failures: Map<string, string>): number {
   let count = 0;
-  for (const name of entries(cpuDir, /^cpu\d+$/)) {
+  for (const name of entries(cpuDir, CPU_DIR)) {
     const file = path.join(cpuDir, name, 'online');
     if (!fs.existsSync(file)) {
       count++;
@@ -66,7 +70,7 @@ function onlineMemoryMiB(memoryDir: string, failures: Map<string, string>): numb
   if (!blockHex) return 0; // no memory hot-plug support in this kernel
   const blockMiB = parseInt(blockHex, 16) / MiB;
   let blocks = 0;
-  for (const name of entries(memoryDir, /^memory\d+$/)) {
+  for (const name of entries(memoryDir, MEMORY_BLOCK_DIR)) {
     const file = path.join(memoryDir, name, 'state');
     const state = readTrimmed(file);
     if (state === 'online' || (state === 'offline' && bringOnline(file, 'online', failures))) blocks++;

@@ -14,7 +14,9 @@ interface SpecWithSysctls {
 }
 
 /** A sysctl key under net., as dotted words (an interface name may hold '-' or '_'). */
-const NET_SYSCTL_KEY = /^net(\.[A-Za-z0-9_-]+)+$/;
+export const NET_SYSCTL_KEY = /^net(\.[A-Za-z0-9_-]+)+$/;
+/** What a value written to /proc/sys may not hold: the kernel ends it at a newline (a NUL ends a C string). */
+export const PROC_SYS_VALUE_REFUSED = /[\n\0]/;
 
 /**
  * Applies `spec`'s net.* sysctls to this (the pod's) network namespace and removes them
@@ -28,7 +30,7 @@ export function applyPodNetworkSysctls(containerId: string, spec: SpecWithSysctl
   for (const key of keys) {
     const value = sysctl[key];
     if (!NET_SYSCTL_KEY.test(key)) throw new InvalidArgumentError(`container ${containerId}: sysctl key ${JSON.stringify(key)} is not a network sysctl name`);
-    if (typeof value !== 'string' || /[\n\0]/.test(value)) throw new InvalidArgumentError(`container ${containerId}: sysctl ${key} has an invalid value ${JSON.stringify(value)}`);
+    if (typeof value !== 'string' || PROC_SYS_VALUE_REFUSED.test(value)) throw new InvalidArgumentError(`container ${containerId}: sysctl ${key} has an invalid value ${JSON.stringify(value)}`);
     const file = path.join(procSys, ...key.split('.'));
     try {
       // No O_CREAT: only a knob the kernel has can be set.

@@ -31,10 +31,8 @@ describe('prepareForClones', () => {
     expect(prepared.messageTypes).toBeGreaterThan(20);
   });
 
-  it('leaves every pattern it compiles as it found it (none is global or sticky, so a test moves no lastIndex)', () => {
+  it('compiles only patterns that are neither global nor sticky (a test would move their lastIndex)', () => {
     expect(POD_START_PATTERNS.length).toBeGreaterThan(0);
     for (const pattern of POD_START_PATTERNS) expect({ pattern: String(pattern), global: pattern.global, sticky: pattern.sticky }).toEqual({ pattern: String(pattern), global: false, sticky: false });
-    prepareForClones(lookupService(AGENT_SERVICE), os.tmpdir());
-    for (const pattern of POD_START_PATTERNS) expect(pattern.lastIndex).toBe(0);
   });
 });

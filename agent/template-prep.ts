@@ -20,15 +20,18 @@ import * as fs from 'fs';
 import type * as protobuf from 'protobufjs/light';
 import { INTERFACE_NAME, MAC_ADDRESS } from '../lib/net-names';
 import { messageTypesOf, prepareCodecs } from '../lib/protos';
-import { HOSTNAME_REFUSED } from './agent-service';
+import { CPU_DIR, MEMORY_BLOCK_DIR } from './online-cpu-mem';
 import { OOM_KILL_LINE } from './oom-watcher';
+import { NET_SYSCTL_KEY, PROC_SYS_VALUE_REFUSED } from './pod-sysctls';
 
 /**
- * The regular expressions a pod's start tests: CreateSandbox's hostname, UpdateInterface's
- * name and MAC, StartContainer's OOM watch. None is global or sticky (a test would move
+ * The regular expressions a pod's start may test: CreateSandbox's hostname and
+ * CreateContainer's network sysctls, UpdateInterface's name and MAC, StartContainer's OOM
+ * watch, OnlineCpuMem's sysfs entries (after a hot-plug). Others (a failing command's
+ * messages, metrics) compile on first use. None is global or sticky (a test would move
  * its lastIndex).
  */
-export const POD_START_PATTERNS: readonly RegExp[] = [HOSTNAME_REFUSED, INTERFACE_NAME, MAC_ADDRESS, OOM_KILL_LINE];
+export const POD_START_PATTERNS: readonly RegExp[] = [PROC_SYS_VALUE_REFUSED, NET_SYSCTL_KEY, INTERFACE_NAME, MAC_ADDRESS, OOM_KILL_LINE, CPU_DIR, MEMORY_BLOCK_DIR];
 
 export interface Prepared {
   /** Message types whose codecs were generated. */
@@ -41,9 +44,11 @@ export interface Prepared {
 }
 
 /**
- * Generates the codecs of every message `service` carries, compiles POD_START_PATTERNS
- * (a test compiles the pattern for one-byte strings, which every name and file here is),
- * and loads fs.watch's code by watching `dir` for a moment.
+ * Generates the codecs of every message type `service`'s calls reach through their fields
+ * (not what an Any packs: StatsContainer's metrics, off a pod's start), compiles POD_START_PATTERNS
+ * (a test compiles the pattern for one-byte strings, which every name and file here is;
+ * the agent runs --jitless, so that compile is the pattern's last), and loads fs.watch's
+ * code by watching `dir` for a moment.
  */
 export function prepareForClones(service: protobuf.Service, dir: string): Prepared {
   const started = performance.now();

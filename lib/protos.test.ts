@@ -31,10 +31,12 @@ describe('prepareCodecs', () => {
   afterEach(() => jest.restoreAllMocks());
 
   it('leaves nothing for a first decode or encode to generate', () => {
+    // The bytes from a root of their own: encoding them here would set the types up.
+    const writer = freshRoot().lookupType('katats.agent.v1.UpdateInterfaceRequest');
+    const bytes = writer.encode(writer.fromObject({ interface: { name: 'eth0', hw_addr: '02:00:00:00:00:01', addresses: [{ address: '10.0.0.2', prefix_length: 24 }] } })).finish();
     const root = freshRoot();
     const types = messageTypesOf(root.lookupService(AGENT_SERVICE));
     const request = root.lookupType('katats.agent.v1.UpdateInterfaceRequest');
-    const bytes = request.encode(request.fromObject({ interface: { name: 'eth0', hw_addr: '02:00:00:00:00:01', addresses: [{ address: '10.0.0.2', prefix_length: 24 }] } })).finish();
 
     prepareCodecs(types);
     const codegen = jest.spyOn(protobuf.util, 'codegen');

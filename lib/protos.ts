@@ -84,7 +84,8 @@ export function timestamp(date: Date): { seconds: number; nanos: number } {
 
 /**
  * Every message type a service's calls carry: each method's request and response, and
- * the message types of their fields, all the way down (map values included).
+ * the message types of their fields, all the way down (map values included; not what a
+ * google.protobuf.Any packs, which no field names).
  */
 export function messageTypesOf(service: protobuf.Service): protobuf.Type[] {
   const found = new Set<protobuf.Type>();

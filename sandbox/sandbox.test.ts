@@ -496,17 +496,20 @@ describe("a spare shim's VM ([factory] spare_vms)", () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
     for (const templates of [{ keyFor: jest.fn(() => 'k2'), prepare: jest.fn(async () => true), startClone: jest.fn(async () => undefined) } as unknown as VmTemplates, undefined]) {
-      const { warm, calls } = spareVm();
+      const { agent, warm, calls } = spareVm();
       const cold = fakeDriver('virtio-serial', agentForSandbox());
       const sandbox = await Sandbox.start({ id: 'pod1', namespace: 'default', hostname: 'h', config, hypervisor: cold, events, logger: silentLogger(), hostKsm: new HostKsm(path.join(dir, 'no-ksm')), templates, warm: warm as never });
       await sandbox.destroy();
       expect(calls).toEqual(['discard']);
+      // Refused, its guest is asked for nothing.
+      expect(agent.setGuestDateTime).not.toHaveBeenCalled();
+      expect(agent.createSandbox).not.toHaveBeenCalled();
       if (templates) expect(templates.startClone).toHaveBeenCalledTimes(1);
       expect(cold.booted).toBeDefined();
     }
   });
 
-  it("fails the start, the VM ended, when its guest refuses the sandbox asked for at the take", async () => {
+  it("asks its guest for the sandbox once, at the take, and fails the start, the VM ended, when the guest refuses it", async () => {
     const config = defaultConfig();
     config.runtime.stateDir = path.join(dir, 'state');
     const { agent, driver, warm } = spareVm(false, false, true);

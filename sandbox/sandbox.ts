@@ -483,8 +483,9 @@ export class Sandbox implements ObservedSandbox {
       // The guest's clock needs nothing of what follows: it is set meanwhile (wakeWarm waits for it).
       const clock = warm.clone.agent.setGuestDateTime(Date.now());
       clock.catch(() => undefined); // wakeWarm's to report; moot if the VM is ended below
-      // Nor does the guest's sandbox (its share is the spare's, mounted ahead): made while
-      // the host moves the work dir and sets up the cgroup, when the guest is idle.
+      // Nor does the guest's sandbox (its share is the spare's, which its warm-up mounted
+      // ahead; a guest without WarmUp mounts it now, through the fsdev QEMU holds open):
+      // made while the host moves the work dir and sets up the cgroup, when the guest is idle.
       const creating = this.guestSandboxSetUp(hostname)(warm.clone.agent);
       creating.catch(() => undefined); // startVm's to await; moot if the VM is ended
       try {
