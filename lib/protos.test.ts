@@ -1,14 +1,8 @@
-import * as fs from 'fs';
-import * as path from 'path';
 import * as protobuf from 'protobufjs';
-import { AGENT_SERVICE, messageTypesOf, prepareCodecs, PROTO_DESCRIPTOR, protosDir } from './protos';
+import { AGENT_SERVICE, messageTypesOf, prepareCodecs, readProtoRoot } from './protos';
 
 /** A root of its own, so no other test has set up one of its types. */
-function freshRoot(): protobuf.Root {
-  const root = protobuf.Root.fromJSON(JSON.parse(fs.readFileSync(path.join(protosDir(), PROTO_DESCRIPTOR), 'utf8')) as protobuf.INamespace);
-  root.resolveAll();
-  return root;
-}
+const freshRoot = readProtoRoot;
 
 describe('messageTypesOf', () => {
   it("finds a service's requests and responses and the message types of their fields, nested ones too", () => {

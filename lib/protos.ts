@@ -24,7 +24,12 @@ export function protosDir(): string {
 let cached: protobuf.Root | undefined;
 
 export function protoRoot(): protobuf.Root {
-  if (cached) return cached;
+  cached ??= readProtoRoot();
+  return cached;
+}
+
+/** A new root read from the descriptor: its types not yet used, unlike protoRoot()'s (for tests that need that). */
+export function readProtoRoot(): protobuf.Root {
   const file = path.join(protosDir(), PROTO_DESCRIPTOR);
   let text: string;
   try {
@@ -35,7 +40,6 @@ export function protoRoot(): protobuf.Root {
   }
   const root = protobuf.Root.fromJSON(JSON.parse(text) as protobuf.INamespace);
   root.resolveAll();
-  cached = root;
   return root;
 }
 
