@@ -10,21 +10,9 @@ rm -rf "$LIBDIR/dist" "$LIBDIR/protos"
 cp -r dist protos package.json package-lock.json "$LIBDIR/"
 (cd "$LIBDIR" && npm ci --omit=dev --no-audit --no-fund >/dev/null)
 for f in vmlinux rootfs.img initrd.img; do install -m 0644 "guest/out/current/$f" "$GUEST_DIR/$f"; done
-cat > "$PREFIX/bin/containerd-shim-kata-v2" <<LAUNCHER
-#!/bin/sh
-exec $(command -v node) "$LIBDIR/dist/shim/main.js" "\$@"
-LAUNCHER
-chmod 0755 "$PREFIX/bin/containerd-shim-kata-v2"
-cat > "$PREFIX/bin/kata-ts-runtime" <<LAUNCHER
-#!/bin/sh
-exec $(command -v node) "$LIBDIR/dist/cli/main.js" "\$@"
-LAUNCHER
-chmod 0755 "$PREFIX/bin/kata-ts-runtime"
-cat > "$PREFIX/bin/kata-ts-monitor" <<LAUNCHER
-#!/bin/sh
-exec $(command -v node) "$LIBDIR/dist/monitor/main.js" "\$@"
-LAUNCHER
-chmod 0755 "$PREFIX/bin/kata-ts-monitor"
+./scripts/node-launcher.sh "$(command -v node)" "$LIBDIR/dist/shim/main.js" "$PREFIX/bin/containerd-shim-kata-v2"
+./scripts/node-launcher.sh "$(command -v node)" "$LIBDIR/dist/cli/main.js" "$PREFIX/bin/kata-ts-runtime"
+./scripts/node-launcher.sh "$(command -v node)" "$LIBDIR/dist/monitor/main.js" "$PREFIX/bin/kata-ts-monitor"
 if [ ! -e /etc/kata-ts/configuration.toml ] && [ ! -e /etc/kata-ts/config.json ]; then
   cat > /etc/kata-ts/configuration.toml <<CONFIG
 # kata-ts configuration; files in /etc/kata-ts/config.d/*.toml override keys of this one.

@@ -55,12 +55,12 @@ export interface KataEnv {
   stop(): Promise<void>;
 }
 
-/** Writes a launcher that runs the compiled shim (dist/) with this machine's node. */
+/** Writes a launcher that runs the compiled shim (dist/) with this machine's node, as `make install` does. */
 export function writeShimLauncher(dir: string): string {
   const main = path.join(REPO, 'dist', 'shim', 'main.js');
   if (!fs.existsSync(main)) throw new Error(`${main} missing: run 'make build' first`);
   const launcher = path.join(dir, 'containerd-shim-kata-v2');
-  fs.writeFileSync(launcher, `#!/bin/sh\nexec ${process.execPath} ${main} "$@"\n`, { mode: 0o755 });
+  execFileSync(path.join(REPO, 'scripts', 'node-launcher.sh'), [process.execPath, main, launcher]);
   return launcher;
 }
 
