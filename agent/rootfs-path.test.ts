@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { findExecutable, resolveInRootfs } from './rootfs-path';
+import { findExecutable, lstatOrUndefined, resolveInRootfs } from './rootfs-path';
 
 describe('paths inside a container rootfs', () => {
   let root: string;
@@ -37,6 +37,22 @@ describe('paths inside a container rootfs', () => {
   it('resolves names with a slash against the working directory', () => {
     expect(findExecutable(root, './busybox', [], '/bin')).toBe('/bin/busybox');
     expect(findExecutable(root, '/bin/sh', [])).toBe('/bin/sh');
+  });
+
+  it('looks at each path once in a PATH search (each look is a round trip to the host in a guest)', () => {
+    const looked: string[] = [];
+    const lookUp = (p: string) => (looked.push(path.relative(root, p)), lstatOrUndefined(p));
+    // An image's default PATH, in a rootfs without /usr/local, /usr/sbin or /sbin.
+    expect(findExecutable(root, 'sh', ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], '/', lookUp)).toBe('/bin/sh');
+    expect(looked.sort()).toEqual(['bin', 'bin/busybox', 'bin/sh', 'sbin', 'usr', 'usr/bin', 'usr/bin/sh', 'usr/local', 'usr/sbin']);
+  });
+
+  it('a directory or a file without an execute bit is not an executable, through a symlink either', () => {
+    fs.symlinkSync('/bin', path.join(root, 'usr/bin/dir'));
+    fs.symlinkSync('/bin/data', path.join(root, 'usr/bin/data'));
+    expect(findExecutable(root, 'dir', ['PATH=/usr/bin'])).toBeUndefined();
+    expect(findExecutable(root, 'data', ['PATH=/usr/bin'])).toBeUndefined();
+    expect(findExecutable(root, '/', [])).toBeUndefined();
   });
 
   it('gives up on symlink loops', () => {
