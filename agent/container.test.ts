@@ -203,6 +203,18 @@ describe('GuestContainer, crun stood in', () => {
     await container.wait('');
   });
 
+  it("makes the init's stdio FIFOs at Create, and Start takes them", async () => {
+    const container = created('fifos-ahead', 'echo started', [{ type: 'pid' }]);
+    const fifos = ['init.stdout', 'init.stderr'].map((name) => path.join(bundles, 'fifos-ahead', name));
+    const deadline = Date.now() + 10_000;
+    while (!fifos.every((f) => fs.existsSync(f)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const f of fifos) expect(fs.statSync(f).isFIFO()).toBe(true);
+    await container.start();
+    expect(await output(container)).toBe('started\n');
+    expect(await container.wait('')).toBe(0);
+    for (const f of fifos) expect(fs.existsSync(f)).toBe(false);
+  });
+
   it('any other runtime failure stays an error of its own', async () => {
     const container = await started('failing', 'exec sleep 60', [{ type: 'pid' }]);
     fs.writeFileSync(path.join(root, 'kill-error'), 'cannot open cgroup: Permission denied\n');

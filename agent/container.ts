@@ -9,7 +9,7 @@ import { GuestProcess } from './guest-process';
 import { OciRuntime } from './oci-runtime';
 import { waitForExit } from './process-exit';
 import { findExecutable } from './rootfs-path';
-import type { StdioOwner } from './stdio-pipes';
+import { makeFifos, StdioOwner } from './stdio-pipes';
 
 export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
 
@@ -111,6 +111,8 @@ export class GuestContainer {
   private initGone = false;
   /** Exit status for a container stopped before it ever started. */
   private stoppedBeforeStart: number | undefined;
+  /** The init's stdio FIFOs, being made since Create (none on a terminal); Start takes them. */
+  private initFifos: Promise<void> | undefined;
 
   private constructor(
     readonly id: string,
@@ -134,7 +136,12 @@ export class GuestContainer {
     fs.mkdirSync(bundleDir, { recursive: true, mode: 0o700 });
     const terminal = Boolean(spec.process?.terminal);
     fs.writeFileSync(path.join(bundleDir, 'config.json'), JSON.stringify(runtimeSpec(spec, terminal)));
-    return new GuestContainer(id, bundleDir, spec, stdin, terminal, runtime, logger);
+    const container = new GuestContainer(id, bundleDir, spec, stdin, terminal, runtime, logger);
+    // In the guest's idle time between Create's answer and Start, not on Start's path.
+    if (!terminal) container.initFifos = makeFifos(container.processFiles('init').fifoPrefix, stdin);
+    // Start reports a failure; until then it must not count as unhandled.
+    container.initFifos?.catch(() => undefined);
+    return container;
   }
 
   get cgroupsPath(): string | undefined {
@@ -144,7 +151,9 @@ export class GuestContainer {
   async start(): Promise<number> {
     if (this.status !== 'created' || this.initSetup) throw new FailedPreconditionError(`container ${this.id} is ${this.initSetup ? 'starting' : this.status}, cannot start it`);
     const files = this.processFiles('init');
-    const setup = this.runtime.run(this.id, { bundleDir: this.bundleDir, ...files, stdin: this.wantsStdin, terminal: this.terminal, stdioOwner: stdioOwner(this.spec, this.spec.process) });
+    const fifosMade = this.initFifos;
+    this.initFifos = undefined;
+    const setup = this.runtime.run(this.id, { bundleDir: this.bundleDir, ...files, stdin: this.wantsStdin, terminal: this.terminal, stdioOwner: stdioOwner(this.spec, this.spec.process), fifosMade });
     this.initSetup = setup;
     let child;
     try {
@@ -271,6 +280,8 @@ export class GuestContainer {
     }
     await Promise.all([...this.execs.values()].map((p) => p.exitStatus));
     await this.runtime.delete(this.id);
+    // A never-started init's FIFOs may still be in the making: the directory goes after them.
+    await this.initFifos?.catch(() => undefined);
     fs.rmSync(this.bundleDir, { recursive: true, force: true });
     this.status = 'stopped';
   }

@@ -33,6 +33,8 @@ export interface RunOptions {
   fifoPrefix: string;
   /** Owner of the process's stdio pipes; root when absent. */
   stdioOwner?: StdioOwner;
+  /** The stdio FIFOs, when made ahead (stdio-pipes' makeFifos). */
+  fifosMade?: Promise<void>;
 }
 
 export class OciRuntime {
@@ -52,7 +54,7 @@ export class OciRuntime {
   private async spawnProcess(command: string[], opts: Omit<RunOptions, 'bundleDir' | 'pidFile'>): Promise<ProcessHandle> {
     const args = ['--root', this.stateRoot, `--log=file:${opts.logFile}`, ...command];
     if (opts.terminal) return spawnOnTerminal(this.binary, args);
-    return spawnOnPipes(this.binary, args, { fifoPrefix: opts.fifoPrefix, stdin: opts.stdin, owner: opts.stdioOwner });
+    return spawnOnPipes(this.binary, args, { fifoPrefix: opts.fifoPrefix, stdin: opts.stdin, owner: opts.stdioOwner, fifosMade: opts.fifosMade });
   }
 
   async pause(id: string): Promise<void> {

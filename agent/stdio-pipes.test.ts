@@ -7,7 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { silentLogger } from '../lib/logger';
 import { GuestProcess } from './guest-process';
-import { spawnOnPipes } from './stdio-pipes';
+import { makeFifos, spawnOnPipes } from './stdio-pipes';
 
 jest.setTimeout(30_000);
 
@@ -121,6 +121,29 @@ describe('spawnOnPipes', () => {
     proc.stdin!.destroy();
     await new Promise((r) => setImmediate(r));
     expect(fdsOn(fifoPrefix)).toEqual([]);
+  });
+
+  it('takes FIFOs made ahead (a container init\'s, made at its Create) instead of making them', async () => {
+    const fifoPrefix = prefix();
+    await makeFifos(fifoPrefix, true);
+    for (const name of ['stdin', 'stdout', 'stderr']) expect(fs.statSync(`${fifoPrefix}.${name}`).isFIFO()).toBe(true);
+    const handle = await spawnOnPipes('/bin/sh', ['-c', 'cat; echo done'], { fifoPrefix, stdin: true, fifosMade: Promise.resolve() });
+    const proc = new GuestProcess(handle, silentLogger());
+    proc.stdin!.end('in\n');
+    expect((await drain(proc, 'stdout')).toString()).toBe('in\ndone\n');
+    expect(await proc.exitStatus).toBe(0);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith(path.basename(fifoPrefix)))).toEqual([]);
+    // Told they were made, it makes none itself: with none there, the open fails.
+    await expect(spawnOnPipes('/bin/true', [], { fifoPrefix: prefix(), stdin: false, fifosMade: Promise.resolve() })).rejects.toThrow(/ENOENT/);
+  });
+
+  it('a failure to make them ahead fails the spawn with its error and leaves nothing on disk', async () => {
+    const fifoPrefix = prefix();
+    fs.writeFileSync(`${fifoPrefix}.stdout`, 'half made');
+    const failed = Promise.reject(new Error('mkfifo: No space left on device'));
+    failed.catch(() => undefined);
+    await expect(spawnOnPipes('/bin/true', [], { fifoPrefix, stdin: false, fifosMade: failed })).rejects.toThrow('No space left');
+    expect(fs.existsSync(`${fifoPrefix}.stdout`)).toBe(false);
   });
 
   it('replaces a FIFO an earlier agent left behind under the same name', async () => {

@@ -2,8 +2,9 @@
 // shim. Node's stdio 'pipe' is a socketpair, and opening /dev/stdout, /dev/stderr or
 // /proc/self/fd/N on a socket fails with ENXIO: images that log there (nginx, httpd)
 // die at start. Node has no pipe(2), so each stream is a FIFO made in the process's
-// private bundle directory and unlinked as soon as both ends are open: nothing can
-// open it by name afterwards, and nothing is left behind however the process ends.
+// private bundle directory (a container init's at its Create) and unlinked as soon as
+// both ends are open: nothing can open it by name afterwards, and nothing is left
+// behind however the process ends.
 // Inside the container the ends read as `<path> (deleted)` rather than `pipe:[…]`;
 // they are pipes all the same (S_IFIFO, reopenable through /proc).
 //
@@ -30,6 +31,8 @@ export interface PipeOptions {
   fifoPrefix: string;
   stdin: boolean;
   owner?: StdioOwner;
+  /** The FIFOs, made ahead by makeFifos; when absent, they are made here. */
+  fifosMade?: Promise<void>;
 }
 
 interface PipeEnds {
@@ -39,14 +42,36 @@ interface PipeEnds {
   agent: number;
 }
 
-/** Spawns `binary` with pipes for stdio; the handle's exit follows the process's. */
-export async function spawnOnPipes(binary: string, args: string[], opts: PipeOptions): Promise<ProcessHandle> {
-  const names = [...(opts.stdin ? ['stdin'] : []), 'stdout', 'stderr'];
-  const paths = names.map((name) => `${opts.fifoPrefix}.${name}`);
+function fifoNames(stdin: boolean): string[] {
+  return [...(stdin ? ['stdin'] : []), 'stdout', 'stderr'];
+}
+
+function fifoPaths(fifoPrefix: string, stdin: boolean): string[] {
+  return fifoNames(stdin).map((name) => `${fifoPrefix}.${name}`);
+}
+
+/**
+ * Makes a process's FIFOs. A container's init has them made at its Create, so its
+ * Start does not wait for the command shell's round trip (17-50 ms in a TCG guest).
+ */
+export async function makeFifos(fifoPrefix: string, stdin: boolean): Promise<void> {
+  const paths = fifoPaths(fifoPrefix, stdin);
   // A FIFO of an earlier process of the same name, left by an agent that died between
   // mkfifo and unlink, would make mkfifo fail.
   for (const p of paths) fs.rmSync(p, { force: true });
   await runCommand('mkfifo', ['-m', '0600', ...paths]);
+}
+
+/** Spawns `binary` with pipes for stdio; the handle's exit follows the process's. */
+export async function spawnOnPipes(binary: string, args: string[], opts: PipeOptions): Promise<ProcessHandle> {
+  const names = fifoNames(opts.stdin);
+  const paths = fifoPaths(opts.fifoPrefix, opts.stdin);
+  try {
+    await (opts.fifosMade ?? makeFifos(opts.fifoPrefix, opts.stdin));
+  } catch (err) {
+    for (const p of paths) fs.rmSync(p, { force: true });
+    throw err;
+  }
   const opened: number[] = [];
   const track = (fd: number): number => (opened.push(fd), fd);
   let ends: { stdin?: PipeEnds; stdout: PipeEnds; stderr: PipeEnds };
