@@ -81,9 +81,11 @@ export async function bindIntoShare(layout: ShareLayout, source: string, target:
   const isDirectory = fs.statSync(target).isDirectory();
   const stage = isDirectory ? ensureDirChain(layout.stagingDir, [name]) : ensureEmptyFile(layout.stagingDir, name);
   try {
-    await runMount(['--bind', source, stage]);
+    // One mount(8), two mount(2)s: the bind, then its remount with the flags (util-linux
+    // 2.27 and later). Not atomic, and need not be: staging/ is private, seen by nobody.
+    // A failed remount leaves the bind mounted, so it is unmounted either way.
     try {
-      await runMount(['-o', `remount,bind,${SHARE_BIND_FLAGS}${opts.readonly ? ',ro' : ''}`, stage]);
+      await runMount(['--bind', '-o', `${SHARE_BIND_FLAGS}${opts.readonly ? ',ro' : ''}`, source, stage]);
       await runMount(['--move', stage, target]);
     } catch (err) {
       await unmount(stage).catch(() => undefined);
