@@ -42,17 +42,23 @@ export class TaskProcess {
   }
 
   /**
-   * Launches the process through `launch` (which returns its guest pid); `onExit` runs
-   * once it exited and its output is flushed. Output copying starts first so nothing
-   * written early is missed.
+   * Launches the process through `launch` (which returns its guest pid, and must send
+   * its agent request before its first await); `onExit` runs once it exited and its
+   * output is flushed. Output copying starts right after that request went out: on the
+   * same connection, the agent takes the calls in the order sent, and a read of a
+   * process it has not been asked for fails (the copy would end, and output nobody reads
+   * would fill the process's pipe: a container without stdio FIFOs, the pod's pause
+   * container among them, had its reads sent first). Nothing written early is missed:
+   * the agent keeps a process's output until it is read.
    */
   async start(launch: () => Promise<number>, onExit: (exit: ExitInfo) => void): Promise<number> {
     if (this.status !== 'created' || this.starting) throw new FailedPreconditionError(`${this.name} is ${this.starting ? 'starting' : this.status}; only a created process can be started`);
+    const launching = launch();
     const io = new ProcessIo(this.agent, this.containerId, this.execId, this.stdio, this.logger);
     this.io = io;
     const started = (async () => {
       try {
-        this.guestPid = await launch();
+        this.guestPid = await launching;
       } catch (err) {
         io.close();
         throw err;
