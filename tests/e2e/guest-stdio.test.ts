@@ -57,6 +57,13 @@ describe('container stdio through containerd', () => {
     expect(result).toMatchObject({ code: 0, stdout: 'fifo\n12\n' });
   });
 
+  it("runs a container without stdio (--null-io, as a pod's pause container) to its end, its output read and dropped", async () => {
+    // 4 MiB: more than the guest pipe and the agent's buffer hold. Its reads had reached
+    // the agent before its Start and failed, so nothing drained it and it never ended.
+    const result = await ctr(['run', '--rm', '--null-io', '--runtime', RUNTIME, env.image, 'stdio-null', 'sh', '-c', 'head -c 4194304 /dev/zero; echo err >&2; exit 3']);
+    expect(result).toMatchObject({ code: 3, stdout: '' });
+  });
+
   describe('an exec', () => {
     const id = 'stdio-exec';
     beforeAll(async () => {
