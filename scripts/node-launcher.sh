@@ -11,11 +11,12 @@
 set -eu
 [ $# -eq 3 ] || { echo "usage: $0 <node> <main.js> <launcher>" >&2; exit 2; }
 node=$1 main=$2 out=$3
+
+# A word the launcher's shell takes literally: single-quoted, each ' as '\''.
+quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+
 tmp="$out.tmp.$$"
-cat >"$tmp" <<LAUNCHER
-#!/bin/sh
-unset NODE_EXTRA_CA_CERTS
-exec "$node" "$main" "\$@"
-LAUNCHER
+trap 'rm -f "$tmp"' EXIT
+printf '#!/bin/sh\nunset NODE_EXTRA_CA_CERTS\nexec %s %s "$@"\n' "$(quote "$node")" "$(quote "$main")" >"$tmp"
 chmod 0755 "$tmp"
 mv -f "$tmp" "$out"

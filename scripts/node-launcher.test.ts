@@ -18,7 +18,8 @@ describe('node-launcher.sh', () => {
   }
 
   it('runs the program with node, its arguments untouched, and without NODE_EXTRA_CA_CERTS', () => {
-    const main = writeProgram('main with space.js');
+    // What the launcher's shell would otherwise read: a space, $, `, ", ' and a backslash.
+    const main = writeProgram('main with $HOME `id` "q" \'s\' \\.js');
     const launcher = path.join(dir, 'containerd-shim-kata-v2');
     execFileSync(SCRIPT, [process.execPath, main, launcher]);
     expect(fs.statSync(launcher).mode & 0o777).toBe(0o755);
