@@ -16,6 +16,20 @@ function mountOptions(target: string): string[] {
 describe('the share: host-private mounts, a read-only view for the guest', () => {
   let dir: string;
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'share-'))));
+
+  /**
+   * A volume on a mount of its own without nosuid or nodev: a bind copies its source
+   * mount's flags, so from a nosuid,nodev /tmp the share's flags would show whether
+   * the shim set them or not.
+   */
+  function flaglessVolume(name: string): string {
+    const volume = path.join(dir, name);
+    fs.mkdirSync(volume);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', volume]);
+    expect(mountOptions(volume)).not.toContain('nosuid');
+    expect(mountOptions(volume)).not.toContain('nodev');
+    return volume;
+  }
   afterEach(async () => {
     for (const target of mountsBelow(dir)) await unmount(target);
     fs.rmSync(dir, { recursive: true, force: true });
@@ -34,8 +48,7 @@ describe('the share: host-private mounts, a read-only view for the guest', () =>
     expect(() => fs.writeFileSync(path.join(layout.guestDir, 'fill'), 'x')).toThrow(/EROFS/);
 
     // A container's volume, bound privately, appears in the view and stays writable inside its own mount.
-    const volume = path.join(dir, 'volume');
-    fs.mkdirSync(volume);
+    const volume = flaglessVolume('volume');
     const target = ensureDirChain(layout.privateDir, ['c1', 'mounts', '0']);
     await bindIntoShare(layout, volume, target);
     expect(mountOptions(target)).toEqual(expect.arrayContaining(['rw', 'nosuid', 'nodev']));
@@ -55,19 +68,19 @@ describe('the share: host-private mounts, a read-only view for the guest', () =>
     fs.mkdirSync(workDir);
     const layout = shareLayout(workDir);
     await setUpShare(layout);
-    const volume = path.join(dir, 'ro-volume');
-    fs.mkdirSync(volume);
+    const volume = flaglessVolume('ro-volume');
     const target = ensureDirChain(layout.privateDir, ['c1', 'mounts', '0']);
     await bindIntoShare(layout, volume, target, { readonly: true });
     expect(() => fs.writeFileSync(path.join(layout.guestDir, 'c1', 'mounts', '0', 'x'), 'x')).toThrow(/EROFS/);
     expect(mountOptions(path.join(layout.guestDir, 'c1', 'mounts', '0'))).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev']));
     // A file volume too, and the staging area is left empty.
-    const file = path.join(dir, 'hosts');
+    const file = path.join(volume, 'hosts');
     fs.writeFileSync(file, '127.0.0.1 localhost\n');
     const fileTarget = ensureEmptyFile(ensureDirChain(layout.privateDir, ['c1', 'mounts']), '1');
     await bindIntoShare(layout, file, fileTarget, { readonly: true });
     expect(fs.readFileSync(path.join(layout.guestDir, 'c1', 'mounts', '1'), 'utf8')).toBe('127.0.0.1 localhost\n');
     expect(() => fs.appendFileSync(path.join(layout.guestDir, 'c1', 'mounts', '1'), 'x')).toThrow(/EROFS/);
+    expect(mountOptions(path.join(layout.guestDir, 'c1', 'mounts', '1'))).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev']));
     expect(fs.readdirSync(layout.stagingDir)).toEqual([]);
   });
 });
