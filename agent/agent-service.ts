@@ -138,8 +138,8 @@ export class AgentService {
         return {};
       },
       ListProcesses: async (req) => ({ pids: this.container(req.container_id).pids() }),
-      ReadStdout: async (req) => (await this.process(req)).stdout.read(req.max_len || DEFAULT_READ_LEN),
-      ReadStderr: async (req) => (await this.process(req)).stderr.read(req.max_len || DEFAULT_READ_LEN),
+      ReadStdout: async (req) => (await this.container(req.container_id).outputOf(req.exec_id)).stdout.read(req.max_len || DEFAULT_READ_LEN),
+      ReadStderr: async (req) => (await this.container(req.container_id).outputOf(req.exec_id)).stderr.read(req.max_len || DEFAULT_READ_LEN),
       WriteStdin: async (req) => {
         const stdin = (await this.process(req)).stdin;
         if (!stdin || stdin.destroyed) throw new NotFoundError(`process ${req.container_id}/${req.exec_id || 'init'} has no open stdin`);

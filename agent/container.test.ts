@@ -203,6 +203,34 @@ describe('GuestContainer, crun stood in', () => {
     await container.wait('');
   });
 
+  it("holds a read of the init's output asked for before its Start until the Start (the shim sends both at once)", async () => {
+    const container = created('read-first', 'echo early', [{ type: 'pid' }]);
+    const reading = (async () => {
+      const proc = await container.outputOf('');
+      let text = '';
+      for (;;) {
+        const { data, eof } = await proc.stdout.read(65536);
+        if (eof) return text;
+        text += data.toString();
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    await container.start();
+    expect(await reading).toBe('early\n');
+    expect(await container.wait('')).toBe(0);
+  });
+
+  it('ends a read held for a Start that never comes when the container is stopped or removed', async () => {
+    const stopped = created('stopped-unstarted', 'true', [{ type: 'pid' }]);
+    const held = expect(stopped.outputOf('')).rejects.toBeInstanceOf(NotFoundError);
+    await stopped.signal('', 9, false);
+    await held;
+    const removed = created('removed-unstarted', 'true', [{ type: 'pid' }]);
+    const alsoHeld = expect(removed.outputOf('')).rejects.toBeInstanceOf(NotFoundError);
+    await removed.remove();
+    await alsoHeld;
+  });
+
   it("makes the init's stdio FIFOs at Create, and Start takes them", async () => {
     const container = created('fifos-ahead', 'echo started', [{ type: 'pid' }]);
     const fifos = ['init.stdout', 'init.stderr'].map((name) => path.join(bundles, 'fifos-ahead', name));

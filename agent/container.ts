@@ -113,6 +113,9 @@ export class GuestContainer {
   private stoppedBeforeStart: number | undefined;
   /** The init's stdio FIFOs, being made since Create (none on a terminal); Start takes them. */
   private initFifos: Promise<void> | undefined;
+  /** Settles once the init's Start was asked for, or it never will be (stopped before it, removed). */
+  private readonly initStartAsked: Promise<void>;
+  private markInitStartAsked: () => void = () => undefined;
 
   private constructor(
     readonly id: string,
@@ -122,7 +125,9 @@ export class GuestContainer {
     private readonly terminal: boolean,
     private readonly runtime: OciRuntime,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.initStartAsked = new Promise((resolve) => (this.markInitStartAsked = resolve));
+  }
 
   /** Validates the spec against the rootfs and writes the guest bundle. */
   static create(id: string, specJson: Buffer, stdin: boolean, bundlesRoot: string, runtime: OciRuntime, logger: Logger, adjust: (spec: OciSpec) => void = () => undefined): GuestContainer {
@@ -155,6 +160,7 @@ export class GuestContainer {
     this.initFifos = undefined;
     const setup = this.runtime.run(this.id, { bundleDir: this.bundleDir, ...files, stdin: this.wantsStdin, terminal: this.terminal, stdioOwner: stdioOwner(this.spec, this.spec.process), fifosMade });
     this.initSetup = setup;
+    this.markInitStartAsked();
     let child;
     try {
       child = await setup;
@@ -200,6 +206,17 @@ export class GuestContainer {
     return proc;
   }
 
+  /**
+   * The process whose output is read: for the init, once its Start was asked for. The
+   * shim sends its reads right after its Start, so they may be served first; a read
+   * that failed then would end the shim's copy, and output nobody read would fill the
+   * process's pipe. A container stopped or removed before its Start ends the wait.
+   */
+  async outputOf(execId: string): Promise<GuestProcess> {
+    if (!execId) await this.initStartAsked;
+    return this.ready(execId);
+  }
+
   /** The process, once set up if that is under way. */
   async ready(execId: string): Promise<GuestProcess> {
     await this.settled(execId);
@@ -233,6 +250,7 @@ export class GuestContainer {
     if (this.status === 'created') {
       this.stoppedBeforeStart = 128 + signal;
       this.status = 'stopped';
+      this.markInitStartAsked();
       return;
     }
     if (this.status === 'stopped' || this.initGone || this.init?.exited) throw new NotFoundError(`container ${this.id} is not running`);
@@ -269,6 +287,7 @@ export class GuestContainer {
 
   /** Kills whatever still runs, removes runtime state and the bundle. */
   async remove(): Promise<void> {
+    this.markInitStartAsked();
     await this.settled('');
     await Promise.all([...this.execSetups.keys()].map((execId) => this.settled(execId)));
     if (this.status === 'paused') await this.runtime.resume(this.id).catch(() => undefined);
