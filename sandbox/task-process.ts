@@ -45,12 +45,13 @@ export class TaskProcess {
    * Launches the process through `launch` (which returns its guest pid, and must send
    * its agent request before its first await); `onExit` runs once it exited and its
    * output is flushed. Output copying starts right after that request went out: on the
-   * same connection, the agent takes the calls in the order sent, and a read of an exec
-   * it has not been asked for fails (it cannot tell one not asked for yet from one never
-   * asked for; an init's read waits for its Start, in agents since b5a9417). A failed
-   * read ends the copy, and output nobody reads fills the process's pipe: a container
-   * without stdio FIFOs, the pod's pause container among them, had its reads sent
-   * first. Nothing written early is missed: the agent keeps output until it is read.
+   * same connection, the agent takes the calls in the order sent, and a read of an
+   * exec it has not been asked for fails (it cannot tell one not asked for yet from
+   * one never asked for; an init's read waits for its Start in our agent, not in
+   * older ones). A failed read ends the copy, and output nobody reads fills the
+   * process's pipe: a container without stdio FIFOs, the pod's pause container among
+   * them, had its reads sent first. Nothing written early is missed: the agent keeps
+   * output until it is read.
    */
   async start(launch: () => Promise<number>, onExit: (exit: ExitInfo) => void): Promise<number> {
     if (this.status !== 'created' || this.starting) throw new FailedPreconditionError(`${this.name} is ${this.starting ? 'starting' : this.status}; only a created process can be started`);
