@@ -18,7 +18,7 @@ const TAIL_LIMIT_MS = 1000;
  * node-pty 1.0's open() is untyped and builds its object without running the
  * constructor, so the usual onData/write/destroy are unusable on it. What works are
  * resize() and the fields it sets: the slave's path (we open it O_NOCTTY) and both
- * ends as sockets (we read and write the master and close both ourselves). The
+ * ends as sockets (we read and write the master, and close the slave's at once). The
  * version is pinned in package.json.
  */
 interface OpenedTerminal {
@@ -45,6 +45,10 @@ export function spawnOnTerminal(binary: string, args: string[]): ProcessHandle {
   master.on('error', () => undefined);
 
   const slave = fs.openSync(term._pty, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+  // open() leaves its slave socket flowing: it would read the process's input, and
+  // whichever of the two reads first gets it (typed keys vanished from a shell's
+  // line). Our own fd keeps the terminal open until the process holds it.
+  term._slave.destroy();
   const child = spawn(binary, args, { stdio: [slave, slave, slave] });
   fs.closeSync(slave);
 
@@ -63,7 +67,6 @@ export function spawnOnTerminal(binary: string, args: string[]): ProcessHandle {
     while (Date.now() - lastOutput < TAIL_QUIET_MS && Date.now() < deadline) await new Promise((r) => setTimeout(r, TAIL_QUIET_MS));
     stdout.end();
     master.destroy();
-    term._slave.destroy();
     return status;
   });
   return { stdout, stderr: null, stdin, exited, resize: (columns, rows) => term.resize(columns, rows) };

@@ -10,7 +10,7 @@ jest.setTimeout(300_000);
 class TerminalSession {
   private readonly term: pty.IPty;
   output = '';
-  readonly exitCode: Promise<number>;
+  private readonly exitCode: Promise<number>;
 
   constructor(args: string[]) {
     this.term = pty.spawn('ctr', args, { name: 'xterm', cols: 100, rows: 30, cwd: '/', env: process.env as Record<string, string> });
@@ -34,6 +34,19 @@ class TerminalSession {
       if (match) return match;
       if (Date.now() > deadline) throw new Error(`terminal never showed ${pattern}; screen so far:\n${this.output}`);
       await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** The exit code of ctr, which must come within `timeoutMs`. */
+  async exited(timeoutMs = 60_000): Promise<number> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`ctr did not exit within ${timeoutMs} ms; screen so far:\n${this.output}`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exitCode, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -81,7 +94,7 @@ describe('terminals (ctr -t)', () => {
       expect((await session.expect(/sleep ended with (\d+)/, mark, 20_000))[1]).toBe('130');
 
       session.type('exit 3\r');
-      expect(await session.exitCode).toBe(3);
+      expect(await session.exited()).toBe(3);
     } finally {
       session.kill();
       // After a failure, remove what `--rm` would have, so the next test starts clean.
@@ -90,24 +103,42 @@ describe('terminals (ctr -t)', () => {
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   });
 
-  it('ctr task exec -t into a running container', async () => {
+  it('ctr task exec -t into a running container, with keys typed before the process reads them', async () => {
     const id = 'tty-exec';
-    expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
-    const session = new TerminalSession(ctrArgs('task', 'exec', '-t', '--exec-id', 'shell', id, 'sh'));
     try {
-      await session.expect(/\/ # /);
-      const mark = session.output.length;
-      session.type('echo "answer $((6 * 7)) on $(tty)"\r');
-      expect((await session.expect(/answer (\d+) on (\S+)/, mark)).slice(1, 2)).toEqual(['42']);
-      session.type('exit 4\r');
-      expect(await session.exitCode).toBe(4);
+      expect((await env.containerd.ctr(['run', '-d', '--runtime', RUNTIME, env.image, id, 'sleep', '600'], { timeoutMs: 240_000 })).code).toBe(0);
+      const session = new TerminalSession(ctrArgs('task', 'exec', '-t', '--exec-id', 'shell', id, 'sh'));
+      try {
+        await session.expect(/\/ # /);
+        const mark = session.output.length;
+        session.type('echo "answer $((6 * 7)) on $(tty)"\r');
+        expect((await session.expect(/answer (\d+) on (\S+)/, mark)).slice(1, 2)).toEqual(['42']);
+        session.type('exit 4\r');
+        expect(await session.exited()).toBe(4);
+      } finally {
+        session.kill();
+      }
+
+      // The line is typed while the process sleeps: it waits in the guest's terminal,
+      // where nothing but the process may read it (the agent once did, now and then).
+      const typeAhead = new TerminalSession(ctrArgs('task', 'exec', '-t', '--exec-id', 'type-ahead', id, 'sh', '-c', 'sleep 3; read -r line; echo "got:$line"; exit 5'));
+      try {
+        await new Promise((r) => setTimeout(r, 500));
+        typeAhead.type('typed ahead\r');
+        await typeAhead.expect(/got:typed ahead/);
+        expect(await typeAhead.exited()).toBe(5);
+      } finally {
+        typeAhead.kill();
+      }
+      await env.containerd.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+      await new Promise((r) => setTimeout(r, 1000));
+      expect((await env.containerd.ctr(['task', 'delete', id])).code).toBe(0);
+      expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
     } finally {
-      session.kill();
+      // After a failure, remove what is left, so the next test starts clean.
+
+      await forceRemove(env, id);
     }
-    await env.containerd.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-    await new Promise((r) => setTimeout(r, 1000));
-    expect((await env.containerd.ctr(['task', 'delete', id])).code).toBe(0);
-    expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   });
 });

@@ -1,0 +1,42 @@
+import { spawnOnTerminal } from './terminal';
+import { ProcessHandle } from './process-handle';
+
+/** Everything the process wrote to its terminal, once it exited, with its exit status. */
+async function outputAndStatus(handle: ProcessHandle): Promise<{ output: string; status: number }> {
+  const chunks: Buffer[] = [];
+  handle.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk));
+  const status = await handle.exited;
+  return { output: Buffer.concat(chunks).toString('utf8'), status };
+}
+
+/** A shell script, killed after 5 s: a test that fails must not leave it waiting for input. */
+const bounded = (script: string): string[] => ['5', 'sh', '-c', script];
+
+describe('spawnOnTerminal', () => {
+  it('gives the process all input typed before it reads: the agent holds no reader on the terminal', async () => {
+    // The line is complete (so readable) while the process still sleeps; any other
+    // reader of the terminal's slave end, an agent's idle socket among them, takes it first.
+    const handle = spawnOnTerminal('timeout', bounded('sleep 0.5; read -r line; echo "got:$line"; exit 3'));
+    handle.stdin!.write('typed early\n');
+    const { output, status } = await outputAndStatus(handle);
+    expect(output).toMatch(/got:typed early/);
+    expect(status).toBe(3);
+  }, 10_000);
+
+  it('runs the process on a terminal, with the size it was given', async () => {
+    const handle = spawnOnTerminal('timeout', bounded('sleep 0.2; stty size; test -t 0 && test -t 1 && echo on-a-terminal'));
+    handle.resize!(123, 45);
+    const { output, status } = await outputAndStatus(handle);
+    expect(output).toMatch(/^45 123\r?$/m);
+    expect(output).toMatch(/on-a-terminal/);
+    expect(status).toBe(0);
+  }, 10_000);
+
+  it('ends input with the terminal’s end-of-file character when stdin is closed', async () => {
+    const handle = spawnOnTerminal('timeout', bounded('cat >/dev/null; echo "cat saw the end"'));
+    handle.stdin!.end('some input\n');
+    const { output, status } = await outputAndStatus(handle);
+    expect(output).toMatch(/cat saw the end/);
+    expect(status).toBe(0);
+  }, 10_000);
+});
