@@ -55,6 +55,13 @@ describe('paths inside a container rootfs', () => {
     expect(findExecutable(root, '/', [])).toBeUndefined();
   });
 
+  it('a symlink replaced by a file between its lstat and its readlink is not found, not an error', () => {
+    // The lstat saw a symlink; by the readlink, the running container had put a file there.
+    const lstatBeforeTheSwap: typeof lstatOrUndefined = (hostPath) => (hostPath === path.join(root, 'bin/data') ? fs.lstatSync(path.join(root, 'bin/sh')) : lstatOrUndefined(hostPath));
+    expect(resolveInRootfs(root, '/bin/data', lstatBeforeTheSwap)).toBeUndefined();
+    expect(findExecutable(root, '/bin/data', [], '/', lstatBeforeTheSwap)).toBeUndefined();
+  });
+
   it('gives up on symlink loops', () => {
     fs.symlinkSync('/bin/loop', path.join(root, 'bin/loop'));
     expect(resolveInRootfs(root, '/bin/loop')).toBeUndefined();

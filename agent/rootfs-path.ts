@@ -17,6 +17,14 @@ export function lstatOrUndefined(hostPath: string): fs.Stats | undefined {
   }
 }
 
+function readlinkOrUndefined(hostPath: string): string | undefined {
+  try {
+    return fs.readlinkSync(hostPath);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * lstat with its answers kept, for one search: PATH's entries share their parents
  * (/usr for each of /usr/local/sbin, /usr/local/bin, /usr/sbin and /usr/bin), and in a
@@ -48,7 +56,9 @@ export function resolveInRootfs(rootfs: string, inner: string, lstat: Lstat = ls
     if (!stat) return undefined;
     if (stat.isSymbolicLink()) {
       if (++hops > MAX_SYMLINKS) return undefined;
-      const target = fs.readlinkSync(candidate);
+      const target = readlinkOrUndefined(candidate);
+      // Replaced since its lstat (a running container's rootfs changes under an exec's check).
+      if (target === undefined) return undefined;
       const targetParts = target.split('/').filter(Boolean);
       if (target.startsWith('/')) resolved.length = 0;
       pending = [...targetParts, ...pending];
