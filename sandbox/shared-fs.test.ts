@@ -8,9 +8,11 @@ import { ensureDirChain, ensureEmptyFile, removeTreeOnOneFilesystem } from './sa
 
 const asRoot = process.getuid?.() === 0 ? it : it.skip;
 
+/** The per-mount options of the mount at `target`; no mount there fails the test (an empty list would pass a `not.toContain`). */
 function mountOptions(target: string): string[] {
   const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === target);
-  return line ? line.split(' ')[5].split(',') : [];
+  if (!line) throw new Error(`nothing is mounted at ${target}`);
+  return line.split(' ')[5].split(',');
 }
 
 describe('the share: host-private mounts, a read-only view for the guest', () => {
