@@ -221,14 +221,23 @@ describe('GuestContainer, crun stood in', () => {
   });
 
   it('ends a read held for a Start that never comes when the container is stopped or removed', async () => {
+    /** The read (wrapped: an async function's result would wait for it), once seen still waiting 50 ms after it was asked for. */
+    const heldRead = async (container: GuestContainer): Promise<{ read: Promise<unknown> }> => {
+      const read = container.outputOf('');
+      let settled = false;
+      read.then(() => (settled = true), () => (settled = true));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(settled).toBe(false);
+      return { read };
+    };
     const stopped = created('stopped-unstarted', 'true', [{ type: 'pid' }]);
-    const held = expect(stopped.outputOf('')).rejects.toBeInstanceOf(NotFoundError);
+    const held = await heldRead(stopped);
     await stopped.signal('', 9, false);
-    await held;
+    await expect(held.read).rejects.toBeInstanceOf(NotFoundError);
     const removed = created('removed-unstarted', 'true', [{ type: 'pid' }]);
-    const alsoHeld = expect(removed.outputOf('')).rejects.toBeInstanceOf(NotFoundError);
+    const alsoHeld = await heldRead(removed);
     await removed.remove();
-    await alsoHeld;
+    await expect(alsoHeld.read).rejects.toBeInstanceOf(NotFoundError);
   });
 
   it("makes the init's stdio FIFOs at Create, and Start takes them", async () => {
