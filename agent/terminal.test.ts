@@ -23,9 +23,29 @@ describe('spawnOnTerminal', () => {
     expect(status).toBe(3);
   }, 10_000);
 
+  it('keeps output written just before the exit, however long the process was quiet before it', async () => {
+    // Many at once, so some exits are seen before their last output was read (when the
+    // agent waited for a quiet moment instead of the terminal's end, 4 in 100 lost it).
+    const results = await Promise.all(Array.from({ length: 100 }, () => outputAndStatus(spawnOnTerminal('timeout', bounded('sleep 0.2; printf tail-of-output; exit 7')))));
+    for (const { output, status } of results) {
+      expect(output).toBe('tail-of-output');
+      expect(status).toBe(7);
+    }
+  }, 20_000);
+
+  it('does not wait for a process left behind on the terminal', async () => {
+    const handle = spawnOnTerminal('sh', ['-c', 'sleep 60 & echo "left:$!"; exit 2']);
+    const { output, status } = await outputAndStatus(handle);
+    expect(status).toBe(2);
+    const left = Number(output.match(/left:(\d+)/)![1]);
+    process.kill(left, 'SIGKILL');
+  }, 10_000);
+
   it('runs the process on a terminal, with the size it was given', async () => {
-    const handle = spawnOnTerminal('timeout', bounded('sleep 0.2; stty size; test -t 0 && test -t 1 && echo on-a-terminal'));
+    // The process waits for a line, sent after the resize, before it looks at its size.
+    const handle = spawnOnTerminal('timeout', bounded('read -r _; stty size; test -t 0 && test -t 1 && echo on-a-terminal'));
     handle.resize!(123, 45);
+    handle.stdin!.write('\n');
     const { output, status } = await outputAndStatus(handle);
     expect(output).toMatch(/^45 123\r?$/m);
     expect(output).toMatch(/on-a-terminal/);

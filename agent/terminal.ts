@@ -10,8 +10,7 @@ import { ProcessHandle, pipeExitStatus } from './process-handle';
 
 /** A terminal's size until the shim's first ResizePty. */
 export const DEFAULT_TERMINAL_SIZE = { cols: 80, rows: 24 };
-/** After the process exits, output still in the terminal arrives within this quiet time. */
-const TAIL_QUIET_MS = 50;
+/** After the process exits, how long a process it left behind (`cmd &`) may keep the terminal, and so its output, open. */
 const TAIL_LIMIT_MS = 1000;
 
 /**
@@ -36,13 +35,11 @@ export function spawnOnTerminal(binary: string, args: string[]): ProcessHandle {
   const term = (require('node-pty') as NodePtyOpen).open({ ...DEFAULT_TERMINAL_SIZE, encoding: null });
   const master = term._master;
   const stdout = new PassThrough();
-  let lastOutput = Date.now();
-  master.on('data', (data: Buffer) => {
-    lastOutput = Date.now();
-    stdout.write(data);
-  });
-  // EIO once no process holds the slave any more: the terminal is simply done.
+  master.on('data', (data: Buffer) => stdout.write(data));
+  // Reading the master fails (EIO) once no process holds the slave, after the last
+  // byte written to it was read: the socket then closes, and the output is complete.
   master.on('error', () => undefined);
+  const masterClosed = new Promise<void>((resolve) => master.once('close', () => resolve()));
 
   const slave = fs.openSync(term._pty, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
   // open() leaves its slave socket flowing: it would read the process's input, and
@@ -63,8 +60,9 @@ export function spawnOnTerminal(binary: string, args: string[]): ProcessHandle {
   });
 
   const exited = pipeExitStatus(child).then(async (status) => {
-    const deadline = Date.now() + TAIL_LIMIT_MS;
-    while (Date.now() - lastOutput < TAIL_QUIET_MS && Date.now() < deadline) await new Promise((r) => setTimeout(r, TAIL_QUIET_MS));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([masterClosed, new Promise((resolve) => (timer = setTimeout(resolve, TAIL_LIMIT_MS)))]);
+    clearTimeout(timer);
     stdout.end();
     master.destroy();
     return status;

@@ -2,7 +2,7 @@
 // node-pty) running ctr -t; keystrokes, window size and Ctrl-C must reach the guest.
 import * as pty from 'node-pty';
 import { HostSnapshot, snapshotHost, waitForNoLeaks } from '../harness/leaks';
-import { KataEnv, RUNTIME, startKataEnv } from './kata-env';
+import { KataEnv, removeContainer, RUNTIME, startKataEnv } from './kata-env';
 
 jest.setTimeout(300_000);
 
@@ -98,7 +98,7 @@ describe('terminals (ctr -t)', () => {
     } finally {
       session.kill();
       // After a failure, remove what `--rm` would have, so the next test starts clean.
-      await forceRemove(env, 'tty-run');
+      await removeContainer((args) => env.containerd.ctr(args), 'tty-run');
     }
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   });
@@ -120,10 +120,10 @@ describe('terminals (ctr -t)', () => {
       }
 
       // The line is typed while the process sleeps: it waits in the guest's terminal,
-      // where nothing but the process may read it (the agent once did, now and then).
-      const typeAhead = new TerminalSession(ctrArgs('task', 'exec', '-t', '--exec-id', 'type-ahead', id, 'sh', '-c', 'sleep 3; read -r line; echo "got:$line"; exit 5'));
+      // where nothing but the process may read it (the agent's idle socket once could).
+      const typeAhead = new TerminalSession(ctrArgs('task', 'exec', '-t', '--exec-id', 'type-ahead', id, 'sh', '-c', 'echo ready; sleep 2; read -r line; echo "got:$line"; exit 5'));
       try {
-        await new Promise((r) => setTimeout(r, 500));
+        await typeAhead.expect(/ready/);
         typeAhead.type('typed ahead\r');
         await typeAhead.expect(/got:typed ahead/);
         expect(await typeAhead.exited()).toBe(5);
@@ -136,8 +136,7 @@ describe('terminals (ctr -t)', () => {
       expect((await env.containerd.ctr(['containers', 'rm', id])).code).toBe(0);
     } finally {
       // After a failure, remove what is left, so the next test starts clean.
-
-      await forceRemove(env, id);
+      await removeContainer((args) => env.containerd.ctr(args), id);
     }
     expect(await waitForNoLeaks(baseline, 20_000)).toEqual([]);
   });
@@ -153,14 +152,4 @@ async function waitForProcessCount(env: KataEnv, id: string, count: number, time
     if (Date.now() > deadline) throw new Error(`task ${id} never had ${count} processes; ctr task ps said:\n${ps.stdout}${ps.stderr}`);
     await new Promise((r) => setTimeout(r, 250));
   }
-}
-
-/** Kills and deletes a task and its container if they still exist; errors mean "already gone". */
-async function forceRemove(env: KataEnv, id: string): Promise<void> {
-  await env.containerd.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-  for (let i = 0; i < 50 && (await env.containerd.ctr(['task', 'ls'])).stdout.includes(id); i++) {
-    await env.containerd.ctr(['task', 'delete', id]);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  await env.containerd.ctr(['containers', 'rm', id]);
 }
