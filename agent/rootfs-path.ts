@@ -57,7 +57,8 @@ export function resolveInRootfs(rootfs: string, inner: string, lstat: Lstat = ls
     if (stat.isSymbolicLink()) {
       if (++hops > MAX_SYMLINKS) return undefined;
       const target = readlinkOrUndefined(candidate);
-      // Replaced since its lstat (a running container's rootfs changes under an exec's check).
+      // Replaced since its lstat (a running container's rootfs changes under an exec's
+      // check): reported as not found, which a retry of the exec gets past.
       if (target === undefined) return undefined;
       const targetParts = target.split('/').filter(Boolean);
       if (target.startsWith('/')) resolved.length = 0;

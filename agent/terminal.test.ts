@@ -1,3 +1,6 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { spawnOnTerminal } from './terminal';
 import { ProcessHandle } from './process-handle';
 
@@ -34,11 +37,14 @@ describe('spawnOnTerminal', () => {
   }, 20_000);
 
   it('does not wait for a process left behind on the terminal', async () => {
-    const handle = spawnOnTerminal('sh', ['-c', 'sleep 60 & echo "left:$!"; exit 2']);
-    const { output, status } = await outputAndStatus(handle);
-    expect(status).toBe(2);
-    const left = Number(output.match(/left:(\d+)/)![1]);
-    process.kill(left, 'SIGKILL');
+    const pidFile = path.join(os.tmpdir(), `left-behind-${process.pid}`);
+    try {
+      const handle = spawnOnTerminal('sh', ['-c', `sleep 60 & echo $! > ${pidFile}; exit 2`]);
+      expect((await outputAndStatus(handle)).status).toBe(2);
+    } finally {
+      if (fs.existsSync(pidFile)) process.kill(Number(fs.readFileSync(pidFile, 'utf8')), 'SIGKILL');
+      fs.rmSync(pidFile, { force: true });
+    }
   }, 10_000);
 
   it('runs the process on a terminal, with the size it was given', async () => {

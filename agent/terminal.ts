@@ -61,8 +61,10 @@ export function spawnOnTerminal(binary: string, args: string[]): ProcessHandle {
 
   const exited = pipeExitStatus(child).then(async (status) => {
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([masterClosed, new Promise((resolve) => (timer = setTimeout(resolve, TAIL_LIMIT_MS)))]);
+    const closed = await Promise.race([masterClosed.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), TAIL_LIMIT_MS)))]);
     clearTimeout(timer);
+    // A loop that stalled past the limit runs timers before it polls: let it read what is there.
+    if (!closed) await new Promise((resolve) => setImmediate(resolve));
     stdout.end();
     master.destroy();
     return status;
